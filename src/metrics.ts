@@ -1,0 +1,194 @@
+/** Every metric of the service, defined once. Names, types and labels of the Go service are kept (COMPAT.md). */
+import client from "prom-client";
+
+/** The registry served on `/metrics`. */
+export const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry });
+
+const r = [registry];
+
+export const requests = new client.Counter({
+  name: "kafka_client_requests_cnt",
+  help: "Messages accepted for production, by topic.",
+  labelNames: ["topic"],
+  registers: r,
+});
+export const acks = new client.Counter({
+  name: "kafka_client_ack_cnt",
+  help: "Messages acknowledged by Kafka, by topic.",
+  labelNames: ["topic"],
+  registers: r,
+});
+export const errors = new client.Counter({
+  name: "kafka_client_err_cnt",
+  help: "Delivery errors reported by librdkafka, by topic and error name.",
+  labelNames: ["topic", "error"],
+  registers: r,
+});
+export const dropped = new client.Counter({
+  name: "kafka_client_dropped_cnt",
+  help: "Messages given up on (non-retryable error, or no WAL for the topic), by topic and error name.",
+  labelNames: ["topic", "error"],
+  registers: r,
+});
+export const inTransit = new client.Gauge({
+  name: "kafka_client_messages_in_transit",
+  help: "Messages handed to librdkafka and not yet reported delivered or failed.",
+  labelNames: ["producer_id"],
+  registers: r,
+});
+export const cbStateChanges = new client.Counter({
+  name: "producer_cb_state",
+  help: "Circuit breaker state changes, by state entered.",
+  labelNames: ["name", "state"],
+  registers: r,
+});
+export const cbCurrentState = new client.Gauge({
+  name: "kafka_cb_current_state",
+  help: "Circuit breaker state: 0 closed, 0.5 half-open, 1 open.",
+  registers: r,
+});
+export const kafkaQueueLen = new client.Gauge({
+  name: "producer_kafka_queue_len",
+  help: "Messages and requests waiting in librdkafka's queues (rd_kafka_outq_len).",
+  registers: r,
+});
+export const librdkafkaVersion = new client.Gauge({
+  name: "producer_kafka_librdkafka_version",
+  help: "The librdkafka version in use, as a label; value 1.",
+  labelNames: ["version"],
+  registers: r,
+});
+export const activeProducer = new client.Gauge({
+  name: "kafka_active_producer",
+  help: "1 for the producer taking new messages, 0 for one that is draining.",
+  labelNames: ["producer_id"],
+  registers: r,
+});
+export const lastProducerStart = new client.Gauge({
+  name: "kafka_last_producer_start_time",
+  help: "Unix time in seconds when the current producer was started.",
+  registers: r,
+});
+export const certExpiration = new client.Gauge({
+  name: "kafka_cert_expiration_time",
+  help: "Unix time in seconds when the client certificate (ssl.certificate.location) expires.",
+  registers: r,
+});
+export const caExpiration = new client.Gauge({
+  name: "kafka_ca_expiration_time",
+  help: "Unix time in seconds when the CA certificate (ssl.ca.location) expires.",
+  registers: r,
+});
+export const rdkafkaGlobal = new client.Gauge({
+  name: "rdkafka_global",
+  help: "librdkafka statistics: top-level numbers.",
+  labelNames: ["producer_id", "metric"],
+  registers: r,
+});
+export const rdkafkaBroker = new client.Gauge({
+  name: "rdkafka_broker",
+  help: "librdkafka statistics: per broker.",
+  labelNames: ["producer_id", "metric", "broker", "window"],
+  registers: r,
+});
+export const rdkafkaTopic = new client.Gauge({
+  name: "rdkafka_topic",
+  help: "librdkafka statistics: per topic.",
+  labelNames: ["producer_id", "metric", "topic", "window"],
+  registers: r,
+});
+export const rdkafkaPartition = new client.Gauge({
+  name: "rdkafka_partition",
+  help: "librdkafka statistics: per partition.",
+  labelNames: ["producer_id", "metric", "topic", "partition"],
+  registers: r,
+});
+
+export const walWrites = new client.Counter({
+  name: "wal_writes",
+  help: "Records written to the WAL, by topic.",
+  labelNames: ["topic"],
+  registers: r,
+});
+export const walReads = new client.Counter({
+  name: "wal_reads",
+  help: "Records read back from the WAL for replay, by topic.",
+  labelNames: ["topic"],
+  registers: r,
+});
+export const walDeletes = new client.Counter({
+  name: "wal_deletes",
+  help: "Records removed from the WAL (delivered or dropped).",
+  registers: r,
+});
+export const walMessages = new client.Gauge({
+  name: "wal_messages",
+  help: "Records in the WAL not yet delivered.",
+  registers: r,
+});
+export const walBytes = new client.Gauge({
+  name: "wal_bytes",
+  help: "Bytes held by the WAL (segment files, or memory when in_memory).",
+  registers: r,
+});
+export const walOldestAge = new client.Gauge({
+  name: "wal_oldest_record_age_seconds",
+  help: "Age of the oldest record still in the WAL; 0 when empty.",
+  registers: r,
+});
+export const walCorrupt = new client.Counter({
+  name: "wal_corrupt_records",
+  help: "WAL lines skipped at recovery because of a bad checksum or bad JSON.",
+  registers: r,
+});
+export const walReplayed = new client.Counter({
+  name: "wal_replayed",
+  help: "Records replayed from the WAL and acknowledged by Kafka.",
+  registers: r,
+});
+export const walFsyncs = new client.Counter({
+  name: "wal_fsyncs",
+  help: "Group commits (one write and one fdatasync each).",
+  registers: r,
+});
+
+const grpcLabels = ["grpc_type", "grpc_service", "grpc_method"];
+export const grpcStarted = new client.Counter({
+  name: "grpc_server_started_total",
+  help: "RPCs started on the server.",
+  labelNames: grpcLabels,
+  registers: r,
+});
+export const grpcHandled = new client.Counter({
+  name: "grpc_server_handled_total",
+  help: "RPCs completed on the server, regardless of success or failure.",
+  labelNames: [...grpcLabels, "grpc_code"],
+  registers: r,
+});
+export const grpcReceived = new client.Counter({
+  name: "grpc_server_msg_received_total",
+  help: "Stream messages received on the server.",
+  labelNames: grpcLabels,
+  registers: r,
+});
+export const grpcSent = new client.Counter({
+  name: "grpc_server_msg_sent_total",
+  help: "Stream messages sent by the server.",
+  labelNames: grpcLabels,
+  registers: r,
+});
+export const grpcHandling = new client.Histogram({
+  name: "grpc_server_handling_seconds",
+  help: "Time from the start of an RPC to its end.",
+  labelNames: grpcLabels,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  registers: r,
+});
+
+export const httpRequests = new client.Counter({
+  name: "http_requests_total",
+  help: "HTTP requests on the produce listener, by route and status code.",
+  labelNames: ["route", "code"],
+  registers: r,
+});

@@ -1,0 +1,63 @@
+/** The contract between the servers and the producer facade. Nothing under `server/` sees more than this. */
+
+/** One message as a client sent it. */
+export interface Message {
+  topic: string;
+  value: Uint8Array;
+  key?: Uint8Array | null;
+  headers?: Array<[string, Uint8Array]>;
+  /** Explicit partition; undefined lets librdkafka's partitioner choose. */
+  partition?: number;
+  /** Milliseconds since the epoch; undefined means "now". */
+  timestamp?: number;
+}
+
+/** When the reply to a produce request may be sent (see DESIGN.md, delivery guarantees). */
+export type AckLevel = "none" | "wal" | "kafka";
+
+export const ACK_LEVELS: readonly AckLevel[] = ["none", "wal", "kafka"];
+
+/** Where an accepted message is, at the time of the reply. */
+export interface ProduceResult {
+  /** `queued`: in librdkafka's queue (ack=none); `wal`: in the WAL; `kafka`: acknowledged by Kafka. */
+  where: "queued" | "wal" | "kafka";
+  partition?: number;
+  offset?: string;
+}
+
+/**
+ * Why a message was not accepted. `kind` maps to a status:
+ * invalid 400, too_large 413, forbidden 403, unavailable 503 (retry later), kafka 502 (Kafka refused it, ack=kafka).
+ */
+export type ProduceErrorKind = "invalid" | "too_large" | "forbidden" | "unavailable" | "kafka";
+
+/** A refusal with a one-line reason that is safe to show to the client. */
+export class ProduceError extends Error {
+  constructor(
+    readonly kind: ProduceErrorKind,
+    message: string,
+    /** For `unavailable`: seconds after which a retry makes sense. */
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+    this.name = "ProduceError";
+  }
+}
+
+/** Readiness as `/readyz` reports it. */
+export interface Readiness {
+  ready: boolean;
+  /** One entry per failing condition, e.g. "breaker open". */
+  reasons: string[];
+}
+
+/** The producer facade as the servers use it. */
+export interface ProducerFacade {
+  /** Accepts one message; resolves when `ack` is satisfied, rejects with ProduceError. */
+  produce(message: Message, ack: AckLevel): Promise<ProduceResult>;
+  /** Topic names known to the cluster, internal (`__*`) ones left out. */
+  listTopics(): Promise<string[]>;
+  /** Largest value size accepted (librdkafka `message.max.bytes`). */
+  readonly maxMessageBytes: number;
+  readiness(): Readiness;
+}
