@@ -1,0 +1,376 @@
+/** Config: defaults, the three key spellings, env overrides, kafka passthrough and every error message. */
+import assert from "node:assert/strict";
+import {
+  type Config,
+  ConfigError,
+  defaultConfig,
+  listenAddress,
+  loadConfig,
+  parseConfig,
+} from "../src/config.ts";
+import { parseDuration } from "../src/duration.ts";
+
+const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
+const REPO = new URL("../", import.meta.url).pathname;
+/** The smallest valid file: everything else at its default. */
+const MINIMAL = "producer.wal.in_memory: true\n";
+
+function parse(yaml: string, env: Record<string, string> = {}): Config {
+  return parseConfig(yaml, env);
+}
+
+/** Asserts that parsing fails with exactly `message`, which must be one line. */
+function assertConfigError(yaml: string, message: string, env: Record<string, string> = {}): void {
+  assert.throws(() => parse(yaml, env), (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${err}`);
+    assert.equal(err.message, message);
+    assert.ok(!err.message.includes("\n"), "message must be one line");
+    return true;
+  });
+}
+
+Deno.test("config: defaults are those of COMPAT.md plus max_bytes and shutdown_timeout", () => {
+  const config = defaultConfig();
+  assert.equal(config.server.http.listen, undefined);
+  assert.equal(config.server.grpc.listen, undefined);
+  assert.equal(config.server.monitoring.listen, undefined);
+  assert.equal(config.server.grpc.maxRequestSize, 4 * 1024 * 1024);
+  assert.deepEqual(config.producer.cb, { intervalMs: 0, timeoutMs: 20_000, fails: 5, requests: 3 });
+  assert.deepEqual(config.producer.resend, { periodMs: 33_000, rateLimit: 10_000 });
+  assert.deepEqual(config.producer.wal, {
+    mode: "fallback",
+    inMemory: false,
+    path: "",
+    alwaysTopics: [],
+    disableTopics: [],
+    maxBytes: 1024 ** 3,
+  });
+  assert.equal(config.producer.oldProducerKillTimeoutMs, 10 * 60_000);
+  assert.equal(config.producer.shutdownTimeoutMs, 30_000);
+  assert.deepEqual(config.kafka, {});
+});
+
+Deno.test("config: a minimal file gives the defaults", () => {
+  const expected = defaultConfig();
+  expected.producer.wal.inMemory = true;
+  assert.deepEqual(parse(MINIMAL), expected);
+});
+
+Deno.test("config: defaultConfig returns a fresh object each time", () => {
+  const a = defaultConfig();
+  a.producer.wal.alwaysTopics.push("x");
+  assert.deepEqual(defaultConfig().producer.wal.alwaysTopics, []);
+});
+
+Deno.test("config: nested, flat and mixed spellings give the same config", async () => {
+  const nested = await loadConfig(`${FIXTURES}config_nested.yaml`, {});
+  const flat = await loadConfig(`${FIXTURES}config_flat.yaml`, {});
+  const mixed = await loadConfig(`${FIXTURES}config_mixed.yaml`, {});
+  assert.equal(nested.server.http.listen, ":18080");
+  assert.equal(nested.producer.cb.fails, 7);
+  assert.equal(nested.producer.cb.timeoutMs, 60_000);
+  assert.equal(nested.producer.resend.rateLimit, 500);
+  assert.equal(nested.producer.wal.path, "/var/lib/ka/wal");
+  assert.deepEqual(nested.producer.wal.alwaysTopics, ["audit"]);
+  assert.deepEqual(nested.kafka, {
+    "bootstrap.servers": "k1:9092,k2:9092",
+    "compression.codec": "lz4",
+    "acks": "all",
+    "batch.num.messages": "1000",
+  });
+  assert.deepEqual(flat, nested);
+  assert.deepEqual(mixed, nested);
+});
+
+Deno.test("config: keys match case-insensitively, as viper did", () => {
+  const config = parse(
+    "Producer:\n  CB:\n    Fails: 9\n  WAL.In_Memory: true\nKafka:\n  Compression.Codec: zstd\n",
+  );
+  assert.equal(config.producer.cb.fails, 9);
+  assert.equal(config.kafka["compression.codec"], "zstd");
+});
+
+Deno.test("config: durations in every accepted form", () => {
+  const cases: Array<[string, number]> = [
+    ["20s", 20_000],
+    ["10m", 600_000],
+    ["1h30m", 5_400_000],
+    ["250ms", 250],
+    ["1.5s", 1500],
+    ["300us", 0.3],
+    ["300µs", 0.3],
+    ["0", 0],
+    ["20", 20_000],
+    ["0.25", 250],
+  ];
+  for (const [text, ms] of cases) {
+    assert.equal(parseDuration(text), ms, text);
+    assert.equal(parse(`${MINIMAL}producer.cb.timeout: ${text}\n`).producer.cb.timeoutMs, ms, text);
+  }
+  assert.equal(parseDuration(2), 2000);
+  for (const bad of ["5x", "s", "1h-5m", "", "1.2.3s", "5 s", "h1"]) {
+    assert.throws(() => parseDuration(bad), /invalid duration/, bad);
+  }
+  assert.throws(() => parseDuration("-5s"), /negative duration "-5s"/);
+  assert.throws(() => parseDuration("1000h"), /too long/);
+});
+
+Deno.test("config: sizes for max_bytes and max.request.size", () => {
+  const maxBytes = (text: string) =>
+    parse(`${MINIMAL}producer.wal.max_bytes: ${text}\n`).producer.wal.maxBytes;
+  assert.equal(maxBytes("1048576"), 1_048_576);
+  assert.equal(maxBytes("512MiB"), 512 * 1024 ** 2);
+  assert.equal(maxBytes("2GB"), 2e9);
+  assert.equal(maxBytes("100k"), 100_000);
+  assert.equal(maxBytes("1.5GiB"), 1.5 * 1024 ** 3);
+  assert.equal(
+    parse(`${MINIMAL}server.grpc.max.request.size: 16Mi\n`).server.grpc.maxRequestSize,
+    16 * 1024 ** 2,
+  );
+});
+
+Deno.test("config: env overrides a duration, an int, a kafka key and a list, with dots or __", () => {
+  const yaml = `${MINIMAL}producer.resend.period: 1m\nproducer.cb.fails: 2\nkafka.compression.codec: gzip\n`;
+  const config = parse(yaml, {
+    "KA_PRODUCER.RESEND.PERIOD": "5s",
+    "KA_PRODUCER__CB__FAILS": "11",
+    "KA_KAFKA.COMPRESSION.CODEC": "lz4",
+    "KA_PRODUCER.WAL.DISABLE_TOPICS": "a, b,,c",
+    "KA_KAFKA__BROKERS": "e1:9092,e2:9092",
+    "KA_KAFKA.ENABLE.IDEMPOTENCE": "true",
+    "KA_LOG_LEVEL": "debug",
+    "KA_DENO": "/usr/local/bin/deno",
+    "PATH": "/usr/bin",
+  });
+  assert.equal(config.producer.resend.periodMs, 5000);
+  assert.equal(config.producer.cb.fails, 11);
+  assert.equal(config.kafka["compression.codec"], "lz4");
+  assert.deepEqual(config.producer.wal.disableTopics, ["a", "b", "c"]);
+  assert.equal(config.kafka["bootstrap.servers"], "e1:9092,e2:9092");
+  assert.equal(config.kafka["enable.idempotence"], "true");
+  assert.equal(
+    parse(MINIMAL, { KA_PRODUCER__WAL__IN_MEMORY: "false", KA_PRODUCER__WAL__PATH: "/w" }).producer.wal
+      .inMemory,
+    false,
+  );
+});
+
+Deno.test("config: env defaults to the process environment", () => {
+  Deno.env.set("KA_PRODUCER.CB.REQUESTS", "4");
+  try {
+    assert.equal(parseConfig(MINIMAL).producer.cb.requests, 4);
+  } finally {
+    Deno.env.delete("KA_PRODUCER.CB.REQUESTS");
+  }
+});
+
+Deno.test("config: kafka keys pass through, with or without dots, values as strings as written", () => {
+  const config = parse(`${MINIMAL}
+kafka:
+  acks: all
+  debug: [broker, topic]
+  retries: 5
+  enable.idempotence: true
+  linger.ms: 0.50
+  ssl:
+    ca.location: /etc/ca.pem
+  Message.Timeout.MS: 30000
+kafka.security.protocol: ssl
+`);
+  assert.deepEqual(config.kafka, {
+    "acks": "all",
+    "debug": "broker,topic",
+    "retries": "5",
+    "enable.idempotence": "true",
+    "linger.ms": "0.50",
+    "ssl.ca.location": "/etc/ca.pem",
+    "message.timeout.ms": "30000",
+    "security.protocol": "ssl",
+  });
+});
+
+Deno.test("config: kafka.brokers becomes bootstrap.servers; an explicit bootstrap.servers wins", () => {
+  assert.equal(parse(`${MINIMAL}kafka.brokers: [a:1, b:2]\n`).kafka["bootstrap.servers"], "a:1,b:2");
+  assert.equal(parse(`${MINIMAL}kafka.brokers: "a:1, b:2"\n`).kafka["bootstrap.servers"], "a:1,b:2");
+  const both = parse(`${MINIMAL}kafka: { brokers: [a:1], bootstrap.servers: "x:9,y:9" }\n`);
+  assert.equal(both.kafka["bootstrap.servers"], "x:9,y:9");
+  assert.equal(both.kafka["brokers"], undefined);
+  assert.equal(parse(MINIMAL).kafka["bootstrap.servers"], undefined);
+});
+
+Deno.test("config: listen addresses", () => {
+  const listen = (addr: string) => parse(`${MINIMAL}server.http.listen: "${addr}"\n`).server.http.listen;
+  assert.equal(listen(":18080"), ":18080");
+  assert.equal(listen("127.0.0.1:0"), "127.0.0.1:0");
+  assert.equal(listen("[::1]:18080"), "[::1]:18080");
+  assert.equal(listen("kafka-ambassador.local:80"), "kafka-ambassador.local:80");
+  assert.equal(listen(""), undefined);
+  assert.deepEqual(listenAddress(":18080"), { hostname: "0.0.0.0", port: 18080 });
+  assert.deepEqual(listenAddress("[::]:1"), { hostname: "::", port: 1 });
+  assert.deepEqual(listenAddress("10.0.0.1:18282"), { hostname: "10.0.0.1", port: 18282 });
+});
+
+Deno.test("config: wal.path may be empty in memory or with mode disable", () => {
+  assert.equal(parse("producer.wal.mode: disable\n").producer.wal.mode, "disable");
+  assert.equal(parse("producer.wal.mode: ALWAYS\nproducer.wal.path: /w\n").producer.wal.mode, "always");
+});
+
+Deno.test("config: unknown keys are named, with the closest known key", () => {
+  assertConfigError(
+    `${MINIMAL}producer.cb.fail: 3\n`,
+    "config: producer.cb.fail: unknown key; did you mean producer.cb.fails?",
+  );
+  assertConfigError(
+    `${MINIMAL}producer:\n  resend:\n    ratelimit: 3\n`,
+    "config: producer.resend.ratelimit: unknown key; did you mean producer.resend.rate_limit?",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.fails: 3\n`,
+    "config: producer.fails: unknown key; did you mean producer.cb.fails?",
+  );
+  assertConfigError(`${MINIMAL}metrics: {port: 1}\n`, "config: metrics.port: unknown key");
+  assertConfigError(
+    MINIMAL,
+    "config: producer.cb.fail: unknown key (from KA_PRODUCER__CB__FAIL); did you mean producer.cb.fails?",
+    { KA_PRODUCER__CB__FAIL: "3" },
+  );
+  assertConfigError(
+    MINIMAL,
+    "config: kafka_brokers: unknown key (from KA_KAFKA_BROKERS); did you mean kafka.brokers?",
+    { KA_KAFKA_BROKERS: "a:1" },
+  );
+});
+
+Deno.test("config: wrong types name the key, the expected type and the value", () => {
+  assertConfigError(
+    `${MINIMAL}producer.cb.fails: abc\n`,
+    'config: producer.cb.fails: expected an integer, got "abc"',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.cb.fails: 2.5\n`,
+    'config: producer.cb.fails: expected an integer, got "2.5"',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.wal.path: [a, b]\n`,
+    "config: producer.wal.path: expected a string, got a list",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.cb.timeout: {s: 1}\n`,
+    "config: producer.cb.timeout: expected a duration (e.g. 20s, 10m, 1h30m), got a map",
+  );
+  assertConfigError(
+    "producer.wal.in_memory: maybe\n",
+    'config: producer.wal.in_memory: expected true or false, got "maybe"',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.wal.always_topics: [a, [b]]\n`,
+    "config: producer.wal.always_topics: expected a list of strings, got an item a list",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.wal.max_bytes: lots\n`,
+    'config: producer.wal.max_bytes: expected a size in bytes (e.g. 1048576, 512MiB, 2GB, 100k), got "lots"',
+  );
+  assertConfigError(
+    `${MINIMAL}kafka.acks: {a: [1, {b: 2}]}\n`,
+    "config: kafka.acks.a: expected a value or a list of values, got a list containing a map",
+  );
+  assertConfigError(`${MINIMAL}producer: 5\n`, 'config: producer: expected a map, got "5"');
+  assertConfigError("- a\n- b\n", "config: top level: expected a map of keys, got a list");
+  assertConfigError(
+    MINIMAL,
+    'config: producer.cb.requests: expected an integer, got "x" (from KA_PRODUCER.CB.REQUESTS)',
+    { "KA_PRODUCER.CB.REQUESTS": "x" },
+  );
+});
+
+Deno.test("config: bad values are rejected with the reason", () => {
+  assertConfigError(
+    `${MINIMAL}producer.cb.timeout: 20 seconds\n`,
+    'config: producer.cb.timeout: invalid duration "20 seconds" (expected e.g. 250ms, 20s, 10m, 1h30m, or a number of seconds)',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.cb.interval: -1s\n`,
+    'config: producer.cb.interval: negative duration "-1s"',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.wal.mode: sometimes\n`,
+    'config: producer.wal.mode: expected one of fallback, always, disable, got "sometimes"',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.cb.fails: 0\n`,
+    "config: producer.cb.fails: must be at least 1, got 0",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.cb.requests: -2\n`,
+    "config: producer.cb.requests: must be at least 1, got -2",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.resend.rate_limit: 0\n`,
+    "config: producer.resend.rate_limit: must be a positive number of records per second, got 0 " +
+      "(to turn replay off, set producer.resend.period: 0)",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.resend.rate_limit: -5\n`,
+    "config: producer.resend.rate_limit: must be a positive number of records per second, got -5 " +
+      "(to turn replay off, set producer.resend.period: 0)",
+  );
+  assertConfigError(
+    `${MINIMAL}server.grpc.listen: 18282\n`,
+    'config: server.grpc.listen: expected host:port (e.g. 0.0.0.0:18080 or :18080), got "18282"',
+  );
+  assertConfigError(
+    `${MINIMAL}server.monitoring.listen: "0.0.0.0:99999"\n`,
+    'config: server.monitoring.listen: expected host:port (e.g. 0.0.0.0:18080 or :18080), got "0.0.0.0:99999"',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.wal: {always_topics: [a, b], disable_topics: [b]}\n`,
+    'config: producer.wal.always_topics: topic "b" is also in producer.wal.disable_topics',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.cb.fails: 1\nproducer: {cb: {fails: 2}}\n`,
+    "config: producer.cb.fails: set more than once",
+  );
+  assert.throws(() => parse("a: [1\nb: 2\n"), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /^config: invalid YAML: [^\n]* at line 2, column 1$/);
+    return true;
+  });
+});
+
+Deno.test("config: a missing WAL path is an error unless in memory or disabled", () => {
+  assertConfigError(
+    "",
+    "config: producer.wal.path: required when producer.wal.mode is fallback (or set in_memory: true)",
+  );
+  assertConfigError(
+    "producer.wal.mode: always\n",
+    "config: producer.wal.path: required when producer.wal.mode is always (or set in_memory: true)",
+  );
+});
+
+Deno.test("config: a missing file is a ConfigError naming the path", async () => {
+  const path = `${FIXTURES}config_does_not_exist.yaml`;
+  await assert.rejects(loadConfig(path, {}), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.message, `config: ${path}: file not found`);
+    return true;
+  });
+});
+
+Deno.test("config: config/default.yaml and config/example.yaml parse", async () => {
+  const def = await loadConfig(`${REPO}config/default.yaml`, {});
+  assert.equal(def.server.http.listen, "0.0.0.0:18080");
+  assert.equal(def.server.grpc.listen, "0.0.0.0:18282");
+  assert.equal(def.server.monitoring.listen, "0.0.0.0:18181");
+  assert.equal(def.kafka["bootstrap.servers"], "127.0.0.1:9092");
+  assert.equal(def.producer.wal.mode, "fallback");
+  assert.equal(def.producer.wal.path, "./data/wal");
+
+  const example = await loadConfig(`${REPO}config/example.yaml`, {});
+  const expected = defaultConfig();
+  expected.server.http.listen = "0.0.0.0:18080";
+  expected.server.grpc.listen = "0.0.0.0:18282";
+  expected.server.monitoring.listen = "0.0.0.0:18181";
+  expected.producer.wal.path = "./data/wal";
+  assert.deepEqual(example, expected, "example.yaml must show the defaults");
+});
