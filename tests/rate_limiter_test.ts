@@ -1,44 +1,7 @@
 /** RateLimiter: exact token accounting on a fake clock, FIFO order, close(), and the rate on the real clock. */
 import assert from "node:assert/strict";
-import type { Clock } from "../src/producer/breaker.ts";
+import { FakeClock } from "./support/fake_clock.ts";
 import { RateLimiter } from "../src/producer/rate_limiter.ts";
-
-/** A clock that moves only when told to, running due timers in order. */
-class FakeClock implements Clock {
-  #now = 0;
-  #nextId = 1;
-  #timers = new Map<number, { at: number; fn: () => void }>();
-
-  now(): number {
-    return this.#now;
-  }
-
-  setTimeout(fn: () => void, ms: number): number {
-    const id = this.#nextId++;
-    this.#timers.set(id, { at: this.#now + ms, fn });
-    return id;
-  }
-
-  clearTimeout(id: number): void {
-    this.#timers.delete(id);
-  }
-
-  get pending(): number {
-    return this.#timers.size;
-  }
-
-  advance(ms: number): void {
-    const end = this.#now + ms;
-    for (;;) {
-      const due = [...this.#timers].filter(([, t]) => t.at <= end).sort(([, a], [, b]) => a.at - b.at)[0];
-      if (due === undefined) break;
-      this.#timers.delete(due[0]);
-      this.#now = due[1].at;
-      due[1].fn();
-    }
-    this.#now = end;
-  }
-}
 
 /** Lets promise callbacks that became ready run. */
 function settle(): Promise<void> {

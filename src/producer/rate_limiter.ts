@@ -1,5 +1,5 @@
 /** Token bucket that paces WAL replay to `producer.resend.rate_limit` records per second. */
-import { type Clock, realClock } from "./breaker.ts";
+import { type Clock, realClock } from "../clock.ts";
 
 export interface RateLimiterOptions {
   /** Bucket size: tokens that may be spent at once after a pause. Default rate/10, at least 1. */
