@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Installs everything the build and the tests need: Debian packages, the pinned Deno, the Apache Kafka broker
+# jars (cached across runs) and the npm dependencies from deno.lock. Idempotent, quiet on success.
+# Leaves .tools/deno-path and .tools/kafka-libs-path for scripts/test.sh and tests/kafka/broker.ts.
+set -euo pipefail
+
+DENO_VERSION=2.9.6
+KAFKA_VERSION=4.2.2
+LOG4J_VERSION=2.25.5 # matches the log4j-core that kafka ${KAFKA_VERSION} depends on
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+CACHE_DIR="${KA_CACHE_DIR:-$HOME/.cache/kafka-ambassador}"
+
+die() {
+  echo "setup: $*" >&2
+  exit 1
+}
+
+# Prints the last lines of a log file to stderr, then fails with a one-line reason.
+die_with_log() {
+  local log="$1"
+  shift
+  tail -n 20 "$log" >&2 || true
+  die "$* (full log: $log)"
+}
+
+install_debian_packages() {
+  local wanted=(librdkafka1 librdkafka-dev kcat)
+  command -v java >/dev/null 2>&1 || wanted+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || wanted+=(maven)
+  local missing=() pkg
+  for pkg in "${wanted[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing Debian packages: ${missing[*]} (run as root or: sudo apt-get install ${missing[*]})"
+  fi
+  local log="$TOOLS/apt.log"
+  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; } \
+    >"$log" 2>&1 || die_with_log "$log" "apt-get install ${missing[*]} failed"
+}
+
+deno_version_of() {
+  "$1" --version 2>/dev/null | head -n 1 | awk '{print $2}'
+}
+
+# Uses deno from PATH when it is exactly the pinned version, else the npm package `deno` under .tools/deno.
+install_deno() {
+  local deno
+  deno="$(command -v deno 2>/dev/null || true)"
+  if [ -n "$deno" ] && [ "$(deno_version_of "$deno")" = "$DENO_VERSION" ]; then
+    echo "$deno" >"$TOOLS/deno-path"
+    return 0
+  fi
+  local prefix="$TOOLS/deno"
+  deno="$(find_npm_deno "$prefix")"
+  if [ -z "$deno" ] || [ "$(deno_version_of "$deno")" != "$DENO_VERSION" ]; then
+    command -v npm >/dev/null 2>&1 || die "npm is needed to install deno $DENO_VERSION (apt-get install npm)"
+    local log="$TOOLS/npm-deno.log"
+    rm -rf "$prefix"
+    # The binary comes in the platform package (an optional dependency), so it is there even when npm
+    # declines to run the postinstall script.
+    npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "deno@$DENO_VERSION" >"$log" 2>&1 ||
+      die_with_log "$log" "npm install deno@$DENO_VERSION failed"
+    deno="$(find_npm_deno "$prefix")"
+    [ -n "$deno" ] || die_with_log "$log" "no deno binary found under $prefix/node_modules/@deno after npm install"
+    local got
+    got="$(deno_version_of "$deno")"
+    [ "$got" = "$DENO_VERSION" ] || die "deno at $deno reports version '$got', expected $DENO_VERSION"
+  fi
+  echo "$deno" >"$TOOLS/deno-path"
+}
+
+find_npm_deno() {
+  local dir="$1/node_modules/@deno" candidate
+  [ -d "$dir" ] || return 0
+  for candidate in "$dir"/*/deno; do
+    if [ -f "$candidate" ] && [ -x "$candidate" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+}
+
+# Downloads the broker, the storage and topic tools and a log4j binding with Maven, once per Kafka version.
+install_kafka_libs() {
+  local home="$CACHE_DIR/kafka-$KAFKA_VERSION"
+  local libs="$home/libs" marker="$home/.complete"
+  if [ ! -f "$marker" ] || [ ! -d "$libs" ]; then
+    command -v mvn >/dev/null 2>&1 || die "mvn not found (apt-get install maven)"
+    mkdir -p "$home"
+    # Another checkout may be downloading into the same cache: wait for it, then use its result.
+    exec 9>"$home/.lock"
+    flock 9
+    if [ -f "$marker" ] && [ -d "$libs" ]; then
+      exec 9>&-
+      echo "$libs" >"$TOOLS/kafka-libs-path"
+      return 0
+    fi
+    rm -rf "$libs" "$libs.partial" "$marker"
+    local work log="$home/maven.log"
+    work="$(mktemp -d)"
+    cat >"$work/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.kafka-ambassador</groupId>
+  <artifactId>kafka-broker-libs</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>$KAFKA_VERSION</version>
+      <exclusions>
+        <!-- only needed by the Connect tools; TopicCommand does without it -->
+        <exclusion>
+          <groupId>org.apache.kafka</groupId>
+          <artifactId>connect-runtime</artifactId>
+        </exclusion>
+      </exclusions>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>$LOG4J_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+    if ! (cd "$work" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$libs.partial") >"$log" 2>&1; then
+      rm -rf "$work" "$libs.partial"
+      die_with_log "$log" "maven download of kafka $KAFKA_VERSION failed"
+    fi
+    rm -rf "$work"
+    [ -f "$libs.partial/kafka_2.13-$KAFKA_VERSION.jar" ] || die_with_log "$log" "kafka_2.13-$KAFKA_VERSION.jar missing after download"
+    mv "$libs.partial" "$libs"
+    touch "$marker"
+    exec 9>&-
+  fi
+  echo "$libs" >"$TOOLS/kafka-libs-path"
+}
+
+cache_npm_dependencies() {
+  local deno log="$TOOLS/deno-install.log"
+  deno="$(cat "$TOOLS/deno-path")"
+  (cd "$ROOT" && "$deno" install --quiet) >"$log" 2>&1 || die_with_log "$log" "deno install failed"
+}
+
+mkdir -p "$TOOLS"
+install_debian_packages
+install_deno
+install_kafka_libs
+cache_npm_dependencies

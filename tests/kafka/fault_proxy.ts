@@ -1,0 +1,181 @@
+/** Where a {@linkcode FaultProxy} forwards connections to. */
+export interface ProxyTarget {
+  host: string;
+  port: number;
+}
+
+/** Options for {@linkcode startFaultProxy}. */
+export interface FaultProxyOptions {
+  /** Port to listen on (default: a free one). A fixed port can be reused by a later proxy. */
+  port?: number;
+}
+
+const CHUNK_BYTES = 64 * 1024;
+
+/** One client connection and, once connected, its upstream to the target. */
+class Link {
+  upstream: Deno.TcpConn | null = null;
+  /** Set while a blackhole holds this link: it forwards nothing until it is closed. */
+  frozen = false;
+  closed = false;
+  readonly #whenClosed: Promise<void>;
+  readonly #markClosed: () => void;
+
+  constructor(readonly client: Deno.TcpConn) {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#whenClosed = promise;
+    this.#markClosed = resolve;
+  }
+
+  /** Resolves when the link is closed: a frozen link waits here instead of forwarding. */
+  untilClosed(): Promise<void> {
+    return this.#whenClosed;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const conn of [this.client, this.upstream]) {
+      try {
+        conn?.close();
+      } catch {
+        // already closed by the peer side of the pump
+      }
+    }
+    this.#markClosed();
+  }
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 that can cut connections or act as a network partition, for fault tests.
+ *
+ * @example
+ * await using proxy = await startFaultProxy({ host: "127.0.0.1", port: broker.port });
+ * proxy.blackhole(true);
+ */
+export class FaultProxy implements AsyncDisposable {
+  readonly port: number;
+  readonly #target: ProxyTarget;
+  readonly #listener: Deno.TcpListener;
+  readonly #links = new Set<Link>();
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #acceptLoop: Promise<void>;
+  #blackholed = false;
+  #closed = false;
+
+  constructor(listener: Deno.TcpListener, target: ProxyTarget) {
+    this.#listener = listener;
+    this.#target = target;
+    this.port = listener.addr.port;
+    this.#acceptLoop = this.#accept();
+  }
+
+  /** Number of client connections currently open through the proxy. */
+  get connections(): number {
+    return this.#links.size;
+  }
+
+  /**
+   * On: every connection, open or new, stops forwarding bytes both ways (new ones are accepted but never
+   * reach the target). Off: the held connections are closed and new ones forward normally.
+   */
+  blackhole(on: boolean): void {
+    this.#blackholed = on;
+    for (const link of this.#links) {
+      if (on) link.frozen = true;
+      else if (link.frozen) link.close();
+    }
+  }
+
+  /** Closes every current connection, both sides. */
+  cutAll(): void {
+    for (const link of this.#links) link.close();
+  }
+
+  /** Stops listening, closes every connection and waits until all forwarding has stopped. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#listener.close();
+    this.cutAll();
+    await this.#acceptLoop;
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #accept(): Promise<void> {
+    while (true) {
+      let client: Deno.TcpConn;
+      try {
+        client = await this.#listener.accept();
+      } catch {
+        return; // listener closed
+      }
+      if (this.#closed) {
+        client.close();
+        return;
+      }
+      const link = new Link(client);
+      link.frozen = this.#blackholed;
+      this.#links.add(link);
+      this.#track(
+        this.#serve(link).finally(() => {
+          link.close();
+          this.#links.delete(link);
+        }),
+      );
+    }
+  }
+
+  #track(task: Promise<void>): void {
+    this.#tasks.add(task);
+    task.finally(() => this.#tasks.delete(task));
+  }
+
+  async #serve(link: Link): Promise<void> {
+    if (link.frozen) return await link.untilClosed();
+    let upstream: Deno.TcpConn;
+    try {
+      upstream = await Deno.connect({ hostname: this.#target.host, port: this.#target.port });
+    } catch {
+      return; // target down: the client sees its connection closed, as with a refused connect
+    }
+    if (link.closed) {
+      upstream.close();
+      return;
+    }
+    link.upstream = upstream;
+    await Promise.all([pump(link.client, upstream, link), pump(upstream, link.client, link)]);
+  }
+}
+
+/** Copies src to dst until either side ends; a frozen link holds its bytes until it is closed. */
+async function pump(src: Deno.TcpConn, dst: Deno.TcpConn, link: Link): Promise<void> {
+  const buf = new Uint8Array(CHUNK_BYTES);
+  try {
+    while (!link.closed) {
+      if (link.frozen) return await link.untilClosed();
+      const n = await src.read(buf);
+      if (n === null) return;
+      if (link.frozen) return await link.untilClosed();
+      let written = 0;
+      while (written < n) written += await dst.write(buf.subarray(written, n));
+    }
+  } catch {
+    // a closed or reset connection ends the pump
+  } finally {
+    link.close();
+  }
+}
+
+/**
+ * Starts a fault proxy forwarding 127.0.0.1:<port> to the target. The target need not be up yet: each
+ * connection dials it when accepted.
+ */
+export function startFaultProxy(target: ProxyTarget, opts: FaultProxyOptions = {}): Promise<FaultProxy> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: opts.port ?? 0, transport: "tcp" });
+  return Promise.resolve(new FaultProxy(listener, target));
+}
