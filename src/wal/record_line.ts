@@ -1,0 +1,141 @@
+/**
+ * One WAL record as one NDJSON line:
+ * `{"id":7,"writtenAt":1700000000000,"topic":"t","key":"<b64>","value":"<b64>","headers":[["h","<b64>"]],
+ * "partition":0,"timestamp":1700000000000,"crc":"<8 hex>"}\n`.
+ * key, headers, partition and timestamp appear only when the message has them, so a record round-trips exactly
+ * (absent stays absent, null stays null). Bytes are base64. `id` and `writtenAt` come first so recovery can index a
+ * line without parsing all of it. The CRC-32C covers the line's exact bytes before `,"crc":`, and `crc` is always the
+ * last field, so checking it needs no re-serialisation.
+ */
+import type { Message } from "../producer/types.ts";
+import { crc32c } from "./crc32c.ts";
+import type { WalRecord } from "./types.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** `,"crc":"` + 8 hex digits + `"}`: the fixed tail of every line (newline excluded). */
+const CRC_TAIL = 18;
+const CRC_OPEN = encoder.encode(`,"crc":"`);
+const ID_OPEN = encoder.encode(`{"id":`);
+const WRITTEN_AT_OPEN = encoder.encode(`,"writtenAt":`);
+const HEX = encoder.encode("0123456789abcdef");
+
+/**
+ * Encodes a record as one line, newline included.
+ * @example encodeRecordLine(1, Date.now(), { topic: "t", value: new Uint8Array([1]) })
+ */
+export function encodeRecordLine(id: number, writtenAt: number, msg: Message): Uint8Array {
+  let s = `{"id":${id},"writtenAt":${writtenAt},"topic":${JSON.stringify(msg.topic)}`;
+  if (msg.key !== undefined) s += msg.key === null ? `,"key":null` : `,"key":"${msg.key.toBase64()}"`;
+  s += `,"value":"${msg.value.toBase64()}"`;
+  if (msg.headers !== undefined) {
+    s += `,"headers":[`;
+    for (let i = 0; i < msg.headers.length; i++) {
+      const [name, value] = msg.headers[i];
+      s += `${i === 0 ? "" : ","}[${JSON.stringify(name)},"${value.toBase64()}"]`;
+    }
+    s += "]";
+  }
+  if (msg.partition !== undefined) s += `,"partition":${finite(msg.partition, "partition")}`;
+  if (msg.timestamp !== undefined) s += `,"timestamp":${finite(msg.timestamp, "timestamp")}`;
+  const line = encoder.encode(`${s},"crc":"00000000"}\n`);
+  let crc = crc32c(line, 0, line.length - CRC_TAIL - 1);
+  for (let i = line.length - 4; i >= line.length - 11; i--, crc >>>= 4) line[i] = HEX[crc & 0xf];
+  return line;
+}
+
+function finite(n: number, field: string): number {
+  // NaN or Infinity would make the line invalid JSON and lose the record at replay.
+  if (!Number.isFinite(n)) throw new TypeError(`wal: ${field} must be a finite number, got ${n}`);
+  return n;
+}
+
+/** What recovery needs from a line, or why the line is unusable. */
+export type LineHead = { id: number; writtenAt: number } | { error: "bad checksum" | "malformed record" };
+
+/**
+ * Checks the checksum of the line `bytes[start, end)` (newline excluded) and reads its id and writtenAt.
+ * @example readLineHead(line, 0, line.length - 1)
+ */
+export function readLineHead(bytes: Uint8Array, start: number, end: number): LineHead {
+  const body = end - CRC_TAIL;
+  if (body - start < ID_OPEN.length || !matches(bytes, body, CRC_OPEN)) return { error: "malformed record" };
+  if (bytes[end - 2] !== 0x22 || bytes[end - 1] !== 0x7d) return { error: "malformed record" };
+  let stored = 0;
+  for (let i = body + CRC_OPEN.length; i < end - 2; i++) {
+    const digit = hexValue(bytes[i]);
+    if (digit < 0) return { error: "malformed record" };
+    stored = stored * 16 + digit;
+  }
+  if (crc32c(bytes, start, body) !== stored) return { error: "bad checksum" };
+  if (!matches(bytes, start, ID_OPEN)) return { error: "malformed record" };
+  const id = readInteger(bytes, start + ID_OPEN.length, body);
+  if (id === null || !matches(bytes, id.next, WRITTEN_AT_OPEN)) return { error: "malformed record" };
+  const writtenAt = readInteger(bytes, id.next + WRITTEN_AT_OPEN.length, body);
+  if (writtenAt === null || bytes[writtenAt.next] !== 0x2c) return { error: "malformed record" };
+  return { id: id.value, writtenAt: writtenAt.value };
+}
+
+function matches(bytes: Uint8Array, at: number, expected: Uint8Array): boolean {
+  if (at < 0 || at + expected.length > bytes.length) return false;
+  for (let i = 0; i < expected.length; i++) if (bytes[at + i] !== expected[i]) return false;
+  return true;
+}
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  return -1;
+}
+
+function readInteger(bytes: Uint8Array, at: number, limit: number): { value: number; next: number } | null {
+  let value = 0;
+  let i = at;
+  for (; i < limit && bytes[i] >= 0x30 && bytes[i] <= 0x39; i++) value = value * 10 + (bytes[i] - 0x30);
+  if (i === at || i - at > 16 || !Number.isSafeInteger(value)) return null;
+  return { value, next: i };
+}
+
+/**
+ * Decodes the line `bytes[start, end)` (newline excluded) after checking its checksum; throws with the reason
+ * ("bad checksum" or "malformed record") when the line is damaged.
+ */
+export function decodeRecordLine(bytes: Uint8Array, start: number, end: number): WalRecord {
+  const head = readLineHead(bytes, start, end);
+  if ("error" in head) throw new Error(head.error);
+  try {
+    return toRecord(JSON.parse(decoder.decode(bytes.subarray(start, end))));
+  } catch {
+    throw new Error("malformed record");
+  }
+}
+
+function toRecord(o: Record<string, unknown>): WalRecord {
+  if (typeof o.id !== "number" || typeof o.writtenAt !== "number" || typeof o.topic !== "string") {
+    throw new Error();
+  }
+  if (typeof o.value !== "string") throw new Error();
+  const record: WalRecord = { id: o.id, writtenAt: o.writtenAt, topic: o.topic, value: fromBase64(o.value) };
+  if (o.key !== undefined) record.key = o.key === null ? null : fromBase64(o.key);
+  if (o.headers !== undefined) {
+    if (!Array.isArray(o.headers)) throw new Error();
+    record.headers = o.headers.map((h: unknown): [string, Uint8Array] => {
+      if (!Array.isArray(h) || h.length !== 2 || typeof h[0] !== "string") throw new Error();
+      return [h[0], fromBase64(h[1])];
+    });
+  }
+  if (o.partition !== undefined) record.partition = number(o.partition);
+  if (o.timestamp !== undefined) record.timestamp = number(o.timestamp);
+  return record;
+}
+
+function fromBase64(v: unknown): Uint8Array {
+  if (typeof v !== "string") throw new Error();
+  return Uint8Array.fromBase64(v);
+}
+
+function number(v: unknown): number {
+  if (typeof v !== "number") throw new Error();
+  return v;
+}

@@ -1,0 +1,195 @@
+/**
+ * Opening a WAL directory after a clean stop or a crash: indexes every segment, cuts a torn last line, skips damaged
+ * lines (counted and logged, left in the file), applies the ack lists. A damaged segment never stops start-up.
+ */
+import { log } from "../log.ts";
+import * as metrics from "../metrics.ts";
+import { readLineHead } from "./record_line.ts";
+import { ACKED, PENDING, SegmentIndex, segmentName } from "./segment_index.ts";
+import type { Recovered } from "./storage.ts";
+
+const CHUNK_BYTES = 1 << 20;
+/** Damaged lines logged one by one per segment; the rest are summed up. */
+const LOGGED_LINES = 20;
+const NEWLINE = 0x0a;
+const SEGMENT_FILE = /^(\d{8,})\.(wal|acks|corrupt)$/;
+
+/** File names inside a WAL directory. */
+export const walFiles = {
+  segment: (seq: number): string => `${segmentName(seq)}.wal`,
+  acks: (seq: number): string => `${segmentName(seq)}.acks`,
+  corrupt: (seq: number): string => `${segmentName(seq)}.corrupt`,
+  nextId: "next-id",
+  nextIdTemp: "next-id.tmp",
+};
+
+/** Reads every segment of `dir` back into indexes. */
+export async function recoverDirectory(dir: string): Promise<Recovered> {
+  const segmentSeqs: number[] = [];
+  const ackSeqs = new Set<number>();
+  let maxSeq = 0;
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.name === walFiles.nextIdTemp) await Deno.remove(`${dir}/${entry.name}`);
+    const m = SEGMENT_FILE.exec(entry.name);
+    if (!m || !entry.isFile) continue;
+    const seq = Number(m[1]);
+    maxSeq = Math.max(maxSeq, seq);
+    if (m[2] === "wal") segmentSeqs.push(seq);
+    if (m[2] === "acks") ackSeqs.add(seq);
+  }
+  segmentSeqs.sort((a, b) => a - b);
+
+  const segments: SegmentIndex[] = [];
+  let lastId = 0;
+  let corrupt = 0;
+  for (const seq of segmentSeqs) {
+    try {
+      const index = await scanSegment(`${dir}/${walFiles.segment(seq)}`, seq, lastId);
+      if (ackSeqs.has(seq)) await applyAcks(`${dir}/${walFiles.acks(seq)}`, index);
+      corrupt += index.corrupt;
+      if (index.count > 0) lastId = index.lastId();
+      segments.push(index);
+    } catch (err) {
+      log("error", `wal: segment ${segmentName(seq)}: cannot be read, left in place`, { error: err });
+    }
+  }
+  for (const seq of ackSeqs) {
+    // An ack list whose segment is gone: the segment was deleted and the process stopped before its acks were.
+    if (!segmentSeqs.includes(seq)) await Deno.remove(`${dir}/${walFiles.acks(seq)}`);
+  }
+  const saved = await readNextId(dir);
+  return { segments, nextSeq: maxSeq + 1, nextId: Math.max(saved, lastId + 1), corrupt };
+}
+
+/** A damaged line seen while scanning, not yet known to be in the middle or at the tail. */
+interface Damage {
+  offset: number;
+  line: number;
+  reason: string;
+}
+
+/**
+ * Indexes one segment file. Ids must exceed `lastId` (the previous segment's last), so every index stays sorted.
+ * A damaged or incomplete last line is cut off; damaged lines before it are counted in `corrupt`.
+ */
+export async function scanSegment(path: string, seq: number, lastId: number): Promise<SegmentIndex> {
+  const name = segmentName(seq);
+  const file = await Deno.open(path, { read: true, write: true });
+  try {
+    const size = (await file.stat()).size;
+    let index: SegmentIndex | null = null;
+    let buf = new Uint8Array(Math.max(1, Math.min(CHUNK_BYTES, size)));
+    let bufStart = 0;
+    let filled = 0;
+    let pos = 0;
+    let line = 0;
+    let eof = false;
+    let damage: Damage | null = null;
+    let logged = 0;
+    let cutAt = -1;
+    const countDamage = (d: Damage) => {
+      index ??= new SegmentIndex(seq, lastId + 1);
+      index.corrupt++;
+      metrics.walCorrupt.inc();
+      if (++logged <= LOGGED_LINES) {
+        log("warn", `wal: segment ${name}: ${d.reason} at line ${d.line}`, { segment: name, line: d.line });
+      }
+    };
+    while (true) {
+      const nl = buf.indexOf(NEWLINE, pos);
+      if (nl < 0 || nl >= filled) {
+        if (eof) {
+          if (filled > pos) {
+            if (damage) countDamage(damage);
+            damage = null;
+            cutAt = bufStart + pos;
+          }
+          break;
+        }
+        buf.copyWithin(0, pos, filled);
+        bufStart += pos;
+        filled -= pos;
+        pos = 0;
+        if (filled === buf.length) {
+          const bigger = new Uint8Array(buf.length * 2);
+          bigger.set(buf);
+          buf = bigger;
+        }
+        const n = await file.read(buf.subarray(filled));
+        if (n === null) eof = true;
+        else filled += n;
+        continue;
+      }
+      line++;
+      if (damage) countDamage(damage);
+      damage = null;
+      const head = readLineHead(buf, pos, nl);
+      if ("error" in head) {
+        damage = { offset: bufStart + pos, line, reason: head.error };
+      } else if (head.id <= lastId || (index !== null && head.id - index.baseId > 0xffffffff)) {
+        damage = { offset: bufStart + pos, line, reason: `id ${head.id} out of order` };
+      } else {
+        index ??= new SegmentIndex(seq, head.id);
+        index.push(head.id, head.writtenAt, bufStart + pos, nl + 1 - pos, PENDING);
+        lastId = head.id;
+      }
+      pos = nl + 1;
+    }
+    if (logged > LOGGED_LINES) {
+      log("warn", `wal: segment ${name}: ${logged - LOGGED_LINES} more damaged lines`, { segment: name });
+    }
+    if (damage) cutAt = damage.offset;
+    if (cutAt >= 0) {
+      await file.truncate(cutAt);
+      log("warn", `wal: segment ${name}: torn last line cut off at byte ${cutAt}`, {
+        segment: name,
+        bytes: size - cutAt,
+      });
+    }
+    const segment: SegmentIndex = index ?? new SegmentIndex(seq, lastId + 1);
+    segment.compact();
+    segment.settled = segment.count;
+    segment.bytes = segment.writtenBytes = cutAt >= 0 ? cutAt : size;
+    return segment;
+  } finally {
+    file.close();
+  }
+}
+
+/** Marks the ids listed in an ack list as acked; cuts an incomplete last line so later appends stay aligned. */
+export async function applyAcks(path: string, index: SegmentIndex): Promise<void> {
+  const bytes = await Deno.readFile(path);
+  const end = bytes.lastIndexOf(NEWLINE) + 1;
+  if (end < bytes.length) await Deno.truncate(path, end);
+  let id = 0;
+  let digits = 0;
+  let junk = false;
+  for (let i = 0; i < end; i++) {
+    const c = bytes[i];
+    if (c === NEWLINE) {
+      const at = digits > 0 && !junk ? index.find(id) : -1;
+      if (at >= 0) index.setState(at, ACKED);
+      id = digits = 0;
+      junk = false;
+    } else if (c >= 0x30 && c <= 0x39) {
+      id = id * 10 + (c - 0x30);
+      digits++;
+    } else {
+      junk = true;
+    }
+  }
+}
+
+async function readNextId(dir: string): Promise<number> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(`${dir}/${walFiles.nextId}`);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return 1;
+    throw err;
+  }
+  const n = Number(text.trim());
+  if (Number.isSafeInteger(n) && n > 0) return n;
+  log("warn", `wal: ${walFiles.nextId}: not a number, ignored`, { path: `${dir}/${walFiles.nextId}` });
+  return 1;
+}

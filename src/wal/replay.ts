@@ -1,0 +1,122 @@
+/**
+ * Replay: sends WAL records back to Kafka, oldest first, at a bounded rate, never while the breaker is open and
+ * never a record that is already in flight (checked-out records are not handed out twice).
+ */
+import { log } from "../log.ts";
+import type { RateLimiter } from "../producer/rate_limiter.ts";
+import type { Wal, WalRecord } from "./wal.ts";
+
+/** The part of the breaker that replay obeys. */
+export interface ReplayGate {
+  readonly state: "closed" | "half" | "open";
+  /** Consumes a Half-Open probe; false when nothing may be sent now. */
+  allow(): boolean;
+  release(): void;
+}
+
+/** What replay is built from. */
+export interface ReplayOptions {
+  wal: Wal;
+  gate: ReplayGate;
+  limiter: RateLimiter;
+  /** Sends one record; resolves true when Kafka acknowledged it (the sender acks or releases it in the WAL). */
+  send: (record: WalRecord) => Promise<boolean>;
+  /** How often a replay run starts by itself; 0 disables replay. */
+  periodMs: number;
+  /** Records sent and not yet reported, at most. */
+  maxInFlight?: number;
+}
+
+const CHECKOUT_CHUNK = 256;
+
+/** Runs replay every period and whenever it is kicked (breaker closing, start-up with a backlog). */
+export class Replayer {
+  readonly #opts: ReplayOptions;
+  readonly #maxInFlight: number;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #run: Promise<void> | null = null;
+  #again = false;
+  #stopped = false;
+  #inFlight = new Set<Promise<boolean>>();
+
+  constructor(opts: ReplayOptions) {
+    this.#opts = opts;
+    this.#maxInFlight = opts.maxInFlight ?? 10_000;
+  }
+
+  /** Starts the periodic runs and one run at once if the WAL holds records. */
+  start(): void {
+    if (this.#opts.periodMs <= 0) return;
+    this.#timer = setInterval(() => this.kick(), this.#opts.periodMs);
+    if (this.#opts.wal.pendingCount() > 0) this.kick();
+  }
+
+  /** Starts a run now, or right after the current one. */
+  kick(): void {
+    if (this.#stopped || this.#opts.periodMs <= 0) return;
+    if (this.#run) {
+      this.#again = true;
+      return;
+    }
+    this.#run = this.#loop().finally(() => {
+      this.#run = null;
+      if (this.#again) {
+        this.#again = false;
+        this.kick();
+      }
+    });
+  }
+
+  /** Stops starting sends and waits for the ones in flight. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    await this.#run;
+    await Promise.allSettled([...this.#inFlight]);
+  }
+
+  async #loop(): Promise<void> {
+    const { wal, gate } = this.#opts;
+    let sent = 0;
+    let failed = false;
+    const started = Date.now();
+    while (!this.#stopped && !failed && gate.state !== "open") {
+      if (this.#inFlight.size >= this.#maxInFlight) {
+        await Promise.race(this.#inFlight);
+        continue;
+      }
+      const records = await wal.checkout(Math.min(CHECKOUT_CHUNK, this.#maxInFlight - this.#inFlight.size));
+      if (records.length === 0) break;
+      let i = 0;
+      for (; i < records.length && !this.#stopped; i++) {
+        await this.#opts.limiter.take(1);
+        if (!gate.allow()) break;
+        const p = this.#opts.send(records[i]);
+        this.#inFlight.add(p);
+        p.then((ok) => {
+          if (!ok) failed = true;
+        }, () => {
+          failed = true;
+        }).finally(() => this.#inFlight.delete(p));
+        sent++;
+      }
+      for (; i < records.length; i++) wal.release(records[i].id);
+      if (gate.state === "half") {
+        // The probe budget is spent: the breaker decides once the probes are answered.
+        await Promise.allSettled([...this.#inFlight]);
+        if (gate.state === "half") break;
+      }
+    }
+    await Promise.allSettled([...this.#inFlight]);
+    if (sent > 0) {
+      const seconds = (Date.now() - started) / 1000;
+      log("info", "wal replay run ended", {
+        sent,
+        seconds: Math.round(seconds * 10) / 10,
+        rate: Math.round(sent / Math.max(seconds, 0.001)),
+        pending: wal.pendingCount(),
+        breaker: gate.state,
+      });
+    }
+  }
+}

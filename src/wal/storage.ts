@@ -1,0 +1,35 @@
+/** Where segment bytes live: files on disk, or memory. The WAL logic above it is the same for both. */
+import type { SegmentIndex } from "./segment_index.ts";
+
+/** What a storage found when it was opened. */
+export interface Recovered {
+  /** Segments still holding records, oldest first, with the acks already applied. */
+  segments: SegmentIndex[];
+  /** The next segment sequence number to use. */
+  nextSeq: number;
+  /** The lowest id that may be handed out. */
+  nextId: number;
+  /** Damaged lines skipped. */
+  corrupt: number;
+}
+
+/** Segment bytes and ack lists, addressed by segment sequence number. */
+export interface SegmentStorage {
+  /** Appends whole lines to a segment (created on first use) and makes them durable (fdatasync on disk). */
+  append(seq: number, data: Uint8Array): Promise<void>;
+  /** Cuts a segment back to `size` bytes (after a failed append). */
+  truncate(seq: number, size: number): Promise<void>;
+  /** Reads `length` bytes at `offset`. */
+  read(seq: number, offset: number, length: number): Promise<Uint8Array>;
+  /** Appends acknowledged ids to the segment's ack list (not synced: see `syncAcks`). */
+  appendAcks(seq: number, ids: number[]): Promise<void>;
+  /** Makes every ack list written so far durable. */
+  syncAcks(): Promise<void>;
+  /** Deletes a segment and its ack list. */
+  remove(seq: number): Promise<void>;
+  /** Keeps a segment with damaged lines for inspection, out of the WAL's way; deletes its ack list. */
+  quarantine(seq: number): Promise<void>;
+  /** Records that ids below `nextId` are used, before segments holding them are deleted. */
+  saveNextId(nextId: number): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,66 @@
+/** The WAL contract shared by the producer facade, replay and both WAL variants (file and in-memory). */
+import type { Message } from "../producer/types.ts";
+
+/** One record as replay gets it back: the message plus its WAL id and the time it was appended. */
+export interface WalRecord extends Message {
+  id: number;
+  /** Milliseconds since the epoch. */
+  writtenAt: number;
+}
+
+/** Thrown by `append` when the record would take the WAL past its size bound. */
+export class WalFullError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "WalFullError";
+  }
+}
+
+/** How a WAL is opened. */
+export interface WalOptions {
+  /** Directory (created 0700 if missing); ignored when inMemory. */
+  path: string;
+  inMemory: boolean;
+  /** Total bound: segment file bytes, or in-memory bytes of the same encoding. */
+  maxBytes: number;
+  /** Roll size, default 64 MiB (at most a quarter of maxBytes, so one slow record cannot pin the whole bound). */
+  segmentBytes?: number;
+  /** Longest wait to gather a group commit: default 2 ms on disk, 0 in memory. */
+  commitDelayMs?: number;
+}
+
+/** A snapshot of the WAL's size and health. */
+export interface WalStats {
+  /** Records not acknowledged yet (pending or checked out). */
+  records: number;
+  /** Bytes counted against maxBytes. */
+  bytes: number;
+  /** writtenAt of the oldest record not acknowledged yet; null when there is none. */
+  oldestWrittenAt: number | null;
+  /** Lines skipped as damaged since the WAL was opened. */
+  corrupt: number;
+}
+
+/** An append-only log of messages waiting for Kafka. */
+export interface Wal {
+  /**
+   * Appends one record. The id is assigned at once (monotonic, survives restarts, never reused). `durable` resolves
+   * after the group commit that holds it and rejects if that write fails. Throws WalFullError synchronously when the
+   * bound would be exceeded. With checkedOut=true the record starts out checked out (it is being sent to Kafka
+   * directly: replay must not send it too).
+   */
+  append(msg: Message, opts?: { checkedOut?: boolean }): { id: number; durable: Promise<void> };
+  /** The record is delivered (or dropped for good): never replayed again. Idempotent; fine before `durable` resolved. */
+  ack(id: number): void;
+  /** Up to `max` records, oldest first, neither acked nor checked out; they become checked out. */
+  checkout(max: number): Promise<WalRecord[]>;
+  /** A checked-out record goes back to the pending set (delivery failed; replay it later). */
+  release(id: number): void;
+  /** Records pending (not acked, not checked out). */
+  pendingCount(): number;
+  stats(): WalStats;
+  /** Writes and fdatasyncs everything appended and acked so far. */
+  sync(): Promise<void>;
+  /** sync, then release files. Idempotent. After close, append throws. */
+  close(): Promise<void>;
+}

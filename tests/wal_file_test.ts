@@ -1,0 +1,294 @@
+/** The file WAL: persistence across restarts and crashes, recovery from damaged files, group commit, file modes. */
+import assert from "node:assert/strict";
+import * as metrics from "../src/metrics.ts";
+import type { Message } from "../src/producer/types.ts";
+import { openWal, type Wal, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function msg(i: number): Message {
+  return { topic: "t", value: enc.encode(`m${i}`) };
+}
+
+function open(path: string, opts: Partial<WalOptions> = {}): Promise<Wal> {
+  return openWal({ path, inMemory: false, maxBytes: 1 << 24, commitDelayMs: 1, ...opts });
+}
+
+async function checkoutAll(wal: Wal): Promise<WalRecord[]> {
+  const all: WalRecord[] = [];
+  for (let got = await wal.checkout(100); got.length > 0; got = await wal.checkout(100)) all.push(...got);
+  return all;
+}
+
+async function names(dir: string): Promise<string[]> {
+  const all: string[] = [];
+  for await (const e of Deno.readDir(dir)) all.push(e.name);
+  return all.sort();
+}
+
+async function counter(c: { get(): Promise<{ values: Array<{ value: number }> }> }): Promise<number> {
+  return (await c.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
+
+/** A temp directory for one test, removed afterwards; the WAL goes in `<tmp>/wal`. */
+async function withDir(fn: (path: string, tmp: string) => Promise<void>): Promise<void> {
+  const tmp = await Deno.makeTempDir({ prefix: "wal_file_test_" });
+  try {
+    await fn(`${tmp}/wal`, tmp);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+/** Copies the WAL directory as it is on disk now: what a restart after a crash at this moment would find. */
+async function snapshot(path: string, to: string): Promise<void> {
+  await Deno.mkdir(to, { mode: 0o700 });
+  for (const name of await names(path)) await Deno.copyFile(`${path}/${name}`, `${to}/${name}`);
+}
+
+/** Captures log lines (they go to stderr through console.error) while `fn` runs. */
+async function captureLog<T>(fn: () => Promise<T>): Promise<{ result: T; lines: string[] }> {
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (line: string) => lines.push(String(line));
+  try {
+    return { result: await fn(), lines };
+  } finally {
+    console.error = original;
+  }
+}
+
+Deno.test("wal file: acks survive a clean restart; unacked records come back oldest first", async () => {
+  await withDir(async (path) => {
+    let wal = await open(path, { segmentBytes: 512 });
+    const ids: number[] = [];
+    for (let i = 0; i < 60; i++) {
+      // Every third record goes straight to Kafka, as in `always` mode, and is acked on delivery.
+      const direct = i % 3 === 0;
+      const { id } = wal.append(msg(i), { checkedOut: direct });
+      ids.push(id);
+      if (direct) wal.ack(id);
+    }
+    await wal.sync();
+    const replayed = await wal.checkout(10);
+    for (const r of replayed.slice(0, 5)) wal.ack(r.id);
+    await wal.close();
+    const acked = new Set([...ids.filter((_, i) => i % 3 === 0), ...replayed.slice(0, 5).map((r) => r.id)]);
+    const expected = ids.filter((id) => !acked.has(id));
+
+    wal = await open(path, { segmentBytes: 512 });
+    try {
+      assert.equal(wal.pendingCount(), expected.length);
+      assert.equal(wal.stats().records, expected.length);
+      const got = await checkoutAll(wal);
+      assert.deepEqual(got.map((r) => r.id), expected, "checked out but unacked at stop: replayed too");
+      assert.deepEqual(got.map((r) => dec.decode(r.value)), expected.map((id) => `m${ids.indexOf(id)}`));
+    } finally {
+      await wal.close();
+    }
+  });
+});
+
+Deno.test("wal file: after a crash, every record whose durable resolved is there", async () => {
+  await withDir(async (path, tmp) => {
+    const wal = await open(path, { segmentBytes: 2048 });
+    const ids: number[] = [];
+    const durables: Promise<void>[] = [];
+    for (let i = 0; i < 500; i++) {
+      const { id, durable } = wal.append(msg(i));
+      ids.push(id);
+      durables.push(durable);
+      if (i % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    await Promise.all(durables);
+    await snapshot(path, `${tmp}/crashed`);
+    await wal.close();
+
+    const after = await open(`${tmp}/crashed`, { segmentBytes: 2048 });
+    try {
+      assert.deepEqual((await checkoutAll(after)).map((r) => r.id), ids);
+      assert.equal(after.stats().corrupt, 0);
+    } finally {
+      await after.close();
+    }
+  });
+});
+
+Deno.test("wal file: ids continue after a restart and are never reused, even once every segment is gone", async () => {
+  await withDir(async (path) => {
+    let wal = await open(path);
+    const first = [1, 2, 3].map((i) => wal.append(msg(i)).id);
+    for (const id of first) wal.ack(id);
+    await wal.close();
+
+    // This start deletes the fully acked segment; it stops before appending anything.
+    wal = await open(path);
+    await wal.close();
+    assert.deepEqual((await names(path)).filter((n) => n.endsWith(".wal")), [], "no segment left");
+
+    wal = await open(path);
+    const next = wal.append(msg(4)).id;
+    assert.ok(next > first[2], `id ${next} after ${first[2]}`);
+    await wal.close();
+
+    wal = await open(path);
+    try {
+      assert.ok(wal.append(msg(5)).id > next);
+    } finally {
+      await wal.close();
+    }
+  });
+});
+
+Deno.test("wal file: many appends share a few fdatasyncs", async () => {
+  await withDir(async (path) => {
+    const wal = await open(path, { commitDelayMs: 5 });
+    try {
+      const before = await counter(metrics.walFsyncs);
+      const durables = Array.from({ length: 2000 }, (_, i) => wal.append(msg(i)).durable);
+      await Promise.all(durables);
+      const fsyncs = (await counter(metrics.walFsyncs)) - before;
+      assert.ok(fsyncs >= 1 && fsyncs <= 2, `${fsyncs} fdatasyncs for 2000 appends`);
+      const lines = (await Deno.readTextFile(`${path}/00000001.wal`)).split("\n");
+      assert.equal(lines.length, 2001, "every record is one line");
+    } finally {
+      await wal.close();
+    }
+  });
+});
+
+Deno.test("wal file: a torn last line is cut off", async () => {
+  await withDir(async (path) => {
+    let wal = await open(path);
+    const ids = [1, 2, 3].map((i) => wal.append(msg(i)).id);
+    await wal.close();
+    const file = `${path}/00000001.wal`;
+    const size = (await Deno.stat(file)).size;
+
+    for (const tail of [`{"id":4,"writtenAt":17`, `{"id":4,"writtenAt":17,"topic":"t","crc":"00000000"}\n`]) {
+      await Deno.writeTextFile(file, tail, { append: true });
+      wal = await open(path);
+      try {
+        assert.equal((await Deno.stat(file)).size, size, `tail ${JSON.stringify(tail)} cut`);
+        assert.deepEqual(wal.stats().corrupt, 0, "a torn tail is not counted as damage");
+        assert.deepEqual((await checkoutAll(wal)).map((r) => r.id), ids);
+      } finally {
+        await wal.close();
+      }
+    }
+  });
+});
+
+Deno.test("wal file: garbage and bad-checksum lines are skipped, counted, logged and kept", async () => {
+  await withDir(async (path) => {
+    let wal = await open(path);
+    const ids = Array.from({ length: 10 }, (_, i) => wal.append(msg(i)).id);
+    await wal.close();
+    const file = `${path}/00000001.wal`;
+    const lines = (await Deno.readTextFile(file)).split("\n");
+    // "m5" becomes "m6": still valid JSON, but not what the checksum covers.
+    assert.ok(lines[5].includes(`"value":"bTU="`));
+    lines[5] = lines[5].replace(`"value":"bTU="`, `"value":"bTY="`);
+    lines.splice(3, 0, "this is not JSON");
+    await Deno.writeTextFile(file, lines.join("\n"));
+    const damaged = await Deno.readFile(file);
+
+    const corruptBefore = await counter(metrics.walCorrupt);
+    const { result, lines: logged } = await captureLog(() => open(path));
+    wal = result;
+    try {
+      assert.equal(wal.stats().corrupt, 2);
+      assert.equal((await counter(metrics.walCorrupt)) - corruptBefore, 2);
+      const text = logged.join("\n");
+      assert.match(text, /wal: segment 00000001: malformed record at line 4/);
+      assert.match(text, /wal: segment 00000001: bad checksum at line 7/);
+      assert.deepEqual(await Deno.readFile(file), damaged, "the damaged file is left as it was");
+
+      const got = await checkoutAll(wal);
+      assert.deepEqual(got.map((r) => r.id), ids.filter((_, i) => i !== 5));
+      for (const r of got) wal.ack(r.id);
+      await wal.sync();
+      const left = await names(path);
+      assert.ok(left.includes("00000001.corrupt"), `kept for inspection: ${left}`);
+      assert.ok(!left.includes("00000001.wal") && !left.includes("00000001.acks"), `${left}`);
+    } finally {
+      await wal.close();
+    }
+  });
+});
+
+Deno.test("wal file: a segment of pure garbage does not stop start-up", async () => {
+  await withDir(async (path) => {
+    await Deno.mkdir(path, { mode: 0o700 });
+    const junk = crypto.getRandomValues(new Uint8Array(4096)).map((b, i) => (i % 97 === 0 ? 0x0a : b));
+    await Deno.writeFile(`${path}/00000001.wal`, junk, { mode: 0o600 });
+    const { result: wal } = await captureLog(() => open(path));
+    try {
+      assert.ok(wal.stats().corrupt > 10);
+      assert.equal(wal.stats().records, 0);
+      const { id, durable } = wal.append(msg(1));
+      await durable;
+      assert.deepEqual((await wal.checkout(10)).map((r) => r.id), [id]);
+      assert.ok((await names(path)).includes("00000001.corrupt"));
+    } finally {
+      await wal.close();
+    }
+  });
+});
+
+Deno.test("wal file: an ack list with a torn tail is cut, so later acks are not glued to it", async () => {
+  await withDir(async (path) => {
+    let wal = await open(path);
+    const ids = [1, 2, 3, 4, 5].map((i) => wal.append(msg(i)).id);
+    wal.ack(ids[0]);
+    await wal.close();
+    // Half of an ack for ids[2] reached the file before a crash: the digits without their newline.
+    await Deno.writeTextFile(`${path}/00000001.acks`, String(ids[2]).slice(0, 1), { append: true });
+
+    wal = await open(path);
+    assert.equal(wal.pendingCount(), 4);
+    wal.ack(ids[3]);
+    await wal.close();
+
+    wal = await open(path);
+    try {
+      assert.deepEqual((await checkoutAll(wal)).map((r) => r.id), [ids[1], ids[2], ids[4]]);
+    } finally {
+      await wal.close();
+    }
+  });
+});
+
+Deno.test("wal file: the directory is created 0700 and every file 0600", async () => {
+  await withDir(async (path) => {
+    const nested = `${path}/deeper`;
+    let wal = await open(nested, { segmentBytes: 256 });
+    const ids = Array.from({ length: 10 }, (_, i) => wal.append(msg(i)).id);
+    wal.ack(ids[0]);
+    await wal.close();
+    wal = await open(nested, { segmentBytes: 256 });
+    for (const id of ids) wal.ack(id);
+    await wal.sync();
+    wal.append(msg(11));
+    await wal.close();
+    assert.equal((await Deno.stat(nested)).mode! & 0o777, 0o700);
+    const files = await names(nested);
+    assert.ok(files.some((n) => n.endsWith(".wal")) && files.includes("next-id"), `${files}`);
+    for (const name of files) assert.equal((await Deno.stat(`${nested}/${name}`)).mode! & 0o777, 0o600, name);
+  });
+});
+
+Deno.test("wal file: an ack list left without its segment is removed at start-up", async () => {
+  await withDir(async (path) => {
+    await Deno.mkdir(path, { mode: 0o700 });
+    await Deno.writeTextFile(`${path}/00000007.acks`, "1\n2\n", { mode: 0o600 });
+    const wal = await open(path);
+    try {
+      assert.deepEqual(await names(path), []);
+      assert.equal(wal.stats().records, 0);
+    } finally {
+      await wal.close();
+    }
+  });
+});
