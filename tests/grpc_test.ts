@@ -1,0 +1,461 @@
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { protoPath as healthProtoPath } from "grpc-health-check";
+import { grpcHandled, grpcReceived, grpcSent, grpcStarted } from "../src/metrics.ts";
+import { ProduceError } from "../src/producer/types.ts";
+import { type GrpcServer, PROTO_PATH, startGrpcServer } from "../src/server/grpc.ts";
+import { MAX_IN_FLIGHT } from "../src/server/grpc_produce.ts";
+import { FakeFacade } from "./support/fake_facade.ts";
+
+const COMPAT_PROTO = fileURLToPath(new URL("./fixtures/compat.proto", import.meta.url));
+
+// deno-lint-ignore no-explicit-any
+type Client = any;
+// deno-lint-ignore no-explicit-any
+type Reply = Record<string, any>;
+
+/** A client for `service` (a dotted name for packaged services) built from `protoFile` alone. */
+function clientFor(protoFile: string, service: string, port: number): Client {
+  const definition = protoLoader.loadSync(protoFile, {
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+  });
+  const Service = service.split(".").reduce(
+    (o: Client, name) => o[name],
+    grpc.loadPackageDefinition(definition),
+  );
+  return new Service(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+}
+
+/** Runs `fn` against a fresh listener on an ephemeral loopback port; closes the clients, then the server. */
+async function withServer(
+  fn: (server: GrpcServer, facade: FakeFacade, clients: Client[]) => Promise<void>,
+  facade = new FakeFacade({ maxMessageBytes: 1000, topics: ["alpha", "beta"] }),
+): Promise<void> {
+  const server = await startGrpcServer({ listen: "127.0.0.1:0", facade, maxRequestSize: 64 * 1024 });
+  const clients: Client[] = [];
+  try {
+    await fn(server, facade, clients);
+  } finally {
+    for (const client of clients) client.close();
+    await server.shutdown();
+  }
+}
+
+/** Writes every request on one Produce stream, half-closes it, and collects the replies and the final status. */
+function produceAll(
+  client: Client,
+  requests: Reply[],
+): Promise<{ replies: Reply[]; status: grpc.StatusObject }> {
+  return new Promise((resolve) => {
+    const call = client.Produce();
+    const replies: Reply[] = [];
+    call.on("data", (rs: Reply) => replies.push(rs));
+    call.on("error", () => {}); // the status event carries the outcome
+    call.on("status", (status: grpc.StatusObject) => resolve({ replies, status }));
+    for (const rq of requests) call.write(rq);
+    call.end();
+  });
+}
+
+function unary(client: Client, method: string, request: Reply): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    client[method](
+      request,
+      (err: grpc.ServiceError | null, reply: Reply) => err ? reject(err) : resolve(reply),
+    );
+  });
+}
+
+const text = (s: string) => new TextEncoder().encode(s);
+
+Deno.test("a client built from the Go service's proto streams 100 records; every streamOffset comes back", async () => {
+  await withServer(async (server, facade, clients) => {
+    const client = clientFor(COMPAT_PROTO, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const requests = Array.from({ length: 100 }, (_, i) => ({
+      topic: i % 2 ? "alpha" : "beta",
+      message: text(`payload ${i}`),
+      streamOffset: String(1000 + i),
+    }));
+    const { replies, status } = await produceAll(client, requests);
+    assertEquals(status.code, grpc.status.OK);
+    assertEquals(replies.map((r) => r.streamOffset).sort(), requests.map((r) => r.streamOffset).sort());
+    assertEquals(Object.keys(replies[0]), ["streamOffset"]);
+    assertEquals(facade.produced.length, 100);
+    for (let i = 0; i < 100; i++) {
+      const { message, ack } = facade.produced[i];
+      assertEquals(ack, "none");
+      assertEquals(message.topic, requests[i].topic);
+      assertEquals(new Uint8Array(message.value), requests[i].message);
+      assertEquals(message.key, undefined);
+      assertEquals(message.partition, undefined);
+    }
+  });
+});
+
+Deno.test("a streamOffset above 2^53 is echoed exactly", async () => {
+  await withServer(async (server, _facade, clients) => {
+    const client = clientFor(COMPAT_PROTO, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const { replies } = await produceAll(client, [{
+      topic: "alpha",
+      message: text("x"),
+      streamOffset: "18446744073709551615",
+    }]);
+    assertEquals(replies[0].streamOffset, "18446744073709551615");
+  });
+});
+
+Deno.test("ListTopics answers from the facade, and UNAVAILABLE when the cluster cannot be asked", async () => {
+  await withServer(async (server, facade, clients) => {
+    const client = clientFor(COMPAT_PROTO, "KafkaAmbassador", server.port);
+    clients.push(client);
+    assertEquals(await unary(client, "ListTopics", {}), { topics: ["alpha", "beta"] });
+    facade.listError = new Error("metadata request timed out");
+    const err = await unary(client, "ListTopics", {}).then(() => undefined, (e: grpc.ServiceError) => e);
+    assertEquals(err?.code, grpc.status.UNAVAILABLE);
+    assertEquals(err?.details, "cannot list topics: metadata request timed out");
+  });
+});
+
+Deno.test("refused records get error and code, and the stream goes on", async () => {
+  await withServer(async (server, facade, clients) => {
+    const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+    clients.push(client);
+    facade.behaviour = (message, ack) => {
+      const reason = new TextDecoder().decode(message.value);
+      if (reason === "unavailable") throw new ProduceError("unavailable", "queue full", 5);
+      if (reason === "kafka") throw new ProduceError("kafka", "Broker: Unknown topic or partition");
+      if (reason === "forbidden") throw new ProduceError("forbidden", "topic not allowed");
+      if (reason === "surprise") throw new Error("internal detail");
+      return facade.accept(message, ack);
+    };
+    const requests = [
+      { topic: "a b", message: text("ok"), streamOffset: "1" },
+      { topic: "alpha", message: new Uint8Array(1001), streamOffset: "2" },
+      { topic: "alpha", message: text("ok"), ack: "all", streamOffset: "3" },
+      { topic: "alpha", message: text("ok"), partition: -2, streamOffset: "4" },
+      { topic: "alpha", message: text("unavailable"), streamOffset: "5" },
+      { topic: "alpha", message: text("kafka"), ack: "kafka", streamOffset: "6" },
+      { topic: "alpha", message: text("forbidden"), streamOffset: "7" },
+      { topic: "alpha", message: text("surprise"), streamOffset: "8" },
+      { topic: "alpha", message: text("ok"), streamOffset: "9" },
+    ];
+    const { replies, status } = await produceAll(client, requests);
+    assertEquals(status.code, grpc.status.OK);
+    const byOffset = new Map(replies.map((r) => [r.streamOffset, [r.code, r.error]]));
+    assertEquals(Object.fromEntries(byOffset), {
+      "1": [400, 'invalid: invalid topic name: "a b": only [a-zA-Z0-9._-] are allowed'],
+      "2": [413, "too_large: message too large: 1001 bytes, at most 1000 bytes are accepted"],
+      "3": [400, 'invalid: invalid ack: "all": want none, wal or kafka'],
+      "4": [400, "invalid: invalid partition: -2: want -1 (any) or a partition >= 0"],
+      "5": [503, "unavailable: queue full"],
+      "6": [502, "kafka: Broker: Unknown topic or partition"],
+      "7": [403, "forbidden: topic not allowed"],
+      "8": [500, "internal: internal error"],
+      "9": [0, ""],
+    });
+    assertEquals(facade.produced.length, 5);
+  });
+});
+
+Deno.test("ack, key, headers and partition reach the facade; ack=kafka replies carry partition and offset", async () => {
+  await withServer(async (server, facade, clients) => {
+    const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const { replies } = await produceAll(client, [
+      {
+        topic: "alpha",
+        message: text("v1"),
+        ack: "kafka",
+        key: text("k"),
+        partition: 0,
+        headers: [{ key: "h", value: text("1") }, { key: "h", value: text("2") }],
+        streamOffset: "1",
+      },
+      { topic: "alpha", message: text("v2"), ack: "kafka", partition: 4, streamOffset: "2" },
+      { topic: "alpha", message: text("v3"), ack: "wal", partition: -1, streamOffset: "3" },
+    ]);
+    const byOffset = new Map(replies.map((r) => [r.streamOffset, r]));
+    assertEquals([byOffset.get("1")?.partition, byOffset.get("1")?.offset], [0, "0"]);
+    assertEquals([byOffset.get("2")?.partition, byOffset.get("2")?.offset], [4, "1"]);
+    assertEquals(byOffset.get("3")?.offset, undefined);
+    const [first, second, third] = facade.produced;
+    assertEquals(first.ack, "kafka");
+    assertEquals(new Uint8Array(first.message.key!), text("k"));
+    assertEquals(first.message.partition, 0);
+    assertEquals(
+      first.message.headers?.map(([k, v]) => [k, new TextDecoder().decode(v)]),
+      [["h", "1"], ["h", "2"]],
+    );
+    assertEquals(second.message.partition, 4);
+    assertEquals(second.message.key, undefined);
+    assertEquals(third.ack, "wal");
+    assertEquals(third.message.partition, undefined);
+  });
+});
+
+Deno.test("an empty ack and a missing message mean ack none and an empty value", async () => {
+  await withServer(async (server, facade, clients) => {
+    const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const { replies } = await produceAll(client, [{ topic: "alpha", streamOffset: "1" }]);
+    assertEquals(replies[0].code, 0);
+    assertEquals(facade.produced[0].ack, "none");
+    assertEquals(facade.produced[0].message.value.byteLength, 0);
+  });
+});
+
+Deno.test("the health service reports SERVING, and NOT_SERVING while draining", async () => {
+  await withServer(async (server, _facade, clients) => {
+    const client = clientFor(healthProtoPath, "grpc.health.v1.Health", server.port);
+    clients.push(client);
+    assertEquals(await unary(client, "Check", { service: "" }), { status: "SERVING" });
+    assertEquals(await unary(client, "Check", { service: "KafkaAmbassador" }), { status: "SERVING" });
+    server.setDraining(true);
+    assertEquals(await unary(client, "Check", { service: "KafkaAmbassador" }), { status: "NOT_SERVING" });
+    server.setDraining(false);
+    assertEquals(await unary(client, "Check", { service: "" }), { status: "SERVING" });
+  });
+});
+
+/** The part of grpc.reflection.{v1,v1alpha} that grpcurl uses (same field numbers as the real proto). */
+function reflectionClient(version: "v1" | "v1alpha", port: number): Client {
+  const messages = {
+    ServerReflectionRequest: {
+      fields: {
+        host: { type: "string", id: 1 },
+        file_containing_symbol: { type: "string", id: 4 },
+        list_services: { type: "string", id: 7 },
+      },
+    },
+    ServerReflectionResponse: {
+      fields: {
+        file_descriptor_response: { type: "FileDescriptorResponse", id: 4 },
+        list_services_response: { type: "ListServiceResponse", id: 6 },
+        error_response: { type: "ErrorResponse", id: 7 },
+      },
+    },
+    FileDescriptorResponse: { fields: { file_descriptor_proto: { rule: "repeated", type: "bytes", id: 1 } } },
+    ListServiceResponse: { fields: { service: { rule: "repeated", type: "ServiceResponse", id: 1 } } },
+    ServiceResponse: { fields: { name: { type: "string", id: 1 } } },
+    ErrorResponse: {
+      fields: { error_code: { type: "int32", id: 1 }, error_message: { type: "string", id: 2 } },
+    },
+  };
+  const service = {
+    methods: {
+      ServerReflectionInfo: {
+        requestType: "ServerReflectionRequest",
+        requestStream: true,
+        responseType: "ServerReflectionResponse",
+        responseStream: true,
+      },
+    },
+  };
+  const json = {
+    nested: {
+      grpc: {
+        nested: {
+          reflection: { nested: { [version]: { nested: { ...messages, ServerReflection: service } } } },
+        },
+      },
+    },
+  };
+  const definition = protoLoader.fromJSON(json as Parameters<typeof protoLoader.fromJSON>[0], {
+    keepCase: true,
+  });
+  // deno-lint-ignore no-explicit-any
+  const Service = (grpc.loadPackageDefinition(definition) as any).grpc.reflection[version].ServerReflection;
+  return new Service(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+}
+
+/** Sends one reflection request on a new stream and returns the first response. */
+function reflect(client: Client, request: Reply): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const call = client.ServerReflectionInfo();
+    call.on("data", (rs: Reply) => {
+      resolve(rs);
+      call.end();
+    });
+    call.on("error", reject);
+    call.write({ host: "", ...request });
+  });
+}
+
+Deno.test("server reflection lists KafkaAmbassador and the health service, and resolves them by name", async () => {
+  await withServer(async (server, _facade, clients) => {
+    for (const version of ["v1", "v1alpha"] as const) {
+      const client = reflectionClient(version, server.port);
+      clients.push(client);
+      const listed = await reflect(client, { list_services: "*" });
+      const names = listed.list_services_response.service.map((s: Reply) => s.name);
+      assertEquals([...names].sort(), ["KafkaAmbassador", "grpc.health.v1.Health"], version);
+      for (
+        const symbol of ["KafkaAmbassador", "KafkaAmbassador.Produce", "ProdRq", "grpc.health.v1.Health"]
+      ) {
+        const found = await reflect(client, { file_containing_symbol: symbol });
+        assertEquals(found.error_response, undefined, `${version} ${symbol}`);
+        assert(found.file_descriptor_response.file_descriptor_proto.length > 0, `${version} ${symbol}`);
+      }
+      // Health.List's map field comes out of protobufjs as a descriptor that grpcurl rejects; it must not be there.
+      const health = await reflect(client, { file_containing_symbol: "grpc.health.v1.Health" });
+      const described = health.file_descriptor_response.file_descriptor_proto.map((b: Uint8Array) =>
+        new TextDecoder().decode(b)
+      ).join("");
+      assert(described.includes("HealthCheckResponse") && !described.includes("HealthListResponse"), version);
+    }
+  });
+});
+
+Deno.test("while draining, new streams end with UNAVAILABLE and records on open streams get code 503", async () => {
+  await withServer(async (server, facade, clients) => {
+    const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const call = client.Produce();
+    const replies: Reply[] = [];
+    let wake = () => {};
+    call.on("data", (rs: Reply) => {
+      replies.push(rs);
+      wake();
+    });
+    const next = () =>
+      new Promise<Reply>((resolve) => {
+        if (replies.length > 0) return resolve(replies.shift()!);
+        wake = () => resolve(replies.shift()!);
+      });
+    const ended = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+    call.on("error", () => {});
+    call.write({ topic: "alpha", message: text("before"), streamOffset: "1" });
+    assertEquals((await next()).code, 0);
+
+    server.setDraining(true);
+    call.write({ topic: "alpha", message: text("during"), streamOffset: "2" });
+    const refused = await next();
+    assertEquals([refused.streamOffset, refused.code, refused.error], [
+      "2",
+      503,
+      "unavailable: shutting down",
+    ]);
+    const { status } = await produceAll(client, [{
+      topic: "alpha",
+      message: text("new"),
+      streamOffset: "9",
+    }]);
+    assertEquals([status.code, status.details], [grpc.status.UNAVAILABLE, "shutting down"]);
+
+    server.setDraining(false);
+    call.write({ topic: "alpha", message: text("after"), streamOffset: "3" });
+    assertEquals((await next()).code, 0);
+    call.end();
+    assertEquals((await ended).code, grpc.status.OK);
+    assertEquals(facade.produced.map((p) => new TextDecoder().decode(p.message.value)), ["before", "after"]);
+  });
+});
+
+Deno.test("shutdown answers the records in flight, then ends open streams with UNAVAILABLE", async () => {
+  const facade = new FakeFacade();
+  let release = () => {};
+  const gate = new Promise<void>((r) => release = r);
+  facade.behaviour = async (m, ack) => {
+    await gate;
+    return facade.accept(m, ack);
+  };
+  const server = await startGrpcServer({ listen: "127.0.0.1:0", facade, maxRequestSize: 64 * 1024 });
+  const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+  try {
+    const call = client.Produce();
+    const replies: Reply[] = [];
+    call.on("data", (rs: Reply) => replies.push(rs));
+    call.on("error", () => {});
+    const ended = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+    call.write({ topic: "alpha", message: text("v"), ack: "kafka", streamOffset: "1" });
+    while (facade.produced.length === 0) await new Promise((r) => setTimeout(r, 2));
+    let stopped = false;
+    const stopping = server.shutdown().then(() => stopped = true);
+    await new Promise((r) => setTimeout(r, 50));
+    assertEquals(stopped, false);
+    release();
+    const status = await ended;
+    assertEquals([status.code, status.details], [grpc.status.UNAVAILABLE, "shutting down"]);
+    assertEquals(replies.map((r) => [r.streamOffset, r.code, r.offset]), [["1", 0, "0"]]);
+    await stopping;
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("a stream stops reading past MAX_IN_FLIGHT unanswered records, and resumes as they are answered", async () => {
+  await withServer(async (server, facade, clients) => {
+    let release = () => {};
+    const gate = new Promise<void>((r) => release = r);
+    facade.behaviour = async (m, ack) => {
+      await gate;
+      return facade.accept(m, ack);
+    };
+    const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const total = MAX_IN_FLIGHT + 300;
+    const requests = Array.from({ length: total }, (_, i) => ({ topic: "alpha", streamOffset: String(i) }));
+    const done = produceAll(client, requests);
+    while (facade.produced.length < MAX_IN_FLIGHT) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 100));
+    assertEquals(facade.produced.length, MAX_IN_FLIGHT);
+    release();
+    const { replies, status } = await done;
+    assertEquals(status.code, grpc.status.OK);
+    assertEquals(replies.length, total);
+    assertEquals(new Set(replies.map((r) => r.streamOffset)).size, total);
+  });
+});
+
+Deno.test("a record over the max request size ends the stream with RESOURCE_EXHAUSTED", async () => {
+  await withServer(async (server, facade, clients) => {
+    const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const { status } = await produceAll(client, [{
+      topic: "alpha",
+      message: new Uint8Array(65 * 1024),
+      streamOffset: "1",
+    }]);
+    assertEquals(status.code, grpc.status.RESOURCE_EXHAUSTED);
+    assertEquals(facade.produced.length, 0);
+  });
+});
+
+Deno.test("gRPC server metrics count calls and messages with go-grpc-prometheus labels", async () => {
+  const labels = { grpc_type: "bidi_stream", grpc_service: "KafkaAmbassador", grpc_method: "Produce" };
+  // deno-lint-ignore no-explicit-any
+  async function value(metric: { get(): Promise<any> }, extra: Record<string, string> = {}): Promise<number> {
+    const want: Record<string, string> = { ...labels, ...extra };
+    const { values } = await metric.get();
+    // deno-lint-ignore no-explicit-any
+    return values.find((v: any) => Object.entries(want).every(([k, w]) => v.labels[k] === w))?.value ?? 0;
+  }
+  const before = [
+    await value(grpcStarted),
+    await value(grpcReceived),
+    await value(grpcSent),
+    await value(grpcHandled, { grpc_code: "OK" }),
+    await value(grpcHandled, { grpc_code: "Unavailable" }),
+  ];
+  await withServer(async (server, _facade, clients) => {
+    const client = clientFor(COMPAT_PROTO, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const requests = [1, 2, 3].map((i) => ({ topic: "alpha", message: text("v"), streamOffset: String(i) }));
+    await produceAll(client, requests);
+    server.setDraining(true);
+    await produceAll(client, requests);
+  });
+  assertEquals(await value(grpcStarted), before[0] + 2);
+  assertEquals(await value(grpcReceived), before[1] + 3);
+  assertEquals(await value(grpcSent), before[2] + 3);
+  assertEquals(await value(grpcHandled, { grpc_code: "OK" }), before[3] + 1);
+  assertEquals(await value(grpcHandled, { grpc_code: "Unavailable" }), before[4] + 1);
+});
