@@ -8,7 +8,8 @@ import type { ProducerFacade } from "../producer/types.ts";
 import { GRPC_SERVICE, MethodMetrics } from "./grpc_metrics.ts";
 import { type ProdRq, type ProdRs, ProduceStream } from "./grpc_produce.ts";
 import { reflectionFor } from "./grpc_reflection.ts";
-import { formatHostPort, parseListen } from "./listen.ts";
+import { listenAddress } from "../config.ts";
+import { formatHostPort } from "./listen.ts";
 import { oneLine } from "./refusal.ts";
 
 /** A running gRPC listener. */
@@ -33,7 +34,7 @@ const SHUTDOWN_TIMEOUT_MS = 10_000;
 export async function startGrpcServer(
   opts: { listen: string; facade: ProducerFacade; maxRequestSize: number },
 ): Promise<GrpcServer> {
-  const listen = parseListen(opts.listen);
+  const listen = listenAddress(opts.listen);
   const address = formatHostPort(listen);
   const definition = protoLoader.loadSync(PROTO_PATH, { keepCase: true, defaults: false });
   const server = new grpc.Server({ "grpc.max_receive_message_length": opts.maxRequestSize });

@@ -2,7 +2,7 @@
 import { log } from "../log.ts";
 import { httpRequests } from "../metrics.ts";
 import type { AckLevel, Message, ProducerFacade } from "../producer/types.ts";
-import { parseListen } from "./listen.ts";
+import { listenAddress } from "../config.ts";
 import { ackProblem, parseAck, parsePartition, partitionProblem } from "./params.ts";
 import { oneLine, type Refusal, refusalOf } from "./refusal.ts";
 import { topicProblem } from "./topic.ts";
@@ -35,7 +35,7 @@ const encoder = new TextEncoder();
  * @example const http = startHttpServer({ listen: "127.0.0.1:0", facade }); console.log(http.addr.port);
  */
 export function startHttpServer(opts: { listen: string; facade: ProducerFacade }): HttpServer {
-  const { hostname, port } = parseListen(opts.listen);
+  const { hostname, port } = listenAddress(opts.listen);
   const handler = new HttpHandler(opts.facade);
   const server = Deno.serve({
     hostname,

@@ -2,7 +2,7 @@
 import { log } from "../log.ts";
 import { registry } from "../metrics.ts";
 import type { Readiness } from "../producer/types.ts";
-import { parseListen } from "./listen.ts";
+import { listenAddress } from "../config.ts";
 
 /** A running monitoring listener. */
 export interface MonitoringServer {
@@ -19,7 +19,7 @@ const TEXT_PLAIN = "text/plain; charset=utf-8";
 export function startMonitoringServer(
   opts: { listen: string; readiness: () => Readiness },
 ): MonitoringServer {
-  const { hostname, port } = parseListen(opts.listen);
+  const { hostname, port } = listenAddress(opts.listen);
   const server = Deno.serve({
     hostname,
     port,
