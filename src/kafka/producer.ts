@@ -1,0 +1,472 @@
+/**
+ * One librdkafka producer: configure, produce with a promise per message, delivery events, stats, flush, close.
+ * Events are read from librdkafka's main queue by one async loop that waits on another thread, so the
+ * JavaScript event loop never blocks on librdkafka; big batches of reports are handled in short slices.
+ */
+import type { Message } from "../producer/types.ts";
+import { log } from "../log.ts";
+import { acks, errors, inTransit, kafkaQueueLen, librdkafkaVersion as versionGauge } from "../metrics.ts";
+import { isRetryable, KafkaError } from "./errors.ts";
+import {
+  type DeliveryReport,
+  ERR_DESTROY,
+  ERR_PURGE_QUEUE,
+  ERR_QUEUE_FULL,
+  EVENT_DR,
+  EVENT_ERROR,
+  EVENT_LOG,
+  EVENT_STATS,
+  PARTITION_UA,
+  type RdConfig,
+  type RdError,
+  type RdEvent,
+  RdLibrary,
+  type RdLog,
+  type RdProducer,
+} from "./librdkafka.ts";
+import { applyStats, dropStats } from "./stats.ts";
+
+export { KafkaError };
+
+/** Where Kafka stored a message. */
+export interface Delivery {
+  partition: number;
+  offset: bigint;
+}
+
+/** How to build a {@link KafkaProducer}. */
+export interface KafkaProducerOptions {
+  /** producer_id label for metrics. */
+  id: string;
+  /** librdkafka properties, verbatim (bootstrap.servers included). */
+  config: Record<string, string>;
+  /** Default: env LIBRDKAFKA_PATH, else "librdkafka.so.1". */
+  libraryPath?: string;
+  /** ERROR events (e.g. -187 all brokers down, -195 transport). */
+  onError?: (err: KafkaError, fatal: boolean) => void;
+  /** Each statistics object, besides the rdkafka_* gauges that are updated anyway. */
+  onStats?: (stats: Record<string, unknown>) => void;
+}
+
+/**
+ * Properties set unless the user sets them: stats feed the rdkafka_* gauges; librdkafka's own log lines come
+ * through the event queue so that they are written as JSON lines like every other log.
+ */
+const DEFAULTS: Record<string, string> = { "statistics.interval.ms": "15000", "log.queue": "true" };
+
+/** How long one wait for events may last; also how often the queue length gauge is refreshed when idle. */
+const POLL_TIMEOUT_MS = 100;
+/** Longest stretch of synchronous work before the loop lets timers and I/O run. */
+const SLICE_MS = 5;
+/** Messages handled between two reads of the clock. */
+const CLOCK_EVERY = 64;
+/** setTimeout's largest delay; longer ones would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How long close waits for the reports of purged messages before failing them itself. */
+const PURGE_GRACE_MS = 5000;
+
+interface Pending {
+  resolve: (d: Delivery) => void;
+  reject: (e: KafkaError) => void;
+  topic: string;
+}
+
+interface Waiting extends Pending {
+  msg: Message;
+}
+
+/** One librdkafka producer with a promise per message. */
+export class KafkaProducer {
+  readonly id: string;
+  readonly #lib: RdLibrary;
+  readonly #rk: RdProducer;
+  readonly #onError?: (err: KafkaError, fatal: boolean) => void;
+  readonly #onStats?: (stats: Record<string, unknown>) => void;
+  /** Handed to librdkafka, by message id (the opaque). */
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  /** Refused with a full queue, in arrival order; [#waitingHead, length) are live. */
+  #waiting: Waiting[] = [];
+  #waitingHead = 0;
+  readonly #idleWaiters = new Set<() => void>();
+  readonly #calls = new Set<Promise<unknown>>();
+  readonly #acked = new Map<string, number>();
+  #gaugeQueued = false;
+  #running = true;
+  #destroyed = false;
+  #closing: Promise<void> | null = null;
+  readonly #loop: Promise<void>;
+
+  private constructor(opts: KafkaProducerOptions, lib: RdLibrary, rk: RdProducer) {
+    this.id = opts.id;
+    this.#lib = lib;
+    this.#rk = rk;
+    this.#onError = opts.onError;
+    this.#onStats = opts.onStats;
+    versionGauge.set({ version: lib.version() }, 1);
+    this.#loop = this.#run();
+  }
+
+  /**
+   * Creates a producer; throws an Error naming the bad property when librdkafka refuses the configuration.
+   * @example KafkaProducer.open({ id: "p1", config: { "bootstrap.servers": "127.0.0.1:9092" } })
+   */
+  static open(opts: KafkaProducerOptions): KafkaProducer {
+    const lib = RdLibrary.open(opts.libraryPath);
+    const conf = buildConfig(lib, opts.config);
+    let rk: RdProducer;
+    try {
+      rk = lib.newProducer(conf, EVENT_DR | EVENT_ERROR | EVENT_STATS | EVENT_LOG);
+    } finally {
+      conf.destroy();
+    }
+    log("info", "kafka producer started", { producer_id: opts.id, librdkafka: lib.version() });
+    return new KafkaProducer(opts, lib, rk);
+  }
+
+  /** Messages handed over and not yet reported (never negative). */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  /** rd_kafka_outq_len. */
+  queueLength(): number {
+    return this.#destroyed ? 0 : this.#rk.queueLength();
+  }
+
+  /**
+   * Hands one message to librdkafka; resolves on its delivery report, rejects with a KafkaError.
+   * With waitWhenFull (default true) a full local queue waits for deliveries to free room; with false it rejects
+   * at once with code -184 (_QUEUE_FULL).
+   */
+  produce(msg: Message, opts?: { waitWhenFull?: boolean }): Promise<Delivery> {
+    if (this.#closing !== null) return Promise.reject(this.#fail(this.#closedError(), msg.topic));
+    const waitWhenFull = opts?.waitWhenFull ?? true;
+    return new Promise<Delivery>((resolve, reject) => {
+      const entry: Pending = { resolve, reject, topic: msg.topic };
+      if (waitWhenFull && this.#waitingHead < this.#waiting.length) {
+        this.#waiting.push({ ...entry, msg }); // behind those already waiting, to keep their order
+        return;
+      }
+      const code = this.#handOver(msg, entry);
+      if (code === ERR_QUEUE_FULL && waitWhenFull) this.#waiting.push({ ...entry, msg });
+      else if (code !== 0) reject(this.#fail(this.#error(code, msg.topic), msg.topic));
+    });
+  }
+
+  /**
+   * Cluster topics (rd_kafka_metadata, all topics), internal "__*" ones left out, sorted.
+   * Rejects with a KafkaError on timeout; the request waits on another thread.
+   */
+  async listTopics(timeoutMs: number): Promise<string[]> {
+    if (this.#closing !== null) throw this.#closedError();
+    const call = this.#rk.topicNames(timeoutMs);
+    this.#calls.add(call);
+    try {
+      const { code, names } = await call;
+      if (code !== 0) throw this.#error(code);
+      return names.filter((n) => !n.startsWith("__")).sort();
+    } finally {
+      this.#calls.delete(call);
+    }
+  }
+
+  /** Waits until every accepted message is reported, or the timeout; true when nothing is left in flight. */
+  flush(timeoutMs: number): Promise<boolean> {
+    if (this.#idle()) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.#idleWaiters.delete(done);
+        resolve(this.#idle());
+      }, Math.min(timeoutMs, MAX_TIMER_MS));
+      this.#idleWaiters.add(done);
+    });
+  }
+
+  /**
+   * Flushes up to timeoutMs, then purges what is left (those promises reject with a retryable KafkaError,
+   * _PURGE_QUEUE or _PURGE_INFLIGHT), stops the event loop and destroys the producer. Idempotent.
+   */
+  close(timeoutMs: number): Promise<void> {
+    this.#closing ??= this.#shutdown(timeoutMs);
+    return this.#closing;
+  }
+
+  async #shutdown(timeoutMs: number): Promise<void> {
+    if (!await this.flush(timeoutMs)) {
+      log("warn", "kafka producer closing with undelivered messages: purging", {
+        producer_id: this.id,
+        messages: this.#pending.size + this.#waiting.length - this.#waitingHead,
+      });
+      this.#rejectWaiting();
+      await this.#rk.purge();
+      if (!await this.flush(PURGE_GRACE_MS)) this.#rejectPending();
+    }
+    this.#running = false;
+    this.#rk.wakeUp();
+    await this.#loop;
+    await Promise.allSettled(this.#calls);
+    this.#destroyed = true;
+    await this.#rk.destroy();
+    inTransit.remove({ producer_id: this.id });
+    dropStats(this.id);
+    log("info", "kafka producer closed", { producer_id: this.id });
+  }
+
+  #handOver(msg: Message, entry: Pending): number {
+    const id = this.#nextId++;
+    const code = msg.headers?.length || msg.timestamp !== undefined
+      ? this.#rk.produceva(msg, id)
+      : this.#rk.produce(msg.topic, msg.partition ?? PARTITION_UA, msg.value, msg.key ?? null, id);
+    if (code === 0) {
+      this.#pending.set(id, entry);
+      this.#inFlightChanged();
+    }
+    return code;
+  }
+
+  /** Refreshes the in-transit gauge once per burst of synchronous produce calls, before anything can scrape. */
+  #inFlightChanged(): void {
+    if (this.#gaugeQueued) return;
+    this.#gaugeQueued = true;
+    queueMicrotask(() => {
+      this.#gaugeQueued = false;
+      inTransit.set({ producer_id: this.id }, this.#pending.size);
+    });
+  }
+
+  async #run(): Promise<void> {
+    const report: DeliveryReport = { id: 0, err: 0, partition: 0, offset: 0n };
+    while (this.#running) {
+      try {
+        await this.#serve(report);
+      } catch (e) {
+        // A failure here must not end the loop: every pending promise depends on it.
+        log("error", "kafka event loop: event handling failed", { producer_id: this.id, error: e });
+      }
+    }
+  }
+
+  /** One round: wait for an event, then handle ready events for up to SLICE_MS. */
+  async #serve(report: DeliveryReport): Promise<void> {
+    let ev: RdEvent | null = await this.#rk.poll(POLL_TIMEOUT_MS);
+    let sliceEnd = performance.now() + SLICE_MS;
+    while (ev !== null) {
+      try {
+        while (!this.#handle(ev, report, sliceEnd)) {
+          // Out of time inside a big event: let timers and I/O run, then go on with the same event.
+          kafkaQueueLen.set(await this.#rk.queueLengthAsync());
+          this.#retryWaiting(performance.now() + SLICE_MS);
+          sliceEnd = performance.now() + SLICE_MS;
+        }
+      } finally {
+        ev.destroy();
+      }
+      if (performance.now() >= sliceEnd) break;
+      ev = this.#rk.pollReady();
+    }
+    this.#retryWaiting(performance.now() + SLICE_MS);
+    kafkaQueueLen.set(this.#rk.queueLength());
+  }
+
+  /** Handles one event until `sliceEnd`; false when a DR event has reports left. */
+  #handle(ev: RdEvent, report: DeliveryReport, sliceEnd: number): boolean {
+    if (ev.type === EVENT_DR) return this.#deliveries(ev, report, sliceEnd);
+    if (ev.type === EVENT_ERROR) this.#reportError(ev.error());
+    else if (ev.type === EVENT_STATS) this.#reportStats(ev.stats());
+    else if (ev.type === EVENT_LOG) this.#writeLog(ev.log());
+    return true;
+  }
+
+  #deliveries(ev: RdEvent, report: DeliveryReport, sliceEnd: number): boolean {
+    let done = true;
+    let n = 0;
+    while (ev.nextDelivery(report)) {
+      const p = this.#pending.get(report.id);
+      if (p !== undefined) {
+        this.#pending.delete(report.id);
+        if (report.err === 0) {
+          this.#acked.set(p.topic, (this.#acked.get(p.topic) ?? 0) + 1);
+          p.resolve({ partition: report.partition, offset: report.offset });
+        } else {
+          p.reject(this.#fail(this.#error(report.err, p.topic), p.topic));
+        }
+      }
+      if (++n % CLOCK_EVERY === 0 && performance.now() >= sliceEnd) {
+        done = false;
+        break;
+      }
+    }
+    for (const [topic, count] of this.#acked) acks.inc({ topic }, count);
+    this.#acked.clear();
+    inTransit.set({ producer_id: this.id }, this.#pending.size);
+    this.#notifyIfIdle();
+    return done;
+  }
+
+  /** Hands over messages that waited for room, oldest first, until the queue is full again or `until`. */
+  #retryWaiting(until: number): void {
+    let n = 0;
+    while (this.#waitingHead < this.#waiting.length) {
+      const w = this.#waiting[this.#waitingHead];
+      const code = this.#handOver(w.msg, w);
+      if (code === ERR_QUEUE_FULL) break;
+      this.#waitingHead++;
+      if (code !== 0) w.reject(this.#fail(this.#error(code, w.topic), w.topic));
+      if (++n % CLOCK_EVERY === 0 && performance.now() >= until) break;
+    }
+    if (this.#waitingHead === this.#waiting.length) {
+      this.#waiting = [];
+      this.#waitingHead = 0;
+    } else if (this.#waitingHead > 1024 && this.#waitingHead * 2 > this.#waiting.length) {
+      this.#waiting = this.#waiting.slice(this.#waitingHead);
+      this.#waitingHead = 0;
+    }
+    this.#notifyIfIdle();
+  }
+
+  #rejectWaiting(): void {
+    for (let i = this.#waitingHead; i < this.#waiting.length; i++) {
+      const w = this.#waiting[i];
+      w.reject(this.#fail(this.#error(ERR_PURGE_QUEUE, w.topic), w.topic));
+    }
+    this.#waiting = [];
+    this.#waitingHead = 0;
+  }
+
+  /** Fails, as purged, what librdkafka did not report after a purge (so no promise is left hanging). */
+  #rejectPending(): void {
+    for (const p of this.#pending.values()) {
+      p.reject(this.#fail(this.#error(ERR_PURGE_QUEUE, p.topic), p.topic));
+    }
+    this.#pending.clear();
+    inTransit.set({ producer_id: this.id }, 0);
+  }
+
+  #idle(): boolean {
+    return this.#pending.size === 0 && this.#waitingHead === this.#waiting.length;
+  }
+
+  #notifyIfIdle(): void {
+    if (this.#idleWaiters.size === 0 || !this.#idle()) return;
+    for (const done of this.#idleWaiters) done();
+    this.#idleWaiters.clear();
+  }
+
+  #reportError(e: RdError): void {
+    const cause = e.fatal ? this.#rk.fatalError() ?? e : e;
+    const name = this.#lib.errName(cause.code);
+    const err = new KafkaError(
+      cause.code,
+      name,
+      `kafka: ${cause.reason} (${name})`,
+      isRetryable(cause.code),
+    );
+    log(e.fatal ? "error" : "warn", "kafka error", {
+      producer_id: this.id,
+      code: cause.code,
+      error: name,
+      reason: cause.reason,
+      fatal: e.fatal,
+    });
+    try {
+      this.#onError?.(err, e.fatal);
+    } catch (cbErr) {
+      log("error", "kafka onError callback failed", { producer_id: this.id, error: cbErr });
+    }
+  }
+
+  #writeLog(line: RdLog): void {
+    // Syslog levels. Debug lines (7) exist only when the user set librdkafka's `debug`, so they are shown as info.
+    const level = line.level <= 3 ? "error" : line.level === 4 ? "warn" : "info";
+    log(level, "librdkafka", { producer_id: this.id, facility: line.facility, text: line.message });
+  }
+
+  #reportStats(json: string): void {
+    let stats: Record<string, unknown>;
+    try {
+      stats = JSON.parse(json);
+    } catch (e) {
+      log("warn", "kafka: unreadable statistics JSON", { producer_id: this.id, error: e });
+      return;
+    }
+    applyStats(this.id, stats);
+    try {
+      this.#onStats?.(stats);
+    } catch (cbErr) {
+      log("error", "kafka onStats callback failed", { producer_id: this.id, error: cbErr });
+    }
+  }
+
+  #error(code: number, topic?: string): KafkaError {
+    const name = this.#lib.errName(code);
+    const where = topic === undefined ? "" : ` topic "${topic}":`;
+    return new KafkaError(
+      code,
+      name,
+      `kafka:${where} ${this.#lib.errText(code)} (${name})`,
+      isRetryable(code),
+    );
+  }
+
+  #closedError(): KafkaError {
+    const name = this.#lib.errName(ERR_DESTROY);
+    return new KafkaError(ERR_DESTROY, name, `kafka: producer ${this.id} is closed (${name})`, true);
+  }
+
+  /** Counts a failed message in kafka_client_err_cnt and returns its error. */
+  #fail(err: KafkaError, topic: string): KafkaError {
+    errors.inc({ topic, error: err.errName });
+    return err;
+  }
+}
+
+/** A scratch configuration with the defaults and `config` applied; throws "kafka.<key>: <reason>". */
+function buildConfig(lib: RdLibrary, config: Record<string, string>): RdConfig {
+  const conf = lib.newConfig();
+  for (const [key, value] of Object.entries({ ...DEFAULTS, ...config })) {
+    const problem = conf.set(key, value);
+    if (problem !== null) {
+      conf.destroy();
+      throw new Error(`kafka.${key}: ${problem}`);
+    }
+  }
+  return conf;
+}
+
+/** The librdkafka version string (rd_kafka_version_str). */
+export function librdkafkaVersion(libraryPath?: string): string {
+  return RdLibrary.open(libraryPath).version();
+}
+
+/**
+ * Validates librdkafka properties with rd_kafka_conf_set on a scratch configuration.
+ * @returns null, or the first problem as "kafka.<key>: <librdkafka's reason>"
+ * @example checkKafkaConfig({ "acks": "all" }) // null
+ */
+export function checkKafkaConfig(config: Record<string, string>, libraryPath?: string): string | null {
+  try {
+    buildConfig(RdLibrary.open(libraryPath), config).destroy();
+    return null;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
+/** Reads a property back (rd_kafka_conf_get) after applying the defaults and `config`; null when unknown. */
+export function effectiveKafkaConfig(
+  config: Record<string, string>,
+  key: string,
+  libraryPath?: string,
+): string | null {
+  const conf = buildConfig(RdLibrary.open(libraryPath), config);
+  try {
+    return conf.get(key);
+  } finally {
+    conf.destroy();
+  }
+}

@@ -1,0 +1,261 @@
+/** KafkaProducer against librdkafka's in-process mock cluster (and a dead address for failures). */
+import assert from "node:assert/strict";
+import {
+  checkKafkaConfig,
+  effectiveKafkaConfig,
+  KafkaError,
+  KafkaProducer,
+  type KafkaProducerOptions,
+  librdkafkaVersion,
+} from "../src/kafka/producer.ts";
+import { acks, errors, inTransit } from "../src/metrics.ts";
+import type { Counter } from "prom-client";
+
+const enc = new TextEncoder();
+const MOCK = { "test.mock.num.brokers": "1" };
+const DEAD = { "bootstrap.servers": "127.0.0.1:1", "reconnect.backoff.max.ms": "500" };
+
+function open(config: Record<string, string>, opts: Partial<KafkaProducerOptions> = {}): KafkaProducer {
+  return KafkaProducer.open({ id: `test-${crypto.randomUUID().slice(0, 8)}`, config, ...opts });
+}
+
+async function counterValue(counter: Counter, labels: Record<string, string>): Promise<number> {
+  const hit = (await counter.get()).values.find((v) =>
+    Object.entries(labels).every(([k, x]) => v.labels[k] === x)
+  );
+  return hit?.value ?? 0;
+}
+
+async function rejection(p: Promise<unknown>): Promise<KafkaError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof KafkaError, `expected a KafkaError, got ${e}`);
+    return e;
+  }
+  assert.fail("expected a rejection");
+}
+
+function topicName(): string {
+  return `t-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+Deno.test("delivers with partition and offset, counts acks, keeps in-transit at zero after", async () => {
+  const p = open(MOCK);
+  const topic = topicName();
+  try {
+    const first = await p.produce({ topic, value: enc.encode("one"), partition: 1 });
+    assert.equal(first.partition, 1);
+    assert.equal(first.offset, 0n);
+    const more = await Promise.all(
+      [0, 1, 2].map((i) => p.produce({ topic, value: enc.encode(`m${i}`), partition: 1 })),
+    );
+    assert.deepEqual(more.map((d) => d.offset), [1n, 2n, 3n]);
+    const anyPartition = await p.produce({ topic, value: enc.encode("free"), key: enc.encode("k1") });
+    assert.ok(anyPartition.partition >= 0);
+    assert.equal(await counterValue(acks, { topic }), 5);
+    assert.equal(p.inFlight, 0);
+    const gauge = (await inTransit.get()).values.find((v) => v.labels.producer_id === p.id);
+    assert.equal(gauge?.value, 0);
+  } finally {
+    await p.close(1000);
+  }
+});
+
+Deno.test("key, headers, explicit partition and timestamp reach the broker (read back with kcat)", async () => {
+  let bootstrap = "";
+  const p = open({ ...MOCK, "statistics.interval.ms": "100" }, {
+    onStats: (s) => {
+      for (const b of Object.values(s.brokers as Record<string, { nodename: string }>)) {
+        bootstrap = b.nodename;
+      }
+    },
+  });
+  const topic = topicName();
+  try {
+    const d = await p.produce({
+      topic,
+      value: enc.encode("the value"),
+      key: enc.encode("the key"),
+      headers: [["h1", enc.encode("x")], ["h2", enc.encode("yy")], ["h1", enc.encode("again")]],
+      partition: 2,
+      timestamp: 1_700_000_000_123,
+    });
+    assert.equal(d.partition, 2);
+    const plain = await p.produce({ topic, value: enc.encode("plain"), partition: 2 });
+    assert.equal(plain.offset, d.offset + 1n);
+    await p.produce({ topic, value: new Uint8Array(0), partition: 2 });
+    for (let i = 0; i < 100 && bootstrap === ""; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.notEqual(bootstrap, "", "statistics name the mock broker");
+    const args = `-C -b ${bootstrap} -t ${topic} -p 2 -o beginning -c 3 -e -q -f`.split(" ");
+    const out = await new Deno.Command("kcat", {
+      args: [...args, "%K|%k|%S|%s|%T|%h|%p\\n"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+    assert.equal(lines.length, 3);
+    assert.equal(lines[0], "7|the key|9|the value|1700000000123|h1=x,h2=yy,h1=again|2");
+    assert.match(lines[1], /^-1\|\|5\|plain\|\d{13}\|\|2$/, "no key: null; timestamp: now");
+    assert.match(lines[2], /^-1\|\|0\|\|\d{13}\|\|2$/, "an empty value stays empty, not null");
+  } finally {
+    await p.close(1000);
+  }
+});
+
+Deno.test("a dead address: messages fail with retryable _MSG_TIMED_OUT, onError sees the transport", async () => {
+  const seen: number[] = [];
+  const p = open({ ...DEAD, "message.timeout.ms": "1500" }, { onError: (e) => seen.push(e.code) });
+  const topic = topicName();
+  try {
+    const before = await counterValue(errors, { topic, error: "_MSG_TIMED_OUT" });
+    const results = await Promise.allSettled(
+      [1, 2, 3].map((i) => p.produce({ topic, value: enc.encode(`${i}`) })),
+    );
+    for (const r of results) {
+      assert.equal(r.status, "rejected");
+      const e = (r as PromiseRejectedResult).reason;
+      assert.ok(e instanceof KafkaError);
+      assert.equal(e.code, -192);
+      assert.equal(e.errName, "_MSG_TIMED_OUT");
+      assert.equal(e.retryable, true);
+      assert.match(e.message, new RegExp(topic));
+    }
+    assert.equal(p.inFlight, 0);
+    assert.equal(await counterValue(errors, { topic, error: "_MSG_TIMED_OUT" }), before + 3);
+    assert.ok(seen.includes(-195) || seen.includes(-187), `error events: ${seen}`);
+  } finally {
+    await p.close(1000);
+  }
+});
+
+Deno.test("a full queue rejects with -184 without waiting, and delivers everything when waiting", async () => {
+  const p = open({ ...MOCK, "queue.buffering.max.messages": "10" });
+  const topic = topicName();
+  try {
+    await p.produce({ topic, value: enc.encode("warm-up") });
+    const accepted = Array.from({ length: 10 }, (_, i) => p.produce({ topic, value: enc.encode(`a${i}`) }));
+    const e = await rejection(p.produce({ topic, value: enc.encode("over") }, { waitWhenFull: false }));
+    assert.equal(e.code, -184);
+    assert.equal(e.errName, "_QUEUE_FULL");
+    assert.equal(e.retryable, true);
+    await Promise.all(accepted);
+
+    let maxInFlight = 0;
+    const waited = Array.from({ length: 200 }, (_, i) => {
+      const d = p.produce({ topic, value: enc.encode(`w${i}`), partition: 0 });
+      maxInFlight = Math.max(maxInFlight, p.inFlight);
+      return d;
+    });
+    assert.ok(maxInFlight <= 10, `in flight ${maxInFlight}`);
+    const deliveries = await Promise.all(waited);
+    const offsets = deliveries.map((d) => d.offset);
+    assert.deepEqual(
+      offsets,
+      [...offsets].sort((a, b) => (a < b ? -1 : 1)),
+      "waiting messages keep their order",
+    );
+    assert.equal(new Set(offsets).size, 200);
+    assert.equal(await p.flush(1000), true);
+  } finally {
+    await p.close(1000);
+  }
+});
+
+Deno.test("a message over message.max.bytes is refused at once as not retryable", async () => {
+  const p = open({ ...MOCK, "message.max.bytes": "1000" });
+  try {
+    const e = await rejection(p.produce({ topic: topicName(), value: new Uint8Array(5000) }));
+    assert.equal(e.code, 10);
+    assert.equal(e.errName, "MSG_SIZE_TOO_LARGE");
+    assert.equal(e.retryable, false);
+    assert.equal(p.inFlight, 0);
+  } finally {
+    await p.close(1000);
+  }
+});
+
+Deno.test("flush resolves true when all is delivered, false on timeout", async () => {
+  const ok = open(MOCK);
+  const dead = open({ ...DEAD, "message.timeout.ms": "60000" });
+  const topic = topicName();
+  try {
+    const sent = Array.from({ length: 50 }, (_, i) => ok.produce({ topic, value: enc.encode(`${i}`) }));
+    assert.equal(await ok.flush(5000), true);
+    assert.equal(ok.inFlight, 0);
+    await Promise.all(sent);
+
+    const stuck = dead.produce({ topic, value: enc.encode("stuck") });
+    stuck.catch(() => {});
+    assert.equal(await dead.flush(200), false);
+    assert.equal(dead.inFlight, 1);
+    assert.ok(dead.queueLength() >= 1);
+  } finally {
+    await ok.close(1000);
+    await dead.close(100);
+  }
+});
+
+Deno.test("close purges what is left with a retryable error, never hangs, and is idempotent", async () => {
+  const p = open({ ...DEAD, "message.timeout.ms": "60000", "queue.buffering.max.messages": "2" });
+  const topic = topicName();
+  const sent = Array.from({ length: 5 }, (_, i) => p.produce({ topic, value: enc.encode(`${i}`) }));
+  sent.forEach((s) => s.catch(() => {}));
+  assert.equal(p.inFlight, 2, "two handed over, three waiting for room");
+  const first = p.close(200);
+  const second = p.close(200);
+  await Promise.all([first, second]);
+  for (const s of sent) {
+    const e = await rejection(s);
+    assert.ok([-152, -151].includes(e.code), `${e.code} ${e.errName}`);
+    assert.equal(e.retryable, true);
+  }
+  assert.equal(p.inFlight, 0);
+  assert.equal(p.queueLength(), 0);
+  await p.close(200);
+
+  const after = await rejection(p.produce({ topic, value: enc.encode("late") }));
+  assert.equal(after.errName, "_DESTROY");
+  assert.equal(after.retryable, true);
+  await rejection(p.listTopics(100));
+});
+
+Deno.test("listTopics lists the cluster's topics, sorted, without internal ones; rejects on timeout", async () => {
+  const p = open(MOCK);
+  const dead = open(DEAD);
+  const a = `b-${topicName()}`;
+  const b = `a-${topicName()}`;
+  try {
+    await Promise.all([a, b, "__internal_x"].map((topic) => p.produce({ topic, value: enc.encode("x") })));
+    const topics = await p.listTopics(5000);
+    assert.deepEqual(topics, [b, a]);
+
+    const e = await rejection(dead.listTopics(300));
+    assert.ok(["_TIMED_OUT", "_TRANSPORT"].includes(e.errName), e.message);
+    assert.equal(e.retryable, true);
+  } finally {
+    await p.close(1000);
+    await dead.close(100);
+  }
+});
+
+Deno.test("configuration: checked, read back, defaults, refused at open with the property named", () => {
+  assert.equal(checkKafkaConfig({ acks: "all", "compression.codec": "lz4", "linger.ms": "20" }), null);
+  assert.match(checkKafkaConfig({ "no.such.property": "1" }) ?? "", /^kafka\.no\.such\.property: .*No such/);
+  assert.match(
+    checkKafkaConfig({ acks: "all", "compression.codec": "rot13" }) ?? "",
+    /^kafka\.compression\.codec: /,
+  );
+
+  assert.equal(effectiveKafkaConfig({ "linger.ms": "42" }, "linger.ms"), "42");
+  assert.equal(effectiveKafkaConfig({ acks: "all" }, "acks"), "-1");
+  assert.equal(effectiveKafkaConfig({}, "statistics.interval.ms"), "15000");
+  assert.equal(effectiveKafkaConfig({}, "log.queue"), "true");
+  assert.equal(effectiveKafkaConfig({ "statistics.interval.ms": "0" }, "statistics.interval.ms"), "0");
+  assert.equal(effectiveKafkaConfig({}, "no.such.property"), null);
+
+  assert.throws(() => open({ ...MOCK, "batch.num.messages": "many" }), /kafka\.batch\.num\.messages: /);
+  assert.match(librdkafkaVersion(), /^\d+\.\d+\.\d+/);
+  assert.throws(() => librdkafkaVersion("/nonexistent/librdkafka.so"), /LIBRDKAFKA_PATH/);
+});
