@@ -2,9 +2,14 @@
 # Installs everything the build and the tests need: Debian packages, the pinned Deno, the Apache Kafka broker
 # jars (cached across runs) and the npm dependencies from deno.lock. Idempotent, quiet on success.
 # Leaves .tools/deno-path and .tools/kafka-libs-path for scripts/test.sh and tests/kafka/broker.ts.
+# With --runtime: only what running the service needs (librdkafka, Deno, the npm dependencies).
 set -euo pipefail
 
-DENO_VERSION=2.9.6
+RUNTIME_ONLY=false
+[ "${1:-}" = "--runtime" ] && RUNTIME_ONLY=true
+
+# Not 2.9.x: Deno 2.9.6 aborts in node:http2 when a gRPC client closes its connection (GOAWAY; denoland/deno#36788).
+DENO_VERSION=2.8.3
 KAFKA_VERSION=4.2.2
 LOG4J_VERSION=2.25.5 # matches the log4j-core that kafka ${KAFKA_VERSION} depends on
 
@@ -26,9 +31,12 @@ die_with_log() {
 }
 
 install_debian_packages() {
-  local wanted=(librdkafka1 librdkafka-dev kcat)
-  command -v java >/dev/null 2>&1 || wanted+=(openjdk-17-jre-headless)
-  command -v mvn >/dev/null 2>&1 || wanted+=(maven)
+  local wanted=(librdkafka1)
+  if [ "$RUNTIME_ONLY" = false ]; then
+    wanted+=(librdkafka-dev kcat)
+    command -v java >/dev/null 2>&1 || wanted+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null 2>&1 || wanted+=(maven)
+  fi
   local missing=() pkg
   for pkg in "${wanted[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
@@ -160,5 +168,5 @@ cache_npm_dependencies() {
 mkdir -p "$TOOLS"
 install_debian_packages
 install_deno
-install_kafka_libs
+[ "$RUNTIME_ONLY" = true ] || install_kafka_libs
 cache_npm_dependencies

@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { httpRequests } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import { type HttpServer, startHttpServer } from "../src/server/http.ts";

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Starts kafka-ambassador from source with the pinned Deno, installing what is missing first.
+# Usage: bash scripts/start.sh [CONFIG] (default: config/default.yaml, which needs no Kafka to start).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh --runtime
+exec "$(cat .tools/deno-path)" run --allow-all src/main.ts -config "${1:-config/default.yaml}"

@@ -1,0 +1,100 @@
+/** The command line: --version, --check-config, exit code 2 with one line on bad config, the shipped default config. */
+import assert from "node:assert/strict";
+import { freePort, startService } from "./support/service.ts";
+import { parse } from "yaml";
+
+const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
+const DEFAULT_CONFIG = new URL("../config/default.yaml", import.meta.url).pathname;
+
+async function run(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; out: string; err: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", MAIN, ...args],
+    env,
+    stdin: "null",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, out: dec.decode(out.stdout), err: dec.decode(out.stderr) };
+}
+
+async function withConfig(yaml: string, fn: (path: string) => Promise<void>): Promise<void> {
+  const path = await Deno.makeTempFile({ suffix: ".yaml" });
+  try {
+    await Deno.writeTextFile(path, yaml);
+    await fn(path);
+  } finally {
+    await Deno.remove(path);
+  }
+}
+
+Deno.test("cli: --version names the product and librdkafka", async () => {
+  const r = await run(["--version"]);
+  assert.equal(r.code, 0);
+  assert.match(r.out, /^kafka-ambassador \S+ \(librdkafka \d+\.\d+\.\d+\)/);
+});
+
+Deno.test("cli: --check-config accepts the shipped default config", async () => {
+  const r = await run(["-config", DEFAULT_CONFIG, "--check-config"]);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /config ok/);
+});
+
+const NO_WAL = "producer.wal.mode: disable\n";
+const INVALID: Array<[string, string, Record<string, string>, RegExp]> = [
+  ["unknown key", NO_WAL + "producer.cb.failz: 3\n", {}, /producer\.cb\.failz/],
+  ["bad duration", NO_WAL + "producer.cb.timeout: soon\n", {}, /producer\.cb\.timeout/],
+  ["wrong type", NO_WAL + "producer.cb.fails: many\n", {}, /producer\.cb\.fails/],
+  ["rate_limit 0", NO_WAL + "producer.resend.rate_limit: 0\n", {}, /producer\.resend\.rate_limit/],
+  ["missing WAL path", "producer.wal.mode: fallback\n", {}, /producer\.wal\.path/],
+  ["unknown librdkafka property", NO_WAL + "kafka.no.such.property: 1\n", {}, /kafka\.no\.such\.property/],
+  ["bad librdkafka value", NO_WAL + "kafka:\n  acks: maybe\n", {}, /kafka\.acks/],
+  ["bad env override", NO_WAL, { "KA_PRODUCER.CB.FAILS": "x" }, /producer\.cb\.fails/],
+];
+
+for (const [name, yaml, env, expected] of INVALID) {
+  Deno.test(`cli: invalid config (${name}) exits 2 with one line naming the key`, async () => {
+    await withConfig(yaml, async (path) => {
+      const r = await run(["-config", path, "--check-config"], env);
+      assert.equal(r.code, 2, `${r.out}${r.err}`);
+      const lines = r.err.trim().split("\n");
+      assert.equal(lines.length, 1, r.err);
+      assert.match(lines[0], expected);
+    });
+  });
+}
+
+Deno.test("cli: a missing config file exits 2", async () => {
+  const r = await run(["-config", "/nonexistent/ka.yaml"]);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /nonexistent/);
+});
+
+Deno.test({
+  name: "cli: the default config starts without any Kafka and accepted messages go to the WAL",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "ka-default-" });
+    const config = parse(await Deno.readTextFile(DEFAULT_CONFIG)) as Record<string, unknown>;
+    const kafka = config.kafka as Record<string, unknown>;
+    kafka.brokers = [`127.0.0.1:${freePort()}`]; // nothing listens there
+    (config.producer as Record<string, Record<string, unknown>>).wal.path = `${dir}/wal`;
+    delete config.server;
+    const svc = await startService(config, { dir });
+    try {
+      const r = await fetch(`${svc.http}/topics/default-check/messages`, { method: "POST", body: "hello" });
+      assert.equal(r.status, 200);
+      await r.body?.cancel();
+      const end = Date.now() + 60_000;
+      while ((await svc.metric("wal_messages")) < 1) {
+        assert.ok(Date.now() < end, "the message reached the WAL");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      assert.equal(await svc.stop(), 0);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

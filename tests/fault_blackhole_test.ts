@@ -1,0 +1,83 @@
+/** Blackhole: a TCP fault proxy in front of the broker drops all traffic; the breaker opens, the WAL takes over. */
+import assert from "node:assert/strict";
+import { startBroker } from "./kafka/broker.ts";
+import { consumeAll } from "./kafka/consume.ts";
+import { startFaultProxy } from "./kafka/fault_proxy.ts";
+import { faultConfig, readyStatus, sleep, waitFor, walDrained } from "./support/fault.ts";
+import { postRange, report, tally } from "./support/load.ts";
+import { freePort, startService } from "./support/service.ts";
+
+const RATE = 2000;
+const BACKLOG = 24_000;
+
+Deno.test({
+  name: "fault: blackholed broker opens the breaker, requests still get 2xx, backlog drains at rate_limit",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const proxyPort = freePort();
+    await using broker = await startBroker({ advertisedHost: "127.0.0.1", advertisedPort: proxyPort });
+    const proxy = await startFaultProxy({ host: "127.0.0.1", port: broker.port }, { port: proxyPort });
+    const dir = await Deno.makeTempDir({ prefix: "ka-bh-" });
+    await broker.createTopic("bh", 1);
+    const svc = await startService(
+      faultConfig(`127.0.0.1:${proxyPort}`, `${dir}/wal`, {
+        producer: { resend: { rate_limit: RATE }, cb: { fails: 5, timeout: "2s" } },
+      }),
+      { dir },
+    );
+    try {
+      const before = await postRange(svc.http, "bh", "b", 0, 1000);
+      assert.equal(before.acked.size, 1000);
+
+      proxy.blackhole(true);
+      const during = await postRange(svc.http, "bh", "b", 1000, 2000, { concurrency: 8 });
+      await waitFor(
+        "the breaker to open",
+        async () => (await svc.metric("kafka_cb_current_state")) === 1,
+        30_000,
+      );
+      assert.equal(await readyStatus(svc), 503);
+      const open = await postRange(svc.http, "bh", "b", 2000, 2000 + BACKLOG);
+      assert.equal(open.acked.size, BACKLOG, "requests keep getting 2xx while the breaker is open");
+      assert.ok((await svc.metric("wal_messages")) >= BACKLOG);
+
+      proxy.blackhole(false);
+      await waitFor(
+        "the breaker to close",
+        async () => (await svc.metric("kafka_cb_current_state")) === 0,
+        30_000,
+      );
+      // Measure the drain rate over a window well inside the drain.
+      await sleep(2000);
+      const r0 = await svc.metric("wal_replayed"), t0 = Date.now();
+      await sleep(5000);
+      const r1 = await svc.metric("wal_replayed"), t1 = Date.now();
+      const rate = (r1 - r0) / ((t1 - t0) / 1000);
+      console.log(`blackhole: replay rate ${rate.toFixed(0)} records/s with rate_limit ${RATE}`);
+      assert.ok(
+        Math.abs(rate - RATE) <= RATE * 0.1,
+        `replay rate ${rate.toFixed(0)}/s is not within 10% of ${RATE}`,
+      );
+      await walDrained(svc);
+      assert.equal(await readyStatus(svc), 200);
+
+      const acked = new Set([...before.acked, ...during.acked, ...open.acked]);
+      const found = await consumeAll(broker.bootstrap, "bh", { expected: acked.size, timeoutMs: 60_000 });
+      const t = tally("b", 2000 + BACKLOG, acked, found.map((m) => m.value));
+      report("blackhole", t);
+      assert.deepEqual(t.missing, []);
+      const logs = await svc.logs();
+      const changes = logs.filter((l) => l.msg === "circuit breaker state changed").map((l) =>
+        `${l.from}>${l.to}`
+      );
+      assert.ok(
+        changes.includes("closed>open") && changes.includes("open>half") && changes.includes("half>closed"),
+      );
+    } finally {
+      assert.equal(await svc.stop(), 0);
+      await proxy.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

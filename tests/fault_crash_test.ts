@@ -1,0 +1,138 @@
+/** SIGKILL with ack=wal, and SIGTERM with the broker down: whatever got a 2xx reaches Kafka after a restart. */
+import assert from "node:assert/strict";
+import { startBroker } from "./kafka/broker.ts";
+import { consumeAll } from "./kafka/consume.ts";
+import { faultConfig, sleep, waitFor, walDrained } from "./support/fault.ts";
+import { postRange, report, tally } from "./support/load.ts";
+import { startService } from "./support/service.ts";
+
+Deno.test({
+  name:
+    "fault: kill -9 mid-load with ack=wal (broker partly down), restart on the same WAL: every 2xx in Kafka",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using broker = await startBroker();
+    await broker.createTopic("crash", 1);
+    const dir = await Deno.makeTempDir({ prefix: "ka-kill-" });
+    const config = faultConfig(broker.bootstrap, `${dir}/wal`);
+    const svc = await startService(config, { dir });
+    let restarted: Awaited<ReturnType<typeof startService>> | null = null;
+    try {
+      let stop = false;
+      const load = postRange(svc.http, "crash", "k", 0, 200_000, { ack: "wal", stop: () => stop });
+      await sleep(2000);
+      await broker.stop(); // from here on, 2xx means "fsynced in the WAL"
+      await sleep(6000);
+      svc.signal("SIGKILL");
+      await svc.exited;
+      stop = true;
+      const result = await load;
+      assert.ok(result.acked.size > 0 && result.refused.size > 0, "the kill happened mid-load");
+
+      await broker.start();
+      restarted = await startService(config, { dir });
+      await walDrained(restarted);
+      const found = await consumeAll(broker.bootstrap, "crash", {
+        expected: result.acked.size,
+        timeoutMs: 90_000,
+      });
+      const sent = result.acked.size + result.refused.size;
+      const t = tally("k", sent, result.acked, found.map((m) => m.value));
+      report("sigkill-ack-wal", t);
+      assert.deepEqual(t.missing, []);
+    } finally {
+      if (restarted) assert.equal(await restarted.stop(), 0);
+      else await svc.stop("SIGKILL");
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fault: SIGTERM with the broker down spools everything, exit 0; after restart all of it is in Kafka",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using broker = await startBroker();
+    await broker.createTopic("term", 1);
+    const dir = await Deno.makeTempDir({ prefix: "ka-term-" });
+    // A long message timeout: the messages are still inside librdkafka when SIGTERM comes.
+    const config = faultConfig(broker.bootstrap, `${dir}/wal`, { kafka: { "message.timeout.ms": 120000 } });
+    const svc = await startService(config, { dir });
+    let restarted: Awaited<ReturnType<typeof startService>> | null = null;
+    try {
+      const first = await postRange(svc.http, "term", "t", 0, 2000);
+      await broker.stop();
+      const second = await postRange(svc.http, "term", "t", 2000, 12_000);
+      const acked = new Set([...first.acked, ...second.acked]);
+      assert.equal(acked.size, 12_000);
+
+      const t0 = Date.now();
+      assert.equal(await svc.stop("SIGTERM"), 0);
+      const stopMs = Date.now() - t0;
+      const stopped = (await svc.logs()).find((l) => l.msg === "stopped");
+      assert.ok(stopped, "a 'stopped' log line");
+      console.log(`sigterm: exit 0 after ${stopMs} ms with ${stopped.wal_records} records in the WAL`);
+      assert.ok(
+        Number(stopped.wal_records) >= 10_000 - 100,
+        `WAL holds the undelivered: ${stopped.wal_records}`,
+      );
+
+      await broker.start();
+      restarted = await startService(config, { dir });
+      await walDrained(restarted);
+      const found = await consumeAll(broker.bootstrap, "term", { expected: acked.size, timeoutMs: 90_000 });
+      const t = tally("t", 12_000, acked, found.map((m) => m.value));
+      report("sigterm-broker-down", t);
+      assert.deepEqual(t.missing, []);
+    } finally {
+      if (restarted) assert.equal(await restarted.stop(), 0);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fault: WAL at its bound answers 503 with Retry-After; nothing that got a 2xx is lost",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using broker = await startBroker();
+    await broker.createTopic("bound", 1);
+    await broker.stop();
+    const dir = await Deno.makeTempDir({ prefix: "ka-bound-" });
+    const svc = await startService(
+      faultConfig(broker.bootstrap, `${dir}/wal`, { producer: { wal: { max_bytes: "512KiB" } } }),
+      { dir },
+    );
+    try {
+      await waitFor(
+        "the breaker to open",
+        async () => (await svc.metric("kafka_cb_current_state")) === 1,
+        30_000,
+      );
+      const load = await postRange(svc.http, "bound", "w", 0, 20_000, { concurrency: 16 });
+      assert.ok(load.acked.size > 1000, `some accepted: ${load.acked.size}`);
+      assert.ok(load.refused.size > 0, "some refused at the bound");
+      assert.ok([...load.refused.values()].every((s) => s === 503), "refusals are 503");
+      const r = await fetch(`${svc.http}/topics/bound/messages`, { method: "POST", body: "x".repeat(2000) });
+      assert.equal(r.status, 503);
+      assert.ok(Number(r.headers.get("retry-after")) > 0, "Retry-After set");
+      assert.match(await r.text(), /wal/i);
+
+      await broker.start();
+      await walDrained(svc);
+      const found = await consumeAll(broker.bootstrap, "bound", {
+        expected: load.acked.size,
+        timeoutMs: 60_000,
+      });
+      const t = tally("w", 20_000, load.acked, found.map((m) => m.value));
+      report("wal-bound", t);
+      assert.deepEqual(t.missing, []);
+    } finally {
+      assert.equal(await svc.stop(), 0);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -1,0 +1,70 @@
+/** Shared pieces of the fault tests: a service config tuned for quick failure detection, waiting, draining. */
+import type { Service } from "./service.ts";
+
+/** Deep-merges plain objects (arrays and scalars in `b` replace those in `a`). */
+export function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const prev = out[k];
+    out[k] = isPlain(prev) && isPlain(v) ? merge(prev, v) : v;
+  }
+  return out;
+}
+
+function isPlain(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** A config for fault tests: failures show within seconds, replay starts within a second. */
+export function faultConfig(
+  bootstrap: string,
+  walDir: string,
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return merge({
+    producer: {
+      cb: { timeout: "2s", fails: 5, requests: 3 },
+      resend: { period: "1s", rate_limit: 20000 },
+      wal: { mode: "fallback", path: walDir },
+      shutdown_timeout: "5s",
+    },
+    kafka: {
+      brokers: [bootstrap],
+      "message.timeout.ms": 4000,
+      "linger.ms": 5,
+      "statistics.interval.ms": 1000,
+      "reconnect.backoff.max.ms": 1000,
+      "socket.connection.setup.timeout.ms": 3000,
+    },
+  }, overrides);
+}
+
+/** Polls `cond` every 100 ms until it holds, or throws after `timeoutMs` naming `what`. */
+export async function waitFor(
+  what: string,
+  cond: () => Promise<boolean> | boolean,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Waits until the service's WAL holds no record (replay has drained it). */
+export async function walDrained(svc: Service, timeoutMs = 120_000): Promise<void> {
+  await waitFor("the WAL to drain", async () => (await svc.metric("wal_messages")) === 0, timeoutMs);
+}
+
+/** GET /readyz status. */
+export async function readyStatus(svc: Service): Promise<number> {
+  const r = await fetch(`${svc.monitoring}/readyz`);
+  await r.body?.cancel();
+  return r.status;
+}
