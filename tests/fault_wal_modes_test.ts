@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { faultConfig, sleep, waitFor, walDrained } from "./support/fault.ts";
+import { faultConfig, sleep, waitFor, walDrained, withServiceLog } from "./support/fault.ts";
 import { postRange, report, tally } from "./support/load.ts";
 import { startFaultProxy } from "./kafka/fault_proxy.ts";
 import { freePort, startService } from "./support/service.ts";
@@ -184,33 +184,35 @@ Deno.test({
       },
     );
     try {
-      let stop = false;
-      const load = postRange(svc.http, "hup", "h", 0, 30_000, { concurrency: 64, stop: () => stop });
-      await sleep(1500);
-      svc.signal("SIGHUP");
-      let both = false;
-      const end = Date.now() + 5000;
-      while (!both && Date.now() < end) {
-        const text = await (await fetch(`${svc.monitoring}/metrics`)).text();
-        both = /kafka_active_producer\{producer_id="producer-1"\} 0/.test(text) &&
-          /kafka_active_producer\{producer_id="producer-2"\} 1/.test(text);
-      }
-      assert.ok(both, "old (0) and new (1) producer both visible in kafka_active_producer");
-      const result = await load;
-      stop = true;
-      await walDrained(svc);
-      await waitFor("the old producer to close", async () => {
-        const logs = await svc.logs();
-        return logs.some((l) => l.msg === "old kafka producer closed");
-      }, 30_000);
-      const found = await consumeAll(broker.bootstrap, "hup", {
-        expected: result.acked.size,
-        timeoutMs: 60_000,
+      await withServiceLog(svc, async () => {
+        let stop = false;
+        const load = postRange(svc.http, "hup", "h", 0, 30_000, { concurrency: 64, stop: () => stop });
+        await sleep(1500);
+        svc.signal("SIGHUP");
+        let both = false;
+        const end = Date.now() + 5000;
+        while (!both && Date.now() < end) {
+          const text = await (await fetch(`${svc.monitoring}/metrics`)).text();
+          both = /kafka_active_producer\{producer_id="producer-1"\} 0/.test(text) &&
+            /kafka_active_producer\{producer_id="producer-2"\} 1/.test(text);
+        }
+        assert.ok(both, "old (0) and new (1) producer both visible in kafka_active_producer");
+        const result = await load;
+        stop = true;
+        await walDrained(svc);
+        await waitFor("the old producer to close", async () => {
+          const logs = await svc.logs();
+          return logs.some((l) => l.msg === "old kafka producer closed");
+        }, 30_000);
+        const found = await consumeAll(broker.bootstrap, "hup", {
+          expected: result.acked.size,
+          timeoutMs: 60_000,
+        });
+        const t = tally("h", 30_000, result.acked, found.map((m) => m.value));
+        report("sighup", t);
+        assert.equal(result.acked.size, 30_000);
+        assert.deepEqual(t.missing, []);
       });
-      const t = tally("h", 30_000, result.acked, found.map((m) => m.value));
-      report("sighup", t);
-      assert.equal(result.acked.size, 30_000);
-      assert.deepEqual(t.missing, []);
     } finally {
       assert.equal(await svc.stop(), 0);
       await Deno.remove(dir, { recursive: true });

@@ -3,6 +3,7 @@
  * Everything exported is typed and pointer-free (handles keep their pointers private).
  * Signatures and offsets follow /usr/include/librdkafka/rdkafka.h (x86_64 / aarch64 LP64 layouts).
  */
+import type { Message } from "../producer/types.ts";
 
 const SYMBOLS = {
   rd_kafka_version_str: { parameters: [], result: "pointer" },
@@ -294,14 +295,7 @@ export interface RdError {
 }
 
 /** Fields of a message for {@link RdProducer.produceva}; buffers are copied by librdkafka. */
-export interface RdMessage {
-  topic: string;
-  value: Uint8Array;
-  key?: Uint8Array | null;
-  headers?: Array<[string, Uint8Array]>;
-  partition?: number;
-  timestamp?: number;
-}
+export type RdMessage = Message;
 
 /** One event taken from the main queue; destroy it when done. */
 export class RdEvent {

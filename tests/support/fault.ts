@@ -57,6 +57,17 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Runs `fn`; when it throws, prints the service's log (minus librdkafka's own lines) before rethrowing. */
+export async function withServiceLog<T>(svc: Service, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const lines = (await Deno.readTextFile(svc.logPath)).split("\n");
+    console.error(lines.filter((l) => !l.includes('"msg":"librdkafka"')).slice(-60).join("\n"));
+    throw err;
+  }
+}
+
 /** Waits until the service's WAL holds no record (replay has drained it). */
 export async function walDrained(svc: Service, timeoutMs = 120_000): Promise<void> {
   await waitFor("the WAL to drain", async () => (await svc.metric("wal_messages")) === 0, timeoutMs);

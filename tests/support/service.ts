@@ -51,8 +51,14 @@ export async function startService(
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  // The service logs on stderr only.
-  const pump = child.stderr.pipeTo(logFile.writable);
+  // The service logs on stderr only. Written chunk by chunk so that tests can read the log while it runs.
+  const pump = (async () => {
+    try {
+      for await (const chunk of child.stderr) await logFile.write(chunk);
+    } finally {
+      logFile.close();
+    }
+  })();
   const exited = child.status.then(async (s) => {
     await pump.catch(() => {});
     return s.code;
