@@ -11,6 +11,20 @@ export interface FaultProxyOptions {
 }
 
 const CHUNK_BYTES = 64 * 1024;
+const CLOSE_WAIT_MS = 5_000;
+
+/**
+ * Closes a connection so that a read pending on it ends: close() alone does not interrupt one on Deno 2.8,
+ * but the FIN from closeWrite() makes the peer close its end, which does.
+ */
+export function hangUp(conn: Deno.TcpConn): void {
+  conn.closeWrite().catch(() => {}); // already shut down
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
 
 /** One client connection and, once connected, its upstream to the target. */
 class Link {
@@ -35,13 +49,8 @@ class Link {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const conn of [this.client, this.upstream]) {
-      try {
-        conn?.close();
-      } catch {
-        // already closed by the peer side of the pump
-      }
-    }
+    hangUp(this.client);
+    if (this.upstream) hangUp(this.upstream);
     this.#markClosed();
   }
 }
@@ -99,7 +108,14 @@ export class FaultProxy implements AsyncDisposable {
     this.#listener.close();
     this.cutAll();
     await this.#acceptLoop;
-    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+    // Bounded: a peer that never answers our FIN keeps its pump's read pending (see hangUp).
+    const deadline = Date.now() + CLOSE_WAIT_MS;
+    while (this.#tasks.size > 0 && Date.now() < deadline) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<void>((r) => timer = setTimeout(r, Math.max(0, deadline - Date.now())));
+      await Promise.race([Promise.all([...this.#tasks]), late]);
+      clearTimeout(timer);
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -2,7 +2,7 @@ import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { freePort, startBroker } from "./broker.ts";
 import { type CommandResult, runCommand } from "./command.ts";
 import { consumeAll, type ConsumedMessage } from "./consume.ts";
-import { startFaultProxy } from "./fault_proxy.ts";
+import { hangUp, startFaultProxy } from "./fault_proxy.ts";
 
 const TOPIC = "harness";
 
@@ -160,7 +160,7 @@ function startEcho(port: number): { close: () => Promise<void> } {
     close: async () => {
       listener.close();
       await accepting.catch(() => {});
-      for (const conn of conns) conn.close();
+      for (const conn of conns) hangUp(conn);
       await Promise.all(tasks);
     },
   };
@@ -222,6 +222,8 @@ Deno.test("fault proxy: target down, forwarding, blackhole and heal, fixed port 
     await c.write(encoder.encode("healed"));
     strictEqual(await readOrSilence(c, 5_000), "healed");
 
+    // Our side hangs up first: a peer that ignores the proxy's FIN would hold its pump open.
+    hangUp(c);
     await proxy.close();
     strictEqual(proxy.connections, 0);
     proxy = await startFaultProxy({ host: "127.0.0.1", port: targetPort }, { port: proxyPort });
@@ -229,7 +231,7 @@ Deno.test("fault proxy: target down, forwarding, blackhole and heal, fixed port 
     await d.write(encoder.encode("again"));
     strictEqual(await readOrSilence(d, 5_000), "again");
   } finally {
-    for (const conn of open) conn.close();
+    for (const conn of open) hangUp(conn);
     await proxy.close();
     await echo.server?.close();
   }
