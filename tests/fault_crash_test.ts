@@ -150,3 +150,50 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "fault: a second SIGTERM exits at once; what was already in the WAL reaches Kafka after a restart",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Blackholed from the start, with timeouts longer than the test: the records sit in librdkafka, the breaker
+    // stays closed, and the first SIGTERM waits for the flush when the second one comes.
+    const proxyPort = freePort();
+    await using broker = await startBroker({ advertisedHost: "127.0.0.1", advertisedPort: proxyPort });
+    await using proxy = await startFaultProxy({ host: "127.0.0.1", port: broker.port }, { port: proxyPort });
+    await broker.createTopic("twice", 1);
+    proxy.blackhole(true);
+    const dir = await Deno.makeTempDir({ prefix: "ka-twice-" });
+    const slow = { "message.timeout.ms": 120000, "socket.connection.setup.timeout.ms": 120000 };
+    const config = faultConfig(broker.bootstrap, `${dir}/wal`, {
+      kafka: { ...slow, "socket.timeout.ms": 120000 },
+      producer: { shutdown_timeout: "60s", wal: { always_topics: ["twice"] } },
+    });
+    const svc = await startService(config, { dir });
+    let restarted: Service | null = null;
+    try {
+      const load = await postRange(svc.http, "twice", "2", 0, 1000);
+      assert.equal(load.acked.size, 1000, "always_topics: each reply came after the WAL write was durable");
+      svc.signal("SIGTERM");
+      await sleep(500);
+      const t0 = Date.now();
+      svc.signal("SIGTERM");
+      const code = await svc.exited;
+      const ms = Date.now() - t0;
+      console.log(`second signal: exit ${code} after ${ms} ms`);
+      assert.notEqual(code, 0, "the second signal did not wait for the flush");
+      assert.ok(ms < 2000, `exited ${ms} ms after the second signal`);
+
+      proxy.blackhole(false);
+      restarted = await startService(faultConfig(broker.bootstrap, `${dir}/wal`), { dir });
+      await walDrained(restarted);
+      const found = await consumeAll(broker.bootstrap, "twice", { expected: 1000, timeoutMs: 60_000 });
+      const t = tally("2", 1000, load.acked, found.map((m) => m.value));
+      report("second-sigterm", t);
+      assert.deepEqual(t.missing, []);
+    } finally {
+      if (restarted) assert.equal(await restarted.stop(), 0);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
