@@ -162,8 +162,7 @@ export class Facade implements ProducerFacade {
       return { where: "kafka", partition: d.partition, offset: d.offset.toString() };
     } catch (err) {
       this.#recordFailure(message.topic, err);
-      const reason = err instanceof KafkaError ? `${err.errName}: ${err.message}` : String(err);
-      throw new ProduceError("kafka", `kafka: ${reason}`);
+      throw new ProduceError("kafka", kafkaReason(err));
     }
   }
 
@@ -217,7 +216,8 @@ export class Facade implements ProducerFacade {
       async (err): Promise<ProduceResult> => {
         this.#reservedWalBytes -= reserved;
         const retryable = this.#recordFailure(message.topic, err);
-        if (!retryable) return { where: "kafka" };
+        // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
+        if (!retryable) throw new ProduceError("kafka", kafkaReason(err));
         if (!walAllowed) {
           metrics.dropped.inc({ topic: message.topic, error: errorName(err) });
           throw new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5);
@@ -309,6 +309,11 @@ export class Facade implements ProducerFacade {
 const QUEUED: ProduceResult = { where: "queued" };
 /** RD_KAFKA_RESP_ERR__QUEUE_FULL */
 const ERR_QUEUE_FULL = -184;
+
+/** A KafkaError's message already reads `kafka: topic "t": <librdkafka's text> (<name>)`. */
+function kafkaReason(err: unknown): string {
+  return err instanceof KafkaError ? err.message : `kafka: ${(err as Error)?.message ?? String(err)}`;
+}
 
 function errorName(err: unknown): string {
   return err instanceof KafkaError ? err.errName : (err as Error)?.name ?? "error";
