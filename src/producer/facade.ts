@@ -49,6 +49,8 @@ export class Facade implements ProducerFacade {
   readonly #spools = new Set<Promise<void>>();
   #draining = false;
   #walError: string | null = null;
+  /** kafka_client_requests_cnt children per topic: the hot path skips prom-client's label hashing. */
+  readonly #requested = new Map<string, ReturnType<typeof metrics.requests.labels>>();
 
   constructor(opts: FacadeOptions) {
     const { config } = opts;
@@ -89,7 +91,7 @@ export class Facade implements ProducerFacade {
       );
     }
     const topic = message.topic;
-    metrics.requests.inc({ topic });
+    this.#requestCounter(topic).inc();
     if (ack === "kafka") return await this.#produceToKafkaOnly(message);
     const walAllowed = this.#walAllowed(topic);
     if (walAllowed && (this.#walMode === "always" || this.#alwaysTopics.has(topic))) {
@@ -145,6 +147,15 @@ export class Facade implements ProducerFacade {
   /** Waits until every failed delivery that is being spooled has reached the WAL. */
   async settle(): Promise<void> {
     while (this.#spools.size > 0) await Promise.allSettled([...this.#spools]);
+  }
+
+  #requestCounter(topic: string): ReturnType<typeof metrics.requests.labels> {
+    let counter = this.#requested.get(topic);
+    if (counter === undefined) {
+      counter = metrics.requests.labels({ topic });
+      this.#requested.set(topic, counter);
+    }
+    return counter;
   }
 
   #walAllowed(topic: string): boolean {

@@ -328,9 +328,11 @@ async function formatStorage(dir: string, libs: string): Promise<void> {
   }
 }
 
-/** A random Kafka cluster id: 16 bytes, base64url without padding. */
+/** A random Kafka cluster id: 16 bytes, base64url without padding, starting with a letter. */
 function clusterId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
+  // An id starting with "-" would be read as a flag by the storage tool's argument parser (1 run in 64).
+  bytes[0] %= 104;
   return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 }
 
