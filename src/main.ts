@@ -149,7 +149,17 @@ async function run(config: Config): Promise<void> {
 
   const drains = new Set<Promise<void>>();
   Deno.addSignalListener("SIGHUP", () => {
-    const next = newProducer();
+    let next: KafkaProducer;
+    try {
+      next = newProducer();
+    } catch (err) {
+      // e.g. a rotated certificate that cannot be read: keep serving with the producer we have.
+      log("error", "SIGHUP: cannot start a new kafka producer; keeping the current one", {
+        error: (err as Error).message,
+      });
+      return;
+    }
+    exportCertificateExpiry(config.kafka);
     const old = facade.swapProducer(next);
     metrics.activeProducer.set({ producer_id: old.id }, 0);
     log("info", "kafka producer replaced; the old one drains", {
