@@ -33,7 +33,7 @@ die_with_log() {
 install_debian_packages() {
   local wanted=(librdkafka1)
   if [ "$RUNTIME_ONLY" = false ]; then
-    wanted+=(librdkafka-dev kcat)
+    wanted+=(librdkafka-dev kcat openssl)
     command -v java >/dev/null 2>&1 || wanted+=(openjdk-17-jre-headless)
     command -v mvn >/dev/null 2>&1 || wanted+=(maven)
   fi

@@ -74,7 +74,13 @@ async function main(): Promise<number> {
     console.log(`config ok: ${args.configPath}`);
     return 0;
   }
-  await run(config);
+  try {
+    await run(config);
+  } catch (err) {
+    // Start-up failures (a port in use, an unreadable key file, a WAL directory we may not write) end here.
+    log("error", "kafka-ambassador cannot run", { error: (err as Error).message });
+    return 1;
+  }
   return 0;
 }
 

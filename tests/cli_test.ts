@@ -98,3 +98,88 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cli: cert expiry is exported; a SIGHUP that cannot build a new producer (key gone) keeps the current one",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "ka-hup-fail-" });
+    const { cert, key } = await writeClientCertificate(dir);
+    const svc = await startService({
+      producer: { wal: { mode: "fallback", in_memory: true } },
+      kafka: {
+        brokers: [`127.0.0.1:${freePort()}`],
+        "security.protocol": "ssl",
+        "ssl.certificate.location": cert,
+        "ssl.key.location": key,
+      },
+    }, { dir });
+    try {
+      const post = async () => {
+        const r = await fetch(`${svc.http}/topics/hup/messages`, { method: "POST", body: "x" });
+        await r.body?.cancel();
+        return r.status;
+      };
+      assert.equal(await post(), 200);
+      const expiry = await svc.metric("kafka_cert_expiration_time");
+      assert.ok(Math.abs(expiry - (Date.now() / 1000 + 30 * 86400)) < 86400, `cert expiry ${expiry}`);
+      await Deno.remove(key);
+      svc.signal("SIGHUP");
+      const end = Date.now() + 10_000;
+      while (
+        !(await svc.logs()).some((l) => String(l.msg).startsWith("SIGHUP: cannot start a new kafka producer"))
+      ) {
+        assert.ok(Date.now() < end, "the failed swap is logged");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(await post(), 200);
+      assert.equal(await svc.metric("kafka_active_producer", { producer_id: "producer-1" }), 1);
+    } finally {
+      assert.equal(await svc.stop(), 0);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** A self-signed client certificate and its key (openssl), as librdkafka's ssl.*.location read them. */
+async function writeClientCertificate(dir: string): Promise<{ cert: string; key: string }> {
+  const cert = `${dir}/client.pem`, key = `${dir}/client.key`;
+  const out = await new Deno.Command("openssl", {
+    args: [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "30",
+      "-subj",
+      "/CN=kafka-ambassador-test",
+    ]
+      .concat(["-keyout", key, "-out", cert]),
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return { cert, key };
+}
+
+Deno.test("cli: a listener that cannot bind ends the process with exit 1 and one reason", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (taken.addr as Deno.NetAddr).port;
+    const yaml =
+      `producer.wal.mode: disable\nserver.http.listen: "127.0.0.1:${port}"\nkafka.brokers: [127.0.0.1:1]\n`;
+    await withConfig(yaml, async (path) => {
+      const r = await run(["-config", path]);
+      assert.equal(r.code, 1, r.err);
+      const line = r.err.split("\n").find((l) => l.includes("cannot run"));
+      assert.ok(line, r.err);
+      assert.match(JSON.parse(line).error, /in use/i);
+    });
+  } finally {
+    taken.close();
+  }
+});
