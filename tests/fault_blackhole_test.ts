@@ -1,11 +1,9 @@
 /** Blackhole: a TCP fault proxy in front of the broker drops all traffic; the breaker opens, the WAL takes over. */
 import assert from "node:assert/strict";
-import { startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { startFaultProxy } from "./kafka/fault_proxy.ts";
-import { faultConfig, readyStatus, sleep, waitFor, walDrained } from "./support/fault.ts";
+import { faultConfig, readyStatus, sleep, startProxiedBroker, waitFor, walDrained } from "./support/fault.ts";
 import { postRange, report, tally } from "./support/load.ts";
-import { freePort, startService } from "./support/service.ts";
+import { startService } from "./support/service.ts";
 
 const RATE = 2000;
 const BACKLOG = 24_000;
@@ -15,13 +13,12 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const proxyPort = freePort();
-    await using broker = await startBroker({ advertisedHost: "127.0.0.1", advertisedPort: proxyPort });
-    const proxy = await startFaultProxy({ host: "127.0.0.1", port: broker.port }, { port: proxyPort });
+    await using net = await startProxiedBroker();
+    const { broker, proxy } = net;
     const dir = await Deno.makeTempDir({ prefix: "ka-bh-" });
     await broker.createTopic("bh", 1);
     const svc = await startService(
-      faultConfig(`127.0.0.1:${proxyPort}`, `${dir}/wal`, {
+      faultConfig(broker.bootstrap, `${dir}/wal`, {
         producer: { resend: { rate_limit: RATE }, cb: { fails: 5, timeout: "2s" } },
       }),
       { dir },
@@ -76,7 +73,6 @@ Deno.test({
       );
     } finally {
       assert.equal(await svc.stop(), 0);
-      await proxy.close();
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -2,10 +2,9 @@
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { faultConfig, sleep, waitFor, walDrained } from "./support/fault.ts";
+import { faultConfig, sleep, startProxiedBroker, waitFor, walDrained } from "./support/fault.ts";
 import { postRange, report, tally } from "./support/load.ts";
-import { startFaultProxy } from "./kafka/fault_proxy.ts";
-import { freePort, type Service, startService } from "./support/service.ts";
+import { type Service, startService } from "./support/service.ts";
 
 Deno.test({
   name:
@@ -58,9 +57,8 @@ Deno.test({
   async fn() {
     // Behind a blackholed proxy the brokers neither answer nor refuse: messages stay queued inside librdkafka
     // (a long message timeout, the breaker still closed) until SIGTERM has to spool them.
-    const proxyPort = freePort();
-    await using broker = await startBroker({ advertisedHost: "127.0.0.1", advertisedPort: proxyPort });
-    await using proxy = await startFaultProxy({ host: "127.0.0.1", port: broker.port }, { port: proxyPort });
+    await using net = await startProxiedBroker();
+    const { broker, proxy } = net;
     await broker.createTopic("term", 1);
     const dir = await Deno.makeTempDir({ prefix: "ka-term-" });
     const config = faultConfig(broker.bootstrap, `${dir}/wal`, {
@@ -158,9 +156,8 @@ Deno.test({
   async fn() {
     // Blackholed from the start, with timeouts longer than the test: the records sit in librdkafka, the breaker
     // stays closed, and the first SIGTERM waits for the flush when the second one comes.
-    const proxyPort = freePort();
-    await using broker = await startBroker({ advertisedHost: "127.0.0.1", advertisedPort: proxyPort });
-    await using proxy = await startFaultProxy({ host: "127.0.0.1", port: broker.port }, { port: proxyPort });
+    await using net = await startProxiedBroker();
+    const { broker, proxy } = net;
     await broker.createTopic("twice", 1);
     proxy.blackhole(true);
     const dir = await Deno.makeTempDir({ prefix: "ka-twice-" });

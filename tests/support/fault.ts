@@ -1,5 +1,7 @@
 /** Shared pieces of the fault tests: a service config tuned for quick failure detection, waiting, draining. */
-import type { Service } from "./service.ts";
+import { type Broker, startBroker } from "../kafka/broker.ts";
+import { type FaultProxy, startFaultProxy } from "../kafka/fault_proxy.ts";
+import { freePort, type Service } from "./service.ts";
 
 /** Deep-merges plain objects (arrays and scalars in `b` replace those in `a`). */
 export function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
@@ -78,4 +80,28 @@ export async function readyStatus(svc: Service): Promise<number> {
   const r = await fetch(`${svc.monitoring}/readyz`);
   await r.body?.cancel();
   return r.status;
+}
+
+/** A broker that advertises a fault proxy in front of it, so that every client connection goes through the proxy. */
+export interface ProxiedBroker extends AsyncDisposable {
+  broker: Broker;
+  proxy: FaultProxy;
+}
+
+/**
+ * Starts a fault proxy on a free port and a broker advertising it; disposing closes both.
+ * @example await using net = await startProxiedBroker(); net.proxy.blackhole(true);
+ */
+export async function startProxiedBroker(): Promise<ProxiedBroker> {
+  const proxyPort = freePort();
+  const broker = await startBroker({ advertisedHost: "127.0.0.1", advertisedPort: proxyPort });
+  const proxy = await startFaultProxy({ host: "127.0.0.1", port: broker.port }, { port: proxyPort });
+  return {
+    broker,
+    proxy,
+    async [Symbol.asyncDispose]() {
+      await proxy.close();
+      await broker.close();
+    },
+  };
 }
