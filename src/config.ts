@@ -4,7 +4,7 @@
  */
 import { parse } from "yaml";
 import { parseDuration } from "./duration.ts";
-import { log } from "./log.ts";
+import { isLevel, LEVELS, log } from "./log.ts";
 
 export type WalMode = "fallback" | "always" | "disable";
 
@@ -212,8 +212,18 @@ function applyEnv(entries: Map<string, Entry>, env: Record<string, string>): voi
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith("KA_")) continue;
     const key = name.slice(3).replaceAll("__", ".").toLowerCase();
+    if (key === "log_level") {
+      if (!isLevel(value.toLowerCase())) {
+        throw new ConfigError(
+          `config: ${name}: expected one of ${LEVELS.join(", ")}, got ${JSON.stringify(value)}`,
+        );
+      }
+      continue;
+    }
     if (!isKey(key) && !key.startsWith("kafka.")) {
-      if (/^(server|producer|kafka)[._]/.test(key)) throw unknownKey(key, name);
+      // A name with a key path in it is meant as an override: a typo must not pass unnoticed. Names without one
+      // (KA_SERVICE_HOST, as Kubernetes sets for a Service named "ka") are not ours.
+      if (key.includes(".") || /^(server|producer|kafka)_/.test(key)) throw unknownKey(key, name);
       continue;
     }
     const earlier = seen.get(key);

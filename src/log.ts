@@ -3,7 +3,16 @@
 export type Level = "debug" | "info" | "warn" | "error";
 
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-let threshold: number = ORDER[(Deno.env.get("KA_LOG_LEVEL") as Level | undefined) ?? "info"] ?? ORDER.info;
+/** Every level, lowest first. `KA_LOG_LEVEL` takes one of them (the config refuses anything else). */
+export const LEVELS = Object.keys(ORDER) as Level[];
+
+/** Whether `name` is a level. */
+export function isLevel(name: string): name is Level {
+  return Object.hasOwn(ORDER, name);
+}
+
+const fromEnv = Deno.env.get("KA_LOG_LEVEL")?.toLowerCase();
+let threshold: number = ORDER[fromEnv !== undefined && isLevel(fromEnv) ? fromEnv : "info"];
 
 /** Sets the lowest level that is written. */
 export function setLogLevel(level: Level): void {
@@ -24,4 +33,47 @@ function jsonSafe(_key: string, value: unknown): unknown {
   if (typeof value === "bigint") return value.toString();
   if (value instanceof Error) return value.message;
   return value;
+}
+
+interface Burst {
+  /** Lines held back in the current window. */
+  suppressed: number;
+  last: { level: Level; msg: string; fields: Record<string, unknown> };
+}
+
+const bursts = new Map<string, Burst>();
+
+/**
+ * Writes a line that may repeat many times a second (a failing disk, a client retrying in a loop): the first of
+ * a burst at once, then at most one line per `windowMs` for the same `key`, with the number of lines held back
+ * in `repeated`. The key groups the lines; usually it is `msg` itself.
+ * @example logRepeated("wal write failed", "error", "wal write failed", { error: "No space left on device" })
+ */
+export function logRepeated(
+  key: string,
+  level: Level,
+  msg: string,
+  fields: Record<string, unknown> = {},
+  windowMs = 10_000,
+): void {
+  const burst = bursts.get(key);
+  if (burst !== undefined) {
+    burst.suppressed++;
+    burst.last = { level, msg, fields };
+    return;
+  }
+  log(level, msg, fields);
+  const fresh: Burst = { suppressed: 0, last: { level, msg, fields } };
+  bursts.set(key, fresh);
+  const endWindow = (): void => {
+    if (fresh.suppressed === 0) {
+      bursts.delete(key);
+      return;
+    }
+    const last = fresh.last;
+    log(last.level, last.msg, { ...last.fields, repeated: fresh.suppressed, window_ms: windowMs });
+    fresh.suppressed = 0;
+    Deno.unrefTimer(setTimeout(endWindow, windowMs));
+  };
+  Deno.unrefTimer(setTimeout(endWindow, windowMs));
 }

@@ -22,6 +22,8 @@ const USAGE = `usage: kafka-ambassador -config PATH [--check-config]
 /** librdkafka error codes the breaker listens to. */
 const ERR_ALL_BROKERS_DOWN = -187;
 const STATE_GAUGE: Record<BreakerState, number> = { closed: 0, half: 0.5, open: 1 };
+/** At shutdown, how long listeners may take to finish open requests once the producer is closed, at least. */
+const LISTENER_GRACE_MS = 2_000;
 
 interface Args {
   configPath?: string;
@@ -65,6 +67,11 @@ async function main(): Promise<number> {
     config = await loadConfig(args.configPath, Deno.env.toObject());
     const kafkaProblem = checkKafkaConfig(config.kafka);
     if (kafkaProblem) throw new ConfigError(`config: ${kafkaProblem}`);
+    if (!config.kafka["bootstrap.servers"]?.trim()) {
+      throw new ConfigError(
+        "config: kafka.brokers: no broker given (set kafka.brokers or kafka.bootstrap.servers)",
+      );
+    }
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     log("error", err.message);
@@ -153,7 +160,8 @@ async function run(config: Config): Promise<void> {
       : config.producer.wal.path,
   });
 
-  const drains = new Set<Promise<void>>();
+  /** Replaced producers still draining, with the promise of their drain. */
+  const drains = new Map<KafkaProducer, Promise<void>>();
   Deno.addSignalListener("SIGHUP", () => {
     let next: KafkaProducer;
     try {
@@ -174,8 +182,8 @@ async function run(config: Config): Promise<void> {
       timeout_ms: config.producer.oldProducerKillTimeoutMs,
     });
     const drain = drainProducer(old, config.producer.oldProducerKillTimeoutMs);
-    drains.add(drain);
-    drain.finally(() => drains.delete(drain));
+    drains.set(old, drain);
+    drain.finally(() => drains.delete(old));
   });
 
   const { promise: stopSignal, resolve: stop } = Promise.withResolvers<string>();
@@ -192,24 +200,34 @@ async function run(config: Config): Promise<void> {
   }
   const signal = await stopSignal;
 
-  const deadline = config.producer.shutdownTimeoutMs;
-  log("info", "shutting down", { signal, flush_timeout_ms: deadline });
+  // Everything below shares one deadline: Kafka gets what is left of it, every later step is bounded too.
+  const deadline = Date.now() + config.producer.shutdownTimeoutMs;
+  const remaining = () => Math.max(0, deadline - Date.now());
+  log("info", "shutting down", { signal, flush_timeout_ms: config.producer.shutdownTimeoutMs });
   facade.setDraining(true);
   httpServer?.setDraining(true);
   grpcServer?.setDraining(true);
-  await replayer?.stop();
+  // Replay starts nothing new; what it has in flight is delivered by the flush or purged by the close below.
+  const replayStopped = replayer?.stop();
   // With the breaker open nothing would be delivered: spool at once instead of waiting out the deadline.
   const delivered = await facade.producer.flush(
-    breaker.state === "open" ? Math.min(deadline, 1000) : deadline,
+    breaker.state === "open" ? Math.min(remaining(), 1000) : remaining(),
   );
   await facade.producer.close(0);
-  await Promise.allSettled([...drains]);
+  // Replaced producers still draining are cut short the same way: what they hold goes to the WAL.
+  await Promise.allSettled([...drains.keys()].map((old) => old.close(0)));
+  await Promise.allSettled([...drains.values(), replayStopped]);
   await facade.settle();
-  await Promise.allSettled([httpServer?.shutdown(), grpcServer?.shutdown()]);
+  const grace = Math.max(remaining(), LISTENER_GRACE_MS);
+  await bounded(
+    Promise.allSettled([httpServer?.shutdown(), grpcServer?.shutdown()]),
+    grace,
+    "listeners still had requests open",
+  );
   const left = wal?.stats().records ?? 0;
   await wal?.close();
   breaker.close();
-  await monitoringServer?.shutdown();
+  await bounded(monitoringServer?.shutdown(), LISTENER_GRACE_MS, "monitoring still had requests open");
   log("info", "stopped", { all_delivered: delivered, wal_records: left });
 }
 
@@ -224,6 +242,16 @@ async function openConfiguredWal(config: Config): Promise<Wal | null> {
     bytes: stats.bytes,
   });
   return wal;
+}
+
+/** Waits for `work` at most `ms`; past that, logs `what` and goes on (the process is about to exit). */
+async function bounded(work: Promise<unknown> | undefined, ms: number, what: string): Promise<void> {
+  if (work === undefined) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(true), ms));
+  const cut = await Promise.race([work.then(() => false, () => false), late]);
+  clearTimeout(timer);
+  if (cut) log("warn", `shutdown: ${what} after ${ms} ms; going on`);
 }
 
 /** Lets a replaced producer deliver what it holds, then closes it; what it could not deliver is spooled. */

@@ -241,6 +241,29 @@ Deno.test("config: unknown keys are named, with the closest known key", () => {
   );
 });
 
+Deno.test("config: an env override with a key path must name a known key; other KA_ names are not ours", () => {
+  assertConfigError(MINIMAL, "config: foo.bar: unknown key (from KA_FOO__BAR)", { KA_FOO__BAR: "1" });
+  assertConfigError(MINIMAL, "config: foo.bar: unknown key (from KA_FOO.BAR)", { "KA_FOO.BAR": "1" });
+  // As Kubernetes sets them for a Service named "ka", and as the project's scripts use.
+  const config = parse(MINIMAL, { KA_SERVICE_HOST: "10.0.0.1", KA_PORT: "tcp://10.0.0.1:80", KA_DENO: "/x" });
+  assert.deepEqual(config.producer.wal, defaultConfigWal());
+});
+
+Deno.test("config: KA_LOG_LEVEL must be a level", () => {
+  assertConfigError(
+    MINIMAL,
+    'config: KA_LOG_LEVEL: expected one of debug, info, warn, error, got "verbose"',
+    {
+      KA_LOG_LEVEL: "verbose",
+    },
+  );
+  parse(MINIMAL, { KA_LOG_LEVEL: "WARN" });
+});
+
+function defaultConfigWal(): Config["producer"]["wal"] {
+  return { ...defaultConfig().producer.wal, inMemory: true };
+}
+
 Deno.test("config: wrong types name the key, the expected type and the value", () => {
   assertConfigError(
     `${MINIMAL}producer.cb.fails: abc\n`,

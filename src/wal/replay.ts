@@ -67,7 +67,10 @@ export class Replayer {
     });
   }
 
-  /** Stops starting sends and waits for the ones in flight. */
+  /**
+   * Stops starting sends at once. The promise resolves when the current run has ended, which takes as long as the
+   * sends already in flight: shutdown flushes or closes the producer first, so that it never waits for Kafka here.
+   */
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#timer);
