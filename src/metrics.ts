@@ -1,5 +1,6 @@
 /** Every metric of the service, defined once. Names, types and labels of the Go service are kept (COMPAT.md). */
 import client from "prom-client";
+import { TopicSeries } from "./topic_series.ts";
 
 /** The registry served on `/metrics`. */
 export const registry = new client.Registry();
@@ -192,3 +193,37 @@ export const httpRequests = new client.Counter({
   labelNames: ["route", "code"],
   registers: r,
 });
+
+/** The topics that have series of their own; the rest are counted under OTHER_TOPICS (see TopicSeries). */
+export const topicSeries = new TopicSeries();
+/** Every metric with a `topic` label that is counted per message. */
+const PER_TOPIC = [requests, acks, errors, dropped, walWrites, walReads];
+/** How often, at most, idle topics' series are looked for; the look happens on a use, so no timer is needed. */
+const SWEEP_EVERY_MS = 60_000;
+let nextSweep = performance.now() + SWEEP_EVERY_MS;
+
+/**
+ * The `topic` label value to count `topic` under: the topic itself, or OTHER_TOPICS past the bound.
+ * @example acks.inc({ topic: topicLabel(message.topic) })
+ */
+export function topicLabel(topic: string): string {
+  const label = topicSeries.label(topic);
+  if (performance.now() >= nextSweep) {
+    nextSweep = performance.now() + SWEEP_EVERY_MS;
+    removeIdleTopics().catch(() => {});
+  }
+  return label;
+}
+
+/** Removes the series of the topics that have been idle for TopicSeries' idleMs. */
+export async function removeIdleTopics(): Promise<void> {
+  const idle = new Set(topicSeries.sweep());
+  if (idle.size === 0) return;
+  for (const metric of PER_TOPIC) {
+    for (const { labels } of (await metric.get()).values) {
+      const topic = String(labels.topic);
+      // Used again since the sweep: its series is live.
+      if (idle.has(topic) && !topicSeries.has(topic)) metric.remove(labels);
+    }
+  }
+}

@@ -1,7 +1,14 @@
 /** applyStats against a statistics sample taken from librdkafka 2.0.2 producing to its mock cluster. */
 import assert from "node:assert/strict";
 import { applyStats, dropStats } from "../src/kafka/stats.ts";
-import { rdkafkaBroker, rdkafkaGlobal, rdkafkaPartition, rdkafkaTopic } from "../src/metrics.ts";
+import {
+  rdkafkaBroker,
+  rdkafkaGlobal,
+  rdkafkaPartition,
+  rdkafkaTopic,
+  topicLabel,
+  topicSeries,
+} from "../src/metrics.ts";
 import type { Gauge } from "prom-client";
 
 type Obj = Record<string, unknown>;
@@ -30,6 +37,8 @@ const brokerName: string = Object.keys(sample.brokers)[0];
 const broker = sample.brokers[brokerName];
 const topicName: string = Object.keys(sample.topics)[0];
 const topic = sample.topics[topicName];
+// Gauges are kept for topics the service counts messages of: this one has been produced to.
+topicLabel(topicName);
 
 Deno.test("applyStats sets global, broker, topic and partition gauges from a real statistics sample", async () => {
   const id = "stats-sample";
@@ -125,6 +134,22 @@ Deno.test("applyStats ignores missing sections and non-numeric values", async ()
     assert.equal(await value(rdkafkaGlobal, { producer_id: id, metric: "tx" }), 3);
     assert.equal(await value(rdkafkaGlobal, { producer_id: id, metric: "msg_cnt" }), undefined);
     assert.equal((await series(rdkafkaBroker, id)).length, 0);
+  } finally {
+    dropStats(id);
+  }
+});
+
+Deno.test("applyStats keeps no gauges for topics without series of their own", async () => {
+  const id = "stats-untracked";
+  const untracked = structuredClone(sample);
+  untracked.topics = { "never-counted": { ...structuredClone(topic), topic: "never-counted" } };
+  assert.equal(topicSeries.has("never-counted"), false);
+  try {
+    applyStats(id, untracked);
+    const series = (await rdkafkaTopic.get()).values.filter((v) => v.labels.producer_id === id);
+    assert.deepEqual(series, []);
+    const partitions = (await rdkafkaPartition.get()).values.filter((v) => v.labels.producer_id === id);
+    assert.deepEqual(partitions, []);
   } finally {
     dropStats(id);
   }

@@ -452,6 +452,12 @@ class VuArray {
   }
 }
 
+/**
+ * Topic handles kept per producer, at most. Clients may name any number of topics; a handle dropped here is made
+ * again (cheaply: librdkafka still knows the topic) when its topic is used again.
+ */
+const MAX_TOPIC_HANDLES = 1024;
+
 /** A librdkafka producer handle (rd_kafka_t) with its main event queue and a topic handle cache. */
 export class RdProducer {
   readonly #sym: Symbols;
@@ -478,6 +484,12 @@ export class RdProducer {
       const created = this.#sym.rd_kafka_topic_new(this.#ptr(), cString(name), null);
       if (created === null) return null;
       rkt = created;
+      if (this.#topics.size >= MAX_TOPIC_HANDLES) {
+        // The oldest handle goes; librdkafka keeps its topic alive while messages of it are in flight.
+        const [oldest, handle] = this.#topics.entries().next().value!;
+        this.#topics.delete(oldest);
+        this.#sym.rd_kafka_topic_destroy(handle);
+      }
       this.#topics.set(name, rkt);
     }
     return rkt;

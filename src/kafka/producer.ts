@@ -5,7 +5,14 @@
  */
 import type { Message } from "../producer/types.ts";
 import { log } from "../log.ts";
-import { acks, errors, inTransit, kafkaQueueLen, librdkafkaVersion as versionGauge } from "../metrics.ts";
+import {
+  acks,
+  errors,
+  inTransit,
+  kafkaQueueLen,
+  librdkafkaVersion as versionGauge,
+  topicLabel,
+} from "../metrics.ts";
 import { isRetryable, KafkaError } from "./errors.ts";
 import {
   type DeliveryReport,
@@ -301,7 +308,7 @@ export class KafkaProducer {
         break;
       }
     }
-    for (const [topic, count] of this.#acked) acks.inc({ topic }, count);
+    for (const [topic, count] of this.#acked) acks.inc({ topic: topicLabel(topic) }, count);
     this.#acked.clear();
     inTransit.set({ producer_id: this.id }, this.#pending.size);
     this.#notifyIfIdle();
@@ -420,7 +427,7 @@ export class KafkaProducer {
 
   /** Counts a failed message in kafka_client_err_cnt and returns its error. */
   #fail(err: KafkaError, topic: string): KafkaError {
-    errors.inc({ topic, error: err.errName });
+    errors.inc({ topic: topicLabel(topic), error: err.errName });
     return err;
   }
 }

@@ -3,7 +3,7 @@
  * rdkafka_partition gauges. The metric names are librdkafka's field names (see librdkafka STATISTICS.md).
  */
 import type { Gauge } from "prom-client";
-import { rdkafkaBroker, rdkafkaGlobal, rdkafkaPartition, rdkafkaTopic } from "../metrics.ts";
+import { rdkafkaBroker, rdkafkaGlobal, rdkafkaPartition, rdkafkaTopic, topicSeries } from "../metrics.ts";
 
 const GLOBAL = [
   "replyq",
@@ -96,6 +96,8 @@ export function applyStats(producerId: string, stats: Obj): void {
     const topicStats = obj(t);
     if (topicStats === null) continue;
     const topic = String(topicStats.topic ?? "");
+    // Only topics that have counters of their own get gauges: the same bound on series.
+    if (!topicSeries.has(topic)) continue;
     for (const metric of TOPIC_WINDOWED) {
       const histogram = obj(topicStats[metric]);
       if (histogram === null) continue;
