@@ -59,3 +59,25 @@ function parseGoDuration(text: string): number {
   }
   return ms;
 }
+
+const FORMAT_UNITS = [["h", 3_600_000], ["m", 60_000], ["s", 1000], ["ms", 1]] as const;
+
+/**
+ * Writes milliseconds as a Go-style duration, largest units first; parseDuration reads it back.
+ * @example formatDuration(5_400_000) // "1h30m"
+ * @example formatDuration(0) // "0"
+ */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return "0";
+  let rest = ms;
+  let out = "";
+  for (const [unit, size] of FORMAT_UNITS) {
+    const n = Math.floor(rest / size);
+    if (n === 0) continue;
+    out += `${n}${unit}`;
+    rest -= n * size;
+  }
+  // What is left is a fraction of a millisecond.
+  if (rest > 0) out += `${Math.round(rest * 1000)}us`;
+  return out;
+}

@@ -8,7 +8,7 @@ import {
   loadConfig,
   parseConfig,
 } from "../src/config.ts";
-import { parseDuration } from "../src/duration.ts";
+import { formatDuration, parseDuration } from "../src/duration.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const REPO = new URL("../", import.meta.url).pathname;
@@ -108,6 +108,10 @@ Deno.test("config: durations in every accepted form", () => {
     assert.equal(parse(`${MINIMAL}producer.cb.timeout: ${text}\n`).producer.cb.timeoutMs, ms, text);
   }
   assert.equal(parseDuration(2), 2000);
+  for (const ms of [0, 250, 1500, 20_000, 600_000, 5_400_000, 0.3, 90_061_001]) {
+    assert.equal(parseDuration(formatDuration(ms)), ms, formatDuration(ms));
+  }
+  assert.equal(formatDuration(5_400_000), "1h30m");
   for (const bad of ["5x", "s", "1h-5m", "", "1.2.3s", "5 s", "h1"]) {
     assert.throws(() => parseDuration(bad), /invalid duration/, bad);
   }

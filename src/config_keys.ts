@@ -1,0 +1,181 @@
+/**
+ * Every config key, once: its name in the file, its kind of value, its default and one line for the reference.
+ * The typed Config, the defaults, the checks of every value, the `KA_*` overrides and `config/example.yaml` all
+ * come from this table; adding a key is adding one entry. `kafka.*` keys other than `kafka.brokers` are not
+ * listed: they go to librdkafka as they are.
+ */
+import {
+  bool,
+  duration,
+  int,
+  list,
+  listen,
+  oneOf,
+  rate,
+  size,
+  text,
+  type ValueKind,
+} from "./config_values.ts";
+
+/** One config key. */
+export class Key<T> {
+  constructor(
+    /** The dotted name, lower case, as in the file (`producer.cb.timeout`). */
+    readonly name: string,
+    readonly kind: ValueKind<T>,
+    readonly defaultValue: T,
+    /** One line for the reference. */
+    readonly doc: string,
+    /** Shown in the reference instead of the default, for keys that are off or empty by default. */
+    readonly example?: string,
+  ) {}
+}
+
+/** The WAL modes, as `producer.wal.mode` names them. */
+export const WAL_MODES = ["fallback", "always", "disable"] as const;
+export type WalMode = typeof WAL_MODES[number];
+
+const MAX_INT32 = 2 ** 31 - 1;
+
+/** The keys, nested as Config is: section names are those of the file, a leaf is one key. */
+export const SCHEMA = {
+  server: {
+    http: {
+      listen: new Key(
+        "server.http.listen",
+        listen,
+        undefined,
+        'HTTP produce listener, host:port (":18080" = all interfaces); off when unset',
+        "0.0.0.0:18080",
+      ),
+    },
+    grpc: {
+      listen: new Key(
+        "server.grpc.listen",
+        listen,
+        undefined,
+        "gRPC listener; off when unset",
+        "0.0.0.0:18282",
+      ),
+      maxRequestSize: new Key(
+        "server.grpc.max.request.size",
+        size(MAX_INT32),
+        4 * 1024 * 1024,
+        "largest gRPC message accepted",
+      ),
+    },
+    monitoring: {
+      listen: new Key(
+        "server.monitoring.listen",
+        listen,
+        undefined,
+        "/metrics, /healthz, /readyz; off when unset",
+        "0.0.0.0:18181",
+      ),
+    },
+  },
+  producer: {
+    cb: {
+      intervalMs: new Key(
+        "producer.cb.interval",
+        duration,
+        0,
+        "reset the breaker's closed-state failure count every interval; 0 = never",
+      ),
+      timeoutMs: new Key("producer.cb.timeout", duration, 20_000, "time in Open before trying Half-Open"),
+      fails: new Key(
+        "producer.cb.fails",
+        int(1),
+        5,
+        "consecutive failed deliveries that open the breaker (at least 1)",
+      ),
+      requests: new Key(
+        "producer.cb.requests",
+        int(1),
+        3,
+        "Half-Open probe budget, and consecutive successes that close it (at least 1)",
+      ),
+    },
+    resend: {
+      periodMs: new Key(
+        "producer.resend.period",
+        duration,
+        33_000,
+        "how often the WAL is replayed into Kafka (skipped while Open); 0 = never",
+      ),
+      rateLimit: new Key(
+        "producer.resend.rate_limit",
+        rate("to turn replay off, set producer.resend.period: 0"),
+        10_000,
+        "max records per second read from the WAL when replaying (must be > 0)",
+      ),
+    },
+    wal: {
+      mode: new Key(
+        "producer.wal.mode",
+        oneOf(WAL_MODES),
+        "fallback",
+        "fallback (WAL only for undelivered messages), always (every message), disable (never)",
+      ),
+      inMemory: new Key(
+        "producer.wal.in_memory",
+        bool,
+        false,
+        "keep the WAL in memory (lost on crash); then path is not needed",
+      ),
+      path: new Key(
+        "producer.wal.path",
+        text,
+        "",
+        "WAL directory; required unless mode is disable or in_memory is true",
+        "./data/wal",
+      ),
+      alwaysTopics: new Key("producer.wal.always_topics", list, [], "topics that always go through the WAL"),
+      disableTopics: new Key(
+        "producer.wal.disable_topics",
+        list,
+        [],
+        "topics that never touch the WAL, even on failure",
+      ),
+      maxBytes: new Key(
+        "producer.wal.max_bytes",
+        size(Number.MAX_SAFE_INTEGER),
+        1024 ** 3,
+        "size bound of the WAL; when full, produce requests that need it get 503",
+      ),
+    },
+    oldProducerKillTimeoutMs: new Key(
+      "producer.old_producer_kill_timeout",
+      duration,
+      600_000,
+      "on SIGHUP, how long the replaced producer may drain before it is closed",
+    ),
+    shutdownTimeoutMs: new Key(
+      "producer.shutdown_timeout",
+      duration,
+      30_000,
+      "on SIGTERM/SIGINT, how long to flush to Kafka before spooling the rest to the WAL",
+    ),
+  },
+};
+
+/** `kafka.brokers`: the one `kafka.*` key that is ours; it becomes librdkafka's `bootstrap.servers`. */
+export const BROKERS = new Key(
+  "kafka.brokers",
+  list,
+  [] as string[],
+  'joined with "," into bootstrap.servers (an explicit kafka.bootstrap.servers wins)',
+);
+
+/** A schema subtree as the values it describes. */
+export type Values<S> = { [K in keyof S]: S[K] extends Key<infer T> ? T : Values<S[K]> };
+
+/** Every key by name, `kafka.brokers` included. */
+export const KEYS: ReadonlyMap<string, Key<unknown>> = new Map(
+  [...keysOf(SCHEMA), BROKERS].map((key) => [key.name, key]),
+);
+
+/** The keys of a schema subtree, in table order. */
+export function keysOf(schema: object): Key<unknown>[] {
+  return Object.values(schema).flatMap((node) => node instanceof Key ? [node] : keysOf(node));
+}

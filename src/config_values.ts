@@ -1,0 +1,180 @@
+/**
+ * The kinds of config values: how each is read from the file or the environment, and written back for the
+ * reference file. YAML scalars arrive as text (only null and booleans are typed), so the file and `KA_*`
+ * variables are read the same way.
+ */
+import { formatDuration, parseDuration } from "./duration.ts";
+
+/** How one kind of value is read and shown. */
+export interface ValueKind<T> {
+  /** Checks and converts a raw value; throws an Error saying what was expected and what came. */
+  read(value: unknown): T;
+  /** The value as the reference file writes it: `read` of its YAML gives the value back. */
+  show(value: T): string;
+}
+
+/** A listen address split for a socket API; an empty host (`:18080`) means all interfaces. */
+export interface ListenAddress {
+  hostname: string;
+  port: number;
+}
+
+const LISTEN = /^(?:\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|([A-Za-z0-9._-]*)):(\d{1,5})$/;
+
+/**
+ * Splits `host:port` (`:18080`, `0.0.0.0:18080`, `[::1]:18080`); an empty host becomes `0.0.0.0`.
+ * Throws an Error on a malformed address (the config has already refused those).
+ * @example listenAddress(":18080") // { hostname: "0.0.0.0", port: 18080 }
+ */
+export function listenAddress(listen: string): ListenAddress {
+  const match = LISTEN.exec(listen);
+  const port = match === null ? NaN : Number(match[3]);
+  if (match === null || port > 65535) {
+    throw new Error(`expected host:port (e.g. 0.0.0.0:18080 or :18080), got ${JSON.stringify(listen)}`);
+  }
+  const hostname = match[1] ?? match[2];
+  return { hostname: hostname === "" ? "0.0.0.0" : hostname, port };
+}
+
+/** Text as it is. */
+export const text: ValueKind<string> = {
+  read: (value) => scalar(value, "a string"),
+  show: (value) => JSON.stringify(value),
+};
+
+/** A listen address, or undefined (listener off) for an empty value. */
+export const listen: ValueKind<string | undefined> = {
+  read(value) {
+    const address = scalar(value, "host:port").trim();
+    if (address === "") return undefined;
+    listenAddress(address);
+    return address;
+  },
+  show: (value) => value ?? '""',
+};
+
+/** Go-style durations in milliseconds (`20s`, `1h30m`; a bare number means seconds). */
+export const duration: ValueKind<number> = {
+  read: (value) => parseDuration(scalar(value, "a duration (e.g. 20s, 10m, 1h30m)")),
+  show: formatDuration,
+};
+
+/** true or false (also 1 and 0, as environment variables often say). */
+export const bool: ValueKind<boolean> = {
+  read(value) {
+    if (typeof value === "boolean") return value;
+    const word = scalar(value, "true or false").toLowerCase();
+    if (word === "true" || word === "1") return true;
+    if (word === "false" || word === "0") return false;
+    throw new Error(`expected true or false, got ${describe(value)}`);
+  },
+  show: String,
+};
+
+/** A YAML sequence, or comma-separated text (env values, `brokers: a:9092,b:9092`); empty items dropped. */
+export const list: ValueKind<string[]> = {
+  read(value) {
+    const items = Array.isArray(value) ? value : scalar(value, "a list").split(",");
+    return items.map((item) => {
+      if (typeof item !== "string") {
+        throw new Error(`expected a list of strings, got an item ${describe(item)}`);
+      }
+      return item.trim();
+    }).filter((item) => item !== "");
+  },
+  show: (value) => `[${value.map((item) => JSON.stringify(item)).join(", ")}]`,
+};
+
+/** One of `choices`, in any case. */
+export function oneOf<T extends string>(choices: readonly T[]): ValueKind<T> {
+  const expected = `one of ${choices.join(", ")}`;
+  return {
+    read(value) {
+      const word = scalar(value, expected).toLowerCase();
+      const choice = choices.find((known) => known === word);
+      if (choice === undefined) throw new Error(`expected ${expected}, got ${describe(value)}`);
+      return choice;
+    },
+    show: (value) => value,
+  };
+}
+
+/** An integer of at least `min`. */
+export function int(min: number): ValueKind<number> {
+  return {
+    read(value) {
+      const digits = scalar(value, "an integer").trim();
+      const n = Number(digits);
+      if (!/^[+-]?\d+$/.test(digits) || !Number.isSafeInteger(n)) {
+        throw new Error(`expected an integer, got ${describe(value)}`);
+      }
+      if (n < min) throw new Error(`must be at least ${min}, got ${n}`);
+      return n;
+    },
+    show: String,
+  };
+}
+
+/** A positive rate in records per second; 0 is refused with a pointer to `hint`. */
+export function rate(hint: string): ValueKind<number> {
+  return {
+    read(value) {
+      const digits = scalar(value, "a number of records per second").trim();
+      const n = Number(digits);
+      if (digits === "" || !Number.isFinite(n)) {
+        throw new Error(`expected a number of records per second, got ${describe(value)}`);
+      }
+      if (n <= 0) throw new Error(`must be a positive number of records per second, got ${digits} (${hint})`);
+      return n;
+    },
+    show: String,
+  };
+}
+
+const SIZE = /^(\d+\.?\d*|\.\d+)\s*([kmgt]i?)?b?$/i;
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  k: 1e3,
+  m: 1e6,
+  g: 1e9,
+  t: 1e12,
+  ki: 1024,
+  mi: 1024 ** 2,
+  gi: 1024 ** 3,
+  ti: 1024 ** 4,
+};
+const BINARY_UNITS = [["TiB", 1024 ** 4], ["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const;
+
+/** Sizes in bytes, from 1 to `max`: a number, or with a unit, decimal (`2GB`, `100k`) or binary (`512MiB`). */
+export function size(max: number): ValueKind<number> {
+  return {
+    read(value) {
+      const written = scalar(value, "a size").trim();
+      const match = SIZE.exec(written);
+      if (match === null) {
+        throw new Error(`expected a size in bytes (e.g. 1048576, 512MiB, 2GB, 100k), got ${describe(value)}`);
+      }
+      const bytes = Math.floor(Number(match[1]) * SIZE_UNITS[(match[2] ?? "").toLowerCase()]);
+      if (bytes < 1) throw new Error(`must be at least 1 byte, got ${describe(value)}`);
+      if (bytes > max) throw new Error(`must be at most ${max} bytes, got ${describe(value)}`);
+      return bytes;
+    },
+    show(bytes) {
+      const unit = BINARY_UNITS.find(([, n]) => bytes % n === 0);
+      return unit === undefined ? String(bytes) : `${bytes / unit[1]}${unit[0]}`;
+    },
+  };
+}
+
+function scalar(value: unknown, expected: string): string {
+  if (typeof value !== "string") throw new Error(`expected ${expected}, got ${describe(value)}`);
+  return value;
+}
+
+/** A value as an error message names it. */
+export function describe(value: unknown): string {
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object" && value !== null) return "a map";
+  if (value === null) return "an empty value";
+  return JSON.stringify(value);
+}
