@@ -18,6 +18,30 @@ const NON_RETRYABLE: ReadonlyMap<number, string> = new Map([
   [29, "TOPIC_AUTHORIZATION_FAILED"],
 ]);
 
+/** The librdkafka error codes the service acts on; no other module writes these numbers. */
+export const ERR = {
+  /** Local: the producer queue is full (`queue.buffering.max.*`): back-pressure, says nothing about brokers. */
+  QUEUE_FULL: -184,
+  /** Local: every known broker is down. */
+  ALL_BROKERS_DOWN: -187,
+  /** Local: the producer was destroyed before the message was delivered. */
+  DESTROY: -197,
+  /** Local: purged from the queue (rd_kafka_purge) before it was sent. */
+  PURGE_QUEUE: -152,
+  /** Local: the producer raised a fatal error; it can produce no more. */
+  FATAL: -150,
+} as const;
+
+/** Whether `err` is librdkafka's local "queue full". */
+export function isQueueFull(err: unknown): boolean {
+  return err instanceof KafkaError && err.code === ERR.QUEUE_FULL;
+}
+
+/** Whether `err` says every broker is down. */
+export function isAllBrokersDown(err: unknown): boolean {
+  return err instanceof KafkaError && err.code === ERR.ALL_BROKERS_DOWN;
+}
+
 /** Whether a message that failed with `code` may be sent again later (e.g. from the WAL). */
 export function isRetryable(code: number): boolean {
   return !NON_RETRYABLE.has(code);

@@ -4,6 +4,7 @@
  * Signatures and offsets follow /usr/include/librdkafka/rdkafka.h (x86_64 / aarch64 LP64 layouts).
  */
 import type { Message } from "../producer/types.ts";
+import { ERR } from "./errors.ts";
 
 const SYMBOLS = {
   rd_kafka_version_str: { parameters: [], result: "pointer" },
@@ -72,12 +73,6 @@ export const EVENT_DR = 0x1;
 export const EVENT_LOG = 0x4;
 export const EVENT_ERROR = 0x8;
 export const EVENT_STATS = 0x40;
-
-/** Error codes this service reacts to (rd_kafka_resp_err_t). */
-export const ERR_QUEUE_FULL = -184;
-export const ERR_DESTROY = -197;
-export const ERR_PURGE_QUEUE = -152;
-export const ERR_FATAL = -150;
 
 /** Partition "unassigned": librdkafka's partitioner chooses. */
 export const PARTITION_UA = -1;
@@ -518,7 +513,7 @@ export class RdProducer {
 
   /**
    * rd_kafka_produceva: key, headers, explicit partition and timestamp; librdkafka copies every buffer.
-   * Returns 0 or the error code; ERR_FATAL when the producer raised a fatal error, as rd_kafka_produce does.
+   * Returns 0 or the error code; ERR.FATAL when the producer raised a fatal error, as rd_kafka_produce does.
    */
   produceva(msg: RdMessage, id: number): number {
     const rkt = this.#topic(msg.topic);
@@ -536,7 +531,7 @@ export class RdProducer {
     const err = this.#sym.rd_kafka_produceva(this.#ptr(), vu.entries, BigInt(vu.count));
     if (err === null) return 0;
     const code = this.#sym.rd_kafka_error_is_fatal(err) !== 0
-      ? ERR_FATAL
+      ? ERR.FATAL
       : this.#sym.rd_kafka_error_code(err);
     this.#sym.rd_kafka_error_destroy(err);
     return code;

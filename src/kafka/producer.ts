@@ -13,12 +13,9 @@ import {
   librdkafkaVersion as versionGauge,
   topicLabel,
 } from "../metrics.ts";
-import { isRetryable, KafkaError } from "./errors.ts";
+import { ERR, isRetryable, KafkaError } from "./errors.ts";
 import {
   type DeliveryReport,
-  ERR_DESTROY,
-  ERR_PURGE_QUEUE,
-  ERR_QUEUE_FULL,
   EVENT_DR,
   EVENT_ERROR,
   EVENT_LOG,
@@ -156,7 +153,7 @@ export class KafkaProducer {
         return;
       }
       const code = this.#handOver(msg, entry);
-      if (code === ERR_QUEUE_FULL && waitWhenFull) this.#waiting.push({ ...entry, msg });
+      if (code === ERR.QUEUE_FULL && waitWhenFull) this.#waiting.push({ ...entry, msg });
       else if (code !== 0) reject(this.#fail(this.#error(code, msg.topic), msg.topic));
     });
   }
@@ -321,7 +318,7 @@ export class KafkaProducer {
     while (this.#waitingHead < this.#waiting.length) {
       const w = this.#waiting[this.#waitingHead];
       const code = this.#handOver(w.msg, w);
-      if (code === ERR_QUEUE_FULL) break;
+      if (code === ERR.QUEUE_FULL) break;
       this.#waitingHead++;
       if (code !== 0) w.reject(this.#fail(this.#error(code, w.topic), w.topic));
       if (++n % CLOCK_EVERY === 0 && performance.now() >= until) break;
@@ -339,7 +336,7 @@ export class KafkaProducer {
   #rejectWaiting(): void {
     for (let i = this.#waitingHead; i < this.#waiting.length; i++) {
       const w = this.#waiting[i];
-      w.reject(this.#fail(this.#error(ERR_PURGE_QUEUE, w.topic), w.topic));
+      w.reject(this.#fail(this.#error(ERR.PURGE_QUEUE, w.topic), w.topic));
     }
     this.#waiting = [];
     this.#waitingHead = 0;
@@ -348,7 +345,7 @@ export class KafkaProducer {
   /** Fails, as purged, what librdkafka did not report after a purge (so no promise is left hanging). */
   #rejectPending(): void {
     for (const p of this.#pending.values()) {
-      p.reject(this.#fail(this.#error(ERR_PURGE_QUEUE, p.topic), p.topic));
+      p.reject(this.#fail(this.#error(ERR.PURGE_QUEUE, p.topic), p.topic));
     }
     this.#pending.clear();
     inTransit.set({ producer_id: this.id }, 0);
@@ -421,8 +418,8 @@ export class KafkaProducer {
   }
 
   #closedError(): KafkaError {
-    const name = this.#lib.errName(ERR_DESTROY);
-    return new KafkaError(ERR_DESTROY, name, `kafka: producer ${this.id} is closed (${name})`, true);
+    const name = this.#lib.errName(ERR.DESTROY);
+    return new KafkaError(ERR.DESTROY, name, `kafka: producer ${this.id} is closed (${name})`, true);
   }
 
   /** Counts a failed message in kafka_client_err_cnt and returns its error. */

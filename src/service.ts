@@ -1,0 +1,280 @@
+/**
+ * The service: every part built from a Config, started in order, and stopped in the reverse order within
+ * `producer.shutdown_timeout`. main.ts adds only the command line and the signals.
+ * @example
+ * await using service = await startService(config);
+ * console.log(service.addresses.http); // "127.0.0.1:18080"
+ */
+import { X509Certificate } from "node:crypto";
+import { type Config, listenAddress } from "./config.ts";
+import { isAllBrokersDown } from "./kafka/errors.ts";
+import { KafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
+import { log } from "./log.ts";
+import * as metrics from "./metrics.ts";
+import { Breaker, type BreakerState } from "./producer/breaker.ts";
+import { Facade } from "./producer/facade.ts";
+import { RateLimiter } from "./producer/rate_limiter.ts";
+import { startGrpcServer } from "./server/grpc.ts";
+import { startHttpServer } from "./server/http.ts";
+import { startMonitoringServer } from "./server/monitoring.ts";
+import { VERSION } from "./version.ts";
+import { Replayer } from "./wal/replay.ts";
+import { openWal, type Wal } from "./wal/wal.ts";
+
+/** A running service. Disposing of it stops it. */
+export interface Service extends AsyncDisposable {
+  /** Where each listener is bound ("host:port", the real port when the config said 0); absent when off. */
+  readonly addresses: { http?: string; grpc?: string; monitoring?: string };
+  /**
+   * Starts a new librdkafka producer for new messages (rotated certificates are read again) and lets the old
+   * one drain for `producer.old_producer_kill_timeout`. Returns false, keeping the current producer, when the new
+   * one cannot start.
+   */
+  reload(): boolean;
+  /**
+   * Stops accepting (503), flushes to Kafka for up to `producer.shutdown_timeout`, spools the rest to the WAL,
+   * syncs it and closes every listener. Idempotent; `reason` is logged (e.g. the signal's name).
+   */
+  stop(reason?: string): Promise<StopSummary>;
+}
+
+/** How a stop ended. */
+export interface StopSummary {
+  /** Every message handed to Kafka was acknowledged before the producer closed. */
+  allDelivered: boolean;
+  /** Records left in the WAL for the next start. */
+  walRecords: number;
+}
+
+const STATE_GAUGE: Record<BreakerState, number> = { closed: 0, half: 0.5, open: 1 };
+/** At shutdown, how long listeners may take to finish open requests once the producer is closed, at least. */
+const LISTENER_GRACE_MS = 2_000;
+
+/**
+ * Starts every part from `config`: WAL, breaker, producer, replay, then the listeners. When a part cannot start
+ * (a port in use, a WAL directory that cannot be written), what was started is stopped again and the error says
+ * which part failed.
+ */
+export async function startService(config: Config): Promise<Service> {
+  metrics.librdkafkaVersion.set({ version: librdkafkaVersion() }, 1);
+  exportCertificateExpiry(config.kafka);
+  /** What to undo, in start order, if a later part cannot start. */
+  const started: Array<() => Promise<unknown> | unknown> = [];
+  try {
+    return await wire(config, started);
+  } catch (err) {
+    for (const undo of started.reverse()) await Promise.resolve().then(undo).catch(() => {});
+    throw err;
+  }
+}
+
+async function wire(config: Config, started: Array<() => Promise<unknown> | unknown>): Promise<Service> {
+  const wal = await step("wal", () => openConfiguredWal(config));
+  if (wal) started.push(() => wal.close());
+
+  let replayer: Replayer | null = null;
+  const breaker = new Breaker({
+    fails: config.producer.cb.fails,
+    requests: config.producer.cb.requests,
+    timeoutMs: config.producer.cb.timeoutMs,
+    intervalMs: config.producer.cb.intervalMs,
+    onChange: (from, to, reason) => {
+      log(to === "open" ? "warn" : "info", "circuit breaker state changed", { from, to, reason });
+      metrics.cbStateChanges.inc({ name: "kafka", state: to });
+      metrics.cbCurrentState.set(STATE_GAUGE[to]);
+      if (to !== "open") replayer?.kick();
+    },
+  });
+  metrics.cbCurrentState.set(0);
+  started.push(() => breaker.close());
+
+  let producerSeq = 0;
+  const newProducer = (): KafkaProducer => {
+    const id = `producer-${++producerSeq}`;
+    const producer = KafkaProducer.open({
+      id,
+      config: config.kafka,
+      onError: (err) => {
+        if (isAllBrokersDown(err)) breaker.trip("all brokers down");
+      },
+    });
+    metrics.activeProducer.set({ producer_id: id }, 1);
+    metrics.lastProducerStart.set(Date.now() / 1000);
+    return producer;
+  };
+
+  const facade = new Facade({ config, wal, breaker, producer: await step("kafka producer", newProducer) });
+  started.push(() => facade.producer.close(0));
+  if (wal) {
+    const running = new Replayer({
+      wal,
+      gate: breaker,
+      limiter: new RateLimiter(config.producer.resend.rateLimit),
+      send: (record) => facade.replay(record.id, record),
+      periodMs: config.producer.resend.periodMs,
+    });
+    replayer = running;
+    running.start();
+    started.push(() => running.stop());
+  }
+
+  const { http, grpc, monitoring } = config.server;
+  const httpServer = http.listen === undefined
+    ? null
+    : await step(`http listener ${http.listen}`, () => startHttpServer({ listen: http.listen!, facade }));
+  if (httpServer) started.push(() => httpServer.shutdown());
+  const grpcServer = grpc.listen === undefined ? null : await step(
+    `grpc listener ${grpc.listen}`,
+    () => startGrpcServer({ listen: grpc.listen!, facade, maxRequestSize: grpc.maxRequestSize }),
+  );
+  if (grpcServer) started.push(() => grpcServer.shutdown());
+  const monitoringServer = monitoring.listen === undefined ? null : await step(
+    `monitoring listener ${monitoring.listen}`,
+    () => startMonitoringServer({ listen: monitoring.listen!, readiness: () => facade.readiness() }),
+  );
+
+  const addresses = {
+    http: httpServer ? hostPort(httpServer.addr) : undefined,
+    grpc: grpcServer
+      ? hostPort({ hostname: listenAddress(grpc.listen!).hostname, port: grpcServer.port })
+      : undefined,
+    monitoring: monitoringServer ? hostPort(monitoringServer.addr) : undefined,
+  };
+  log("info", "kafka-ambassador started", {
+    version: VERSION,
+    http: addresses.http ?? null,
+    grpc: addresses.grpc ?? null,
+    monitoring: addresses.monitoring ?? null,
+    wal: config.producer.wal.mode === "disable"
+      ? "disabled"
+      : config.producer.wal.inMemory
+      ? "memory"
+      : config.producer.wal.path,
+  });
+
+  /** Replaced producers still draining, with the promise of their drain. */
+  const drains = new Map<KafkaProducer, Promise<void>>();
+  const reload = (): boolean => {
+    let next: KafkaProducer;
+    try {
+      next = newProducer();
+    } catch (err) {
+      // e.g. a rotated certificate that cannot be read: keep serving with the producer we have.
+      log("error", "SIGHUP: cannot start a new kafka producer; keeping the current one", {
+        error: (err as Error).message,
+      });
+      return false;
+    }
+    exportCertificateExpiry(config.kafka);
+    const old = facade.swapProducer(next);
+    metrics.activeProducer.set({ producer_id: old.id }, 0);
+    log("info", "kafka producer replaced; the old one drains", {
+      old: old.id,
+      new: next.id,
+      timeout_ms: config.producer.oldProducerKillTimeoutMs,
+    });
+    const drain = drainProducer(old, config.producer.oldProducerKillTimeoutMs);
+    drains.set(old, drain);
+    drain.finally(() => drains.delete(old));
+    return true;
+  };
+
+  const shutdown = async (reason: string): Promise<StopSummary> => {
+    // Everything below shares one deadline: Kafka gets what is left of it, every later step is bounded too.
+    const deadline = Date.now() + config.producer.shutdownTimeoutMs;
+    const remaining = () => Math.max(0, deadline - Date.now());
+    log("info", "shutting down", { reason, flush_timeout_ms: config.producer.shutdownTimeoutMs });
+    facade.setDraining(true);
+    httpServer?.setDraining(true);
+    grpcServer?.setDraining(true);
+    // Replay starts nothing new; what it has in flight is delivered by the flush or purged by the close below.
+    const replayStopped = replayer?.stop();
+    // With the breaker open nothing would be delivered: spool at once instead of waiting out the deadline.
+    const allDelivered = await facade.producer.flush(
+      breaker.state === "open" ? Math.min(remaining(), 1000) : remaining(),
+    );
+    await facade.producer.close(0);
+    // Replaced producers still draining are cut short the same way: what they hold goes to the WAL.
+    await Promise.allSettled([...drains.keys()].map((old) => old.close(0)));
+    await Promise.allSettled([...drains.values(), replayStopped]);
+    await facade.settle();
+    await bounded(
+      Promise.allSettled([httpServer?.shutdown(), grpcServer?.shutdown()]),
+      Math.max(remaining(), LISTENER_GRACE_MS),
+      "listeners still had requests open",
+    );
+    const walRecords = wal?.stats().records ?? 0;
+    await wal?.close();
+    breaker.close();
+    await bounded(monitoringServer?.shutdown(), LISTENER_GRACE_MS, "monitoring still had requests open");
+    log("info", "stopped", { all_delivered: allDelivered, wal_records: walRecords });
+    return { allDelivered, walRecords };
+  };
+
+  let stopping: Promise<StopSummary> | null = null;
+  const stop = (reason = "stop") => stopping ??= shutdown(reason);
+  return { addresses, reload, stop, [Symbol.asyncDispose]: async () => void await stop() };
+}
+
+/** Runs one start-up step; its error names the part (`http listener 0.0.0.0:18080: address already in use`). */
+async function step<T>(part: string, start: () => T | Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    throw new Error(message.startsWith(part) ? message : `${part}: ${message}`);
+  }
+}
+
+function hostPort(addr: { hostname: string; port: number }): string {
+  return addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`;
+}
+
+async function openConfiguredWal(config: Config): Promise<Wal | null> {
+  const { mode, inMemory, path, maxBytes } = config.producer.wal;
+  if (mode === "disable") return null;
+  const wal = await openWal({ path, inMemory, maxBytes });
+  const stats = wal.stats();
+  log("info", "wal opened", {
+    path: inMemory ? ":memory:" : path,
+    records: stats.records,
+    bytes: stats.bytes,
+  });
+  return wal;
+}
+
+/** Waits for `work` at most `ms`; past that, logs `what` and goes on (the process is about to exit). */
+async function bounded(work: Promise<unknown> | undefined, ms: number, what: string): Promise<void> {
+  if (work === undefined) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(true), ms));
+  const cut = await Promise.race([work.then(() => false, () => false), late]);
+  clearTimeout(timer);
+  if (cut) log("warn", `shutdown: ${what} after ${ms} ms; going on`);
+}
+
+/** Lets a replaced producer deliver what it holds, then closes it; what it could not deliver is spooled. */
+async function drainProducer(old: KafkaProducer, timeoutMs: number): Promise<void> {
+  const delivered = await old.flush(timeoutMs);
+  await old.close(0);
+  metrics.activeProducer.remove({ producer_id: old.id });
+  metrics.inTransit.remove({ producer_id: old.id });
+  log("info", "old kafka producer closed", { producer_id: old.id, all_delivered: delivered });
+}
+
+function exportCertificateExpiry(kafka: Record<string, string>): void {
+  const gauges = [
+    ["ssl.certificate.location", metrics.certExpiration],
+    ["ssl.ca.location", metrics.caExpiration],
+  ] as const;
+  for (const [key, gauge] of gauges) {
+    const path = kafka[key];
+    if (!path) continue;
+    try {
+      const cert = new X509Certificate(Deno.readFileSync(path));
+      gauge.set(Date.parse(cert.validTo) / 1000);
+    } catch (err) {
+      log("warn", "cannot read certificate expiry", { key, path, error: (err as Error).message });
+    }
+  }
+}
