@@ -14,11 +14,11 @@ import * as metrics from "./metrics.ts";
 import { Breaker, type BreakerState } from "./producer/breaker.ts";
 import { Facade } from "./producer/facade.ts";
 import { RateLimiter } from "./producer/rate_limiter.ts";
+import { Replayer } from "./producer/replay.ts";
 import { startGrpcServer } from "./server/grpc.ts";
 import { startHttpServer } from "./server/http.ts";
 import { startMonitoringServer } from "./server/monitoring.ts";
 import { VERSION } from "./version.ts";
-import { Replayer } from "./wal/replay.ts";
 import { openWal, type Wal } from "./wal/wal.ts";
 
 /** A running service. Disposing of it stops it. */

@@ -2,9 +2,10 @@
  * Replay: sends WAL records back to Kafka, oldest first, at a bounded rate, never while the breaker is open and
  * never a record that is already in flight (checked-out records are not handed out twice).
  */
+import { type Clock, realClock } from "../clock.ts";
 import { log } from "../log.ts";
-import type { RateLimiter } from "../producer/rate_limiter.ts";
-import type { Wal, WalRecord } from "./wal.ts";
+import type { Wal, WalRecord } from "../wal/wal.ts";
+import type { RateLimiter } from "./rate_limiter.ts";
 
 /** The part of the breaker that replay obeys. */
 export interface ReplayGate {
@@ -23,8 +24,13 @@ export interface ReplayOptions {
   send: (record: WalRecord) => Promise<boolean>;
   /** How often a replay run starts by itself; 0 disables replay. */
   periodMs: number;
-  /** Records sent and not yet reported, at most. */
+  /**
+   * Records sent and not yet reported, at most.
+   * @default {10000}
+   */
   maxInFlight?: number;
+  /** @default {realClock} */
+  clock?: Clock;
 }
 
 const CHECKOUT_CHUNK = 256;
@@ -33,7 +39,8 @@ const CHECKOUT_CHUNK = 256;
 export class Replayer {
   readonly #opts: ReplayOptions;
   readonly #maxInFlight: number;
-  #timer: ReturnType<typeof setInterval> | undefined;
+  readonly #clock: Clock;
+  #timer: number | undefined;
   #run: Promise<void> | null = null;
   #again = false;
   #stopped = false;
@@ -42,13 +49,21 @@ export class Replayer {
   constructor(opts: ReplayOptions) {
     this.#opts = opts;
     this.#maxInFlight = opts.maxInFlight ?? 10_000;
+    this.#clock = opts.clock ?? realClock;
   }
 
   /** Starts the periodic runs and one run at once if the WAL holds records. */
   start(): void {
     if (this.#opts.periodMs <= 0) return;
-    this.#timer = setInterval(() => this.kick(), this.#opts.periodMs);
+    this.#tick();
     if (this.#opts.wal.pendingCount() > 0) this.kick();
+  }
+
+  #tick(): void {
+    this.#timer = this.#clock.setTimeout(() => {
+      this.kick();
+      if (!this.#stopped) this.#tick();
+    }, this.#opts.periodMs);
   }
 
   /** Starts a run now, or right after the current one. */
@@ -73,7 +88,7 @@ export class Replayer {
    */
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearInterval(this.#timer);
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     await this.#run;
     await Promise.allSettled([...this.#inFlight]);
   }
@@ -93,7 +108,8 @@ export class Replayer {
       let i = 0;
       for (; i < records.length && !this.#stopped; i++) {
         await this.#opts.limiter.take(1);
-        if (!gate.allow()) break;
+        // Stopped while waiting for a token: what is not sent stays in the WAL.
+        if (this.#stopped || !gate.allow()) break;
         const p = this.#opts.send(records[i]);
         this.#inFlight.add(p);
         p.then((ok) => {

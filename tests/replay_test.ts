@@ -1,0 +1,189 @@
+/** Replay on a fake clock: oldest first, paced, never while open, probes only in half-open, nothing sent twice. */
+import assert from "node:assert/strict";
+import { RateLimiter } from "../src/producer/rate_limiter.ts";
+import { Replayer, type ReplayGate } from "../src/producer/replay.ts";
+import { openWal, type Wal, type WalRecord } from "../src/wal/wal.ts";
+import { FakeClock } from "./support/fake_clock.ts";
+
+/** Lets every promise continuation that is ready run (the fake clock moves no real time). */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+/** A gate whose state the test sets; in half-open it grants `probes` sends. */
+class Gate implements ReplayGate {
+  state: "closed" | "half" | "open" = "closed";
+  probes = 0;
+  allow(): boolean {
+    if (this.state === "closed") return true;
+    if (this.state === "half" && this.probes > 0) {
+      this.probes--;
+      return true;
+    }
+    return false;
+  }
+  release(): void {
+    if (this.state === "half") this.probes++;
+  }
+}
+
+/** Records what replay sends; each send waits until the test answers it. */
+class Sender {
+  readonly sent: number[] = [];
+  readonly #waiting = new Map<number, (ok: boolean) => void>();
+  constructor(readonly wal: Wal) {}
+  send = (record: WalRecord): Promise<boolean> => {
+    this.sent.push(record.id);
+    return new Promise((resolve) => this.#waiting.set(record.id, resolve));
+  };
+  /** Answers every send in flight: delivered (acked in the WAL) or failed (released for later). */
+  answerAll(ok: boolean): void {
+    for (const [id, resolve] of this.#waiting) {
+      if (ok) this.wal.ack(id);
+      else this.wal.release(id);
+      resolve(ok);
+    }
+    this.#waiting.clear();
+  }
+  get inFlight(): number {
+    return this.#waiting.size;
+  }
+}
+
+async function setup(records: number, opts: { rate?: number; periodMs?: number } = {}) {
+  const wal = await openWal({ path: "", inMemory: true, maxBytes: 1 << 20 });
+  const ids: number[] = [];
+  for (let i = 0; i < records; i++) {
+    ids.push(wal.append({ topic: "t", value: new TextEncoder().encode(`r${i}`) }).id);
+  }
+  await wal.sync();
+  const clock = new FakeClock();
+  const gate = new Gate();
+  const sender = new Sender(wal);
+  const limiter = new RateLimiter(opts.rate ?? 1000, { burst: 1, clock });
+  const replayer = new Replayer({
+    wal,
+    gate,
+    limiter,
+    send: sender.send,
+    periodMs: opts.periodMs ?? 60_000,
+    clock,
+  });
+  return {
+    wal,
+    ids,
+    clock,
+    gate,
+    sender,
+    replayer,
+    async [Symbol.asyncDispose]() {
+      const stopped = replayer.stop();
+      sender.answerAll(false);
+      await stopped;
+      limiter.close();
+      await wal.close();
+    },
+  };
+}
+
+Deno.test("replay: sends the records oldest first, paced by the rate limiter", async () => {
+  await using r = await setup(5, { rate: 10 });
+  r.replayer.kick();
+  await settle();
+  assert.deepEqual(r.sender.sent, r.ids.slice(0, 1), "one token at start (burst 1)");
+  for (let i = 2; i <= 5; i++) {
+    r.clock.advance(100);
+    await settle();
+    assert.equal(r.sender.sent.length, i, `after ${i - 1} x 100 ms at 10/s`);
+  }
+  assert.deepEqual(r.sender.sent, r.ids);
+  r.sender.answerAll(true);
+  await settle();
+  assert.equal(r.wal.stats().records, 0);
+});
+
+Deno.test("replay: nothing is sent while the gate is open, and a kick after it closes sends all", async () => {
+  await using r = await setup(3);
+  r.gate.state = "open";
+  r.replayer.kick();
+  await settle();
+  r.clock.advance(10);
+  await settle();
+  assert.deepEqual(r.sender.sent, []);
+  r.gate.state = "closed";
+  r.replayer.kick();
+  for (let i = 0; i < 3; i++) {
+    r.clock.advance(1);
+    await settle();
+  }
+  assert.deepEqual(r.sender.sent, r.ids);
+});
+
+Deno.test("replay: in half-open only the probes go out, and the run waits for their answers", async () => {
+  await using r = await setup(10);
+  r.gate.state = "half";
+  r.gate.probes = 2;
+  r.replayer.kick();
+  for (let i = 0; i < 5; i++) {
+    r.clock.advance(1);
+    await settle();
+  }
+  assert.deepEqual(r.sender.sent, r.ids.slice(0, 2));
+  assert.equal(r.wal.pendingCount(), 8, "the records not sent went back to pending");
+  // The breaker closes after the probes succeed; the next run takes the rest.
+  r.sender.answerAll(true);
+  r.gate.state = "closed";
+  await settle();
+  r.replayer.kick();
+  for (let i = 0; i < 10; i++) {
+    r.clock.advance(1);
+    await settle();
+  }
+  assert.deepEqual(r.sender.sent, r.ids);
+});
+
+Deno.test("replay: a record in flight is never handed out again, however often replay is kicked", async () => {
+  await using r = await setup(4);
+  for (let kick = 0; kick < 5; kick++) {
+    r.replayer.kick();
+    r.clock.advance(1);
+    await settle();
+  }
+  assert.deepEqual(r.sender.sent, r.ids);
+  // Failed: released, and sent again by a later run, once each.
+  r.sender.answerAll(false);
+  await settle();
+  r.replayer.kick();
+  for (let i = 0; i < 5; i++) {
+    r.clock.advance(1);
+    await settle();
+  }
+  assert.deepEqual(r.sender.sent, [...r.ids, ...r.ids]);
+});
+
+Deno.test("replay: runs start every period by themselves once started", async () => {
+  await using r = await setup(0, { periodMs: 1000 });
+  r.replayer.start();
+  r.wal.append({ topic: "t", value: new Uint8Array(1) });
+  await r.wal.sync();
+  r.clock.advance(999);
+  await settle();
+  assert.equal(r.sender.sent.length, 0);
+  r.clock.advance(1);
+  await settle();
+  assert.equal(r.sender.sent.length, 1);
+});
+
+Deno.test("replay: stop() starts nothing new and resolves once the sends in flight are answered", async () => {
+  await using r = await setup(3, { rate: 1 });
+  r.replayer.kick();
+  await settle();
+  assert.equal(r.sender.sent.length, 1);
+  let stopped = false;
+  const stopping = r.replayer.stop().then(() => stopped = true);
+  r.clock.advance(5_000);
+  await settle();
+  assert.equal(r.sender.sent.length, 1, "no send after stop");
+  assert.equal(stopped, false, "waits for the send in flight");
+  r.sender.answerAll(false);
+  await stopping;
+  assert.equal(r.wal.pendingCount(), 3, "every record is still in the WAL");
+});
