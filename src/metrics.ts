@@ -1,4 +1,7 @@
-/** Every metric of the service, defined once. Names, types and labels of the Go service are kept (COMPAT.md). */
+/**
+ * Every metric of the service, defined once. Names, types and labels of the Go service are kept
+ * (docs/compatibility.md).
+ */
 import client from "prom-client";
 import { TopicSeries } from "./topic_series.ts";
 
@@ -151,6 +154,16 @@ export const walReplayed = new client.Counter({
 export const walFsyncs = new client.Counter({
   name: "wal_fsyncs",
   help: "Group commits (one write and one fdatasync each).",
+  registers: r,
+});
+export const walUnwrittenRecords = new client.Gauge({
+  name: "wal_unwritten_records",
+  help: "Records held in memory since a WAL write failed; written once the disk recovers.",
+  registers: r,
+});
+export const walUnwrittenBytes = new client.Gauge({
+  name: "wal_unwritten_bytes",
+  help: "Bytes of the records held in memory since a write failed (counted against producer.wal.max_bytes).",
   registers: r,
 });
 

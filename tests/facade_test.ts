@@ -1,17 +1,21 @@
 /** The producer facade's decisions, on librdkafka's mock cluster and an in-memory WAL (the fault tests use a real broker). */
 import assert from "node:assert/strict";
 import { type Config, defaultConfig } from "../src/config.ts";
+import type { KafkaProducer as KafkaProducerType } from "../src/kafka/producer.ts";
 import { KafkaProducer } from "../src/kafka/producer.ts";
 import { Breaker } from "../src/producer/breaker.ts";
 import { Facade } from "../src/producer/facade.ts";
 import { ProduceError } from "../src/producer/types.ts";
-import { openWal, type Wal } from "../src/wal/wal.ts";
+import type { Wal } from "../src/wal/wal.ts";
+import { type FaultStorage, openFaultyWal } from "./support/fault_storage.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
 
 interface Rig {
   facade: Facade;
   wal: Wal;
+  /** The WAL's storage, which fails on demand. */
+  storage: FaultStorage;
   breaker: Breaker;
   producer: KafkaProducer;
   [Symbol.asyncDispose](): Promise<void>;
@@ -23,13 +27,14 @@ async function rig(
   const config = defaultConfig();
   config.producer.wal = { ...config.producer.wal, inMemory: true, ...opts.wal };
   config.kafka = { "test.mock.num.brokers": "1", "linger.ms": "1", ...opts.kafka };
-  const wal = await openWal({ path: "", inMemory: true, maxBytes: config.producer.wal.maxBytes });
+  const { wal, storage } = await openFaultyWal(null, { maxBytes: config.producer.wal.maxBytes });
   const breaker = new Breaker({ fails: 5, requests: 3, timeoutMs: 60_000, intervalMs: 0 });
   const producer = KafkaProducer.open({ id: `facade-test-${crypto.randomUUID()}`, config: config.kafka });
   const facade = new Facade({ config, wal, breaker, producer });
   return {
     facade,
     wal,
+    storage,
     breaker,
     producer,
     async [Symbol.asyncDispose]() {
@@ -75,7 +80,7 @@ Deno.test("facade: breaker open spools to the WAL; ack=kafka and WAL-less topics
     (await refusal(r.facade.produce({ topic: "volatile", value: text("d") }, "none"))).kind,
     "unavailable",
   );
-  assert.deepEqual(r.facade.readiness(), { ready: false, reasons: ["circuit breaker open"] });
+  assert.deepEqual(r.facade.readiness(), { ready: true, reasons: [] }, "the WAL takes what Kafka cannot");
 });
 
 Deno.test("facade: a full librdkafka queue spools to the WAL instead of waiting", async () => {
@@ -137,4 +142,147 @@ Deno.test("facade: replay acks a delivered record, which leaves the WAL", async 
   const [record] = await r.wal.checkout(10);
   assert.equal(await r.facade.replay(record.id, record), true);
   assert.equal(r.wal.stats().records, 0);
+});
+
+/** Appends directly until less than `room` bytes are left under the bound. */
+function fill(wal: Wal, maxBytes: number, room: number): void {
+  while (maxBytes - wal.stats().bytes > room) wal.append({ topic: "t", value: text("x".repeat(100)) });
+}
+
+/** Makes the WAL fail its next write and waits until it knows. */
+async function breakWal(r: Rig): Promise<void> {
+  r.storage.fail();
+  r.wal.append({ topic: "t", value: text("held") });
+  await r.wal.sync();
+  assert.equal(r.wal.writable, false);
+}
+
+Deno.test("facade: readiness is 'a message posted now would be accepted', for every breaker and WAL state", async (t) => {
+  const cases: Array<{
+    name: string;
+    mode?: "fallback" | "always" | "disable";
+    breaker: "closed" | "open";
+    wal: "ok" | "full" | "failing" | "disabled";
+    reasons: string[];
+  }> = [
+    { name: "kafka up, WAL fine", breaker: "closed", wal: "ok", reasons: [] },
+    { name: "kafka up, WAL failing", breaker: "closed", wal: "failing", reasons: [] },
+    { name: "kafka up, WAL full", breaker: "closed", wal: "full", reasons: [] },
+    { name: "kafka up, WAL disabled", mode: "disable", breaker: "closed", wal: "disabled", reasons: [] },
+    { name: "kafka down, WAL has room", breaker: "open", wal: "ok", reasons: [] },
+    {
+      name: "kafka down, WAL failing",
+      breaker: "open",
+      wal: "failing",
+      reasons: ["circuit breaker open", "wal: unavailable"],
+    },
+    {
+      name: "kafka down, WAL full",
+      breaker: "open",
+      wal: "full",
+      reasons: ["circuit breaker open", "wal: full"],
+    },
+    {
+      name: "kafka down, WAL disabled",
+      mode: "disable",
+      breaker: "open",
+      wal: "disabled",
+      reasons: ["circuit breaker open", "wal: disabled"],
+    },
+    { name: "always mode, kafka down, WAL fine", mode: "always", breaker: "open", wal: "ok", reasons: [] },
+    {
+      name: "always mode, WAL failing",
+      mode: "always",
+      breaker: "closed",
+      wal: "failing",
+      reasons: ["wal: unavailable"],
+    },
+    { name: "always mode, WAL full", mode: "always", breaker: "closed", wal: "full", reasons: ["wal: full"] },
+  ];
+  for (const c of cases) {
+    await t.step(c.name, async () => {
+      const maxBytes = 64 * 1024;
+      await using r = await rig({ wal: { mode: c.mode ?? "fallback", maxBytes } });
+      if (c.wal === "failing") await breakWal(r);
+      if (c.wal === "full") fill(r.wal, maxBytes, 1000);
+      if (c.breaker === "open") r.breaker.trip("test");
+      assert.deepEqual(r.facade.readiness(), { ready: c.reasons.length === 0, reasons: c.reasons });
+      r.facade.setDraining(true);
+      assert.deepEqual(r.facade.readiness().reasons, ["shutting down", ...c.reasons]);
+    });
+  }
+});
+
+Deno.test("facade: WAL failing, kafka down: answered records are kept, refused ones retracted, new ones refused", async () => {
+  await using r = await rig();
+  r.breaker.trip("test");
+  r.storage.fail();
+  // One commit holds both: the ack=none client is answered at once, the ack=wal one hears of the failure.
+  const [kept, refused] = await Promise.allSettled([
+    r.facade.produce({ topic: "t", value: text("kept") }, "none"),
+    r.facade.produce({ topic: "t", value: text("refused") }, "wal"),
+  ]);
+  assert.deepEqual(kept, { status: "fulfilled", value: { where: "wal" } });
+  assert.equal(refused.status, "rejected");
+  const err = (refused as PromiseRejectedResult).reason as ProduceError;
+  assert.deepEqual([err.kind, err.message, err.retryAfterSeconds], ["unavailable", "wal: unavailable", 5]);
+  assert.deepEqual(
+    r.wal.stats().unwritten,
+    1,
+    "the refused record was retracted: a retry will not duplicate it",
+  );
+
+  for (const ack of ["none", "wal"] as const) {
+    const later = await refusal(r.facade.produce({ topic: "t", value: text("later") }, ack));
+    assert.deepEqual(
+      [later.kind, later.message],
+      ["unavailable", "wal: unavailable"],
+      "no OS error, no path",
+    );
+  }
+  assert.deepEqual(r.facade.readiness().reasons, ["circuit breaker open", "wal: unavailable"]);
+  assert.deepEqual((await r.wal.checkout(10)).map((m) => new TextDecoder().decode(m.value)), ["kept"]);
+
+  r.storage.heal();
+  const end = Date.now() + 5000;
+  while (!r.wal.writable && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal((await r.facade.produce({ topic: "t", value: text("again") }, "wal")).where, "wal");
+  assert.deepEqual(r.facade.readiness(), { ready: true, reasons: [] });
+});
+
+Deno.test("facade: WAL failing, kafka up: the Kafka path keeps serving", async () => {
+  await using r = await rig();
+  await breakWal(r);
+  assert.deepEqual(await r.facade.produce({ topic: "t", value: text("a") }, "none"), { where: "queued" });
+  assert.equal((await r.facade.produce({ topic: "t", value: text("b") }, "wal")).where, "kafka");
+  assert.ok(await r.producer.flush(5000));
+  assert.deepEqual(r.facade.readiness(), { ready: true, reasons: [] });
+});
+
+Deno.test("facade: always mode with a failing WAL refuses with 'wal: unavailable' and keeps nothing", async () => {
+  await using r = await rig({ wal: { mode: "always" } });
+  r.storage.fail();
+  const err = await refusal(r.facade.produce({ topic: "t", value: text("a") }, "none"));
+  assert.deepEqual([err.kind, err.message], ["unavailable", "wal: unavailable"]);
+  assert.equal(r.wal.stats().records, 0, "retracted");
+  assert.ok(await r.producer.flush(5000));
+});
+
+Deno.test("facade: a full WAL answers 'wal: full'; ListTopics errors do not carry librdkafka's text", async () => {
+  await using r = await rig({ wal: { maxBytes: 8192 } });
+  r.breaker.trip("test");
+  fill(r.wal, 8192, 300);
+  const full = await refusal(r.facade.produce({ topic: "t", value: text("a") }, "none"));
+  assert.deepEqual([full.kind, full.message], ["unavailable", "wal: full"]);
+
+  const failing = {
+    listTopics: () => Promise.reject(new Error("Local: Broker transport failure (librdkafka internals)")),
+  } as unknown as KafkaProducerType;
+  const previous = r.facade.swapProducer(failing);
+  try {
+    const err = await refusal(r.facade.listTopics());
+    assert.deepEqual([err.kind, err.message], ["unavailable", "kafka: cannot list topics"]);
+  } finally {
+    r.facade.swapProducer(previous);
+  }
 });

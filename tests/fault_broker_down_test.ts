@@ -31,7 +31,13 @@ Deno.test({
         await sleep(Math.max(0, Math.min(1000, outageEnd - Date.now()) - 200));
       }
       if (next < 35_000) add(await postRange(svc.http, "down", "d", next, 35_000));
-      await waitFor("the breaker to open (readyz 503)", async () => await readyStatus(svc) === 503, 15_000);
+      await waitFor(
+        "the breaker to open",
+        async () => (await svc.metric("kafka_cb_current_state")) === 1,
+        15_000,
+      );
+      // The WAL takes what Kafka cannot: the service stays ready, so no load balancer pulls it out now.
+      assert.equal(await readyStatus(svc), 200);
       await sleep(Math.max(0, outageEnd - Date.now()));
       await broker.start();
       add(await postRange(svc.http, "down", "d", 35_000, TOTAL));

@@ -168,7 +168,14 @@ walTest("ack is idempotent, fine before durable, and ignores unknown ids", {}, a
 });
 
 walTest("stats follow appends, checkouts and acks", {}, async (wal) => {
-  assert.deepEqual(wal.stats(), { records: 0, bytes: 0, oldestWrittenAt: null, corrupt: 0 });
+  assert.deepEqual(wal.stats(), {
+    records: 0,
+    bytes: 0,
+    oldestWrittenAt: null,
+    corrupt: 0,
+    unwritten: 0,
+    unwrittenBytes: 0,
+  });
   const first = wal.append(msg(1));
   await new Promise((resolve) => setTimeout(resolve, 5));
   const second = wal.append(msg(2));

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import * as metrics from "../src/metrics.ts";
 import type { Message } from "../src/producer/types.ts";
 import { openWal, type Wal, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
+import { canMount, mountTmpfs } from "./support/tmpfs.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -290,5 +291,43 @@ Deno.test("wal file: an ack list left without its segment is removed at start-up
     } finally {
       await wal.close();
     }
+  });
+});
+
+Deno.test("wal file: a world-writable directory is refused; one open to group or others is used with a warning", async () => {
+  await withDir(async (path) => {
+    await Deno.mkdir(path);
+    await Deno.chmod(path, 0o777);
+    const err = await open(path).then(() => null, (e: Error) => e);
+    assert.ok(err, "refused");
+    assert.equal(err.message, `wal: directory ${path} is writable by every user (mode 0777); make it 0700`);
+
+    await Deno.chmod(path, 0o750);
+    const { result: wal, lines } = await captureLog(() => open(path));
+    await wal.close();
+    assert.ok(
+      lines.some((l) => l.includes(`wal: directory ${path} is open to other users (mode 0750)`)),
+      lines.join("\n"),
+    );
+  });
+});
+
+Deno.test("wal file: a directory that cannot be written stops start-up with one line naming it", async () => {
+  await withDir(async (path, tmp) => {
+    let err: Error | null;
+    if (canMount) {
+      // Permission bits do not stop root: a read-only mount does.
+      await using disk = await mountTmpfs(`${tmp}/disk`, 1 << 20);
+      await Deno.mkdir(`${disk.path}/wal`, { mode: 0o700 });
+      await disk.remount("ro");
+      err = await open(`${disk.path}/wal`).then(() => null, (e: Error) => e);
+      path = `${disk.path}/wal`;
+    } else {
+      await Deno.mkdir(path, { mode: 0o500 });
+      err = await open(path).then(() => null, (e: Error) => e);
+    }
+    assert.ok(err, "refused");
+    assert.ok(err.message.startsWith(`wal: directory ${path} is not writable: `), err.message);
+    assert.ok(!err.message.includes("\n"));
   });
 });

@@ -1,10 +1,12 @@
 /**
  * The producer facade: decides, per message, between Kafka and the WAL according to the breaker, the WAL mode and
- * the ack level, and keeps every accepted message in one of the two (DESIGN.md, delivery guarantees).
+ * the ack level, and keeps every accepted message in one of the two. Clients get short, stable reasons; the details
+ * (OS errors, file paths, librdkafka's text) go to the log.
  */
 import type { Config } from "../config.ts";
+import { isQueueFull } from "../kafka/errors.ts";
 import { KafkaError, type KafkaProducer } from "../kafka/producer.ts";
-import { log } from "../log.ts";
+import { logRepeated } from "../log.ts";
 import * as metrics from "../metrics.ts";
 import type { Wal } from "../wal/wal.ts";
 import { WalFullError } from "../wal/wal.ts";
@@ -23,6 +25,8 @@ const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000;
 /** Bytes a WAL line adds to a message: JSON field names, id, timestamps, checksum (base64 growth is added apart). */
 const WAL_LINE_OVERHEAD = 160;
 const LIST_TOPICS_TIMEOUT_MS = 5_000;
+/** The WAL counts as full for readiness when a message of 1 KiB would not fit. */
+const READINESS_LINE_BYTES = Math.ceil(1024 * 4 / 3) + WAL_LINE_OVERHEAD;
 
 /** What the facade is built from. */
 export interface FacadeOptions {
@@ -48,7 +52,6 @@ export class Facade implements ProducerFacade {
   /** Spools started by failed deliveries; awaited before the WAL closes. */
   readonly #spools = new Set<Promise<void>>();
   #draining = false;
-  #walError: string | null = null;
   /** kafka_client_requests_cnt children per topic: the hot path skips prom-client's label hashing. */
   readonly #requested = new Map<string, ReturnType<typeof metrics.requests.labels>>();
 
@@ -110,16 +113,37 @@ export class Facade implements ProducerFacade {
     try {
       return await this.#producer.listTopics(LIST_TOPICS_TIMEOUT_MS);
     } catch (err) {
-      throw new ProduceError("unavailable", `kafka: cannot list topics: ${(err as Error).message}`, 5);
+      logRepeated("kafka: cannot list topics", "warn", "kafka: cannot list topics", { error: err });
+      throw new ProduceError("unavailable", "kafka: cannot list topics", 5);
     }
   }
 
+  /**
+   * Ready when a message posted now would be accepted: not shutting down, and Kafka (breaker closed) or the WAL
+   * (enabled, with room, writable) can take it; in `always` mode the WAL must. Not ready lists why.
+   */
   readiness(): Readiness {
     const reasons: string[] = [];
     if (this.#draining) reasons.push("shutting down");
-    if (this.#breaker.state === "open") reasons.push("circuit breaker open");
-    if (this.#walError) reasons.push(`wal: ${this.#walError}`);
+    const walProblem = this.#walProblem();
+    const state = this.#breaker.state;
+    const kafkaProblem = state === "closed"
+      ? null
+      : `circuit breaker ${state === "open" ? "open" : "half-open"}`;
+    if (this.#walMode === "always") {
+      if (walProblem !== null) reasons.push(walProblem);
+    } else if (kafkaProblem !== null && walProblem !== null) {
+      reasons.push(kafkaProblem, walProblem);
+    }
     return { ready: reasons.length === 0, reasons };
+  }
+
+  /** Why the WAL could not take a small message now, or null. */
+  #walProblem(): string | null {
+    if (this.#wal === null || this.#walMode === "disable") return "wal: disabled";
+    if (!this.#wal.writable) return "wal: unavailable";
+    if (!this.#walHasRoom(READINESS_LINE_BYTES)) return "wal: full";
+    return null;
   }
 
   /**
@@ -150,10 +174,12 @@ export class Facade implements ProducerFacade {
   }
 
   #requestCounter(topic: string): ReturnType<typeof metrics.requests.labels> {
-    let counter = this.#requested.get(topic);
+    // Cached by label value, so the cache is bounded as the series are.
+    const label = metrics.topicLabel(topic);
+    let counter = this.#requested.get(label);
     if (counter === undefined) {
-      counter = metrics.requests.labels({ topic });
-      this.#requested.set(topic, counter);
+      counter = metrics.requests.labels({ topic: label });
+      this.#requested.set(label, counter);
     }
     return counter;
   }
@@ -194,15 +220,15 @@ export class Facade implements ProducerFacade {
         },
       );
     }
-    await this.#awaitDurable(durable);
+    await this.#awaitDurable(id, durable);
     return { where: "wal" };
   }
 
   /** The breaker is open: the message goes to the WAL without touching Kafka. */
   async #spoolNow(message: Message, ack: AckLevel): Promise<ProduceResult> {
-    const { durable } = this.#append(message, false);
-    if (ack === "wal") await this.#awaitDurable(durable);
-    else durable.catch(() => {});
+    const { id, durable } = this.#append(message, false);
+    // ack=none: a failed write leaves the record in the WAL's memory, to be written or sent later.
+    if (ack === "wal") await this.#awaitDurable(id, durable);
     return { where: "wal" };
   }
 
@@ -213,7 +239,7 @@ export class Facade implements ProducerFacade {
       reserved = walLineEstimate(message);
       if (!this.#walHasRoom(reserved)) {
         this.#breaker.release();
-        throw new ProduceError("unavailable", "kafka is not keeping up and the WAL is full", 5);
+        throw new ProduceError("unavailable", "wal: full", 5);
       }
       this.#reservedWalBytes += reserved;
     }
@@ -230,7 +256,7 @@ export class Facade implements ProducerFacade {
         // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
         if (!retryable) throw new ProduceError("kafka", kafkaReason(err));
         if (!walAllowed) {
-          metrics.dropped.inc({ topic: message.topic, error: errorName(err) });
+          metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: errorName(err) });
           throw new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5);
         }
         return await this.#spoolFailed(message, ack);
@@ -242,57 +268,85 @@ export class Facade implements ProducerFacade {
     return QUEUED;
   }
 
-  /** A delivery failed with a retryable error: put the message in the WAL (tracked so shutdown can wait for it). */
+  /**
+   * A delivery failed with a retryable error: put the message in the WAL (tracked so shutdown can wait for it). Its
+   * room was reserved, so it is taken even while the WAL cannot write (it is held in memory until it can).
+   */
   async #spoolFailed(message: Message, ack: AckLevel): Promise<ProduceResult> {
-    let durable: Promise<void>;
+    let appended: { id: number; durable: Promise<void> };
     try {
-      durable = this.#wal!.append(message).durable;
+      appended = this.#wal!.append(message);
     } catch (err) {
-      metrics.dropped.inc({ topic: message.topic, error: "wal_full" });
-      log("error", "message lost: delivery failed and the WAL refused it", {
-        topic: message.topic,
-        error: (err as Error).message,
+      const full = err instanceof WalFullError;
+      metrics.dropped.inc({
+        topic: metrics.topicLabel(message.topic),
+        error: full ? "wal_full" : "wal_error",
       });
-      throw new ProduceError("unavailable", `kafka delivery failed and ${(err as Error).message}`, 5);
+      logRepeated(
+        "message lost: delivery failed and the WAL refused it",
+        "error",
+        "message lost: delivery failed and the WAL refused it",
+        {
+          topic: message.topic,
+          error: err,
+        },
+      );
+      throw new ProduceError(
+        "unavailable",
+        `kafka delivery failed and ${full ? "wal: full" : "wal: unavailable"}`,
+        5,
+      );
     }
-    const spool = durable.then(() => {}, (err) => this.#noteWalError(err));
+    const { id, durable } = appended;
+    const spool = durable.catch(() => {});
     this.#spools.add(spool);
     spool.finally(() => this.#spools.delete(spool));
-    if (ack === "wal") await this.#awaitDurable(durable);
+    if (ack === "wal") await this.#awaitDurable(id, durable);
     return { where: "wal" };
   }
 
-  /** Appends a message that holds no reservation: it must leave the room reserved for messages in librdkafka. */
+  /**
+   * Appends a message that holds no reservation: it must leave the room reserved for messages in librdkafka. While
+   * the WAL cannot write, such messages are refused: the memory it holds is for records already answered.
+   */
   #append(message: Message, checkedOut: boolean): { id: number; durable: Promise<void> } {
-    if (!this.#walHasRoom(walLineEstimate(message))) {
-      if (checkedOut) this.#breaker.release();
-      throw new ProduceError("unavailable", "wal: full", 5);
+    const wal = this.#wal!;
+    let refusal: string | null = null;
+    if (!wal.writable) refusal = "wal: unavailable";
+    else if (!this.#walHasRoom(walLineEstimate(message))) refusal = "wal: full";
+    else {
+      try {
+        return wal.append(message, { checkedOut });
+      } catch (err) {
+        if (!(err instanceof WalFullError)) {
+          logRepeated("wal: append failed", "error", "wal: append failed", { error: err });
+        }
+        refusal = err instanceof WalFullError ? "wal: full" : "wal: unavailable";
+      }
     }
-    try {
-      const r = this.#wal!.append(message, { checkedOut });
-      return r;
-    } catch (err) {
-      if (checkedOut) this.#breaker.release();
-      if (err instanceof WalFullError) throw new ProduceError("unavailable", err.message, 5);
-      this.#noteWalError(err);
-      throw new ProduceError("unavailable", `wal: ${(err as Error).message}`, 5);
-    }
+    if (checkedOut) this.#breaker.release();
+    throw new ProduceError("unavailable", refusal, 5);
   }
 
-  async #awaitDurable(durable: Promise<void>): Promise<void> {
+  /**
+   * Waits until the record is on disk. If the write failed the client hears so (and will retry), so the record is
+   * retracted from the WAL: keeping it would deliver it twice.
+   */
+  async #awaitDurable(id: number, durable: Promise<void>): Promise<void> {
     try {
       await durable;
-      this.#walError = null;
     } catch (err) {
-      this.#noteWalError(err);
-      throw new ProduceError("unavailable", `wal: write failed: ${(err as Error).message}`, 5);
+      this.#wal!.ack(id);
+      logRepeated(
+        "wal: write failed; refused with 503",
+        "warn",
+        "wal: write failed; the request is refused",
+        {
+          error: err,
+        },
+      );
+      throw new ProduceError("unavailable", "wal: unavailable", 5);
     }
-  }
-
-  #noteWalError(err: unknown): void {
-    const message = (err as Error).message;
-    if (this.#walError !== message) log("error", "wal write failed", { error: message });
-    this.#walError = message;
   }
 
   #walHasRoom(bytes: number): boolean {
@@ -301,7 +355,7 @@ export class Facade implements ProducerFacade {
 
   /** Feeds the breaker and the error metrics; returns whether the failure is worth a retry. */
   #recordFailure(topic: string, err: unknown): boolean {
-    if (err instanceof KafkaError && err.code === ERR_QUEUE_FULL) {
+    if (isQueueFull(err)) {
       // Local back-pressure says nothing about the brokers.
       this.#breaker.release();
       return true;
@@ -309,7 +363,7 @@ export class Facade implements ProducerFacade {
     if (err instanceof KafkaError && !err.retryable) {
       // The broker answered: it is healthy, the message is not.
       this.#breaker.release();
-      metrics.dropped.inc({ topic, error: err.errName });
+      metrics.dropped.inc({ topic: metrics.topicLabel(topic), error: err.errName });
       return false;
     }
     this.#breaker.failure(errorName(err));
@@ -318,8 +372,6 @@ export class Facade implements ProducerFacade {
 }
 
 const QUEUED: ProduceResult = { where: "queued" };
-/** RD_KAFKA_RESP_ERR__QUEUE_FULL */
-const ERR_QUEUE_FULL = -184;
 
 /** A KafkaError's message already reads `kafka: topic "t": <librdkafka's text> (<name>)`. */
 function kafkaReason(err: unknown): string {

@@ -44,6 +44,11 @@ export class CommitBatch {
     return group.done.promise;
   }
 
+  /** Removes the line groups and returns them (a failed write moves them to memory). */
+  takeGroups(): LineGroup[] {
+    return this.groups.splice(0);
+  }
+
   addAck(segment: SegmentIndex, id: number): void {
     const ids = this.acks.get(segment);
     if (ids) ids.push(id);

@@ -26,16 +26,27 @@ export class FileStorage implements SegmentStorage {
     this.#dir = dir;
   }
 
-  /** Creates the directory if needed (0700) and recovers what is in it. */
+  /**
+   * Creates the directory if needed (0700), checks that it is private and writable, and recovers what is in it.
+   * Throws a one-line error naming the directory when it cannot be used.
+   */
   static async open(dir: string): Promise<{ storage: FileStorage; recovered: Recovered }> {
+    let info: Deno.FileInfo | null = null;
     try {
-      const info = await Deno.stat(dir);
-      if (!info.isDirectory) throw new Error(`wal: ${dir} is not a directory`);
+      info = await Deno.stat(dir);
     } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      if (!(err instanceof Deno.errors.NotFound)) {
+        throw new Error(`wal: directory ${dir}: ${(err as Error).message}`);
+      }
+    }
+    if (info === null) {
       await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
       await Deno.chmod(dir, 0o700);
+    } else {
+      if (!info.isDirectory) throw new Error(`wal: ${dir} is not a directory`);
+      checkMode(dir, info.mode);
     }
+    await checkWritable(dir);
     return { storage: new FileStorage(dir), recovered: await recoverDirectory(dir) };
   }
 
@@ -62,9 +73,8 @@ export class FileStorage implements SegmentStorage {
   }
 
   async truncate(seq: number, size: number): Promise<void> {
-    const file = this.#writers.get(seq);
-    if (!file) throw new Error(`wal: segment ${segmentName(seq)}: not open for writing`);
-    await file.truncate(size);
+    // Without a writer this run never created the file (the name may be someone else's): nothing to cut.
+    await this.#writers.get(seq)?.truncate(size);
   }
 
   async read(seq: number, offset: number, length: number): Promise<Uint8Array> {
@@ -87,8 +97,11 @@ export class FileStorage implements SegmentStorage {
   async appendAcks(seq: number, ids: number[]): Promise<void> {
     let list = this.#acks.get(seq);
     if (!list) {
+      // A segment of this run has no ack list yet: an existing name is not ours, and is not followed.
+      const fresh = this.#writers.has(seq);
       const file = await Deno.open(this.#path(walFiles.acks(seq)), {
-        create: true,
+        create: !fresh,
+        createNew: fresh,
         write: true,
         append: true,
         mode: 0o600,
@@ -126,8 +139,8 @@ export class FileStorage implements SegmentStorage {
     this.#closeFiles(seq);
     // The segment goes first: an ack list left alone is cleaned up at start-up, a segment left without its acks
     // would be replayed again.
-    await removeIfExists(this.#path(walFiles.segment(seq)));
-    await removeIfExists(this.#path(walFiles.acks(seq)));
+    await removeOwn(this.#path(walFiles.segment(seq)));
+    await removeOwn(this.#path(walFiles.acks(seq)));
   }
 
   async quarantine(seq: number): Promise<void> {
@@ -185,5 +198,47 @@ async function removeIfExists(path: string): Promise<void> {
     await Deno.remove(path);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+}
+
+/** Removes a regular file; anything else under a WAL name (a symlink, say) was not made by the WAL and stays. */
+async function removeOwn(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw err;
+  }
+  if (info.isFile) await removeIfExists(path);
+}
+
+/** Refuses a directory every user may write to; warns when group or others have any access. */
+function checkMode(dir: string, mode: number | null): void {
+  if (mode === null) return;
+  const octal = (mode & 0o777).toString(8).padStart(4, "0");
+  if (mode & 0o002) {
+    throw new Error(`wal: directory ${dir} is writable by every user (mode ${octal}); make it 0700`);
+  }
+  if (mode & 0o077) {
+    log("warn", `wal: directory ${dir} is open to other users (mode ${octal}); 0700 is recommended`, {
+      path: dir,
+    });
+  }
+}
+
+/** Creates, writes, fsyncs and removes a probe file, so that a directory the WAL cannot use stops start-up. */
+async function checkWritable(dir: string): Promise<void> {
+  const path = `${dir}/${walFiles.probe}`;
+  try {
+    await removeIfExists(path);
+    {
+      using file = await Deno.open(path, { createNew: true, write: true, mode: 0o600 });
+      await writeAll(file, new TextEncoder().encode("probe\n"));
+      await file.syncData();
+    }
+    await Deno.remove(path);
+  } catch (err) {
+    throw new Error(`wal: directory ${dir} is not writable: ${(err as Error).message}`);
   }
 }

@@ -22,7 +22,8 @@ export class MemoryStorage implements SegmentStorage {
   }
 
   truncate(seq: number, size: number): Promise<void> {
-    const segment = this.#get(seq);
+    const segment = this.#segments.get(seq);
+    if (!segment) return Promise.resolve();
     while (segment.size > size) {
       const last = segment.chunks.pop()!;
       segment.starts.pop();

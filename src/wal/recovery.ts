@@ -21,6 +21,8 @@ export const walFiles = {
   corrupt: (seq: number): string => `${segmentName(seq)}.corrupt`,
   nextId: "next-id",
   nextIdTemp: "next-id.tmp",
+  /** Written and removed at start-up to check that the directory is writable. */
+  probe: ".write-probe",
 };
 
 /** Reads every segment of `dir` back into indexes. */
@@ -31,9 +33,14 @@ export async function recoverDirectory(dir: string): Promise<Recovered> {
   for await (const entry of Deno.readDir(dir)) {
     if (entry.name === walFiles.nextIdTemp) await Deno.remove(`${dir}/${entry.name}`);
     const m = SEGMENT_FILE.exec(entry.name);
-    if (!m || !entry.isFile) continue;
+    if (!m) continue;
     const seq = Number(m[1]);
+    // A name in use is never given to a new segment, whatever it is.
     maxSeq = Math.max(maxSeq, seq);
+    if (!entry.isFile) {
+      log("warn", `wal: ${entry.name} is not a regular file; ignored`, { file: entry.name });
+      continue;
+    }
     if (m[2] === "wal") segmentSeqs.push(seq);
     if (m[2] === "acks") ackSeqs.add(seq);
   }

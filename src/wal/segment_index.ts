@@ -7,7 +7,7 @@
 export const PENDING = 0;
 /** Handed out (to replay or a direct send) and not yet acked or released. */
 export const CHECKED_OUT = 1;
-/** Delivered, dropped, or lost to a failed write: never handed out again. */
+/** Delivered, dropped, or retracted by its appender: never handed out again. */
 export const ACKED = 2;
 
 export type RecordState = typeof PENDING | typeof CHECKED_OUT | typeof ACKED;
@@ -28,7 +28,7 @@ export class SegmentIndex {
   count = 0;
   /** Bytes of all indexed lines, written or still in the commit batch. */
   bytes = 0;
-  /** Records whose commit has finished (written, or failed and marked ACKED). */
+  /** Records whose commit has finished: no line of this segment before this index is waiting to be written. */
   settled = 0;
   /** Bytes known to be in the segment's file. */
   writtenBytes = 0;
@@ -38,8 +38,6 @@ export class SegmentIndex {
   checkedOut = 0;
   /** Damaged lines skipped at recovery: such a segment is kept for inspection instead of deleted. */
   corrupt = 0;
-  /** A write failed and the file could not be repaired: nothing more is written to it. */
-  broken = false;
   /** Deleted (or set aside): acks that arrive late are not written for it. */
   removed = false;
   #ids: Uint32Array;
@@ -78,6 +76,19 @@ export class SegmentIndex {
     return i;
   }
 
+  /** Forgets the records from index `from` on: their lines never reached this segment's file. */
+  dropFrom(from: number): void {
+    for (let i = from; i < this.count; i++) {
+      this.bytes -= this.#lengths[i];
+      if (this.#states[i] !== ACKED) this.live--;
+      if (this.#states[i] === CHECKED_OUT) this.checkedOut--;
+    }
+    this.count = Math.min(this.count, from);
+    this.settled = Math.min(this.settled, this.count);
+    this.#firstPending = Math.min(this.#firstPending, this.count);
+    this.#firstLive = Math.min(this.#firstLive, this.count);
+  }
+
   /** Drops the spare capacity once the segment takes no more records. */
   compact(): void {
     if (this.count < this.#ids.length) this.#resize(this.count);
@@ -102,6 +113,10 @@ export class SegmentIndex {
 
   lastId(): number {
     return this.count === 0 ? this.baseId - 1 : this.id(this.count - 1);
+  }
+
+  writtenAt(i: number): number {
+    return this.#writtenAt[i];
   }
 
   offset(i: number): number {

@@ -1,25 +1,34 @@
 /**
  * The WAL logic shared by the file and in-memory variants: ids, segments and their roll, the size bound, group
- * commit, acks, checkout/release, deletion of fully acked segments and the WAL metrics.
+ * commit, acks, checkout/release, deletion of fully acked segments, records held in memory while writes fail, and
+ * the WAL metrics.
  */
-import { log } from "../log.ts";
+import { log, logRepeated } from "../log.ts";
 import * as metrics from "../metrics.ts";
 import type { Message } from "../producer/types.ts";
 import { CommitBatch, type LineGroup } from "./commit_batch.ts";
 import { decodeRecordLine, encodeRecordLine } from "./record_line.ts";
-import { ACKED, CHECKED_OUT, PENDING, type RecordState, SegmentIndex } from "./segment_index.ts";
+import { ACKED, CHECKED_OUT, PENDING, type RecordState, SegmentIndex, segmentName } from "./segment_index.ts";
 import type { Recovered, SegmentStorage } from "./storage.ts";
 import { type Wal, WalFullError, type WalRecord, type WalStats } from "./types.ts";
 
 /** Records of a checkout that are next to each other in a segment are read together across gaps up to this. */
 const READ_GAP_BYTES = 64 * 1024;
 const GAUGE_INTERVAL_MS = 1000;
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 5000;
+/** Names taken by files the WAL did not create, skipped in a row before a fresh segment counts as failed. */
+const MAX_TAKEN_NAMES = 64;
 
 /** Sizes and timing of a SegmentedWal. */
 export interface SegmentedWalOptions {
   maxBytes: number;
   segmentBytes: number;
   commitDelayMs: number;
+  /** After a failed write, the first wait before records held in memory are written again (default 500 ms)... */
+  retryMinMs?: number;
+  /** ...doubled after each failed retry up to this (default 5 s). */
+  retryMaxMs?: number;
 }
 
 interface Pick {
@@ -27,7 +36,16 @@ interface Pick {
   index: number;
 }
 
-/** A WAL over any SegmentStorage. */
+/**
+ * A WAL over any SegmentStorage.
+ *
+ * When a write fails, the segment is not written again (its file is cut back to the lines known good before anything
+ * new is written), and every line not written yet stays in memory, in the "held" index, keeping its id: records
+ * already answered (ack=none) must not be lost because of the disk. Appends go on in memory (counted against the
+ * bound; their `durable` rejects), checkout hands held records out for Kafka, and a timer retries with backoff to
+ * write everything held into fresh segments, in id order, so that recovery still sees ids increase with the
+ * segment sequence.
+ */
 export class SegmentedWal implements Wal {
   readonly #storage: SegmentStorage;
   readonly #maxBytes: number;
@@ -52,6 +70,22 @@ export class SegmentedWal implements Wal {
   #finished = false;
   #closing: Promise<void> | null = null;
   readonly #gaugeTimer: ReturnType<typeof setInterval>;
+  /** Records not on disk since a write failed, in id order (all newer than any segment's); null when none. */
+  #held: SegmentIndex | null = null;
+  /** The held records' lines by index in #held; null once acked. */
+  #heldLines: Array<Uint8Array | null> = [];
+  /** Bytes of live held records (part of #bytes). */
+  #heldBytes = 0;
+  /** Why writing stopped; null while writes work. */
+  #writeError: string | null = null;
+  /** Segments whose last write failed: cut back to their written length before anything new is written. */
+  #toCut: SegmentIndex[] = [];
+  readonly #retryMinMs: number;
+  readonly #retryMaxMs: number;
+  #retryDelayMs: number;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The commit loop writes the held records before its next batch. */
+  #retryDue = false;
 
   private constructor(storage: SegmentStorage, recovered: Recovered, opts: SegmentedWalOptions) {
     this.#storage = storage;
@@ -62,6 +96,9 @@ export class SegmentedWal implements Wal {
     this.#nextSeq = recovered.nextSeq;
     this.#nextId = recovered.nextId;
     this.#corrupt = recovered.corrupt;
+    this.#retryMinMs = opts.retryMinMs ?? RETRY_MIN_MS;
+    this.#retryMaxMs = Math.max(this.#retryMinMs, opts.retryMaxMs ?? RETRY_MAX_MS);
+    this.#retryDelayMs = this.#retryMinMs;
     for (const segment of this.#segments) {
       this.#bytes += segment.bytes;
       this.#live += segment.live;
@@ -91,21 +128,36 @@ export class SegmentedWal implements Wal {
       throw new WalFullError(`wal: full (${this.#bytes} of ${this.#maxBytes} bytes)`);
     }
     this.#nextId++;
-    let segment = this.#active;
-    if (
-      segment === null || segment.broken ||
-      (segment.count > 0 && segment.bytes + line.length > this.#segmentBytes)
-    ) {
-      segment = this.#roll(id);
-    }
     const state = opts?.checkedOut ? CHECKED_OUT : PENDING;
-    const index = segment.push(id, writtenAt, 0, line.length, state);
     this.#bytes += line.length;
     this.#live++;
     if (state === CHECKED_OUT) this.#checkedOut++;
+    if (this.#writeError !== null) {
+      // Writing is stopped: the record waits in memory after the ones whose write failed.
+      this.#hold(id, writtenAt, line, state);
+      const durable = Promise.reject(new Error(`wal: unavailable: ${this.#writeError}`));
+      durable.catch(() => {});
+      return { id, durable };
+    }
+    let segment = this.#active;
+    if (segment === null || (segment.count > 0 && segment.bytes + line.length > this.#segmentBytes)) {
+      segment = this.#roll(id);
+    }
+    const index = segment.push(id, writtenAt, 0, line.length, state);
     const durable = this.#batch.addLine(segment, index, line, msg.topic);
     this.#schedule();
     return { id, durable };
+  }
+
+  get writable(): boolean {
+    return this.#writeError === null;
+  }
+
+  #hold(id: number, writtenAt: number, line: Uint8Array, state: RecordState): void {
+    this.#held ??= new SegmentIndex(0, id);
+    this.#held.push(id, writtenAt, 0, line.length, state);
+    this.#heldLines.push(line);
+    this.#heldBytes += line.length;
   }
 
   #roll(firstId: number): SegmentIndex {
@@ -120,6 +172,14 @@ export class SegmentedWal implements Wal {
     if (this.#finished) return;
     const at = this.#locate(id);
     if (at === null || this.#transition(at.segment, at.index, ACKED) === ACKED) return;
+    if (at.segment === this.#held) {
+      // Never written: nothing to record on disk, and its memory is free at once.
+      const line = this.#heldLines[at.index]!;
+      this.#heldLines[at.index] = null;
+      this.#heldBytes -= line.length;
+      this.#bytes -= line.length;
+      return;
+    }
     this.#batch.addAck(at.segment, id);
     this.#schedule();
   }
@@ -133,29 +193,41 @@ export class SegmentedWal implements Wal {
 
   async checkout(max: number): Promise<WalRecord[]> {
     if (this.#closed) throw new Error("wal: closed");
-    const picks: Pick[] = [];
+    const ids: number[] = [];
     let unwritten = false;
-    for (const segment of this.#segments) {
-      if (picks.length >= max) break;
+    const sources = this.#held === null ? this.#segments : [...this.#segments, this.#held];
+    for (const segment of sources) {
+      if (ids.length >= max) break;
       if (segment.live === segment.checkedOut) continue;
-      for (let i = segment.nextPending(0); i >= 0 && picks.length < max; i = segment.nextPending(i + 1)) {
+      for (let i = segment.nextPending(0); i >= 0 && ids.length < max; i = segment.nextPending(i + 1)) {
         this.#transition(segment, i, CHECKED_OUT);
-        picks.push({ segment, index: i });
-        if (i >= segment.settled) unwritten = true;
+        ids.push(segment.id(i));
+        if (segment !== this.#held && i >= segment.settled) unwritten = true;
       }
     }
-    if (picks.length === 0) return [];
+    if (ids.length === 0) return [];
     if (unwritten) await this.#flush(false);
+    // Found again by id: a write that failed during the flush moved records into the held index.
+    const picks: Pick[] = [];
+    const inMemory: WalRecord[] = [];
+    for (const id of ids) {
+      const at = this.#locate(id);
+      if (at === null || at.segment.state(at.index) !== CHECKED_OUT) continue;
+      if (at.segment !== this.#held) picks.push(at);
+      else {
+        const line = this.#heldLines[at.index]!;
+        inMemory.push(decodeRecordLine(line, 0, line.length - 1));
+      }
+    }
     try {
-      const records = await this.#read(picks);
+      // Held records are newer than every written one: oldest first still holds.
+      const records = [...await this.#read(picks), ...inMemory];
       const topics = new Map<string, number>();
       for (const r of records) topics.set(r.topic, (topics.get(r.topic) ?? 0) + 1);
-      for (const [topic, n] of topics) metrics.walReads.inc({ topic }, n);
+      for (const [topic, n] of topics) metrics.walReads.inc({ topic: metrics.topicLabel(topic) }, n);
       return records;
     } catch (err) {
-      for (const p of picks) {
-        if (p.segment.state(p.index) === CHECKED_OUT) this.#transition(p.segment, p.index, PENDING);
-      }
+      for (const id of ids) this.release(id);
       throw err;
     }
   }
@@ -214,6 +286,8 @@ export class SegmentedWal implements Wal {
       bytes: this.#bytes,
       oldestWrittenAt: this.#oldest(),
       corrupt: this.#corrupt,
+      unwritten: this.#held?.live ?? 0,
+      unwrittenBytes: this.#heldBytes,
     };
   }
 
@@ -229,16 +303,36 @@ export class SegmentedWal implements Wal {
 
   async #shutdown(): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    // One last try for the records held in memory.
+    if (this.#writeError !== null) this.#retryDue = true;
     await this.#flush(true);
     // Acks that came in during that commit.
     while (!this.#batch.empty) await this.#flush(true);
+    const lost = this.#held?.live ?? 0;
+    if (lost > 0) {
+      log(
+        "error",
+        "wal: records held in memory could not be written before the stop and are lost",
+        {
+          records: lost,
+          error: this.#writeError,
+        },
+      );
+    }
     this.#finished = true;
     await this.#running;
     clearInterval(this.#gaugeTimer);
+    clearTimeout(this.#retryTimer);
     await this.#storage.close();
   }
 
   #locate(id: number): Pick | null {
+    const held = this.#held;
+    if (held !== null && id >= held.baseId) {
+      const index = held.find(id);
+      return index < 0 ? null : { segment: held, index };
+    }
     const segments = this.#segments;
     let lo = 0;
     let hi = segments.length - 1;
@@ -267,7 +361,7 @@ export class SegmentedWal implements Wal {
       const writtenAt = segment.oldestLiveWrittenAt();
       if (writtenAt !== null) return writtenAt;
     }
-    return null;
+    return this.#held?.oldestLiveWrittenAt() ?? null;
   }
 
   /** Resolves once everything gathered so far is committed (and, with syncAcks, the ack lists synced). */
@@ -294,12 +388,17 @@ export class SegmentedWal implements Wal {
     if (this.#running) return;
     this.#running = this.#commitAll().finally(() => {
       this.#running = null;
-      if (!this.#batch.empty) this.#kick();
+      if (!this.#batch.empty || this.#retryDue) this.#kick();
     });
   }
 
   async #commitAll(): Promise<void> {
-    while (!this.#batch.empty) {
+    while (true) {
+      if (this.#retryDue) {
+        this.#retryDue = false;
+        await this.#writeHeld();
+      }
+      if (this.#batch.empty) return;
       const batch = this.#batch;
       this.#batch = new CommitBatch();
       await this.#commit(batch);
@@ -309,16 +408,25 @@ export class SegmentedWal implements Wal {
   /** One group commit: lines (one write and one fdatasync per segment touched), then acks, then deletions. */
   async #commit(batch: CommitBatch): Promise<void> {
     try {
-      for (const group of batch.groups) await this.#writeGroup(group);
+      for (let g = 0; g < batch.groups.length; g++) {
+        const err = await this.#writeGroup(batch.groups[g]);
+        if (err !== null) {
+          // Appends made during this commit wait in the next batch: they are not written either.
+          this.#stopWriting([...batch.groups.slice(g), ...this.#batch.takeGroups()], err);
+          break;
+        }
+      }
       for (const [segment, ids] of batch.acks) {
         if (segment.removed) continue;
         try {
           await this.#storage.appendAcks(segment.seq, ids);
         } catch (err) {
-          log(
+          logRepeated(
+            "wal: writing acks failed",
             "error",
-            `wal: segment ${segment.name}: writing acks failed; they may be replayed after a restart`,
+            "wal: writing acks failed; they may be replayed after a restart",
             {
+              segment: segment.name,
               error: err,
             },
           );
@@ -329,36 +437,33 @@ export class SegmentedWal implements Wal {
         try {
           await this.#storage.syncAcks();
         } catch (err) {
-          log("error", "wal: syncing acks failed; they may be replayed after a restart", { error: err });
+          logRepeated(
+            "wal: syncing acks failed",
+            "error",
+            "wal: syncing acks failed; they may be replayed after a restart",
+            {
+              error: err,
+            },
+          );
         }
       }
       await this.#sweep();
       this.#updateGauges();
     } catch (err) {
-      log("error", "wal: commit failed", { error: err });
+      logRepeated("wal: commit failed", "error", "wal: commit failed", { error: err });
     } finally {
       // Waiters (sync, close, checkout) must never hang, whatever happened above.
       for (const resolve of batch.waiters) resolve();
     }
   }
 
-  async #writeGroup(group: LineGroup): Promise<void> {
+  /** Writes one group; returns the error when the write failed (nothing is changed then). */
+  async #writeGroup(group: LineGroup): Promise<unknown> {
     const { segment, first, lines } = group;
-    if (segment.broken) return this.#failGroup(group, new Error("an earlier write failed"));
-    let data = lines[0];
-    if (lines.length > 1) {
-      data = new Uint8Array(group.bytes);
-      for (let i = 0, at = 0; i < lines.length; at += lines[i].length, i++) data.set(lines[i], at);
-    }
     try {
-      await this.#storage.append(segment.seq, data);
+      await this.#storage.append(segment.seq, concat(lines, group.bytes));
     } catch (err) {
-      try {
-        await this.#storage.truncate(segment.seq, segment.writtenBytes);
-      } catch {
-        segment.broken = true;
-      }
-      return this.#failGroup(group, err);
+      return err ?? new Error("write failed");
     }
     let offset = segment.writtenBytes;
     for (let i = first; i < first + lines.length; i++) {
@@ -367,23 +472,169 @@ export class SegmentedWal implements Wal {
     }
     segment.writtenBytes = offset;
     segment.settled = first + lines.length;
-    for (const [topic, n] of group.topics) metrics.walWrites.inc({ topic }, n);
+    for (const [topic, n] of group.topics) metrics.walWrites.inc({ topic: metrics.topicLabel(topic) }, n);
     group.done.resolve();
+    return null;
   }
 
-  /** The group's records are not stored: they leave the WAL and their appenders get the error. */
-  #failGroup(group: LineGroup, err: unknown): void {
-    const { segment, first, lines } = group;
-    const reason = `wal: segment ${segment.name}: write failed: ${(err as Error).message}`;
-    log("error", reason, { segment: segment.name, records: lines.length });
-    for (let i = first; i < first + lines.length; i++) this.#transition(segment, i, ACKED);
-    segment.settled = first + lines.length;
-    if (!segment.broken) {
-      // The file was cut back: the space is free again. A broken file keeps counting, as the bytes may be there.
-      segment.bytes -= group.bytes;
-      this.#bytes -= group.bytes;
+  /**
+   * A write failed: its segment takes no more lines, and the lines of `groups` (the failed one and every later one,
+   * in id order) move to the held index. Their appenders hear of the failure; the records stay until acked.
+   */
+  #stopWriting(groups: LineGroup[], err: unknown): void {
+    const failed = groups[0].segment;
+    const reason = `wal: segment ${failed.name}: write failed: ${(err as Error).message}`;
+    this.#writeError = reason;
+    logRepeated(
+      "wal: write failed",
+      "error",
+      `${reason}; records are held in memory until a write succeeds`,
+      {
+        segment: failed.name,
+      },
+    );
+    if (!this.#toCut.includes(failed)) this.#toCut.push(failed);
+    let moved = 0;
+    let held = 0;
+    for (const group of groups) {
+      const { segment, first, lines } = group;
+      for (let k = 0; k < lines.length; k++) {
+        const i = first + k;
+        const state = segment.state(i);
+        if (state !== ACKED) {
+          this.#hold(segment.id(i), segment.writtenAt(i), lines[k], state);
+          held += lines[k].length;
+        }
+      }
+      moved += group.bytes;
+      group.done.reject(new Error(reason));
     }
-    group.done.reject(new Error(reason));
+    // The failed segment keeps its written lines; segments rolled after it had none written.
+    const at = this.#segments.indexOf(failed);
+    for (const segment of this.#segments.splice(at + 1)) segment.removed = true;
+    failed.dropFrom(groups[0].first);
+    this.#bytes += held - moved;
+    this.#active = null;
+    this.#scheduleRetry(err instanceof Deno.errors.AlreadyExists ? 0 : this.#retryDelayMs);
+    this.#updateGauges();
+  }
+
+  #scheduleRetry(delayMs: number): void {
+    if (this.#retryTimer !== undefined || this.#closed) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#retryDue = true;
+      this.#kick();
+    }, delayMs);
+  }
+
+  /** Writes every held record into fresh segments; writing resumes once none is left. */
+  async #writeHeld(): Promise<void> {
+    try {
+      while (this.#toCut.length > 0) {
+        const segment = this.#toCut[0];
+        // Lines past the written length may have reached the file (a failed fdatasync): they are held now.
+        if (!segment.removed) await this.#storage.truncate(segment.seq, segment.writtenBytes);
+        this.#toCut.shift();
+      }
+      while (this.#held !== null && this.#held.live > 0) await this.#writeHeldSegment(this.#held);
+    } catch (err) {
+      this.#retryDelayMs = Math.min(this.#retryDelayMs * 2, this.#retryMaxMs);
+      logRepeated(
+        "wal: writing held records failed",
+        "error",
+        "wal: writing the records held in memory failed",
+        {
+          records: this.#held?.live ?? 0,
+          error: err,
+          retry_ms: this.#retryDelayMs,
+        },
+      );
+      this.#scheduleRetry(this.#retryDelayMs);
+      return;
+    }
+    const reason = this.#writeError;
+    this.#held = null;
+    this.#heldLines = [];
+    this.#writeError = null;
+    this.#retryDelayMs = this.#retryMinMs;
+    this.#updateGauges();
+    if (reason !== null) log("info", "wal: writing works again; records held in memory are on disk");
+  }
+
+  /** Writes the oldest held records, up to a segment's size, as a fresh segment. */
+  async #writeHeldSegment(held: SegmentIndex): Promise<void> {
+    const picked: number[] = [];
+    let bytes = 0;
+    let end = 0;
+    for (; end < held.count; end++) {
+      if (held.state(end) === ACKED) continue;
+      if (picked.length > 0 && bytes + held.length(end) > this.#segmentBytes) break;
+      picked.push(end);
+      bytes += held.length(end);
+    }
+    const seq = await this.#appendFresh(concat(picked.map((i) => this.#heldLines[i]!), bytes));
+    // States are read now: acks and releases may have come in during the write.
+    const segment = new SegmentIndex(seq, held.id(picked[0]), picked.length);
+    for (const i of picked) {
+      const id = held.id(i);
+      const length = held.length(i);
+      const state = held.state(i);
+      segment.push(id, held.writtenAt(i), segment.writtenBytes, length, state);
+      segment.writtenBytes += length;
+      if (state === ACKED) {
+        // Acked during the write: its line is on disk after all, so its ack must be too.
+        this.#bytes += length;
+        this.#batch.addAck(segment, id);
+      } else {
+        this.#heldBytes -= length;
+      }
+    }
+    segment.settled = segment.count;
+    this.#segments.push(segment);
+    this.#active = segment;
+    this.#keepHeldFrom(held, end);
+  }
+
+  /** Writes `data` as a new segment under a name nobody else took; returns its sequence number. */
+  async #appendFresh(data: Uint8Array): Promise<number> {
+    for (let taken = 0;; taken++) {
+      const seq = this.#nextSeq++;
+      try {
+        await this.#storage.append(seq, data);
+        return seq;
+      } catch (err) {
+        if (err instanceof Deno.errors.AlreadyExists && taken < MAX_TAKEN_NAMES) {
+          logRepeated(
+            "wal: segment name taken",
+            "warn",
+            "wal: a segment name is taken by a file the WAL did not create; skipped",
+            {
+              segment: segmentName(seq),
+            },
+          );
+          continue;
+        }
+        // A partly written fresh segment would hold ids that the next attempt writes again.
+        await this.#storage.truncate(seq, 0).then(() => this.#storage.remove(seq)).catch(() => {});
+        throw err;
+      }
+    }
+  }
+
+  /** The held index keeps its live records from index `from` on. */
+  #keepHeldFrom(held: SegmentIndex, from: number): void {
+    let rest: SegmentIndex | null = null;
+    const lines: Uint8Array[] = [];
+    for (let i = from; i < held.count; i++) {
+      const state = held.state(i);
+      if (state === ACKED) continue;
+      rest ??= new SegmentIndex(0, held.id(i));
+      rest.push(held.id(i), held.writtenAt(i), 0, held.length(i), state);
+      lines.push(this.#heldLines[i]!);
+    }
+    this.#held = rest;
+    this.#heldLines = lines;
   }
 
   /** Deletes segments whose records are all acked (keeping damaged ones aside); never the active one. */
@@ -393,7 +644,14 @@ export class SegmentedWal implements Wal {
     try {
       await this.#storage.saveNextId(this.#nextId);
     } catch (err) {
-      log("error", "wal: saving the next id failed; fully acked segments are kept for now", { error: err });
+      logRepeated(
+        "wal: saving the next id failed",
+        "error",
+        "wal: saving the next id failed; fully acked segments are kept for now",
+        {
+          error: err,
+        },
+      );
       return;
     }
     for (const segment of done) {
@@ -404,7 +662,14 @@ export class SegmentedWal implements Wal {
         if (segment.corrupt > 0) await this.#storage.quarantine(segment.seq);
         else await this.#storage.remove(segment.seq);
       } catch (err) {
-        log("error", `wal: segment ${segment.name}: removing failed`, { error: err });
+        logRepeated(
+          "wal: removing a segment failed",
+          "error",
+          `wal: segment ${segment.name}: removing failed`,
+          {
+            error: err,
+          },
+        );
       }
     }
   }
@@ -414,5 +679,15 @@ export class SegmentedWal implements Wal {
     metrics.walBytes.set(this.#bytes);
     const oldest = this.#oldest();
     metrics.walOldestAge.set(oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
+    metrics.walUnwrittenRecords.set(this.#held?.live ?? 0);
+    metrics.walUnwrittenBytes.set(this.#heldBytes);
   }
+}
+
+/** The lines as one buffer (no copy for a single line). */
+function concat(lines: Uint8Array[], bytes: number): Uint8Array {
+  if (lines.length === 1) return lines[0];
+  const data = new Uint8Array(bytes);
+  for (let i = 0, at = 0; i < lines.length; at += lines[i].length, i++) data.set(lines[i], at);
+  return data;
 }

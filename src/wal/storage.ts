@@ -15,9 +15,12 @@ export interface Recovered {
 
 /** Segment bytes and ack lists, addressed by segment sequence number. */
 export interface SegmentStorage {
-  /** Appends whole lines to a segment (created on first use) and makes them durable (fdatasync on disk). */
+  /**
+   * Appends whole lines to a segment and makes them durable (fdatasync on disk). The first append creates the
+   * segment and throws Deno.errors.AlreadyExists if the name is taken (never following a symlink).
+   */
   append(seq: number, data: Uint8Array): Promise<void>;
-  /** Cuts a segment back to `size` bytes (after a failed append). */
+  /** Cuts a segment back to `size` bytes (after a failed append); nothing to do for one this run never created. */
   truncate(seq: number, size: number): Promise<void>;
   /** Reads `length` bytes at `offset`. */
   read(seq: number, offset: number, length: number): Promise<Uint8Array>;

@@ -39,15 +39,26 @@ export interface WalStats {
   oldestWrittenAt: number | null;
   /** Lines skipped as damaged since the WAL was opened. */
   corrupt: number;
+  /** Records (included in `records`) held in memory because writing failed; written once the disk recovers. */
+  unwritten: number;
+  /** Their bytes (included in `bytes`). */
+  unwrittenBytes: number;
 }
 
 /** An append-only log of messages waiting for Kafka. */
 export interface Wal {
   /**
+   * False from a failed write until the records held in memory since then are on disk again. Appends still work
+   * meanwhile (their records wait in memory, counted against the bound), but their `durable` rejects.
+   */
+  readonly writable: boolean;
+  /**
    * Appends one record. The id is assigned at once (monotonic, survives restarts, never reused). `durable` resolves
-   * after the group commit that holds it and rejects if that write fails. Throws WalFullError synchronously when the
-   * bound would be exceeded. With checkedOut=true the record starts out checked out (it is being sent to Kafka
-   * directly: replay must not send it too).
+   * after the group commit that holds it and rejects if that write fails; the record is then still kept (in memory,
+   * written once the disk recovers, handed out by checkout meanwhile): an appender that reports the failure to its
+   * client must retract it with `ack`. Throws WalFullError synchronously when the bound would be exceeded. With
+   * checkedOut=true the record starts out checked out (it is being sent to Kafka directly: replay must not send it
+   * too).
    */
   append(msg: Message, opts?: { checkedOut?: boolean }): { id: number; durable: Promise<void> };
   /** The record is delivered (or dropped for good): never replayed again. Idempotent; fine before `durable` resolved. */
@@ -59,8 +70,11 @@ export interface Wal {
   /** Records pending (not acked, not checked out). */
   pendingCount(): number;
   stats(): WalStats;
-  /** Writes and fdatasyncs everything appended and acked so far. */
+  /** Writes and fdatasyncs everything appended and acked so far (records held in memory excepted). */
   sync(): Promise<void>;
-  /** sync, then release files. Idempotent. After close, append throws. */
+  /**
+   * sync (with a last try to write records held in memory), then release files. Idempotent. After close, append
+   * throws.
+   */
   close(): Promise<void>;
 }

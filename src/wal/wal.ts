@@ -1,5 +1,5 @@
 /**
- * The write-ahead log: where accepted messages wait while Kafka cannot take them (DESIGN.md, WAL).
+ * The write-ahead log: where accepted messages wait while Kafka cannot take them.
  * @example
  * const wal = await openWal({ path: "/var/lib/ka/wal", inMemory: false, maxBytes: 1 << 30 });
  * const { id, durable } = wal.append({ topic: "t", value: new TextEncoder().encode("hello") });

@@ -1,0 +1,98 @@
+/** A SegmentStorage that fails on demand, around a real one: disk faults for WAL unit tests. */
+import { SegmentedWal } from "../../src/wal/segmented_wal.ts";
+import { MemoryStorage } from "../../src/wal/memory_storage.ts";
+import { FileStorage } from "../../src/wal/file_storage.ts";
+import type { SegmentStorage } from "../../src/wal/storage.ts";
+
+/** How an append fails: before any byte is written, or after the bytes reached the file (a failed fdatasync). */
+export type AppendFault = { error: Error; after?: boolean } | null;
+
+/** Passes every call to `inner` unless a fault is set. */
+export class FaultStorage implements SegmentStorage {
+  readonly inner: SegmentStorage;
+  /** Decides per append; null lets it through. */
+  appendFault: (seq: number) => AppendFault = () => null;
+  /** Every append tried: segment and time. */
+  readonly attempts: Array<{ seq: number; at: number }> = [];
+  /** When set, appends wait for it (after being counted in `attempts`). */
+  gate: Promise<void> | null = null;
+
+  constructor(inner: SegmentStorage) {
+    this.inner = inner;
+  }
+
+  /** Every append fails with `error` until `heal`. */
+  fail(error: Error = diskFull(), after = false): void {
+    this.appendFault = () => ({ error, after });
+  }
+
+  heal(): void {
+    this.appendFault = () => null;
+  }
+
+  async append(seq: number, data: Uint8Array): Promise<void> {
+    this.attempts.push({ seq, at: Date.now() });
+    await this.gate;
+    const fault = this.appendFault(seq);
+    if (fault === null) return await this.inner.append(seq, data);
+    if (fault.after) await this.inner.append(seq, data);
+    throw fault.error;
+  }
+
+  truncate(seq: number, size: number): Promise<void> {
+    return this.inner.truncate(seq, size);
+  }
+  read(seq: number, offset: number, length: number): Promise<Uint8Array> {
+    return this.inner.read(seq, offset, length);
+  }
+  appendAcks(seq: number, ids: number[]): Promise<void> {
+    return this.inner.appendAcks(seq, ids);
+  }
+  syncAcks(): Promise<void> {
+    return this.inner.syncAcks();
+  }
+  remove(seq: number): Promise<void> {
+    return this.inner.remove(seq);
+  }
+  quarantine(seq: number): Promise<void> {
+    return this.inner.quarantine(seq);
+  }
+  saveNextId(nextId: number): Promise<void> {
+    return this.inner.saveNextId(nextId);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** An error like the one a full disk gives, path included (it must never reach a client). */
+export function diskFull(path = "/var/lib/ka/wal/00000001.wal"): Error {
+  return new Error(`No space left on device (os error 28): write '${path}'`);
+}
+
+/** Options of the WAL under test: quick retries. */
+export interface FaultyWalOptions {
+  maxBytes?: number;
+  segmentBytes?: number;
+  retryMinMs?: number;
+  retryMaxMs?: number;
+}
+
+/** A WAL over a FaultStorage: on disk in `dir`, or in memory when `dir` is null. */
+export async function openFaultyWal(
+  dir: string | null,
+  opts: FaultyWalOptions = {},
+): Promise<{ wal: SegmentedWal; storage: FaultStorage }> {
+  const { storage: inner, recovered } = dir === null
+    ? { storage: new MemoryStorage(), recovered: { segments: [], nextSeq: 1, nextId: 1, corrupt: 0 } }
+    : await FileStorage.open(dir);
+  const storage = new FaultStorage(inner);
+  const wal = await SegmentedWal.open(storage, recovered, {
+    maxBytes: opts.maxBytes ?? 1 << 24,
+    segmentBytes: opts.segmentBytes ?? 1 << 20,
+    commitDelayMs: 1,
+    retryMinMs: opts.retryMinMs ?? 10,
+    retryMaxMs: opts.retryMaxMs ?? 40,
+  });
+  return { wal, storage };
+}

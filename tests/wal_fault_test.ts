@@ -1,0 +1,246 @@
+/** The WAL when writes fail: records already accepted stay in memory until the disk recovers or Kafka takes them. */
+import assert from "node:assert/strict";
+import type { Message } from "../src/producer/types.ts";
+import { openWal, type Wal, WalFullError, type WalRecord } from "../src/wal/wal.ts";
+import { diskFull, openFaultyWal } from "./support/fault_storage.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function msg(i: number): Message {
+  return { topic: "t", value: enc.encode(`m${i}`) };
+}
+
+async function checkoutAll(wal: Wal): Promise<WalRecord[]> {
+  const all: WalRecord[] = [];
+  for (let got = await wal.checkout(100); got.length > 0; got = await wal.checkout(100)) all.push(...got);
+  return all;
+}
+
+async function waitUntil(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** Whether each durable resolved (true) or rejected (false). */
+function outcomes(durables: Promise<void>[]): Promise<boolean[]> {
+  return Promise.all(durables.map((d) => d.then(() => true, () => false)));
+}
+
+async function segments(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) if (e.name.endsWith(".wal")) names.push(e.name);
+  return names.sort();
+}
+
+async function withDir(fn: (path: string, tmp: string) => Promise<void>): Promise<void> {
+  const tmp = await Deno.makeTempDir({ prefix: "wal_fault_test_" });
+  try {
+    await fn(`${tmp}/wal`, tmp);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+/** Records of a WAL directory after a restart, as [id, value]. */
+async function reopened(path: string): Promise<{ records: Array<[number, string]>; corrupt: number }> {
+  const wal = await openWal({ path, inMemory: false, maxBytes: 1 << 24, commitDelayMs: 1 });
+  try {
+    const records = (await checkoutAll(wal)).map((r): [number, string] => [r.id, dec.decode(r.value)]);
+    return { records, corrupt: wal.stats().corrupt };
+  } finally {
+    await wal.close();
+  }
+}
+
+for (const after of [false, true]) {
+  const how = after ? "a failed fdatasync (the bytes reached the file)" : "a failed write";
+  Deno.test(`wal fault: after ${how}, records are held in memory, then written in order under their ids`, async () => {
+    await withDir(async (path) => {
+      const { wal, storage } = await openFaultyWal(path);
+      const expected: Array<[number, string]> = [];
+      const add = (i: number) => {
+        const r = wal.append(msg(i));
+        return { ...r, i };
+      };
+      const before = [1, 2, 3].map(add);
+      assert.deepEqual(await outcomes(before.map((r) => r.durable)), [true, true, true]);
+      for (const r of before) expected.push([r.id, `m${r.i}`]);
+
+      storage.fail(diskFull(`${path}/00000001.wal`), after);
+      const failed = [4, 5, 6, 7].map(add);
+      assert.deepEqual(await outcomes(failed.map((r) => r.durable)), [false, false, false, false]);
+      assert.equal(wal.writable, false);
+      // While writing is stopped, appends go on in memory; their durable rejects at once.
+      const meanwhile = [8, 9].map(add);
+      assert.deepEqual(await outcomes(meanwhile.map((r) => r.durable)), [false, false]);
+      // Two appenders told their client of the failure, and retract their record.
+      wal.ack(failed[1].id);
+      wal.ack(meanwhile[0].id);
+      for (const r of [...failed, ...meanwhile]) {
+        if (r !== failed[1] && r !== meanwhile[0]) expected.push([r.id, `m${r.i}`]);
+      }
+      assert.equal(wal.stats().unwritten, 4);
+      assert.equal(wal.stats().records, 7);
+
+      storage.heal();
+      await waitUntil("writing to work again", () => wal.writable);
+      assert.equal(wal.stats().unwritten, 0);
+      assert.equal(wal.stats().unwrittenBytes, 0);
+      const later = add(10);
+      await later.durable;
+      expected.push([later.id, "m10"]);
+      assert.deepEqual(await segments(path), ["00000001.wal", "00000002.wal"], "one fresh segment");
+      assert.deepEqual((await checkoutAll(wal)).map((r) => [r.id, dec.decode(r.value)]), expected);
+      await wal.close();
+
+      const { records, corrupt } = await reopened(path);
+      assert.deepEqual(records, expected, "after a restart: every kept record, once, in id order");
+      assert.equal(corrupt, 0, "the failed segment was cut back: no id appears twice");
+    });
+  });
+}
+
+Deno.test("wal fault: held records are handed out by checkout; acked, they are never written", async () => {
+  const { wal, storage } = await openFaultyWal(null);
+  try {
+    storage.fail();
+    const ids = [1, 2, 3, 4, 5].map((i) => wal.append(msg(i)).id);
+    await wal.sync();
+    assert.equal(wal.writable, false);
+    const first = await wal.checkout(3);
+    assert.deepEqual(
+      first.map((r) => [r.id, dec.decode(r.value)]),
+      ids.slice(0, 3).map((id, k) => [id, `m${k + 1}`]),
+    );
+    wal.release(ids[1]);
+    assert.deepEqual((await wal.checkout(10)).map((r) => r.id), [ids[1], ids[3], ids[4]]);
+    for (const id of ids) wal.ack(id);
+    assert.deepEqual(wal.stats(), {
+      records: 0,
+      bytes: 0,
+      oldestWrittenAt: null,
+      corrupt: 0,
+      unwritten: 0,
+      unwrittenBytes: 0,
+    });
+    const attempts = storage.attempts.length;
+    storage.heal();
+    await waitUntil("writing to work again", () => wal.writable);
+    assert.equal(storage.attempts.length, attempts, "nothing was left to write");
+  } finally {
+    await wal.close();
+  }
+});
+
+Deno.test("wal fault: a record checked out while held and acked during the rewrite is not replayed", async () => {
+  await withDir(async (path) => {
+    const { wal, storage } = await openFaultyWal(path);
+    storage.fail();
+    const ids = [1, 2, 3].map((i) => wal.append(msg(i)).id);
+    await wal.sync();
+    const out = await wal.checkout(1);
+    // The rewrite starts; the delivery report arrives while its write is in flight.
+    const gate = Promise.withResolvers<void>();
+    const tried = storage.attempts.length;
+    storage.gate = gate.promise;
+    storage.heal();
+    await waitUntil("the rewrite to start", () => storage.attempts.length > tried);
+    wal.ack(out[0].id);
+    gate.resolve();
+    await waitUntil("writing to work again", () => wal.writable);
+    await wal.close();
+    const { records } = await reopened(path);
+    assert.deepEqual(records.map(([id]) => id), ids.slice(1));
+  });
+});
+
+Deno.test("wal fault: held records count against the bound; acking them frees room at once", async () => {
+  const { wal, storage } = await openFaultyWal(null, { maxBytes: 8192, segmentBytes: 2048 });
+  try {
+    storage.fail();
+    const ids: number[] = [];
+    assert.throws(() => {
+      for (let i = 0; i < 10_000; i++) ids.push(wal.append(msg(i)).id);
+    }, WalFullError);
+    await wal.sync();
+    assert.throws(() => wal.append(msg(0)), WalFullError, "held in memory, still counted");
+    const { bytes, unwritten, unwrittenBytes } = wal.stats();
+    assert.ok(bytes <= 8192 && bytes > 7000, `${bytes} bytes`);
+    assert.equal(unwritten, ids.length);
+    assert.equal(unwrittenBytes, bytes);
+    for (const id of ids.slice(0, 10)) wal.ack(id);
+    assert.ok(wal.stats().bytes < bytes);
+    wal.append(msg(0));
+  } finally {
+    await wal.close();
+  }
+});
+
+Deno.test("wal fault: names taken by files the WAL did not create are skipped, never followed", async () => {
+  await withDir(async (path, tmp) => {
+    const { wal } = await openFaultyWal(path);
+    const canary = `${tmp}/canary`;
+    await Deno.writeTextFile(canary, "untouched");
+    for (const seq of ["00000001", "00000002", "00000003"]) await Deno.symlink(canary, `${path}/${seq}.wal`);
+    const ids = [1, 2, 3].map((i) => wal.append(msg(i)).id);
+    await wal.sync();
+    await waitUntil("writing to work again", () => wal.writable && wal.stats().unwritten === 0);
+    await wal.close();
+    assert.equal(await Deno.readTextFile(canary), "untouched");
+    for (const seq of ["00000001", "00000002", "00000003"]) {
+      assert.ok((await Deno.lstat(`${path}/${seq}.wal`)).isSymlink, `${seq} is left alone`);
+    }
+    assert.ok((await Deno.lstat(`${path}/00000004.wal`)).isFile);
+    assert.deepEqual((await reopened(path)).records.map(([id]) => id), ids);
+  });
+});
+
+Deno.test("wal fault: a failure in a segment rolled within the same commit keeps the earlier segments", async () => {
+  await withDir(async (path) => {
+    const { wal, storage } = await openFaultyWal(path, { segmentBytes: 300 });
+    storage.appendFault = (seq) => seq === 3 ? { error: diskFull() } : null;
+    const appended = Array.from({ length: 20 }, (_, i) => ({ i, ...wal.append(msg(i)) }));
+    const ok = await outcomes(appended.map((r) => r.durable));
+    const firstFailed = ok.indexOf(false);
+    assert.ok(firstFailed > 0 && ok.slice(firstFailed).every((o) => !o), `${ok}`);
+    storage.heal();
+    await waitUntil("writing to work again", () => wal.writable);
+    await wal.close();
+    const { records, corrupt } = await reopened(path);
+    assert.deepEqual(records, appended.map((r): [number, string] => [r.id, `m${r.i}`]));
+    assert.equal(corrupt, 0);
+  });
+});
+
+Deno.test("wal fault: close makes a last try to write what is held", async () => {
+  await withDir(async (path) => {
+    const { wal, storage } = await openFaultyWal(path, { retryMinMs: 60_000, retryMaxMs: 60_000 });
+    storage.fail();
+    const ids = [1, 2].map((i) => wal.append(msg(i)).id);
+    await wal.sync();
+    assert.equal(wal.stats().unwritten, 2);
+    storage.heal();
+    await wal.close();
+    assert.deepEqual((await reopened(path)).records.map(([id]) => id), ids);
+  });
+});
+
+Deno.test("wal fault: retries back off up to the longest wait", async () => {
+  const { wal, storage } = await openFaultyWal(null, { retryMinMs: 20, retryMaxMs: 80 });
+  try {
+    storage.fail();
+    wal.append(msg(1));
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const at = storage.attempts.map((a) => a.at);
+    const gaps = at.slice(1).map((t, i) => t - at[i]);
+    // Without backoff there would be about 35 attempts; with it, 20 + 40 + 80 + 80 + ... ms apart.
+    assert.ok(at.length >= 4 && at.length <= 12, `${at.length} attempts, gaps ${gaps}`);
+    assert.ok(gaps.at(-1)! >= 70, `the last gap is the longest wait: ${gaps}`);
+  } finally {
+    await wal.close();
+  }
+});
