@@ -165,8 +165,35 @@ cache_npm_dependencies() {
   (cd "$ROOT" && "$deno" install --quiet) >"$log" 2>&1 || die_with_log "$log" "deno install failed"
 }
 
+# ---- gRPC hostile-peer test tools (tests/grpc_h2_*_test.ts, tests/grpc_grpcurl_test.ts) ----------------------
+# python3-h2 (with hpack and hyperframe) for the raw HTTP/2 peers in tests/h2/, and h2spec and grpcurl built
+# with `go install` into .tools/bin. Each is skipped when already there.
+H2SPEC_MODULE=github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+GRPCURL_MODULE=github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+
+install_grpc_test_tools() {
+  if ! /usr/bin/python3 -c "import h2, hpack, hyperframe" >/dev/null 2>&1; then
+    [ "$(id -u)" -eq 0 ] || die "missing Debian package python3-h2 (run as root or: sudo apt-get install python3-h2)"
+    local log="$TOOLS/apt-h2.log"
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-h2; } \
+      >"$log" 2>&1 || die_with_log "$log" "apt-get install python3-h2 failed"
+  fi
+  local tool module
+  for tool in h2spec grpcurl; do
+    [ -x "$TOOLS/bin/$tool" ] && continue
+    command -v go >/dev/null 2>&1 || die "go is needed to build $tool (apt-get install golang-go)"
+    module="$H2SPEC_MODULE"
+    [ "$tool" = grpcurl ] && module="$GRPCURL_MODULE"
+    mkdir -p "$TOOLS/bin"
+    local log="$TOOLS/go-install-$tool.log"
+    GOBIN="$TOOLS/bin" go install "$module" >"$log" 2>&1 || die_with_log "$log" "go install $module failed"
+  done
+}
+# ---- end of gRPC hostile-peer test tools ---------------------------------------------------------------------
+
 mkdir -p "$TOOLS"
 install_debian_packages
 install_deno
 [ "$RUNTIME_ONLY" = true ] || install_kafka_libs
+[ "$RUNTIME_ONLY" = true ] || install_grpc_test_tools
 cache_npm_dependencies

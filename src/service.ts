@@ -15,7 +15,7 @@ import { Breaker, type BreakerState } from "./producer/breaker.ts";
 import { Facade } from "./producer/facade.ts";
 import { RateLimiter } from "./producer/rate_limiter.ts";
 import { Replayer } from "./producer/replay.ts";
-import { startGrpcServer } from "./server/grpc.ts";
+import { startGrpcServer } from "./server/grpc/server.ts";
 import { startHttpServer } from "./server/http.ts";
 import { startMonitoringServer } from "./server/monitoring.ts";
 import { VERSION } from "./version.ts";

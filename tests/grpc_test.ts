@@ -1,12 +1,14 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { protoPath as healthProtoPath } from "grpc-health-check";
 import { grpcHandled, grpcReceived, grpcSent, grpcStarted } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
-import { type GrpcServer, PROTO_PATH, startGrpcServer } from "../src/server/grpc.ts";
-import { MAX_IN_FLIGHT } from "../src/server/grpc_produce.ts";
+import { PROTO_PATH } from "../src/server/grpc/schema.ts";
+import { type GrpcServer, startGrpcServer } from "../src/server/grpc/server.ts";
+import { MAX_IN_FLIGHT } from "../src/server/grpc/produce.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
 
 const COMPAT_PROTO = fileURLToPath(new URL("./fixtures/compat.proto", import.meta.url));
@@ -458,4 +460,85 @@ Deno.test("gRPC server metrics count calls and messages with go-grpc-prometheus 
   assertEquals(await value(grpcSent), before[2] + 3);
   assertEquals(await value(grpcHandled, { grpc_code: "OK" }), before[3] + 1);
   assertEquals(await value(grpcHandled, { grpc_code: "Unavailable" }), before[4] + 1);
+});
+
+Deno.test("a call past its grpc-timeout ends with DEADLINE_EXCEEDED, on the server too", async () => {
+  const labels = { grpc_type: "bidi_stream", grpc_service: "KafkaAmbassador", grpc_method: "Produce" };
+  const exceeded = async () =>
+    // deno-lint-ignore no-explicit-any
+    (await grpcHandled.get()).values.find((v: any) =>
+      Object.entries({ ...labels, grpc_code: "DeadlineExceeded" }).every(([k, w]) => v.labels[k] === w)
+    )?.value ?? 0;
+  const before = await exceeded();
+  await withServer(async (server, facade, clients) => {
+    facade.behaviour = () => new Promise(() => {}); // never answers
+    const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const status = await new Promise<grpc.StatusObject>((resolve) => {
+      const call = client.Produce({ deadline: Date.now() + 200 });
+      call.on("error", () => {});
+      call.on("status", resolve);
+      call.write({ topic: "alpha", message: text("v"), streamOffset: "1" });
+    });
+    assertEquals(status.code, grpc.status.DEADLINE_EXCEEDED);
+    // The client gives up by itself at its deadline; the server's own timer ends the call on its side.
+    const until = Date.now() + 2000;
+    while (await exceeded() === before && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  });
+  assertEquals(await exceeded(), before + 1);
+});
+
+Deno.test("an unknown method is UNIMPLEMENTED, and the connection serves the next call", async () => {
+  await withServer(async (server, _facade, clients) => {
+    const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+    clients.push(client);
+    const err = await new Promise<grpc.ServiceError>((resolve) => {
+      client.makeUnaryRequest(
+        "/KafkaAmbassador/NoSuchMethod",
+        (x: Uint8Array) => Buffer.from(x),
+        (x: Uint8Array) => x,
+        new Uint8Array(0),
+        (e: grpc.ServiceError) => resolve(e),
+      );
+    });
+    assertEquals(err.code, grpc.status.UNIMPLEMENTED);
+    assertEquals(await unary(client, "ListTopics", {}), { topics: ["alpha", "beta"] });
+  });
+});
+
+Deno.test("health Watch sends the status, then each change; an unknown service is SERVICE_UNKNOWN", async () => {
+  await withServer(async (server, facade, clients) => {
+    const client = clientFor(healthProtoPath, "grpc.health.v1.Health", server.port);
+    clients.push(client);
+    const seen: string[] = [];
+    let wake = () => {};
+    const call = client.Watch({ service: "KafkaAmbassador" });
+    call.on("data", (rs: Reply) => {
+      seen.push(rs.status);
+      wake();
+    });
+    call.on("error", () => {});
+    const waitFor = (n: number) =>
+      new Promise<void>((resolve) => {
+        wake = () => seen.length >= n && resolve();
+        wake();
+      });
+    await waitFor(1);
+    server.setDraining(true);
+    await waitFor(2);
+    server.setDraining(false);
+    await waitFor(3);
+    facade.ready = { ready: false, reasons: ["breaker open"] };
+    await waitFor(4); // readiness is polled about once a second
+    assertEquals(seen, ["SERVING", "NOT_SERVING", "SERVING", "NOT_SERVING"]);
+    call.cancel();
+
+    const unknown = client.Watch({ service: "nope" });
+    unknown.on("error", () => {});
+    const first = await new Promise<Reply>((resolve) => unknown.on("data", resolve));
+    assertEquals(first.status, "SERVICE_UNKNOWN");
+    unknown.cancel();
+    const err = await unary(client, "Check", { service: "nope" }).then(() => undefined, (e) => e);
+    assertEquals(err?.code, grpc.status.NOT_FOUND);
+  });
 });

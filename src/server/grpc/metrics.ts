@@ -1,5 +1,5 @@
 /** gRPC server metrics with the labels of go-grpc-prometheus, so dashboards built for the Go service keep working. */
-import { grpcHandled, grpcHandling, grpcReceived, grpcSent, grpcStarted } from "../metrics.ts";
+import { grpcHandled, grpcHandling, grpcReceived, grpcSent, grpcStarted } from "../../metrics.ts";
 
 /** The service name in every `grpc_service` label. */
 export const GRPC_SERVICE = "KafkaAmbassador";

@@ -1,0 +1,255 @@
+/**
+ * The gRPC listener: KafkaAmbassador, grpc.health.v1.Health and server reflection, over node:http2 (cleartext
+ * HTTP/2 with prior knowledge, as gRPC clients speak it). Nothing a peer sends may end the process: every
+ * emitter has an `error` listener and every stream operation is guarded (see call.ts).
+ */
+import http2 from "node:http2";
+import type protobuf from "protobufjs";
+import type { Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import { listenAddress } from "../../config.ts";
+import { log, logRepeated } from "../../log.ts";
+import type { ProducerFacade } from "../../producer/types.ts";
+import { formatHostPort } from "../listen.ts";
+import { oneLine } from "../refusal.ts";
+import { GrpcCall, guard } from "./call.ts";
+import { Health } from "./health.ts";
+import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "./metadata.ts";
+import { GRPC_SERVICE, MethodMetrics } from "./metrics.ts";
+import { SessionOutbound } from "./outbound.ts";
+import { ProduceStream } from "./produce.ts";
+import { Reflection, REFLECTION_PATHS } from "./reflection.ts";
+import { describeFile, HEALTH_SERVICE, loadSchemas } from "./schema.ts";
+import { Status } from "./status.ts";
+import { CallError, serveUnary } from "./unary.ts";
+
+/** A running gRPC listener. */
+export interface GrpcServer {
+  readonly port: number;
+  /** While on, health reports NOT_SERVING, new Produce streams end with UNAVAILABLE and records get code 503. */
+  setDraining(on: boolean): void;
+  /** Drains, ends each open stream once its records are answered, then stops; forced after a bound. */
+  shutdown(): Promise<void>;
+}
+
+/** How long shutdown waits for calls to end before cutting them. */
+const SHUTDOWN_TIMEOUT_MS = 10_000;
+
+/**
+ * Concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS). Each Produce stream may hold
+ * MAX_IN_FLIGHT records, so this bounds what one connection can make the server hold.
+ */
+const MAX_STREAMS_PER_CONNECTION = 128;
+
+/** Errors of listen() in words, as the other listeners report them. */
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: "address already in use",
+  EACCES: "permission denied",
+  EADDRNOTAVAIL: "address not available",
+};
+
+const PRODUCE_PATH = `/${GRPC_SERVICE}/Produce`;
+const LIST_TOPICS_PATH = `/${GRPC_SERVICE}/ListTopics`;
+const HEALTH_CHECK_PATH = `/${HEALTH_SERVICE}/Check`;
+const HEALTH_WATCH_PATH = `/${HEALTH_SERVICE}/Watch`;
+
+/**
+ * Starts the gRPC listener on `listen` ("host:port" or ":port"; port 0 picks a free one).
+ * @example const grpc = await startGrpcServer({ listen: ":18282", facade, maxRequestSize: 4 << 20 });
+ */
+export async function startGrpcServer(
+  opts: { listen: string; facade: ProducerFacade; maxRequestSize: number },
+): Promise<GrpcServer> {
+  const listen = listenAddress(opts.listen);
+  const address = formatHostPort(listen);
+  const schemas = loadSchemas();
+  const reflection = new Reflection(schemas, [
+    describeFile("kafka_ambassador.proto", "", schemas.service),
+    describeFile(
+      "grpc/health/v1/health.proto",
+      "grpc.health.v1",
+      schemas.health.lookup("grpc.health.v1") as protobuf.Namespace,
+    ),
+  ]);
+  const produceMetrics = new MethodMetrics("bidi_stream", "Produce");
+  const listMetrics = new MethodMetrics("unary", "ListTopics");
+  const streams = new Set<ProduceStream>();
+  const sessions = new Set<Http2Session>();
+  const outbounds = new WeakMap<Http2Session, SessionOutbound>();
+  let draining = false;
+  const health = new Health(schemas, opts.facade, () => draining);
+
+  const listTopics = (call: GrpcCall) => {
+    const metrics = listMetrics.begin();
+    serveUnary(call, async () => {
+      listMetrics.received.inc();
+      let topics: string[];
+      try {
+        topics = await opts.facade.listTopics();
+      } catch (err) {
+        log("warn", "grpc: cannot list topics", { error: err });
+        const reason = err instanceof Error ? err.message : String(err);
+        throw new CallError(Status.UNAVAILABLE, oneLine(`cannot list topics: ${reason}`));
+      }
+      listMetrics.sent.inc();
+      const t = schemas.listTopicsResponse;
+      return t.encode(t.fromObject({ topics })).finish();
+    }, (code) => metrics.handled(code));
+  };
+
+  const produce = (call: GrpcCall) => {
+    if (draining) {
+      produceMetrics.begin().handled(Status.UNAVAILABLE);
+      call.end(Status.UNAVAILABLE, "shutting down");
+      return;
+    }
+    streams.add(
+      new ProduceStream(call, opts.facade, () => draining, produceMetrics, (s) => streams.delete(s)),
+    );
+  };
+
+  const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    // First of all: an unhandled stream error would be thrown out of the event loop.
+    stream.on(
+      "error",
+      (err) => logRepeated("grpc: stream error", "debug", "grpc: stream error", { error: err }),
+    );
+    const method = headers[":method"];
+    const contentType = headers["content-type"];
+    if (method !== "POST" || !isGrpcContentType(contentType)) {
+      refuse(
+        stream,
+        415,
+        `invalid gRPC request: ${method} with content-type ${JSON.stringify(contentType ?? "")}`,
+      );
+      return;
+    }
+    const path = headers[":path"] ?? "";
+    const encoding = headers["grpc-encoding"];
+    const call = new GrpcCall(stream, path, {
+      maxMessageBytes: opts.maxRequestSize,
+      outbound: outbounds.get(stream.session!),
+      timeoutMs: parseTimeout(headerValue(headers["grpc-timeout"])),
+    });
+    if (encoding !== undefined && encoding !== "identity") {
+      // No compression is supported; the spec asks for UNIMPLEMENTED and the encodings that are.
+      guard("respond", () => {
+        if (stream.destroyed || stream.closed) return;
+        stream.respond({
+          ":status": 200,
+          "content-type": "application/grpc",
+          "grpc-accept-encoding": "identity",
+          "grpc-status": String(Status.UNIMPLEMENTED),
+          "grpc-message": encodeGrpcMessage(`grpc-encoding ${headerValue(encoding)} is not supported`),
+        }, { endStream: true });
+      });
+      call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
+      call.end(Status.UNIMPLEMENTED);
+      return;
+    }
+    switch (path) {
+      case PRODUCE_PATH:
+        return produce(call);
+      case LIST_TOPICS_PATH:
+        return listTopics(call);
+      case HEALTH_CHECK_PATH:
+        return health.check(call);
+      case HEALTH_WATCH_PATH:
+        return health.watch(call);
+    }
+    if (REFLECTION_PATHS.includes(path)) return reflection.serve(path, call);
+    call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
+    call.end(Status.UNIMPLEMENTED, `unknown method ${path}`);
+  };
+
+  const server = http2.createServer({
+    settings: { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION },
+  });
+  server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    try {
+      onStream(stream, headers);
+    } catch (err) {
+      log("error", "grpc: cannot serve a stream", { error: err });
+      guard("close", () => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR));
+    }
+  });
+  server.on("session", (session: Http2Session) => {
+    sessions.add(session);
+    outbounds.set(session, new SessionOutbound(session.socket));
+    session.on(
+      "error",
+      (err) => logRepeated("grpc: session error", "debug", "grpc: session error", { error: err }),
+    );
+    session.on("frameError", (type: number, code: number) => {
+      logRepeated("grpc: frame error", "debug", "grpc: frame error", { type, code });
+    });
+    session.on("close", () => sessions.delete(session));
+  });
+  server.on("sessionError", (err) => {
+    logRepeated("grpc: session error", "debug", "grpc: session error", { error: err });
+  });
+  server.on("timeout", () => {});
+
+  const port = await new Promise<number>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      const reason = LISTEN_ERRORS[err.code ?? ""] ?? err.message;
+      reject(new Error(`grpc: cannot listen on ${address}: ${reason}`));
+    };
+    server.once("error", onError);
+    server.listen({ port: listen.port, host: listen.hostname }, () => {
+      server.off("error", onError);
+      server.on("error", (err) => log("error", "grpc: listener error", { error: err }));
+      resolve((server.address() as { port: number }).port);
+    });
+  });
+  log("info", "grpc listening", { addr: formatHostPort({ ...listen, port }) });
+
+  const setDraining = (on: boolean) => {
+    draining = on;
+    health.notify();
+  };
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    setDraining,
+    shutdown: () => {
+      stopping ??= new Promise<void>((resolve) => {
+        setDraining(true);
+        for (const stream of streams) stream.closeWhenIdle();
+        health.endAll();
+        const timer = setTimeout(() => {
+          log("warn", "grpc: calls still open at shutdown, cutting them", { streams: streams.size });
+          for (const session of sessions) guard("destroy", () => session.destroy());
+        }, SHUTDOWN_TIMEOUT_MS);
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        // GOAWAY: no new streams; each connection closes once its open calls are over.
+        for (const session of sessions) guard("close", () => session.close());
+      });
+      return stopping;
+    },
+  };
+}
+
+/** Answers a request that is not gRPC with an HTTP status and a gRPC status, and resets its stream. */
+function refuse(stream: ServerHttp2Stream, httpStatus: number, message: string): void {
+  logRepeated("grpc: request refused", "debug", "grpc: request refused", {
+    status: httpStatus,
+    reason: message,
+  });
+  guard("respond", () => {
+    if (stream.destroyed || stream.closed) return;
+    stream.respond({
+      ":status": httpStatus,
+      "content-type": "application/grpc",
+      "grpc-status": String(Status.INVALID_ARGUMENT),
+      "grpc-message": encodeGrpcMessage(message),
+    }, { endStream: true });
+  });
+  setTimeout(() => guard("close", () => stream.destroyed || stream.close(0)), 0);
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}

@@ -1,0 +1,83 @@
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { frameAll, type FramingError, MessageReader } from "../src/server/grpc/framing.ts";
+import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "../src/server/grpc/metadata.ts";
+import { Status } from "../src/server/grpc/status.ts";
+
+/** Every message `reader` yields until it needs more bytes or fails. */
+function drain(reader: MessageReader): Array<Uint8Array | FramingError> {
+  const out: Array<Uint8Array | FramingError> = [];
+  for (;;) {
+    const next = reader.next();
+    if (next === undefined) return out;
+    out.push(next);
+    if (!(next instanceof Uint8Array)) return out;
+  }
+}
+
+const bytes = (...b: number[]) => new Uint8Array(b);
+
+Deno.test("messages split at every possible point across chunks come out whole and in order", () => {
+  const messages = [bytes(), bytes(1), bytes(2, 3, 4), new Uint8Array(300).fill(7)];
+  const wire = frameAll(messages, messages.reduce((n, m) => n + m.byteLength, 0));
+  for (let a = 0; a <= wire.length; a += 7) {
+    for (let b = a; b <= wire.length; b += 13) {
+      const reader = new MessageReader(1000);
+      const got: Array<Uint8Array | FramingError> = [];
+      for (const chunk of [wire.subarray(0, a), wire.subarray(a, b), wire.subarray(b)]) {
+        reader.push(chunk);
+        got.push(...drain(reader));
+      }
+      assertEquals(got.map((m) => [...(m as Uint8Array)]), messages.map((m) => [...m]), `split ${a} ${b}`);
+      assertEquals(reader.finish(), undefined);
+    }
+  }
+});
+
+Deno.test("a message over the limit is RESOURCE_EXHAUSTED before its bytes arrive", () => {
+  const reader = new MessageReader(10);
+  reader.push(bytes(0, 0, 0, 0, 11));
+  const [err] = drain(reader) as FramingError[];
+  assertEquals(err.code, Status.RESOURCE_EXHAUSTED);
+});
+
+Deno.test("the compressed flag without an encoding, or an unknown flag, is INTERNAL", () => {
+  for (const flag of [1, 2, 0x80]) {
+    const reader = new MessageReader(10);
+    reader.push(bytes(flag, 0, 0, 0, 1, 9));
+    const [err] = drain(reader) as FramingError[];
+    assertEquals(err.code, Status.INTERNAL, `flag ${flag}`);
+  }
+});
+
+Deno.test("a stream that ends inside a prefix or a message is INTERNAL, with nothing returned from it", () => {
+  for (const wire of [bytes(0, 0), bytes(0, 0, 0, 0, 4, 1, 2)]) {
+    const reader = new MessageReader(10);
+    reader.push(wire);
+    assertEquals(drain(reader), []);
+    assertEquals(reader.finish()?.code, Status.INTERNAL);
+  }
+});
+
+Deno.test("gRPC content types, timeouts and status messages", () => {
+  for (const ok of ["application/grpc", "application/grpc+proto", "application/grpc;charset=utf-8"]) {
+    assert(isGrpcContentType(ok), ok);
+  }
+  for (
+    const bad of [
+      undefined,
+      "",
+      "text/plain",
+      "application/grpc+json",
+      "application/grpcx",
+      "application/json",
+    ]
+  ) {
+    assert(!isGrpcContentType(bad), String(bad));
+  }
+  assertEquals(
+    ["1H", "2M", "3S", "250m", "1000u", "5000000n", "123456789S", "1s", "", "-1S"].map(parseTimeout),
+    [3_600_000, 120_000, 3000, 250, 1, 5, undefined, undefined, undefined, undefined],
+  );
+  assertEquals(encodeGrpcMessage("plain text"), "plain text");
+  assertEquals(encodeGrpcMessage("100% sure\nnext: é"), "100%25 sure%0Anext: %C3%A9");
+});

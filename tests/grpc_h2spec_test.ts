@@ -1,0 +1,57 @@
+/**
+ * h2spec (an HTTP/2 conformance suite) against the gRPC port of the real service. Not every case can pass on
+ * a gRPC endpoint (h2spec expects a web server answering GET / with a body); what must hold is that no case
+ * ends the process. The summary and the failing case ids are printed for the record.
+ */
+import { ok as assert } from "node:assert/strict";
+import { alive, grpcPort, requireH2, runCase, startServiceForPeers } from "./support/h2_peer.ts";
+
+const H2SPEC = Deno.env.get("KA_H2SPEC") ??
+  new URL("../.tools/bin/h2spec", import.meta.url).pathname;
+
+/** Seconds h2spec waits for each expected frame. */
+const CASE_TIMEOUT_S = 1;
+
+/** The failed test cases in h2spec's JUnit report: section and title, e.g. "http2/6.7: Sends a PING frame with ACK". */
+function failedCases(junit: string): string[] {
+  const failed: string[] = [];
+  for (
+    const m of junit.matchAll(/<testcase package="([^"]*)" classname="([^"]*)"[^>]*>([\s\S]*?)<\/testcase>/g)
+  ) {
+    if (m[3].includes("<failure") || m[3].includes("<error")) failed.push(`${m[1]}: ${m[2]}`);
+  }
+  return failed;
+}
+
+Deno.test("h2spec: no HTTP/2 conformance case ends the process", async () => {
+  try {
+    await Deno.stat(H2SPEC);
+  } catch {
+    throw new Error(`h2spec not found at ${H2SPEC} (run scripts/setup.sh)`);
+  }
+  await requireH2();
+  const svc = await startServiceForPeers();
+  const dir = await Deno.makeTempDir({ prefix: "ka-h2spec-" });
+  try {
+    const port = grpcPort(svc);
+    const out = await new Deno.Command(H2SPEC, {
+      args: ["-h", "127.0.0.1", "-p", String(port), "-o", String(CASE_TIMEOUT_S), "-j", `${dir}/report.xml`],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(600_000),
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    const summary = text.trim().split("\n").filter((l) => /\d+ tests, \d+ passed/.test(l)).pop();
+    assert(summary !== undefined, `no h2spec summary:\n${text}\n${new TextDecoder().decode(out.stderr)}`);
+    const junit = await Deno.readTextFile(`${dir}/report.xml`).catch(() => "");
+    console.log(`h2spec: ${summary}`);
+    for (const id of failedCases(junit)) console.log(`  failed: ${id}`);
+
+    assert(await alive(svc), `the service died during h2spec:\n${await Deno.readTextFile(svc.logPath)}`);
+    const ok = await runCase("produce_ok", port);
+    assert(ok.grpc_status === 0 && ok.data_bytes > 0, `no normal call after h2spec: ${JSON.stringify(ok)}`);
+  } finally {
+    await svc.stop("SIGKILL");
+    await Deno.remove(dir, { recursive: true });
+  }
+});
