@@ -154,7 +154,12 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
 
   /** Replaced producers still draining, with the promise of their drain. */
   const drains = new Map<KafkaProducer, Promise<void>>();
+  let stopping: Promise<StopSummary> | null = null;
   const reload = (): boolean => {
+    if (stopping !== null) {
+      log("warn", "reload ignored: the service is stopping");
+      return false;
+    }
     let next: KafkaProducer;
     try {
       next = newProducer();
@@ -211,7 +216,6 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     return { allDelivered, walRecords };
   };
 
-  let stopping: Promise<StopSummary> | null = null;
   const stop = (reason = "stop") => stopping ??= shutdown(reason);
   return { addresses, reload, stop, [Symbol.asyncDispose]: async () => void await stop() };
 }

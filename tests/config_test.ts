@@ -29,7 +29,7 @@ function assertConfigError(yaml: string, message: string, env: Record<string, st
   });
 }
 
-Deno.test("config: defaults are those of COMPAT.md plus max_bytes and shutdown_timeout", () => {
+Deno.test("config: defaults are those of the Go service (docs/compatibility.md) plus max_bytes and shutdown_timeout", () => {
   const config = defaultConfig();
   assert.equal(config.server.http.listen, undefined);
   assert.equal(config.server.grpc.listen, undefined);

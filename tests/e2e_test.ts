@@ -104,7 +104,10 @@ type CompatClient = grpc.Client & {
   ListTopics(req: object, cb: (err: grpc.ServiceError | null, res: { topics: string[] }) => void): void;
 };
 
-/** A client built only from COMPAT.md's proto, as an existing user of the Go service has it. */
+/**
+ * A client built only from the Go service's proto (docs/compatibility.md), as an existing user of the Go service
+ * has it.
+ */
 export function compatClient(address: string): CompatClient {
   const def = protoLoader.loadSync(COMPAT_PROTO, { longs: String, defaults: true });
   const pkg = grpc.loadPackageDefinition(def) as unknown as {

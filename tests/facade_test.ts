@@ -167,7 +167,7 @@ Deno.test("facade: readiness is 'a message posted now would be accepted', for ev
   }> = [
     { name: "kafka up, WAL fine", breaker: "closed", wal: "ok", reasons: [] },
     { name: "kafka up, WAL failing", breaker: "closed", wal: "failing", reasons: [] },
-    { name: "kafka up, WAL full", breaker: "closed", wal: "full", reasons: [] },
+    { name: "kafka up, WAL full", breaker: "closed", wal: "full", reasons: ["wal: full"] },
     { name: "kafka up, WAL disabled", mode: "disable", breaker: "closed", wal: "disabled", reasons: [] },
     { name: "kafka down, WAL has room", breaker: "open", wal: "ok", reasons: [] },
     {
@@ -207,6 +207,12 @@ Deno.test("facade: readiness is 'a message posted now would be accepted', for ev
       if (c.wal === "full") fill(r.wal, maxBytes, 1000);
       if (c.breaker === "open") r.breaker.trip("test");
       assert.deepEqual(r.facade.readiness(), { ready: c.reasons.length === 0, reasons: c.reasons });
+      // Readiness tells the truth: a 1 KiB message posted now is accepted exactly when the facade says ready.
+      const posted = await r.facade.produce({ topic: "t", value: new Uint8Array(1024) }, "none").then(
+        () => "accepted",
+        (err) => err instanceof ProduceError && err.kind === "unavailable" ? "refused" : String(err),
+      );
+      assert.equal(posted, c.reasons.length === 0 ? "accepted" : "refused");
       r.facade.setDraining(true);
       assert.deepEqual(r.facade.readiness().reasons, ["shutting down", ...c.reasons]);
     });

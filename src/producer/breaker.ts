@@ -1,5 +1,6 @@
 /**
- * The circuit breaker in front of Kafka. It counts delivery results, not requests (DESIGN.md, Breaker).
+ * The circuit breaker in front of Kafka. It counts delivery results, not requests (docs/delivery.md, Circuit
+ * breaker).
  *
  * Results that arrive after the state changed (messages sent while closed, reported later) are handled so:
  * - open: success() and failure() are ignored; only the timeout leads out of open.

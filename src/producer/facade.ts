@@ -120,7 +120,8 @@ export class Facade implements ProducerFacade {
 
   /**
    * Ready when a message posted now would be accepted: not shutting down, and Kafka (breaker closed) or the WAL
-   * (enabled, with room, writable) can take it; in `always` mode the WAL must. Not ready lists why.
+   * (enabled, with room, writable) can take it; in `always` mode the WAL must, and in `fallback` mode a full WAL
+   * refuses even what Kafka could take. Not ready lists why.
    */
   readiness(): Readiness {
     const reasons: string[] = [];
@@ -134,6 +135,9 @@ export class Facade implements ProducerFacade {
       if (walProblem !== null) reasons.push(walProblem);
     } else if (kafkaProblem !== null && walProblem !== null) {
       reasons.push(kafkaProblem, walProblem);
+    } else if (walProblem === "wal: full") {
+      // Kafka is up, yet a message that may use the WAL is refused: its room is reserved in case delivery fails.
+      reasons.push(walProblem);
     }
     return { ready: reasons.length === 0, reasons };
   }

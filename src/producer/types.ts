@@ -12,7 +12,7 @@ export interface Message {
   timestamp?: number;
 }
 
-/** When the reply to a produce request may be sent (see DESIGN.md, delivery guarantees). */
+/** When the reply to a produce request may be sent (see docs/delivery.md, ack levels). */
 export type AckLevel = "none" | "wal" | "kafka";
 
 export const ACK_LEVELS: readonly AckLevel[] = ["none", "wal", "kafka"];
