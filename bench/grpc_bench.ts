@@ -5,7 +5,8 @@
  *   deno run -A bench/grpc_bench.ts [records=300000]
  */
 import http2 from "node:http2";
-import type { AckLevel, Message, ProduceResult, ProducerFacade } from "../src/producer/types.ts";
+import type { AckLevel, Message } from "../src/message.ts";
+import type { ProduceResult, ProducerFacade } from "../src/producer/types.ts";
 import { startGrpcServer } from "../src/server/grpc/server.ts";
 import { decodeProdRs, encodeProdRq } from "../src/server/grpc/codec.ts";
 import { frameAll } from "../src/server/grpc/framing.ts";

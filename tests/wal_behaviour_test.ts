@@ -1,6 +1,6 @@
 /** The WAL contract, run against both variants: on disk and in memory. */
 import assert from "node:assert/strict";
-import type { Message } from "../src/producer/types.ts";
+import type { Message } from "../src/message.ts";
 import { openWal, type Wal, WalFullError, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
 
 type Variant = "file" | "memory";

@@ -1,6 +1,6 @@
 /** The WAL when writes fail: records already accepted stay in memory until the disk recovers or Kafka takes them. */
 import assert from "node:assert/strict";
-import type { Message } from "../src/producer/types.ts";
+import type { Message } from "../src/message.ts";
 import { openWal, type Wal, WalFullError, type WalRecord } from "../src/wal/wal.ts";
 import { diskFull, openFaultyWal } from "./support/fault_storage.ts";
 

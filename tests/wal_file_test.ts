@@ -1,7 +1,7 @@
 /** The file WAL: persistence across restarts and crashes, recovery from damaged files, group commit, file modes. */
 import assert from "node:assert/strict";
 import * as metrics from "../src/metrics.ts";
-import type { Message } from "../src/producer/types.ts";
+import type { Message } from "../src/message.ts";
 import { openWal, type Wal, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
 import { canMount, mountTmpfs } from "./support/tmpfs.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { crc32c } from "../src/wal/crc32c.ts";
 import { decodeRecordLine, encodeRecordLine, readLineHead } from "../src/wal/record_line.ts";
-import type { Message } from "../src/producer/types.ts";
+import type { Message } from "../src/message.ts";
 
 const enc = new TextEncoder();
 

@@ -3,7 +3,7 @@
  * Everything exported is typed and pointer-free (handles keep their pointers private).
  * Signatures and offsets follow /usr/include/librdkafka/rdkafka.h (x86_64 / aarch64 LP64 layouts).
  */
-import type { Message } from "../producer/types.ts";
+import type { Message } from "../message.ts";
 import { ERR } from "./errors.ts";
 
 const SYMBOLS = {

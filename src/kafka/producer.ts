@@ -3,7 +3,7 @@
  * Events are read from librdkafka's main queue by one async loop that waits on another thread, so the
  * JavaScript event loop never blocks on librdkafka; big batches of reports are handled in short slices.
  */
-import type { Message } from "../producer/types.ts";
+import type { Message } from "../message.ts";
 import { log } from "../log.ts";
 import {
   acks,

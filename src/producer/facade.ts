@@ -11,14 +11,8 @@ import * as metrics from "../metrics.ts";
 import type { Wal } from "../wal/wal.ts";
 import { WalFullError } from "../wal/wal.ts";
 import type { Breaker } from "./breaker.ts";
-import {
-  type AckLevel,
-  type Message,
-  ProduceError,
-  type ProduceResult,
-  type ProducerFacade,
-  type Readiness,
-} from "./types.ts";
+import type { AckLevel, Message } from "../message.ts";
+import { ProduceError, type ProduceResult, type ProducerFacade, type Readiness } from "./types.ts";
 
 /** librdkafka's default `message.max.bytes`. */
 const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000;

@@ -1,21 +1,9 @@
 /** The contract between the servers and the producer facade. Nothing under `server/` sees more than this. */
 
-/** One message as a client sent it. */
-export interface Message {
-  topic: string;
-  value: Uint8Array;
-  key?: Uint8Array | null;
-  headers?: Array<[string, Uint8Array]>;
-  /** Explicit partition; undefined lets librdkafka's partitioner choose. */
-  partition?: number;
-  /** Milliseconds since the epoch; undefined means "now". */
-  timestamp?: number;
-}
+import type { AckLevel, Message } from "../message.ts";
 
-/** When the reply to a produce request may be sent (see docs/delivery.md, ack levels). */
-export type AckLevel = "none" | "wal" | "kafka";
-
-export const ACK_LEVELS: readonly AckLevel[] = ["none", "wal", "kafka"];
+// Until every server imports them from src/message.ts.
+export type { AckLevel, Message } from "../message.ts";
 
 /** Where an accepted message is, at the time of the reply. */
 export interface ProduceResult {

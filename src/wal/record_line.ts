@@ -7,7 +7,7 @@
  * line without parsing all of it. The CRC-32C covers the line's exact bytes before `,"crc":`, and `crc` is always the
  * last field, so checking it needs no re-serialisation.
  */
-import type { Message } from "../producer/types.ts";
+import type { Message } from "../message.ts";
 import { crc32c } from "./crc32c.ts";
 import type { WalRecord } from "./types.ts";
 

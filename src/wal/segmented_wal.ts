@@ -5,7 +5,7 @@
  */
 import { log, logRepeated } from "../log.ts";
 import * as metrics from "../metrics.ts";
-import type { Message } from "../producer/types.ts";
+import type { Message } from "../message.ts";
 import { CommitBatch, type LineGroup } from "./commit_batch.ts";
 import { decodeRecordLine, encodeRecordLine } from "./record_line.ts";
 import { ACKED, CHECKED_OUT, PENDING, type RecordState, SegmentIndex, segmentName } from "./segment_index.ts";

@@ -1,5 +1,5 @@
 /** The WAL contract shared by the producer facade, replay and both WAL variants (file and in-memory). */
-import type { Message } from "../producer/types.ts";
+import type { Message } from "../message.ts";
 
 /** One record as replay gets it back: the message plus its WAL id and the time it was appended. */
 export interface WalRecord extends Message {

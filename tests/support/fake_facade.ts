@@ -1,11 +1,6 @@
 /** A ProducerFacade for server tests: records what it is given and answers as the test decides. */
-import type {
-  AckLevel,
-  Message,
-  ProduceResult,
-  ProducerFacade,
-  Readiness,
-} from "../../src/producer/types.ts";
+import type { AckLevel, Message } from "../../src/message.ts";
+import type { ProduceResult, ProducerFacade, Readiness } from "../../src/producer/types.ts";
 
 /** One call to `produce`, as the facade saw it. */
 export interface Produced {

@@ -1,5 +1,6 @@
 /** One `Produce` bidi stream: a reply per record, with bounds on what is read but not answered or not taken. */
-import type { AckLevel, Message, ProducerFacade } from "../../producer/types.ts";
+import type { AckLevel, Message } from "../../message.ts";
+import type { ProducerFacade } from "../../producer/types.ts";
 import { parseAck } from "../params.ts";
 import { type Refusal, refusalOf } from "../refusal.ts";
 import { topicProblem } from "../topic.ts";

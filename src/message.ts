@@ -1,0 +1,19 @@
+/**
+ * A message and its ack level, as every part of the service sees them: the servers parse them, the producer
+ * decides, librdkafka and the WAL carry them. It imports nothing, so every folder may import it.
+ */
+
+/** One message as a client sent it. */
+export interface Message {
+  topic: string;
+  value: Uint8Array;
+  key?: Uint8Array | null;
+  headers?: Array<[string, Uint8Array]>;
+  /** Explicit partition; undefined lets librdkafka's partitioner choose. */
+  partition?: number;
+  /** Milliseconds since the epoch; undefined means "now". */
+  timestamp?: number;
+}
+
+/** When the reply to a produce request may be sent (see docs/delivery.md, ack levels). */
+export type AckLevel = "none" | "wal" | "kafka";
