@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { Breaker, type BreakerOptions, type BreakerState } from "../src/producer/breaker.ts";
 import { FakeClock } from "./support/fake_clock.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 type Change = [BreakerState, BreakerState, string];
 
@@ -224,17 +225,14 @@ Deno.test("breaker: on the real clock, close() stops the open timer", async () =
   breaker.failure("down");
   assert.equal(breaker.state, "open");
   breaker.close();
-  await new Promise((resolve) => setTimeout(resolve, 80));
+  await delay(80);
   assert.equal(breaker.state, "open", "the cleared timer must not have fired");
 });
 
 Deno.test("breaker: on the real clock, open turns half after the timeout", async () => {
   const breaker = new Breaker({ fails: 1, requests: 1, timeoutMs: 20, intervalMs: 0 });
   breaker.trip("down");
-  for (let i = 0; i < 200 && breaker.state !== "half"; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.equal(breaker.state, "half");
+  await waitFor("the breaker to turn half-open", () => breaker.state === "half", 2000, 10);
   breaker.close();
 });
 

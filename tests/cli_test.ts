@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import { freePort, startService } from "./support/service.ts";
 import { parse } from "yaml";
+import { tempDir } from "./support/temp_dir.ts";
+import { waitFor } from "./support/wait.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const DEFAULT_CONFIG = new URL("../config/default.yaml", import.meta.url).pathname;
@@ -80,26 +82,23 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "ka-default-" });
+    await using dir = await tempDir("ka-default-");
     const config = parse(await Deno.readTextFile(DEFAULT_CONFIG)) as Record<string, unknown>;
     const kafka = config.kafka as Record<string, unknown>;
     kafka.brokers = [`127.0.0.1:${freePort()}`]; // nothing listens there
-    (config.producer as Record<string, Record<string, unknown>>).wal.path = `${dir}/wal`;
+    (config.producer as Record<string, Record<string, unknown>>).wal.path = `${dir.path}/wal`;
     delete config.server;
-    const svc = await startService(config, { dir });
-    try {
-      const r = await fetch(`${svc.http}/topics/default-check/messages`, { method: "POST", body: "hello" });
-      assert.equal(r.status, 200);
-      await r.body?.cancel();
-      const end = Date.now() + 60_000;
-      while ((await svc.metric("wal_messages")) < 1) {
-        assert.ok(Date.now() < end, "the message reached the WAL");
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    } finally {
-      assert.equal(await svc.stop(), 0);
-      await Deno.remove(dir, { recursive: true });
-    }
+    await using svc = await startService(config, { dir: dir.path });
+    const r = await fetch(`${svc.http}/topics/default-check/messages`, { method: "POST", body: "hello" });
+    assert.equal(r.status, 200);
+    await r.body?.cancel();
+    await waitFor(
+      "the message to reach the WAL",
+      async () => (await svc.metric("wal_messages")) >= 1,
+      60_000,
+      200,
+    );
+    assert.equal(await svc.stop(), 0);
   },
 });
 
@@ -109,9 +108,9 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "ka-hup-fail-" });
-    const { cert, key } = await writeClientCertificate(dir);
-    const svc = await startService({
+    await using dir = await tempDir("ka-hup-fail-");
+    const { cert, key } = await writeClientCertificate(dir.path);
+    await using svc = await startService({
       producer: { wal: { mode: "fallback", in_memory: true } },
       kafka: {
         brokers: [`127.0.0.1:${freePort()}`],
@@ -119,31 +118,26 @@ Deno.test({
         "ssl.certificate.location": cert,
         "ssl.key.location": key,
       },
-    }, { dir });
-    try {
-      const post = async () => {
-        const r = await fetch(`${svc.http}/topics/hup/messages`, { method: "POST", body: "x" });
-        await r.body?.cancel();
-        return r.status;
-      };
-      assert.equal(await post(), 200);
-      const expiry = await svc.metric("kafka_cert_expiration_time");
-      assert.ok(Math.abs(expiry - (Date.now() / 1000 + 30 * 86400)) < 86400, `cert expiry ${expiry}`);
-      await Deno.remove(key);
-      svc.signal("SIGHUP");
-      const end = Date.now() + 10_000;
-      while (
-        !(await svc.logs()).some((l) => String(l.msg).startsWith("SIGHUP: cannot start a new kafka producer"))
-      ) {
-        assert.ok(Date.now() < end, "the failed swap is logged");
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.equal(await post(), 200);
-      assert.equal(await svc.metric("kafka_active_producer", { producer_id: "producer-1" }), 1);
-    } finally {
-      assert.equal(await svc.stop(), 0);
-      await Deno.remove(dir, { recursive: true });
-    }
+    }, { dir: dir.path });
+    const post = async () => {
+      const r = await fetch(`${svc.http}/topics/hup/messages`, { method: "POST", body: "x" });
+      await r.body?.cancel();
+      return r.status;
+    };
+    assert.equal(await post(), 200);
+    const expiry = await svc.metric("kafka_cert_expiration_time");
+    assert.ok(Math.abs(expiry - (Date.now() / 1000 + 30 * 86400)) < 86400, `cert expiry ${expiry}`);
+    await Deno.remove(key);
+    svc.signal("SIGHUP");
+    await waitFor(
+      "the failed swap to be logged",
+      async () =>
+        (await svc.logs()).some((l) => String(l.msg).startsWith("SIGHUP: cannot start a new kafka producer")),
+      10_000,
+    );
+    assert.equal(await post(), 200);
+    assert.equal(await svc.metric("kafka_active_producer", { producer_id: "producer-1" }), 1);
+    assert.equal(await svc.stop(), 0);
   },
 });
 

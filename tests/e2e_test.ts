@@ -6,6 +6,8 @@ import { startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
 import { parseId, postRange, tally } from "./support/load.ts";
 import { startService, sumMetric } from "./support/service.ts";
+import { tempDir } from "./support/temp_dir.ts";
+import { waitFor } from "./support/wait.ts";
 
 const COMPAT_PROTO = new URL("./fixtures/compat.proto", import.meta.url).pathname;
 const N = 10_000;
@@ -18,85 +20,79 @@ Deno.test({
     await using broker = await startBroker();
     await broker.createTopic("e2e-http", 3);
     await broker.createTopic("e2e-grpc", 3);
-    const dir = await Deno.makeTempDir({ prefix: "ka-e2e-" });
-    const svc = await startService({
-      producer: { wal: { mode: "fallback", path: `${dir}/wal` } },
+    await using dir = await tempDir("ka-e2e-");
+    await using svc = await startService({
+      producer: { wal: { mode: "fallback", path: `${dir.path}/wal` } },
       kafka: { brokers: [broker.bootstrap], "statistics.interval.ms": 500, "linger.ms": 5 },
-    }, { dir });
+    }, { dir: dir.path });
+    const http = await postRange(svc.http, "e2e-http", "h", 0, N, { concurrency: 32 });
+    assert.equal(http.refused.size, 0, `refused: ${[...http.refused].slice(0, 5)}`);
+
+    const client = compatClient(svc.grpc);
     try {
-      const http = await postRange(svc.http, "e2e-http", "h", 0, N, { concurrency: 32 });
-      assert.deepEqual(http.refused.size, 0, `refused: ${[...http.refused].slice(0, 5)}`);
+      const echoed = await produceOverStream(client, "e2e-grpc", "g", N);
+      assert.equal(echoed.size, N);
 
-      const client = compatClient(svc.grpc);
-      try {
-        const echoed = await produceOverStream(client, "e2e-grpc", "g", N);
-        assert.deepEqual(echoed.size, N);
+      const viaHttp = await consumeAll(broker.bootstrap, "e2e-http", { expected: N, timeoutMs: 60_000 });
+      const viaGrpc = await consumeAll(broker.bootstrap, "e2e-grpc", { expected: N, timeoutMs: 60_000 });
+      const all = new Set(Array.from({ length: N }, (_, i) => i));
+      const h = tally("h", N, all, viaHttp.map((m) => m.value));
+      const g = tally("g", N, all, viaGrpc.map((m) => m.value));
+      assert.deepEqual([h.found, h.missing.length, h.duplicated, viaHttp.length], [N, 0, 0, N]);
+      assert.deepEqual([g.found, g.missing.length, g.duplicated, viaGrpc.length], [N, 0, 0, N]);
+      assert.ok(viaGrpc.every((m) => parseId("g", m.value) !== null));
 
-        const viaHttp = await consumeAll(broker.bootstrap, "e2e-http", { expected: N, timeoutMs: 60_000 });
-        const viaGrpc = await consumeAll(broker.bootstrap, "e2e-grpc", { expected: N, timeoutMs: 60_000 });
-        const all = new Set(Array.from({ length: N }, (_, i) => i));
-        const h = tally("h", N, all, viaHttp.map((m) => m.value));
-        const g = tally("g", N, all, viaGrpc.map((m) => m.value));
-        assert.deepEqual([h.found, h.missing.length, h.duplicated, viaHttp.length], [N, 0, 0, N]);
-        assert.deepEqual([g.found, g.missing.length, g.duplicated, viaGrpc.length], [N, 0, 0, N]);
-        assert(viaGrpc.every((m) => parseId("g", m.value) !== null));
-
-        const topics = await listTopicsCompat(client);
-        assert(topics.includes("e2e-http") && topics.includes("e2e-grpc"), `topics: ${topics}`);
-        assert(!topics.some((t) => t.startsWith("__")));
-      } finally {
-        client.close();
-      }
-
-      const httpTopics = (await (await fetch(`${svc.http}/topics`)).text()).split("\n");
-      assert(httpTopics.includes("e2e-http") && !httpTopics.some((t) => t.startsWith("__")));
-
-      const bad = await fetch(`${svc.http}/topics/bad%20topic/messages`, { method: "POST", body: "x" });
-      assert.deepEqual(bad.status, 400);
-      assert((await bad.text()).includes("invalid topic name"));
-      const strong = await fetch(`${svc.http}/topics/e2e-http/messages?ack=kafka`, {
-        method: "POST",
-        body: "k",
-      });
-      assert.deepEqual(strong.status, 200);
-      const where = await strong.json();
-      assert(where.partition >= 0 && BigInt(where.offset) >= 0n, JSON.stringify(where));
-
-      await waitFor(async () =>
-        sumMetric(await metricsText(svc.monitoring), "kafka_client_ack_cnt") >= 2 * N + 1
-      );
-      const text = await metricsText(svc.monitoring);
-      assert.deepEqual(sumMetric(text, "kafka_client_requests_cnt", { topic: "e2e-http" }), N + 1);
-      assert.deepEqual(sumMetric(text, "kafka_client_requests_cnt", { topic: "e2e-grpc" }), N);
-      assert.deepEqual(sumMetric(text, "kafka_client_ack_cnt", { topic: "e2e-http" }), N + 1);
-      assert.deepEqual(sumMetric(text, "kafka_client_ack_cnt", { topic: "e2e-grpc" }), N);
-      await waitFor(async () => (await metricsText(svc.monitoring)).includes("rdkafka_broker{"));
-      const later = await metricsText(svc.monitoring);
-      assert(/^rdkafka_global\{[^}]*metric="msg_cnt"/m.test(later), "rdkafka_global gauges missing");
-      assert(
-        /^rdkafka_topic\{/m.test(later) && /^rdkafka_partition\{/m.test(later),
-        "rdkafka_topic/partition missing",
-      );
-      assert(/^producer_kafka_librdkafka_version\{version="[0-9.]+"\} 1$/m.test(later));
+      const topics = await listTopicsCompat(client);
+      assert.ok(topics.includes("e2e-http") && topics.includes("e2e-grpc"), `topics: ${topics}`);
+      assert.ok(!topics.some((t) => t.startsWith("__")));
     } finally {
-      const code = await svc.stop();
-      if (code !== 0) console.error(await Deno.readTextFile(svc.logPath));
-      assert.equal(code, 0);
-      await Deno.remove(dir, { recursive: true });
+      client.close();
     }
+
+    const httpTopics = (await (await fetch(`${svc.http}/topics`)).text()).split("\n");
+    assert.ok(httpTopics.includes("e2e-http") && !httpTopics.some((t) => t.startsWith("__")));
+
+    const bad = await fetch(`${svc.http}/topics/bad%20topic/messages`, { method: "POST", body: "x" });
+    assert.equal(bad.status, 400);
+    assert.ok((await bad.text()).includes("invalid topic name"));
+    const strong = await fetch(`${svc.http}/topics/e2e-http/messages?ack=kafka`, {
+      method: "POST",
+      body: "k",
+    });
+    assert.equal(strong.status, 200);
+    const where = await strong.json();
+    assert.ok(where.partition >= 0 && BigInt(where.offset) >= 0n, JSON.stringify(where));
+
+    await waitFor(
+      "every record in kafka_client_ack_cnt",
+      async () => sumMetric(await metricsText(svc.monitoring), "kafka_client_ack_cnt") >= 2 * N + 1,
+      20_000,
+    );
+    const text = await metricsText(svc.monitoring);
+    assert.equal(sumMetric(text, "kafka_client_requests_cnt", { topic: "e2e-http" }), N + 1);
+    assert.equal(sumMetric(text, "kafka_client_requests_cnt", { topic: "e2e-grpc" }), N);
+    assert.equal(sumMetric(text, "kafka_client_ack_cnt", { topic: "e2e-http" }), N + 1);
+    assert.equal(sumMetric(text, "kafka_client_ack_cnt", { topic: "e2e-grpc" }), N);
+    await waitFor(
+      "librdkafka's statistics in the metrics",
+      async () => (await metricsText(svc.monitoring)).includes("rdkafka_broker{"),
+      20_000,
+    );
+    const later = await metricsText(svc.monitoring);
+    assert.ok(/^rdkafka_global\{[^}]*metric="msg_cnt"/m.test(later), "rdkafka_global gauges missing");
+    assert.ok(
+      /^rdkafka_topic\{/m.test(later) && /^rdkafka_partition\{/m.test(later),
+      "rdkafka_topic/partition missing",
+    );
+    assert.ok(/^producer_kafka_librdkafka_version\{version="[0-9.]+"\} 1$/m.test(later));
+    const code = await svc.stop();
+    if (code !== 0) console.error(await Deno.readTextFile(svc.logPath));
+    assert.equal(code, 0);
   },
 });
 
 async function metricsText(base: string): Promise<string> {
   return await (await fetch(`${base}/metrics`)).text();
-}
-
-async function waitFor(cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 type CompatClient = grpc.Client & {

@@ -8,6 +8,7 @@ import { Facade } from "../src/producer/facade.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import type { Wal } from "../src/wal/wal.ts";
 import { type FaultStorage, openFaultyWal } from "./support/fault_storage.ts";
+import { waitFor } from "./support/wait.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
 
@@ -250,8 +251,7 @@ Deno.test("facade: WAL failing, kafka down: answered records are kept, refused o
   assert.deepEqual((await r.wal.checkout(10)).map((m) => new TextDecoder().decode(m.value)), ["kept"]);
 
   r.storage.heal();
-  const end = Date.now() + 5000;
-  while (!r.wal.writable && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 10));
+  await waitFor("the WAL to be writable again", () => r.wal.writable, 5000, 10);
   assert.equal((await r.facade.produce({ topic: "t", value: text("again") }, "wal")).where, "wal");
   assert.deepEqual(r.facade.readiness(), { ready: true, reasons: [] });
 });

@@ -2,9 +2,11 @@
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { faultConfig, readyStatus, sleep, waitFor, walDrained } from "./support/fault.ts";
-import { type LoadResult, postRange, report, tally } from "./support/load.ts";
+import { faultConfig, readyStatus, waitForBreaker, walDrained } from "./support/fault.ts";
+import { assertAllDelivered, type LoadResult, postRange, tally } from "./support/load.ts";
 import { startService } from "./support/service.ts";
+import { tempDir } from "./support/temp_dir.ts";
+import { delay } from "./support/wait.ts";
 
 const TOTAL = 50_000;
 
@@ -15,44 +17,35 @@ Deno.test({
   async fn() {
     await using broker = await startBroker();
     await broker.createTopic("down", 3);
-    const dir = await Deno.makeTempDir({ prefix: "ka-down-" });
-    const svc = await startService(faultConfig(broker.bootstrap, `${dir}/wal`), { dir });
-    try {
-      const acked = new Set<number>();
-      const add = (r: LoadResult) => r.acked.forEach((id) => acked.add(id));
-      // Three phases of a steady load: before, during (paced over the 20 s outage) and after the outage.
-      add(await postRange(svc.http, "down", "d", 0, 15_000));
-      await broker.stop();
-      const outageEnd = Date.now() + 20_000;
-      let next = 15_000;
-      while (Date.now() < outageEnd && next < 35_000) {
-        add(await postRange(svc.http, "down", "d", next, next + 1000));
-        next += 1000;
-        await sleep(Math.max(0, Math.min(1000, outageEnd - Date.now()) - 200));
-      }
-      if (next < 35_000) add(await postRange(svc.http, "down", "d", next, 35_000));
-      await waitFor(
-        "the breaker to open",
-        async () => (await svc.metric("kafka_cb_current_state")) === 1,
-        15_000,
-      );
-      // The WAL takes what Kafka cannot: the service stays ready, so no load balancer pulls it out now.
-      assert.equal(await readyStatus(svc), 200);
-      await sleep(Math.max(0, outageEnd - Date.now()));
-      await broker.start();
-      add(await postRange(svc.http, "down", "d", 35_000, TOTAL));
-
-      await walDrained(svc);
-      assert.equal(await readyStatus(svc), 200);
-      const found = await consumeAll(broker.bootstrap, "down", { expected: acked.size, timeoutMs: 90_000 });
-      const t = tally("d", TOTAL, acked, found.map((m) => m.value));
-      report("broker-down", t);
-      assert.equal(t.acknowledged, TOTAL, "every request during the outage still got a 2xx");
-      assert.deepEqual(t.missing, []);
-      assert.ok((await svc.metric("wal_replayed")) > 0, "the outage made records go through the WAL");
-    } finally {
-      assert.equal(await svc.stop(), 0);
-      await Deno.remove(dir, { recursive: true });
+    await using dir = await tempDir("ka-down-");
+    await using svc = await startService(faultConfig(broker.bootstrap, `${dir.path}/wal`), { dir: dir.path });
+    const acked = new Set<number>();
+    const add = (r: LoadResult) => r.acked.forEach((id) => acked.add(id));
+    // Three phases of a steady load: before, during (paced over the 20 s outage) and after the outage.
+    add(await postRange(svc.http, "down", "d", 0, 15_000));
+    await broker.stop();
+    const outageEnd = Date.now() + 20_000;
+    let next = 15_000;
+    while (Date.now() < outageEnd && next < 35_000) {
+      add(await postRange(svc.http, "down", "d", next, next + 1000));
+      next += 1000;
+      await delay(Math.max(0, Math.min(1000, outageEnd - Date.now()) - 200));
     }
+    if (next < 35_000) add(await postRange(svc.http, "down", "d", next, 35_000));
+    await waitForBreaker(svc, "open", 15_000);
+    // The WAL takes what Kafka cannot: the service stays ready, so no load balancer pulls it out now.
+    assert.equal(await readyStatus(svc), 200);
+    await delay(Math.max(0, outageEnd - Date.now()));
+    await broker.start();
+    add(await postRange(svc.http, "down", "d", 35_000, TOTAL));
+
+    await walDrained(svc);
+    assert.equal(await readyStatus(svc), 200);
+    const found = await consumeAll(broker.bootstrap, "down", { expected: acked.size, timeoutMs: 90_000 });
+    const t = tally("d", TOTAL, acked, found.map((m) => m.value));
+    assertAllDelivered("broker-down", t);
+    assert.equal(t.acknowledged, TOTAL, "every request during the outage still got a 2xx");
+    assert.ok((await svc.metric("wal_replayed")) > 0, "the outage made records go through the WAL");
+    assert.equal(await svc.stop(), 0);
   },
 });

@@ -2,9 +2,11 @@
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { faultConfig, sleep, startProxiedBroker, waitFor, walDrained } from "./support/fault.ts";
-import { postRange, report, tally } from "./support/load.ts";
-import { type Service, startService } from "./support/service.ts";
+import { faultConfig, startProxiedBroker, waitForBreaker, walDrained } from "./support/fault.ts";
+import { assertAllDelivered, postRange, tally } from "./support/load.ts";
+import { startService } from "./support/service.ts";
+import { tempDir } from "./support/temp_dir.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 Deno.test({
   name:
@@ -14,38 +16,30 @@ Deno.test({
   async fn() {
     await using broker = await startBroker();
     await broker.createTopic("crash", 1);
-    const dir = await Deno.makeTempDir({ prefix: "ka-kill-" });
-    const config = faultConfig(broker.bootstrap, `${dir}/wal`);
-    const svc = await startService(config, { dir });
-    let restarted: Service | null = null;
-    try {
-      let stop = false;
-      const load = postRange(svc.http, "crash", "k", 0, 200_000, { ack: "wal", stop: () => stop });
-      await sleep(2000);
-      await broker.stop(); // from here on, 2xx means "fsynced in the WAL"
-      await sleep(6000);
-      svc.signal("SIGKILL");
-      await svc.exited;
-      stop = true;
-      const result = await load;
-      assert.ok(result.acked.size > 0 && result.refused.size > 0, "the kill happened mid-load");
+    await using dir = await tempDir("ka-kill-");
+    const config = faultConfig(broker.bootstrap, `${dir.path}/wal`);
+    await using svc = await startService(config, { dir: dir.path });
+    let stop = false;
+    const load = postRange(svc.http, "crash", "k", 0, 200_000, { ack: "wal", stop: () => stop });
+    await delay(2000);
+    await broker.stop(); // from here on, 2xx means "fsynced in the WAL"
+    await delay(6000);
+    svc.signal("SIGKILL");
+    await svc.exited;
+    stop = true;
+    const result = await load;
+    assert.ok(result.acked.size > 0 && result.refused.size > 0, "the kill happened mid-load");
 
-      await broker.start();
-      restarted = await startService(config, { dir });
-      await walDrained(restarted);
-      const found = await consumeAll(broker.bootstrap, "crash", {
-        expected: result.acked.size,
-        timeoutMs: 90_000,
-      });
-      const sent = result.acked.size + result.refused.size;
-      const t = tally("k", sent, result.acked, found.map((m) => m.value));
-      report("sigkill-ack-wal", t);
-      assert.deepEqual(t.missing, []);
-    } finally {
-      if (restarted) assert.equal(await restarted.stop(), 0);
-      else await svc.stop("SIGKILL");
-      await Deno.remove(dir, { recursive: true });
-    }
+    await broker.start();
+    await using restarted = await startService(config, { dir: dir.path });
+    await walDrained(restarted);
+    const found = await consumeAll(broker.bootstrap, "crash", {
+      expected: result.acked.size,
+      timeoutMs: 90_000,
+    });
+    const sent = result.acked.size + result.refused.size;
+    assertAllDelivered("sigkill-ack-wal", tally("k", sent, result.acked, found.map((m) => m.value)));
+    assert.equal(await restarted.stop(), 0);
   },
 });
 
@@ -60,48 +54,41 @@ Deno.test({
     await using net = await startProxiedBroker();
     const { broker, proxy } = net;
     await broker.createTopic("term", 1);
-    const dir = await Deno.makeTempDir({ prefix: "ka-term-" });
-    const config = faultConfig(broker.bootstrap, `${dir}/wal`, {
+    await using dir = await tempDir("ka-term-");
+    const config = faultConfig(broker.bootstrap, `${dir.path}/wal`, {
       kafka: { "message.timeout.ms": 120000 },
       producer: { shutdown_timeout: "3s" },
     });
-    const svc = await startService(config, { dir });
-    let restarted: Service | null = null;
-    try {
-      const first = await postRange(svc.http, "term", "t", 0, 2000);
-      await waitFor(
-        "the first messages to be delivered",
-        async () => (await svc.metric("kafka_client_ack_cnt")) >= 2000,
-      );
-      proxy.blackhole(true);
-      const second = await postRange(svc.http, "term", "t", 2000, 12_000);
-      const acked = new Set([...first.acked, ...second.acked]);
-      assert.equal(acked.size, 12_000);
-      assert.equal(await svc.metric("kafka_cb_current_state"), 0, "the breaker is still closed");
-      assert.ok(
-        (await svc.metric("kafka_client_messages_in_transit")) > 9000,
-        "messages wait inside librdkafka",
-      );
+    await using svc = await startService(config, { dir: dir.path });
+    const first = await postRange(svc.http, "term", "t", 0, 2000);
+    await waitFor(
+      "the first messages to be delivered",
+      async () => (await svc.metric("kafka_client_ack_cnt")) >= 2000,
+    );
+    proxy.blackhole(true);
+    const second = await postRange(svc.http, "term", "t", 2000, 12_000);
+    const acked = new Set([...first.acked, ...second.acked]);
+    assert.equal(acked.size, 12_000);
+    assert.equal(await svc.metric("kafka_cb_current_state"), 0, "the breaker is still closed");
+    assert.ok(
+      (await svc.metric("kafka_client_messages_in_transit")) > 9000,
+      "messages wait inside librdkafka",
+    );
 
-      const t0 = Date.now();
-      assert.equal(await svc.stop("SIGTERM"), 0);
-      const stopMs = Date.now() - t0;
-      const stopped = (await svc.logs()).find((l) => l.msg === "stopped");
-      assert.ok(stopped, "a 'stopped' log line");
-      console.log(`sigterm: exit 0 after ${stopMs} ms with ${stopped.wal_records} records in the WAL`);
-      assert.ok(Number(stopped.wal_records) >= 10_000, `WAL holds the undelivered: ${stopped.wal_records}`);
+    const t0 = Date.now();
+    assert.equal(await svc.stop("SIGTERM"), 0);
+    const stopMs = Date.now() - t0;
+    const stopped = (await svc.logs()).find((l) => l.msg === "stopped");
+    assert.ok(stopped, "a 'stopped' log line");
+    console.log(`sigterm: exit 0 after ${stopMs} ms with ${stopped.wal_records} records in the WAL`);
+    assert.ok(Number(stopped.wal_records) >= 10_000, `WAL holds the undelivered: ${stopped.wal_records}`);
 
-      proxy.blackhole(false);
-      restarted = await startService(config, { dir });
-      await walDrained(restarted);
-      const found = await consumeAll(broker.bootstrap, "term", { expected: acked.size, timeoutMs: 90_000 });
-      const t = tally("t", 12_000, acked, found.map((m) => m.value));
-      report("sigterm-broker-unreachable", t);
-      assert.deepEqual(t.missing, []);
-    } finally {
-      if (restarted) assert.equal(await restarted.stop(), 0);
-      await Deno.remove(dir, { recursive: true });
-    }
+    proxy.blackhole(false);
+    await using restarted = await startService(config, { dir: dir.path });
+    await walDrained(restarted);
+    const found = await consumeAll(broker.bootstrap, "term", { expected: acked.size, timeoutMs: 90_000 });
+    assertAllDelivered("sigterm-broker-unreachable", tally("t", 12_000, acked, found.map((m) => m.value)));
+    assert.equal(await restarted.stop(), 0);
   },
 });
 
@@ -113,39 +100,29 @@ Deno.test({
     await using broker = await startBroker();
     await broker.createTopic("bound", 1);
     await broker.stop();
-    const dir = await Deno.makeTempDir({ prefix: "ka-bound-" });
-    const svc = await startService(
-      faultConfig(broker.bootstrap, `${dir}/wal`, { producer: { wal: { max_bytes: "512KiB" } } }),
-      { dir },
+    await using dir = await tempDir("ka-bound-");
+    await using svc = await startService(
+      faultConfig(broker.bootstrap, `${dir.path}/wal`, { producer: { wal: { max_bytes: "512KiB" } } }),
+      { dir: dir.path },
     );
-    try {
-      await waitFor(
-        "the breaker to open",
-        async () => (await svc.metric("kafka_cb_current_state")) === 1,
-        30_000,
-      );
-      const load = await postRange(svc.http, "bound", "w", 0, 20_000, { concurrency: 16 });
-      assert.ok(load.acked.size > 1000, `some accepted: ${load.acked.size}`);
-      assert.ok(load.refused.size > 0, "some refused at the bound");
-      assert.ok([...load.refused.values()].every((s) => s === 503), "refusals are 503");
-      const r = await fetch(`${svc.http}/topics/bound/messages`, { method: "POST", body: "x".repeat(2000) });
-      assert.equal(r.status, 503);
-      assert.ok(Number(r.headers.get("retry-after")) > 0, "Retry-After set");
-      assert.match(await r.text(), /wal/i);
+    await waitForBreaker(svc, "open", 30_000);
+    const load = await postRange(svc.http, "bound", "w", 0, 20_000, { concurrency: 16 });
+    assert.ok(load.acked.size > 1000, `some accepted: ${load.acked.size}`);
+    assert.ok(load.refused.size > 0, "some refused at the bound");
+    assert.ok([...load.refused.values()].every((s) => s === 503), "refusals are 503");
+    const r = await fetch(`${svc.http}/topics/bound/messages`, { method: "POST", body: "x".repeat(2000) });
+    assert.equal(r.status, 503);
+    assert.ok(Number(r.headers.get("retry-after")) > 0, "Retry-After set");
+    assert.match(await r.text(), /wal/i);
 
-      await broker.start();
-      await walDrained(svc);
-      const found = await consumeAll(broker.bootstrap, "bound", {
-        expected: load.acked.size,
-        timeoutMs: 60_000,
-      });
-      const t = tally("w", 20_000, load.acked, found.map((m) => m.value));
-      report("wal-bound", t);
-      assert.deepEqual(t.missing, []);
-    } finally {
-      assert.equal(await svc.stop(), 0);
-      await Deno.remove(dir, { recursive: true });
-    }
+    await broker.start();
+    await walDrained(svc);
+    const found = await consumeAll(broker.bootstrap, "bound", {
+      expected: load.acked.size,
+      timeoutMs: 60_000,
+    });
+    assertAllDelivered("wal-bound", tally("w", 20_000, load.acked, found.map((m) => m.value)));
+    assert.equal(await svc.stop(), 0);
   },
 });
 
@@ -160,37 +137,32 @@ Deno.test({
     const { broker, proxy } = net;
     await broker.createTopic("twice", 1);
     proxy.blackhole(true);
-    const dir = await Deno.makeTempDir({ prefix: "ka-twice-" });
+    await using dir = await tempDir("ka-twice-");
     const slow = { "message.timeout.ms": 120000, "socket.connection.setup.timeout.ms": 120000 };
-    const config = faultConfig(broker.bootstrap, `${dir}/wal`, {
+    const config = faultConfig(broker.bootstrap, `${dir.path}/wal`, {
       kafka: { ...slow, "socket.timeout.ms": 120000 },
       producer: { shutdown_timeout: "60s", wal: { always_topics: ["twice"] } },
     });
-    const svc = await startService(config, { dir });
-    let restarted: Service | null = null;
-    try {
-      const load = await postRange(svc.http, "twice", "2", 0, 1000);
-      assert.equal(load.acked.size, 1000, "always_topics: each reply came after the WAL write was durable");
-      svc.signal("SIGTERM");
-      await sleep(500);
-      const t0 = Date.now();
-      svc.signal("SIGTERM");
-      const code = await svc.exited;
-      const ms = Date.now() - t0;
-      console.log(`second signal: exit ${code} after ${ms} ms`);
-      assert.notEqual(code, 0, "the second signal did not wait for the flush");
-      assert.ok(ms < 2000, `exited ${ms} ms after the second signal`);
+    await using svc = await startService(config, { dir: dir.path });
+    const load = await postRange(svc.http, "twice", "2", 0, 1000);
+    assert.equal(load.acked.size, 1000, "always_topics: each reply came after the WAL write was durable");
+    svc.signal("SIGTERM");
+    await delay(500);
+    const t0 = Date.now();
+    svc.signal("SIGTERM");
+    const code = await svc.exited;
+    const ms = Date.now() - t0;
+    console.log(`second signal: exit ${code} after ${ms} ms`);
+    assert.notEqual(code, 0, "the second signal did not wait for the flush");
+    assert.ok(ms < 2000, `exited ${ms} ms after the second signal`);
 
-      proxy.blackhole(false);
-      restarted = await startService(faultConfig(broker.bootstrap, `${dir}/wal`), { dir });
-      await walDrained(restarted);
-      const found = await consumeAll(broker.bootstrap, "twice", { expected: 1000, timeoutMs: 60_000 });
-      const t = tally("2", 1000, load.acked, found.map((m) => m.value));
-      report("second-sigterm", t);
-      assert.deepEqual(t.missing, []);
-    } finally {
-      if (restarted) assert.equal(await restarted.stop(), 0);
-      await Deno.remove(dir, { recursive: true });
-    }
+    proxy.blackhole(false);
+    await using restarted = await startService(faultConfig(broker.bootstrap, `${dir.path}/wal`), {
+      dir: dir.path,
+    });
+    await walDrained(restarted);
+    const found = await consumeAll(broker.bootstrap, "twice", { expected: 1000, timeoutMs: 60_000 });
+    assertAllDelivered("second-sigterm", tally("2", 1000, load.acked, found.map((m) => m.value)));
+    assert.equal(await restarted.stop(), 0);
   },
 });

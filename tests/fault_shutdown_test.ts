@@ -3,9 +3,11 @@
  * librdkafka that Kafka will not answer for minutes (`message.timeout.ms` 300 s); those records stay in the WAL.
  */
 import assert from "node:assert/strict";
-import { faultConfig, waitFor } from "./support/fault.ts";
+import { faultConfig, waitForBreaker } from "./support/fault.ts";
 import { postRange } from "./support/load.ts";
 import { freePort, type Service, startService } from "./support/service.ts";
+import { tempDir } from "./support/temp_dir.ts";
+import { waitFor } from "./support/wait.ts";
 
 const SHUTDOWN_TIMEOUT_MS = 3_000;
 /** What a stop may take beyond the deadline: purging librdkafka, closing listeners and the WAL. */
@@ -58,47 +60,44 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "ka-stop-" });
-    const walDir = `${dir}/wal`;
+    await using dir = await tempDir("ka-stop-");
+    const walDir = `${dir.path}/wal`;
     const deadPort = `127.0.0.1:${freePort()}`;
-    try {
-      // Open: nothing listens, every broker is down at once; the records are spooled.
-      const open = await startService(config(deadPort, walDir, "60s"), { dir });
-      await waitFor("the breaker to open", async () => (await open.metric("kafka_cb_current_state")) === 1);
-      const load = await postRange(open.http, "stop", "s", 0, RECORDS, { ack: "wal" });
-      assert.equal(load.acked.size, RECORDS);
-      const openStop = await timedStop(open);
-      assert.equal(openStop.walRecords, RECORDS);
 
-      // Closed: the broker accepts connections and never answers; replay hands the records to librdkafka.
-      using silent = silentBroker();
-      const closed = await startService(config(silent.bootstrap, walDir, "60s"), { dir });
-      await waitFor("replay to take the records", async () => (await closed.metric("wal_reads")) >= RECORDS);
-      assert.equal(await closed.metric("kafka_cb_current_state"), 0);
-      const closedStop = await timedStop(closed);
-      assert.equal(closedStop.walRecords, RECORDS);
+    // Open: nothing listens, every broker is down at once; the records are spooled.
+    await using open = await startService(config(deadPort, walDir, "60s"), { dir: dir.path });
+    await waitForBreaker(open, "open", 60_000);
+    const load = await postRange(open.http, "stop", "s", 0, RECORDS, { ack: "wal" });
+    assert.equal(load.acked.size, RECORDS);
+    const openStop = await timedStop(open);
+    assert.equal(openStop.walRecords, RECORDS);
 
-      // Half-open: the breaker lets replay's probes through to a broker that is down; they hang in librdkafka.
-      const half = await startService(config(deadPort, walDir, "1s"), { dir });
-      await waitFor("half-open", async () => (await half.metric("producer_cb_state", { state: "half" })) > 0);
-      await waitFor(
-        "replay's probes to wait in librdkafka",
-        async () => (await half.metric("kafka_client_messages_in_transit")) > 0,
-      );
-      const halfStop = await timedStop(half);
-      assert.equal(halfStop.walRecords, RECORDS);
+    // Closed: the broker accepts connections and never answers; replay hands the records to librdkafka.
+    using silent = silentBroker();
+    await using closed = await startService(config(silent.bootstrap, walDir, "60s"), { dir: dir.path });
+    await waitFor("replay to take the records", async () => (await closed.metric("wal_reads")) >= RECORDS);
+    assert.equal(await closed.metric("kafka_cb_current_state"), 0);
+    const closedStop = await timedStop(closed);
+    assert.equal(closedStop.walRecords, RECORDS);
 
-      console.log(
-        `shutdown: open ${openStop.ms.toFixed(0)} ms, closed ${closedStop.ms.toFixed(0)} ms, ` +
-          `half-open ${halfStop.ms.toFixed(0)} ms (shutdown_timeout ${SHUTDOWN_TIMEOUT_MS} ms)`,
-      );
-      for (
-        const [state, { ms }] of [["open", openStop], ["closed", closedStop], ["half", halfStop]] as const
-      ) {
-        assert.ok(ms < SHUTDOWN_TIMEOUT_MS + MARGIN_MS, `${state}: exit took ${ms.toFixed(0)} ms`);
-      }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+    // Half-open: the breaker lets replay's probes through to a broker that is down; they hang in librdkafka.
+    await using half = await startService(config(deadPort, walDir, "1s"), { dir: dir.path });
+    await waitFor("half-open", async () => (await half.metric("producer_cb_state", { state: "half" })) > 0);
+    await waitFor(
+      "replay's probes to wait in librdkafka",
+      async () => (await half.metric("kafka_client_messages_in_transit")) > 0,
+    );
+    const halfStop = await timedStop(half);
+    assert.equal(halfStop.walRecords, RECORDS);
+
+    console.log(
+      `shutdown: open ${openStop.ms.toFixed(0)} ms, closed ${closedStop.ms.toFixed(0)} ms, ` +
+        `half-open ${halfStop.ms.toFixed(0)} ms (shutdown_timeout ${SHUTDOWN_TIMEOUT_MS} ms)`,
+    );
+    for (
+      const [state, { ms }] of [["open", openStop], ["closed", closedStop], ["half", halfStop]] as const
+    ) {
+      assert.ok(ms < SHUTDOWN_TIMEOUT_MS + MARGIN_MS, `${state}: exit took ${ms.toFixed(0)} ms`);
     }
   },
 });

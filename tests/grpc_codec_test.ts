@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import assert from "node:assert/strict";
 import protobuf from "protobufjs";
 import {
   CodecError,
@@ -173,8 +173,8 @@ Deno.test("ProdRq: what protobufjs encodes, the codec decodes to the same fields
     const rq = randomRq(r);
     const bytes = concat(unknownFields(r), pbEncode(RqType, rqAsObject(rq)), unknownFields(r));
     const got = decodeProdRq(bytes);
-    assertEquals(rqAsObject(got), rqAsObject(rq), `seed ${SEED} round ${i}`);
-    assertEquals(got.streamOffset, rq.streamOffset);
+    assert.deepEqual(rqAsObject(got), rqAsObject(rq), `seed ${SEED} round ${i}`);
+    assert.equal(got.streamOffset, rq.streamOffset);
   }
 });
 
@@ -182,7 +182,7 @@ Deno.test("ProdRq: what the codec encodes, protobufjs decodes to the same fields
   const r = rng(SEED + 1);
   for (let i = 0; i < ROUNDS; i++) {
     const rq = randomRq(r);
-    assertEquals(pbDecode(RqType, encodeProdRq(rq)), rqAsObject(rq), `seed ${SEED + 1} round ${i}`);
+    assert.deepEqual(pbDecode(RqType, encodeProdRq(rq)), rqAsObject(rq), `seed ${SEED + 1} round ${i}`);
   }
 });
 
@@ -191,18 +191,18 @@ Deno.test("ProdRs: the codec and protobufjs agree both ways on every field", () 
   for (let i = 0; i < ROUNDS; i++) {
     const rs = randomRs(r);
     const ours = encodeProdRs(rs);
-    assertEquals(pbDecode(RsType, ours), rsAsObject(rs), `seed ${SEED + 2} round ${i}`);
-    assertEquals(ours, new Uint8Array(pbEncode(RsType, rsAsObject(rs))), `byte-identical, round ${i}`);
+    assert.deepEqual(pbDecode(RsType, ours), rsAsObject(rs), `seed ${SEED + 2} round ${i}`);
+    assert.deepEqual(ours, new Uint8Array(pbEncode(RsType, rsAsObject(rs))), `byte-identical, round ${i}`);
     const back = decodeProdRs(concat(pbEncode(RsType, rsAsObject(rs)), unknownFields(r)));
-    assertEquals(rsAsObject(back), rsAsObject(rs), `round ${i}`);
+    assert.deepEqual(rsAsObject(back), rsAsObject(rs), `round ${i}`);
   }
 });
 
 Deno.test("a uint64 streamOffset above 2^53 round-trips exactly", () => {
   for (const v of [2n ** 53n + 1n, 18446744073709551615n, 9007199254740993n]) {
     const rq: ProdRq = { topic: "t", message: new Uint8Array(0), streamOffset: v, ack: "", headers: [] };
-    assertEquals(decodeProdRq(encodeProdRq(rq)).streamOffset, v);
-    assertEquals(decodeProdRs(encodeProdRs({ streamOffset: v, error: "", code: 0 })).streamOffset, v);
+    assert.equal(decodeProdRq(encodeProdRq(rq)).streamOffset, v);
+    assert.equal(decodeProdRs(encodeProdRs({ streamOffset: v, error: "", code: 0 })).streamOffset, v);
   }
 });
 
@@ -236,14 +236,14 @@ Deno.test("ProdRq input cut inside a field throws CodecError; cut between fields
         failure = err;
       }
       if (boundaries.has(cut)) {
-        assertEquals(failure, undefined, `round ${i} cut ${cut}`);
+        assert.equal(failure, undefined, `round ${i} cut ${cut}`);
       } else {
-        assert(failure instanceof CodecError, `round ${i} cut ${cut}: ${failure}`);
+        assert.ok(failure instanceof CodecError, `round ${i} cut ${cut}: ${failure}`);
         refused++;
       }
     }
   }
-  assert(refused > 1000, `only ${refused} truncations refused`);
+  assert.ok(refused > 1000, `only ${refused} truncations refused`);
 });
 
 Deno.test("malformed input is refused with CodecError, never another exception", () => {
@@ -266,14 +266,14 @@ Deno.test("malformed input is refused with CodecError, never another exception",
     } catch (err) {
       failure = err;
     }
-    assert(failure instanceof CodecError, `${bytes}: ${failure}`);
+    assert.ok(failure instanceof CodecError, `${bytes}: ${failure}`);
   }
   for (let i = 0; i < 20_000; i++) {
     try {
       decodeProdRq(randomBytes(r, 40));
       decodeProdRs(randomBytes(r, 40));
     } catch (err) {
-      assert(err instanceof CodecError, String(err));
+      assert.ok(err instanceof CodecError, String(err));
     }
   }
 });

@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import assert from "node:assert/strict";
 import { frameAll, type FramingError, MessageReader } from "../src/server/grpc/framing.ts";
 import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "../src/server/grpc/metadata.ts";
 import { Status } from "../src/server/grpc/status.ts";
@@ -27,8 +27,12 @@ Deno.test("messages split at every possible point across chunks come out whole a
         reader.push(chunk);
         got.push(...drain(reader));
       }
-      assertEquals(got.map((m) => [...(m as Uint8Array)]), messages.map((m) => [...m]), `split ${a} ${b}`);
-      assertEquals(reader.finish(), undefined);
+      assert.deepEqual(
+        got.map((m) => [...(m as Uint8Array)]),
+        messages.map((m) => [...m]),
+        `split ${a} ${b}`,
+      );
+      assert.equal(reader.finish(), undefined);
     }
   }
 });
@@ -37,7 +41,7 @@ Deno.test("a message over the limit is RESOURCE_EXHAUSTED before its bytes arriv
   const reader = new MessageReader(10);
   reader.push(bytes(0, 0, 0, 0, 11));
   const [err] = drain(reader) as FramingError[];
-  assertEquals(err.code, Status.RESOURCE_EXHAUSTED);
+  assert.equal(err.code, Status.RESOURCE_EXHAUSTED);
 });
 
 Deno.test("the compressed flag without an encoding, or an unknown flag, is INTERNAL", () => {
@@ -45,7 +49,7 @@ Deno.test("the compressed flag without an encoding, or an unknown flag, is INTER
     const reader = new MessageReader(10);
     reader.push(bytes(flag, 0, 0, 0, 1, 9));
     const [err] = drain(reader) as FramingError[];
-    assertEquals(err.code, Status.INTERNAL, `flag ${flag}`);
+    assert.equal(err.code, Status.INTERNAL, `flag ${flag}`);
   }
 });
 
@@ -53,14 +57,14 @@ Deno.test("a stream that ends inside a prefix or a message is INTERNAL, with not
   for (const wire of [bytes(0, 0), bytes(0, 0, 0, 0, 4, 1, 2)]) {
     const reader = new MessageReader(10);
     reader.push(wire);
-    assertEquals(drain(reader), []);
-    assertEquals(reader.finish()?.code, Status.INTERNAL);
+    assert.deepEqual(drain(reader), []);
+    assert.equal(reader.finish()?.code, Status.INTERNAL);
   }
 });
 
 Deno.test("gRPC content types, timeouts and status messages", () => {
   for (const ok of ["application/grpc", "application/grpc+proto", "application/grpc;charset=utf-8"]) {
-    assert(isGrpcContentType(ok), ok);
+    assert.ok(isGrpcContentType(ok), ok);
   }
   for (
     const bad of [
@@ -72,12 +76,12 @@ Deno.test("gRPC content types, timeouts and status messages", () => {
       "application/json",
     ]
   ) {
-    assert(!isGrpcContentType(bad), String(bad));
+    assert.ok(!isGrpcContentType(bad), String(bad));
   }
-  assertEquals(
+  assert.deepEqual(
     ["1H", "2M", "3S", "250m", "1000u", "5000000n", "123456789S", "1s", "", "-1S"].map(parseTimeout),
     [3_600_000, 120_000, 3000, 250, 1, 5, undefined, undefined, undefined, undefined],
   );
-  assertEquals(encodeGrpcMessage("plain text"), "plain text");
-  assertEquals(encodeGrpcMessage("100% sure\nnext: é"), "100%25 sure%0Anext: %C3%A9");
+  assert.equal(encodeGrpcMessage("plain text"), "plain text");
+  assert.equal(encodeGrpcMessage("100% sure\nnext: é"), "100%25 sure%0Anext: %C3%A9");
 });

@@ -1,5 +1,5 @@
 /** grpcurl, a client that knows nothing but what server reflection tells it, against the real service. */
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import assert from "node:assert/strict";
 import { grpcPort, startServiceForPeers } from "./support/h2_peer.ts";
 
 const GRPCURL = Deno.env.get("KA_GRPCURL") ?? new URL("../.tools/bin/grpcurl", import.meta.url).pathname;
@@ -26,14 +26,14 @@ Deno.test("grpcurl lists and describes the services by reflection, and produces 
   const svc = await startServiceForPeers();
   try {
     const target = `127.0.0.1:${grpcPort(svc)}`;
-    assertEquals((await grpcurl([target, "list"])).trim().split("\n").sort(), [
+    assert.deepEqual((await grpcurl([target, "list"])).trim().split("\n").sort(), [
       "KafkaAmbassador",
       "grpc.health.v1.Health",
     ]);
     const described = await grpcurl([target, "describe", "KafkaAmbassador"]);
-    assert(described.includes("rpc Produce ( stream .ProdRq ) returns ( stream .ProdRs )"), described);
+    assert.ok(described.includes("rpc Produce ( stream .ProdRq ) returns ( stream .ProdRs )"), described);
     const prodRq = await grpcurl([target, "describe", "ProdRq"]);
-    assert(prodRq.includes("optional int32 partition = 7;"), prodRq);
+    assert.ok(prodRq.includes("optional int32 partition = 7;"), prodRq);
 
     const request = JSON.stringify({
       topic: "grpcurl",
@@ -41,9 +41,9 @@ Deno.test("grpcurl lists and describes the services by reflection, and produces 
       streamOffset: "18446744073709551615",
     });
     const reply = JSON.parse(await grpcurl(["-d", request, target, "KafkaAmbassador/Produce"]));
-    assertEquals(reply.streamOffset, "18446744073709551615");
+    assert.equal(reply.streamOffset, "18446744073709551615");
     const health = JSON.parse(await grpcurl([target, "grpc.health.v1.Health/Check"]));
-    assert(["SERVING", "NOT_SERVING"].includes(health.status), JSON.stringify(health));
+    assert.ok(["SERVING", "NOT_SERVING"].includes(health.status), JSON.stringify(health));
   } finally {
     await svc.stop("SIGKILL");
   }

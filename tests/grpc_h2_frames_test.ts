@@ -2,7 +2,7 @@
  * Hostile HTTP/2 frame sequences against the gRPC port of the real service (tests/h2/cases.py). After each one
  * the process must still be running and answer a normal call.
  */
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import assert from "node:assert/strict";
 import {
   alive,
   grpcPort,
@@ -20,9 +20,9 @@ const PRODUCE = { grpc_type: "bidi_stream", grpc_service: "KafkaAmbassador", grp
 
 /** The service survived, and a normal Produce call gets its reply and grpc-status 0. */
 async function assertServing(svc: Service, after: string): Promise<void> {
-  assert(await alive(svc), `the service died after ${after}:\n${await Deno.readTextFile(svc.logPath)}`);
+  assert.ok(await alive(svc), `the service died after ${after}:\n${await Deno.readTextFile(svc.logPath)}`);
   const ok = await runCase("produce_ok", grpcPort(svc));
-  assertEquals(
+  assert.deepEqual(
     [ok.status, ok.grpc_status, ok.data_bytes > 0],
     [200, 0, true],
     `${after}: ${JSON.stringify(ok)}`,
@@ -49,18 +49,18 @@ Deno.test("hostile HTTP/2 peers do not end the process, and get the gRPC answers
     await survives("h2spec_6_9_2");
     await survives("h2spec_6_9_1_3");
     await survives("wrong_content_type", (r) => {
-      assertEquals(r.status, 415, JSON.stringify(r));
-      assert(r.ended, "the 415 response ends the stream");
+      assert.equal(r.status, 415, JSON.stringify(r));
+      assert.ok(r.ended, "the 415 response ends the stream");
     });
     await survives("compressed_no_encoding", (r) => {
-      assertEquals([r.status, r.grpc_status], [200, 13], JSON.stringify(r));
+      assert.deepEqual([r.status, r.grpc_status], [200, 13], JSON.stringify(r));
     });
 
     await t.step("truncated_prefix: INTERNAL, and the cut record is not read", async () => {
       const before = await svc.metric("grpc_server_msg_received_total", PRODUCE);
       const r = await runCase("truncated_prefix", port);
-      assertEquals([r.status, r.grpc_status], [200, 13], JSON.stringify(r));
-      assertEquals(
+      assert.deepEqual([r.status, r.grpc_status], [200, 13], JSON.stringify(r));
+      assert.equal(
         await svc.metric("grpc_server_msg_received_total", PRODUCE),
         before + 1,
         "only the whole record",
@@ -88,8 +88,8 @@ Deno.test("hostile HTTP/2 peers do not end the process, and get the gRPC answers
             `server read ${read}; RSS ${mb(rssBefore)} MB -> ${mb(rssAfter)} MB`,
         );
         // MAX_IN_FLIGHT records unanswered plus 64 KiB of ~10-byte replies, and what the windows held.
-        assert(read < 20_000, `the server read ${read} records from a client that takes no replies`);
-        assert(rssAfter - rssBefore < 50e6, `RSS grew by ${mb(rssAfter - rssBefore)} MB`);
+        assert.ok(read < 20_000, `the server read ${read} records from a client that takes no replies`);
+        assert.ok(rssAfter - rssBefore < 50e6, `RSS grew by ${mb(rssAfter - rssBefore)} MB`);
         await assertServing(svc, "window_zero");
       },
     );

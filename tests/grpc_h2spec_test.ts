@@ -3,7 +3,7 @@
  * a gRPC endpoint (h2spec expects a web server answering GET / with a body); what must hold is that no case
  * ends the process. The summary and the failing case ids are printed for the record.
  */
-import { ok as assert } from "node:assert/strict";
+import assert from "node:assert/strict";
 import { alive, grpcPort, requireH2, runCase, startServiceForPeers } from "./support/h2_peer.ts";
 
 const H2SPEC = Deno.env.get("KA_H2SPEC") ??
@@ -42,14 +42,17 @@ Deno.test("h2spec: no HTTP/2 conformance case ends the process", async () => {
     }).output();
     const text = new TextDecoder().decode(out.stdout);
     const summary = text.trim().split("\n").filter((l) => /\d+ tests, \d+ passed/.test(l)).pop();
-    assert(summary !== undefined, `no h2spec summary:\n${text}\n${new TextDecoder().decode(out.stderr)}`);
+    assert.ok(summary !== undefined, `no h2spec summary:\n${text}\n${new TextDecoder().decode(out.stderr)}`);
     const junit = await Deno.readTextFile(`${dir}/report.xml`).catch(() => "");
     console.log(`h2spec: ${summary}`);
     for (const id of failedCases(junit)) console.log(`  failed: ${id}`);
 
-    assert(await alive(svc), `the service died during h2spec:\n${await Deno.readTextFile(svc.logPath)}`);
+    assert.ok(await alive(svc), `the service died during h2spec:\n${await Deno.readTextFile(svc.logPath)}`);
     const ok = await runCase("produce_ok", port);
-    assert(ok.grpc_status === 0 && ok.data_bytes > 0, `no normal call after h2spec: ${JSON.stringify(ok)}`);
+    assert.ok(
+      ok.grpc_status === 0 && ok.data_bytes > 0,
+      `no normal call after h2spec: ${JSON.stringify(ok)}`,
+    );
   } finally {
     await svc.stop("SIGKILL");
     await Deno.remove(dir, { recursive: true });

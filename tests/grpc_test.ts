@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
@@ -10,6 +10,7 @@ import { PROTO_PATH } from "../src/server/grpc/schema.ts";
 import { type GrpcServer, startGrpcServer } from "../src/server/grpc/server.ts";
 import { MAX_IN_FLIGHT } from "../src/server/grpc/produce.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 const COMPAT_PROTO = fileURLToPath(new URL("./fixtures/compat.proto", import.meta.url));
 
@@ -85,17 +86,17 @@ Deno.test("a client built from the Go service's proto streams 100 records; every
       streamOffset: String(1000 + i),
     }));
     const { replies, status } = await produceAll(client, requests);
-    assertEquals(status.code, grpc.status.OK);
-    assertEquals(replies.map((r) => r.streamOffset).sort(), requests.map((r) => r.streamOffset).sort());
-    assertEquals(Object.keys(replies[0]), ["streamOffset"]);
-    assertEquals(facade.produced.length, 100);
+    assert.equal(status.code, grpc.status.OK);
+    assert.deepEqual(replies.map((r) => r.streamOffset).sort(), requests.map((r) => r.streamOffset).sort());
+    assert.deepEqual(Object.keys(replies[0]), ["streamOffset"]);
+    assert.equal(facade.produced.length, 100);
     for (let i = 0; i < 100; i++) {
       const { message, ack } = facade.produced[i];
-      assertEquals(ack, "none");
-      assertEquals(message.topic, requests[i].topic);
-      assertEquals(new Uint8Array(message.value), requests[i].message);
-      assertEquals(message.key, undefined);
-      assertEquals(message.partition, undefined);
+      assert.equal(ack, "none");
+      assert.equal(message.topic, requests[i].topic);
+      assert.deepEqual(new Uint8Array(message.value), requests[i].message);
+      assert.equal(message.key, undefined);
+      assert.equal(message.partition, undefined);
     }
   });
 });
@@ -109,7 +110,7 @@ Deno.test("a streamOffset above 2^53 is echoed exactly", async () => {
       message: text("x"),
       streamOffset: "18446744073709551615",
     }]);
-    assertEquals(replies[0].streamOffset, "18446744073709551615");
+    assert.equal(replies[0].streamOffset, "18446744073709551615");
   });
 });
 
@@ -117,11 +118,11 @@ Deno.test("ListTopics answers from the facade, and UNAVAILABLE when the cluster 
   await withServer(async (server, facade, clients) => {
     const client = clientFor(COMPAT_PROTO, "KafkaAmbassador", server.port);
     clients.push(client);
-    assertEquals(await unary(client, "ListTopics", {}), { topics: ["alpha", "beta"] });
+    assert.deepEqual(await unary(client, "ListTopics", {}), { topics: ["alpha", "beta"] });
     facade.listError = new Error("metadata request timed out");
     const err = await unary(client, "ListTopics", {}).then(() => undefined, (e: grpc.ServiceError) => e);
-    assertEquals(err?.code, grpc.status.UNAVAILABLE);
-    assertEquals(err?.details, "cannot list topics: metadata request timed out");
+    assert.equal(err?.code, grpc.status.UNAVAILABLE);
+    assert.equal(err?.details, "cannot list topics: metadata request timed out");
   });
 });
 
@@ -149,9 +150,9 @@ Deno.test("refused records get error and code, and the stream goes on", async ()
       { topic: "alpha", message: text("ok"), streamOffset: "9" },
     ];
     const { replies, status } = await produceAll(client, requests);
-    assertEquals(status.code, grpc.status.OK);
+    assert.equal(status.code, grpc.status.OK);
     const byOffset = new Map(replies.map((r) => [r.streamOffset, [r.code, r.error]]));
-    assertEquals(Object.fromEntries(byOffset), {
+    assert.deepEqual(Object.fromEntries(byOffset), {
       "1": [400, 'invalid: invalid topic name: "a b": only [a-zA-Z0-9._-] are allowed'],
       "2": [413, "too_large: message too large: 1001 bytes, at most 1000 bytes are accepted"],
       "3": [400, 'invalid: invalid ack: "all": want none, wal or kafka'],
@@ -162,7 +163,7 @@ Deno.test("refused records get error and code, and the stream goes on", async ()
       "8": [500, "internal: internal error"],
       "9": [0, ""],
     });
-    assertEquals(facade.produced.length, 5);
+    assert.equal(facade.produced.length, 5);
   });
 });
 
@@ -184,21 +185,21 @@ Deno.test("ack, key, headers and partition reach the facade; ack=kafka replies c
       { topic: "alpha", message: text("v3"), ack: "wal", partition: -1, streamOffset: "3" },
     ]);
     const byOffset = new Map(replies.map((r) => [r.streamOffset, r]));
-    assertEquals([byOffset.get("1")?.partition, byOffset.get("1")?.offset], [0, "0"]);
-    assertEquals([byOffset.get("2")?.partition, byOffset.get("2")?.offset], [4, "1"]);
-    assertEquals(byOffset.get("3")?.offset, undefined);
+    assert.deepEqual([byOffset.get("1")?.partition, byOffset.get("1")?.offset], [0, "0"]);
+    assert.deepEqual([byOffset.get("2")?.partition, byOffset.get("2")?.offset], [4, "1"]);
+    assert.equal(byOffset.get("3")?.offset, undefined);
     const [first, second, third] = facade.produced;
-    assertEquals(first.ack, "kafka");
-    assertEquals(new Uint8Array(first.message.key!), text("k"));
-    assertEquals(first.message.partition, 0);
-    assertEquals(
+    assert.equal(first.ack, "kafka");
+    assert.deepEqual(new Uint8Array(first.message.key!), text("k"));
+    assert.equal(first.message.partition, 0);
+    assert.deepEqual(
       first.message.headers?.map(([k, v]) => [k, new TextDecoder().decode(v)]),
       [["h", "1"], ["h", "2"]],
     );
-    assertEquals(second.message.partition, 4);
-    assertEquals(second.message.key, undefined);
-    assertEquals(third.ack, "wal");
-    assertEquals(third.message.partition, undefined);
+    assert.equal(second.message.partition, 4);
+    assert.equal(second.message.key, undefined);
+    assert.equal(third.ack, "wal");
+    assert.equal(third.message.partition, undefined);
   });
 });
 
@@ -207,9 +208,9 @@ Deno.test("an empty ack and a missing message mean ack none and an empty value",
     const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
     clients.push(client);
     const { replies } = await produceAll(client, [{ topic: "alpha", streamOffset: "1" }]);
-    assertEquals(replies[0].code, 0);
-    assertEquals(facade.produced[0].ack, "none");
-    assertEquals(facade.produced[0].message.value.byteLength, 0);
+    assert.equal(replies[0].code, 0);
+    assert.equal(facade.produced[0].ack, "none");
+    assert.equal(facade.produced[0].message.value.byteLength, 0);
   });
 });
 
@@ -217,12 +218,12 @@ Deno.test("the health service reports SERVING, and NOT_SERVING while draining", 
   await withServer(async (server, _facade, clients) => {
     const client = clientFor(healthProtoPath, "grpc.health.v1.Health", server.port);
     clients.push(client);
-    assertEquals(await unary(client, "Check", { service: "" }), { status: "SERVING" });
-    assertEquals(await unary(client, "Check", { service: "KafkaAmbassador" }), { status: "SERVING" });
+    assert.deepEqual(await unary(client, "Check", { service: "" }), { status: "SERVING" });
+    assert.deepEqual(await unary(client, "Check", { service: "KafkaAmbassador" }), { status: "SERVING" });
     server.setDraining(true);
-    assertEquals(await unary(client, "Check", { service: "KafkaAmbassador" }), { status: "NOT_SERVING" });
+    assert.deepEqual(await unary(client, "Check", { service: "KafkaAmbassador" }), { status: "NOT_SERVING" });
     server.setDraining(false);
-    assertEquals(await unary(client, "Check", { service: "" }), { status: "SERVING" });
+    assert.deepEqual(await unary(client, "Check", { service: "" }), { status: "SERVING" });
   });
 });
 
@@ -297,20 +298,23 @@ Deno.test("server reflection lists KafkaAmbassador and the health service, and r
       clients.push(client);
       const listed = await reflect(client, { list_services: "*" });
       const names = listed.list_services_response.service.map((s: Reply) => s.name);
-      assertEquals([...names].sort(), ["KafkaAmbassador", "grpc.health.v1.Health"], version);
+      assert.deepEqual([...names].sort(), ["KafkaAmbassador", "grpc.health.v1.Health"], version);
       for (
         const symbol of ["KafkaAmbassador", "KafkaAmbassador.Produce", "ProdRq", "grpc.health.v1.Health"]
       ) {
         const found = await reflect(client, { file_containing_symbol: symbol });
-        assertEquals(found.error_response, undefined, `${version} ${symbol}`);
-        assert(found.file_descriptor_response.file_descriptor_proto.length > 0, `${version} ${symbol}`);
+        assert.equal(found.error_response, undefined, `${version} ${symbol}`);
+        assert.ok(found.file_descriptor_response.file_descriptor_proto.length > 0, `${version} ${symbol}`);
       }
       // Health.List's map field comes out of protobufjs as a descriptor that grpcurl rejects; it must not be there.
       const health = await reflect(client, { file_containing_symbol: "grpc.health.v1.Health" });
       const described = health.file_descriptor_response.file_descriptor_proto.map((b: Uint8Array) =>
         new TextDecoder().decode(b)
       ).join("");
-      assert(described.includes("HealthCheckResponse") && !described.includes("HealthListResponse"), version);
+      assert.ok(
+        described.includes("HealthCheckResponse") && !described.includes("HealthListResponse"),
+        version,
+      );
     }
   });
 });
@@ -334,12 +338,12 @@ Deno.test("while draining, new streams end with UNAVAILABLE and records on open 
     const ended = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
     call.on("error", () => {});
     call.write({ topic: "alpha", message: text("before"), streamOffset: "1" });
-    assertEquals((await next()).code, 0);
+    assert.equal((await next()).code, 0);
 
     server.setDraining(true);
     call.write({ topic: "alpha", message: text("during"), streamOffset: "2" });
     const refused = await next();
-    assertEquals([refused.streamOffset, refused.code, refused.error], [
+    assert.deepEqual([refused.streamOffset, refused.code, refused.error], [
       "2",
       503,
       "unavailable: shutting down",
@@ -349,14 +353,17 @@ Deno.test("while draining, new streams end with UNAVAILABLE and records on open 
       message: text("new"),
       streamOffset: "9",
     }]);
-    assertEquals([status.code, status.details], [grpc.status.UNAVAILABLE, "shutting down"]);
+    assert.deepEqual([status.code, status.details], [grpc.status.UNAVAILABLE, "shutting down"]);
 
     server.setDraining(false);
     call.write({ topic: "alpha", message: text("after"), streamOffset: "3" });
-    assertEquals((await next()).code, 0);
+    assert.equal((await next()).code, 0);
     call.end();
-    assertEquals((await ended).code, grpc.status.OK);
-    assertEquals(facade.produced.map((p) => new TextDecoder().decode(p.message.value)), ["before", "after"]);
+    assert.equal((await ended).code, grpc.status.OK);
+    assert.deepEqual(facade.produced.map((p) => new TextDecoder().decode(p.message.value)), [
+      "before",
+      "after",
+    ]);
   });
 });
 
@@ -377,15 +384,15 @@ Deno.test("shutdown answers the records in flight, then ends open streams with U
     call.on("error", () => {});
     const ended = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
     call.write({ topic: "alpha", message: text("v"), ack: "kafka", streamOffset: "1" });
-    while (facade.produced.length === 0) await new Promise((r) => setTimeout(r, 2));
+    await waitFor("the record to reach the facade", () => facade.produced.length > 0, 10_000, 2);
     let stopped = false;
     const stopping = server.shutdown().then(() => stopped = true);
-    await new Promise((r) => setTimeout(r, 50));
-    assertEquals(stopped, false);
+    await delay(50);
+    assert.equal(stopped, false);
     release();
     const status = await ended;
-    assertEquals([status.code, status.details], [grpc.status.UNAVAILABLE, "shutting down"]);
-    assertEquals(replies.map((r) => [r.streamOffset, r.code, r.offset]), [["1", 0, "0"]]);
+    assert.deepEqual([status.code, status.details], [grpc.status.UNAVAILABLE, "shutting down"]);
+    assert.deepEqual(replies.map((r) => [r.streamOffset, r.code, r.offset]), [["1", 0, "0"]]);
     await stopping;
   } finally {
     client.close();
@@ -406,14 +413,19 @@ Deno.test("a stream stops reading past MAX_IN_FLIGHT unanswered records, and res
     const total = MAX_IN_FLIGHT + 300;
     const requests = Array.from({ length: total }, (_, i) => ({ topic: "alpha", streamOffset: String(i) }));
     const done = produceAll(client, requests);
-    while (facade.produced.length < MAX_IN_FLIGHT) await new Promise((r) => setTimeout(r, 5));
-    await new Promise((r) => setTimeout(r, 100));
-    assertEquals(facade.produced.length, MAX_IN_FLIGHT);
+    await waitFor(
+      "MAX_IN_FLIGHT records in the facade",
+      () => facade.produced.length >= MAX_IN_FLIGHT,
+      10_000,
+      5,
+    );
+    await delay(100);
+    assert.equal(facade.produced.length, MAX_IN_FLIGHT);
     release();
     const { replies, status } = await done;
-    assertEquals(status.code, grpc.status.OK);
-    assertEquals(replies.length, total);
-    assertEquals(new Set(replies.map((r) => r.streamOffset)).size, total);
+    assert.equal(status.code, grpc.status.OK);
+    assert.equal(replies.length, total);
+    assert.equal(new Set(replies.map((r) => r.streamOffset)).size, total);
   });
 });
 
@@ -426,8 +438,8 @@ Deno.test("a record over the max request size ends the stream with RESOURCE_EXHA
       message: new Uint8Array(65 * 1024),
       streamOffset: "1",
     }]);
-    assertEquals(status.code, grpc.status.RESOURCE_EXHAUSTED);
-    assertEquals(facade.produced.length, 0);
+    assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.equal(facade.produced.length, 0);
   });
 });
 
@@ -455,11 +467,11 @@ Deno.test("gRPC server metrics count calls and messages with go-grpc-prometheus 
     server.setDraining(true);
     await produceAll(client, requests);
   });
-  assertEquals(await value(grpcStarted), before[0] + 2);
-  assertEquals(await value(grpcReceived), before[1] + 3);
-  assertEquals(await value(grpcSent), before[2] + 3);
-  assertEquals(await value(grpcHandled, { grpc_code: "OK" }), before[3] + 1);
-  assertEquals(await value(grpcHandled, { grpc_code: "Unavailable" }), before[4] + 1);
+  assert.equal(await value(grpcStarted), before[0] + 2);
+  assert.equal(await value(grpcReceived), before[1] + 3);
+  assert.equal(await value(grpcSent), before[2] + 3);
+  assert.equal(await value(grpcHandled, { grpc_code: "OK" }), before[3] + 1);
+  assert.equal(await value(grpcHandled, { grpc_code: "Unavailable" }), before[4] + 1);
 });
 
 Deno.test("a call past its grpc-timeout ends with DEADLINE_EXCEEDED, on the server too", async () => {
@@ -480,12 +492,11 @@ Deno.test("a call past its grpc-timeout ends with DEADLINE_EXCEEDED, on the serv
       call.on("status", resolve);
       call.write({ topic: "alpha", message: text("v"), streamOffset: "1" });
     });
-    assertEquals(status.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.equal(status.code, grpc.status.DEADLINE_EXCEEDED);
     // The client gives up by itself at its deadline; the server's own timer ends the call on its side.
-    const until = Date.now() + 2000;
-    while (await exceeded() === before && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    await waitFor("the server to count DeadlineExceeded", async () => await exceeded() !== before, 2000, 20);
   });
-  assertEquals(await exceeded(), before + 1);
+  assert.equal(await exceeded(), before + 1);
 });
 
 Deno.test("an unknown method is UNIMPLEMENTED, and the connection serves the next call", async () => {
@@ -501,8 +512,8 @@ Deno.test("an unknown method is UNIMPLEMENTED, and the connection serves the nex
         (e: grpc.ServiceError) => resolve(e),
       );
     });
-    assertEquals(err.code, grpc.status.UNIMPLEMENTED);
-    assertEquals(await unary(client, "ListTopics", {}), { topics: ["alpha", "beta"] });
+    assert.equal(err.code, grpc.status.UNIMPLEMENTED);
+    assert.deepEqual(await unary(client, "ListTopics", {}), { topics: ["alpha", "beta"] });
   });
 });
 
@@ -511,34 +522,26 @@ Deno.test("health Watch sends the status, then each change; an unknown service i
     const client = clientFor(healthProtoPath, "grpc.health.v1.Health", server.port);
     clients.push(client);
     const seen: string[] = [];
-    let wake = () => {};
     const call = client.Watch({ service: "KafkaAmbassador" });
-    call.on("data", (rs: Reply) => {
-      seen.push(rs.status);
-      wake();
-    });
+    call.on("data", (rs: Reply) => seen.push(rs.status));
     call.on("error", () => {});
-    const waitFor = (n: number) =>
-      new Promise<void>((resolve) => {
-        wake = () => seen.length >= n && resolve();
-        wake();
-      });
-    await waitFor(1);
+    const statuses = (n: number) => waitFor(`${n} health statuses`, () => seen.length >= n, 10_000, 5);
+    await statuses(1);
     server.setDraining(true);
-    await waitFor(2);
+    await statuses(2);
     server.setDraining(false);
-    await waitFor(3);
+    await statuses(3);
     facade.ready = { ready: false, reasons: ["breaker open"] };
-    await waitFor(4); // readiness is polled about once a second
-    assertEquals(seen, ["SERVING", "NOT_SERVING", "SERVING", "NOT_SERVING"]);
+    await statuses(4); // readiness is polled about once a second
+    assert.deepEqual(seen, ["SERVING", "NOT_SERVING", "SERVING", "NOT_SERVING"]);
     call.cancel();
 
     const unknown = client.Watch({ service: "nope" });
     unknown.on("error", () => {});
     const first = await new Promise<Reply>((resolve) => unknown.on("data", resolve));
-    assertEquals(first.status, "SERVICE_UNKNOWN");
+    assert.equal(first.status, "SERVICE_UNKNOWN");
     unknown.cancel();
     const err = await unary(client, "Check", { service: "nope" }).then(() => undefined, (e) => e);
-    assertEquals(err?.code, grpc.status.NOT_FOUND);
+    assert.equal(err?.code, grpc.status.NOT_FOUND);
   });
 });

@@ -1,6 +1,7 @@
 /** The JavaScript event loop stays responsive while librdkafka works: nothing waits on librdkafka in-line. */
 import assert from "node:assert/strict";
 import { KafkaProducer } from "../src/kafka/producer.ts";
+import { settle } from "./support/wait.ts";
 
 const MESSAGES = 100_000;
 const TICK_MS = 10;
@@ -25,7 +26,7 @@ Deno.test("100k messages to the mock cluster: all delivered, a 10 ms timer is ne
       reports.push(
         p.produce({ topic: "event-loop", value }).then(() => void delivered++, () => void failed++),
       );
-      if (i % 1000 === 999) await new Promise((r) => setTimeout(r, 0));
+      if (i % 1000 === 999) await settle();
     }
     await Promise.all(reports);
     assert.equal(failed, 0);

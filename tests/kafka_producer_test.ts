@@ -10,6 +10,7 @@ import {
 } from "../src/kafka/producer.ts";
 import { acks, errors, inTransit } from "../src/metrics.ts";
 import type { Counter } from "prom-client";
+import { waitFor } from "./support/wait.ts";
 
 const enc = new TextEncoder();
 const MOCK = { "test.mock.num.brokers": "1" };
@@ -85,8 +86,7 @@ Deno.test("key, headers, explicit partition and timestamp reach the broker (read
     const plain = await p.produce({ topic, value: enc.encode("plain"), partition: 2 });
     assert.equal(plain.offset, d.offset + 1n);
     await p.produce({ topic, value: new Uint8Array(0), partition: 2 });
-    for (let i = 0; i < 100 && bootstrap === ""; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.notEqual(bootstrap, "", "statistics name the mock broker");
+    await waitFor("statistics to name the mock broker", () => bootstrap !== "", 2000, 20);
     const args = `-C -b ${bootstrap} -t ${topic} -p 2 -o beginning -c 3 -e -q -f`.split(" ");
     const out = await new Deno.Command("kcat", {
       args: [...args, "%K|%k|%S|%s|%T|%h|%p\\n"],

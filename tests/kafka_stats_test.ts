@@ -71,14 +71,14 @@ Deno.test("applyStats sets global, broker, topic and partition gauges from a rea
     assert.equal(await value(rdkafkaTopic, { ...t, metric: "batchcnt", window: "p95" }), topic.batchcnt.p95);
 
     const partitions = Object.keys(topic.partitions);
-    assert(partitions.length > 1, "the sample has partitions");
+    assert.ok(partitions.length > 1, "the sample has partitions");
     for (const partition of partitions) {
       const p = topic.partitions[partition];
       assert.equal(await value(rdkafkaPartition, { ...t, partition, metric: "txmsgs" }), p.txmsgs);
       assert.equal(await value(rdkafkaPartition, { ...t, partition, metric: "msgq_cnt" }), p.msgq_cnt);
     }
     const total = partitions.reduce((n, k) => n + topic.partitions[k].txmsgs, 0);
-    assert(total > 0, "the sample carries traffic");
+    assert.ok(total > 0, "the sample carries traffic");
   } finally {
     dropStats(id);
   }
@@ -108,13 +108,13 @@ Deno.test("applyStats removes series of brokers and topics that left; dropStats 
     );
     assert.equal((await series(rdkafkaTopic, id)).length, 0);
     assert.equal((await series(rdkafkaPartition, id)).length, 0);
-    assert((await series(rdkafkaTopic, other)).length > 0, "another producer's series are kept");
+    assert.ok((await series(rdkafkaTopic, other)).length > 0, "another producer's series are kept");
 
     dropStats(id);
     for (const g of [rdkafkaGlobal, rdkafkaBroker, rdkafkaTopic, rdkafkaPartition]) {
       assert.equal((await series(g, id)).length, 0);
     }
-    assert((await series(rdkafkaBroker, other)).length > 0);
+    assert.ok((await series(rdkafkaBroker, other)).length > 0);
   } finally {
     dropStats(id);
     dropStats(other);

@@ -2,11 +2,7 @@
 import assert from "node:assert/strict";
 import { FakeClock } from "./support/fake_clock.ts";
 import { RateLimiter } from "../src/producer/rate_limiter.ts";
-
-/** Lets promise callbacks that became ready run. */
-function settle(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}
+import { settle } from "./support/wait.ts";
 
 /** Advances the fake clock by `totalMs` in 10 ms steps, letting resolved takes record the time after each step. */
 async function run(clock: FakeClock, totalMs: number): Promise<void> {

@@ -4,9 +4,7 @@ import { RateLimiter } from "../src/producer/rate_limiter.ts";
 import { Replayer, type ReplayGate } from "../src/producer/replay.ts";
 import { openWal, type Wal, type WalRecord } from "../src/wal/wal.ts";
 import { FakeClock } from "./support/fake_clock.ts";
-
-/** Lets every promise continuation that is ready run (the fake clock moves no real time). */
-const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+import { settle } from "./support/wait.ts";
 
 /** A gate whose state the test sets; in half-open it grants `probes` sends. */
 class Gate implements ReplayGate {

@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import type { Message } from "../src/message.ts";
 import { openWal, type Wal, WalFullError, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
+import { delay, settle } from "./support/wait.ts";
+import { tempDir } from "./support/temp_dir.ts";
 
 type Variant = "file" | "memory";
 
@@ -10,10 +12,6 @@ const dec = new TextDecoder();
 
 function msg(i: number, topic = "t"): Message {
   return { topic, value: enc.encode(`m${i}`) };
-}
-
-function tick(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 async function checkoutAll(wal: Wal, chunk = 1000): Promise<WalRecord[]> {
@@ -36,19 +34,18 @@ function walTest(
 ): void {
   for (const variant of ["file", "memory"] as const) {
     Deno.test(`wal (${variant}): ${name}`, async () => {
-      const dir = await Deno.makeTempDir({ prefix: "wal_test_" });
+      await using dir = await tempDir("wal_test_");
       const wal = await openWal({
-        path: `${dir}/wal`,
+        path: `${dir.path}/wal`,
         inMemory: variant === "memory",
         maxBytes: 1 << 24,
         commitDelayMs: 1,
         ...opts,
       });
       try {
-        await fn(wal, { variant, dir });
+        await fn(wal, { variant, dir: dir.path });
       } finally {
         await wal.close();
-        await Deno.remove(dir, { recursive: true });
       }
     });
   }
@@ -111,7 +108,7 @@ walTest(
       commits.add(durable);
       // Bursts of 101 meet commits in flight; every third burst waits for its commit, so there are many of them.
       if (i % 303 === 302) await durable;
-      else if (i % 101 === 100) await tick();
+      else if (i % 101 === 100) await settle();
     }
     await Promise.all(commits);
     assert.ok(commits.size > 20, `only ${commits.size} commits: the test must cross many boundaries`);
@@ -177,7 +174,7 @@ walTest("stats follow appends, checkouts and acks", {}, async (wal) => {
     unwrittenBytes: 0,
   });
   const first = wal.append(msg(1));
-  await new Promise((resolve) => setTimeout(resolve, 5));
+  await delay(5);
   const second = wal.append(msg(2));
   const s = wal.stats();
   assert.equal(s.records, 2);

@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import type { Message } from "../src/message.ts";
 import { openWal, type Wal, WalFullError, type WalRecord } from "../src/wal/wal.ts";
 import { diskFull, openFaultyWal } from "./support/fault_storage.ts";
+import { tempDir } from "./support/temp_dir.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -17,14 +19,6 @@ async function checkoutAll(wal: Wal): Promise<WalRecord[]> {
   return all;
 }
 
-async function waitUntil(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 /** Whether each durable resolved (true) or rejected (false). */
 function outcomes(durables: Promise<void>[]): Promise<boolean[]> {
   return Promise.all(durables.map((d) => d.then(() => true, () => false)));
@@ -37,12 +31,8 @@ async function segments(dir: string): Promise<string[]> {
 }
 
 async function withDir(fn: (path: string, tmp: string) => Promise<void>): Promise<void> {
-  const tmp = await Deno.makeTempDir({ prefix: "wal_fault_test_" });
-  try {
-    await fn(`${tmp}/wal`, tmp);
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
+  await using tmp = await tempDir("wal_fault_test_");
+  await fn(`${tmp.path}/wal`, tmp.path);
 }
 
 /** Records of a WAL directory after a restart, as [id, value]. */
@@ -87,7 +77,7 @@ for (const after of [false, true]) {
       assert.equal(wal.stats().records, 7);
 
       storage.heal();
-      await waitUntil("writing to work again", () => wal.writable);
+      await waitFor("writing to work again", () => wal.writable, 5000, 5);
       assert.equal(wal.stats().unwritten, 0);
       assert.equal(wal.stats().unwrittenBytes, 0);
       const later = add(10);
@@ -129,7 +119,7 @@ Deno.test("wal fault: held records are handed out by checkout; acked, they are n
     });
     const attempts = storage.attempts.length;
     storage.heal();
-    await waitUntil("writing to work again", () => wal.writable);
+    await waitFor("writing to work again", () => wal.writable, 5000, 5);
     assert.equal(storage.attempts.length, attempts, "nothing was left to write");
   } finally {
     await wal.close();
@@ -148,10 +138,10 @@ Deno.test("wal fault: a record checked out while held and acked during the rewri
     const tried = storage.attempts.length;
     storage.gate = gate.promise;
     storage.heal();
-    await waitUntil("the rewrite to start", () => storage.attempts.length > tried);
+    await waitFor("the rewrite to start", () => storage.attempts.length > tried, 5000, 5);
     wal.ack(out[0].id);
     gate.resolve();
-    await waitUntil("writing to work again", () => wal.writable);
+    await waitFor("writing to work again", () => wal.writable, 5000, 5);
     await wal.close();
     const { records } = await reopened(path);
     assert.deepEqual(records.map(([id]) => id), ids.slice(1));
@@ -188,7 +178,7 @@ Deno.test("wal fault: names taken by files the WAL did not create are skipped, n
     for (const seq of ["00000001", "00000002", "00000003"]) await Deno.symlink(canary, `${path}/${seq}.wal`);
     const ids = [1, 2, 3].map((i) => wal.append(msg(i)).id);
     await wal.sync();
-    await waitUntil("writing to work again", () => wal.writable && wal.stats().unwritten === 0);
+    await waitFor("writing to work again", () => wal.writable && wal.stats().unwritten === 0, 5000, 5);
     await wal.close();
     assert.equal(await Deno.readTextFile(canary), "untouched");
     for (const seq of ["00000001", "00000002", "00000003"]) {
@@ -208,7 +198,7 @@ Deno.test("wal fault: a failure in a segment rolled within the same commit keeps
     const firstFailed = ok.indexOf(false);
     assert.ok(firstFailed > 0 && ok.slice(firstFailed).every((o) => !o), `${ok}`);
     storage.heal();
-    await waitUntil("writing to work again", () => wal.writable);
+    await waitFor("writing to work again", () => wal.writable, 5000, 5);
     await wal.close();
     const { records, corrupt } = await reopened(path);
     assert.deepEqual(records, appended.map((r): [number, string] => [r.id, `m${r.i}`]));
@@ -234,7 +224,7 @@ Deno.test("wal fault: retries back off up to the longest wait", async () => {
   try {
     storage.fail();
     wal.append(msg(1));
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    await delay(700);
     const at = storage.attempts.map((a) => a.at);
     const gaps = at.slice(1).map((t, i) => t - at[i]);
     // Without backoff there would be about 35 attempts; with it, 20 + 40 + 80 + 80 + ... ms apart.

@@ -4,6 +4,8 @@ import * as metrics from "../src/metrics.ts";
 import type { Message } from "../src/message.ts";
 import { openWal, type Wal, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
 import { canMount, mountTmpfs } from "./support/tmpfs.ts";
+import { tempDir } from "./support/temp_dir.ts";
+import { settle } from "./support/wait.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -34,12 +36,8 @@ async function counter(c: { get(): Promise<{ values: Array<{ value: number }> }>
 
 /** A temp directory for one test, removed afterwards; the WAL goes in `<tmp>/wal`. */
 async function withDir(fn: (path: string, tmp: string) => Promise<void>): Promise<void> {
-  const tmp = await Deno.makeTempDir({ prefix: "wal_file_test_" });
-  try {
-    await fn(`${tmp}/wal`, tmp);
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
+  await using tmp = await tempDir("wal_file_test_");
+  await fn(`${tmp.path}/wal`, tmp.path);
 }
 
 /** Copies the WAL directory as it is on disk now: what a restart after a crash at this moment would find. */
@@ -100,7 +98,7 @@ Deno.test("wal file: after a crash, every record whose durable resolved is there
       const { id, durable } = wal.append(msg(i));
       ids.push(id);
       durables.push(durable);
-      if (i % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 0));
+      if (i % 50 === 49) await settle();
     }
     await Promise.all(durables);
     await snapshot(path, `${tmp}/crashed`);

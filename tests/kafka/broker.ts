@@ -1,3 +1,4 @@
+import { waitFor } from "../support/wait.ts";
 import { runCommand } from "./command.ts";
 
 /** Options for {@linkcode startBroker}. */
@@ -80,25 +81,23 @@ export class Broker implements AsyncDisposable {
       this.#exitCode = s.code;
       return s;
     });
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    while (true) {
-      if (this.#exitCode !== null) {
-        const code = this.#exitCode;
-        await this.stop();
-        throw new Error(
-          `kafka broker ${this.bootstrap}: exited with code ${code} before it was ready\n` +
-            (await this.logTail()),
-        );
-      }
-      if (await this.#answersMetadata()) return;
-      if (Date.now() > deadline) {
-        await this.stop();
-        throw new Error(
-          `kafka broker ${this.bootstrap}: not ready after ${READY_TIMEOUT_MS / 1000}s\n` +
-            (await this.logTail()),
-        );
-      }
-      await sleep(200);
+    try {
+      await waitFor(
+        `kafka broker ${this.bootstrap} to answer metadata requests`,
+        async () => {
+          if (this.#exitCode !== null) {
+            throw new Error(
+              `kafka broker ${this.bootstrap}: exited with code ${this.#exitCode} before it was ready`,
+            );
+          }
+          return await this.#answersMetadata();
+        },
+        READY_TIMEOUT_MS,
+        200,
+      );
+    } catch (err) {
+      await this.stop();
+      throw new Error(`${(err as Error).message}\n${await this.logTail()}`);
     }
   }
 
@@ -159,13 +158,11 @@ export class Broker implements AsyncDisposable {
         `kafka broker ${this.bootstrap}: creating topic ${name} failed (exit ${r.code}): ${r.stderr}`,
       );
     }
-    const deadline = Date.now() + TOOL_TIMEOUT_MS;
-    while (!(await this.#topicReady(name, partitions))) {
-      if (Date.now() > deadline) {
-        throw new Error(`kafka broker ${this.bootstrap}: topic ${name} has no leader for every partition`);
-      }
-      await sleep(100);
-    }
+    await waitFor(
+      `kafka broker ${this.bootstrap}: a leader for every partition of topic ${name}`,
+      () => this.#topicReady(name, partitions),
+      TOOL_TIMEOUT_MS,
+    );
   }
 
   /** Stops the broker and removes its temp dir. */
@@ -370,8 +367,4 @@ function parseMetadata(stdout: Uint8Array): Metadata | null {
   } catch {
     return null;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

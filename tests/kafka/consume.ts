@@ -1,3 +1,4 @@
+import { delay } from "../support/wait.ts";
 import { runCommand } from "./command.ts";
 
 /** One record read back from Kafka. */
@@ -70,7 +71,7 @@ export async function consumeAll(
       if (last === null) throw new Error(`consume ${topic} from ${bootstrap}: ${lastError}`);
       return last;
     }
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    await delay(250);
   }
 }
 

@@ -1,8 +1,9 @@
-import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import assert from "node:assert/strict";
 import { freePort, startBroker } from "./broker.ts";
 import { type CommandResult, runCommand } from "./command.ts";
 import { consumeAll, type ConsumedMessage } from "./consume.ts";
 import { hangUp, startFaultProxy } from "./fault_proxy.ts";
+import { waitFor } from "../support/wait.ts";
 
 const TOPIC = "harness";
 
@@ -28,59 +29,59 @@ Deno.test("kafka harness: real broker behind a fault proxy, restart keeps data",
   const brokerPort = freePort();
   await using proxy = await startFaultProxy({ host: "127.0.0.1", port: brokerPort }, { port: freePort() });
   await using broker = await startBroker({ port: brokerPort, advertisedPort: proxy.port });
-  strictEqual(broker.bootstrap, `127.0.0.1:${proxy.port}`);
+  assert.equal(broker.bootstrap, `127.0.0.1:${proxy.port}`);
   const expected: string[] = [];
 
   await t.step("100 records round-trip on a 3-partition topic", async () => {
     await broker.createTopic(TOPIC, 3);
     const lines = range("", 0, 100);
     const r = await produce(broker.directBootstrap, lines);
-    strictEqual(r.code, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     expected.push(...lines);
     const msgs = await consumeAll(broker.directBootstrap, TOPIC, { expected: 100, timeoutMs: 30_000 });
-    deepStrictEqual(records(msgs), [...expected].sort());
+    assert.deepEqual(records(msgs), [...expected].sort());
     for (const p of new Set(msgs.map((m) => m.partition))) {
       const offsets = msgs.filter((m) => m.partition === p).map((m) => m.offset).sort((a, b) => a - b);
-      deepStrictEqual(offsets, offsets.map((_, i) => i), `partition ${p} offsets are not contiguous`);
+      assert.deepEqual(offsets, offsets.map((_, i) => i), `partition ${p} offsets are not contiguous`);
     }
-    ok(msgs.every((m) => m.partition >= 0 && m.partition < 3));
+    assert.ok(msgs.every((m) => m.partition >= 0 && m.partition < 3));
   });
 
   await t.step("produce and consume through the proxy", async () => {
     const lines = range("p", 0, 10);
     const r = await produce(broker.bootstrap, lines);
-    strictEqual(r.code, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     expected.push(...lines);
     const msgs = await consumeAll(broker.bootstrap, TOPIC, { expected: expected.length, timeoutMs: 30_000 });
-    deepStrictEqual(records(msgs), [...expected].sort());
+    assert.deepEqual(records(msgs), [...expected].sort());
   });
 
   await t.step("a blackhole makes produce time out, healing makes it work again", async () => {
     proxy.blackhole(true);
     const failed = await produce(broker.bootstrap, ["klost:vlost"], 3_000);
-    ok(
+    assert.ok(
       failed.code !== 0 && !failed.timedOut,
       `produce through a blackhole exited ${failed.code}: ${failed.stderr}`,
     );
     proxy.blackhole(false);
     const lines = range("h", 0, 10);
     const r = await produce(broker.bootstrap, lines);
-    strictEqual(r.code, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     expected.push(...lines);
     const msgs = await consumeAll(broker.directBootstrap, TOPIC, {
       expected: expected.length,
       timeoutMs: 30_000,
     });
-    deepStrictEqual(records(msgs), [...expected].sort());
+    assert.deepEqual(records(msgs), [...expected].sort());
   });
 
   await t.step("cutAll closes open connections", async () => {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
     try {
-      while (proxy.connections === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      await waitFor("the proxy to accept the connection", () => proxy.connections > 0, 10_000, 10);
       proxy.cutAll();
       const n = await conn.read(new Uint8Array(16)).catch(() => null);
-      strictEqual(n, null);
+      assert.equal(n, null);
     } finally {
       conn.close();
     }
@@ -88,19 +89,19 @@ Deno.test("kafka harness: real broker behind a fault proxy, restart keeps data",
 
   await t.step("data survives a broker restart on the same ports", async () => {
     await broker.stop();
-    ok(!broker.running);
+    assert.ok(!broker.running);
     await broker.start();
     const before = await consumeAll(broker.directBootstrap, TOPIC, {
       expected: expected.length,
       timeoutMs: 30_000,
     });
-    deepStrictEqual(records(before), [...expected].sort());
+    assert.deepEqual(records(before), [...expected].sort());
     const lines = range("r", 0, 10);
     const r = await produce(broker.bootstrap, lines);
-    strictEqual(r.code, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     expected.push(...lines);
     const after = await consumeAll(broker.bootstrap, TOPIC, { expected: expected.length, timeoutMs: 30_000 });
-    deepStrictEqual(records(after), [...expected].sort());
+    assert.deepEqual(records(after), [...expected].sort());
   });
 
   await t.step("data survives a broker crash (SIGKILL)", async () => {
@@ -110,7 +111,7 @@ Deno.test("kafka harness: real broker behind a fault proxy, restart keeps data",
       expected: expected.length,
       timeoutMs: 30_000,
     });
-    deepStrictEqual(records(msgs), [...expected].sort());
+    assert.deepEqual(records(msgs), [...expected].sort());
   });
 });
 
@@ -127,22 +128,22 @@ Deno.test("consumeAll returns exact bytes, keys, headers and tombstones", async 
       ["-P", "-b", broker.bootstrap, "-t", topic, "-k", "ключ", "-H", "h1=värde", "-H", "h2=x", file],
       { timeoutMs: 30_000 },
     );
-    strictEqual(r.code, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     const tomb = await runCommand("kcat", ["-P", "-b", broker.bootstrap, "-t", topic, "-K", ":", "-Z"], {
       stdin: "gone:\n",
       timeoutMs: 30_000,
     });
-    strictEqual(tomb.code, 0, tomb.stderr);
+    assert.equal(tomb.code, 0, tomb.stderr);
   } finally {
     await Deno.remove(file);
   }
   const [bin, gone] = await consumeAll(broker.bootstrap, topic, { expected: 2, timeoutMs: 30_000 });
-  deepStrictEqual(bin.valueBytes, payload);
-  strictEqual(bin.key, "ключ");
-  deepStrictEqual(bin.headers, [["h1", "värde"], ["h2", "x"]]);
-  strictEqual(gone.key, "gone");
-  strictEqual(gone.value, null);
-  strictEqual(gone.offset, 1);
+  assert.deepEqual(bin.valueBytes, payload);
+  assert.equal(bin.key, "ключ");
+  assert.deepEqual(bin.headers, [["h1", "värde"], ["h2", "x"]]);
+  assert.equal(gone.key, "gone");
+  assert.equal(gone.value, null);
+  assert.equal(gone.offset, 1);
 });
 
 /** A loopback echo server, to test the proxy without a broker. */
@@ -199,37 +200,37 @@ Deno.test("fault proxy: target down, forwarding, blackhole and heal, fixed port 
   let proxy = await startFaultProxy({ host: "127.0.0.1", port: targetPort }, { port: proxyPort });
   const echo = { server: null as { close: () => Promise<void> } | null };
   try {
-    strictEqual(proxy.port, proxyPort);
+    assert.equal(proxy.port, proxyPort);
     // Nothing listens on the target yet: the proxy accepts, fails to dial, and closes.
-    strictEqual(await readOrSilence(await connect(), 5_000), null);
+    assert.equal(await readOrSilence(await connect(), 5_000), null);
 
     echo.server = startEcho(targetPort);
     const a = await connect();
     await a.write(encoder.encode("ping"));
-    strictEqual(await readOrSilence(a, 5_000), "ping");
+    assert.equal(await readOrSilence(a, 5_000), "ping");
 
     proxy.blackhole(true);
     await a.write(encoder.encode("held"));
-    strictEqual(await readOrSilence(a, 300), "silence");
+    assert.equal(await readOrSilence(a, 300), "silence");
     const b = await connect();
     await b.write(encoder.encode("new"));
-    strictEqual(await readOrSilence(b, 300), "silence");
+    assert.equal(await readOrSilence(b, 300), "silence");
 
     proxy.blackhole(false);
-    strictEqual(await readOrSilence(a, 5_000), null);
-    strictEqual(await readOrSilence(b, 5_000), null);
+    assert.equal(await readOrSilence(a, 5_000), null);
+    assert.equal(await readOrSilence(b, 5_000), null);
     const c = await connect();
     await c.write(encoder.encode("healed"));
-    strictEqual(await readOrSilence(c, 5_000), "healed");
+    assert.equal(await readOrSilence(c, 5_000), "healed");
 
     // Our side hangs up first: a peer that ignores the proxy's FIN would hold its pump open.
     hangUp(c);
     await proxy.close();
-    strictEqual(proxy.connections, 0);
+    assert.equal(proxy.connections, 0);
     proxy = await startFaultProxy({ host: "127.0.0.1", port: targetPort }, { port: proxyPort });
     const d = await connect();
     await d.write(encoder.encode("again"));
-    strictEqual(await readOrSilence(d, 5_000), "again");
+    assert.equal(await readOrSilence(d, 5_000), "again");
   } finally {
     for (const conn of open) hangUp(conn);
     await proxy.close();

@@ -1,7 +1,8 @@
-/** Shared pieces of the fault tests: a service config tuned for quick failure detection, waiting, draining. */
+/** Shared pieces of the fault tests: a service config tuned for quick failure detection, the breaker, draining. */
 import { type Broker, startBroker } from "../kafka/broker.ts";
 import { type FaultProxy, startFaultProxy } from "../kafka/fault_proxy.ts";
 import { freePort, type Service } from "./service.ts";
+import { waitFor } from "./wait.ts";
 
 /** Deep-merges plain objects (arrays and scalars in `b` replace those in `a`). */
 export function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
@@ -41,24 +42,6 @@ export function faultConfig(
   }, overrides);
 }
 
-/** Polls `cond` every 100 ms until it holds, or throws after `timeoutMs` naming `what`. */
-export async function waitFor(
-  what: string,
-  cond: () => Promise<boolean> | boolean,
-  timeoutMs = 60_000,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-/** Resolves after `ms`. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 /** Runs `fn`; when it throws, prints the service's log (minus librdkafka's own lines) before rethrowing. */
 export async function withServiceLog<T>(svc: Service, fn: () => Promise<T>): Promise<T> {
   try {
@@ -73,6 +56,20 @@ export async function withServiceLog<T>(svc: Service, fn: () => Promise<T>): Pro
 /** Waits until the service's WAL holds no record (replay has drained it). */
 export async function walDrained(svc: Service, timeoutMs = 120_000): Promise<void> {
   await waitFor("the WAL to drain", async () => (await svc.metric("wal_messages")) === 0, timeoutMs);
+}
+
+/** Waits until `kafka_cb_current_state` shows the breaker `open` (1) or `closed` (0). */
+export async function waitForBreaker(
+  svc: Service,
+  state: "open" | "closed",
+  timeoutMs: number,
+): Promise<void> {
+  const [verb, value] = state === "open" ? ["open", 1] : ["close", 0];
+  await waitFor(
+    `the breaker to ${verb}`,
+    async () => (await svc.metric("kafka_cb_current_state")) === value,
+    timeoutMs,
+  );
 }
 
 /** GET /readyz status. */

@@ -1,4 +1,5 @@
 /** Numbered-message load for end-to-end tests: every id is accounted for, from the client to the consumer. */
+import assert from "node:assert/strict";
 
 /** What happened to each id sent. */
 export interface LoadResult {
@@ -76,11 +77,24 @@ export function tally(run: string, sent: number, acked: Set<number>, values: Arr
   return { sent, acknowledged: acked.size, found: seen.size, missing, duplicated };
 }
 
-/** One line for the test log: sent, acknowledged, found in Kafka, missing, duplicated. */
-export function report(name: string, t: Tally): void {
+/** Options for {@linkcode assertAllDelivered}. */
+export interface DeliveryOptions {
+  /** How many extra copies may arrive (default: any; delivery is at least once). */
+  maxDuplicated?: number;
+}
+
+/**
+ * Prints the tally as one line (`<name>: sent=.. acknowledged=.. found=.. missing=.. duplicated=..`, which
+ * tools read from the test log) and asserts that every acknowledged id reached Kafka.
+ */
+export function assertAllDelivered(name: string, t: Tally, opts: DeliveryOptions = {}): void {
   console.log(
     `${name}: sent=${t.sent} acknowledged=${t.acknowledged} found=${t.found} missing=${t.missing.length} ` +
       `duplicated=${t.duplicated}` +
       (t.missing.length ? ` first-missing=${t.missing.slice(0, 10).join(",")}` : ""),
   );
+  assert.deepEqual(t.missing, [], `${name}: every acknowledged id is in Kafka`);
+  if (opts.maxDuplicated !== undefined) {
+    assert.ok(t.duplicated <= opts.maxDuplicated, `${name}: ${t.duplicated} duplicated`);
+  }
 }

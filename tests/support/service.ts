@@ -1,14 +1,20 @@
 /** Runs kafka-ambassador as a child process, the way a user runs it, for end-to-end tests. */
 import { stringify } from "yaml";
 import { freePort } from "../kafka/broker.ts";
+import { waitFor } from "./wait.ts";
 
 export { freePort };
 
 const MAIN = new URL("../../src/main.ts", import.meta.url).pathname;
 const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
+/** Disposal sends SIGTERM, then SIGKILL after this long (the longest shutdown_timeout in the tests is 60 s). */
+const DISPOSE_KILL_MS = 90_000;
 
-/** A running service and the addresses of its listeners. */
-export interface Service {
+/**
+ * A running service and the addresses of its listeners. Disposing it sends SIGTERM if it is still running and
+ * waits for the exit without judging the code: a test that cares about the code calls `stop()` itself.
+ */
+export interface Service extends AsyncDisposable {
   readonly http: string;
   readonly grpc: string;
   readonly monitoring: string;
@@ -33,7 +39,7 @@ export async function startService(
   config: Record<string, unknown>,
   opts: { dir?: string; env?: Record<string, string>; readyTimeoutMs?: number } = {},
 ): Promise<Service> {
-  const dir = opts.dir ?? await Deno.makeTempDir({ prefix: "ka-svc-" });
+  const dir = opts.dir ?? await ownTempDir();
   const full = structuredClone(config) as Record<string, Record<string, unknown>>;
   const server = (full.server ??= {}) as Record<string, Record<string, unknown>>;
   const httpPort = freePort(), grpcPort = freePort(), monPort = freePort();
@@ -63,6 +69,11 @@ export async function startService(
     await pump.catch(() => {});
     return s.code;
   });
+  const kill = (sig: Deno.Signal) => {
+    try {
+      child.kill(sig);
+    } catch { /* already gone */ }
+  };
   const http = `http://${server.http.listen}`;
   const monitoring = `http://${server.monitoring.listen}`;
   const svc: Service = {
@@ -74,9 +85,7 @@ export async function startService(
     exited,
     signal: (sig) => child.kill(sig),
     async stop(sig: Deno.Signal = "SIGTERM") {
-      try {
-        child.kill(sig);
-      } catch { /* already gone */ }
+      kill(sig);
       return await exited;
     },
     async logs() {
@@ -87,26 +96,39 @@ export async function startService(
       const text = await (await fetch(`${monitoring}/metrics`)).text();
       return sumMetric(text, name, labels);
     },
+    async [Symbol.asyncDispose]() {
+      // Bounded, like Broker.stop: a service that hangs on SIGTERM must not hang the test run.
+      const timer = setTimeout(() => kill("SIGKILL"), DISPOSE_KILL_MS);
+      try {
+        await svc.stop();
+      } finally {
+        clearTimeout(timer);
+      }
+    },
   };
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
   let done = false;
   exited.then(() => done = true);
-  while (true) {
-    if (done) {
-      throw new Error(`service exited during start-up:\n${await Deno.readTextFile(logPath)}`);
-    }
-    try {
-      const r = await fetch(`${monitoring}/healthz`);
-      await r.body?.cancel();
-      if (r.ok) break;
-    } catch { /* not up yet */ }
-    if (Date.now() > deadline) {
-      await svc.stop("SIGKILL");
-      throw new Error(`service not healthy in time:\n${await Deno.readTextFile(logPath)}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
+  try {
+    await waitFor("the service to answer /healthz", async () => {
+      if (done) throw new Error("service exited during start-up");
+      return await healthy(monitoring);
+    }, opts.readyTimeoutMs ?? 30_000);
+  } catch (err) {
+    await svc.stop("SIGKILL");
+    throw new Error(`${(err as Error).message}:\n${await Deno.readTextFile(logPath)}`);
   }
   return svc;
+}
+
+/** Whether GET /healthz answers 200; false while nothing listens yet. */
+async function healthy(monitoring: string): Promise<boolean> {
+  try {
+    const r = await fetch(`${monitoring}/healthz`);
+    await r.body?.cancel();
+    return r.ok;
+  } catch {
+    return false;
+  }
 }
 
 /** Sums the samples of `name` in Prometheus text whose labels include every entry of `labels`. */
@@ -120,4 +142,11 @@ export function sumMetric(text: string, name: string, labels: Record<string, str
     sum += Number(line.slice(line.lastIndexOf(" ") + 1));
   }
   return sum;
+}
+
+/** A temp dir for a service started without one: it lives as long as the test file runs (logs stay readable). */
+async function ownTempDir(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "ka-svc-" });
+  globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+  return dir;
 }

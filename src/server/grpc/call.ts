@@ -35,6 +35,8 @@ export interface CallOptions {
 const NO_ERROR = 0;
 
 const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc" };
+/** A client cancel this close to the deadline is taken for the deadline passing. */
+const DEADLINE_SLACK_MS = 50;
 
 /** A gRPC call; `start` attaches the method implementation. */
 export class GrpcCall {
@@ -55,6 +57,8 @@ export class GrpcCall {
   #flushScheduled = false;
   #trailers: Record<string, string> | undefined;
   #deadline: ReturnType<typeof setTimeout> | undefined;
+  /** performance.now() at which the deadline passes; Infinity without one. */
+  #deadlineAt = Infinity;
   /** Called when buffered reply bytes have gone out (the stream's `drain`). */
   onDrain: (() => void) | undefined;
 
@@ -64,6 +68,7 @@ export class GrpcCall {
     this.#reader = new MessageReader(opts.maxMessageBytes);
     this.#outbound = opts.outbound;
     if (opts.timeoutMs !== undefined) {
+      this.#deadlineAt = performance.now() + opts.timeoutMs;
       this.#deadline = setTimeout(() => {
         this.#deadline = undefined;
         this.end(Status.DEADLINE_EXCEEDED, "deadline exceeded");
@@ -159,6 +164,11 @@ export class GrpcCall {
 
   #abort(code: StatusCode): void {
     if (this.#ended) return;
+    // The client's own timer fires a moment before ours (its deadline was set before the request travelled):
+    // a cancel at the deadline is the deadline passing, and is counted so.
+    if (code === Status.CANCELLED && performance.now() >= this.#deadlineAt - DEADLINE_SLACK_MS) {
+      code = Status.DEADLINE_EXCEEDED;
+    }
     this.#ended = true;
     this.#clearDeadline();
     this.#pending = [];

@@ -1,0 +1,28 @@
+/** Waiting in tests: one pause and one poll loop, so that every timeout names what it was waiting for. */
+
+/** Resolves after `ms` of real time. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Lets every promise continuation and zero-delay timer that is ready run (a fake clock moves no real time). */
+export function settle(): Promise<void> {
+  return delay(0);
+}
+
+/**
+ * Polls `cond` every `intervalMs` until it holds, or throws after `timeoutMs` naming `what`.
+ * @example await waitFor("the WAL to drain", async () => (await svc.metric("wal_messages")) === 0, 30_000);
+ */
+export async function waitFor(
+  what: string,
+  cond: () => Promise<boolean> | boolean,
+  timeoutMs = 60_000,
+  intervalMs = 100,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await delay(intervalMs);
+  }
+}
