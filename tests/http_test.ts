@@ -1,8 +1,10 @@
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
 import { httpRequests } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import { type HttpServer, startHttpServer } from "../src/server/http.ts";
 import { formatHostPort } from "../src/server/listen.ts";
+import { parseContentLength } from "../src/server/params.ts";
+import { readReply } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
 
 interface Reply {
@@ -305,17 +307,30 @@ Deno.test("each ProduceError kind maps to its status; other errors to 500; the s
   });
 });
 
-Deno.test("GET /topics lists names one per line; 503 with the reason when the cluster cannot be asked", async () => {
+Deno.test("GET /topics lists names one per line; a ProduceError's reason when it fails, else 500", async () => {
   await withServer(async (base, facade) => {
     const ok = await call(`${base}/topics`);
     assertEquals(ok.status, 200);
     assertEquals(ok.body, "alpha\nbeta");
     assertEquals(ok.headers.get("content-type"), "text/plain; charset=utf-8");
-    facade.listError = new Error("metadata request timed out");
+    facade.listError = new ProduceError("unavailable", "kafka: cannot list topics", 5);
     const failed = await call(`${base}/topics`);
-    assertPlain(failed, 503, "cannot list topics: metadata request timed out");
-    assertEquals(failed.headers.get("retry-after"), "1");
+    assertPlain(failed, 503, "kafka: cannot list topics");
+    assertEquals(failed.headers.get("retry-after"), "5");
+    facade.listError = new Error("secret internals at 10.0.0.7");
+    assertPlain(await call(`${base}/topics`), 500, "internal error");
   });
+});
+
+Deno.test("GET /topics failures are logged once per window, not once per call", async () => {
+  const lines = await captureStderr(async () => {
+    await withServer(async (base, facade) => {
+      facade.listError = new ProduceError("unavailable", "kafka: cannot list topics", 5);
+      for (let i = 0; i < 20; i++) assertEquals((await call(`${base}/topics`)).status, 503);
+    });
+  });
+  // One line at most: the window may have opened in an earlier test.
+  assert(lines.filter((l) => l.includes("http: cannot list topics")).length <= 1, lines.join("\n"));
 });
 
 Deno.test("shutdown waits for requests in flight", async () => {
@@ -381,5 +396,146 @@ Deno.test("':port' listens on every interface", async () => {
     assertEquals([res.status, await res.text()], [200, ""]);
   } finally {
     await server.shutdown();
+  }
+});
+
+/** Runs `fn` with console.error captured (the log writes there); returns the lines written. */
+async function captureStderr(fn: () => Promise<void>): Promise<string[]> {
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => lines.push(args.map(String).join(" "));
+  try {
+    await fn();
+  } finally {
+    console.error = original;
+  }
+  return lines;
+}
+
+/** A listener with a 1 MB message limit, for bodies that take the streamed path (over 16 KiB, or chunked). */
+async function withStreamingServer(
+  fn: (port: number, facade: FakeFacade) => Promise<void>,
+  bodyTimeoutMs?: number,
+): Promise<void> {
+  const facade = new FakeFacade({ maxMessageBytes: 1_000_000 });
+  const server = startHttpServer({ listen: "127.0.0.1:0", facade, bodyTimeoutMs });
+  try {
+    await fn(server.addr.port, facade);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+Deno.test("Content-Length: a repeated identical value is that value; the early 413 applies to it", async () => {
+  await withServer(async (_base, facade, server) => {
+    const ok = await rawRequest(
+      server.addr.port,
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n" +
+        "Connection: close\r\n\r\nhello",
+    );
+    assertEquals(ok.status, 200, ok.body);
+    assertEquals(facade.produced[0].message.value, new TextEncoder().encode("hello"));
+    // The body is never sent: the reply comes from the headers alone.
+    const conn = await sendPartial(
+      server.addr.port,
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 300000000\r\n" +
+        "Content-Length: 300000000\r\n\r\n",
+    );
+    try {
+      assertEquals(await readReply(conn), {
+        status: 413,
+        body: "message too large: 300000000 bytes, at most 1000 bytes are accepted\n",
+      });
+    } finally {
+      conn.close();
+    }
+    assertEquals(facade.produced.length, 1);
+  });
+});
+
+Deno.test("parseContentLength: digits, or identical values; anything else is -1", () => {
+  assertEquals(parseContentLength("0"), 0);
+  assertEquals(parseContentLength("1000000"), 1000000);
+  assertEquals(parseContentLength("300000000, 300000000"), 300000000);
+  assertEquals(parseContentLength("7,7 ,  7"), 7);
+  for (
+    const bad of ["", " ", "3, 4", "+3", "-1", "0x10", "1e3", "3 3", "3,", ",3", "1.0", "1234567890123456"]
+  ) {
+    assertEquals(parseContentLength(bad), -1, JSON.stringify(bad));
+  }
+});
+
+Deno.test("a streamed body (Content-Length over 16 KiB) is read whole", async () => {
+  await withStreamingServer(async (port, facade) => {
+    const bytes = new Uint8Array(200_000).map((_, i) => i % 251);
+    const reply = await post(`http://127.0.0.1:${port}`, "/topics/alpha/messages", bytes);
+    assertEquals(reply.status, 200, reply.body);
+    assertEquals(facade.produced[0].message.value, bytes);
+  });
+});
+
+Deno.test("a chunked body of many one-byte chunks is read whole, and up to exactly the limit", async () => {
+  await withStreamingServer(async (port, facade) => {
+    // Past 16 KiB, so the buffer grows while the chunks arrive one at a time.
+    const chunks = 40_000;
+    const head = "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" +
+      "Connection: close\r\n\r\n";
+    const reply = await rawRequest(port, head + "1\r\nx\r\n".repeat(chunks) + "0\r\n\r\n");
+    assertEquals(reply.status, 200, reply.body);
+    assertEquals(facade.produced[0].message.value, new Uint8Array(chunks).fill(120));
+    const exact = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < 10; i++) controller.enqueue(new Uint8Array(100_000).fill(i));
+        controller.close();
+      },
+    });
+    assertEquals((await post(`http://127.0.0.1:${port}`, "/topics/alpha/messages", exact)).status, 200);
+    assertEquals(facade.produced[1].message.value.byteLength, 1_000_000);
+    assertEquals(facade.produced[1].message.value[999_999], 9);
+  });
+});
+
+/** Opens a connection, sends `request` and returns it unread; the caller closes it. */
+async function sendPartial(port: number, request: string): Promise<Deno.Conn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode(request));
+  return conn;
+}
+
+Deno.test("a body that stops arriving gets 408 after the body timeout, and the listener goes on", async () => {
+  await withStreamingServer(async (port, facade) => {
+    const requests = [
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nx",
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n",
+    ];
+    for (const request of requests) {
+      const started = Date.now();
+      const conn = await sendPartial(port, request);
+      try {
+        assertEquals(await readReply(conn), {
+          status: 408,
+          body: "request body not received within 0.2 s\n",
+        });
+        const elapsed = Date.now() - started;
+        assert(elapsed >= 200 && elapsed < 2000, `408 after ${elapsed} ms`);
+      } finally {
+        conn.close();
+      }
+    }
+    assertEquals(facade.produced.length, 0);
+    assertEquals((await post(`http://127.0.0.1:${port}`, "/topics/alpha/messages", "v")).status, 200);
+  }, 200);
+});
+
+Deno.test("a listener that cannot bind names itself and the address", () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (taken.addr as Deno.NetAddr).port;
+  try {
+    assertThrows(
+      () => startHttpServer({ listen: `127.0.0.1:${port}`, facade: new FakeFacade() }),
+      { message: `http: cannot listen on 127.0.0.1:${port}: address already in use` },
+    );
+  } finally {
+    taken.close();
   }
 });

@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
 import { registry, requests } from "../src/metrics.ts";
 import type { Readiness } from "../src/producer/types.ts";
 import { type MonitoringServer, startMonitoringServer } from "../src/server/monitoring.ts";
@@ -62,4 +62,21 @@ Deno.test("other paths get 404, other methods 405", async () => {
     const post = await get("/metrics", { method: "POST" });
     assertEquals([post.status, post.headers.get("allow")], [405, "GET, HEAD"]);
   });
+});
+
+Deno.test("a monitoring listener that cannot bind names itself and the address", () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (taken.addr as Deno.NetAddr).port;
+  try {
+    assertThrows(
+      () =>
+        startMonitoringServer({
+          listen: `127.0.0.1:${port}`,
+          readiness: () => ({ ready: true, reasons: [] }),
+        }),
+      { message: `monitoring: cannot listen on 127.0.0.1:${port}: address already in use` },
+    );
+  } finally {
+    taken.close();
+  }
 });

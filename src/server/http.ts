@@ -1,9 +1,10 @@
-/** The HTTP produce listener (COMPAT.md, HTTP): `POST /topics/{topic}/messages` and `GET /topics`. */
-import { log } from "../log.ts";
+/** The HTTP produce listener (docs/compatibility.md): `POST /topics/{topic}/messages` and `GET /topics`. */
+import { log, logRepeated } from "../log.ts";
 import { httpRequests } from "../metrics.ts";
-import type { AckLevel, Message, ProducerFacade } from "../producer/types.ts";
+import { type AckLevel, type Message, ProduceError, type ProducerFacade } from "../producer/types.ts";
 import { listenAddress } from "../config.ts";
-import { ackProblem, parseAck, parsePartition, partitionProblem } from "./params.ts";
+import { listenError } from "./listen.ts";
+import { ackProblem, parseAck, parseContentLength, parsePartition, partitionProblem } from "./params.ts";
 import { oneLine, type Refusal, refusalOf } from "./refusal.ts";
 import { topicProblem } from "./topic.ts";
 
@@ -31,21 +32,50 @@ const ACCEPTED_TYPES = new Set(["text/plain", "application/json", "application/o
 const encoder = new TextEncoder();
 
 /**
- * Starts the HTTP listener on `listen` ("host:port" or ":port"; port 0 picks a free one).
+ * Bodies declared this small are read in one call (`arrayBuffer`), the fast path for the usual message: no
+ * reader, no deadline bookkeeping. A stalled one holds at most this much, like any idle connection (Deno.serve
+ * has no idle or header timeout). Larger and chunked bodies are streamed into a buffer that grows as bytes
+ * arrive, under the body timeout; this is also the first size of that buffer.
+ */
+const INLINE_BODY_BYTES = 16 * 1024;
+/** The least room a streamed body read is given (see readBody). */
+const MIN_READ_BYTES = 4 * 1024;
+
+/** Options of startHttpServer. */
+export interface HttpServerOptions {
+  /** "host:port" or ":port"; port 0 picks a free one. */
+  listen: string;
+  facade: ProducerFacade;
+  /**
+   * How long a streamed request body (chunked, or longer than 16 KiB) may take to arrive; past it the read
+   * and its buffer are dropped and the request gets 408. The reply carries `Connection: close`, but Deno.serve
+   * lets the socket go only once the client has sent the declared rest (read and discarded) or hung up.
+   * @default 30_000
+   */
+  bodyTimeoutMs?: number;
+}
+
+/**
+ * Starts the HTTP listener. Throws, naming the address, when it cannot bind.
  * @example const http = startHttpServer({ listen: "127.0.0.1:0", facade }); console.log(http.addr.port);
  */
-export function startHttpServer(opts: { listen: string; facade: ProducerFacade }): HttpServer {
-  const { hostname, port } = listenAddress(opts.listen);
-  const handler = new HttpHandler(opts.facade);
-  const server = Deno.serve({
-    hostname,
-    port,
-    onListen: () => {},
-    onError: (err) => {
-      log("error", "http: request failed", { error: err });
-      return plain(500, "internal error");
-    },
-  }, (req) => handler.handle(req));
+export function startHttpServer(opts: HttpServerOptions): HttpServer {
+  const addr = listenAddress(opts.listen);
+  const handler = new HttpHandler(opts.facade, new BodyDeadlines(opts.bodyTimeoutMs ?? 30_000));
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: addr.hostname,
+      port: addr.port,
+      onListen: () => {},
+      onError: (err) => {
+        log("error", "http: request failed", { error: err });
+        return plain(500, "internal error");
+      },
+    }, (req) => handler.handle(req));
+  } catch (err) {
+    throw listenError("http", addr, err);
+  }
   log("info", "http listening", { addr: `${server.addr.hostname}:${server.addr.port}` });
   return {
     addr: server.addr,
@@ -53,6 +83,7 @@ export function startHttpServer(opts: { listen: string; facade: ProducerFacade }
     shutdown: async () => {
       handler.draining = true;
       await server.shutdown();
+      handler.stop();
     },
   };
 }
@@ -60,10 +91,20 @@ export function startHttpServer(opts: { listen: string; facade: ProducerFacade }
 /** Routes and answers requests; kept apart from the listener so the hot path is plain method calls. */
 class HttpHandler {
   draining = false;
+  readonly #facade: ProducerFacade;
+  readonly #deadlines: BodyDeadlines;
   /** Counter children per "route code", so a request does not rebuild its label set. */
-  private readonly counted = new Map<string, { inc(): void }>();
+  readonly #counted = new Map<string, { inc(): void }>();
 
-  constructor(private readonly facade: ProducerFacade) {}
+  constructor(facade: ProducerFacade, deadlines: BodyDeadlines) {
+    this.#facade = facade;
+    this.#deadlines = deadlines;
+  }
+
+  /** Stops the body deadline timer; for shutdown, once no request is in flight. */
+  stop(): void {
+    this.#deadlines.stop();
+  }
 
   async handle(req: Request): Promise<Response> {
     // Slicing the URL string is much cheaper than `new URL()`, and these routes need no more.
@@ -80,20 +121,20 @@ class HttpHandler {
       } else {
         route = ROUTE_MESSAGES;
         res = req.method === "POST"
-          ? await this.produce(req, topic, queryStart < 0 ? "" : url.slice(queryStart + 1))
+          ? await this.#produce(req, topic, queryStart < 0 ? "" : url.slice(queryStart + 1))
           : notAllowed("POST");
       }
     } else if (path === ROUTE_TOPICS) {
       route = ROUTE_TOPICS;
-      res = req.method === "GET" ? await this.listTopics() : notAllowed("GET");
+      res = req.method === "GET" ? await this.#listTopics() : notAllowed("GET");
     } else {
       res = plain(404, "not found");
     }
-    this.count(route, res.status);
+    this.#count(route, res.status);
     return res;
   }
 
-  private async produce(req: Request, rawTopic: string, query: string): Promise<Response> {
+  async #produce(req: Request, rawTopic: string, query: string): Promise<Response> {
     if (this.draining) return plain(503, "shutting down", 1);
     const topic = rawTopic.includes("%") ? decode(rawTopic) : rawTopic;
     if (topic === undefined) return plain(400, `invalid topic name: ${JSON.stringify(rawTopic)}`);
@@ -112,21 +153,33 @@ class HttpHandler {
     if (contentType !== null && !acceptedType(contentType)) {
       return plain(415, `unsupported content type: ${mediaType(contentType)}`);
     }
-    const max = this.facade.maxMessageBytes;
+    const max = this.#facade.maxMessageBytes;
     const length = req.headers.get("content-length");
-    if (length !== null && Number(length) > max) return tooLarge(max, `${length} bytes`);
-    let value: Uint8Array | undefined;
+    let declared = -1;
+    if (length !== null) {
+      declared = parseContentLength(length);
+      if (declared < 0) return plain(400, `invalid Content-Length: ${JSON.stringify(length)}`);
+      if (declared > max) return tooLarge(max, `${declared} bytes`);
+    }
+    let value: Uint8Array | BodyFailure;
     try {
-      value = length !== null ? new Uint8Array(await req.arrayBuffer()) : await readCapped(req.body, max);
+      // Deno.serve holds a Content-Length body to its declared length, so the inline read is capped too.
+      value = declared >= 0 && declared <= INLINE_BODY_BYTES
+        ? new Uint8Array(await req.arrayBuffer())
+        : await readBody(req.body, declared, max, this.#deadlines);
     } catch (err) {
       log("debug", "http: could not read request body", { topic, error: err });
       return plain(400, "could not read request body");
     }
-    if (value === undefined) return tooLarge(max, `more than ${max} bytes`);
+    if (value === TOO_LARGE) return tooLarge(max, `more than ${max} bytes`);
+    if (value === TIMED_OUT) {
+      const seconds = this.#deadlines.timeoutMs / 1000;
+      return plain(408, `request body not received within ${seconds} s`);
+    }
     message.value = value;
 
     try {
-      const result = await this.facade.produce(message, ack);
+      const result = await this.#facade.produce(message, ack);
       if (ack !== "kafka") return new Response(null);
       const body = JSON.stringify({ partition: result.partition ?? -1, offset: result.offset ?? "-1" });
       return new Response(body, { headers: { "content-type": JSON_TYPE } });
@@ -135,23 +188,28 @@ class HttpHandler {
     }
   }
 
-  private async listTopics(): Promise<Response> {
+  async #listTopics(): Promise<Response> {
     try {
-      const names = await this.facade.listTopics();
+      const names = await this.#facade.listTopics();
       return new Response(names.join("\n"), { headers: { "content-type": TEXT_PLAIN } });
     } catch (err) {
-      log("warn", "http: cannot list topics", { error: err });
-      const reason = err instanceof Error ? err.message : String(err);
-      return plain(503, `cannot list topics: ${reason}`, 1);
+      // Clients poll this; a cluster that is down must not write a line per call.
+      if (err instanceof ProduceError) {
+        logRepeated("http: cannot list topics", "warn", "http: cannot list topics", { error: err });
+        return refused(refusalOf(err, "http", ""));
+      }
+      // Anything else is a bug or a surprise: logged, but its text is not for clients.
+      logRepeated("http: list topics failed", "error", "http: list topics failed", { error: err });
+      return plain(500, "internal error");
     }
   }
 
-  private count(route: string, status: number): void {
+  #count(route: string, status: number): void {
     const key = `${route} ${status}`;
-    let child = this.counted.get(key);
+    let child = this.#counted.get(key);
     if (child === undefined) {
       child = httpRequests.labels(route, String(status));
-      this.counted.set(key, child);
+      this.#counted.set(key, child);
     }
     child.inc();
   }
@@ -187,33 +245,136 @@ function readQuery(query: string, message: Message): { ack: AckLevel } | string 
   return { ack };
 }
 
-/** Reads a body of unknown length (chunked); gives up, returning undefined, as soon as it passes `max` bytes. */
-async function readCapped(
+const TOO_LARGE = Symbol("too large");
+const TIMED_OUT = Symbol("timed out");
+/** Why a body was not read whole. */
+type BodyFailure = typeof TOO_LARGE | typeof TIMED_OUT;
+
+/**
+ * Reads a streamed body into one buffer that grows as bytes arrive: never by the declared length up front,
+ * never past `max` bytes whatever the headers say, and only until the body deadline.
+ *
+ * A default reader on Deno.serve's body allocates a 64 KiB buffer per read and hands out a view on it, so
+ * keeping the chunks of a body sent a byte per chunk kept 64 KiB per byte. A BYOB reader reads straight into
+ * our buffer instead. A body that was already whole when the request arrived comes as a plain stream; its
+ * chunks are copied, so none of them is kept.
+ * @param declared the Content-Length, or -1 when there is none (chunked)
+ */
+async function readBody(
   body: ReadableStream<Uint8Array> | null,
+  declared: number,
   max: number,
-): Promise<Uint8Array | undefined> {
+  deadlines: BodyDeadlines,
+): Promise<Uint8Array | BodyFailure> {
   if (body === null) return EMPTY;
-  const chunks: Uint8Array[] = [];
+  // One byte over max tells a chunked body that is too large from one that is exactly max.
+  const limit = declared >= 0 ? Math.min(declared, max) : max + 1;
+  const reader = byobReader(body) ?? body.getReader();
+  const read = deadlines.watch(reader);
+  let buf: Uint8Array = new Uint8Array(INLINE_BODY_BYTES);
   let size = 0;
-  const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      return undefined;
+  try {
+    for (;;) {
+      if (reader instanceof ReadableStreamBYOBReader) {
+        // Deno's body reads can stall for good when handed a view of a few bytes: leave room for a whole read.
+        if (buf.byteLength - size < MIN_READ_BYTES) {
+          buf = grow(buf, size, limit + MIN_READ_BYTES, size + MIN_READ_BYTES);
+        }
+        // The view's buffer is transferred to the reader and comes back in the result.
+        const result = await reader.read(buf.subarray(size));
+        if (result.value !== undefined) buf = new Uint8Array(result.value.buffer);
+        if (result.done) break;
+        size += result.value.byteLength;
+      } else {
+        const result = await reader.read();
+        if (result.done) break;
+        const take = Math.min(result.value.byteLength, limit - size);
+        if (size + take > buf.byteLength) buf = grow(buf, size, limit, size + take);
+        buf.set(result.value.subarray(0, take), size);
+        size += take;
+      }
+      if (size > max) {
+        await reader.cancel().catch(() => {});
+        return TOO_LARGE;
+      }
+      // A Content-Length body ends at its length; no need to wait for the end of the stream.
+      if (size === declared) break;
     }
-    chunks.push(value);
+  } finally {
+    deadlines.done(read);
   }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.byteLength;
+  if (read.timedOut) return TIMED_OUT;
+  // A view keeps the whole buffer alive: worth a copy only when much of it is unused.
+  return buf.byteLength - size > size / 4 ? buf.slice(0, size) : buf.subarray(0, size);
+}
+
+/** A BYOB reader on `body`, or undefined when it is not a byte stream. */
+function byobReader(body: ReadableStream<Uint8Array>): ReadableStreamBYOBReader | undefined {
+  try {
+    return body.getReader({ mode: "byob" });
+  } catch {
+    return undefined;
   }
-  return out;
+}
+
+/** A copy of the first `size` bytes of `buf` in a buffer twice as large (at least `need`), at most `limit`. */
+function grow(buf: Uint8Array, size: number, limit: number, need: number): Uint8Array {
+  const next = new Uint8Array(Math.min(limit, Math.max(need, buf.byteLength * 2, INLINE_BODY_BYTES)));
+  next.set(buf.subarray(0, size));
+  return next;
+}
+
+/** A body read in progress, as BodyDeadlines sees it. */
+interface PendingRead {
+  readonly deadline: number;
+  readonly reader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array>;
+  timedOut: boolean;
+}
+
+/**
+ * Cancels body reads that outlive the timeout. One interval serves every read (a timer per request would cost
+ * more than the rest of a small request); it runs only while reads are pending, so a read ends between
+ * `timeoutMs` and `timeoutMs` plus a quarter of it (at most a second) after it began.
+ */
+class BodyDeadlines {
+  readonly timeoutMs: number;
+  readonly #periodMs: number;
+  readonly #reads = new Set<PendingRead>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(timeoutMs: number) {
+    if (!(timeoutMs > 0)) throw new Error(`http: body timeout must be positive, got ${timeoutMs} ms`);
+    this.timeoutMs = timeoutMs;
+    this.#periodMs = Math.min(1000, Math.max(5, timeoutMs / 4));
+  }
+
+  watch(reader: PendingRead["reader"]): PendingRead {
+    const read: PendingRead = { deadline: Date.now() + this.timeoutMs, reader, timedOut: false };
+    this.#reads.add(read);
+    this.#timer ??= setInterval(() => this.#sweep(), this.#periodMs);
+    return read;
+  }
+
+  done(read: PendingRead): void {
+    this.#reads.delete(read);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const read of this.#reads) {
+      if (read.deadline > now) continue;
+      read.timedOut = true;
+      this.#reads.delete(read);
+      // A pending read then resolves as done, and readBody sees timedOut.
+      read.reader.cancel().catch(() => {});
+    }
+    if (this.#reads.size === 0) this.stop();
+  }
 }
 
 /** text/plain, application/json and application/octet-stream, in any case, with or without parameters. */

@@ -3,6 +3,7 @@ import { log } from "../log.ts";
 import { registry } from "../metrics.ts";
 import type { Readiness } from "../producer/types.ts";
 import { listenAddress } from "../config.ts";
+import { listenError } from "./listen.ts";
 
 /** A running monitoring listener. */
 export interface MonitoringServer {
@@ -19,16 +20,21 @@ const TEXT_PLAIN = "text/plain; charset=utf-8";
 export function startMonitoringServer(
   opts: { listen: string; readiness: () => Readiness },
 ): MonitoringServer {
-  const { hostname, port } = listenAddress(opts.listen);
-  const server = Deno.serve({
-    hostname,
-    port,
-    onListen: () => {},
-    onError: (err) => {
-      log("error", "monitoring: request failed", { error: err });
-      return text(500, "internal error\n");
-    },
-  }, (req) => handle(req, opts.readiness));
+  const addr = listenAddress(opts.listen);
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: addr.hostname,
+      port: addr.port,
+      onListen: () => {},
+      onError: (err) => {
+        log("error", "monitoring: request failed", { error: err });
+        return text(500, "internal error\n");
+      },
+    }, (req) => handle(req, opts.readiness));
+  } catch (err) {
+    throw listenError("monitoring", addr, err);
+  }
   log("info", "monitoring listening", { addr: `${server.addr.hostname}:${server.addr.port}` });
   return { addr: server.addr, shutdown: () => server.shutdown() };
 }
