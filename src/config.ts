@@ -7,7 +7,6 @@ import { BROKERS, Key, KEYS, SCHEMA, type Values } from "./config_keys.ts";
 import { describe } from "./config_values.ts";
 import { isLevel, LEVELS, log } from "./log.ts";
 
-export { type ListenAddress, listenAddress } from "./config_values.ts";
 export type { WalMode } from "./config_keys.ts";
 
 /** The validated configuration: the table's values, plus the librdkafka properties. */

@@ -4,6 +4,7 @@
  * variables are read the same way.
  */
 import { formatDuration, parseDuration } from "./duration.ts";
+import { listenAddress } from "./listen_address.ts";
 
 /** How one kind of value is read and shown. */
 export interface ValueKind<T> {
@@ -11,29 +12,6 @@ export interface ValueKind<T> {
   read(value: unknown): T;
   /** The value as the reference file writes it: `read` of its YAML gives the value back. */
   show(value: T): string;
-}
-
-/** A listen address split for a socket API; an empty host (`:18080`) means all interfaces. */
-export interface ListenAddress {
-  hostname: string;
-  port: number;
-}
-
-const LISTEN = /^(?:\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|([A-Za-z0-9._-]*)):(\d{1,5})$/;
-
-/**
- * Splits `host:port` (`:18080`, `0.0.0.0:18080`, `[::1]:18080`); an empty host becomes `0.0.0.0`.
- * Throws an Error on a malformed address (the config has already refused those).
- * @example listenAddress(":18080") // { hostname: "0.0.0.0", port: 18080 }
- */
-export function listenAddress(listen: string): ListenAddress {
-  const match = LISTEN.exec(listen);
-  const port = match === null ? NaN : Number(match[3]);
-  if (match === null || port > 65535) {
-    throw new Error(`expected host:port (e.g. 0.0.0.0:18080 or :18080), got ${JSON.stringify(listen)}`);
-  }
-  const hostname = match[1] ?? match[2];
-  return { hostname: hostname === "" ? "0.0.0.0" : hostname, port };
 }
 
 /** Text as it is. */

@@ -6,7 +6,7 @@
  * console.log(service.addresses.http); // "127.0.0.1:18080"
  */
 import { X509Certificate } from "node:crypto";
-import { type Config, listenAddress } from "./config.ts";
+import type { Config } from "./config.ts";
 import { isAllBrokersDown } from "./kafka/errors.ts";
 import { KafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { log } from "./log.ts";
@@ -17,6 +17,7 @@ import { RateLimiter } from "./producer/rate_limiter.ts";
 import { Replayer } from "./producer/replay.ts";
 import { startGrpcServer } from "./server/grpc/server.ts";
 import { startHttpServer } from "./server/http.ts";
+import type { Listener } from "./server/listener.ts";
 import { startMonitoringServer } from "./server/monitoring.ts";
 import { VERSION } from "./version.ts";
 import { openWal, type Wal } from "./wal/wal.ts";
@@ -118,27 +119,23 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     started.push(() => running.stop());
   }
 
+  // Each listener's start-up error names it and its address (`http listener 0.0.0.0:18080: address in use`).
   const { http, grpc, monitoring } = config.server;
-  const httpServer = http.listen === undefined
-    ? null
-    : await step(`http listener ${http.listen}`, () => startHttpServer({ listen: http.listen!, facade }));
+  const httpServer = http.listen === undefined ? null : startHttpServer({ listen: http.listen, facade });
   if (httpServer) started.push(() => httpServer.shutdown());
-  const grpcServer = grpc.listen === undefined ? null : await step(
-    `grpc listener ${grpc.listen}`,
-    () => startGrpcServer({ listen: grpc.listen!, facade, maxRequestSize: grpc.maxRequestSize }),
-  );
+  const grpcServer = grpc.listen === undefined
+    ? null
+    : await startGrpcServer({ listen: grpc.listen, facade, maxRequestSize: grpc.maxRequestSize });
   if (grpcServer) started.push(() => grpcServer.shutdown());
-  const monitoringServer = monitoring.listen === undefined ? null : await step(
-    `monitoring listener ${monitoring.listen}`,
-    () => startMonitoringServer({ listen: monitoring.listen!, readiness: () => facade.readiness() }),
-  );
+  const monitoringServer = monitoring.listen === undefined
+    ? null
+    : startMonitoringServer({ listen: monitoring.listen, readiness: () => facade.readiness() });
+  const listeners: Array<Listener | null> = [httpServer, grpcServer, monitoringServer];
 
   const addresses = {
-    http: httpServer ? hostPort(httpServer.addr) : undefined,
-    grpc: grpcServer
-      ? hostPort({ hostname: listenAddress(grpc.listen!).hostname, port: grpcServer.port })
-      : undefined,
-    monitoring: monitoringServer ? hostPort(monitoringServer.addr) : undefined,
+    http: httpServer?.address,
+    grpc: grpcServer?.address,
+    monitoring: monitoringServer?.address,
   };
   log("info", "kafka-ambassador started", {
     version: VERSION,
@@ -190,8 +187,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     const remaining = () => Math.max(0, deadline - Date.now());
     log("info", "shutting down", { reason, flush_timeout_ms: config.producer.shutdownTimeoutMs });
     facade.setDraining(true);
-    httpServer?.setDraining(true);
-    grpcServer?.setDraining(true);
+    for (const listener of listeners) listener?.setDraining(true);
     // Replay starts nothing new; what it has in flight is delivered by the flush or purged by the close below.
     const replayStopped = replayer?.stop();
     // With the breaker open nothing would be delivered: spool at once instead of waiting out the deadline.
@@ -220,7 +216,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   return { addresses, reload, stop, [Symbol.asyncDispose]: async () => void await stop() };
 }
 
-/** Runs one start-up step; its error names the part (`http listener 0.0.0.0:18080: address already in use`). */
+/** Runs one start-up step; its error names the part (`wal: directory /x is not writable: ...`). */
 async function step<T>(part: string, start: () => T | Promise<T>): Promise<T> {
   try {
     return await start();
@@ -228,10 +224,6 @@ async function step<T>(part: string, start: () => T | Promise<T>): Promise<T> {
     const message = err instanceof Error ? err.message : String(err);
     throw new Error(message.startsWith(part) ? message : `${part}: ${message}`);
   }
-}
-
-function hostPort(addr: { hostname: string; port: number }): string {
-  return addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`;
 }
 
 async function openConfiguredWal(config: Config): Promise<Wal | null> {

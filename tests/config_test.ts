@@ -1,14 +1,8 @@
 /** Config: defaults, the three key spellings, env overrides, kafka passthrough and every error message. */
 import assert from "node:assert/strict";
-import {
-  type Config,
-  ConfigError,
-  defaultConfig,
-  listenAddress,
-  loadConfig,
-  parseConfig,
-} from "../src/config.ts";
+import { type Config, ConfigError, defaultConfig, loadConfig, parseConfig } from "../src/config.ts";
 import { formatDuration, parseDuration } from "../src/duration.ts";
+import { listenAddress } from "../src/listen_address.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const REPO = new URL("../", import.meta.url).pathname;

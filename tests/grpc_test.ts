@@ -7,7 +7,8 @@ import { protoPath as healthProtoPath } from "grpc-health-check";
 import { grpcHandled, grpcReceived, grpcSent, grpcStarted } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import { PROTO_PATH } from "../src/server/grpc/schema.ts";
-import { type GrpcServer, startGrpcServer } from "../src/server/grpc/server.ts";
+import { startGrpcServer } from "../src/server/grpc/server.ts";
+import type { Listener } from "../src/server/listener.ts";
 import { MAX_IN_FLIGHT } from "../src/server/grpc/produce.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
 import { delay, waitFor } from "./support/wait.ts";
@@ -36,7 +37,7 @@ function clientFor(protoFile: string, service: string, port: number): Client {
 
 /** Runs `fn` against a fresh listener on an ephemeral loopback port; closes the clients, then the server. */
 async function withServer(
-  fn: (server: GrpcServer, facade: FakeFacade, clients: Client[]) => Promise<void>,
+  fn: (server: Listener, facade: FakeFacade, clients: Client[]) => Promise<void>,
   facade = new FakeFacade({ maxMessageBytes: 1000, topics: ["alpha", "beta"] }),
 ): Promise<void> {
   const server = await startGrpcServer({ listen: "127.0.0.1:0", facade, maxRequestSize: 64 * 1024 });
@@ -119,10 +120,15 @@ Deno.test("ListTopics answers from the facade, and UNAVAILABLE when the cluster 
     const client = clientFor(COMPAT_PROTO, "KafkaAmbassador", server.port);
     clients.push(client);
     assert.deepEqual(await unary(client, "ListTopics", {}), { topics: ["alpha", "beta"] });
-    facade.listError = new Error("metadata request timed out");
+    facade.listError = new ProduceError("unavailable", "kafka: cannot list topics", 5);
     const err = await unary(client, "ListTopics", {}).then(() => undefined, (e: grpc.ServiceError) => e);
     assert.equal(err?.code, grpc.status.UNAVAILABLE);
-    assert.equal(err?.details, "cannot list topics: metadata request timed out");
+    assert.equal(err?.details, "kafka: cannot list topics");
+    // Anything else is a surprise: logged, and not shown to the client.
+    facade.listError = new Error("secret internals at 10.0.0.7");
+    const internal = await unary(client, "ListTopics", {}).then(() => undefined, (e: grpc.ServiceError) => e);
+    assert.equal(internal?.code, grpc.status.INTERNAL);
+    assert.equal(internal?.details, "internal error");
   });
 });
 

@@ -3,7 +3,7 @@
  * under a bound through each attack and still takes an ordinary message afterwards. Sizes are scaled down from
  * bench/http_attack_memory.ts so that each test takes a few seconds.
  */
-import { ok as assert, strictEqual as assertEquals } from "node:assert/strict";
+import assert from "node:assert/strict";
 import {
   closeAll,
   type Memory,
@@ -40,7 +40,7 @@ function mib(kib: number): string {
 }
 
 function assertBounded(what: string, before: Memory, after: Memory): void {
-  assert(
+  assert.ok(
     after.hwmKiB < BOUND_KIB,
     `${what}: peak RSS ${mib(before.hwmKiB)} -> ${mib(after.hwmKiB)}, bound ${mib(BOUND_KIB)}`,
   );
@@ -48,18 +48,18 @@ function assertBounded(what: string, before: Memory, after: Memory): void {
 
 Deno.test("attack: chunked bodies of one-byte chunks do not hold a buffer per chunk", async () => {
   await withService(async (svc, pid) => {
-    assertEquals(await postNormal(svc.http, TOPIC), 200);
+    assert.equal(await postNormal(svc.http, TOPIC), 200);
     const before = memoryOf(pid);
-    for (let i = 0; i < 2; i++) assertEquals(await postTinyChunks(portOf(svc.http), TOPIC, 20_000), 200);
+    for (let i = 0; i < 2; i++) assert.equal(await postTinyChunks(portOf(svc.http), TOPIC, 20_000), 200);
     const after = memoryOf(pid);
     assertBounded("2 requests of 20,000 one-byte chunks", before, after);
-    assertEquals(await postNormal(svc.http, TOPIC), 200);
+    assert.equal(await postNormal(svc.http, TOPIC), 200);
   });
 });
 
 Deno.test("attack: declared but unsent bodies do not reserve their declared length", async () => {
   await withService(async (svc, pid) => {
-    assertEquals(await postNormal(svc.http, TOPIC), 200);
+    assert.equal(await postNormal(svc.http, TOPIC), 200);
     const before = memoryOf(pid);
     const conns = await openUnsentBodies(portOf(svc.http), TOPIC, 500, 1_000_000);
     try {
@@ -67,7 +67,7 @@ Deno.test("attack: declared but unsent bodies do not reserve their declared leng
       await new Promise((r) => setTimeout(r, 1000));
       const after = memoryOf(pid);
       assertBounded("500 connections declaring 1,000,000 bytes and sending 1", before, after);
-      assertEquals(await postNormal(svc.http, TOPIC), 200);
+      assert.equal(await postNormal(svc.http, TOPIC), 200);
     } finally {
       closeAll(conns);
     }
@@ -76,12 +76,12 @@ Deno.test("attack: declared but unsent bodies do not reserve their declared leng
 
 Deno.test("attack: a duplicated Content-Length over the limit gets 413 before the body is read", async () => {
   await withService(async (svc, pid) => {
-    assertEquals(await postNormal(svc.http, TOPIC), 200);
+    assert.equal(await postNormal(svc.http, TOPIC), 200);
     const before = memoryOf(pid);
     const { status } = await postDuplicatedLength(portOf(svc.http), TOPIC, 300_000_000);
     const after = memoryOf(pid);
-    assertEquals(status, 413);
+    assert.equal(status, 413);
     assertBounded("a 300,000,000-byte body with Content-Length twice", before, after);
-    assertEquals(await postNormal(svc.http, TOPIC), 200);
+    assert.equal(await postNormal(svc.http, TOPIC), 200);
   });
 });

@@ -1,7 +1,8 @@
-import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
+import type { Listener } from "../src/server/listener.ts";
+import assert from "node:assert/strict";
 import { registry, requests } from "../src/metrics.ts";
 import type { Readiness } from "../src/producer/types.ts";
-import { type MonitoringServer, startMonitoringServer } from "../src/server/monitoring.ts";
+import { startMonitoringServer } from "../src/server/monitoring.ts";
 
 interface Reply {
   status: number;
@@ -13,10 +14,10 @@ async function withServer(
   fn: (get: (path: string, init?: RequestInit) => Promise<Reply>) => Promise<void>,
   readiness: () => Readiness = () => ({ ready: true, reasons: [] }),
 ): Promise<void> {
-  const server: MonitoringServer = startMonitoringServer({ listen: "127.0.0.1:0", readiness });
+  const server: Listener = startMonitoringServer({ listen: "127.0.0.1:0", readiness });
   try {
     await fn(async (path, init) => {
-      const res = await fetch(`http://127.0.0.1:${server.addr.port}${path}`, init);
+      const res = await fetch(`http://127.0.0.1:${server.port}${path}`, init);
       return { status: res.status, headers: res.headers, body: await res.text() };
     });
   } finally {
@@ -28,39 +29,39 @@ Deno.test("/metrics serves the registry, kafka_client_requests_cnt included", as
   requests.inc({ topic: "monitoring-test" }, 3);
   await withServer(async (get) => {
     const reply = await get("/metrics");
-    assertEquals(reply.status, 200);
-    assertEquals(reply.headers.get("content-type"), registry.contentType);
-    assert(reply.body.includes("# TYPE kafka_client_requests_cnt counter"), reply.body.slice(0, 500));
-    assert(reply.body.includes('kafka_client_requests_cnt{topic="monitoring-test"} 3'));
+    assert.deepEqual(reply.status, 200);
+    assert.deepEqual(reply.headers.get("content-type"), registry.contentType);
+    assert.ok(reply.body.includes("# TYPE kafka_client_requests_cnt counter"), reply.body.slice(0, 500));
+    assert.ok(reply.body.includes('kafka_client_requests_cnt{topic="monitoring-test"} 3'));
   });
 });
 
 Deno.test("/healthz answers 200 ok", async () => {
   await withServer(async (get) => {
     const reply = await get("/healthz");
-    assertEquals([reply.status, reply.body], [200, "ok"]);
+    assert.deepEqual([reply.status, reply.body], [200, "ok"]);
   });
 });
 
 Deno.test("/readyz answers 200 ready, or 503 with one reason per line", async () => {
   let state: Readiness = { ready: true, reasons: [] };
   await withServer(async (get) => {
-    assertEquals(await get("/readyz").then((r) => [r.status, r.body]), [200, "ready"]);
+    assert.deepEqual(await get("/readyz").then((r) => [r.status, r.body]), [200, "ready"]);
     state = { ready: false, reasons: ["breaker open", "wal not writable"] };
     const reply = await get("/readyz");
-    assertEquals([reply.status, reply.body], [503, "breaker open\nwal not writable"]);
-    assertEquals(reply.headers.get("content-type"), "text/plain; charset=utf-8");
+    assert.deepEqual([reply.status, reply.body], [503, "breaker open\nwal not writable"]);
+    assert.deepEqual(reply.headers.get("content-type"), "text/plain; charset=utf-8");
     state = { ready: true, reasons: [] };
-    assertEquals((await get("/readyz")).status, 200);
+    assert.deepEqual((await get("/readyz")).status, 200);
   }, () => state);
 });
 
 Deno.test("other paths get 404, other methods 405", async () => {
   await withServer(async (get) => {
-    assertEquals((await get("/")).status, 404);
-    assertEquals((await get("/metrics/x")).status, 404);
+    assert.deepEqual((await get("/")).status, 404);
+    assert.deepEqual((await get("/metrics/x")).status, 404);
     const post = await get("/metrics", { method: "POST" });
-    assertEquals([post.status, post.headers.get("allow")], [405, "GET, HEAD"]);
+    assert.deepEqual([post.status, post.headers.get("allow")], [405, "GET, HEAD"]);
   });
 });
 
@@ -68,13 +69,13 @@ Deno.test("a monitoring listener that cannot bind names itself and the address",
   const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (taken.addr as Deno.NetAddr).port;
   try {
-    assertThrows(
+    assert.throws(
       () =>
         startMonitoringServer({
           listen: `127.0.0.1:${port}`,
           readiness: () => ({ ready: true, reasons: [] }),
         }),
-      { message: `monitoring: cannot listen on 127.0.0.1:${port}: address already in use` },
+      { message: `monitoring listener 127.0.0.1:${port}: address already in use` },
     );
   } finally {
     taken.close();

@@ -1,21 +1,14 @@
 /** The HTTP produce listener (docs/compatibility.md): `POST /topics/{topic}/messages` and `GET /topics`. */
 import { log, logRepeated } from "../log.ts";
 import { httpRequests } from "../metrics.ts";
-import { type AckLevel, type Message, ProduceError, type ProducerFacade } from "../producer/types.ts";
-import { listenAddress } from "../config.ts";
-import { listenError } from "./listen.ts";
+import type { AckLevel, Message } from "../message.ts";
+import { ProduceError, type ProducerFacade } from "../producer/types.ts";
+import { formatHostPort, listenAddress } from "../listen_address.ts";
+import { type Listener, type ListenerOptions, listenError } from "./listener.ts";
 import { ackProblem, parseAck, parseContentLength, parsePartition, partitionProblem } from "./params.ts";
-import { oneLine, type Refusal, refusalOf } from "./refusal.ts";
+import { type Refusal, refusalOf } from "./refusal.ts";
+import { notAllowed, plain, TEXT_PLAIN } from "./reply.ts";
 import { topicProblem } from "./topic.ts";
-
-/** A running HTTP listener. */
-export interface HttpServer {
-  readonly addr: Deno.NetAddr;
-  /** While on, produce requests get 503 "shutting down" with `Retry-After`. */
-  setDraining(on: boolean): void;
-  /** Stops taking requests, waits for those in flight, then closes the listener. */
-  shutdown(): Promise<void>;
-}
 
 const ROUTE_MESSAGES = "/topics/{topic}/messages";
 const ROUTE_TOPICS = "/topics";
@@ -25,7 +18,6 @@ const ROUTE_NONE = "none";
 const PREFIX = "/topics/";
 const SUFFIX = "/messages";
 
-const TEXT_PLAIN = "text/plain; charset=utf-8";
 const JSON_TYPE = "application/json";
 const ACCEPTED_TYPES = new Set(["text/plain", "application/json", "application/octet-stream"]);
 
@@ -42,9 +34,7 @@ const INLINE_BODY_BYTES = 16 * 1024;
 const MIN_READ_BYTES = 4 * 1024;
 
 /** Options of startHttpServer. */
-export interface HttpServerOptions {
-  /** "host:port" or ":port"; port 0 picks a free one. */
-  listen: string;
+export interface HttpServerOptions extends ListenerOptions {
   facade: ProducerFacade;
   /**
    * How long a streamed request body (chunked, or longer than 16 KiB) may take to arrive; past it the read
@@ -56,10 +46,11 @@ export interface HttpServerOptions {
 }
 
 /**
- * Starts the HTTP listener. Throws, naming the address, when it cannot bind.
- * @example const http = startHttpServer({ listen: "127.0.0.1:0", facade }); console.log(http.addr.port);
+ * Starts the HTTP listener. While draining, produce requests get 503 "shutting down" with `Retry-After`. Throws,
+ * naming the address, when it cannot bind.
+ * @example const http = startHttpServer({ listen: "127.0.0.1:0", facade }); console.log(http.port);
  */
-export function startHttpServer(opts: HttpServerOptions): HttpServer {
+export function startHttpServer(opts: HttpServerOptions): Listener {
   const addr = listenAddress(opts.listen);
   const handler = new HttpHandler(opts.facade, new BodyDeadlines(opts.bodyTimeoutMs ?? 30_000));
   let server: Deno.HttpServer<Deno.NetAddr>;
@@ -76,9 +67,11 @@ export function startHttpServer(opts: HttpServerOptions): HttpServer {
   } catch (err) {
     throw listenError("http", addr, err);
   }
-  log("info", "http listening", { addr: `${server.addr.hostname}:${server.addr.port}` });
+  const address = formatHostPort(server.addr);
+  log("info", "http listening", { addr: address });
   return {
-    addr: server.addr,
+    address,
+    port: server.addr.port,
     setDraining: (on) => handler.draining = on,
     shutdown: async () => {
       handler.draining = true;
@@ -400,20 +393,6 @@ function tooLarge(max: number, size: string): Response {
   return plain(413, `message too large: ${size}, at most ${max} bytes are accepted`);
 }
 
-function notAllowed(allow: string): Response {
-  return new Response("method not allowed\n", {
-    status: 405,
-    headers: { "content-type": TEXT_PLAIN, "allow": allow },
-  });
-}
-
 function refused(refusal: Refusal): Response {
   return plain(refusal.status, refusal.reason, refusal.retryAfterSeconds);
-}
-
-/** A one-line plain-text reply; `retryAfterSeconds` adds `Retry-After`. */
-function plain(status: number, reason: string, retryAfterSeconds?: number): Response {
-  const headers: Record<string, string> = { "content-type": TEXT_PLAIN };
-  if (retryAfterSeconds !== undefined) headers["retry-after"] = String(retryAfterSeconds);
-  return new Response(`${oneLine(reason)}\n`, { status, headers });
 }

@@ -2,24 +2,22 @@
 import { log } from "../log.ts";
 import { registry } from "../metrics.ts";
 import type { Readiness } from "../producer/types.ts";
-import { listenAddress } from "../config.ts";
-import { listenError } from "./listen.ts";
+import { formatHostPort, listenAddress } from "../listen_address.ts";
+import { type Listener, type ListenerOptions, listenError } from "./listener.ts";
+import { notAllowed, plain, TEXT_PLAIN } from "./reply.ts";
 
-/** A running monitoring listener. */
-export interface MonitoringServer {
-  readonly addr: Deno.NetAddr;
-  shutdown(): Promise<void>;
+/** Options of startMonitoringServer. */
+export interface MonitoringServerOptions extends ListenerOptions {
+  /** Asked on every `/readyz`. */
+  readiness: () => Readiness;
 }
 
-const TEXT_PLAIN = "text/plain; charset=utf-8";
-
 /**
- * Starts the monitoring listener on `listen` ("host:port" or ":port"); `readiness` is asked on every `/readyz`.
+ * Starts the monitoring listener. It keeps answering while the service drains (draining changes nothing
+ * here: `/readyz` reports it), so that probes see the stop.
  * @example startMonitoringServer({ listen: ":9094", readiness: () => facade.readiness() })
  */
-export function startMonitoringServer(
-  opts: { listen: string; readiness: () => Readiness },
-): MonitoringServer {
+export function startMonitoringServer(opts: MonitoringServerOptions): Listener {
   const addr = listenAddress(opts.listen);
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
@@ -29,25 +27,21 @@ export function startMonitoringServer(
       onListen: () => {},
       onError: (err) => {
         log("error", "monitoring: request failed", { error: err });
-        return text(500, "internal error\n");
+        return plain(500, "internal error");
       },
     }, (req) => handle(req, opts.readiness));
   } catch (err) {
     throw listenError("monitoring", addr, err);
   }
-  log("info", "monitoring listening", { addr: `${server.addr.hostname}:${server.addr.port}` });
-  return { addr: server.addr, shutdown: () => server.shutdown() };
+  const address = formatHostPort(server.addr);
+  log("info", "monitoring listening", { addr: address });
+  return { address, port: server.addr.port, setDraining: () => {}, shutdown: () => server.shutdown() };
 }
 
 async function handle(req: Request, readiness: () => Readiness): Promise<Response> {
   const path = new URL(req.url).pathname;
-  if (path !== "/metrics" && path !== "/healthz" && path !== "/readyz") return text(404, "not found\n");
-  if (req.method !== "GET" && req.method !== "HEAD") {
-    return new Response("method not allowed\n", {
-      status: 405,
-      headers: { "content-type": TEXT_PLAIN, "allow": "GET, HEAD" },
-    });
-  }
+  if (path !== "/metrics" && path !== "/healthz" && path !== "/readyz") return plain(404, "not found");
+  if (req.method !== "GET" && req.method !== "HEAD") return notAllowed("GET, HEAD");
   if (path === "/metrics") {
     return new Response(await registry.metrics(), { headers: { "content-type": registry.contentType } });
   }
@@ -57,6 +51,7 @@ async function handle(req: Request, readiness: () => Readiness): Promise<Respons
   return text(503, state.reasons.length > 0 ? state.reasons.join("\n") : "not ready");
 }
 
+/** A reply whose body is exactly `body` (probes compare it). */
 function text(status: number, body: string): Response {
   return new Response(body, { status, headers: { "content-type": TEXT_PLAIN } });
 }

@@ -6,11 +6,11 @@
 import http2 from "node:http2";
 import type protobuf from "protobufjs";
 import type { Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import { listenAddress } from "../../config.ts";
 import { log, logRepeated } from "../../log.ts";
 import type { ProducerFacade } from "../../producer/types.ts";
-import { formatHostPort } from "../listen.ts";
-import { oneLine } from "../refusal.ts";
+import { formatHostPort, listenAddress } from "../../listen_address.ts";
+import { type Listener, type ListenerOptions, listenError } from "../listener.ts";
+import { refusalOf } from "../refusal.ts";
 import { GrpcCall, guard } from "./call.ts";
 import { Health } from "./health.ts";
 import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "./metadata.ts";
@@ -22,13 +22,11 @@ import { describeFile, HEALTH_SERVICE, loadSchemas } from "./schema.ts";
 import { Status } from "./status.ts";
 import { CallError, serveUnary } from "./unary.ts";
 
-/** A running gRPC listener. */
-export interface GrpcServer {
-  readonly port: number;
-  /** While on, health reports NOT_SERVING, new Produce streams end with UNAVAILABLE and records get code 503. */
-  setDraining(on: boolean): void;
-  /** Drains, ends each open stream once its records are answered, then stops; forced after a bound. */
-  shutdown(): Promise<void>;
+/** How the gRPC listener is built. */
+export interface GrpcServerOptions extends ListenerOptions {
+  facade: ProducerFacade;
+  /** Largest gRPC message accepted; a larger one ends its call with RESOURCE_EXHAUSTED. */
+  maxRequestSize: number;
 }
 
 /** How long shutdown waits for calls to end before cutting them. */
@@ -53,14 +51,13 @@ const HEALTH_CHECK_PATH = `/${HEALTH_SERVICE}/Check`;
 const HEALTH_WATCH_PATH = `/${HEALTH_SERVICE}/Watch`;
 
 /**
- * Starts the gRPC listener on `listen` ("host:port" or ":port"; port 0 picks a free one).
+ * Starts the gRPC listener. While draining, health reports NOT_SERVING, new Produce streams end with
+ * UNAVAILABLE and records get code 503; shutdown sends GOAWAY, ends each stream once its records are answered,
+ * and cuts what is still open after a bound.
  * @example const grpc = await startGrpcServer({ listen: ":18282", facade, maxRequestSize: 4 << 20 });
  */
-export async function startGrpcServer(
-  opts: { listen: string; facade: ProducerFacade; maxRequestSize: number },
-): Promise<GrpcServer> {
+export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener> {
   const listen = listenAddress(opts.listen);
-  const address = formatHostPort(listen);
   const schemas = loadSchemas();
   const reflection = new Reflection(schemas, [
     describeFile("kafka_ambassador.proto", "", schemas.service),
@@ -86,9 +83,9 @@ export async function startGrpcServer(
       try {
         topics = await opts.facade.listTopics();
       } catch (err) {
-        log("warn", "grpc: cannot list topics", { error: err });
-        const reason = err instanceof Error ? err.message : String(err);
-        throw new CallError(Status.UNAVAILABLE, oneLine(`cannot list topics: ${reason}`));
+        // The facade logs why; the client gets its stable reason, or "internal error" for anything unexpected.
+        const refusal = refusalOf(err, "grpc: list topics", "");
+        throw new CallError(refusal.status === 503 ? Status.UNAVAILABLE : Status.INTERNAL, refusal.reason);
       }
       listMetrics.sent.inc();
       const t = schemas.listTopicsResponse;
@@ -191,8 +188,7 @@ export async function startGrpcServer(
 
   const port = await new Promise<number>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
-      const reason = LISTEN_ERRORS[err.code ?? ""] ?? err.message;
-      reject(new Error(`grpc: cannot listen on ${address}: ${reason}`));
+      reject(listenError("grpc", listen, LISTEN_ERRORS[err.code ?? ""] ?? err.message));
     };
     server.once("error", onError);
     server.listen({ port: listen.port, host: listen.hostname }, () => {
@@ -201,7 +197,8 @@ export async function startGrpcServer(
       resolve((server.address() as { port: number }).port);
     });
   });
-  log("info", "grpc listening", { addr: formatHostPort({ ...listen, port }) });
+  const address = formatHostPort({ ...listen, port });
+  log("info", "grpc listening", { addr: address });
 
   const setDraining = (on: boolean) => {
     draining = on;
@@ -209,6 +206,7 @@ export async function startGrpcServer(
   };
   let stopping: Promise<void> | undefined;
   return {
+    address,
     port,
     setDraining,
     shutdown: () => {

@@ -1,0 +1,34 @@
+/**
+ * The shape every listener shares (HTTP, gRPC, monitoring): how it is bound, where it is bound, how it drains and
+ * stops, and how a failure to bind is reported. TLS and authentication belong in ListenerOptions, once.
+ */
+import { formatHostPort, type ListenAddress } from "../listen_address.ts";
+
+/** How a listener is bound. */
+export interface ListenerOptions {
+  /** "host:port" or ":port" (all interfaces); port 0 picks a free one. */
+  listen: string;
+}
+
+/** A running listener. */
+export interface Listener {
+  /** "host:port" as bound: the real port when the config said 0. */
+  readonly address: string;
+  readonly port: number;
+  /** While on, new requests are refused (503, or UNAVAILABLE), and health reports that the service is stopping. */
+  setDraining(on: boolean): void;
+  /** Stops taking requests, lets those in flight end (within a bound), then closes. */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * The start-up error for a listener that cannot bind: names the listener and the address, as the OS error
+ * alone ("Address already in use (os error 98)") does not say which port of which listener.
+ * @example listenError("http", { hostname: "0.0.0.0", port: 18080 }, err).message
+ * // "http listener 0.0.0.0:18080: address already in use"
+ */
+export function listenError(listener: string, addr: ListenAddress, err: unknown): Error {
+  const text = (err instanceof Error ? err.message : String(err)).replace(/ \(os error \d+\)$/, "");
+  const reason = text.charAt(0).toLowerCase() + text.slice(1);
+  return new Error(`${listener} listener ${formatHostPort(addr)}: ${reason}`, { cause: err });
+}
