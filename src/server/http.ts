@@ -3,11 +3,10 @@ import { log, logRepeated } from "../log.ts";
 import { httpRequests } from "../metrics.ts";
 import type { AckLevel, Message } from "../message.ts";
 import { ProduceError, type ProducerFacade } from "../producer/types.ts";
-import { formatHostPort, listenAddress } from "../listen_address.ts";
-import { type Listener, type ListenerOptions, listenError } from "./listener.ts";
+import type { Listener, ListenerOptions } from "./listener.ts";
 import { ackProblem, parseAck, parseContentLength, parsePartition, partitionProblem } from "./params.ts";
 import { type Refusal, refusalOf } from "./refusal.ts";
-import { notAllowed, plain, TEXT_PLAIN } from "./reply.ts";
+import { notAllowed, plain, serveHttp, TEXT_PLAIN } from "./reply.ts";
 import { topicProblem } from "./topic.ts";
 
 const ROUTE_MESSAGES = "/topics/{topic}/messages";
@@ -51,24 +50,8 @@ export interface HttpServerOptions extends ListenerOptions {
  * @example const http = startHttpServer({ listen: "127.0.0.1:0", facade }); console.log(http.port);
  */
 export function startHttpServer(opts: HttpServerOptions): Listener {
-  const addr = listenAddress(opts.listen);
   const handler = new HttpHandler(opts.facade, new BodyDeadlines(opts.bodyTimeoutMs ?? 30_000));
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = Deno.serve({
-      hostname: addr.hostname,
-      port: addr.port,
-      onListen: () => {},
-      onError: (err) => {
-        log("error", "http: request failed", { error: err });
-        return plain(500, "internal error");
-      },
-    }, (req) => handler.handle(req));
-  } catch (err) {
-    throw listenError("http", addr, err);
-  }
-  const address = formatHostPort(server.addr);
-  log("info", "http listening", { addr: address });
+  const { server, address } = serveHttp("http", opts, (req) => handler.handle(req));
   return {
     address,
     port: server.addr.port,

@@ -1,10 +1,8 @@
 /** The monitoring listener: Prometheus `/metrics`, liveness `/healthz`, readiness `/readyz`. */
-import { log } from "../log.ts";
 import { registry } from "../metrics.ts";
 import type { Readiness } from "../producer/types.ts";
-import { formatHostPort, listenAddress } from "../listen_address.ts";
-import { type Listener, type ListenerOptions, listenError } from "./listener.ts";
-import { notAllowed, plain, TEXT_PLAIN } from "./reply.ts";
+import type { Listener, ListenerOptions } from "./listener.ts";
+import { notAllowed, plain, serveHttp, TEXT_PLAIN } from "./reply.ts";
 
 /** Options of startMonitoringServer. */
 export interface MonitoringServerOptions extends ListenerOptions {
@@ -18,23 +16,7 @@ export interface MonitoringServerOptions extends ListenerOptions {
  * @example startMonitoringServer({ listen: ":9094", readiness: () => facade.readiness() })
  */
 export function startMonitoringServer(opts: MonitoringServerOptions): Listener {
-  const addr = listenAddress(opts.listen);
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = Deno.serve({
-      hostname: addr.hostname,
-      port: addr.port,
-      onListen: () => {},
-      onError: (err) => {
-        log("error", "monitoring: request failed", { error: err });
-        return plain(500, "internal error");
-      },
-    }, (req) => handle(req, opts.readiness));
-  } catch (err) {
-    throw listenError("monitoring", addr, err);
-  }
-  const address = formatHostPort(server.addr);
-  log("info", "monitoring listening", { addr: address });
+  const { server, address } = serveHttp("monitoring", opts, (req) => handle(req, opts.readiness));
   return { address, port: server.addr.port, setDraining: () => {}, shutdown: () => server.shutdown() };
 }
 

@@ -27,13 +27,13 @@ const CODE_NAMES = [
 
 /** The metric children of one method, looked up once rather than per call or per message. */
 export class MethodMetrics {
-  private readonly started: { inc(): void };
+  readonly #started: { inc(): void };
   readonly received: { inc(): void };
   readonly sent: { inc(): void };
   readonly handling: { observe(seconds: number): void };
 
   constructor(readonly type: "unary" | "bidi_stream", readonly method: string) {
-    this.started = grpcStarted.labels(type, GRPC_SERVICE, method);
+    this.#started = grpcStarted.labels(type, GRPC_SERVICE, method);
     this.received = grpcReceived.labels(type, GRPC_SERVICE, method);
     this.sent = grpcSent.labels(type, GRPC_SERVICE, method);
     this.handling = grpcHandling.labels(type, GRPC_SERVICE, method);
@@ -41,24 +41,24 @@ export class MethodMetrics {
 
   /** Counts a started call and returns the handle that counts its end. */
   begin(): CallMetrics {
-    this.started.inc();
+    this.#started.inc();
     return new CallMetrics(this);
   }
 }
 
 /** Metrics of one call; its end is counted once, whichever way the call ends first. */
 export class CallMetrics {
-  private readonly startedAt = performance.now();
-  private ended = false;
+  readonly #startedAt = performance.now();
+  #ended = false;
 
   constructor(readonly method: MethodMetrics) {}
 
   /** Counts the end of the call with gRPC status `code`. */
   handled(code: number): void {
-    if (this.ended) return;
-    this.ended = true;
+    if (this.#ended) return;
+    this.#ended = true;
     const m = this.method;
     grpcHandled.labels(m.type, GRPC_SERVICE, m.method, CODE_NAMES[code] ?? String(code)).inc();
-    m.handling.observe((performance.now() - this.startedAt) / 1000);
+    m.handling.observe((performance.now() - this.#startedAt) / 1000);
   }
 }
