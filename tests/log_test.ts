@@ -1,0 +1,41 @@
+/** logRepeated: the first line of a burst at once, then one line per window with the count held back. */
+import assert from "node:assert/strict";
+import { logRepeated } from "../src/log.ts";
+import { delay } from "./support/wait.ts";
+
+/** Runs `fn` with console.error captured; returns the JSON lines written. */
+async function captured(fn: () => Promise<void>): Promise<Array<Record<string, unknown>>> {
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (line: string) => lines.push(line);
+  try {
+    await fn();
+  } finally {
+    console.error = original;
+  }
+  return lines.map((l) => JSON.parse(l));
+}
+
+Deno.test("logRepeated: 1,000 lines in a burst become the first line and one line with repeated=999", async () => {
+  const key = `burst-${crypto.randomUUID()}`;
+  const lines = await captured(async () => {
+    for (let i = 0; i < 1000; i++) logRepeated(key, "error", "wal write failed", { attempt: i }, 50);
+    await delay(80);
+  });
+  assert.deepEqual(lines.map((l) => [l.msg, l.attempt, l.repeated]), [
+    ["wal write failed", 0, undefined],
+    ["wal write failed", 999, 999],
+  ]);
+});
+
+Deno.test("logRepeated: a quiet window ends the burst; the next line is written at once", async () => {
+  const key = `quiet-${crypto.randomUUID()}`;
+  const lines = await captured(async () => {
+    logRepeated(key, "warn", "kafka: cannot list topics", {}, 30);
+    await delay(70);
+    logRepeated(key, "warn", "kafka: cannot list topics", {}, 30);
+    await delay(50);
+  });
+  assert.equal(lines.length, 2);
+  assert.ok(lines.every((l) => l.repeated === undefined));
+});
