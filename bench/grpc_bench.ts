@@ -18,6 +18,8 @@ const BATCH = 300;
 
 const facade: ProducerFacade = {
   produce: (_m: Message, _a: AckLevel): Promise<ProduceResult> => Promise.resolve({ where: "queued" }),
+  produceMany: (m: readonly Message[], _a: AckLevel) =>
+    Promise.resolve(m.map(() => ({ where: "queued" as const }))),
   listTopics: () => Promise.resolve([]),
   maxMessageBytes: 1 << 20,
   readiness: () => ({ ready: true, reasons: [] }),

@@ -278,7 +278,8 @@ Deno.test("facade: a full WAL answers 'wal: full'; ListTopics errors do not carr
   await using r = await rig({ wal: { maxBytes: 8192 } });
   r.breaker.trip("test");
   fill(r.wal, 8192, 300);
-  const full = await refusal(r.facade.produce({ topic: "t", value: text("a") }, "none"));
+  // Its line (value base64-encoded, plus the record's fields) takes more than the 300 bytes left.
+  const full = await refusal(r.facade.produce({ topic: "t", value: text("x".repeat(300)) }, "none"));
   assert.deepEqual([full.kind, full.message], ["unavailable", "wal: full"]);
 
   const failing = {

@@ -35,6 +35,7 @@ const SYMBOLS = {
     result: "i32",
   },
   rd_kafka_produceva: { parameters: ["pointer", "buffer", "usize"], result: "pointer" },
+  rd_kafka_produce_batch: { parameters: ["pointer", "i32", "i32", "buffer", "i32"], result: "i32" },
   rd_kafka_error_code: { parameters: ["pointer"], result: "i32" },
   rd_kafka_error_is_fatal: { parameters: ["pointer"], result: "i32" },
   rd_kafka_error_destroy: { parameters: ["pointer"], result: "void" },
@@ -83,12 +84,22 @@ const MSG_F_COPY = 0x2;
 const PURGE_QUEUE_AND_INFLIGHT = 0x1 | 0x2;
 const ERRSTR_SIZE = 512;
 
-// rd_kafka_message_t
+// rd_kafka_message_t: err i32 @0, rkt @8, partition i32 @16, payload @24, len @32, key @40, key_len @48,
+// offset i64 @56, _private @64
 const MSG_SIZE = 72;
 const MSG_ERR = 0;
 const MSG_PARTITION = 16;
+const MSG_PAYLOAD = 24;
+const MSG_LEN = 32;
+const MSG_KEY = 40;
+const MSG_KEY_LEN = 48;
 const MSG_OFFSET = 56;
 const MSG_PRIVATE = 64;
+/**
+ * Bytes of values and keys copied for one rd_kafka_produce_batch call, at most (a single larger message still goes
+ * alone): bounds the arena a batch of big messages would otherwise grow.
+ */
+const BATCH_ARENA_BYTES = 4 * 1024 * 1024;
 
 // rd_kafka_vu_t: vtype i32 @0, union @8, 72 bytes each. produceva takes a count: no VTYPE_END entry.
 const VU_SIZE = 72;
@@ -448,6 +459,77 @@ class VuArray {
 }
 
 /**
+ * rd_kafka_message_t arrays for rd_kafka_produce_batch, built in reused memory. Values and keys are copied into one
+ * arena whose address is taken once, as for produceva; librdkafka copies them again (MSG_F_COPY) during the call and
+ * writes each message's result into its `err`.
+ */
+class MessageArray {
+  entries = new Uint8Array(MSG_SIZE * 64);
+  #view = new DataView(this.entries.buffer);
+  #arena = new Uint8Array(0);
+  #arenaAddress = 0;
+
+  /**
+   * Fills entries for messages from `start` on, as many as fit BATCH_ARENA_BYTES (at least one, at most up to
+   * `end`); message `start + k` gets the opaque `firstId + k`. Returns how many were filled.
+   */
+  fill(messages: readonly RdMessage[], start: number, end: number, firstId: number): number {
+    let bytes = 0;
+    let stop = start;
+    for (; stop < end; stop++) {
+      const m = messages[stop];
+      const size = m.value.byteLength + (m.key?.byteLength ?? 0);
+      if (stop > start && bytes + size > BATCH_ARENA_BYTES) break;
+      bytes += size;
+    }
+    // Strictly larger: an empty value at the end still gets an address inside the arena, never a null one.
+    if (bytes >= this.#arena.byteLength) {
+      this.#arena = new Uint8Array(Math.max(bytes + 1, 2 * this.#arena.byteLength, 64 * 1024));
+      this.#arenaAddress = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.#arena)));
+    }
+    const count = stop - start;
+    if (count * MSG_SIZE > this.entries.byteLength) {
+      this.entries = new Uint8Array(2 * count * MSG_SIZE);
+      this.#view = new DataView(this.entries.buffer);
+    }
+    const v = this.#view;
+    let used = 0;
+    for (let k = 0; k < count; k++) {
+      const m = messages[start + k];
+      const at = k * MSG_SIZE;
+      v.setInt32(at + MSG_ERR, 0, true);
+      v.setBigUint64(at + 8, 0n, true); // rkt: the topic is the call's
+      v.setInt32(at + MSG_PARTITION, 0, true); // the call's partition applies (no RD_KAFKA_MSG_F_PARTITION)
+      this.#setU64(at + MSG_PAYLOAD, this.#arenaAddress + used);
+      this.#setU64(at + MSG_LEN, m.value.byteLength);
+      this.#arena.set(m.value, used);
+      used += m.value.byteLength;
+      const key = m.key ?? null;
+      // A null key stays null; an empty one gets a non-null address so that it stays empty.
+      this.#setU64(at + MSG_KEY, key === null ? 0 : this.#arenaAddress + used);
+      this.#setU64(at + MSG_KEY_LEN, key === null ? 0 : key.byteLength);
+      if (key !== null) {
+        this.#arena.set(key, used);
+        used += key.byteLength;
+      }
+      v.setBigInt64(at + MSG_OFFSET, 0n, true);
+      this.#setU64(at + MSG_PRIVATE, firstId + k);
+    }
+    return count;
+  }
+
+  /** The result librdkafka wrote for entry `k`: 0 or an error code. */
+  err(k: number): number {
+    return this.#view.getInt32(k * MSG_SIZE + MSG_ERR, true);
+  }
+
+  #setU64(at: number, n: number): void {
+    this.#view.setUint32(at, n >>> 0, true);
+    this.#view.setUint32(at + 4, Math.floor(n / 0x100000000), true);
+  }
+}
+
+/**
  * Topic handles kept per producer, at most. Clients may name any number of topics; a handle dropped here is made
  * again (cheaply: librdkafka still knows the topic) when its topic is used again.
  */
@@ -460,6 +542,7 @@ export class RdProducer {
   #queue: Pointer | null;
   readonly #topics = new Map<string, Pointer>();
   readonly #vu = new VuArray();
+  readonly #batch = new MessageArray();
 
   /** Wraps a producer pointer; use {@link RdLibrary.newProducer}. */
   constructor(sym: Symbols, rk: Pointer) {
@@ -535,6 +618,43 @@ export class RdProducer {
       : this.#sym.rd_kafka_error_code(err);
     this.#sym.rd_kafka_error_destroy(err);
     return code;
+  }
+
+  /**
+   * rd_kafka_produce_batch (copying values and keys) for messages[start, end), which share `topic` and `partition`
+   * and carry neither headers nor a timestamp (those go through produceva); message `start + k` gets the id
+   * `firstId + k`. Writes each message's result, 0 or the error code, to codes[k]. As librdkafka does within one
+   * call, every message after the first _QUEUE_FULL fails with it too, also across the calls a big run is split
+   * into, so that a later message is never queued ahead of an earlier one.
+   */
+  produceBatch(
+    topic: string,
+    partition: number,
+    messages: readonly RdMessage[],
+    start: number,
+    end: number,
+    firstId: number,
+    codes: Int32Array,
+  ): void {
+    const rkt = this.#topic(topic);
+    if (rkt === null) {
+      codes.fill(this.#sym.rd_kafka_last_error(), 0, end - start);
+      return;
+    }
+    const batch = this.#batch;
+    for (let at = start; at < end;) {
+      const count = batch.fill(messages, at, end, firstId + at - start);
+      // `batch.entries` is held by this object: alive for the whole synchronous call.
+      const good = this.#sym.rd_kafka_produce_batch(rkt, partition, MSG_F_COPY, batch.entries, count);
+      const base = at - start;
+      if (good === count) codes.fill(0, base, base + count);
+      else for (let k = 0; k < count; k++) codes[base + k] = batch.err(k);
+      at += count;
+      if (codes[at - start - 1] === ERR.QUEUE_FULL) {
+        codes.fill(ERR.QUEUE_FULL, at - start, end - start);
+        return;
+      }
+    }
   }
 
   /** Waits up to `timeoutMs` on another thread for the next event of the main queue; null on timeout or wake-up. */

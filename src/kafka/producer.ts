@@ -69,14 +69,79 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long close waits for the reports of purged messages before failing them itself. */
 const PURGE_GRACE_MS = 5000;
 
-interface Pending {
-  resolve: (d: Delivery) => void;
-  reject: (e: KafkaError) => void;
-  topic: string;
+/** Hears the outcome of messages handed over by id: a produce() promise, or a produceBatch() call. */
+interface Receiver {
+  topicOf(id: number): string;
+  delivered(id: number, d: Delivery): void;
+  failed(id: number, err: KafkaError): void;
 }
 
-interface Waiting extends Pending {
+/** The promise of one produce() call. */
+class Single implements Receiver {
+  constructor(
+    readonly resolve: (d: Delivery) => void,
+    readonly reject: (e: KafkaError) => void,
+    readonly topic: string,
+  ) {}
+
+  topicOf(): string {
+    return this.topic;
+  }
+
+  delivered(_id: number, d: Delivery): void {
+    this.resolve(d);
+  }
+
+  failed(_id: number, err: KafkaError): void {
+    this.reject(err);
+  }
+}
+
+/**
+ * One produceBatch() call: its messages have the ids firstId, firstId + 1, ..., so one object serves them all (no
+ * closure or promise per message); its promise resolves once every outcome is known.
+ */
+class Batch implements Receiver {
+  readonly promise: Promise<Array<Delivery | KafkaError>>;
+  readonly #resolve: (outcomes: Array<Delivery | KafkaError>) => void;
+  readonly #messages: readonly Message[];
+  readonly #firstId: number;
+  readonly #outcomes: Array<Delivery | KafkaError>;
+  #left: number;
+
+  constructor(messages: readonly Message[], firstId: number) {
+    const { promise, resolve } = Promise.withResolvers<Array<Delivery | KafkaError>>();
+    this.promise = promise;
+    this.#resolve = resolve;
+    this.#messages = messages;
+    this.#firstId = firstId;
+    this.#outcomes = new Array(messages.length);
+    this.#left = messages.length;
+  }
+
+  topicOf(id: number): string {
+    return this.#messages[id - this.#firstId].topic;
+  }
+
+  delivered(id: number, d: Delivery): void {
+    this.#settle(id, d);
+  }
+
+  failed(id: number, err: KafkaError): void {
+    this.#settle(id, err);
+  }
+
+  #settle(id: number, outcome: Delivery | KafkaError): void {
+    this.#outcomes[id - this.#firstId] = outcome;
+    if (--this.#left === 0) this.#resolve(this.#outcomes);
+  }
+}
+
+/** A message refused with a full queue, waiting for room; it keeps the id it was given. */
+interface Waiting {
   msg: Message;
+  id: number;
+  to: Receiver;
 }
 
 /** One librdkafka producer with a promise per message. */
@@ -87,8 +152,10 @@ export class KafkaProducer {
   readonly #onError?: (err: KafkaError, fatal: boolean) => void;
   readonly #onStats?: (stats: Record<string, unknown>) => void;
   /** Handed to librdkafka, by message id (the opaque). */
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new Map<number, Receiver>();
   #nextId = 1;
+  /** Per-message results of one rd_kafka_produce_batch run, reused. */
+  #codes = new Int32Array(1024);
   /** Refused with a full queue, in arrival order; [#waitingHead, length) are live. */
   #waiting: Waiting[] = [];
   #waitingHead = 0;
@@ -147,15 +214,63 @@ export class KafkaProducer {
     if (this.#closing !== null) return Promise.reject(this.#fail(this.#closedError(), msg.topic));
     const waitWhenFull = opts?.waitWhenFull ?? true;
     return new Promise<Delivery>((resolve, reject) => {
-      const entry: Pending = { resolve, reject, topic: msg.topic };
+      const to = new Single(resolve, reject, msg.topic);
+      const id = this.#nextId++;
       if (waitWhenFull && this.#waitingHead < this.#waiting.length) {
-        this.#waiting.push({ ...entry, msg }); // behind those already waiting, to keep their order
+        this.#waiting.push({ msg, id, to }); // behind those already waiting, to keep their order
         return;
       }
-      const code = this.#handOver(msg, entry);
-      if (code === ERR.QUEUE_FULL && waitWhenFull) this.#waiting.push({ ...entry, msg });
-      else if (code !== 0) reject(this.#fail(this.#error(code, msg.topic), msg.topic));
+      const code = this.#handOver(msg, id, to);
+      if (code === ERR.QUEUE_FULL && waitWhenFull) this.#waiting.push({ msg, id, to });
+      else if (code !== 0) this.#reject(to, id, code, msg.topic);
     });
+  }
+
+  /**
+   * Hands messages to librdkafka in order, with one rd_kafka_produce_batch call per run of messages that share topic
+   * and partition and carry neither headers nor a timestamp; the others go one by one as in {@link produce}. Resolves
+   * once every message is reported, with one outcome per message in order: its Delivery, or the KafkaError that
+   * {@link produce} would have rejected with. A full queue is handled as there: with waitWhenFull (default true) the
+   * message and every later one of the batch wait, in order, for room; without it each refused message fails with
+   * _QUEUE_FULL (-184) and the rest are still tried.
+   */
+  produceBatch(
+    messages: readonly Message[],
+    opts?: { waitWhenFull?: boolean },
+  ): Promise<Array<Delivery | KafkaError>> {
+    const n = messages.length;
+    if (n === 0) return Promise.resolve([]);
+    const firstId = this.#nextId;
+    this.#nextId += n;
+    const batch = new Batch(messages, firstId);
+    if (this.#closing !== null) {
+      for (let i = 0; i < n; i++) {
+        batch.failed(firstId + i, this.#fail(this.#closedError(), messages[i].topic));
+      }
+      return batch.promise;
+    }
+    const waitWhenFull = opts?.waitWhenFull ?? true;
+    let i = waitWhenFull && this.#waitingHead < this.#waiting.length ? n : 0;
+    while (i < n) {
+      const m = messages[i];
+      if (m.headers?.length || m.timestamp !== undefined) {
+        const code = this.#handOver(m, firstId + i, batch);
+        if (code === ERR.QUEUE_FULL && waitWhenFull) break;
+        if (code !== 0) this.#reject(batch, firstId + i, code, m.topic);
+        i++;
+        continue;
+      }
+      const stop = this.#runEnd(messages, i);
+      const full = this.#handOverRun(messages, i, stop, firstId, batch, waitWhenFull);
+      if (full >= 0) {
+        i = full;
+        break;
+      }
+      i = stop;
+    }
+    // Behind those already waiting, or from the first message refused with a full queue on: order is kept.
+    for (; i < n; i++) this.#waiting.push({ msg: messages[i], id: firstId + i, to: batch });
+    return batch.promise;
   }
 
   /**
@@ -221,16 +336,71 @@ export class KafkaProducer {
     log("info", "kafka producer closed", { producer_id: this.id });
   }
 
-  #handOver(msg: Message, entry: Pending): number {
-    const id = this.#nextId++;
+  #handOver(msg: Message, id: number, to: Receiver): number {
     const code = msg.headers?.length || msg.timestamp !== undefined
       ? this.#rk.produceva(msg, id)
       : this.#rk.produce(msg.topic, msg.partition ?? PARTITION_UA, msg.value, msg.key ?? null, id);
     if (code === 0) {
-      this.#pending.set(id, entry);
+      this.#pending.set(id, to);
       this.#inFlightChanged();
     }
     return code;
+  }
+
+  /** The end of the run of messages from `start` on that one rd_kafka_produce_batch call can take. */
+  #runEnd(messages: readonly Message[], start: number): number {
+    const { topic } = messages[start];
+    const partition = messages[start].partition ?? PARTITION_UA;
+    let end = start + 1;
+    for (; end < messages.length; end++) {
+      const m = messages[end];
+      if (m.topic !== topic || (m.partition ?? PARTITION_UA) !== partition) break;
+      if (m.headers?.length || m.timestamp !== undefined) break;
+    }
+    return end;
+  }
+
+  /**
+   * Hands messages[start, end) over in one rd_kafka_produce_batch call. Returns the index of the first message
+   * refused with a full queue when it is to wait (it and those after it are not settled), else -1.
+   */
+  #handOverRun(
+    messages: readonly Message[],
+    start: number,
+    end: number,
+    firstId: number,
+    batch: Batch,
+    waitWhenFull: boolean,
+  ): number {
+    if (this.#codes.length < end - start) this.#codes = new Int32Array(2 * (end - start));
+    const codes = this.#codes;
+    const { topic } = messages[start];
+    this.#rk.produceBatch(
+      topic,
+      messages[start].partition ?? PARTITION_UA,
+      messages,
+      start,
+      end,
+      firstId + start,
+      codes,
+    );
+    let waitFrom = -1;
+    for (let i = start; i < end; i++) {
+      const code = codes[i - start];
+      if (code === 0) this.#pending.set(firstId + i, batch);
+      else if (code === ERR.QUEUE_FULL && waitWhenFull) {
+        // librdkafka failed every later message of the run with it too.
+        waitFrom = i;
+        break;
+      } else this.#reject(batch, firstId + i, code, topic);
+    }
+    this.#inFlightChanged();
+    return waitFrom;
+  }
+
+  /** Fails a message that librdkafka refused with `code`. */
+  #reject(to: Receiver, id: number, code: number, topic: string): void {
+    to.failed(id, this.#fail(this.#error(code, topic), topic));
   }
 
   /** Refreshes the in-transit gauge once per burst of synchronous produce calls, before anything can scrape. */
@@ -290,14 +460,15 @@ export class KafkaProducer {
     let done = true;
     let n = 0;
     while (ev.nextDelivery(report)) {
-      const p = this.#pending.get(report.id);
-      if (p !== undefined) {
+      const to = this.#pending.get(report.id);
+      if (to !== undefined) {
         this.#pending.delete(report.id);
+        const topic = to.topicOf(report.id);
         if (report.err === 0) {
-          this.#acked.set(p.topic, (this.#acked.get(p.topic) ?? 0) + 1);
-          p.resolve({ partition: report.partition, offset: report.offset });
+          this.#acked.set(topic, (this.#acked.get(topic) ?? 0) + 1);
+          to.delivered(report.id, { partition: report.partition, offset: report.offset });
         } else {
-          p.reject(this.#fail(this.#error(report.err, p.topic), p.topic));
+          this.#reject(to, report.id, report.err, topic);
         }
       }
       if (++n % CLOCK_EVERY === 0 && performance.now() >= sliceEnd) {
@@ -317,10 +488,10 @@ export class KafkaProducer {
     let n = 0;
     while (this.#waitingHead < this.#waiting.length) {
       const w = this.#waiting[this.#waitingHead];
-      const code = this.#handOver(w.msg, w);
+      const code = this.#handOver(w.msg, w.id, w.to);
       if (code === ERR.QUEUE_FULL) break;
       this.#waitingHead++;
-      if (code !== 0) w.reject(this.#fail(this.#error(code, w.topic), w.topic));
+      if (code !== 0) this.#reject(w.to, w.id, code, w.msg.topic);
       if (++n % CLOCK_EVERY === 0 && performance.now() >= until) break;
     }
     if (this.#waitingHead === this.#waiting.length) {
@@ -336,7 +507,7 @@ export class KafkaProducer {
   #rejectWaiting(): void {
     for (let i = this.#waitingHead; i < this.#waiting.length; i++) {
       const w = this.#waiting[i];
-      w.reject(this.#fail(this.#error(ERR.PURGE_QUEUE, w.topic), w.topic));
+      this.#reject(w.to, w.id, ERR.PURGE_QUEUE, w.msg.topic);
     }
     this.#waiting = [];
     this.#waitingHead = 0;
@@ -344,9 +515,7 @@ export class KafkaProducer {
 
   /** Fails, as purged, what librdkafka did not report after a purge (so no promise is left hanging). */
   #rejectPending(): void {
-    for (const p of this.#pending.values()) {
-      p.reject(this.#fail(this.#error(ERR.PURGE_QUEUE, p.topic), p.topic));
-    }
+    for (const [id, to] of this.#pending) this.#reject(to, id, ERR.PURGE_QUEUE, to.topicOf(id));
     this.#pending.clear();
     inTransit.set({ producer_id: this.id }, 0);
   }

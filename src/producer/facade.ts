@@ -5,10 +5,10 @@
  */
 import type { Config } from "../config.ts";
 import { isQueueFull } from "../kafka/errors.ts";
-import { KafkaError, type KafkaProducer } from "../kafka/producer.ts";
-import { logRepeated } from "../log.ts";
+import { type Delivery, KafkaError, type KafkaProducer } from "../kafka/producer.ts";
+import { log, logRepeated } from "../log.ts";
 import * as metrics from "../metrics.ts";
-import type { Wal } from "../wal/wal.ts";
+import type { AppendedMany, Wal } from "../wal/wal.ts";
 import { WalFullError } from "../wal/wal.ts";
 import type { Breaker } from "./breaker.ts";
 import type { AckLevel, Message } from "../message.ts";
@@ -101,6 +101,268 @@ export class Facade implements ProducerFacade {
       return await this.#spoolNow(message, ack);
     }
     return await this.#produceToKafka(message, ack, walAllowed);
+  }
+
+  /**
+   * Accepts a batch with, per message, exactly the decisions of {@link produce} called for each in order (draining,
+   * size, breaker, WAL mode and topic lists, WAL room and its reservations), but one rd_kafka_produce_batch call per
+   * run of messages for one partition and one WAL group for the records appended. Outcomes come in request order;
+   * the promise never rejects. Delivery reports are acted on (breaker, reservations, spooling of failures, acks in
+   * `always` mode) once every message of the batch handed to Kafka together is reported, and the failed ones are
+   * spooled together.
+   */
+  async produceMany(
+    messages: readonly Message[],
+    ack: AckLevel,
+  ): Promise<Array<ProduceResult | ProduceError>> {
+    const plan = new BatchPlan(messages, ack);
+    const { out } = plan;
+    for (let i = 0; i < messages.length; i++) {
+      if (this.#draining) {
+        out[i] = new ProduceError("unavailable", "shutting down", 1);
+        continue;
+      }
+      const message = messages[i];
+      if (message.value.byteLength > this.maxMessageBytes) {
+        out[i] = this.#tooLarge(message);
+        continue;
+      }
+      const topic = message.topic;
+      this.#requestCounter(topic).inc();
+      if (ack === "kafka") {
+        if (this.#breaker.allow()) plan.send(i, SEND_KAFKA_ONLY);
+        else out[i] = new ProduceError("unavailable", "kafka unavailable (circuit breaker open)", 5);
+        continue;
+      }
+      const walAllowed = this.#walAllowed(topic);
+      if (walAllowed && (this.#walMode === "always" || this.#alwaysTopics.has(topic))) {
+        this.#stage(plan, i, true);
+        continue;
+      }
+      // The staged `always` records ask the breaker when appended: before this message, as produce would.
+      if (plan.runAlways) this.#appendRun(plan);
+      if (!this.#breaker.allow()) {
+        if (!walAllowed) {
+          out[i] = new ProduceError(
+            "unavailable",
+            "kafka unavailable (circuit breaker open) and WAL disabled",
+            5,
+          );
+        } else this.#stage(plan, i, false);
+        continue;
+      }
+      // The room check must see the WAL as the records staged before this message leave it.
+      this.#appendRun(plan);
+      if (walAllowed) {
+        const reserved = walLineEstimate(message);
+        if (!this.#walHasRoom(reserved)) {
+          this.#breaker.release();
+          out[i] = new ProduceError("unavailable", "wal: full", 5);
+          continue;
+        }
+        this.#reservedWalBytes += reserved;
+        plan.reserved[i] = reserved;
+      }
+      out[i] = QUEUED;
+      plan.send(i, walAllowed ? SEND_SPOOLABLE : SEND_DROPPABLE);
+    }
+    this.#appendRun(plan);
+    const reported = this.#handOverBatch(plan);
+    if (ack !== "none") await reported;
+    if (plan.durableWaits.length > 0) await this.#awaitDurables(plan, plan.durableWaits);
+    return out;
+  }
+
+  #tooLarge(message: Message): ProduceError {
+    return new ProduceError(
+      "too_large",
+      `message of ${message.value.byteLength} bytes exceeds message.max.bytes (${this.maxMessageBytes})`,
+    );
+  }
+
+  /** Stages message `i` for the WAL; records of one kind are appended together (see #appendRun). */
+  #stage(plan: BatchPlan, i: number, always: boolean): void {
+    if (plan.run.length > 0 && plan.runAlways !== always) this.#appendRun(plan);
+    plan.run.push(i);
+    plan.runAlways = always;
+  }
+
+  /**
+   * Appends the staged records in one call, as #produceThroughWal (`always`) or #spoolNow would one by one. An
+   * `always` record asks the breaker only once appended: asking first and giving the probe back on a refusal, as
+   * produce does, leaves the breaker as it was. So records are appended checked out and released when not sent.
+   */
+  #appendRun(plan: BatchPlan): void {
+    const { run, out } = plan;
+    if (run.length === 0) return;
+    const always = plan.runAlways;
+    plan.run = [];
+    plan.runAlways = false;
+    const wal = this.#wal!;
+    let appended: AppendedMany;
+    try {
+      if (!wal.writable) throw new ProduceError("unavailable", "wal: unavailable", 5);
+      appended = wal.appendMany(run.map((i) => plan.messages[i]), {
+        checkedOut: always,
+        reservedBytes: this.#reservedWalBytes,
+      });
+    } catch (err) {
+      const refusal = err instanceof ProduceError ? err.message : appendRefusal(err);
+      for (const i of run) out[i] = new ProduceError("unavailable", refusal, 5);
+      return;
+    }
+    for (let k = 0; k < run.length; k++) {
+      const i = run[k];
+      const id = appended.ids[k];
+      if (typeof id !== "number") {
+        out[i] = new ProduceError("unavailable", appendRefusal(id), 5);
+        continue;
+      }
+      plan.ids[i] = id;
+      plan.durables[i] = appended.durable;
+      if (always) {
+        if (this.#breaker.allow()) plan.send(i, SEND_DIRECT);
+        else wal.release(id);
+        plan.durableWaits.push(i);
+      } else if (plan.ack === "wal") plan.durableWaits.push(i);
+      else out[i] = IN_WAL;
+    }
+  }
+
+  /**
+   * Hands the batch's messages for Kafka over in the order produce would have, one produceBatch call per stretch
+   * that waits (or not) for queue room alike. Resolves once their reports are acted on.
+   */
+  #handOverBatch(plan: BatchPlan): Promise<unknown> {
+    const { sends, how } = plan;
+    const reported: Promise<void>[] = [];
+    for (let start = 0; start < sends.length;) {
+      // Only a topic that may use the WAL spools a full queue instead of waiting (as in #produceToKafka).
+      const waitWhenFull = how[sends[start]] !== SEND_SPOOLABLE;
+      let end = start + 1;
+      while (end < sends.length && (how[sends[end]] !== SEND_SPOOLABLE) === waitWhenFull) end++;
+      const indices = sends.slice(start, end);
+      const delivery = this.#producer.produceBatch(indices.map((i) => plan.messages[i]), { waitWhenFull });
+      reported.push(
+        delivery.then((outcomes) => this.#reported(plan, indices, outcomes)).catch((err) => {
+          log("error", "produce batch: handling delivery reports failed", { error: err });
+        }),
+      );
+      start = end;
+    }
+    return Promise.all(reported);
+  }
+
+  /** Acts on the reports of messages `indices`, as the per-message handlers of produce would. */
+  async #reported(plan: BatchPlan, indices: number[], outcomes: Array<Delivery | KafkaError>): Promise<void> {
+    const { messages, out, how } = plan;
+    const wal = this.#wal;
+    const failed: number[] = [];
+    for (let k = 0; k < indices.length; k++) {
+      const i = indices[k];
+      const outcome = outcomes[k];
+      const delivered = !(outcome instanceof Error);
+      const kind = how[i];
+      if (kind === SEND_SPOOLABLE || kind === SEND_DROPPABLE) this.#reservedWalBytes -= plan.reserved[i];
+      if (delivered) {
+        this.#breaker.success();
+        if (kind === SEND_DIRECT) wal!.ack(plan.ids[i]);
+        else if (plan.ack !== "none") {
+          out[i] = { where: "kafka", partition: outcome.partition, offset: outcome.offset.toString() };
+        }
+        continue;
+      }
+      const retryable = this.#recordFailure(messages[i].topic, outcome);
+      if (kind === SEND_DIRECT) {
+        if (retryable) wal!.release(plan.ids[i]);
+        else wal!.ack(plan.ids[i]);
+      } else if (kind === SEND_KAFKA_ONLY || !retryable) {
+        // ack=kafka, or a message Kafka will never take: dropped and counted; a waiting client hears so.
+        if (plan.ack !== "none") out[i] = new ProduceError("kafka", kafkaReason(outcome));
+      } else if (kind === SEND_DROPPABLE) {
+        metrics.dropped.inc({ topic: metrics.topicLabel(messages[i].topic), error: errorName(outcome) });
+        if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(outcome)}`, 5);
+      } else failed.push(i);
+    }
+    if (failed.length > 0) await this.#spoolFailedMany(plan, failed);
+  }
+
+  /** #spoolFailed for the failed deliveries of a batch: one WAL group, their room having been reserved. */
+  async #spoolFailedMany(plan: BatchPlan, failed: number[]): Promise<void> {
+    const { messages } = plan;
+    let appended: AppendedMany;
+    try {
+      appended = this.#wal!.appendMany(failed.map((i) => messages[i]));
+    } catch (err) {
+      for (const i of failed) this.#spoolRefused(plan, i, err);
+      return;
+    }
+    const waits: number[] = [];
+    for (let k = 0; k < failed.length; k++) {
+      const i = failed[k];
+      const id = appended.ids[k];
+      if (typeof id !== "number") {
+        this.#spoolRefused(plan, i, id);
+        continue;
+      }
+      plan.ids[i] = id;
+      plan.durables[i] = appended.durable;
+      if (plan.ack === "wal") waits.push(i);
+    }
+    const spool = appended.durable.catch(() => {});
+    this.#spools.add(spool);
+    spool.finally(() => this.#spools.delete(spool));
+    if (waits.length > 0) await this.#awaitDurables(plan, waits);
+  }
+
+  #spoolRefused(plan: BatchPlan, i: number, err: unknown): void {
+    const message = plan.messages[i];
+    const full = err instanceof WalFullError;
+    metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: full ? "wal_full" : "wal_error" });
+    logRepeated(
+      "message lost: delivery failed and the WAL refused it",
+      "error",
+      "message lost: delivery failed and the WAL refused it",
+      { topic: message.topic, error: err },
+    );
+    if (plan.ack !== "none") {
+      plan.out[i] = new ProduceError(
+        "unavailable",
+        `kafka delivery failed and ${full ? "wal: full" : "wal: unavailable"}`,
+        5,
+      );
+    }
+  }
+
+  /** #awaitDurable for records of a batch: those whose write failed are retracted and refused. */
+  async #awaitDurables(plan: BatchPlan, indices: number[]): Promise<void> {
+    // Records appended in one synchronous run share their promise: each distinct one is awaited once.
+    const failed = new Map<Promise<void>, unknown>();
+    let last: Promise<void> | undefined;
+    for (const i of indices) {
+      const durable = plan.durables[i]!;
+      if (durable === last) continue;
+      last = durable;
+      await durable.catch((err) => failed.set(durable, err ?? new Error("write failed")));
+    }
+    for (const i of indices) {
+      if (!failed.has(plan.durables[i]!)) {
+        plan.out[i] = IN_WAL;
+        continue;
+      }
+      this.#wal!.ack(plan.ids[i]);
+      plan.out[i] = new ProduceError("unavailable", "wal: unavailable", 5);
+    }
+    for (const err of failed.values()) {
+      logRepeated(
+        "wal: write failed; refused with 503",
+        "warn",
+        "wal: write failed; the request is refused",
+        {
+          error: err,
+        },
+      );
+    }
   }
 
   async listTopics(): Promise<string[]> {
@@ -304,22 +566,19 @@ export class Facade implements ProducerFacade {
   }
 
   /**
-   * Appends a message that holds no reservation: it must leave the room reserved for messages in librdkafka. While
-   * the WAL cannot write, such messages are refused: the memory it holds is for records already answered.
+   * Appends a message that holds no reservation: it must leave the room reserved for messages in librdkafka, which
+   * the WAL is told, so it checks the exact line against the bound. While the WAL cannot write, such messages are
+   * refused: the memory it holds is for records already answered.
    */
   #append(message: Message, checkedOut: boolean): { id: number; durable: Promise<void> } {
     const wal = this.#wal!;
-    let refusal: string | null = null;
+    let refusal: string;
     if (!wal.writable) refusal = "wal: unavailable";
-    else if (!this.#walHasRoom(walLineEstimate(message))) refusal = "wal: full";
     else {
       try {
-        return wal.append(message, { checkedOut });
+        return wal.append(message, { checkedOut, reservedBytes: this.#reservedWalBytes });
       } catch (err) {
-        if (!(err instanceof WalFullError)) {
-          logRepeated("wal: append failed", "error", "wal: append failed", { error: err });
-        }
-        refusal = err instanceof WalFullError ? "wal: full" : "wal: unavailable";
+        refusal = appendRefusal(err);
       }
     }
     if (checkedOut) this.#breaker.release();
@@ -369,7 +628,63 @@ export class Facade implements ProducerFacade {
   }
 }
 
+/** How a message of a batch goes to Kafka. */
+const SEND_KAFKA_ONLY = 1;
+/** fallback mode, topic may use the WAL: a failed delivery is spooled (its room is reserved). */
+const SEND_SPOOLABLE = 2;
+/** fallback mode, topic without WAL: a failed delivery is dropped. */
+const SEND_DROPPABLE = 3;
+/** `always` mode: the record is in the WAL, checked out while it is sent. */
+const SEND_DIRECT = 4;
+
+/** One produceMany call: the outcomes and what the decisions left to do, indexed by position in the batch. */
+class BatchPlan {
+  readonly messages: readonly Message[];
+  readonly ack: AckLevel;
+  readonly out: Array<ProduceResult | ProduceError>;
+  /** Messages for Kafka, in the order produce would have handed them over. */
+  readonly sends: number[] = [];
+  /** SEND_* per message for Kafka, 0 for the others. */
+  readonly how: Uint8Array;
+  /** WAL bytes reserved per message (#produceToKafka). */
+  readonly reserved: Float64Array;
+  /** WAL id per message appended. */
+  readonly ids: Float64Array;
+  /** Per message appended: the promise of its write. */
+  readonly durables: Array<Promise<void> | undefined>;
+  /** Messages whose outcome waits for their WAL write. */
+  readonly durableWaits: number[] = [];
+  /** Messages staged for the WAL, not yet appended, all of one kind. */
+  run: number[] = [];
+  /** The staged messages are for `always` mode (else: spooled because the breaker refused them). */
+  runAlways = false;
+
+  constructor(messages: readonly Message[], ack: AckLevel) {
+    const n = messages.length;
+    this.messages = messages;
+    this.ack = ack;
+    this.out = new Array(n);
+    this.how = new Uint8Array(n);
+    this.reserved = new Float64Array(n);
+    this.ids = new Float64Array(n);
+    this.durables = new Array(n);
+  }
+
+  send(i: number, how: number): void {
+    this.how[i] = how;
+    this.sends.push(i);
+  }
+}
+
 const QUEUED: ProduceResult = { where: "queued" };
+const IN_WAL: ProduceResult = { where: "wal" };
+
+/** The client's reason for an append the WAL refused; failures other than a full WAL are logged. */
+function appendRefusal(err: unknown): string {
+  if (err instanceof WalFullError) return "wal: full";
+  logRepeated("wal: append failed", "error", "wal: append failed", { error: err });
+  return "wal: unavailable";
+}
 
 /** A KafkaError's message already reads `kafka: topic "t": <librdkafka's text> (<name>)`. */
 function kafkaReason(err: unknown): string {

@@ -43,6 +43,12 @@ export interface Readiness {
 export interface ProducerFacade {
   /** Accepts one message; resolves when `ack` is satisfied, rejects with ProduceError. */
   produce(message: Message, ack: AckLevel): Promise<ProduceResult>;
+  /**
+   * Accepts a batch: for each message the outcome `produce` would give it (a refusal is its ProduceError, in its
+   * slot), in request order; the promise itself never rejects. Cheaper than `produce` per message: messages for
+   * one partition reach Kafka together, and records for the WAL are appended together.
+   */
+  produceMany(messages: readonly Message[], ack: AckLevel): Promise<Array<ProduceResult | ProduceError>>;
   /** Topic names known to the cluster, internal (`__*`) ones left out. */
   listTopics(): Promise<string[]>;
   /** Largest value size accepted (librdkafka `message.max.bytes`). */

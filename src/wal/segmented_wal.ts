@@ -10,7 +10,14 @@ import { CommitBatch, type LineGroup } from "./commit_batch.ts";
 import { decodeRecordLine, encodeRecordLine } from "./record_line.ts";
 import { ACKED, CHECKED_OUT, PENDING, type RecordState, SegmentIndex, segmentName } from "./segment_index.ts";
 import type { Recovered, SegmentStorage } from "./storage.ts";
-import { type Wal, WalFullError, type WalRecord, type WalStats } from "./types.ts";
+import {
+  type AppendedMany,
+  type AppendOptions,
+  type Wal,
+  WalFullError,
+  type WalRecord,
+  type WalStats,
+} from "./types.ts";
 
 /** Records of a checkout that are next to each other in a segment are read together across gaps up to this. */
 const READ_GAP_BYTES = 64 * 1024;
@@ -119,16 +126,76 @@ export class SegmentedWal implements Wal {
     return wal;
   }
 
-  append(msg: Message, opts?: { checkedOut?: boolean }): { id: number; durable: Promise<void> } {
+  append(msg: Message, opts?: AppendOptions): { id: number; durable: Promise<void> } {
     if (this.#closed) throw new Error("wal: closed");
     const id = this.#nextId;
     const writtenAt = Date.now();
     const line = encodeRecordLine(id, writtenAt, msg);
-    if (this.#bytes + line.length > this.#maxBytes) {
-      throw new WalFullError(`wal: full (${this.#bytes} of ${this.#maxBytes} bytes)`);
-    }
+    const room = this.#maxBytes - (opts?.reservedBytes ?? 0);
+    if (this.#bytes + line.length > room) throw this.#fullError(room);
     this.#nextId++;
+    const durable = this.#place(id, writtenAt, line, opts?.checkedOut ? CHECKED_OUT : PENDING, msg.topic);
+    this.#schedule();
+    return { id, durable };
+  }
+
+  appendMany(messages: readonly Message[], opts?: AppendOptions): AppendedMany {
+    if (this.#closed) throw new Error("wal: closed");
+    const writtenAt = Date.now();
+    const room = this.#maxBytes - (opts?.reservedBytes ?? 0);
+    const ids: Array<number | Error> = new Array(messages.length);
+    const lines: Uint8Array[] = new Array(messages.length);
+    // Each record is checked against the bound as it stands after the records before it: as appends one by one.
+    let bytes = this.#bytes;
+    let accepted = 0;
+    for (let i = 0; i < messages.length; i++) {
+      let line: Uint8Array;
+      try {
+        line = encodeRecordLine(this.#nextId, writtenAt, messages[i]);
+      } catch (err) {
+        ids[i] = err as Error;
+        continue;
+      }
+      if (bytes + line.length > room) {
+        ids[i] = this.#fullError(room, bytes);
+        continue;
+      }
+      bytes += line.length;
+      lines[i] = line;
+      ids[i] = this.#nextId++;
+      accepted++;
+    }
+    if (accepted === 0) return { ids, durable: Promise.resolve() };
+    const total = bytes - this.#bytes;
+    const active = this.#active;
+    if (
+      this.#writeError === null && active !== null && active.count > 0 &&
+      active.bytes + total > this.#segmentBytes && total <= this.#segmentBytes
+    ) {
+      // A batch that fits one segment gets one of its own rather than being split: one write, one fdatasync.
+      this.#roll(ids.find((id) => typeof id === "number") as number);
+    }
     const state = opts?.checkedOut ? CHECKED_OUT : PENDING;
+    let durable: Promise<void> | null = null;
+    let more: Promise<void>[] | null = null;
+    for (let i = 0; i < messages.length; i++) {
+      const line = lines[i];
+      if (line === undefined) continue;
+      const group = this.#place(ids[i] as number, writtenAt, line, state, messages[i].topic);
+      if (durable === null) durable = group;
+      else if (group !== durable && !more?.includes(group)) (more ??= [durable]).push(group);
+    }
+    this.#schedule();
+    if (more !== null) {
+      // Only a batch larger than a segment spans more than one group commit.
+      durable = Promise.all(more).then(() => {});
+      durable.catch(() => {});
+    }
+    return { ids, durable: durable! };
+  }
+
+  /** Counts a new record and puts its line in the commit batch, or in memory while writing is stopped. */
+  #place(id: number, writtenAt: number, line: Uint8Array, state: RecordState, topic: string): Promise<void> {
     this.#bytes += line.length;
     this.#live++;
     if (state === CHECKED_OUT) this.#checkedOut++;
@@ -137,16 +204,21 @@ export class SegmentedWal implements Wal {
       this.#hold(id, writtenAt, line, state);
       const durable = Promise.reject(new Error(`wal: unavailable: ${this.#writeError}`));
       durable.catch(() => {});
-      return { id, durable };
+      return durable;
     }
     let segment = this.#active;
     if (segment === null || (segment.count > 0 && segment.bytes + line.length > this.#segmentBytes)) {
       segment = this.#roll(id);
     }
     const index = segment.push(id, writtenAt, 0, line.length, state);
-    const durable = this.#batch.addLine(segment, index, line, msg.topic);
-    this.#schedule();
-    return { id, durable };
+    return this.#batch.addLine(segment, index, line, topic);
+  }
+
+  #fullError(room: number, bytes = this.#bytes): WalFullError {
+    const held = this.#maxBytes - room;
+    return new WalFullError(
+      `wal: full (${bytes} of ${this.#maxBytes} bytes${held > 0 ? `, ${held} reserved` : ""})`,
+    );
   }
 
   get writable(): boolean {

@@ -45,6 +45,31 @@ export interface WalStats {
   unwrittenBytes: number;
 }
 
+/** How a record is appended. */
+export interface AppendOptions {
+  /** The record starts out checked out: it is being sent to Kafka directly, so replay must not send it too. */
+  checkedOut?: boolean;
+  /**
+   * Bytes of the bound promised to others (the facade's reservations for messages in librdkafka): the record is
+   * refused unless it fits beside them. Default 0.
+   */
+  reservedBytes?: number;
+}
+
+/** What {@link Wal.appendMany} did with each message of a batch. */
+export interface AppendedMany {
+  /**
+   * Per message, in order: its id (ids increase with the position), or why it was refused: WalFullError when it
+   * did not fit the bound, another Error when it cannot be encoded (a partition or timestamp that is not finite).
+   */
+  ids: Array<number | Error>;
+  /**
+   * Resolves once every accepted record is written and fdatasynced, rejects if any of those writes failed (the
+   * records are then kept as with `append`). A batch shares one group commit unless it is larger than a segment.
+   */
+  durable: Promise<void>;
+}
+
 /** An append-only log of messages waiting for Kafka. */
 export interface Wal {
   /**
@@ -60,7 +85,15 @@ export interface Wal {
    * checkedOut=true the record starts out checked out (it is being sent to Kafka directly: replay must not send it
    * too).
    */
-  append(msg: Message, opts?: { checkedOut?: boolean }): { id: number; durable: Promise<void> };
+  append(msg: Message, opts?: AppendOptions): { id: number; durable: Promise<void> };
+  /**
+   * Appends a batch as one group: one write and one fdatasync per segment touched (a batch that fits a segment is
+   * not split across two), and one `durable` promise. The bound is applied per record, in order, as if each were
+   * appended alone: a record that does not fit is refused (WalFullError in its slot) and the ones after it are
+   * still tried, so a smaller one may fit. Refused records take no id. While writes are failing, accepted records
+   * are held in memory as with `append`, and `durable` rejects. Throws only when the WAL is closed.
+   */
+  appendMany(messages: readonly Message[], opts?: AppendOptions): AppendedMany;
   /** The record is delivered (or dropped for good): never replayed again. Idempotent; fine before `durable` resolved. */
   ack(id: number): void;
   /** Up to `max` records, oldest first, neither acked nor checked out; they become checked out. */

@@ -12,7 +12,15 @@ import { MemoryStorage } from "./memory_storage.ts";
 import { SegmentedWal } from "./segmented_wal.ts";
 import type { Wal, WalOptions } from "./types.ts";
 
-export { type Wal, WalFullError, type WalOptions, type WalRecord, type WalStats } from "./types.ts";
+export {
+  type AppendedMany,
+  type AppendOptions,
+  type Wal,
+  WalFullError,
+  type WalOptions,
+  type WalRecord,
+  type WalStats,
+} from "./types.ts";
 
 const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
 /** Line offsets are 32-bit; a segment overshoots its roll size by at most one line. */

@@ -1,6 +1,11 @@
 /** A ProducerFacade for server tests: records what it is given and answers as the test decides. */
 import type { AckLevel, Message } from "../../src/message.ts";
-import type { ProduceResult, ProducerFacade, Readiness } from "../../src/producer/types.ts";
+import {
+  ProduceError,
+  type ProduceResult,
+  type ProducerFacade,
+  type Readiness,
+} from "../../src/producer/types.ts";
 
 /** One call to `produce`, as the facade saw it. */
 export interface Produced {
@@ -34,6 +39,19 @@ export class FakeFacade implements ProducerFacade {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** Each message as `produce` would take it, in order; a refusal other than a ProduceError rejects the batch. */
+  async produceMany(
+    messages: readonly Message[],
+    ack: AckLevel,
+  ): Promise<Array<ProduceResult | ProduceError>> {
+    const outcomes = await Promise.allSettled(messages.map((m) => this.produce(m, ack)));
+    return outcomes.map((o) => {
+      if (o.status === "fulfilled") return o.value;
+      if (o.reason instanceof ProduceError) return o.reason;
+      throw o.reason;
+    });
   }
 
   listTopics(): Promise<string[]> {

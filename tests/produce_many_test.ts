@@ -1,0 +1,346 @@
+/**
+ * Batch produce: KafkaProducer.produceBatch and Facade.produceMany on librdkafka's mock cluster and an in-memory
+ * WAL, including a property test that produceMany decides as produce called per message does.
+ */
+import assert from "node:assert/strict";
+import { type Config, defaultConfig } from "../src/config.ts";
+import { KafkaError, KafkaProducer } from "../src/kafka/producer.ts";
+import type { Message } from "../src/message.ts";
+import { Breaker } from "../src/producer/breaker.ts";
+import { Facade } from "../src/producer/facade.ts";
+import { type AckLevel, ProduceError, type ProduceResult } from "../src/producer/types.ts";
+import type { Wal } from "../src/wal/wal.ts";
+import { type FaultStorage, openFaultyWal } from "./support/fault_storage.ts";
+import { delay, waitFor } from "./support/wait.ts";
+
+const text = (s: string) => new TextEncoder().encode(s);
+const MOCK = { "test.mock.num.brokers": "1", "linger.ms": "1" };
+
+interface Rig {
+  facade: Facade;
+  wal: Wal;
+  storage: FaultStorage;
+  breaker: Breaker;
+  producer: KafkaProducer;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+async function rig(
+  opts: {
+    wal?: Partial<Config["producer"]["wal"]>;
+    kafka?: Record<string, string>;
+    breakerTimeoutMs?: number;
+  } = {},
+): Promise<Rig> {
+  const config = defaultConfig();
+  config.producer.wal = { ...config.producer.wal, inMemory: true, ...opts.wal };
+  config.kafka = { ...MOCK, ...opts.kafka };
+  const { wal, storage } = await openFaultyWal(null, { maxBytes: config.producer.wal.maxBytes });
+  const breaker = new Breaker({
+    fails: 5,
+    requests: 3,
+    timeoutMs: opts.breakerTimeoutMs ?? 60_000,
+    intervalMs: 0,
+  });
+  const producer = KafkaProducer.open({
+    id: `many-${crypto.randomUUID().slice(0, 8)}`,
+    config: config.kafka,
+  });
+  const facade = new Facade({ config, wal, breaker, producer });
+  return {
+    facade,
+    wal,
+    storage,
+    breaker,
+    producer,
+    async [Symbol.asyncDispose]() {
+      await producer.close(1000);
+      await facade.settle();
+      await wal.close();
+      breaker.close();
+    },
+  };
+}
+
+function topicName(): string {
+  return `t-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** What a client would see of an outcome: offsets left out (they differ between two clusters). */
+function shape(o: ProduceResult | ProduceError): string {
+  return o instanceof ProduceError ? `${o.kind}: ${o.message}` : o.where;
+}
+
+Deno.test("produceBatch: outcomes in order; headers and two topics mixed; one outcome per message", async () => {
+  const p = KafkaProducer.open({ id: "batch-order", config: MOCK });
+  const [a, b] = [topicName(), topicName()];
+  try {
+    const messages: Message[] = Array.from({ length: 60 }, (_, i) => ({
+      topic: i % 20 < 10 ? a : b,
+      value: text(`m${i}`),
+      partition: 0,
+      ...(i % 7 === 3 ? { headers: [["h", text(`${i}`)]] as Array<[string, Uint8Array]> } : {}),
+      ...(i === 11 ? { timestamp: 1_700_000_000_000, key: new Uint8Array(0) } : {}),
+    }));
+    const outcomes = await p.produceBatch(messages);
+    assert.equal(outcomes.length, 60);
+    for (const topic of [a, b]) {
+      const offsets = messages.flatMap((m, i) => m.topic === topic ? [outcomes[i]] : []).map((o) => {
+        assert.ok(!(o instanceof Error), String(o));
+        return o.offset;
+      });
+      assert.deepEqual(offsets, offsets.map((_, i) => BigInt(i)), `topic ${topic}: in request order`);
+    }
+    assert.equal(p.inFlight, 0);
+    assert.deepEqual(await p.produceBatch([]), []);
+  } finally {
+    await p.close(1000);
+  }
+});
+
+Deno.test("produceBatch: a full queue fails the rest with -184, or makes them wait in order", async () => {
+  const p = KafkaProducer.open({
+    id: "batch-full",
+    config: { ...MOCK, "queue.buffering.max.messages": "10", "linger.ms": "200" },
+  });
+  const topic = topicName();
+  try {
+    const refused = await p.produceBatch(
+      Array.from({ length: 25 }, (_, i) => ({ topic, value: text(`r${i}`), partition: 0 })),
+      { waitWhenFull: false },
+    );
+    const codes = refused.map((o) => o instanceof KafkaError ? o.code : 0);
+    assert.deepEqual(codes, [...Array(10).fill(0), ...Array(15).fill(-184)], "the first ten fit");
+    assert.ok((refused[24] as KafkaError).retryable);
+
+    const waited = await p.produceBatch(
+      Array.from({ length: 200 }, (_, i) => ({ topic, value: text(`w${i}`), partition: 0 })),
+    );
+    const offsets = waited.map((o) => {
+      assert.ok(!(o instanceof Error), String(o));
+      return o.offset;
+    });
+    assert.deepEqual(offsets, offsets.map((_, i) => offsets[0] + BigInt(i)), "every one delivered, in order");
+  } finally {
+    await p.close(1000);
+  }
+});
+
+Deno.test("produceBatch: per-message errors (too large, unknown partition) fail that message only", async () => {
+  const p = KafkaProducer.open({ id: "batch-errors", config: { ...MOCK, "message.max.bytes": "1000" } });
+  const topic = topicName();
+  try {
+    await p.produce({ topic, value: text("make the topic known"), partition: 0 });
+    const outcomes = await p.produceBatch([
+      { topic, value: text("a"), partition: 0 },
+      { topic, value: new Uint8Array(5000), partition: 0 },
+      { topic, value: text("b"), partition: 0 },
+      { topic, value: text("c"), partition: 99 },
+    ]);
+    assert.equal((outcomes[1] as KafkaError).errName, "MSG_SIZE_TOO_LARGE");
+    assert.equal((outcomes[3] as KafkaError).retryable, false);
+    assert.deepEqual([outcomes[0], outcomes[2]].map((o) => (o as { offset: bigint }).offset), [1n, 2n]);
+  } finally {
+    await p.close(1000);
+  }
+});
+
+Deno.test("produceMany: outcomes in request order for each ack level; refusals in their slot", async () => {
+  await using r = await rig({ wal: { disableTopics: ["volatile"] } });
+  const topic = topicName();
+  const big = new Uint8Array(r.facade.maxMessageBytes + 1);
+  const messages: Message[] = [
+    { topic, value: text("a"), partition: 0 },
+    { topic, value: big },
+    { topic, value: text("b"), partition: 0 },
+  ];
+  const strong = await r.facade.produceMany(messages, "kafka");
+  assert.deepEqual(strong.map(shape), [
+    "kafka",
+    "too_large: " + (strong[1] as ProduceError).message,
+    "kafka",
+  ]);
+  assert.deepEqual(strong.map((o) => (o as ProduceResult).offset), ["0", undefined, "1"]);
+  assert.deepEqual((await r.facade.produceMany(messages, "none")).map(shape)[0], "queued");
+  assert.ok(await r.producer.flush(5000));
+  assert.equal(r.wal.stats().records, 0);
+  r.facade.setDraining(true);
+  assert.deepEqual(
+    (await r.facade.produceMany(messages, "none")).map(shape),
+    Array(3).fill("unavailable: shutting down"),
+  );
+});
+
+Deno.test("produceMany: breaker open spools the batch to the WAL; WAL-less topics and ack=kafka get 503", async () => {
+  await using r = await rig({ wal: { disableTopics: ["volatile"] } });
+  r.breaker.trip("test");
+  const out = await r.facade.produceMany([
+    { topic: "t", value: text("a") },
+    { topic: "volatile", value: text("b") },
+    { topic: "t", value: text("c") },
+  ], "wal");
+  assert.deepEqual(out.map(shape), [
+    "wal",
+    "unavailable: kafka unavailable (circuit breaker open) and WAL disabled",
+    "wal",
+  ]);
+  assert.deepEqual((await r.wal.checkout(10)).map((m) => new TextDecoder().decode(m.value)), ["a", "c"]);
+  const strong = await r.facade.produceMany([{ topic: "t", value: text("d") }], "kafka");
+  assert.deepEqual(strong.map(shape), ["unavailable: kafka unavailable (circuit breaker open)"]);
+});
+
+Deno.test("produceMany: always mode makes the batch durable, sends it, and the WAL forgets what Kafka took", async () => {
+  await using r = await rig({ wal: { mode: "always" } });
+  const out = await r.facade.produceMany(
+    Array.from({ length: 50 }, (_, i) => ({ topic: "t", value: text(`m${i}`) })),
+    "none",
+  );
+  assert.deepEqual(new Set(out.map(shape)), new Set(["wal"]));
+  assert.ok(await r.producer.flush(5000));
+  await waitFor("the WAL to forget delivered records", () => r.wal.stats().records === 0, 5000, 10);
+  assert.equal(r.wal.pendingCount(), 0);
+});
+
+Deno.test("produceMany: a full queue spools the rest of the batch to the WAL instead of waiting", async () => {
+  await using r = await rig({ kafka: { "queue.buffering.max.messages": "5", "linger.ms": "200" } });
+  const out = await r.facade.produceMany(
+    Array.from({ length: 30 }, (_, i) => ({ topic: "t", value: text(`m${i}`), partition: 0 })),
+    "wal",
+  );
+  const shapes = out.map(shape);
+  assert.deepEqual(shapes.slice(0, 5), Array(5).fill("kafka"));
+  assert.deepEqual(shapes.slice(5), Array(25).fill("wal"), "queue full: spooled, not waited for");
+  assert.equal(r.wal.stats().records, 25);
+  assert.equal(r.breaker.state, "closed", "local back-pressure does not count against the brokers");
+});
+
+Deno.test("produceMany: the WAL fills up mid-batch: earlier records accepted, later ones refused 'wal: full'", async () => {
+  await using r = await rig({ wal: { maxBytes: 4096 } });
+  r.breaker.trip("test");
+  const out = await r.facade.produceMany(
+    Array.from({ length: 40 }, () => ({ topic: "t", value: text("x".repeat(200)) })),
+    "wal",
+  );
+  const accepted = out.filter((o) => shape(o) === "wal").length;
+  assert.ok(accepted > 0 && accepted < 40, `accepted ${accepted}`);
+  assert.deepEqual(out.map(shape).slice(accepted), Array(40 - accepted).fill("unavailable: wal: full"));
+  assert.equal(r.wal.stats().records, accepted, "every accepted record is in the WAL");
+});
+
+Deno.test("produceMany: a record Kafka will never take fails alone; nothing of it is kept", async () => {
+  await using r = await rig();
+  const topic = topicName();
+  await r.facade.produce({ topic, value: text("make the topic known"), partition: 0 }, "kafka");
+  const out = await r.facade.produceMany([
+    { topic, value: text("a"), partition: 0 },
+    { topic, value: text("b"), partition: 99 },
+    { topic, value: text("c"), partition: 0 },
+  ], "wal");
+  assert.deepEqual(out.map((o) => o instanceof ProduceError ? o.kind : o.where), ["kafka", "kafka", "kafka"]);
+  assert.ok(out[1] instanceof ProduceError && /UNKNOWN_PARTITION/.test(out[1].message), String(out[1]));
+  assert.equal(r.wal.stats().records, 0);
+  assert.equal(r.breaker.state, "closed");
+});
+
+/** A small deterministic generator (mulberry32), so that a failing seed can be replayed. */
+function random(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+type Breakers = "closed" | "open" | "half";
+type WalState = "ok" | "nearly full" | "failing";
+
+interface Case {
+  seed: number;
+  mode: "fallback" | "always";
+  breaker: Breakers;
+  wal: WalState;
+  ack: AckLevel;
+  messages: Message[];
+}
+
+function makeCase(seed: number): Case {
+  const rnd = random(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
+  const messages: Message[] = Array.from({ length: 1 + Math.floor(rnd() * 40) }, () => {
+    const size = rnd() < 0.05 ? 2100 : Math.floor(rnd() * 600);
+    return {
+      topic: pick(["a", "b", "volatile", "durable"]),
+      value: new Uint8Array(size),
+      ...(rnd() < 0.2 ? { headers: [["h", text("v")]] as Array<[string, Uint8Array]> } : {}),
+      ...(rnd() < 0.3 ? { partition: pick([0, 1]) } : {}),
+    };
+  });
+  return {
+    seed,
+    mode: pick(["fallback", "fallback", "always"] as const),
+    breaker: pick(["closed", "open", "half"] as const),
+    wal: pick(["ok", "nearly full", "failing"] as const),
+    ack: pick(["none", "wal", "kafka"] as const),
+    messages,
+  };
+}
+
+const MAX_BYTES = 16 * 1024;
+
+/** A rig in the case's state; two rigs built from one case are in the same state. */
+async function rigFor(c: Case): Promise<Rig> {
+  const r = await rig({
+    wal: { mode: c.mode, maxBytes: MAX_BYTES, disableTopics: ["volatile"], alwaysTopics: ["durable"] },
+    kafka: { "message.max.bytes": "2000" },
+    breakerTimeoutMs: 1,
+  });
+  if (c.wal === "nearly full") {
+    const room = 500 + (c.seed % 7) * 300;
+    while (MAX_BYTES - r.wal.stats().bytes > room) r.wal.append({ topic: "a", value: new Uint8Array(100) });
+  }
+  if (c.wal === "failing") {
+    r.storage.fail();
+    r.wal.append({ topic: "a", value: text("held") });
+    await r.wal.sync();
+  }
+  if (c.breaker !== "closed") {
+    r.breaker.trip("test");
+    if (c.breaker === "half") await waitFor("half-open", () => r.breaker.state === "half", 2000, 1);
+  }
+  return r;
+}
+
+/** WAL records once every delivery is reported and acted on (`always` mode acks what Kafka took). */
+async function settledWalRecords(r: Rig): Promise<number> {
+  assert.ok(await r.producer.flush(5000));
+  await delay(20);
+  await r.facade.settle();
+  return r.wal.stats().records;
+}
+
+Deno.test("produceMany decides as produce per message does, for random batches across breaker and WAL states", async () => {
+  for (let seed = 1; seed <= 60; seed++) {
+    const c = makeCase(seed);
+    const label = `seed ${seed}: ${c.mode}, breaker ${c.breaker}, WAL ${c.wal}, ack=${c.ack}`;
+    let single: string[];
+    let singleWal: number;
+    let singleBreaker: string;
+    {
+      await using r = await rigFor(c);
+      const outcomes = await Promise.all(
+        c.messages.map((m) => r.facade.produce(m, c.ack).catch((err: ProduceError) => err)),
+      );
+      single = outcomes.map(shape);
+      singleWal = await settledWalRecords(r);
+      singleBreaker = r.breaker.state;
+    }
+    {
+      await using r = await rigFor(c);
+      const outcomes = await r.facade.produceMany(c.messages, c.ack);
+      assert.deepEqual(outcomes.map(shape), single, label);
+      assert.equal(await settledWalRecords(r), singleWal, `${label}: WAL records`);
+      assert.equal(r.breaker.state, singleBreaker, `${label}: breaker`);
+    }
+  }
+});
