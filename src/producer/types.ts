@@ -2,9 +2,6 @@
 
 import type { AckLevel, Message } from "../message.ts";
 
-// Until every server imports them from src/message.ts.
-export type { AckLevel, Message } from "../message.ts";
-
 /** Where an accepted message is, at the time of the reply. */
 export interface ProduceResult {
   /** `queued`: in librdkafka's queue (ack=none); `wal`: in the WAL; `kafka`: acknowledged by Kafka. */
