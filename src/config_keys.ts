@@ -48,6 +48,20 @@ export const SCHEMA = {
         'HTTP produce listener, host:port (":18080" = all interfaces); off when unset',
         "0.0.0.0:18080",
       ),
+      batch: {
+        maxRecords: new Key(
+          "server.http.batch.max_records",
+          int(1),
+          10_000,
+          "most records in one HTTP batch (Content-Type application/x-ndjson); more get 413",
+        ),
+        maxBytes: new Key(
+          "server.http.batch.max_bytes",
+          size(MAX_INT32),
+          16 * 1024 * 1024,
+          "largest HTTP batch body (message.max.bytes still bounds each record's value); more get 413",
+        ),
+      },
     },
     grpc: {
       listen: new Key(

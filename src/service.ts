@@ -121,7 +121,9 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
 
   // Each listener's start-up error names it and its address (`http listener 0.0.0.0:18080: address in use`).
   const { http, grpc, monitoring } = config.server;
-  const httpServer = http.listen === undefined ? null : startHttpServer({ listen: http.listen, facade });
+  const httpServer = http.listen === undefined
+    ? null
+    : startHttpServer({ listen: http.listen, facade, batch: http.batch });
   if (httpServer) started.push(() => httpServer.shutdown());
   const grpcServer = grpc.listen === undefined
     ? null

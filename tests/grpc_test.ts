@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import http2 from "node:http2";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { protoPath as healthProtoPath } from "grpc-health-check";
 import { grpcHandled, grpcReceived, grpcSent, grpcStarted } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
+import { decodeProdRs, encodeProdRq, type ProdRq, type ProdRs } from "../src/server/grpc/codec.ts";
+import { frameAll, PREFIX_BYTES } from "../src/server/grpc/framing.ts";
 import { PROTO_PATH } from "../src/server/grpc/schema.ts";
 import { startGrpcServer } from "../src/server/grpc/server.ts";
 import type { Listener } from "../src/server/listener.ts";
@@ -66,6 +69,49 @@ function produceAll(
   });
 }
 
+/**
+ * Writes `requests` to a Produce stream in a single write, so that the server reads them together, then
+ * half-closes; returns the replies in the order they came and the grpc-status.
+ */
+async function produceInOneWrite(
+  port: number,
+  requests: ReadonlyArray<Partial<ProdRq> & { streamOffset: bigint }>,
+): Promise<{ replies: ProdRs[]; status: string }> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on("error", () => {}); // the stream's end or error carries the outcome
+  try {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/KafkaAmbassador/Produce",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    const chunks: Uint8Array[] = [];
+    let status = "";
+    stream.on("data", (chunk: Uint8Array) => chunks.push(chunk));
+    stream.on("trailers", (trailers) => status = String(trailers["grpc-status"]));
+    const ended = new Promise<void>((resolve, reject) => {
+      stream.on("end", resolve);
+      stream.on("error", reject);
+    });
+    const messages = requests.map((rq) =>
+      encodeProdRq({ topic: "alpha", message: text(""), ack: "", headers: [], ...rq })
+    );
+    stream.end(frameAll(messages, messages.reduce((n, m) => n + m.byteLength, 0)));
+    await ended;
+    const body = Buffer.concat(chunks);
+    const replies: ProdRs[] = [];
+    for (let pos = 0; pos < body.byteLength;) {
+      const length = body.readUInt32BE(pos + 1);
+      replies.push(decodeProdRs(body.subarray(pos + PREFIX_BYTES, pos + PREFIX_BYTES + length)));
+      pos += PREFIX_BYTES + length;
+    }
+    return { replies, status };
+  } finally {
+    session.close();
+  }
+}
+
 function unary(client: Client, method: string, request: Reply): Promise<Reply> {
   return new Promise((resolve, reject) => {
     client[method](
@@ -99,6 +145,104 @@ Deno.test("a client built from the Go service's proto streams 100 records; every
       assert.equal(message.key, undefined);
       assert.equal(message.partition, undefined);
     }
+  });
+});
+
+Deno.test("500 records written at once reach the facade in a few produceMany calls; replies in request order", async () => {
+  await withServer(async (server, facade) => {
+    const requests = Array.from({ length: 500 }, (_, i) => ({
+      message: text(`payload ${i}`.padEnd(100, ".")),
+      streamOffset: BigInt(i),
+    }));
+    const { replies, status } = await produceInOneWrite(server.port, requests);
+    assert.equal(status, "0");
+    assert.deepEqual(replies.map((r) => [r.streamOffset, r.code]), requests.map((r) => [r.streamOffset, 0]));
+    // About 55 KB, within the initial HTTP/2 window: one read, or a few when the socket splits it.
+    assert.ok(facade.producedMany.length <= 8, `${facade.producedMany.length} produceMany calls`);
+    assert.equal(facade.producedMany.reduce((n, call) => n + call.count, 0), 500);
+    assert.ok(facade.producedMany.every((call) => call.ack === "none"));
+    const decoder = new TextDecoder();
+    assert.deepEqual(
+      facade.produced.map((p) => decoder.decode(p.message.value)),
+      requests.map((r) => decoder.decode(r.message)),
+    );
+  });
+});
+
+Deno.test("records of one read with mixed ack levels: one produceMany per ack level, each reply to its record", async () => {
+  await withServer(async (server, facade) => {
+    const acks = ["", "wal", "kafka"];
+    const requests = Array.from({ length: 30 }, (_, i) => ({
+      ack: acks[i % 3],
+      message: text(String(i)),
+      streamOffset: BigInt(i),
+    }));
+    const { replies, status } = await produceInOneWrite(server.port, requests);
+    assert.equal(status, "0");
+    assert.deepEqual(facade.producedMany, [
+      { ack: "none", count: 10 },
+      { ack: "wal", count: 10 },
+      { ack: "kafka", count: 10 },
+    ]);
+    assert.equal(replies.length, 30);
+    for (const ack of acks) {
+      // Each ack level is one call whose replies come back together, in request order.
+      const offsets = requests.filter((r) => r.ack === ack).map((r) => r.streamOffset);
+      const answered = replies.filter((r) => offsets.includes(r.streamOffset));
+      assert.deepEqual(answered.map((r) => r.streamOffset), offsets, ack);
+      assert.ok(answered.every((r) => r.code === 0), ack);
+      assert.ok(answered.every((r) => (r.offset !== undefined) === (ack === "kafka")), ack);
+    }
+  });
+});
+
+Deno.test("a record refused in the middle of a read keeps its own reply, and the replies stay in request order", async () => {
+  await withServer(async (server, facade) => {
+    facade.behaviour = (message, ack) => {
+      if (new TextDecoder().decode(message.value) === "forbidden") {
+        throw new ProduceError("forbidden", "topic not allowed");
+      }
+      return facade.accept(message, ack);
+    };
+    const { replies, status } = await produceInOneWrite(server.port, [
+      { message: text("ok"), streamOffset: 1n },
+      { message: text("ok"), streamOffset: 2n },
+      { topic: "a b", message: text("ok"), streamOffset: 3n },
+      { message: text("forbidden"), streamOffset: 4n },
+      { message: new Uint8Array(1001), streamOffset: 5n },
+      { message: text("ok"), streamOffset: 6n },
+    ]);
+    assert.equal(status, "0");
+    assert.deepEqual(replies.map((r) => [r.streamOffset, r.code, r.error]), [
+      [1n, 0, ""],
+      [2n, 0, ""],
+      [3n, 400, 'invalid: invalid topic name: "a b": only [a-zA-Z0-9._-] are allowed'],
+      [4n, 403, "forbidden: topic not allowed"],
+      [5n, 413, "too_large: message too large: 1001 bytes, at most 1000 bytes are accepted"],
+      [6n, 0, ""],
+    ]);
+    assert.deepEqual(facade.producedMany, [{ ack: "none", count: 4 }]);
+  });
+});
+
+Deno.test("a produceMany call that fails as a whole refuses each of its records; the other ack levels and the stream go on", async () => {
+  await withServer(async (server, facade) => {
+    facade.behaviour = (message, ack) => {
+      if (new TextDecoder().decode(message.value) === "surprise") throw new Error("internal detail");
+      return facade.accept(message, ack);
+    };
+    const { replies, status } = await produceInOneWrite(server.port, [
+      { message: text("ok"), streamOffset: 1n },
+      { message: text("ok"), ack: "wal", streamOffset: 2n },
+      { message: text("surprise"), streamOffset: 3n },
+    ]);
+    assert.equal(status, "0");
+    const byOffset = new Map(replies.map((r) => [r.streamOffset, [r.code, r.error]]));
+    assert.deepEqual(Object.fromEntries(byOffset), {
+      "1": [500, "internal: internal error"],
+      "2": [0, ""],
+      "3": [500, "internal: internal error"],
+    });
   });
 });
 
@@ -152,7 +296,8 @@ Deno.test("refused records get error and code, and the stream goes on", async ()
       { topic: "alpha", message: text("unavailable"), streamOffset: "5" },
       { topic: "alpha", message: text("kafka"), ack: "kafka", streamOffset: "6" },
       { topic: "alpha", message: text("forbidden"), streamOffset: "7" },
-      { topic: "alpha", message: text("surprise"), streamOffset: "8" },
+      // An unexpected failure fails the whole produceMany call it is in: alone at its ack level here.
+      { topic: "alpha", message: text("surprise"), ack: "wal", streamOffset: "8" },
       { topic: "alpha", message: text("ok"), streamOffset: "9" },
     ];
     const { replies, status } = await produceAll(client, requests);

@@ -1,9 +1,12 @@
 /** The HTTP produce listener (docs/compatibility.md): `POST /topics/{topic}/messages` and `GET /topics`. */
+import { SCHEMA } from "../config_keys.ts";
 import { log, logRepeated } from "../log.ts";
 import { httpRequests } from "../metrics.ts";
 import type { AckLevel, Message } from "../message.ts";
-import { ProduceError, type ProducerFacade } from "../producer/types.ts";
+import { ProduceError, type ProduceResult, type ProducerFacade } from "../producer/types.ts";
+import { batchReply, type RecordOutcome } from "./batch_reply.ts";
 import type { Listener, ListenerOptions } from "./listener.ts";
+import { LineProblem, parseNdjson, TOO_MANY_RECORDS } from "./ndjson.ts";
 import { ackProblem, parseAck, parseContentLength, parsePartition, partitionProblem } from "./params.ts";
 import { type Refusal, refusalOf } from "./refusal.ts";
 import { notAllowed, plain, serveHttp, TEXT_PLAIN } from "./reply.ts";
@@ -19,6 +22,8 @@ const SUFFIX = "/messages";
 
 const JSON_TYPE = "application/json";
 const ACCEPTED_TYPES = new Set(["text/plain", "application/json", "application/octet-stream"]);
+/** Content types of a batch: one JSON record per line (see ndjson.ts). */
+const BATCH_TYPES = new Set(["application/x-ndjson", "application/jsonl"]);
 
 const encoder = new TextEncoder();
 
@@ -42,7 +47,22 @@ export interface HttpServerOptions extends ListenerOptions {
    * @default 30_000
    */
   bodyTimeoutMs?: number;
+  /** Bounds of a batch request; the defaults are those of `server.http.batch.*`. */
+  batch?: BatchLimits;
 }
+
+/** Bounds of one batch request (`server.http.batch.*`); past either, the whole batch gets 413. */
+export interface BatchLimits {
+  /** Most records (non-blank lines). */
+  maxRecords: number;
+  /** Largest body, in bytes; never buffered past it. */
+  maxBytes: number;
+}
+
+const DEFAULT_BATCH_LIMITS: BatchLimits = {
+  maxRecords: SCHEMA.server.http.batch.maxRecords.defaultValue,
+  maxBytes: SCHEMA.server.http.batch.maxBytes.defaultValue,
+};
 
 /**
  * Starts the HTTP listener. While draining, produce requests get 503 "shutting down" with `Retry-After`. Throws,
@@ -50,7 +70,11 @@ export interface HttpServerOptions extends ListenerOptions {
  * @example const http = startHttpServer({ listen: "127.0.0.1:0", facade }); console.log(http.port);
  */
 export function startHttpServer(opts: HttpServerOptions): Listener {
-  const handler = new HttpHandler(opts.facade, new BodyDeadlines(opts.bodyTimeoutMs ?? 30_000));
+  const handler = new HttpHandler(
+    opts.facade,
+    new BodyDeadlines(opts.bodyTimeoutMs ?? 30_000),
+    opts.batch ?? DEFAULT_BATCH_LIMITS,
+  );
   const { server, address } = serveHttp("http", opts, (req) => handler.handle(req));
   return {
     address,
@@ -69,12 +93,14 @@ class HttpHandler {
   draining = false;
   readonly #facade: ProducerFacade;
   readonly #deadlines: BodyDeadlines;
+  readonly #batch: BatchLimits;
   /** Counter children per "route code", so a request does not rebuild its label set. */
   readonly #counted = new Map<string, { inc(): void }>();
 
-  constructor(facade: ProducerFacade, deadlines: BodyDeadlines) {
+  constructor(facade: ProducerFacade, deadlines: BodyDeadlines, batch: BatchLimits) {
     this.#facade = facade;
     this.#deadlines = deadlines;
+    this.#batch = batch;
   }
 
   /** Stops the body deadline timer; for shutdown, once no request is in flight. */
@@ -116,6 +142,14 @@ class HttpHandler {
     if (topic === undefined) return plain(400, `invalid topic name: ${JSON.stringify(rawTopic)}`);
     const bad = topicProblem(topic);
     if (bad !== undefined) return plain(400, bad);
+    // The one content-type check: batches branch off where other types are refused, so a single message pays
+    // nothing for them.
+    const contentType = req.headers.get("content-type");
+    if (contentType !== null && !acceptedType(contentType)) {
+      const type = mediaType(contentType);
+      if (BATCH_TYPES.has(type.toLowerCase())) return await this.#produceBatch(req, topic, query);
+      return plain(415, `unsupported content type: ${type}`);
+    }
     // An empty body is a valid, empty Kafka value (not a tombstone: that would need a null value).
     const message: Message = { topic, value: EMPTY };
     let ack: AckLevel = "none";
@@ -125,10 +159,6 @@ class HttpHandler {
       ack = parsed.ack;
     }
 
-    const contentType = req.headers.get("content-type");
-    if (contentType !== null && !acceptedType(contentType)) {
-      return plain(415, `unsupported content type: ${mediaType(contentType)}`);
-    }
     const max = this.#facade.maxMessageBytes;
     const length = req.headers.get("content-length");
     let declared = -1;
@@ -148,10 +178,7 @@ class HttpHandler {
       return plain(400, "could not read request body");
     }
     if (value === TOO_LARGE) return tooLarge(max, `more than ${max} bytes`);
-    if (value === TIMED_OUT) {
-      const seconds = this.#deadlines.timeoutMs / 1000;
-      return plain(408, `request body not received within ${seconds} s`);
-    }
+    if (value === TIMED_OUT) return this.#timedOut();
     message.value = value;
 
     try {
@@ -162,6 +189,78 @@ class HttpHandler {
     } catch (err) {
       return refused(refusalOf(err, "http", message.topic));
     }
+  }
+
+  /**
+   * A batch (Content-Type application/x-ndjson): every record that parses goes to the facade in one call, and
+   * the reply lists what became of each (batch_reply.ts). Refusals of the whole batch (query, size, body) are
+   * plain text, as for one message.
+   */
+  async #produceBatch(req: Request, topic: string, query: string): Promise<Response> {
+    let ack: AckLevel = "none";
+    if (query.length > 0) {
+      const parsed = readBatchQuery(query);
+      if (typeof parsed === "string") return plain(400, parsed);
+      ack = parsed.ack;
+    }
+    const { maxBytes, maxRecords } = this.#batch;
+    const length = req.headers.get("content-length");
+    let declared = -1;
+    if (length !== null) {
+      declared = parseContentLength(length);
+      if (declared < 0) return plain(400, `invalid Content-Length: ${JSON.stringify(length)}`);
+      if (declared > maxBytes) return batchTooLarge(`${declared} bytes`, `${maxBytes} bytes`, "max_bytes");
+    }
+    let body: Uint8Array | BodyFailure;
+    try {
+      body = declared >= 0 && declared <= INLINE_BODY_BYTES
+        ? new Uint8Array(await req.arrayBuffer())
+        : await readBody(req.body, declared, maxBytes, this.#deadlines);
+    } catch (err) {
+      log("debug", "http: could not read batch body", { topic, error: err });
+      return plain(400, "could not read request body");
+    }
+    if (body === TOO_LARGE) {
+      return batchTooLarge(`more than ${maxBytes} bytes`, `${maxBytes} bytes`, "max_bytes");
+    }
+    if (body === TIMED_OUT) return this.#timedOut();
+
+    const records = parseNdjson(body, topic, { maxRecords, maxValueBytes: this.#facade.maxMessageBytes });
+    if (records === TOO_MANY_RECORDS) {
+      return batchTooLarge(`more than ${maxRecords} records`, `${maxRecords} records`, "max_records");
+    }
+    const messages: Message[] = [];
+    for (const record of records) if (!(record instanceof LineProblem)) messages.push(record);
+    let produced: Array<ProduceResult | ProduceError | Refusal> = [];
+    if (messages.length > 0) {
+      try {
+        produced = await this.#facade.produceMany(messages, ack);
+      } catch (err) {
+        // produceMany does not reject; if it does anyway, each record gets the same refusal (logged once).
+        const refusal = refusalOf(err, "http", topic);
+        produced = messages.map(() => refusal);
+      }
+    }
+    const outcomes: RecordOutcome[] = new Array(records.length);
+    let next = 0;
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i];
+      if (record instanceof LineProblem) {
+        outcomes[i] = {
+          kind: record.status === 413 ? "too_large" : "invalid",
+          status: record.status,
+          reason: record.reason,
+        };
+      } else {
+        const outcome = produced[next++];
+        outcomes[i] = outcome instanceof Error ? refusalOf(outcome, "http", topic) : outcome;
+      }
+    }
+    return batchReply(outcomes, ack);
+  }
+
+  #timedOut(): Response {
+    return plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
   }
 
   async #listTopics(): Promise<Response> {
@@ -217,6 +316,30 @@ function readQuery(query: string, message: Message): { ack: AckLevel } | string 
       if (partition === undefined) return partitionProblem(text);
       message.partition = partition;
     }
+  }
+  return { ack };
+}
+
+/**
+ * Reads `ack` from a batch's query string; returns the ack level, or why the query is refused. `key` and
+ * `partition` are refused rather than ignored: they are set per record in a batch, and a client that expects
+ * them to apply to every record must not have its records land elsewhere unnoticed.
+ */
+function readBatchQuery(query: string): { ack: AckLevel } | string {
+  let ack: AckLevel = "none";
+  for (const pair of query.split("&")) {
+    const eq = pair.indexOf("=");
+    const name = eq < 0 ? pair : pair.slice(0, eq);
+    if (name === "key" || name === "partition") {
+      return `query parameter ${name} does not apply to a batch: set "${name}" on each record`;
+    }
+    if (name !== "ack") continue;
+    const raw = eq < 0 ? "" : pair.slice(eq + 1);
+    const text = raw.includes("%") || raw.includes("+") ? decode(raw.replaceAll("+", " ")) : raw;
+    if (text === undefined) return `invalid query parameter ${name}: bad percent-encoding`;
+    const level = parseAck(text);
+    if (level === undefined) return ackProblem(text);
+    ack = level;
   }
   return { ack };
 }
@@ -374,6 +497,11 @@ function decode(text: string): string | undefined {
 
 function tooLarge(max: number, size: string): Response {
   return plain(413, `message too large: ${size}, at most ${max} bytes are accepted`);
+}
+
+/** 413 for a whole batch, naming the config key of the limit it is over. */
+function batchTooLarge(size: string, limit: string, key: "max_bytes" | "max_records"): Response {
+  return plain(413, `batch too large: ${size}, at most ${limit} are accepted (server.http.batch.${key})`);
 }
 
 function refused(refusal: Refusal): Response {

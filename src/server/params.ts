@@ -25,7 +25,7 @@ export function ackProblem(text: string): string {
 }
 
 /** Kafka partitions are int32 ids. */
-const MAX_PARTITION = 2147483647;
+export const MAX_PARTITION = 2147483647;
 
 /**
  * Reads a partition number written in decimal digits; undefined when it is not an int32 >= 0.

@@ -13,12 +13,20 @@ export interface Produced {
   ack: AckLevel;
 }
 
+/** One call to `produceMany`: its ack level and how many messages it carried. */
+export interface ProducedMany {
+  ack: AckLevel;
+  count: number;
+}
+
 /** Decides how one produce call ends: return a result, or throw to refuse. */
 export type ProduceBehaviour = (message: Message, ack: AckLevel) => ProduceResult | Promise<ProduceResult>;
 
 /** Records every message; by default accepts at once, with partition/offset for ack=kafka. */
 export class FakeFacade implements ProducerFacade {
   readonly produced: Produced[] = [];
+  /** Every `produceMany` call, in order; its messages are in `produced` too. */
+  readonly producedMany: ProducedMany[] = [];
   maxMessageBytes: number;
   topics: string[];
   /** When set, `listTopics` rejects with it. */
@@ -46,6 +54,7 @@ export class FakeFacade implements ProducerFacade {
     messages: readonly Message[],
     ack: AckLevel,
   ): Promise<Array<ProduceResult | ProduceError>> {
+    this.producedMany.push({ ack, count: messages.length });
     const outcomes = await Promise.allSettled(messages.map((m) => this.produce(m, ack)));
     return outcomes.map((o) => {
       if (o.status === "fulfilled") return o.value;

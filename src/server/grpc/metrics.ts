@@ -28,8 +28,10 @@ const CODE_NAMES = [
 /** The metric children of one method, looked up once rather than per call or per message. */
 export class MethodMetrics {
   readonly #started: { inc(): void };
-  readonly received: { inc(): void };
-  readonly sent: { inc(): void };
+  /** Request messages; `inc(n)` counts n of them at once. */
+  readonly received: { inc(count?: number): void };
+  /** Reply messages; `inc(n)` counts n of them at once. */
+  readonly sent: { inc(count?: number): void };
   readonly handling: { observe(seconds: number): void };
 
   constructor(readonly type: "unary" | "bidi_stream", readonly method: string) {

@@ -1,6 +1,10 @@
-/** One `Produce` bidi stream: a reply per record, with bounds on what is read but not answered or not taken. */
+/**
+ * One `Produce` bidi stream: a reply per record, with bounds on what is read but not answered or not taken. The
+ * records of one read go to the facade together, one `produceMany` call per ack level, so that a busy stream
+ * costs one librdkafka call per partition run and one WAL group per read instead of one of each per record.
+ */
 import type { AckLevel, Message } from "../../message.ts";
-import type { ProducerFacade } from "../../producer/types.ts";
+import { ProduceError, type ProduceResult, type ProducerFacade } from "../../producer/types.ts";
 import { parseAck } from "../params.ts";
 import { type Refusal, refusalOf } from "../refusal.ts";
 import { topicProblem } from "../topic.ts";
@@ -24,6 +28,48 @@ export const MAX_UNSENT_REPLY_BYTES = 64 * 1024;
 /** How often a stream paused for unsent replies looks whether the client has taken them. */
 const RECHECK_MS = 20;
 
+/** The refusal of records read while the server drains. */
+const SHUTTING_DOWN: Refusal = {
+  kind: "unavailable",
+  status: 503,
+  reason: "shutting down",
+  retryAfterSeconds: 1,
+};
+
+/** A record of a turn that passed the checks and goes to the facade. */
+interface Slot {
+  /** Position among the records of its turn; replies that go out together keep this order. */
+  readonly index: number;
+  readonly streamOffset: bigint;
+  readonly message: Message;
+}
+
+/** A reply decided without the facade, with its record's position in its turn. */
+interface Placed {
+  readonly index: number;
+  readonly rs: ProdRs;
+}
+
+/** The records read in one turn of the event loop: one read of the stream, or what a resume delivered. */
+class Turn {
+  /** Records read, refused and undecodable ones included. */
+  received = 0;
+  /** The records for the facade, per ack level, in request order. */
+  readonly byAck = new Map<AckLevel, Slot[]>();
+  /** Records refused up front, in request order; they are answered with the first ack level that completes. */
+  refused: Placed[] = [];
+
+  add(ack: AckLevel, slot: Slot): void {
+    const slots = this.byAck.get(ack);
+    if (slots === undefined) this.byAck.set(ack, [slot]);
+    else slots.push(slot);
+  }
+
+  refuse(index: number, streamOffset: bigint, refusal: Refusal): void {
+    this.refused.push({ index, rs: refusedReply(streamOffset, refusal) });
+  }
+}
+
 /** Drives one Produce call until it ends; `onClose` runs once when it does. */
 export class ProduceStream {
   readonly #call: GrpcCall;
@@ -36,6 +82,8 @@ export class ProduceStream {
   #halfClosed = false;
   #closeWhenIdleRequested = false;
   #closed = false;
+  /** The turn records are being added to; undefined between turns. */
+  #turn: Turn | undefined;
   #recheck: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -68,7 +116,8 @@ export class ProduceStream {
   }
 
   #onRecord(bytes: Uint8Array): void {
-    this.#metrics.method.received.inc();
+    const turn = this.#currentTurn();
+    const index = turn.received++;
     let rq: ProdRq;
     try {
       rq = decodeProdRq(bytes);
@@ -77,6 +126,7 @@ export class ProduceStream {
       this.#call.end(Status.INTERNAL, `cannot decode ProdRq: ${reason}`);
       return;
     }
+    // A record counts against the bound from here until its reply is sent, the wait for its turn's dispatch too.
     this.#inFlight++;
     if (!this.#paused && this.#saturated()) {
       this.#paused = true;
@@ -84,37 +134,82 @@ export class ProduceStream {
     }
     const offset = rq.streamOffset;
     if (this.#isDraining()) {
-      this.#refuse(offset, {
-        kind: "unavailable",
-        status: 503,
-        reason: "shutting down",
-        retryAfterSeconds: 1,
-      });
+      turn.refuse(index, offset, SHUTTING_DOWN);
       return;
     }
     const parsed = this.#parse(rq);
     if (typeof parsed === "string") {
-      this.#refuse(offset, { kind: "invalid", status: 400, reason: parsed });
+      turn.refuse(index, offset, { kind: "invalid", status: 400, reason: parsed });
       return;
     }
     const { message, ack } = parsed;
     if (message.value.byteLength > this.#facade.maxMessageBytes) {
       const reason = `message too large: ${message.value.byteLength} bytes, at most ` +
         `${this.#facade.maxMessageBytes} bytes are accepted`;
-      this.#refuse(offset, { kind: "too_large", status: 413, reason });
+      turn.refuse(index, offset, { kind: "too_large", status: 413, reason });
       return;
     }
-    this.#facade.produce(message, ack).then(
-      (result) => {
-        const rs: ProdRs = { streamOffset: offset, error: "", code: 0 };
-        if (ack === "kafka") {
-          rs.partition = result.partition;
-          rs.offset = toInt64(result.offset);
-        }
-        this.#reply(rs);
+    turn.add(ack, { index, streamOffset: offset, message });
+  }
+
+  /** The current turn, started with the first record read after the last one was dispatched. */
+  #currentTurn(): Turn {
+    let turn = this.#turn;
+    if (turn === undefined) {
+      turn = new Turn();
+      this.#turn = turn;
+      // The call delivers the complete messages of a read (or of a resume) synchronously, until it pauses or
+      // ends; a microtask runs after that and before any further read, so the turn holds what was delivered.
+      queueMicrotask(() => this.#dispatch());
+    }
+    return turn;
+  }
+
+  /**
+   * Hands the records of the current turn to the facade, one call per ack level. Records read before the call
+   * ended in the same read (a later record cut short or undecodable) are produced, as each read record is.
+   */
+  #dispatch(): void {
+    const turn = this.#turn!;
+    this.#turn = undefined;
+    this.#metrics.method.received.inc(turn.received);
+    if (turn.byAck.size === 0) {
+      this.#answer(turn.refused.map((p) => p.rs));
+      turn.refused = [];
+      return;
+    }
+    for (const [ack, slots] of turn.byAck) this.#produce(turn, ack, slots);
+  }
+
+  #produce(turn: Turn, ack: AckLevel, slots: readonly Slot[]): void {
+    const messages = slots.map((slot) => slot.message);
+    let outcomes: Promise<Array<ProduceResult | ProduceError>>;
+    try {
+      outcomes = this.#facade.produceMany(messages, ack);
+    } catch (err) {
+      // Outside the call's handler there is nothing to catch a throw: it must not end the process.
+      outcomes = Promise.reject(err);
+    }
+    outcomes.then(
+      (results) => this.#settle(turn, slots, slots.map((slot, i) => replyOf(slot, ack, results[i]))),
+      (err) => {
+        // produceMany refuses records one by one and never rejects; if it does anyway, each record is refused
+        // with it, and it is logged once.
+        const refusal = refusalOf(err, "grpc", messages[0].topic);
+        this.#settle(turn, slots, slots.map((slot) => refusedReply(slot.streamOffset, refusal)));
       },
-      (err) => this.#refuse(offset, refusalOf(err, "grpc", message.topic)),
     );
+  }
+
+  /** Answers one ack level of a turn, with the turn's up-front refusals if they are still waiting. */
+  #settle(turn: Turn, slots: readonly Slot[], replies: ProdRs[]): void {
+    const refused = turn.refused;
+    if (refused.length === 0) {
+      this.#answer(replies);
+      return;
+    }
+    turn.refused = [];
+    this.#answer(inRequestOrder(slots, replies, refused));
   }
 
   /** Turns a ProdRq into a message and ack level, or says why it is invalid. */
@@ -133,15 +228,12 @@ export class ProduceStream {
     return { message, ack };
   }
 
-  #refuse(streamOffset: bigint, refusal: Refusal): void {
-    this.#reply({ streamOffset, error: `${refusal.kind}: ${refusal.reason}`, code: refusal.status });
-  }
-
-  #reply(rs: ProdRs): void {
-    this.#inFlight--;
+  /** Sends replies that are ready together; they go out in this order, in one write with the rest of the turn. */
+  #answer(replies: readonly ProdRs[]): void {
+    this.#inFlight -= replies.length;
     if (this.#closed) return;
-    this.#call.send(encodeProdRs(rs));
-    this.#metrics.method.sent.inc();
+    for (const rs of replies) this.#call.send(encodeProdRs(rs));
+    this.#metrics.method.sent.inc(replies.length);
     if (this.#paused) this.#maybeResume();
     this.#maybeFinish();
   }
@@ -183,6 +275,39 @@ export class ProduceStream {
     this.#metrics.handled(code);
     this.#onClose(this);
   }
+}
+
+/** The reply to a record the facade took or refused. */
+function replyOf(slot: Slot, ack: AckLevel, outcome: ProduceResult | ProduceError): ProdRs {
+  if (outcome instanceof ProduceError) {
+    return refusedReply(slot.streamOffset, refusalOf(outcome, "grpc", slot.message.topic));
+  }
+  const rs: ProdRs = { streamOffset: slot.streamOffset, error: "", code: 0 };
+  if (ack === "kafka") {
+    rs.partition = outcome.partition;
+    rs.offset = toInt64(outcome.offset);
+  }
+  return rs;
+}
+
+function refusedReply(streamOffset: bigint, refusal: Refusal): ProdRs {
+  return { streamOffset, error: `${refusal.kind}: ${refusal.reason}`, code: refusal.status };
+}
+
+/** The replies of `slots` merged with `refused` by position in the turn; both are in request order already. */
+function inRequestOrder(
+  slots: readonly Slot[],
+  replies: readonly ProdRs[],
+  refused: readonly Placed[],
+): ProdRs[] {
+  const out: ProdRs[] = [];
+  let j = 0;
+  for (let i = 0; i < slots.length; i++) {
+    while (j < refused.length && refused[j].index < slots[i].index) out.push(refused[j++].rs);
+    out.push(replies[i]);
+  }
+  while (j < refused.length) out.push(refused[j++].rs);
+  return out;
 }
 
 /** The facade's decimal offset as an int64; undefined when it is not one. */

@@ -1,0 +1,212 @@
+/**
+ * The body of an HTTP batch (`Content-Type: application/x-ndjson`): one record per line, each a JSON object
+ * with `value` or `value_b64`, and optionally `key` or `key_b64`, `headers` and `partition`. A line that is not
+ * a valid record is that record's problem, not the batch's: the other records still go to Kafka.
+ */
+import type { Message } from "../message.ts";
+import { MAX_PARTITION } from "./params.ts";
+
+/** Why one line is not a record. */
+export class LineProblem {
+  constructor(
+    /** The line's number in the body, from 1 (blank lines count). */
+    readonly line: number,
+    /** 400, or 413 for a value larger than `message.max.bytes`. */
+    readonly status: 400 | 413,
+    /** For the client; starts with the line number. */
+    readonly reason: string,
+  ) {}
+}
+
+/** What parseNdjson returns when the body holds more records than allowed; nothing past the limit is parsed. */
+export const TOO_MANY_RECORDS = Symbol("too many records");
+
+/** The bounds parseNdjson applies. */
+export interface NdjsonLimits {
+  /** Most records (non-blank lines) in one body. */
+  maxRecords: number;
+  /** The largest value of one record, in bytes (`message.max.bytes`). */
+  maxValueBytes: number;
+}
+
+/** The fields a record may have; any other is refused, so that a misspelt `partiton` is not silently ignored. */
+const FIELDS = new Set(["value", "value_b64", "key", "key_b64", "headers", "partition"]);
+const NEWLINE = 0x0a;
+const EMPTY = new Uint8Array(0);
+/** Fatal: a value that is not UTF-8 is refused rather than altered; binary values go as value_b64. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const encoder = new TextEncoder();
+
+/**
+ * Reads one record per line of `body` for `topic`: a Message, or the line's problem, in body order. Blank lines
+ * (nothing but spaces, tabs and a CR) are skipped, so a trailing newline and CRLF line ends are fine. Lines are
+ * decoded one at a time from the bytes, so the body never exists as one string.
+ * @example parseNdjson(encoder.encode('{"value":"a"}\n'), "t", limits) // [{ topic: "t", value: [0x61] }]
+ */
+export function parseNdjson(
+  body: Uint8Array,
+  topic: string,
+  limits: NdjsonLimits,
+): Array<Message | LineProblem> | typeof TOO_MANY_RECORDS {
+  const records: Array<Message | LineProblem> = [];
+  let line = 0;
+  let start = 0;
+  while (start < body.byteLength) {
+    let end = body.indexOf(NEWLINE, start);
+    if (end < 0) end = body.byteLength;
+    const bytes = body.subarray(start, end);
+    start = end + 1;
+    line++;
+    if (isBlank(bytes)) continue;
+    if (records.length === limits.maxRecords) return TOO_MANY_RECORDS;
+    records.push(parseLine(bytes, line, topic, limits.maxValueBytes));
+  }
+  return records;
+}
+
+/** A field that cannot be taken as it is; becomes a LineProblem with the line number. */
+class FieldError extends Error {
+  constructor(message: string, readonly status: 400 | 413 = 400) {
+    super(message);
+  }
+}
+
+function parseLine(
+  bytes: Uint8Array,
+  line: number,
+  topic: string,
+  maxValueBytes: number,
+): Message | LineProblem {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    return new LineProblem(line, 400, `line ${line}: not valid UTF-8 (send binary values as value_b64)`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    return new LineProblem(line, 400, `line ${line}: not JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(parsed)) {
+    return new LineProblem(line, 400, `line ${line}: expected a JSON object, got ${kindOf(parsed)}`);
+  }
+  try {
+    return toMessage(parsed, topic, maxValueBytes);
+  } catch (err) {
+    if (!(err instanceof FieldError)) throw err;
+    return new LineProblem(line, err.status, `line ${line}: ${err.message}`);
+  }
+}
+
+/** The Message a parsed line describes; throws FieldError naming the field that is wrong. */
+function toMessage(record: Record<string, unknown>, topic: string, maxValueBytes: number): Message {
+  for (const name of Object.keys(record)) {
+    if (!FIELDS.has(name)) {
+      throw new FieldError(
+        `unknown field ${
+          JSON.stringify(name)
+        }: a record has value or value_b64, key or key_b64, headers, partition`,
+      );
+    }
+  }
+  const value = bytesOf(record, "value", "value_b64");
+  if (value === undefined) {
+    throw new FieldError("a record needs value or value_b64 (null values are not sent)");
+  }
+  if (value.byteLength > maxValueBytes) {
+    throw new FieldError(
+      `value of ${value.byteLength} bytes exceeds message.max.bytes (${maxValueBytes})`,
+      413,
+    );
+  }
+  const message: Message = { topic, value };
+  const key = bytesOf(record, "key", "key_b64");
+  if (key !== undefined) message.key = key;
+  const headers = headersOf(record.headers);
+  if (headers !== undefined) message.headers = headers;
+  const partition = record.partition;
+  if (partition !== undefined && partition !== null) {
+    if (
+      typeof partition !== "number" || !Number.isInteger(partition) || partition < 0 ||
+      partition > MAX_PARTITION
+    ) {
+      throw new FieldError(
+        `partition: expected an integer from 0 to ${MAX_PARTITION}, got ${JSON.stringify(partition)}`,
+      );
+    }
+    message.partition = partition;
+  }
+  return message;
+}
+
+/** The bytes of a field given as text (`name`, sent as UTF-8) or base64 (`name_b64`); undefined when neither. */
+function bytesOf(record: Record<string, unknown>, name: string, b64Name: string): Uint8Array | undefined {
+  const text = record[name];
+  const b64 = record[b64Name];
+  const hasText = text !== undefined && text !== null;
+  const hasB64 = b64 !== undefined && b64 !== null;
+  if (hasText && hasB64) throw new FieldError(`both ${name} and ${b64Name}: give one of them`);
+  if (hasText) return textBytes(name, text, b64Name);
+  if (hasB64) return base64Bytes(b64Name, b64);
+  return undefined;
+}
+
+function textBytes(name: string, text: unknown, b64Name?: string): Uint8Array {
+  if (typeof text !== "string") throw new FieldError(`${name}: expected a string, got ${kindOf(text)}`);
+  if (text.length === 0) return EMPTY;
+  // A lone surrogate (a "\ud800" escape) has no UTF-8 form: encoding would quietly turn it into U+FFFD.
+  if (!text.isWellFormed()) {
+    const hint = b64Name === undefined ? "" : `; send such bytes as ${b64Name}`;
+    throw new FieldError(`${name}: a lone surrogate escape is not valid Unicode${hint}`);
+  }
+  return encoder.encode(text);
+}
+
+function base64Bytes(name: string, b64: unknown): Uint8Array {
+  if (typeof b64 !== "string") throw new FieldError(`${name}: expected a base64 string, got ${kindOf(b64)}`);
+  try {
+    // Strict: missing padding or stray bits are refused, so a truncated value is never taken for a shorter one.
+    return Uint8Array.fromBase64(b64, { lastChunkHandling: "strict" });
+  } catch {
+    throw new FieldError(`${name}: not valid base64 (standard alphabet, padded with "=")`);
+  }
+}
+
+/**
+ * `{"name": "value", ...}` as Kafka headers, values as UTF-8; undefined when absent or empty. They keep the
+ * object's order, except that JSON.parse puts integer-like names ("1", "2") first.
+ */
+function headersOf(headers: unknown): Array<[string, Uint8Array]> | undefined {
+  if (headers === undefined || headers === null) return undefined;
+  if (!isObject(headers)) {
+    throw new FieldError(`headers: expected an object of names to strings, got ${kindOf(headers)}`);
+  }
+  const out: Array<[string, Uint8Array]> = [];
+  for (const [name, value] of Object.entries(headers)) {
+    out.push([name, textBytes(`headers.${name}`, value)]);
+  }
+  return out.length === 0 ? undefined : out;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** A JSON value's kind, as a problem names it. */
+function kindOf(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object") return "an object";
+  return `a ${typeof value}`;
+}
+
+/** Nothing but spaces, tabs and CR. */
+function isBlank(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.byteLength; i++) {
+    const c = bytes[i];
+    if (c !== 0x20 && c !== 0x09 && c !== 0x0d) return false;
+  }
+  return true;
+}

@@ -1,0 +1,142 @@
+/** The NDJSON batch parser: one record per line, and each malformed line as its own problem. */
+import assert from "node:assert/strict";
+import type { Message } from "../src/message.ts";
+import { LineProblem, type NdjsonLimits, parseNdjson, TOO_MANY_RECORDS } from "../src/server/ndjson.ts";
+
+const encoder = new TextEncoder();
+const LIMITS: NdjsonLimits = { maxRecords: 100, maxValueBytes: 16 };
+
+function parse(text: string | Uint8Array, limits = LIMITS): Array<Message | LineProblem> {
+  const parsed = parseNdjson(typeof text === "string" ? encoder.encode(text) : text, "t", limits);
+  assert.ok(parsed !== TOO_MANY_RECORDS, "within the record limit");
+  return parsed;
+}
+
+function bytes(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+Deno.test("ndjson: one message per line, in order; blank lines, CRLF and a missing final newline are fine", () => {
+  const records = parse('{"value":"a"}\n\n  \t\n{"value":"b"}\r\n\r\n{"value":"c"}');
+  assert.deepEqual(records, [
+    { topic: "t", value: bytes("a") },
+    { topic: "t", value: bytes("b") },
+    { topic: "t", value: bytes("c") },
+  ]);
+});
+
+Deno.test("ndjson: an empty body, or one of blank lines, holds no records", () => {
+  assert.deepEqual(parse(""), []);
+  assert.deepEqual(parse("\n\n\r\n \n"), []);
+});
+
+Deno.test("ndjson: value and key as text are their UTF-8 bytes; as base64 exactly the bytes given", () => {
+  const binary = new Uint8Array(256).map((_, i) => i);
+  const b64 = binary.toBase64();
+  const limits = { maxRecords: 10, maxValueBytes: 1000 };
+  const records = parse(
+    [
+      JSON.stringify({ value: "héllo ☃ \u{1F600}", key: "ключ" }),
+      JSON.stringify({ value_b64: b64, key_b64: "AP8=" }),
+      JSON.stringify({ value: "", key: "" }),
+      JSON.stringify({ value_b64: "" }),
+    ].join("\n"),
+    limits,
+  );
+  assert.deepEqual(records, [
+    { topic: "t", value: bytes("héllo ☃ \u{1F600}"), key: bytes("ключ") },
+    { topic: "t", value: binary, key: new Uint8Array([0, 255]) },
+    { topic: "t", value: new Uint8Array(0), key: new Uint8Array(0) },
+    { topic: "t", value: new Uint8Array(0) },
+  ]);
+});
+
+Deno.test("ndjson: headers and partition; null optional fields are absent", () => {
+  const records = parse(
+    [
+      JSON.stringify({ value: "v", headers: { "trace-id": "abc", "é": "ü" }, partition: 7 }),
+      JSON.stringify({ value: "v", key: null, key_b64: null, headers: null, partition: null }),
+      JSON.stringify({ value: "v", headers: {}, partition: 2147483647 }),
+    ].join("\n"),
+  );
+  assert.deepEqual(records, [
+    { topic: "t", value: bytes("v"), headers: [["trace-id", bytes("abc")], ["é", bytes("ü")]], partition: 7 },
+    { topic: "t", value: bytes("v") },
+    { topic: "t", value: bytes("v"), partition: 2147483647 },
+  ]);
+});
+
+Deno.test("ndjson: each malformed line is its own problem, with its line number and status", () => {
+  const lines: Array<[string, 400 | 413, string]> = [
+    ["{not json", 400, "not JSON: "],
+    ['["value","a"]', 400, "expected a JSON object, got an array"],
+    ['"text"', 400, "expected a JSON object, got a string"],
+    ["null", 400, "expected a JSON object, got null"],
+    ["{}", 400, "a record needs value or value_b64"],
+    ['{"value":null}', 400, "a record needs value or value_b64"],
+    ['{"value":"a","value_b64":"YQ=="}', 400, "both value and value_b64: give one of them"],
+    ['{"value":"a","key":"k","key_b64":"aw=="}', 400, "both key and key_b64: give one of them"],
+    ['{"value_b64":"not base64!"}', 400, "value_b64: not valid base64"],
+    ['{"value_b64":"YQ"}', 400, "value_b64: not valid base64"],
+    ['{"value":"a","key_b64":"@@@@"}', 400, "key_b64: not valid base64"],
+    ['{"value":12}', 400, "value: expected a string, got a number"],
+    ['{"value_b64":true}', 400, "value_b64: expected a base64 string, got a boolean"],
+    ['{"value":"a","key":{"x":1}}', 400, "key: expected a string, got an object"],
+    ['{"value":"a","headers":["x"]}', 400, "headers: expected an object of names to strings, got an array"],
+    ['{"value":"a","headers":{"n":1}}', 400, "headers.n: expected a string, got a number"],
+    ['{"value":"a","partition":-1}', 400, "partition: expected an integer from 0 to 2147483647, got -1"],
+    ['{"value":"a","partition":1.5}', 400, "partition: expected an integer from 0 to 2147483647, got 1.5"],
+    ['{"value":"a","partition":"3"}', 400, 'partition: expected an integer from 0 to 2147483647, got "3"'],
+    ['{"value":"a","partition":2147483648}', 400, "got 2147483648"],
+    ['{"value":"a","partiton":3}', 400, 'unknown field "partiton"'],
+    [
+      '{"value":"\\ud800"}',
+      400,
+      "value: a lone surrogate escape is not valid Unicode; send such bytes as value_b64",
+    ],
+    ['{"value":"12345678901234567"}', 413, "value of 17 bytes exceeds message.max.bytes (16)"],
+    ['{"value_b64":"AAAAAAAAAAAAAAAAAAAAAAAA"}', 413, "value of 18 bytes exceeds message.max.bytes (16)"],
+  ];
+  // A good record first, and a blank line between each, so that line numbers and record order differ.
+  const text = ['{"value":"ok"}', ...lines.map(([line]) => line)].join("\n\n");
+  const records = parse(text);
+  assert.equal(records.length, lines.length + 1);
+  assert.deepEqual(records[0], { topic: "t", value: bytes("ok") });
+  lines.forEach(([line, status, reason], i) => {
+    const record = records[i + 1];
+    assert.ok(record instanceof LineProblem, `${line}: a problem`);
+    const lineNumber = 2 * (i + 1) + 1;
+    assert.equal(record.line, lineNumber, line);
+    assert.equal(record.status, status, line);
+    assert.ok(record.reason.startsWith(`line ${lineNumber}: `), record.reason);
+    assert.ok(record.reason.includes(reason), `${line}: ${record.reason}`);
+  });
+});
+
+Deno.test("ndjson: a line that is not UTF-8 is a problem; the lines around it are records", () => {
+  const body = new Uint8Array([
+    ...bytes('{"value":"a"}\n{"value":"'),
+    0xff,
+    0xfe,
+    ...bytes('"}\n{"value":"b"}\n'),
+  ]);
+  const records = parse(body);
+  assert.deepEqual(records[0], { topic: "t", value: bytes("a") });
+  assert.ok(records[1] instanceof LineProblem);
+  assert.equal(records[1].reason, "line 2: not valid UTF-8 (send binary values as value_b64)");
+  assert.deepEqual(records[2], { topic: "t", value: bytes("b") });
+});
+
+Deno.test("ndjson: a value of exactly message.max.bytes is a record", () => {
+  const records = parse(`{"value":"${"x".repeat(16)}"}\n`);
+  assert.deepEqual(records, [{ topic: "t", value: new Uint8Array(16).fill(0x78) }]);
+});
+
+Deno.test("ndjson: more records than maxRecords is TOO_MANY_RECORDS; malformed lines count, blank lines do not", () => {
+  const limits = { maxRecords: 3, maxValueBytes: 16 };
+  assert.equal(parse('{"value":"a"}\n\n\nbad\n{"value":"c"}\n\n', limits).length, 3);
+  assert.equal(
+    parseNdjson(bytes('{"value":"a"}\nbad\n{"value":"c"}\n{"value":"d"}\n'), "t", limits),
+    TOO_MANY_RECORDS,
+  );
+});
