@@ -1,0 +1,779 @@
+/**
+ * One run, side by side: our service, its ceilings and (optionally) the Go kafka-ambassador, against one real
+ * single-node broker (tests/kafka/broker.ts), so that the ratios come from the same machine state.
+ *
+ *   deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat]
+ *
+ * Per scenario: a fresh process (service, Go service or ceiling), a 2 s warm-up, then a fixed load for N seconds
+ * (default 15) into a new topic of 3 partitions, then a wait until the topic's end offsets stop moving. Measured:
+ * - msg/s delivered: the sum of the topic's end offsets (kcat -Q) divided by N;
+ * - CPU µs per delivered message of the process under test: utime + stime from /proc/PID/stat, before the load
+ *   and after delivery settled, in clock ticks of `getconf CLK_TCK` (the PID is the one listening on its port);
+ * - peak RSS: VmHWM from /proc/PID/status at the end;
+ * - latency p50/p99: per request from wrk --latency (HTTP; a batch request carries 1,000 records), per record
+ *   from bench/grpc_load.ts (gRPC).
+ * Scenarios: HTTP one message per request (wrk -c64, bench/post.lua), HTTP NDJSON batches of 1,000 records
+ * (bench/batch.lua), gRPC Produce streams (bench/grpc_load.ts: grpc-js, 4 streams x 1,000 in flight). Ceilings:
+ * bare Deno.serve (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
+ * (bench/grpc_echo_server.ts) under the same gRPC load, and `kcat -P` sending the same number of messages.
+ * Prints a markdown table and the command line. A failing scenario prints its error in its row.
+ */
+import { stringify } from "yaml";
+import { type Broker, startBroker } from "../tests/kafka/broker.ts";
+import { runCommand } from "../tests/kafka/command.ts";
+import { freePort, type Service, startService } from "../tests/support/service.ts";
+
+// ---------------------------------------------------------------------------------------------------------
+// Command line
+
+function flag(name: string): string | undefined {
+  const i = Deno.args.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (i < 0) return undefined;
+  const a = Deno.args[i];
+  return a.includes("=") ? a.slice(a.indexOf("=") + 1) : Deno.args[i + 1];
+}
+
+const SECONDS = Number(flag("seconds") ?? 15);
+const GO_BINARY = flag("go-binary");
+/** Scenario groups to run (default all): http, batch, grpc, kcat. */
+const ONLY = new Set((flag("only") ?? "http,batch,grpc,kcat").split(",").map((x) => x.trim()));
+if (!(SECONDS > 0)) {
+  console.error(
+    "usage: deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat]",
+  );
+  Deno.exit(2);
+}
+
+const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
+const here = (p: string) => new URL(p, import.meta.url).pathname;
+const POST_LUA = here("./post.lua");
+const BATCH_LUA = here("./batch.lua");
+const BASELINE = here("./baseline_server.ts");
+const GRPC_LOAD = here("./grpc_load.ts");
+const GRPC_ECHO = here("./grpc_echo_server.ts");
+
+const PARTITIONS = 3;
+const WARMUP_SECONDS = 2;
+const CONNECTIONS = 64;
+const BATCH_RECORDS = 1000;
+const RECORD_BYTES = 100;
+/** librdkafka settings shared by our service, the Go service and kcat. */
+const KAFKA_SETTINGS: Record<string, number> = {
+  "linger.ms": 5,
+  "batch.num.messages": 10000,
+  "statistics.interval.ms": 3_600_000,
+};
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 20_000;
+const SETTLE_TIMEOUT_MS = 30_000;
+
+// ---------------------------------------------------------------------------------------------------------
+// Cleanup: every child registers how to end it; SIGINT/SIGTERM runs them all.
+
+const cleanups = new Set<() => Promise<void>>();
+async function cleanupAll(): Promise<void> {
+  for (const c of [...cleanups].reverse()) await c().catch(() => {});
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(sig, async () => {
+    console.error(`\n${sig}: stopping children`);
+    await cleanupAll();
+    Deno.exit(130);
+  });
+}
+
+function killQuietly(child: Deno.ChildProcess, sig: Deno.Signal): void {
+  try {
+    child.kill(sig);
+  } catch { /* already gone */ }
+}
+
+/** Spawns a long-running child and registers a bounded stop (SIGTERM, then SIGKILL) for it. */
+function spawnTracked(
+  cmd: string,
+  args: string[],
+  logPath: string,
+  env?: Record<string, string>,
+): { child: Deno.ChildProcess; stop: () => Promise<void> } {
+  const child = new Deno.Command("sh", {
+    args: ["-c", 'log="$1"; shift; exec "$@" >>"$log" 2>&1', "sh", logPath, cmd, ...args],
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  let stopped: Promise<void> | null = null;
+  const stop = () => {
+    stopped ??= (async () => {
+      killQuietly(child, "SIGTERM");
+      const timer = setTimeout(() => killQuietly(child, "SIGKILL"), STOP_TIMEOUT_MS);
+      await child.status;
+      clearTimeout(timer);
+      cleanups.delete(stop);
+    })();
+    return stopped;
+  };
+  cleanups.add(stop);
+  return { child, stop };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// /proc and kcat helpers
+
+const CLK_TCK = Number(
+  new TextDecoder().decode(
+    (await runCommand("getconf", ["CLK_TCK"], { timeoutMs: 5_000 })).stdout,
+  ).trim(),
+) || 100;
+
+/** utime + stime of a process (all its threads), in seconds. */
+async function cpuSecondsOf(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+/** Peak resident set size (VmHWM) in MB. */
+async function peakRssMb(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
+}
+
+/** The pid of the process listening on a loopback TCP port. */
+async function pidListeningOn(port: number): Promise<number> {
+  const r = await runCommand("ss", ["-Hltnp", `sport = :${port}`], { timeoutMs: 5_000 });
+  const pid = Number(/pid=(\d+)/.exec(new TextDecoder().decode(r.stdout))?.[1] ?? NaN);
+  if (Number.isNaN(pid)) throw new Error(`no process listens on port ${port}`);
+  return pid;
+}
+
+/** Waits until something accepts TCP connections on the port. */
+async function waitForPort(port: number, exited: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (exited()) throw new Error(`${what} exited during start-up`);
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+      return;
+    } catch {
+      await sleep(100);
+    }
+  }
+  throw new Error(`${what}: nothing listens on port ${port} after ${START_TIMEOUT_MS / 1000} s`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sum of the end offsets (high watermarks) of every partition of a topic. */
+async function endOffsets(broker: Broker, topic: string, partitions: number): Promise<number> {
+  const args = ["-Q", "-b", broker.directBootstrap];
+  for (let p = 0; p < partitions; p++) args.push("-t", `${topic}:${p}:-1`);
+  const r = await runCommand("kcat", args, { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`kcat -Q ${topic}: exit ${r.code}: ${r.stderr.trim()}`);
+  const text = new TextDecoder().decode(r.stdout);
+  const found = [...text.matchAll(/\[(\d+)\]\s+offset\s+(-?\d+)/g)];
+  if (found.length !== partitions) throw new Error(`kcat -Q ${topic}: unexpected output: ${text.trim()}`);
+  return found.reduce((sum, m) => sum + Math.max(0, Number(m[2])), 0);
+}
+
+/** Polls the end offsets until they have not moved for 1.5 s (bounded). */
+async function settledOffsets(broker: Broker, topic: string, partitions: number): Promise<number> {
+  const deadline = Date.now() + SETTLE_TIMEOUT_MS;
+  let last = await endOffsets(broker, topic, partitions);
+  let stableSince = Date.now();
+  while (Date.now() < deadline) {
+    await sleep(500);
+    const now = await endOffsets(broker, topic, partitions);
+    if (now !== last) {
+      last = now;
+      stableSince = Date.now();
+    } else if (Date.now() - stableSince >= 1500) break;
+  }
+  return last;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Load generators
+
+interface LoadResult {
+  /** Requests (HTTP) or records (gRPC) answered with success. */
+  okCount: number;
+  /** What the generator itself reports per second (requests/s for wrk, ok records/s for gRPC). */
+  rate: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  note: string;
+  /** Cores the load generator itself used (gRPC only). */
+  generatorCores?: number;
+}
+
+function toMs(text: string | undefined): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(text ?? "");
+  if (!m) return NaN;
+  const v = Number(m[1]);
+  return m[2] === "us" ? v / 1000 : m[2] === "ms" ? v : m[2] === "s" ? v * 1000 : v * 60_000;
+}
+
+async function wrk(url: string, lua: string, seconds: number): Promise<LoadResult> {
+  const r = await runCommand(
+    "wrk",
+    ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--timeout", "10s", "--latency", "-s", lua, url],
+    { timeoutMs: seconds * 1000 + 30_000 },
+  );
+  const text = new TextDecoder().decode(r.stdout);
+  if (r.code !== 0) throw new Error(`wrk exit ${r.code}: ${r.stderr.trim() || text.trim()}`);
+  const total = Number(/(\d+) requests in/.exec(text)?.[1] ?? NaN);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
+  const sockErrors = sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  return {
+    okCount: total - non2xx,
+    rate: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN),
+    p50Ms: toMs(/\s50%\s+(\S+)/.exec(text)?.[1]),
+    p99Ms: toMs(/\s99%\s+(\S+)/.exec(text)?.[1]),
+    errors: non2xx + sockErrors,
+    note: non2xx + sockErrors > 0 ? `wrk: ${non2xx} non-2xx, ${sockErrors} socket errors` : "",
+  };
+}
+
+/** Runs bench/grpc_load.ts as its own process; its CPU share is reported so a capped generator shows. */
+async function grpcLoad(target: string, topic: string, seconds: number): Promise<LoadResult> {
+  const r = await runCommand(
+    DENO,
+    ["run", "-A", GRPC_LOAD, "--target", target, "--topic", topic, "--seconds", String(seconds)],
+    { timeoutMs: seconds * 1000 + 60_000 },
+  );
+  const lines = new TextDecoder().decode(r.stdout).trim().split("\n");
+  if (r.code !== 0) throw new Error(`grpc_load exit ${r.code}: ${r.stderr.trim().slice(-500)}`);
+  const j = JSON.parse(lines[lines.length - 1]);
+  const genCores = j.cpuSeconds / j.seconds;
+  const notes = [`generator used ${genCores.toFixed(2)} cores`];
+  if (j.errors > 0) notes.push(`${j.errors} refused (${j.firstError})`);
+  if (j.unanswered > 0) notes.push(`${j.unanswered} unanswered`);
+  if (j.firstError && j.errors === 0) notes.push(j.firstError);
+  return {
+    okCount: j.ok,
+    rate: j.okPerSec,
+    p50Ms: j.p50Ms,
+    p99Ms: j.p99Ms,
+    errors: j.errors + j.unanswered,
+    note: notes.join("; "),
+    generatorCores: genCores,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Processes under test
+
+interface Target {
+  http: string;
+  grpc: string;
+  /** Base URL of the monitoring listener ("" for ceilings). */
+  monitoring: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+function serviceYaml(dir: string, bootstrap: string, ports: { http: number; grpc: number; mon: number }) {
+  return {
+    server: {
+      http: { listen: `127.0.0.1:${ports.http}` },
+      grpc: { listen: `127.0.0.1:${ports.grpc}` },
+      monitoring: { listen: `127.0.0.1:${ports.mon}` },
+    },
+    producer: { wal: { mode: "fallback", path: `${dir}/wal` } },
+    kafka: { brokers: [bootstrap], ...KAFKA_SETTINGS },
+  };
+}
+
+async function startOurs(dir: string, bootstrap: string): Promise<Target> {
+  const ports = { http: freePort(), grpc: freePort(), mon: freePort() };
+  const svc: Service = await startService(serviceYaml(dir, bootstrap, ports), {
+    dir,
+    env: { KA_LOG_LEVEL: "warn" },
+  });
+  let stopped: Promise<void> | null = null;
+  const stop = () => {
+    stopped ??= (async () => {
+      const signal = (sig: Deno.Signal) => {
+        try {
+          svc.signal(sig);
+        } catch { /* gone */ }
+      };
+      signal("SIGTERM");
+      const timer = setTimeout(() => signal("SIGKILL"), STOP_TIMEOUT_MS);
+      await svc.exited;
+      clearTimeout(timer);
+      cleanups.delete(stop);
+    })().catch(() => {});
+    return stopped;
+  };
+  cleanups.add(stop);
+  try {
+    return {
+      http: svc.http,
+      grpc: svc.grpc,
+      monitoring: svc.monitoring,
+      pid: await pidListeningOn(ports.http),
+      stop,
+    };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+async function startGo(binary: string, dir: string, bootstrap: string): Promise<Target> {
+  const ports = { http: freePort(), grpc: freePort(), mon: freePort() };
+  const configPath = `${dir}/go-config.yaml`;
+  await Deno.writeTextFile(configPath, stringify(serviceYaml(dir, bootstrap, ports)));
+  const p = spawnTracked(binary, ["-config", configPath], `${dir}/go.log`);
+  let exited = false;
+  p.child.status.then(() => exited = true);
+  try {
+    await waitForPort(ports.http, () => exited, "Go service");
+    await waitForPort(ports.grpc, () => exited, "Go service (gRPC)");
+    return {
+      http: `http://127.0.0.1:${ports.http}`,
+      grpc: `127.0.0.1:${ports.grpc}`,
+      monitoring: `http://127.0.0.1:${ports.mon}`,
+      pid: await pidListeningOn(ports.http),
+      stop: p.stop,
+    };
+  } catch (e) {
+    await p.stop();
+    const log = await Deno.readTextFile(`${dir}/go.log`).catch(() => "");
+    throw new Error(`${(e as Error).message}; log: ${log.trim().split("\n").slice(-3).join(" | ")}`);
+  }
+}
+
+async function startBaseline(dir: string): Promise<Target> {
+  const port = freePort();
+  const p = spawnTracked(DENO, ["run", "--allow-net", BASELINE, String(port)], `${dir}/baseline.log`);
+  let exited = false;
+  p.child.status.then(() => exited = true);
+  try {
+    await waitForPort(port, () => exited, "bare Deno.serve");
+    return {
+      http: `http://127.0.0.1:${port}`,
+      grpc: "",
+      monitoring: "",
+      pid: await pidListeningOn(port),
+      stop: p.stop,
+    };
+  } catch (e) {
+    await p.stop();
+    throw e;
+  }
+}
+
+async function startEcho(dir: string): Promise<Target> {
+  const port = freePort();
+  const p = spawnTracked(DENO, ["run", "-A", GRPC_ECHO, String(port)], `${dir}/echo.log`, {
+    KA_LOG_LEVEL: "warn",
+  });
+  let exited = false;
+  p.child.status.then(() => exited = true);
+  try {
+    await waitForPort(port, () => exited, "echo gRPC server");
+    return {
+      http: "",
+      grpc: `127.0.0.1:${port}`,
+      monitoring: "",
+      pid: await pidListeningOn(port),
+      stop: p.stop,
+    };
+  } catch (e) {
+    await p.stop();
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scenarios
+
+type Kind = "http" | "batch" | "grpc";
+
+interface Row {
+  scenario: string;
+  /** Short name used in the ratio column of the rows that this row is the ceiling of. */
+  label?: string;
+  /** ours, go or ceiling. */
+  who: "ours" | "go" | "ceiling";
+  kind: Kind | "kcat";
+  /** Messages (or, for bare Deno.serve, requests) per second; null when not measured. */
+  rate: number | null;
+  /** Unit of `rate` when it is not "delivered msg/s". */
+  rateUnit?: string;
+  cpuUs: number | null;
+  rssMb: number | null;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  note: string;
+  /** Cores the load generator itself used (gRPC only). */
+  generatorCores?: number;
+  /** The row could not be measured: shown instead of the numbers. */
+  failure?: string;
+}
+
+let topicSeq = 0;
+function newTopic(label: string): string {
+  return `cmp-${++topicSeq}-${label}`;
+}
+
+function emptyRow(scenario: string, who: Row["who"], kind: Row["kind"]): Row {
+  return { scenario, who, kind, rate: null, cpuUs: null, rssMb: null, p50Ms: null, p99Ms: null, note: "" };
+}
+
+async function loadFor(kind: Kind, t: Target, topic: string, seconds: number): Promise<LoadResult> {
+  if (kind === "grpc") return await grpcLoad(t.grpc, topic, seconds);
+  return await wrk(`${t.http}/topics/${topic}/messages`, kind === "batch" ? BATCH_LUA : POST_LUA, seconds);
+}
+
+/**
+ * Posts one NDJSON body of 1,000 records and checks that it became 1,000 Kafka records: returns a reason
+ * why the batch row cannot be measured, or null.
+ */
+async function batchProbe(broker: Broker, t: Target): Promise<string | null> {
+  const topic = newTopic("probe");
+  await broker.createTopic(topic, 1);
+  const line = `{"value":"${"b".repeat(RECORD_BYTES)}"}\n`;
+  const r = await fetch(`${t.http}/topics/${topic}/messages`, {
+    method: "POST",
+    headers: { "content-type": "application/x-ndjson" },
+    body: line.repeat(BATCH_RECORDS),
+    signal: AbortSignal.timeout(15_000),
+  });
+  const text = (await r.text()).trim().slice(0, 120);
+  if (r.status === 415) return "n/a (no batch endpoint)";
+  if (!r.ok) return `n/a (no batch endpoint: ${r.status} ${text})`;
+  const n = await settledOffsets(broker, topic, 1);
+  if (n !== BATCH_RECORDS) {
+    return `n/a (one NDJSON body of ${BATCH_RECORDS} records became ${n} Kafka records)`;
+  }
+  return null;
+}
+
+/** The `wal_messages` gauge (same name in the Go service), or null when it cannot be read. */
+async function walMessages(monitoring: string): Promise<number | null> {
+  if (!monitoring) return null;
+  try {
+    const r = await fetch(`${monitoring}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    const m = /^wal_messages(?:\{[^}]*\})? (\S+)$/m.exec(await r.text());
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The broker's JVM, whose CPU is shown per scenario (everything shares the same cores). */
+let brokerPid = -1;
+
+/** A fresh process, a warm-up, the measured load, delivery settled, then CPU and memory. */
+async function measure(
+  broker: Broker,
+  scenario: string,
+  who: Row["who"],
+  kind: Kind,
+  start: () => Promise<Target>,
+  opts: { kafka: boolean },
+): Promise<Row> {
+  const row = emptyRow(scenario, who, kind);
+  let target: Target | null = null;
+  try {
+    target = await start();
+    if (kind === "batch" && opts.kafka) {
+      const why = await batchProbe(broker, target);
+      if (why) {
+        row.failure = why;
+        return row;
+      }
+    }
+    const warmTopic = newTopic(`warm-${kind}`);
+    const topic = newTopic(`${who}-${kind}`);
+    if (opts.kafka) {
+      await broker.createTopic(warmTopic, PARTITIONS);
+      await broker.createTopic(topic, PARTITIONS);
+    }
+    await loadFor(kind, target, warmTopic, WARMUP_SECONDS);
+    if (opts.kafka) await settledOffsets(broker, warmTopic, PARTITIONS);
+    else await sleep(500);
+
+    const cpu0 = await cpuSecondsOf(target.pid);
+    const brokerCpu0 = await cpuSecondsOf(brokerPid).catch(() => NaN);
+    const load = await loadFor(kind, target, topic, SECONDS);
+    const brokerCpu = (await cpuSecondsOf(brokerPid).catch(() => NaN)) - brokerCpu0;
+    const delivered = opts.kafka ? await settledOffsets(broker, topic, PARTITIONS) : null;
+    const cpu = (await cpuSecondsOf(target.pid)) - cpu0;
+    row.rssMb = await peakRssMb(target.pid);
+    const notes = [load.note].filter(Boolean);
+    if (delivered !== null) {
+      row.rate = delivered / SECONDS;
+      row.cpuUs = delivered > 0 ? cpu * 1e6 / delivered : null;
+      const accepted = kind === "batch" ? load.okCount * BATCH_RECORDS : load.okCount;
+      if (delivered < accepted) {
+        const wal = await walMessages(target.monitoring);
+        notes.push(
+          `${accepted - delivered} accepted but not in Kafka once offsets settled` +
+            (wal === null ? "" : ` (wal_messages ${wal})`),
+        );
+      }
+      if (kind === "batch") notes.push(`${Math.round(load.rate)} req/s`);
+    } else {
+      const units = kind === "batch" ? load.okCount * BATCH_RECORDS : load.okCount;
+      row.rate = units / SECONDS;
+      row.rateUnit = kind === "grpc" ? "answered/s, no Kafka" : "req/s, no Kafka";
+      row.cpuUs = units > 0 ? cpu * 1e6 / units : null;
+    }
+    row.generatorCores = load.generatorCores;
+    row.p50Ms = load.p50Ms;
+    row.p99Ms = load.p99Ms;
+    notes.push(`process ${(cpu / SECONDS).toFixed(2)} cores`);
+    if (opts.kafka && !Number.isNaN(brokerCpu)) {
+      notes.push(`broker ${(brokerCpu / SECONDS).toFixed(2)} cores`);
+    }
+    row.note = notes.join("; ");
+  } catch (e) {
+    row.failure = `error: ${(e as Error).message.replace(/\s+/g, " ").slice(0, 300)}`;
+  } finally {
+    await target?.stop().catch(() => {});
+  }
+  return row;
+}
+
+/** kcat -P (librdkafka without us) sending `count` 100-byte messages; CPU and peak RSS from /usr/bin/time. */
+async function kcatCeiling(broker: Broker, dir: string, count: number): Promise<Row> {
+  const row = emptyRow(`kcat -P, ${count} msgs (librdkafka, no proxy; ceiling)`, "ceiling", "kcat");
+  row.label = "kcat -P";
+  const file = `${dir}/kcat-input.txt`;
+  try {
+    const line = new TextEncoder().encode("k".repeat(RECORD_BYTES) + "\n");
+    const data = new Uint8Array(line.length * count);
+    for (let i = 0; i < count; i++) data.set(line, i * line.length);
+    await Deno.writeFile(file, data);
+    const topic = newTopic("kcat");
+    await broker.createTopic(topic, PARTITIONS);
+    const x = Object.entries(KAFKA_SETTINGS).flatMap(([k, v]) => ["-X", `${k}=${v}`]);
+    const t0 = performance.now();
+    const r = await runCommand(
+      "/usr/bin/time",
+      ["-f", "TIME %U %S %M", "kcat", "-P", "-b", broker.bootstrap, "-t", topic, ...x, "-l", file],
+      { timeoutMs: 180_000 },
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    if (r.code !== 0) throw new Error(`kcat exit ${r.code}: ${r.stderr.trim().slice(-300)}`);
+    const m = /TIME ([\d.]+) ([\d.]+) (\d+)/.exec(r.stderr);
+    const delivered = await settledOffsets(broker, topic, PARTITIONS);
+    row.rate = delivered / seconds;
+    row.cpuUs = m && delivered > 0 ? (Number(m[1]) + Number(m[2])) * 1e6 / delivered : null;
+    row.rssMb = m ? Number(m[3]) / 1024 : null;
+    row.note = `${delivered} delivered in ${seconds.toFixed(2)} s (process start to exit)`;
+    if (m) row.note += `; ${((Number(m[1]) + Number(m[2])) / seconds).toFixed(2)} cores`;
+  } catch (e) {
+    row.failure = `error: ${(e as Error).message.replace(/\s+/g, " ").slice(0, 300)}`;
+  } finally {
+    await Deno.remove(file).catch(() => {});
+  }
+  return row;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Output
+
+const fmtInt = (n: number) => Math.round(n).toLocaleString("en-US");
+const fmtMs = (n: number | null) =>
+  n === null || Number.isNaN(n)
+    ? "-"
+    : n < 1
+    ? `${(n * 1000).toFixed(0)} µs`
+    : `${n.toFixed(n < 10 ? 2 : 1)} ms`;
+
+function ratio(a: Row, b: Row | undefined): string {
+  if (!b || a.failure || b.failure || a.rate === null || b.rate === null || b.rate === 0) return "-";
+  const parts = [`${(a.rate / b.rate).toFixed(2)}x msg/s`];
+  if (a.cpuUs !== null && b.cpuUs !== null && b.cpuUs > 0) {
+    parts.push(`${(a.cpuUs / b.cpuUs).toFixed(2)}x CPU/msg`);
+  }
+  return parts.join(", ");
+}
+
+function table(rows: Row[], ceilingOf: Map<Row, Row>, goOf: Map<Row, Row>): string {
+  const out = [
+    "| scenario | msg/s delivered | CPU µs/msg | peak RSS MB | p50 | p99 | ratio to its ceiling | ratio to Go | notes |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const r of rows) {
+    if (r.failure) {
+      out.push(`| ${r.scenario} | ${r.failure} | | | | | | | |`);
+      continue;
+    }
+    const ceiling = ceilingOf.get(r);
+    const rate = r.rate === null ? "-" : `${fmtInt(r.rate)}${r.rateUnit ? ` (${r.rateUnit})` : ""}`;
+    out.push(
+      `| ${r.scenario} | ${rate} | ${r.cpuUs === null ? "-" : r.cpuUs.toFixed(1)} | ${
+        r.rssMb === null ? "-" : r.rssMb.toFixed(0)
+      } | ${fmtMs(r.p50Ms)} | ${fmtMs(r.p99Ms)} | ${
+        ceiling ? `${ratio(r, ceiling)} (vs ${ceiling.label ?? ceiling.scenario})` : "-"
+      } | ${r.who === "ours" ? ratio(r, goOf.get(r)) : "-"} | ${r.note} |`,
+    );
+  }
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Main
+
+/** Jiffies of all CPUs from /proc/stat: total and stolen by the hypervisor. */
+async function cpuJiffies(): Promise<{ total: number; steal: number }> {
+  const line = (await Deno.readTextFile("/proc/stat")).split("\n")[0].trim().split(/\s+/).slice(1).map(
+    Number,
+  );
+  return { total: line.slice(0, 8).reduce((a, b) => a + b, 0), steal: line[7] ?? 0 };
+}
+const jiffiesBefore = await cpuJiffies();
+const loadBefore = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+const startedAt = new Date();
+const dir = await Deno.makeTempDir({ prefix: "ka-compare-" });
+let broker: Broker | null = null;
+const rows: Row[] = [];
+const ceilingOf = new Map<Row, Row>();
+const goOf = new Map<Row, Row>();
+const log = (s: string) => console.error(`[compare ${new Date().toISOString().slice(11, 19)}] ${s}`);
+let goNote = "";
+
+try {
+  log(`starting the broker (${SECONDS} s per scenario)`);
+  broker = await startBroker();
+  const b = broker;
+  cleanups.add(() => b.close()); // stops the JVM and removes its temp dir
+  brokerPid = await pidListeningOn(b.port);
+  const scenarioDir = async (name: string) => await Deno.makeTempDir({ dir, prefix: `${name}-` });
+  const ours = async () => await startOurs(await scenarioDir("ours"), b.bootstrap);
+  const go = GO_BINARY ? async () => await startGo(GO_BINARY, await scenarioDir("go"), b.bootstrap) : null;
+  if (GO_BINARY) {
+    try {
+      await Deno.stat(GO_BINARY);
+    } catch (e) {
+      goNote = `Go service: ${GO_BINARY}: ${(e as Error).message}`;
+    }
+  } else goNote = "Go service: not given (--go-binary PATH)";
+
+  const run = async (
+    name: string,
+    who: Row["who"],
+    kind: Kind,
+    start: () => Promise<Target>,
+    kafka = true,
+  ) => {
+    log(`${name} ...`);
+    const row = await measure(b, name, who, kind, start, { kafka });
+    log(`${name}: ${row.failure ?? `${row.rate === null ? "-" : fmtInt(row.rate)}/s, ${row.note}`}`);
+    rows.push(row);
+    return row;
+  };
+
+  // HTTP, one message per request.
+  if (ONLY.has("http")) {
+    const bare = await run(
+      "bare Deno.serve answering 200 (ceiling)",
+      "ceiling",
+      "http",
+      () => startBaseline(dir),
+      false,
+    );
+    bare.label = "Deno.serve";
+    const httpOurs = await run("HTTP 1 msg/request, ours", "ours", "http", ours);
+    ceilingOf.set(httpOurs, bare);
+    if (go) {
+      const g = await run("HTTP 1 msg/request, Go", "go", "http", go);
+      ceilingOf.set(g, bare);
+      goOf.set(httpOurs, g);
+    }
+  }
+  // HTTP, NDJSON batches: its ceiling is kcat (Kafka is the limit, not HTTP), filled in below.
+  const batchRows: Row[] = [];
+  if (ONLY.has("batch")) {
+    const batchOurs = await run(`HTTP NDJSON ${BATCH_RECORDS} records/request, ours`, "ours", "batch", ours);
+    batchRows.push(batchOurs);
+    if (go) {
+      const g = await run(`HTTP NDJSON ${BATCH_RECORDS} records/request, Go`, "go", "batch", go);
+      batchRows.push(g);
+      goOf.set(batchOurs, g);
+    }
+  }
+  // gRPC Produce streams.
+  if (ONLY.has("grpc")) {
+    const echo = await run(
+      "echo gRPC server, our layer (ceiling)",
+      "ceiling",
+      "grpc",
+      () => startEcho(dir),
+      false,
+    );
+    echo.label = "echo gRPC";
+    const grpcOurs = await run("gRPC 4 streams x 1000 in flight, ours", "ours", "grpc", ours);
+    ceilingOf.set(grpcOurs, echo);
+    if (go) {
+      const g = await run("gRPC 4 streams x 1000 in flight, Go", "go", "grpc", go);
+      ceilingOf.set(g, echo);
+      goOf.set(grpcOurs, g);
+    }
+  }
+  // kcat -P with as many messages as the most any scenario delivered.
+  if (ONLY.has("kcat")) {
+    const most = Math.max(
+      ...rows.filter((r) => r.who !== "ceiling" && !r.failure && r.rate !== null).map((r) =>
+        r.rate! * SECONDS
+      ),
+      0,
+    );
+    const count = Math.min(2_000_000, Math.max(500_000, Math.round(most)));
+    log(`kcat -P ${count} messages ...`);
+    const kcat = await kcatCeiling(b, dir, count);
+    log(`kcat: ${kcat.failure ?? `${fmtInt(kcat.rate ?? 0)}/s, ${kcat.note}`}`);
+    rows.push(kcat);
+    for (const r of batchRows) ceilingOf.set(r, kcat);
+  }
+} catch (e) {
+  log(`run aborted: ${(e as Error).stack ?? e}`);
+} finally {
+  await cleanupAll();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
+
+const loadAfter = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+const jiffiesAfter = await cpuJiffies();
+const stealPct = 100 * (jiffiesAfter.steal - jiffiesBefore.steal) /
+  Math.max(1, jiffiesAfter.total - jiffiesBefore.total);
+const cmd = `deno run -A bench/compare.ts ${Deno.args.join(" ")}`.trim();
+console.log(`\n## kafka-ambassador compare, ${startedAt.toISOString()}\n`);
+console.log(
+  `${SECONDS} s per scenario after a ${WARMUP_SECONDS} s warm-up; wrk -t1 -c${CONNECTIONS}; ${RECORD_BYTES}-byte ` +
+    `messages; one single-node broker (KRaft, loopback), new topic of ${PARTITIONS} partitions per scenario; ` +
+    `librdkafka ${
+      Object.entries(KAFKA_SETTINGS).map(([k, v]) => `${k}=${v}`).join(", ")
+    }; WAL fallback in a ` +
+    `temp dir. ${navigator.hardwareConcurrency} cores shared by everything (broker, load generator, service).\n`,
+);
+console.log(table(rows, ceilingOf, goOf));
+console.log("");
+if (goNote) console.log(goNote);
+const grpcRows = rows.filter((r) => r.kind === "grpc" && !r.failure && r.generatorCores !== undefined);
+if (grpcRows.length > 0) {
+  const max = Math.max(...grpcRows.map((r) => r.generatorCores!));
+  console.log(
+    `gRPC load generator (grpc-js, one JS thread): up to ${max.toFixed(2)} cores. ` +
+      (max >= 0.65
+        ? "It is near one core, so the gRPC rows (the echo ceiling included) are capped by the generator, " +
+          "not by the server: read their CPU µs/msg, not their msg/s; a Go client (e.g. ghz) would be " +
+          "the better generator."
+        : "It is not near one core, so the gRPC rows are not capped by the generator."),
+  );
+}
+console.log(
+  `load average (1/5/15 min): before ${loadBefore}, after ${loadAfter}; CPU time stolen by the hypervisor ` +
+    `during the run: ${stealPct.toFixed(1)}%`,
+);
+console.log(`command: ${cmd}`);
