@@ -1,51 +1,12 @@
 /** The producer facade's decisions, on librdkafka's mock cluster and an in-memory WAL (the fault tests use a real broker). */
 import assert from "node:assert/strict";
-import { type Config, defaultConfig } from "../src/config.ts";
 import type { KafkaProducer as KafkaProducerType } from "../src/kafka/producer.ts";
-import { KafkaProducer } from "../src/kafka/producer.ts";
-import { Breaker } from "../src/producer/breaker.ts";
-import { Facade } from "../src/producer/facade.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import type { Wal } from "../src/wal/wal.ts";
-import { type FaultStorage, openFaultyWal } from "./support/fault_storage.ts";
+import { type FacadeRig, facadeRig } from "./support/facade_rig.ts";
 import { waitFor } from "./support/wait.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
-
-interface Rig {
-  facade: Facade;
-  wal: Wal;
-  /** The WAL's storage, which fails on demand. */
-  storage: FaultStorage;
-  breaker: Breaker;
-  producer: KafkaProducer;
-  [Symbol.asyncDispose](): Promise<void>;
-}
-
-async function rig(
-  opts: { wal?: Partial<Config["producer"]["wal"]>; kafka?: Record<string, string> } = {},
-): Promise<Rig> {
-  const config = defaultConfig();
-  config.producer.wal = { ...config.producer.wal, inMemory: true, ...opts.wal };
-  config.kafka = { "test.mock.num.brokers": "1", "linger.ms": "1", ...opts.kafka };
-  const { wal, storage } = await openFaultyWal(null, { maxBytes: config.producer.wal.maxBytes });
-  const breaker = new Breaker({ fails: 5, requests: 3, timeoutMs: 60_000, intervalMs: 0 });
-  const producer = KafkaProducer.open({ id: `facade-test-${crypto.randomUUID()}`, config: config.kafka });
-  const facade = new Facade({ config, wal, breaker, producer });
-  return {
-    facade,
-    wal,
-    storage,
-    breaker,
-    producer,
-    async [Symbol.asyncDispose]() {
-      await producer.close(1000);
-      await facade.settle();
-      await wal.close();
-      breaker.close();
-    },
-  };
-}
 
 async function refusal(p: Promise<unknown>): Promise<ProduceError> {
   try {
@@ -58,7 +19,7 @@ async function refusal(p: Promise<unknown>): Promise<ProduceError> {
 }
 
 Deno.test("facade: ack=kafka answers with partition and offset; ack=none with 'queued'", async () => {
-  await using r = await rig();
+  await using r = await facadeRig();
   const strong = await r.facade.produce({ topic: "t", value: text("a") }, "kafka");
   assert.equal(strong.where, "kafka");
   assert.ok(strong.partition! >= 0 && BigInt(strong.offset!) >= 0n);
@@ -68,7 +29,7 @@ Deno.test("facade: ack=kafka answers with partition and offset; ack=none with 'q
 });
 
 Deno.test("facade: breaker open spools to the WAL; ack=kafka and WAL-less topics get 503", async () => {
-  await using r = await rig({ wal: { disableTopics: ["volatile"] } });
+  await using r = await facadeRig({ wal: { disableTopics: ["volatile"] } });
   r.breaker.trip("test");
   assert.equal((await r.facade.produce({ topic: "t", value: text("a") }, "wal")).where, "wal");
   assert.equal((await r.facade.produce({ topic: "t", value: text("b") }, "none")).where, "wal");
@@ -85,7 +46,7 @@ Deno.test("facade: breaker open spools to the WAL; ack=kafka and WAL-less topics
 });
 
 Deno.test("facade: a full librdkafka queue spools to the WAL instead of waiting", async () => {
-  await using r = await rig({ kafka: { "queue.buffering.max.messages": "1", "linger.ms": "500" } });
+  await using r = await facadeRig({ kafka: { "queue.buffering.max.messages": "1", "linger.ms": "500" } });
   const results = await Promise.all(
     Array.from({ length: 20 }, (_, i) => r.facade.produce({ topic: "t", value: text(`m${i}`) }, "none")),
   );
@@ -98,7 +59,7 @@ Deno.test("facade: a full librdkafka queue spools to the WAL instead of waiting"
 });
 
 Deno.test("facade: always mode makes the record durable, sends it, and forgets it once Kafka has it", async () => {
-  await using r = await rig({ wal: { mode: "always" } });
+  await using r = await facadeRig({ wal: { mode: "always" } });
   assert.equal((await r.facade.produce({ topic: "t", value: text("a") }, "none")).where, "wal");
   assert.ok(await r.producer.flush(5000));
   assert.equal(r.wal.stats().records, 0);
@@ -106,7 +67,7 @@ Deno.test("facade: always mode makes the record durable, sends it, and forgets i
 });
 
 Deno.test("facade: the WAL bound answers 503 with Retry-After; every accepted record is in the WAL", async () => {
-  await using r = await rig({ wal: { maxBytes: 4096 } });
+  await using r = await facadeRig({ wal: { maxBytes: 4096 } });
   r.breaker.trip("test");
   let accepted = 0;
   let refused: ProduceError | null = null;
@@ -125,7 +86,7 @@ Deno.test("facade: the WAL bound answers 503 with Retry-After; every accepted re
 });
 
 Deno.test("facade: draining and oversized messages are refused with their kind", async () => {
-  await using r = await rig();
+  await using r = await facadeRig();
   const big = new Uint8Array(r.facade.maxMessageBytes + 1);
   assert.equal((await refusal(r.facade.produce({ topic: "t", value: big }, "none"))).kind, "too_large");
   r.facade.setDraining(true);
@@ -137,7 +98,7 @@ Deno.test("facade: draining and oversized messages are refused with their kind",
 });
 
 Deno.test("facade: replay acks a delivered record, which leaves the WAL", async () => {
-  await using r = await rig();
+  await using r = await facadeRig();
   r.breaker.trip("test");
   await r.facade.produce({ topic: "t", value: text("a") }, "wal");
   const [record] = await r.wal.checkout(10);
@@ -151,7 +112,7 @@ function fill(wal: Wal, maxBytes: number, room: number): void {
 }
 
 /** Makes the WAL fail its next write and waits until it knows. */
-async function breakWal(r: Rig): Promise<void> {
+async function breakWal(r: FacadeRig): Promise<void> {
   r.storage.fail();
   r.wal.append({ topic: "t", value: text("held") });
   await r.wal.sync();
@@ -203,7 +164,7 @@ Deno.test("facade: readiness is 'a message posted now would be accepted', for ev
   for (const c of cases) {
     await t.step(c.name, async () => {
       const maxBytes = 64 * 1024;
-      await using r = await rig({ wal: { mode: c.mode ?? "fallback", maxBytes } });
+      await using r = await facadeRig({ wal: { mode: c.mode ?? "fallback", maxBytes } });
       if (c.wal === "failing") await breakWal(r);
       if (c.wal === "full") fill(r.wal, maxBytes, 1000);
       if (c.breaker === "open") r.breaker.trip("test");
@@ -221,7 +182,7 @@ Deno.test("facade: readiness is 'a message posted now would be accepted', for ev
 });
 
 Deno.test("facade: WAL failing, kafka down: answered records are kept, refused ones retracted, new ones refused", async () => {
-  await using r = await rig();
+  await using r = await facadeRig();
   r.breaker.trip("test");
   r.storage.fail();
   // One commit holds both: the ack=none client is answered at once, the ack=wal one hears of the failure.
@@ -257,7 +218,7 @@ Deno.test("facade: WAL failing, kafka down: answered records are kept, refused o
 });
 
 Deno.test("facade: WAL failing, kafka up: the Kafka path keeps serving", async () => {
-  await using r = await rig();
+  await using r = await facadeRig();
   await breakWal(r);
   assert.deepEqual(await r.facade.produce({ topic: "t", value: text("a") }, "none"), { where: "queued" });
   assert.equal((await r.facade.produce({ topic: "t", value: text("b") }, "wal")).where, "kafka");
@@ -266,7 +227,7 @@ Deno.test("facade: WAL failing, kafka up: the Kafka path keeps serving", async (
 });
 
 Deno.test("facade: always mode with a failing WAL refuses with 'wal: unavailable' and keeps nothing", async () => {
-  await using r = await rig({ wal: { mode: "always" } });
+  await using r = await facadeRig({ wal: { mode: "always" } });
   r.storage.fail();
   const err = await refusal(r.facade.produce({ topic: "t", value: text("a") }, "none"));
   assert.deepEqual([err.kind, err.message], ["unavailable", "wal: unavailable"]);
@@ -275,7 +236,7 @@ Deno.test("facade: always mode with a failing WAL refuses with 'wal: unavailable
 });
 
 Deno.test("facade: a full WAL answers 'wal: full'; ListTopics errors do not carry librdkafka's text", async () => {
-  await using r = await rig({ wal: { maxBytes: 8192 } });
+  await using r = await facadeRig({ wal: { maxBytes: 8192 } });
   r.breaker.trip("test");
   fill(r.wal, 8192, 300);
   // Its line (value base64-encoded, plus the record's fields) takes more than the 300 bytes left.

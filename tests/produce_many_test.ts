@@ -3,65 +3,14 @@
  * WAL, including a property test that produceMany decides as produce called per message does.
  */
 import assert from "node:assert/strict";
-import { type Config, defaultConfig } from "../src/config.ts";
 import { KafkaError, KafkaProducer } from "../src/kafka/producer.ts";
 import type { Message } from "../src/message.ts";
-import { Breaker } from "../src/producer/breaker.ts";
-import { Facade } from "../src/producer/facade.ts";
 import type { AckLevel } from "../src/message.ts";
 import { ProduceError, type ProduceResult } from "../src/producer/types.ts";
-import type { Wal } from "../src/wal/wal.ts";
-import { type FaultStorage, openFaultyWal } from "./support/fault_storage.ts";
+import { type FacadeRig, facadeRig, MOCK_KAFKA } from "./support/facade_rig.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
-const MOCK = { "test.mock.num.brokers": "1", "linger.ms": "1" };
-
-interface Rig {
-  facade: Facade;
-  wal: Wal;
-  storage: FaultStorage;
-  breaker: Breaker;
-  producer: KafkaProducer;
-  [Symbol.asyncDispose](): Promise<void>;
-}
-
-async function rig(
-  opts: {
-    wal?: Partial<Config["producer"]["wal"]>;
-    kafka?: Record<string, string>;
-    breakerTimeoutMs?: number;
-  } = {},
-): Promise<Rig> {
-  const config = defaultConfig();
-  config.producer.wal = { ...config.producer.wal, inMemory: true, ...opts.wal };
-  config.kafka = { ...MOCK, ...opts.kafka };
-  const { wal, storage } = await openFaultyWal(null, { maxBytes: config.producer.wal.maxBytes });
-  const breaker = new Breaker({
-    fails: 5,
-    requests: 3,
-    timeoutMs: opts.breakerTimeoutMs ?? 60_000,
-    intervalMs: 0,
-  });
-  const producer = KafkaProducer.open({
-    id: `many-${crypto.randomUUID().slice(0, 8)}`,
-    config: config.kafka,
-  });
-  const facade = new Facade({ config, wal, breaker, producer });
-  return {
-    facade,
-    wal,
-    storage,
-    breaker,
-    producer,
-    async [Symbol.asyncDispose]() {
-      await producer.close(1000);
-      await facade.settle();
-      await wal.close();
-      breaker.close();
-    },
-  };
-}
 
 function topicName(): string {
   return `t-${crypto.randomUUID().slice(0, 8)}`;
@@ -73,7 +22,7 @@ function shape(o: ProduceResult | ProduceError): string {
 }
 
 Deno.test("produceBatch: outcomes in order; headers and two topics mixed; one outcome per message", async () => {
-  const p = KafkaProducer.open({ id: "batch-order", config: MOCK });
+  const p = KafkaProducer.open({ id: "batch-order", config: MOCK_KAFKA });
   const [a, b] = [topicName(), topicName()];
   try {
     const messages: Message[] = Array.from({ length: 60 }, (_, i) => ({
@@ -102,7 +51,7 @@ Deno.test("produceBatch: outcomes in order; headers and two topics mixed; one ou
 Deno.test("produceBatch: a full queue fails the rest with -184, or makes them wait in order", async () => {
   const p = KafkaProducer.open({
     id: "batch-full",
-    config: { ...MOCK, "queue.buffering.max.messages": "10", "linger.ms": "200" },
+    config: { ...MOCK_KAFKA, "queue.buffering.max.messages": "10", "linger.ms": "200" },
   });
   const topic = topicName();
   try {
@@ -128,7 +77,10 @@ Deno.test("produceBatch: a full queue fails the rest with -184, or makes them wa
 });
 
 Deno.test("produceBatch: per-message errors (too large, unknown partition) fail that message only", async () => {
-  const p = KafkaProducer.open({ id: "batch-errors", config: { ...MOCK, "message.max.bytes": "1000" } });
+  const p = KafkaProducer.open({
+    id: "batch-errors",
+    config: { ...MOCK_KAFKA, "message.max.bytes": "1000" },
+  });
   const topic = topicName();
   try {
     await p.produce({ topic, value: text("make the topic known"), partition: 0 });
@@ -147,7 +99,7 @@ Deno.test("produceBatch: per-message errors (too large, unknown partition) fail 
 });
 
 Deno.test("produceMany: outcomes in request order for each ack level; refusals in their slot", async () => {
-  await using r = await rig({ wal: { disableTopics: ["volatile"] } });
+  await using r = await facadeRig({ wal: { disableTopics: ["volatile"] } });
   const topic = topicName();
   const big = new Uint8Array(r.facade.maxMessageBytes + 1);
   const messages: Message[] = [
@@ -173,7 +125,7 @@ Deno.test("produceMany: outcomes in request order for each ack level; refusals i
 });
 
 Deno.test("produceMany: breaker open spools the batch to the WAL; WAL-less topics and ack=kafka get 503", async () => {
-  await using r = await rig({ wal: { disableTopics: ["volatile"] } });
+  await using r = await facadeRig({ wal: { disableTopics: ["volatile"] } });
   r.breaker.trip("test");
   const out = await r.facade.produceMany([
     { topic: "t", value: text("a") },
@@ -191,7 +143,7 @@ Deno.test("produceMany: breaker open spools the batch to the WAL; WAL-less topic
 });
 
 Deno.test("produceMany: always mode makes the batch durable, sends it, and the WAL forgets what Kafka took", async () => {
-  await using r = await rig({ wal: { mode: "always" } });
+  await using r = await facadeRig({ wal: { mode: "always" } });
   const out = await r.facade.produceMany(
     Array.from({ length: 50 }, (_, i) => ({ topic: "t", value: text(`m${i}`) })),
     "none",
@@ -203,7 +155,7 @@ Deno.test("produceMany: always mode makes the batch durable, sends it, and the W
 });
 
 Deno.test("produceMany: a full queue spools the rest of the batch to the WAL instead of waiting", async () => {
-  await using r = await rig({ kafka: { "queue.buffering.max.messages": "5", "linger.ms": "200" } });
+  await using r = await facadeRig({ kafka: { "queue.buffering.max.messages": "5", "linger.ms": "200" } });
   const out = await r.facade.produceMany(
     Array.from({ length: 30 }, (_, i) => ({ topic: "t", value: text(`m${i}`), partition: 0 })),
     "wal",
@@ -216,7 +168,7 @@ Deno.test("produceMany: a full queue spools the rest of the batch to the WAL ins
 });
 
 Deno.test("produceMany: the WAL fills up mid-batch: earlier records accepted, later ones refused 'wal: full'", async () => {
-  await using r = await rig({ wal: { maxBytes: 4096 } });
+  await using r = await facadeRig({ wal: { maxBytes: 4096 } });
   r.breaker.trip("test");
   const out = await r.facade.produceMany(
     Array.from({ length: 40 }, () => ({ topic: "t", value: text("x".repeat(200)) })),
@@ -229,7 +181,7 @@ Deno.test("produceMany: the WAL fills up mid-batch: earlier records accepted, la
 });
 
 Deno.test("produceMany: a record Kafka will never take fails alone; nothing of it is kept", async () => {
-  await using r = await rig();
+  await using r = await facadeRig();
   const topic = topicName();
   await r.facade.produce({ topic, value: text("make the topic known"), partition: 0 }, "kafka");
   const out = await r.facade.produceMany([
@@ -290,8 +242,8 @@ function makeCase(seed: number): Case {
 const MAX_BYTES = 16 * 1024;
 
 /** A rig in the case's state; two rigs built from one case are in the same state. */
-async function rigFor(c: Case): Promise<Rig> {
-  const r = await rig({
+async function rigFor(c: Case): Promise<FacadeRig> {
+  const r = await facadeRig({
     wal: { mode: c.mode, maxBytes: MAX_BYTES, disableTopics: ["volatile"], alwaysTopics: ["durable"] },
     kafka: { "message.max.bytes": "2000" },
     breakerTimeoutMs: 1,
@@ -313,7 +265,7 @@ async function rigFor(c: Case): Promise<Rig> {
 }
 
 /** WAL records once every delivery is reported and acted on (`always` mode acks what Kafka took). */
-async function settledWalRecords(r: Rig): Promise<number> {
+async function settledWalRecords(r: FacadeRig): Promise<number> {
   assert.ok(await r.producer.flush(5000));
   await delay(20);
   await r.facade.settle();

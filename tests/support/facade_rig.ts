@@ -1,0 +1,63 @@
+/** A facade on librdkafka's mock cluster and an in-memory WAL whose storage fails on demand. */
+import { type Config, defaultConfig } from "../../src/config.ts";
+import { KafkaProducer } from "../../src/kafka/producer.ts";
+import { Breaker } from "../../src/producer/breaker.ts";
+import { Facade } from "../../src/producer/facade.ts";
+import type { Wal } from "../../src/wal/wal.ts";
+import { type FaultStorage, openFaultyWal } from "./fault_storage.ts";
+
+/** librdkafka's in-process mock cluster, one broker, with a short linger. */
+export const MOCK_KAFKA = { "test.mock.num.brokers": "1", "linger.ms": "1" };
+
+/** A facade and the parts it is built from; disposing of it closes them. */
+export interface FacadeRig extends AsyncDisposable {
+  facade: Facade;
+  wal: Wal;
+  /** The WAL's storage, which fails on demand. */
+  storage: FaultStorage;
+  breaker: Breaker;
+  producer: KafkaProducer;
+}
+
+/** What a rig is built with: WAL settings, librdkafka properties, the breaker's open time. */
+export interface FacadeRigOptions {
+  wal?: Partial<Config["producer"]["wal"]>;
+  kafka?: Record<string, string>;
+  /** @default {60000} */
+  breakerTimeoutMs?: number;
+}
+
+/**
+ * Builds a facade on the mock cluster.
+ * @example await using r = await facadeRig({ wal: { mode: "always" } });
+ */
+export async function facadeRig(opts: FacadeRigOptions = {}): Promise<FacadeRig> {
+  const config = defaultConfig();
+  config.producer.wal = { ...config.producer.wal, inMemory: true, ...opts.wal };
+  config.kafka = { ...MOCK_KAFKA, ...opts.kafka };
+  const { wal, storage } = await openFaultyWal(null, { maxBytes: config.producer.wal.maxBytes });
+  const breaker = new Breaker({
+    fails: 5,
+    requests: 3,
+    timeoutMs: opts.breakerTimeoutMs ?? 60_000,
+    intervalMs: 0,
+  });
+  const producer = KafkaProducer.open({
+    id: `facade-rig-${crypto.randomUUID().slice(0, 8)}`,
+    config: config.kafka,
+  });
+  const facade = new Facade({ config, wal, breaker, producer });
+  return {
+    facade,
+    wal,
+    storage,
+    breaker,
+    producer,
+    async [Symbol.asyncDispose]() {
+      await producer.close(1000);
+      await facade.settle();
+      await wal.close();
+      breaker.close();
+    },
+  };
+}
