@@ -25,6 +25,6 @@ COPY config/default.yaml /etc/kafka-ambassador/config.yaml
 WORKDIR /var/lib/kafka-ambassador
 USER kafka-ambassador
 VOLUME /var/lib/kafka-ambassador
-EXPOSE 18080 18282 18181
+EXPOSE 18080 18282 28080
 ENTRYPOINT ["/kafka-ambassador"]
 CMD ["-config", "/etc/kafka-ambassador/config.yaml"]

@@ -84,7 +84,7 @@ export const SCHEMA = {
         listen,
         undefined,
         "/metrics, /healthz, /readyz; off when unset",
-        "0.0.0.0:18181",
+        "0.0.0.0:28080",
       ),
     },
   },

@@ -382,7 +382,7 @@ Deno.test("config: config/default.yaml and config/example.yaml parse", async () 
   const def = await loadConfig(`${REPO}config/default.yaml`, {});
   assert.equal(def.server.http.listen, "0.0.0.0:18080");
   assert.equal(def.server.grpc.listen, "0.0.0.0:18282");
-  assert.equal(def.server.monitoring.listen, "0.0.0.0:18181");
+  assert.equal(def.server.monitoring.listen, "0.0.0.0:28080");
   assert.equal(def.kafka["bootstrap.servers"], "127.0.0.1:9092");
   assert.equal(def.producer.wal.mode, "fallback");
   assert.equal(def.producer.wal.path, "./data/wal");
@@ -391,7 +391,7 @@ Deno.test("config: config/default.yaml and config/example.yaml parse", async () 
   const expected = defaultConfig();
   expected.server.http.listen = "0.0.0.0:18080";
   expected.server.grpc.listen = "0.0.0.0:18282";
-  expected.server.monitoring.listen = "0.0.0.0:18181";
+  expected.server.monitoring.listen = "0.0.0.0:28080";
   expected.producer.wal.path = "./data/wal";
   assert.deepEqual(example, expected, "example.yaml must show the defaults");
 });
