@@ -5,9 +5,8 @@
  *   deno run -A bench/grpc_bench.ts [records=300000]
  */
 import http2 from "node:http2";
-import type { AckLevel, Message } from "../src/message.ts";
-import type { ProduceResult, ProducerFacade } from "../src/producer/types.ts";
 import { startGrpcServer } from "../src/server/grpc/server.ts";
+import { instantFacade } from "./instant_facade.ts";
 import { decodeProdRs, encodeProdRq } from "../src/server/grpc/codec.ts";
 import { frameAll } from "../src/server/grpc/framing.ts";
 
@@ -16,22 +15,17 @@ const TOTAL = Number(Deno.args[0] ?? 300_000);
 const WINDOW = 900;
 const BATCH = 300;
 
-const facade: ProducerFacade = {
-  produce: (_m: Message, _a: AckLevel): Promise<ProduceResult> => Promise.resolve({ where: "queued" }),
-  produceMany: (m: readonly Message[], _a: AckLevel) =>
-    Promise.resolve(m.map(() => ({ where: "queued" as const }))),
-  listTopics: () => Promise.resolve([]),
-  maxMessageBytes: 1 << 20,
-  readiness: () => ({ ready: true, reasons: [] }),
-};
-
 /** User plus system CPU seconds of this process, from /proc/self/stat. */
 function cpuSeconds(): number {
   const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-const server = await startGrpcServer({ listen: "127.0.0.1:0", facade, maxRequestSize: 4 << 20 });
+const server = await startGrpcServer({
+  listen: "127.0.0.1:0",
+  facade: instantFacade,
+  maxRequestSize: 4 << 20,
+});
 const client = http2.connect(`http://127.0.0.1:${server.port}`);
 const stream = client.request({
   ":method": "POST",

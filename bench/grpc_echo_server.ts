@@ -6,9 +6,8 @@
  *
  * Runs until killed.
  */
-import type { AckLevel, Message } from "../src/message.ts";
-import type { ProduceResult, ProducerFacade } from "../src/producer/types.ts";
 import { startGrpcServer } from "../src/server/grpc/server.ts";
+import { instantFacade } from "./instant_facade.ts";
 
 const port = Number(Deno.args[0]);
 if (!Number.isInteger(port) || port <= 0) {
@@ -16,13 +15,4 @@ if (!Number.isInteger(port) || port <= 0) {
   Deno.exit(2);
 }
 
-const facade: ProducerFacade = {
-  produce: (_m: Message, _a: AckLevel): Promise<ProduceResult> => Promise.resolve({ where: "queued" }),
-  produceMany: (m: readonly Message[], _a: AckLevel) =>
-    Promise.resolve(m.map(() => ({ where: "queued" as const }))),
-  listTopics: () => Promise.resolve([]),
-  maxMessageBytes: 1 << 20,
-  readiness: () => ({ ready: true, reasons: [] }),
-};
-
-await startGrpcServer({ listen: `127.0.0.1:${port}`, facade, maxRequestSize: 4 << 20 });
+await startGrpcServer({ listen: `127.0.0.1:${port}`, facade: instantFacade, maxRequestSize: 4 << 20 });
