@@ -158,6 +158,12 @@ export const SCHEMA = {
         "size bound of the WAL; when full, produce requests that need it get 503",
       ),
     },
+    fullQueueWaitMs: new Key(
+      "producer.full_queue_wait",
+      duration,
+      1_000,
+      "fallback mode: how long a message waits for room in librdkafka's full queue before it goes to the WAL",
+    ),
     oldProducerKillTimeoutMs: new Key(
       "producer.old_producer_kill_timeout",
       duration,

@@ -45,8 +45,11 @@ Deno.test("facade: breaker open spools to the WAL; ack=kafka and WAL-less topics
   assert.deepEqual(r.facade.readiness(), { ready: true, reasons: [] }, "the WAL takes what Kafka cannot");
 });
 
-Deno.test("facade: a full librdkafka queue spools to the WAL instead of waiting", async () => {
-  await using r = await facadeRig({ kafka: { "queue.buffering.max.messages": "1", "linger.ms": "500" } });
+Deno.test("facade: a full librdkafka queue spools to the WAL once producer.full_queue_wait is over", async () => {
+  await using r = await facadeRig({
+    kafka: { "queue.buffering.max.messages": "1", "linger.ms": "2000" },
+    fullQueueWaitMs: 100,
+  });
   const results = await Promise.all(
     Array.from({ length: 20 }, (_, i) => r.facade.produce({ topic: "t", value: text(`m${i}`) }, "none")),
   );

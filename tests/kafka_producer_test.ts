@@ -10,7 +10,7 @@ import {
 } from "../src/kafka/producer.ts";
 import { acks, errors, inTransit } from "../src/metrics.ts";
 import type { Counter } from "prom-client";
-import { waitFor } from "./support/wait.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 const enc = new TextEncoder();
 const MOCK = { "test.mock.num.brokers": "1" };
@@ -136,7 +136,7 @@ Deno.test("a full queue rejects with -184 without waiting, and delivers everythi
   try {
     await p.produce({ topic, value: enc.encode("warm-up") });
     const accepted = Array.from({ length: 10 }, (_, i) => p.produce({ topic, value: enc.encode(`a${i}`) }));
-    const e = await rejection(p.produce({ topic, value: enc.encode("over") }, { waitWhenFull: false }));
+    const e = await rejection(p.produce({ topic, value: enc.encode("over") }, { fullQueueWaitMs: 0 }));
     assert.equal(e.code, -184);
     assert.equal(e.errName, "_QUEUE_FULL");
     assert.equal(e.retryable, true);
@@ -160,6 +160,40 @@ Deno.test("a full queue rejects with -184 without waiting, and delivers everythi
     assert.equal(await p.flush(1000), true);
   } finally {
     await p.close(1000);
+  }
+});
+
+Deno.test("a message waits for room in a full queue up to fullQueueWaitMs, even behind one that waits on", async () => {
+  // No broker: the ten queued messages stay until message.timeout.ms, so the queue stays full.
+  const p = open({
+    "bootstrap.servers": "127.0.0.1:1",
+    "queue.buffering.max.messages": "10",
+    "message.timeout.ms": "60000",
+  });
+  const topic = topicName();
+  try {
+    const queued = Array.from({ length: 10 }, (_, i) => p.produce({ topic, value: enc.encode(`q${i}`) }));
+    queued.forEach((d) => d.catch(() => {}));
+    const forever = p.produce({ topic, value: enc.encode("forever") });
+    forever.catch(() => {});
+    const started = performance.now();
+    const [single, batch] = await Promise.all([
+      rejection(p.produce({ topic, value: enc.encode("single") }, { fullQueueWaitMs: 300 })),
+      p.produceBatch([{ topic, value: enc.encode("b0") }, { topic, value: enc.encode("b1") }], {
+        fullQueueWaitMs: 300,
+      }),
+    ]);
+    const waited = performance.now() - started;
+    assert.equal(single.code, -184);
+    assert.deepEqual(batch.map((o) => o instanceof KafkaError ? o.code : 0), [-184, -184]);
+    assert.ok(waited >= 300, `gave up after ${waited.toFixed(0)} ms`);
+    assert.equal(p.inFlight, 10, "the queued ten are still in librdkafka");
+    let settled = false;
+    forever.then(() => settled = true, () => settled = true);
+    await delay(150);
+    assert.equal(settled, false, "a message without a bound still waits");
+  } finally {
+    await p.close(0);
   }
 });
 

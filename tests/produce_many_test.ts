@@ -8,7 +8,7 @@ import type { Message } from "../src/message.ts";
 import type { AckLevel } from "../src/message.ts";
 import { ProduceError, type ProduceResult } from "../src/producer/types.ts";
 import { type FacadeRig, facadeRig, MOCK_KAFKA } from "./support/facade_rig.ts";
-import { delay, waitFor } from "./support/wait.ts";
+import { delay, waitFor, within } from "./support/wait.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
 
@@ -57,7 +57,7 @@ Deno.test("produceBatch: a full queue fails the rest with -184, or makes them wa
   try {
     const refused = await p.produceBatch(
       Array.from({ length: 25 }, (_, i) => ({ topic, value: text(`r${i}`), partition: 0 })),
-      { waitWhenFull: false },
+      { fullQueueWaitMs: 0 },
     );
     const codes = refused.map((o) => o instanceof KafkaError ? o.code : 0);
     assert.deepEqual(codes, [...Array(10).fill(0), ...Array(15).fill(-184)], "the first ten fit");
@@ -71,6 +71,24 @@ Deno.test("produceBatch: a full queue fails the rest with -184, or makes them wa
       return o.offset;
     });
     assert.deepEqual(offsets, offsets.map((_, i) => offsets[0] + BigInt(i)), "every one delivered, in order");
+
+    // Batches that arrive while others wait queue behind them, and are all delivered.
+    const behind = await within(
+      "batches queued behind waiting ones",
+      Promise.all(
+        [0, 1, 2].map((b) =>
+          p.produceBatch(
+            Array.from({ length: 30 }, (_, i) => ({ topic, value: text(`b${b}-${i}`), partition: 0 })),
+          )
+        ),
+      ),
+      20_000,
+    );
+    const all = behind.flat().map((o) => {
+      assert.ok(!(o instanceof Error), String(o));
+      return o.offset;
+    });
+    assert.deepEqual(all, all.map((_, i) => all[0] + BigInt(i)), "batches behind waiting ones, in order");
   } finally {
     await p.close(1000);
   }
@@ -154,17 +172,33 @@ Deno.test("produceMany: always mode makes the batch durable, sends it, and the W
   assert.equal(r.wal.pendingCount(), 0);
 });
 
-Deno.test("produceMany: a full queue spools the rest of the batch to the WAL instead of waiting", async () => {
-  await using r = await facadeRig({ kafka: { "queue.buffering.max.messages": "5", "linger.ms": "200" } });
+Deno.test("produceMany: a full queue spools the rest of the batch once producer.full_queue_wait is over", async () => {
+  await using r = await facadeRig({
+    kafka: { "queue.buffering.max.messages": "5", "linger.ms": "200" },
+    fullQueueWaitMs: 0,
+  });
   const out = await r.facade.produceMany(
     Array.from({ length: 30 }, (_, i) => ({ topic: "t", value: text(`m${i}`), partition: 0 })),
     "wal",
   );
   const shapes = out.map(shape);
   assert.deepEqual(shapes.slice(0, 5), Array(5).fill("kafka"));
-  assert.deepEqual(shapes.slice(5), Array(25).fill("wal"), "queue full: spooled, not waited for");
+  assert.deepEqual(shapes.slice(5), Array(25).fill("wal"), "queue full, no wait: spooled");
   assert.equal(r.wal.stats().records, 25);
   assert.equal(r.breaker.state, "closed", "local back-pressure does not count against the brokers");
+});
+
+Deno.test("produceMany: within producer.full_queue_wait a full queue makes the batch wait for Kafka", async () => {
+  await using r = await facadeRig({
+    kafka: { "queue.buffering.max.messages": "5", "linger.ms": "20" },
+    fullQueueWaitMs: 30_000,
+  });
+  const out = await r.facade.produceMany(
+    Array.from({ length: 30 }, (_, i) => ({ topic: "t", value: text(`m${i}`), partition: 0 })),
+    "wal",
+  );
+  assert.deepEqual(out.map(shape), Array(30).fill("kafka"), "every record waited for room and reached Kafka");
+  assert.equal(r.wal.stats().records, 0);
 });
 
 Deno.test("produceMany: the WAL fills up mid-batch: earlier records accepted, later ones refused 'wal: full'", async () => {

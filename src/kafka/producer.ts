@@ -66,6 +66,11 @@ const SLICE_MS = 5;
 const CLOCK_EVERY = 64;
 /** setTimeout's largest delay; longer ones would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * Messages with a bounded wait are refused at once (as if their wait were over) while this many wait already: a
+ * queue that stays full must not pile up accepted messages in memory faster than Kafka takes them.
+ */
+const MAX_WAITING = 100_000;
 /** How long close waits for the reports of purged messages before failing them itself. */
 const PURGE_GRACE_MS = 5000;
 
@@ -104,8 +109,9 @@ class Single implements Receiver {
 class Batch implements Receiver {
   readonly promise: Promise<Array<Delivery | KafkaError>>;
   readonly #resolve: (outcomes: Array<Delivery | KafkaError>) => void;
-  readonly #messages: readonly Message[];
-  readonly #firstId: number;
+  readonly messages: readonly Message[];
+  /** The id of messages[0]. */
+  readonly firstId: number;
   readonly #outcomes: Array<Delivery | KafkaError>;
   #left: number;
 
@@ -113,14 +119,14 @@ class Batch implements Receiver {
     const { promise, resolve } = Promise.withResolvers<Array<Delivery | KafkaError>>();
     this.promise = promise;
     this.#resolve = resolve;
-    this.#messages = messages;
-    this.#firstId = firstId;
+    this.messages = messages;
+    this.firstId = firstId;
     this.#outcomes = new Array(messages.length);
     this.#left = messages.length;
   }
 
   topicOf(id: number): string {
-    return this.#messages[id - this.#firstId].topic;
+    return this.messages[id - this.firstId].topic;
   }
 
   delivered(id: number, d: Delivery): void {
@@ -132,7 +138,7 @@ class Batch implements Receiver {
   }
 
   #settle(id: number, outcome: Delivery | KafkaError): void {
-    this.#outcomes[id - this.#firstId] = outcome;
+    this.#outcomes[id - this.firstId] = outcome;
     if (--this.#left === 0) this.#resolve(this.#outcomes);
   }
 }
@@ -142,6 +148,18 @@ interface Waiting {
   msg: Message;
   id: number;
   to: Receiver;
+  /** performance.now() after which it fails with _QUEUE_FULL instead of waiting on; Infinity: never. */
+  deadline: number;
+}
+
+/** How a message meets a full local queue. */
+export interface ProduceOptions {
+  /**
+   * How long it may wait for room, in ms; once over, it fails with _QUEUE_FULL (-184). 0 fails at once. Expiry is
+   * checked on every round of the event loop (at least every 100 ms), so a wait may last that much longer.
+   * @default Infinity
+   */
+  fullQueueWaitMs?: number;
 }
 
 /** One librdkafka producer with a promise per message. */
@@ -159,6 +177,8 @@ export class KafkaProducer {
   /** Refused with a full queue, in arrival order; [#waitingHead, length) are live. */
   #waiting: Waiting[] = [];
   #waitingHead = 0;
+  /** The earliest finite deadline among the waiting, Infinity when none. */
+  #nextExpiry = Infinity;
   readonly #idleWaiters = new Set<() => void>();
   readonly #calls = new Set<Promise<unknown>>();
   readonly #acked = new Map<string, number>();
@@ -207,21 +227,20 @@ export class KafkaProducer {
 
   /**
    * Hands one message to librdkafka; resolves on its delivery report, rejects with a KafkaError.
-   * With waitWhenFull (default true) a full local queue waits for deliveries to free room; with false it rejects
-   * at once with code -184 (_QUEUE_FULL).
+   * A full local queue makes it wait for deliveries to free room, for up to `fullQueueWaitMs` (see ProduceOptions).
    */
-  produce(msg: Message, opts?: { waitWhenFull?: boolean }): Promise<Delivery> {
+  produce(msg: Message, opts?: ProduceOptions): Promise<Delivery> {
     if (this.#closing !== null) return Promise.reject(this.#fail(this.#closedError(), msg.topic));
-    const waitWhenFull = opts?.waitWhenFull ?? true;
+    const waitMs = opts?.fullQueueWaitMs ?? Infinity;
     return new Promise<Delivery>((resolve, reject) => {
       const to = new Single(resolve, reject, msg.topic);
       const id = this.#nextId++;
-      if (waitWhenFull && this.#waitingHead < this.#waiting.length) {
-        this.#waiting.push({ msg, id, to }); // behind those already waiting, to keep their order
+      if (waitMs > 0 && this.#waitingHead < this.#waiting.length) {
+        this.#wait(msg, id, to, waitMs); // behind those already waiting, to keep their order
         return;
       }
       const code = this.#handOver(msg, id, to);
-      if (code === ERR.QUEUE_FULL && waitWhenFull) this.#waiting.push({ msg, id, to });
+      if (code === ERR.QUEUE_FULL && waitMs > 0) this.#wait(msg, id, to, waitMs);
       else if (code !== 0) this.#reject(to, id, code, msg.topic);
     });
   }
@@ -230,14 +249,11 @@ export class KafkaProducer {
    * Hands messages to librdkafka in order, with one rd_kafka_produce_batch call per run of messages that share topic
    * and partition and carry neither headers nor a timestamp; the others go one by one as in {@link produce}. Resolves
    * once every message is reported, with one outcome per message in order: its Delivery, or the KafkaError that
-   * {@link produce} would have rejected with. A full queue is handled as there: with waitWhenFull (default true) the
-   * message and every later one of the batch wait, in order, for room; without it each refused message fails with
-   * _QUEUE_FULL (-184) and the rest are still tried.
+   * {@link produce} would have rejected with. A full queue is handled as there: the message and every later one of
+   * the batch wait, in order, for room; with `fullQueueWaitMs` 0 each refused message fails with _QUEUE_FULL (-184)
+   * and the rest are still tried.
    */
-  produceBatch(
-    messages: readonly Message[],
-    opts?: { waitWhenFull?: boolean },
-  ): Promise<Array<Delivery | KafkaError>> {
+  produceBatch(messages: readonly Message[], opts?: ProduceOptions): Promise<Array<Delivery | KafkaError>> {
     const n = messages.length;
     if (n === 0) return Promise.resolve([]);
     const firstId = this.#nextId;
@@ -249,27 +265,30 @@ export class KafkaProducer {
       }
       return batch.promise;
     }
-    const waitWhenFull = opts?.waitWhenFull ?? true;
-    let i = waitWhenFull && this.#waitingHead < this.#waiting.length ? n : 0;
-    while (i < n) {
+    const waitMs = opts?.fullQueueWaitMs ?? Infinity;
+    const waits = waitMs > 0;
+    let i = 0;
+    // Behind those already waiting when there are any, to keep their order.
+    const queueBehind = waits && this.#waitingHead < this.#waiting.length;
+    while (!queueBehind && i < n) {
       const m = messages[i];
       if (m.headers?.length || m.timestamp !== undefined) {
         const code = this.#handOver(m, firstId + i, batch);
-        if (code === ERR.QUEUE_FULL && waitWhenFull) break;
+        if (code === ERR.QUEUE_FULL && waits) break;
         if (code !== 0) this.#reject(batch, firstId + i, code, m.topic);
         i++;
         continue;
       }
       const stop = this.#runEnd(messages, i);
-      const full = this.#handOverRun(messages, i, stop, firstId, batch, waitWhenFull);
+      const full = this.#handOverRun(messages, i, stop, firstId, batch, waits);
       if (full >= 0) {
         i = full;
         break;
       }
       i = stop;
     }
-    // Behind those already waiting, or from the first message refused with a full queue on: order is kept.
-    for (; i < n; i++) this.#waiting.push({ msg: messages[i], id: firstId + i, to: batch });
+    // Every message, or those from the first one refused with a full queue on, wait in order.
+    for (; i < n; i++) this.#wait(messages[i], firstId + i, batch, waitMs);
     return batch.promise;
   }
 
@@ -370,7 +389,7 @@ export class KafkaProducer {
     end: number,
     firstId: number,
     batch: Batch,
-    waitWhenFull: boolean,
+    waits: boolean,
   ): number {
     if (this.#codes.length < end - start) this.#codes = new Int32Array(2 * (end - start));
     const codes = this.#codes;
@@ -388,7 +407,7 @@ export class KafkaProducer {
     for (let i = start; i < end; i++) {
       const code = codes[i - start];
       if (code === 0) this.#pending.set(firstId + i, batch);
-      else if (code === ERR.QUEUE_FULL && waitWhenFull) {
+      else if (code === ERR.QUEUE_FULL && waits) {
         // librdkafka failed every later message of the run with it too.
         waitFrom = i;
         break;
@@ -483,25 +502,102 @@ export class KafkaProducer {
     return done;
   }
 
-  /** Hands over messages that waited for room, oldest first, until the queue is full again or `until`. */
+  /**
+   * Hands over messages that waited for room, oldest first, until the queue is full again or `until`. A stretch
+   * of one batch's messages for one partition goes in one rd_kafka_produce_batch call, as produceBatch would.
+   */
   #retryWaiting(until: number): void {
     let n = 0;
-    while (this.#waitingHead < this.#waiting.length) {
-      const w = this.#waiting[this.#waitingHead];
-      const code = this.#handOver(w.msg, w.id, w.to);
-      if (code === ERR.QUEUE_FULL) break;
-      this.#waitingHead++;
-      if (code !== 0) this.#reject(w.to, w.id, code, w.msg.topic);
-      if (++n % CLOCK_EVERY === 0 && performance.now() >= until) break;
+    const waiting = this.#waiting;
+    while (this.#waitingHead < waiting.length) {
+      const w = waiting[this.#waitingHead];
+      if (w.to instanceof Batch && !(w.msg.headers?.length || w.msg.timestamp !== undefined)) {
+        const batch = w.to;
+        const start = w.id - batch.firstId;
+        const end = this.#waitingRunEnd(batch, start);
+        const full = this.#handOverRun(batch.messages, start, end, batch.firstId, batch, true);
+        const handed = (full >= 0 ? full : end) - start;
+        this.#waitingHead += handed;
+        n += handed;
+        if (full >= 0) {
+          this.#expireIfDue();
+          break;
+        }
+      } else {
+        if (!this.#handOverOne(w)) {
+          this.#expireIfDue();
+          break;
+        }
+        this.#waitingHead++;
+        n++;
+      }
+      if (n >= CLOCK_EVERY) {
+        n = 0;
+        if (performance.now() >= until) break;
+      }
     }
     if (this.#waitingHead === this.#waiting.length) {
       this.#waiting = [];
       this.#waitingHead = 0;
+      this.#nextExpiry = Infinity;
     } else if (this.#waitingHead > 1024 && this.#waitingHead * 2 > this.#waiting.length) {
       this.#waiting = this.#waiting.slice(this.#waitingHead);
       this.#waitingHead = 0;
     }
     this.#notifyIfIdle();
+  }
+
+  /** Hands over one waiting message; false when the queue is full and it goes on waiting. */
+  #handOverOne(w: Waiting): boolean {
+    const code = this.#handOver(w.msg, w.id, w.to);
+    if (code === ERR.QUEUE_FULL) return false;
+    if (code !== 0) this.#reject(w.to, w.id, code, w.msg.topic);
+    return true;
+  }
+
+  /**
+   * The end of the stretch of `batch`'s messages from `start` on that waits at the head of the queue, in order,
+   * and that one rd_kafka_produce_batch call can take.
+   */
+  #waitingRunEnd(batch: Batch, start: number): number {
+    const end = this.#runEnd(batch.messages, start);
+    const waiting = this.#waiting;
+    const head = this.#waitingHead;
+    let k = 1;
+    while (start + k < end && head + k < waiting.length && waiting[head + k].to === batch) k++;
+    return start + k;
+  }
+
+  #expireIfDue(): void {
+    const now = performance.now();
+    if (now >= this.#nextExpiry) this.#expireWaiting(now);
+  }
+
+  #wait(msg: Message, id: number, to: Receiver, waitMs: number): void {
+    if (waitMs !== Infinity && this.#waiting.length - this.#waitingHead >= MAX_WAITING) {
+      this.#reject(to, id, ERR.QUEUE_FULL, msg.topic);
+      return;
+    }
+    const deadline = performance.now() + waitMs;
+    if (deadline < this.#nextExpiry) this.#nextExpiry = deadline;
+    this.#waiting.push({ msg, id, to, deadline });
+  }
+
+  /** Fails, with _QUEUE_FULL, the waiting messages whose deadline has passed; the others keep their order. */
+  #expireWaiting(now: number): void {
+    const kept: Waiting[] = [];
+    let next = Infinity;
+    for (let i = this.#waitingHead; i < this.#waiting.length; i++) {
+      const w = this.#waiting[i];
+      if (w.deadline <= now) this.#reject(w.to, w.id, ERR.QUEUE_FULL, w.msg.topic);
+      else {
+        kept.push(w);
+        if (w.deadline < next) next = w.deadline;
+      }
+    }
+    this.#waiting = kept;
+    this.#waitingHead = 0;
+    this.#nextExpiry = next;
   }
 
   #rejectWaiting(): void {
@@ -511,6 +607,7 @@ export class KafkaProducer {
     }
     this.#waiting = [];
     this.#waitingHead = 0;
+    this.#nextExpiry = Infinity;
   }
 
   /** Fails, as purged, what librdkafka did not report after a purge (so no promise is left hanging). */

@@ -41,6 +41,8 @@ export class Facade implements ProducerFacade {
   readonly #alwaysTopics: Set<string>;
   readonly #disableTopics: Set<string>;
   readonly #walMaxBytes: number;
+  /** How long a message that may be spooled waits for room in a full librdkafka queue. */
+  readonly #fullQueueWaitMs: number;
   /** WAL bytes promised to messages in librdkafka that would be spooled if their delivery failed. */
   #reservedWalBytes = 0;
   /** Spools started by failed deliveries; awaited before the WAL closes. */
@@ -58,6 +60,7 @@ export class Facade implements ProducerFacade {
     this.#alwaysTopics = new Set(config.producer.wal.alwaysTopics);
     this.#disableTopics = new Set(config.producer.wal.disableTopics);
     this.#walMaxBytes = config.producer.wal.maxBytes;
+    this.#fullQueueWaitMs = config.producer.fullQueueWaitMs;
     const max = Number(config.kafka["message.max.bytes"] ?? DEFAULT_MAX_MESSAGE_BYTES);
     this.maxMessageBytes = Number.isFinite(max) && max > 0 ? max : DEFAULT_MAX_MESSAGE_BYTES;
   }
@@ -237,12 +240,15 @@ export class Facade implements ProducerFacade {
     const { sends, how } = plan;
     const reported: Promise<void>[] = [];
     for (let start = 0; start < sends.length;) {
-      // Only a topic that may use the WAL spools a full queue instead of waiting (as in #produceToKafka).
-      const waitWhenFull = how[sends[start]] !== SEND_SPOOLABLE;
+      // Only a topic that may use the WAL spools a full queue after a bounded wait (as in #produceToKafka).
+      const spoolable = how[sends[start]] === SEND_SPOOLABLE;
       let end = start + 1;
-      while (end < sends.length && (how[sends[end]] !== SEND_SPOOLABLE) === waitWhenFull) end++;
+      while (end < sends.length && (how[sends[end]] === SEND_SPOOLABLE) === spoolable) end++;
       const indices = sends.slice(start, end);
-      const delivery = this.#producer.produceBatch(indices.map((i) => plan.messages[i]), { waitWhenFull });
+      const delivery = this.#producer.produceBatch(
+        indices.map((i) => plan.messages[i]),
+        spoolable ? { fullQueueWaitMs: this.#fullQueueWaitMs } : undefined,
+      );
       reported.push(
         delivery.then((outcomes) => this.#reported(plan, indices, outcomes)).catch((err) => {
           log("error", "produce batch: handling delivery reports failed", { error: err });
@@ -503,7 +509,10 @@ export class Facade implements ProducerFacade {
       }
       this.#reservedWalBytes += reserved;
     }
-    const delivery = this.#producer.produce(message, { waitWhenFull: !walAllowed });
+    const delivery = this.#producer.produce(
+      message,
+      walAllowed ? { fullQueueWaitMs: this.#fullQueueWaitMs } : undefined,
+    );
     const outcome = delivery.then(
       (d): ProduceResult => {
         this.#reservedWalBytes -= reserved;

@@ -25,6 +25,8 @@ export interface FacadeRigOptions {
   kafka?: Record<string, string>;
   /** @default {60000} */
   breakerTimeoutMs?: number;
+  /** producer.full_queue_wait. @default {1000} */
+  fullQueueWaitMs?: number;
 }
 
 /**
@@ -35,6 +37,7 @@ export async function facadeRig(opts: FacadeRigOptions = {}): Promise<FacadeRig>
   const config = defaultConfig();
   config.producer.wal = { ...config.producer.wal, inMemory: true, ...opts.wal };
   config.kafka = { ...MOCK_KAFKA, ...opts.kafka };
+  config.producer.fullQueueWaitMs = opts.fullQueueWaitMs ?? config.producer.fullQueueWaitMs;
   const { wal, storage } = await openFaultyWal(null, { maxBytes: config.producer.wal.maxBytes });
   const breaker = new Breaker({
     fails: 5,

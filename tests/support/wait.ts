@@ -26,3 +26,19 @@ export async function waitFor(
     await delay(intervalMs);
   }
 }
+
+/**
+ * Resolves as `promise` does, or throws after `timeoutMs` naming `what`: a test fails instead of hanging.
+ * @example const outcomes = await within("the batches' reports", Promise.all(batches), 20_000);
+ */
+export async function within<T>(what: string, promise: Promise<T>, timeoutMs = 60_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
