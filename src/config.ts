@@ -5,7 +5,7 @@
 import { parse } from "yaml";
 import { BROKERS, Key, KEYS, SCHEMA, type Values } from "./config_keys.ts";
 import { describe } from "./config_values.ts";
-import { isLevel, LEVELS, log } from "./log.ts";
+import { isLevel, LEVELS, log, redactInLogs } from "./log.ts";
 
 export type { WalMode } from "./config_keys.ts";
 
@@ -183,6 +183,9 @@ function buildKafka(entries: Map<string, Entry>, brokers: string[]): Record<stri
       throw new ConfigError(`config: ${key}: ${errorText(err)}${fromText(entry)}`);
     }
   }
+  for (const [property, value] of Object.entries(kafka)) {
+    if (isSecretProperty(property)) redactInLogs(value);
+  }
   const joined = brokers.join(",");
   const explicit = kafka["bootstrap.servers"];
   if (explicit === undefined) {
@@ -194,6 +197,16 @@ function buildKafka(entries: Map<string, Entry>, brokers: string[]): Record<stri
     });
   }
   return kafka;
+}
+
+/**
+ * Whether a librdkafka property holds a secret (the ones librdkafka itself redacts: `sasl.password`,
+ * `ssl.key.password`, `ssl.keystore.password`, `ssl.key.pem`, `sasl.oauthbearer.config`, client secrets and
+ * private key passphrases). Their values never appear in a log line.
+ */
+export function isSecretProperty(property: string): boolean {
+  return /password|secret|passphrase|(^|\.)key\.pem$/.test(property) ||
+    property === "sasl.oauthbearer.config";
 }
 
 function toKafkaValue(value: unknown): string {

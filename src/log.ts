@@ -1,4 +1,4 @@
-/** Structured logging: one JSON object per line on stderr. Never log message payloads. */
+/** Structured logging: one JSON object per line on stderr. Never log message payloads or secrets. */
 
 export type Level = "debug" | "info" | "warn" | "error";
 
@@ -29,9 +29,29 @@ export function log(level: Level, msg: string, fields: Record<string, unknown> =
   console.error(line);
 }
 
+/** Values that no log line may show (passwords, private keys), longest first so that none is left in part. */
+let secrets: string[] = [];
+
+/**
+ * Makes every later log line show `[redacted]` wherever `secret` would appear, in the message and in any string
+ * field, however it got there (an error text, a librdkafka log line). The config registers its secret values.
+ */
+export function redactInLogs(secret: string): void {
+  if (secret === "" || secrets.includes(secret)) return;
+  secrets = [...secrets, secret].sort((a, b) => b.length - a.length);
+}
+
+function redact(text: string): string {
+  for (const secret of secrets) {
+    if (text.includes(secret)) text = text.replaceAll(secret, "[redacted]");
+  }
+  return text;
+}
+
 function jsonSafe(_key: string, value: unknown): unknown {
+  if (typeof value === "string") return secrets.length === 0 ? value : redact(value);
   if (typeof value === "bigint") return value.toString();
-  if (value instanceof Error) return value.message;
+  if (value instanceof Error) return jsonSafe(_key, value.message);
   return value;
 }
 

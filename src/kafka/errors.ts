@@ -30,6 +30,10 @@ export const ERR = {
   PURGE_QUEUE: -152,
   /** Local: the producer raised a fatal error; it can produce no more. */
   FATAL: -150,
+  /** Local: SASL authentication failed (user, password or mechanism refused). */
+  AUTHENTICATION: -169,
+  /** Local: TLS failed (handshake, certificate verification, hostname mismatch). */
+  SSL: -181,
 } as const;
 
 /** Whether `err` is librdkafka's local "queue full". */
@@ -40,6 +44,11 @@ export function isQueueFull(err: unknown): boolean {
 /** Whether `err` says every broker is down. */
 export function isAllBrokersDown(err: unknown): boolean {
   return err instanceof KafkaError && err.code === ERR.ALL_BROKERS_DOWN;
+}
+
+/** Whether `code` says the credentials or certificates are refused: retrying will not help, an operator must act. */
+export function isSecurityFailure(code: number): boolean {
+  return code === ERR.AUTHENTICATION || code === ERR.SSL;
 }
 
 /** Whether a message that failed with `code` may be sent again later (e.g. from the WAL). */

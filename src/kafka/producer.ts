@@ -13,7 +13,7 @@ import {
   librdkafkaVersion as versionGauge,
   topicLabel,
 } from "../metrics.ts";
-import { ERR, isRetryable, KafkaError } from "./errors.ts";
+import { ERR, isRetryable, isSecurityFailure, KafkaError } from "./errors.ts";
 import {
   type DeliveryReport,
   EVENT_DR,
@@ -636,7 +636,8 @@ export class KafkaProducer {
       `kafka: ${cause.reason} (${name})`,
       isRetryable(cause.code),
     );
-    log(e.fatal ? "error" : "warn", "kafka error", {
+    // Refused credentials or certificates do not heal by themselves, unlike a broker that is away.
+    log(e.fatal || isSecurityFailure(cause.code) ? "error" : "warn", "kafka error", {
       producer_id: this.id,
       code: cause.code,
       error: name,

@@ -1,4 +1,5 @@
 import { waitFor } from "../support/wait.ts";
+import { type KeyPair, keystorePem } from "./certs.ts";
 import { runCommand } from "./command.ts";
 
 /** Options for {@linkcode startBroker}. */
@@ -11,6 +12,37 @@ export interface BrokerOptions {
   port?: number;
   /** `num.partitions` for auto-created topics (default 1). */
   partitions?: number;
+  /** TLS, and SASL over it, on the CLIENT listener (default: PLAINTEXT). */
+  security?: ListenerSecurity;
+  /**
+   * More client listeners on free loopback ports, by name (upper case, e.g. `TLS`), each with its own
+   * protocol and certificate; {@linkcode Broker.address} gives their host:port. INTERNAL and CONTROLLER stay
+   * plaintext.
+   */
+  listeners?: Record<string, ListenerSecurity>;
+  /** Users that SASL_SSL listeners accept (default: none). */
+  users?: SaslUsers;
+}
+
+/** How a client listener speaks: TLS with the broker's own certificate, optionally SASL inside it. */
+export interface ListenerSecurity {
+  /** `SSL`, or `SASL_SSL` with the mechanisms SCRAM-SHA-512 and PLAIN. */
+  protocol: "SSL" | "SASL_SSL";
+  /** The broker's key (unencrypted PKCS#8) and certificate for this listener. */
+  keyPair: KeyPair;
+  /** A CA file: clients must then present a certificate it signed (`ssl.client.auth=required`). */
+  clientCa?: string;
+}
+
+/** SASL users by name, with their passwords. */
+export interface SaslUsers {
+  /**
+   * SCRAM-SHA-512 credentials, written into the cluster metadata when storage is formatted. librdkafka before
+   * 2.6.1 cannot log in with them: Kafka 4.x refuses its SCRAM final message.
+   */
+  scram?: Record<string, string>;
+  /** PLAIN users, listed in each SASL_SSL listener's JAAS config. */
+  plain?: Record<string, string>;
 }
 
 const READY_TIMEOUT_MS = 60_000;
@@ -39,17 +71,33 @@ export class Broker implements AsyncDisposable {
   /** Real port of the client listener (what a proxy in front of the broker targets). */
   readonly port: number;
   readonly #libs: string;
+  readonly #extra: ReadonlyMap<string, number>;
   #child: Deno.ChildProcess | null = null;
   #exited: Promise<Deno.CommandStatus> | null = null;
   #exitCode: number | null = null;
 
-  constructor(dir: string, port: number, internalPort: number, advertised: string, libs: string) {
+  constructor(
+    dir: string,
+    port: number,
+    internalPort: number,
+    advertised: string,
+    libs: string,
+    extraPorts: ReadonlyMap<string, number> = new Map(),
+  ) {
     this.dir = dir;
     this.port = port;
     this.bootstrap = advertised;
     this.directBootstrap = `127.0.0.1:${internalPort}`;
     this.logPath = `${dir}/broker.log`;
     this.#libs = libs;
+    this.#extra = extraPorts;
+  }
+
+  /** host:port of a listener given in {@linkcode BrokerOptions.listeners}. */
+  address(listener: string): string {
+    const port = this.#extra.get(listener);
+    if (port === undefined) throw new Error(`kafka broker ${this.bootstrap}: no listener ${listener}`);
+    return `127.0.0.1:${port}`;
   }
 
   /** True while the broker process is running (false after stop() or a crash). */
@@ -210,6 +258,14 @@ export class Broker implements AsyncDisposable {
  *
  * @example
  * await using broker = await startBroker({ partitions: 3 });
+ * @example
+ * // CLIENT on SASL_SSL, one more listener on SSL (certificates from ./certs.ts)
+ * await using broker = await startBroker({
+ *   security: { protocol: "SASL_SSL", keyPair },
+ *   listeners: { TLS: { protocol: "SSL", keyPair } },
+ *   users: { scram: { alice: "alice-secret" }, plain: { bob: "bob-secret" } },
+ * });
+ * broker.address("TLS"); // "127.0.0.1:<port>"
  */
 export async function startBroker(opts: BrokerOptions = {}): Promise<Broker> {
   const libs = await kafkaLibs();
@@ -219,21 +275,34 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<Broker> {
     const internalPort = freePort();
     const controllerPort = freePort();
     const advertised = `${opts.advertisedHost ?? "127.0.0.1"}:${opts.advertisedPort ?? port}`;
-    const broker = new Broker(dir, port, internalPort, advertised, libs);
+    const extra = Object.entries(opts.listeners ?? {}).map(([name, security]) => ({
+      name,
+      port: freePort(),
+      security,
+    }));
+    const extraPorts = new Map(extra.map((l) => [l.name, l.port]));
+    const broker = new Broker(dir, port, internalPort, advertised, libs, extraPorts);
+    const clients: ClientListener[] = [
+      { name: "CLIENT", port, advertised, security: opts.security },
+      ...extra.map((l) => ({ ...l, advertised: `127.0.0.1:${l.port}` })),
+    ];
+    for (const l of clients) {
+      if (l.security) await keystorePem(l.security.keyPair, keystorePath(dir, l.name));
+    }
     await Deno.writeTextFile(
       `${dir}/server.properties`,
       serverProperties({
         dir,
-        port,
+        clients,
         internalPort,
         controllerPort,
-        advertised,
         partitions: opts.partitions ?? 1,
+        plainUsers: opts.users?.plain ?? {},
       }),
     );
     await Deno.writeTextFile(`${dir}/log4j2.properties`, log4jProperties("INFO", "SYSTEM_OUT"));
     await Deno.writeTextFile(`${dir}/tools-log4j2.properties`, log4jProperties("WARN", "SYSTEM_ERR"));
-    await formatStorage(dir, libs);
+    await formatStorage(dir, libs, opts.users?.scram ?? {});
     await broker.start();
     return broker;
   } catch (e) {
@@ -250,24 +319,45 @@ export function freePort(): number {
   return port;
 }
 
+/** A listener that clients use: CLIENT, or one of BrokerOptions.listeners. */
+interface ClientListener {
+  name: string;
+  port: number;
+  advertised: string;
+  security?: ListenerSecurity;
+}
+
 interface ServerConfig {
   dir: string;
-  port: number;
+  clients: ClientListener[];
   internalPort: number;
   controllerPort: number;
-  advertised: string;
   partitions: number;
+  plainUsers: Record<string, string>;
 }
 
 function serverProperties(c: ServerConfig): string {
+  const listeners = [
+    ...c.clients.map((l) => `${l.name}://127.0.0.1:${l.port}`),
+    `INTERNAL://127.0.0.1:${c.internalPort}`,
+    `CONTROLLER://127.0.0.1:${c.controllerPort}`,
+  ];
+  const advertised = [
+    ...c.clients.map((l) => `${l.name}://${l.advertised}`),
+    `INTERNAL://127.0.0.1:${c.internalPort}`,
+  ];
+  const protocols = [
+    ...c.clients.map((l) => `${l.name}:${l.security?.protocol ?? "PLAINTEXT"}`),
+    "INTERNAL:PLAINTEXT",
+    "CONTROLLER:PLAINTEXT",
+  ];
   const props: Record<string, string | number | boolean> = {
     "process.roles": "broker,controller",
     "node.id": 1,
     "controller.quorum.voters": `1@127.0.0.1:${c.controllerPort}`,
-    "listeners":
-      `CLIENT://127.0.0.1:${c.port},INTERNAL://127.0.0.1:${c.internalPort},CONTROLLER://127.0.0.1:${c.controllerPort}`,
-    "advertised.listeners": `CLIENT://${c.advertised},INTERNAL://127.0.0.1:${c.internalPort}`,
-    "listener.security.protocol.map": "CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "listeners": listeners.join(","),
+    "advertised.listeners": advertised.join(","),
+    "listener.security.protocol.map": protocols.join(","),
     "controller.listener.names": "CONTROLLER",
     "inter.broker.listener.name": "INTERNAL",
     "log.dirs": `${c.dir}/data`,
@@ -290,7 +380,45 @@ function serverProperties(c: ServerConfig): string {
     "background.threads": 2,
     "log.cleaner.enable": false,
   };
+  for (const l of c.clients) {
+    if (l.security) Object.assign(props, securityProperties(c.dir, l.name, l.security, c.plainUsers));
+  }
   return Object.entries(props).map(([k, v]) => `${k}=${v}`).join("\n") + "\n";
+}
+
+/** Per-listener TLS (a PEM keystore: key, then certificate, in one file) and SASL settings. */
+function securityProperties(
+  dir: string,
+  name: string,
+  security: ListenerSecurity,
+  plainUsers: Record<string, string>,
+): Record<string, string> {
+  const prefix = `listener.name.${name.toLowerCase()}`;
+  const props: Record<string, string> = {
+    [`${prefix}.ssl.keystore.type`]: "PEM",
+    [`${prefix}.ssl.keystore.location`]: keystorePath(dir, name),
+  };
+  if (security.clientCa !== undefined) {
+    props[`${prefix}.ssl.client.auth`] = "required";
+    props[`${prefix}.ssl.truststore.type`] = "PEM";
+    props[`${prefix}.ssl.truststore.location`] = security.clientCa;
+  }
+  if (security.protocol === "SASL_SSL") {
+    const plain = Object.entries(plainUsers).map(([user, password]) => ` user_${user}="${password}"`).join(
+      "",
+    );
+    props[`${prefix}.sasl.enabled.mechanisms`] = "SCRAM-SHA-512,PLAIN";
+    props[`${prefix}.scram-sha-512.sasl.jaas.config`] =
+      "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+    props[`${prefix}.plain.sasl.jaas.config`] =
+      `org.apache.kafka.common.security.plain.PlainLoginModule required${plain};`;
+  }
+  return props;
+}
+
+/** The listener's PEM keystore in the broker's dir. */
+function keystorePath(dir: string, listener: string): string {
+  return `${dir}/${listener.toLowerCase()}-keystore.pem`;
 }
 
 function log4jProperties(level: string, target: string): string {
@@ -306,7 +434,11 @@ function log4jProperties(level: string, target: string): string {
   ].join("\n");
 }
 
-async function formatStorage(dir: string, libs: string): Promise<void> {
+async function formatStorage(dir: string, libs: string, scramUsers: Record<string, string>): Promise<void> {
+  const scram = Object.entries(scramUsers).flatMap(([user, password]) => [
+    "--add-scram",
+    `SCRAM-SHA-512=[name=${user},password=${password}]`,
+  ]);
   const r = await runCommand(javaBinary(), [
     ...TOOL_JAVA_OPTS,
     `-Dlog4j2.configurationFile=${dir}/tools-log4j2.properties`,
@@ -318,6 +450,7 @@ async function formatStorage(dir: string, libs: string): Promise<void> {
     clusterId(),
     "--config",
     `${dir}/server.properties`,
+    ...scram,
   ], { timeoutMs: TOOL_TIMEOUT_MS });
   if (r.code !== 0) {
     const out = new TextDecoder().decode(r.stdout);

@@ -19,6 +19,8 @@ export interface Service extends AsyncDisposable {
   readonly grpc: string;
   readonly monitoring: string;
   readonly logPath: string;
+  /** Where the service's stdout goes (it writes nothing there while it serves). */
+  readonly stdoutPath: string;
   readonly configPath: string;
   /** Sends a signal; resolves when the process has exited, with its exit code. */
   stop(signal?: Deno.Signal): Promise<number>;
@@ -49,24 +51,18 @@ export async function startService(
   const configPath = `${dir}/config.yaml`;
   await Deno.writeTextFile(configPath, stringify(full));
   const logPath = `${dir}/service-${Date.now()}.log`;
-  const logFile = await Deno.open(logPath, { write: true, create: true, append: true });
+  const stdoutPath = `${logPath}.stdout`;
   const child = new Deno.Command(DENO, {
     args: ["run", "--allow-all", MAIN, "-config", configPath],
     env: { KA_LOG_LEVEL: "info", ...opts.env },
     stdin: "null",
-    stdout: "null",
+    stdout: "piped",
     stderr: "piped",
   }).spawn();
   // The service logs on stderr only. Written chunk by chunk so that tests can read the log while it runs.
-  const pump = (async () => {
-    try {
-      for await (const chunk of child.stderr) await logFile.write(chunk);
-    } finally {
-      logFile.close();
-    }
-  })();
+  const pumps = [pump(child.stderr, logPath), pump(child.stdout, stdoutPath)];
   const exited = child.status.then(async (s) => {
-    await pump.catch(() => {});
+    await Promise.allSettled(pumps);
     return s.code;
   });
   const kill = (sig: Deno.Signal) => {
@@ -81,6 +77,7 @@ export async function startService(
     grpc: String(server.grpc.listen),
     monitoring,
     logPath,
+    stdoutPath,
     configPath,
     exited,
     signal: (sig) => child.kill(sig),
@@ -118,6 +115,16 @@ export async function startService(
     throw new Error(`${(err as Error).message}:\n${await Deno.readTextFile(logPath)}`);
   }
   return svc;
+}
+
+/** Appends a stream to a file as it arrives. */
+async function pump(stream: ReadableStream<Uint8Array>, path: string): Promise<void> {
+  const file = await Deno.open(path, { write: true, create: true, append: true });
+  try {
+    for await (const chunk of stream) await file.write(chunk);
+  } finally {
+    file.close();
+  }
 }
 
 /** Whether GET /healthz answers 200; false while nothing listens yet. */
