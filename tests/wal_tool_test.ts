@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { stringify } from "yaml";
 import type { Message } from "../src/message.ts";
 import { encodeRecordLine } from "../src/wal/record_line.ts";
+import { exportedRecord } from "../src/wal_tool/export.ts";
 import { openWal } from "../src/wal/wal.ts";
 import { freePort, startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
@@ -166,6 +167,27 @@ Deno.test("wal tool: verify is 0 on a healthy WAL, 3 on a flipped byte and names
   assert.equal(stats.records, 65);
 });
 
+Deno.test("wal tool: verify names an incomplete last line (a crash mid-write) but calls the WAL healthy", async () => {
+  await using dir = await tempDir("ka-waltool-");
+  const walDir = `${dir.path}/wal`;
+  await writeBacklog(walDir);
+  const config = await writeConfig(dir.path, walDir);
+  const last = (await segmentFiles(walDir)).at(-1)!;
+  const lines = (await Deno.readTextFile(`${walDir}/${last}`)).split("\n").length - 1;
+  await Deno.writeTextFile(`${walDir}/${last}`, `{"id":999,"writtenAt":17`, { append: true });
+
+  const r = await wal(["verify", "-config", config]);
+  assert.equal(r.code, 0, r.out + r.err);
+  const segment = last.replace(".wal", "");
+  assert.match(
+    r.out,
+    new RegExp(`^wal: segment ${segment}: incomplete last line ${lines + 1} \\(cut off`, "m"),
+  );
+  const stats = JSON.parse((await wal(["stats", "-config", config, "--json"])).out);
+  assert.equal(stats.torn, 1);
+  assert.equal(stats.records, 66);
+});
+
 Deno.test("wal tool: export prints every record waiting, in the batch record shape, oldest first", async () => {
   await using dir = await tempDir("ka-waltool-");
   const walDir = `${dir.path}/wal`;
@@ -188,6 +210,20 @@ Deno.test("wal tool: export prints every record waiting, in the batch record sha
   assert.equal(only.code, 0, only.err);
   const audit = only.out.trimEnd().split("\n").map((l) => JSON.parse(l));
   assert.deepEqual(audit, expected.filter((o) => o.topic === "audit"));
+});
+
+Deno.test("wal tool: export keeps headers that are not an object of strings exactly, as headers_b64", () => {
+  const base = { id: 1, writtenAt: 0, topic: "t", value: encoder.encode("v") };
+  const binary = exportedRecord({ ...base, headers: [["h", new Uint8Array([0xff, 0x00])]] });
+  assert.deepEqual(binary.headers_b64, [["h", "/wA="]]);
+  assert.equal(binary.headers, undefined);
+  const repeated = exportedRecord({
+    ...base,
+    headers: [["h", encoder.encode("1")], ["h", encoder.encode("2")]],
+  });
+  assert.deepEqual(repeated.headers_b64, [["h", "MQ=="], ["h", "Mg=="]]);
+  const text = exportedRecord({ ...base, key: null, headers: [["a", encoder.encode("é")]], timestamp: 5 });
+  assert.deepEqual(text, { topic: "t", value_b64: "dg==", headers: { a: "é" }, timestamp: 5 });
 });
 
 Deno.test("wal tool: bad command lines and configs without a WAL on disk exit 2 with one reason", async () => {
