@@ -191,9 +191,32 @@ install_grpc_test_tools() {
 }
 # ---- end of gRPC hostile-peer test tools ---------------------------------------------------------------------
 
+# ---- schemathesis (tests/schemathesis_test.ts) ---------------------------------------------------------------
+# Pinned, in a venv under .tools: Debian's Python refuses pip installs outside one. Skipped when already there.
+SCHEMATHESIS_VERSION=4.32.5
+
+install_schemathesis() {
+  local venv="$TOOLS/schemathesis-venv"
+  if [ -x "$venv/bin/st" ] && [ "$("$venv/bin/st" --version 2>/dev/null | awk '{print $3}')" = "$SCHEMATHESIS_VERSION" ]; then
+    return 0
+  fi
+  if ! /usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+    [ "$(id -u)" -eq 0 ] || die "missing Debian package python3-venv (run as root or: sudo apt-get install python3-venv)"
+    local apt_log="$TOOLS/apt-venv.log"
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv; } \
+      >"$apt_log" 2>&1 || die_with_log "$apt_log" "apt-get install python3-venv failed"
+  fi
+  local log="$TOOLS/pip-schemathesis.log"
+  rm -rf "$venv"
+  { /usr/bin/python3 -m venv "$venv" && "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"; } \
+    >"$log" 2>&1 || die_with_log "$log" "pip install schemathesis==$SCHEMATHESIS_VERSION failed"
+}
+# ---- end of schemathesis -------------------------------------------------------------------------------------
+
 mkdir -p "$TOOLS"
 install_debian_packages
 install_deno
 [ "$RUNTIME_ONLY" = true ] || install_kafka_libs
 [ "$RUNTIME_ONLY" = true ] || install_grpc_test_tools
+[ "$RUNTIME_ONLY" = true ] || install_schemathesis
 cache_npm_dependencies

@@ -4,9 +4,11 @@ import { checkKafkaConfig, librdkafkaVersion } from "./kafka/producer.ts";
 import { log } from "./log.ts";
 import { type Service, startService } from "./service.ts";
 import { VERSION } from "./version.ts";
+import { runWalTool } from "./wal_tool/cli.ts";
 
 const USAGE = `usage: kafka-ambassador -config PATH [--check-config]
-       kafka-ambassador --version`;
+       kafka-ambassador --version
+       kafka-ambassador wal stats|verify|export|replay -config PATH (see: kafka-ambassador wal --help)`;
 
 interface Args {
   configPath?: string;
@@ -89,4 +91,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) Deno.exit(Deno.args[0] === "wal" ? await runWalTool(Deno.args.slice(1)) : await main());

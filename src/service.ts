@@ -20,6 +20,7 @@ import { startHttpServer } from "./server/http.ts";
 import type { Listener } from "./server/listener.ts";
 import { startMonitoringServer } from "./server/monitoring.ts";
 import { VERSION } from "./version.ts";
+import { lockWalDirectory, type WalLock } from "./wal/lock.ts";
 import { openWal, type Wal } from "./wal/wal.ts";
 
 /** A running service. Disposing of it stops it. */
@@ -70,6 +71,9 @@ export async function startService(config: Config): Promise<Service> {
 }
 
 async function wire(config: Config, started: Array<() => Promise<unknown> | unknown>): Promise<Service> {
+  // Taken before the WAL is opened (recovery writes to it), held until it is closed.
+  const walLock = await step("wal", () => lockConfiguredWal(config));
+  if (walLock) started.push(() => walLock.release());
   const wal = await step("wal", () => openConfiguredWal(config));
   if (wal) started.push(() => wal.close());
 
@@ -208,6 +212,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     );
     const walRecords = wal?.stats().records ?? 0;
     await wal?.close();
+    walLock?.release();
     breaker.close();
     await bounded(monitoringServer?.shutdown(), LISTENER_GRACE_MS, "monitoring still had requests open");
     log("info", "stopped", { all_delivered: allDelivered, wal_records: walRecords });
@@ -226,6 +231,12 @@ async function step<T>(part: string, start: () => T | Promise<T>): Promise<T> {
     const message = err instanceof Error ? err.message : String(err);
     throw new Error(message.startsWith(part) ? message : `${part}: ${message}`);
   }
+}
+
+/** One process at a time may use a WAL directory: the lock says "in use by another process" otherwise. */
+async function lockConfiguredWal(config: Config): Promise<WalLock | null> {
+  const { mode, inMemory, path } = config.producer.wal;
+  return mode === "disable" || inMemory ? null : await lockWalDirectory(path);
 }
 
 async function openConfiguredWal(config: Config): Promise<Wal | null> {

@@ -7,6 +7,7 @@ import { ProduceError, type ProduceResult, type ProducerFacade } from "../produc
 import { batchReply, type RecordOutcome } from "./batch_reply.ts";
 import type { Listener, ListenerOptions } from "./listener.ts";
 import { LineProblem, parseNdjson, TOO_MANY_RECORDS } from "./ndjson.ts";
+import { OPENAPI_ROUTE, openapiReply } from "./openapi.ts";
 import { ackProblem, parseAck, parseContentLength, parsePartition, partitionProblem } from "./params.ts";
 import { type Refusal, refusalOf } from "./refusal.ts";
 import { notAllowed, plain, serveHttp, TEXT_PLAIN } from "./reply.ts";
@@ -129,6 +130,9 @@ class HttpHandler {
     } else if (path === ROUTE_TOPICS) {
       route = ROUTE_TOPICS;
       res = req.method === "GET" ? await this.#listTopics() : notAllowed("GET");
+    } else if (path === OPENAPI_ROUTE) {
+      route = OPENAPI_ROUTE;
+      res = req.method === "GET" ? openapiReply() : notAllowed("GET");
     } else {
       res = plain(404, "not found");
     }

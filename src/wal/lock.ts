@@ -1,0 +1,56 @@
+/**
+ * The lock of a WAL directory: an exclusive advisory lock (flock) on `<dir>/LOCK`, held by the one process that
+ * uses the WAL, the service or the `wal` tool. The kernel drops it when the process exits, however it exits, so a
+ * killed process never leaves a stale lock behind; the LOCK file itself stays and means nothing on its own.
+ * @example
+ * using _lock = await lockWalDirectory("/var/lib/ka/wal");
+ */
+
+/** The lock file's name inside the WAL directory. */
+export const LOCK_FILE = "LOCK";
+
+/** Thrown when another process holds the WAL directory. */
+export class WalInUseError extends Error {
+  constructor(readonly dir: string) {
+    super(`wal: ${dir} is in use by another process`);
+    this.name = "WalInUseError";
+  }
+}
+
+/** A held lock; disposing of it (or exiting) releases it. */
+export interface WalLock extends Disposable {
+  release(): void;
+}
+
+/**
+ * Takes the lock of `dir` without waiting, creating the directory (0700, as the WAL would) when missing.
+ * Throws WalInUseError when another process holds it, or an Error naming the directory when it cannot be used.
+ */
+export async function lockWalDirectory(dir: string): Promise<WalLock> {
+  let file: Deno.FsFile;
+  try {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    file = await Deno.open(`${dir}/${LOCK_FILE}`, { read: true, write: true, create: true, mode: 0o600 });
+  } catch (err) {
+    throw new Error(`wal: directory ${dir}: cannot create ${LOCK_FILE}: ${(err as Error).message}`);
+  }
+  let locked: boolean;
+  try {
+    locked = await file.tryLock(true);
+  } catch (err) {
+    file.close();
+    throw new Error(`wal: directory ${dir}: cannot lock ${LOCK_FILE}: ${(err as Error).message}`);
+  }
+  if (!locked) {
+    file.close();
+    throw new WalInUseError(dir);
+  }
+  let held = true;
+  const release = () => {
+    if (!held) return;
+    held = false;
+    // Closing the descriptor drops the flock.
+    file.close();
+  };
+  return { release, [Symbol.dispose]: release };
+}

@@ -1,0 +1,98 @@
+/**
+ * `wal replay`: a one-shot drain of the WAL into Kafka, for a stopped service. Records go oldest first through
+ * a librdkafka producer built from the same config; each is acked in the WAL once Kafka acknowledged it, as the
+ * service's replay does. It stops when the WAL is empty, when Kafka fails a record in a way that a retry may
+ * cure (broker down, timeout: the record stays), or when nothing was acknowledged for `idleTimeoutMs`. A record
+ * that Kafka refuses for good (unknown topic, too large) stays in the WAL too, and the run goes on with the rest.
+ */
+import type { Config } from "../config.ts";
+import { isAllBrokersDown, type KafkaError } from "../kafka/errors.ts";
+import { KafkaProducer } from "../kafka/producer.ts";
+import { openWal } from "../wal/wal.ts";
+import { EXIT } from "./exit.ts";
+import { Progress } from "./progress.ts";
+
+/** Records checked out and handed to librdkafka at a time. */
+const CHUNK = 2000;
+
+export async function replayCommand(config: Config, opts: { idleTimeoutMs: number }): Promise<number> {
+  const { path, maxBytes } = config.producer.wal;
+  const wal = await openWal({ path, inMemory: false, maxBytes });
+  const total = wal.pendingCount();
+  if (total === 0) {
+    await wal.close();
+    console.log(`wal replay: ${path}: nothing to replay`);
+    return EXIT.ok;
+  }
+  let stopReason: string | null = null;
+  let producer: KafkaProducer;
+  try {
+    producer = KafkaProducer.open({
+      id: "wal-replay",
+      config: config.kafka,
+      onError: (err) => {
+        if (isAllBrokersDown(err)) stop(err.message);
+      },
+    });
+  } catch (err) {
+    await wal.close();
+    console.error(`wal replay: kafka: ${(err as Error).message}`);
+    return EXIT.failed;
+  }
+  /** Ends the run: in-flight records are purged (their promises reject) and go back to the WAL. */
+  const stop = (reason: string): void => {
+    if (stopReason !== null) return;
+    stopReason = reason;
+    void producer.close(0);
+  };
+
+  const progress = new Progress(total, Deno.stdout.isTerminal());
+  let delivered = 0;
+  /** Refused by Kafka for good: left checked out until the end, so that this run does not send them again. */
+  const kept: number[] = [];
+  let lastAckAt = Date.now();
+  const watchdog = setInterval(() => {
+    if (Date.now() - lastAckAt >= opts.idleTimeoutMs) {
+      stop(`kafka acknowledged nothing for ${Math.round(opts.idleTimeoutMs / 1000)} s`);
+    }
+  }, Math.min(1000, opts.idleTimeoutMs));
+  try {
+    while (stopReason === null) {
+      const records = await wal.checkout(CHUNK);
+      if (records.length === 0) break;
+      await Promise.all(records.map(async (record) => {
+        try {
+          await producer.produce(record);
+          wal.ack(record.id);
+          delivered++;
+          lastAckAt = Date.now();
+        } catch (err) {
+          const kafkaError = err as KafkaError;
+          if (kafkaError.retryable === false) {
+            kept.push(record.id);
+            console.error(`wal replay: record ${record.id} kept: ${kafkaError.message}`);
+          } else {
+            wal.release(record.id);
+            stop(kafkaError.message);
+          }
+        }
+        progress.update(delivered, kept.length);
+      }));
+    }
+  } finally {
+    clearInterval(watchdog);
+    for (const id of kept) wal.release(id);
+    await producer.close(0);
+    progress.finish(delivered, kept.length);
+  }
+  const remaining = wal.stats().records;
+  // Syncs the acks: delivered records are gone for good, also for the next start of the service.
+  await wal.close();
+  if (remaining === 0) {
+    console.log(`wal replay: ${path}: ${delivered} records delivered; the WAL is empty`);
+    return EXIT.ok;
+  }
+  const why = stopReason === null ? "" : ` (stopped: ${stopReason})`;
+  console.error(`wal replay: ${path}: ${delivered} records delivered, ${remaining} remain${why}`);
+  return EXIT.remaining;
+}
