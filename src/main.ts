@@ -1,5 +1,6 @@
 /** kafka-ambassador: the command line, the signals and the exit codes; src/service.ts does the rest. */
 import { type Config, ConfigError, loadConfig } from "./config.ts";
+import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, librdkafkaVersion } from "./kafka/producer.ts";
 import { log } from "./log.ts";
 import { type Service, startService } from "./service.ts";
@@ -37,14 +38,18 @@ export function parseArgs(argv: string[]): Args {
   return args;
 }
 
-/** Exit codes: 0 after a clean stop, 1 when the service cannot start, 2 for a bad command line or config. */
+/**
+ * Exit codes: 0 after a clean stop, 1 when the service cannot start (librdkafka missing included), 2 for a bad
+ * command line or config.
+ */
 async function main(): Promise<number> {
   let args: Args;
   let config: Config;
   try {
     args = parseArgs(Deno.args);
+    const librdkafka = librdkafkaVersion(); // loads the library first: without it nothing else can run
     if (args.version) {
-      console.log(`kafka-ambassador ${VERSION} (librdkafka ${librdkafkaVersion()})`);
+      console.log(`kafka-ambassador ${VERSION} (librdkafka ${librdkafka})`);
       return 0;
     }
     if (!args.configPath) throw new ConfigError(`no config file given\n${USAGE}`);
@@ -57,6 +62,10 @@ async function main(): Promise<number> {
       );
     }
   } catch (err) {
+    if (err instanceof LibraryLoadError) {
+      log("error", err.message);
+      return 1;
+    }
     if (!(err instanceof ConfigError)) throw err;
     log("error", err.message);
     return 2;
