@@ -37,7 +37,13 @@ export interface Service extends AsyncDisposable {
  */
 export async function startService(
   config: Record<string, unknown>,
-  opts: { dir?: string; env?: Record<string, string>; readyTimeoutMs?: number } = {},
+  opts: {
+    dir?: string;
+    env?: Record<string, string>;
+    readyTimeoutMs?: number;
+    /** The command line that runs the service, given the config path (default: `deno run` of src/main.ts). */
+    command?: (configPath: string) => { cmd: string; args: string[]; cwd?: string };
+  } = {},
 ): Promise<Service> {
   const dir = opts.dir ?? await ownTempDir();
   const full = structuredClone(config) as Record<string, Record<string, unknown>>;
@@ -50,8 +56,11 @@ export async function startService(
   await Deno.writeTextFile(configPath, stringify(full));
   const logPath = `${dir}/service-${Date.now()}.log`;
   const logFile = await Deno.open(logPath, { write: true, create: true, append: true });
-  const child = new Deno.Command(DENO, {
-    args: ["run", "--allow-all", MAIN, "-config", configPath],
+  const command = opts.command?.(configPath) ??
+    { cmd: DENO, args: ["run", "--allow-all", MAIN, "-config", configPath] };
+  const child = new Deno.Command(command.cmd, {
+    args: command.args,
+    cwd: command.cwd,
     env: { KA_LOG_LEVEL: "info", ...opts.env },
     stdin: "null",
     stdout: "null",
