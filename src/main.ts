@@ -2,22 +2,26 @@
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, librdkafkaVersion } from "./kafka/producer.ts";
+import { formatHostPort, listenAddress } from "./listen_address.ts";
 import { log } from "./log.ts";
 import { type Service, startService } from "./service.ts";
 import { VERSION } from "./version.ts";
 
-const USAGE = `usage: kafka-ambassador -config PATH [--check-config]
+const USAGE = `usage: kafka-ambassador -config PATH [--check-config | --healthcheck]
        kafka-ambassador --version`;
+/** How long `--healthcheck` waits for /healthz. */
+const HEALTHCHECK_TIMEOUT_MS = 2_000;
 
 interface Args {
   configPath?: string;
   checkOnly: boolean;
+  healthcheck: boolean;
   version: boolean;
 }
 
 /** Parses Go-style (`-config x`) and GNU-style (`--config=x`) flags. */
 export function parseArgs(argv: string[]): Args {
-  const args: Args = { checkOnly: false, version: false };
+  const args: Args = { checkOnly: false, healthcheck: false, version: false };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].replace(/^--?/, "").split(/=(.*)/s, 2);
     switch (flag) {
@@ -27,6 +31,9 @@ export function parseArgs(argv: string[]): Args {
         break;
       case "check-config":
         args.checkOnly = true;
+        break;
+      case "healthcheck":
+        args.healthcheck = true;
         break;
       case "version":
         args.version = true;
@@ -74,6 +81,7 @@ async function main(): Promise<number> {
     console.log(`config ok: ${args.configPath}`);
     return 0;
   }
+  if (args.healthcheck) return await healthcheck(config);
   let service: Service;
   try {
     service = await startService(config);
@@ -96,6 +104,30 @@ async function main(): Promise<number> {
   }
   await service.stop(signal);
   return 0;
+}
+
+/**
+ * `--healthcheck`: exit 0 when the running service's /healthz (on the config's monitoring listener) answers 200,
+ * else 1 with one line. For container health checks in images that have no shell and no curl.
+ */
+async function healthcheck(config: Config): Promise<number> {
+  const listen = config.server.monitoring.listen;
+  if (!listen) {
+    log("error", "healthcheck: server.monitoring.listen is not set");
+    return 1;
+  }
+  const { hostname, port } = listenAddress(listen);
+  const wildcard = hostname === "0.0.0.0" || hostname === "::";
+  const url = `http://${formatHostPort({ hostname: wildcard ? "127.0.0.1" : hostname, port })}/healthz`;
+  try {
+    const reply = await fetch(url, { signal: AbortSignal.timeout(HEALTHCHECK_TIMEOUT_MS) });
+    await reply.body?.cancel();
+    if (reply.ok) return 0;
+    log("error", `healthcheck: ${url} answered ${reply.status}`);
+  } catch (err) {
+    log("error", `healthcheck: ${url}: ${(err as Error).message}`);
+  }
+  return 1;
 }
 
 if (import.meta.main) Deno.exit(await main());
