@@ -168,6 +168,8 @@ export const walUnwrittenBytes = new client.Gauge({
 });
 
 const grpcLabels = ["grpc_type", "grpc_service", "grpc_method"];
+/** Latency buckets of gRPC and HTTP alike, so that their dashboards compare. */
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 export const grpcStarted = new client.Counter({
   name: "grpc_server_started_total",
   help: "RPCs started on the server.",
@@ -196,7 +198,7 @@ export const grpcHandling = new client.Histogram({
   name: "grpc_server_handling_seconds",
   help: "Time from the start of an RPC to its end.",
   labelNames: grpcLabels,
-  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  buckets: LATENCY_BUCKETS,
   registers: r,
 });
 
@@ -204,6 +206,13 @@ export const httpRequests = new client.Counter({
   name: "http_requests_total",
   help: "HTTP requests on the produce listener, by route and status code.",
   labelNames: ["route", "code"],
+  registers: r,
+});
+export const httpDuration = new client.Histogram({
+  name: "http_request_duration_seconds",
+  help: "Time from an HTTP request's arrival on the produce listener to its response (headers), by route.",
+  labelNames: ["route"],
+  buckets: LATENCY_BUCKETS,
   registers: r,
 });
 
