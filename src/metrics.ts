@@ -136,6 +136,12 @@ export const walBytes = new client.Gauge({
   help: "Bytes held by the WAL (segment files, or memory when in_memory).",
   registers: r,
 });
+export const walMaxBytes = new client.Gauge({
+  name: "wal_max_bytes",
+  help:
+    "producer.wal.max_bytes: past it (wal_bytes + wal_unwritten_bytes), requests that need the WAL get 503.",
+  registers: r,
+});
 export const walOldestAge = new client.Gauge({
   name: "wal_oldest_record_age_seconds",
   help: "Age of the oldest record still in the WAL; 0 when empty.",
