@@ -17,8 +17,8 @@ const K8S = `${REPO}deploy/kubernetes/`;
 const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
 /** Past producer.shutdown_timeout, stop() may take up to 5 s + 2 s + 2 s more (docs/architecture.md). */
 const STOP_OVERRUN_S = 9;
-/** Peak RSS measured under load (docs/deploy.md, Sizing). */
-const PEAK_RSS_BYTES = 220e6;
+/** The highest peak RSS measured under load: HTTP batches while Kafka lagged (bench/README.md, Results). */
+const PEAK_RSS_BYTES = 626e6;
 
 // deno-lint-ignore no-explicit-any
 type Doc = any;
