@@ -71,3 +71,26 @@ Deno.test({
     assert.equal(await svc.stop(), 0);
   },
 });
+
+Deno.test({
+  name:
+    "compile: deno task compile builds a binary that runs, or says in one line that denort is out of reach",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using out = await tempDir("ka-compile-");
+    const binary = `${out.path}/kafka-ambassador`;
+    const root = new URL("../", import.meta.url).pathname;
+    const r = await runCommand("bash", [`${root}scripts/compile.sh`, binary], { timeoutMs: 300_000 });
+    if (r.code === 0) {
+      const version = await runCommand(binary, ["--version"], { timeoutMs: 30_000 });
+      assert.equal(version.code, 0, version.stderr);
+      assert.match(new TextDecoder().decode(version.stdout), /^kafka-ambassador \S+ \(librdkafka /);
+      return;
+    }
+    // Deno's download server cannot be reached (as where this was written): one line, no stack trace.
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, /^compile: deno compile could not download its runtime \(\S*denort\S*\)/);
+  },
+});
