@@ -69,6 +69,12 @@ if [ "$LAYER_ONLY" = true ]; then
   # Shared libraries only: no docs, no man pages, no empty plugin directories.
   find "$TARGET" ! -type d ! -name '*.so*' -delete
   find "$TARGET" -mindepth 1 -type d -empty -delete
+  # All under /usr/lib (zlib1g ships in /lib): the loader searches both, and the image's /lib may be a link.
+  if [ -d "$TARGET/lib" ]; then
+    mkdir -p "$TARGET/usr/lib"
+    cp -a "$TARGET/lib/." "$TARGET/usr/lib/"
+    rm -rf "$TARGET/lib"
+  fi
   exit 0
 fi
 
