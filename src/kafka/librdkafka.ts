@@ -141,7 +141,7 @@ function openDefault(): Symbols {
   let besideProblem = "not there";
   try {
     Deno.statSync(beside);
-    return dlopen(beside);
+    return Deno.dlopen(beside, SYMBOLS).symbols;
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) besideProblem = errorText(e);
   }
