@@ -1,5 +1,8 @@
-# Builds the single-binary service. Deno comes from the npm package `deno`, at the version pinned in
-# scripts/setup.sh; `deno compile` fetches its runtime (denort) during the build.
+# The service as one compiled binary on gcr.io/distroless/cc-debian12 (no shell, non-root).
+# Build stage: Deno comes from the npm package `deno`, at the version pinned in scripts/setup.sh; `deno compile`
+# (scripts/compile.sh) fetches its runtime (denort) here, and scripts/rootfs.sh extracts librdkafka and exactly
+# the libraries it links from the Debian 12 packages listed in deploy/runtime-packages.txt.
+# Without Docker, tests/rootfs_test.ts proves this file set: docs/deploy.md.
 FROM node:22-bookworm-slim AS build
 WORKDIR /src
 COPY scripts/setup.sh scripts/setup.sh
@@ -9,22 +12,22 @@ RUN npm install --prefix /opt/deno --no-audit --no-fund --loglevel=error \
  && deno --version
 COPY deno.json deno.lock ./
 RUN deno install
+COPY deploy/ deploy/
+COPY scripts/ scripts/
 COPY src/ src/
 COPY proto/ proto/
-RUN deno compile --allow-all --include proto/ --output /kafka-ambassador src/main.ts
+RUN bash scripts/compile.sh /image/kafka-ambassador \
+ && bash scripts/rootfs.sh --layer /image \
+ && mkdir /wal
 
-FROM debian:12-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends librdkafka1 ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/kafka-ambassador --create-home kafka-ambassador \
- && chmod 0700 /var/lib/kafka-ambassador
-COPY --from=build /kafka-ambassador /kafka-ambassador
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /image/ /
 COPY config/default.yaml /etc/kafka-ambassador/config.yaml
-# The default config keeps its WAL under ./data/wal, relative to this directory.
+# The default config keeps its WAL under ./data/wal, relative to this directory: mount a volume here.
+COPY --from=build --chown=65532:65532 /wal /var/lib/kafka-ambassador
 WORKDIR /var/lib/kafka-ambassador
-USER kafka-ambassador
 VOLUME /var/lib/kafka-ambassador
+USER 65532:65532
 EXPOSE 18080 18282 28080
 ENTRYPOINT ["/kafka-ambassador"]
 CMD ["-config", "/etc/kafka-ambassador/config.yaml"]

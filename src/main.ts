@@ -1,24 +1,29 @@
 /** kafka-ambassador: the command line, the signals and the exit codes; src/service.ts does the rest. */
 import { type Config, ConfigError, loadConfig } from "./config.ts";
+import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, librdkafkaVersion } from "./kafka/producer.ts";
+import { formatHostPort, listenAddress } from "./listen_address.ts";
 import { log } from "./log.ts";
 import { type Service, startService } from "./service.ts";
 import { VERSION } from "./version.ts";
 import { runWalTool } from "./wal_tool/cli.ts";
 
-const USAGE = `usage: kafka-ambassador -config PATH [--check-config]
+const USAGE = `usage: kafka-ambassador -config PATH [--check-config | --healthcheck]
        kafka-ambassador --version
        kafka-ambassador wal stats|verify|export|replay -config PATH (see: kafka-ambassador wal --help)`;
+/** How long `--healthcheck` waits for /healthz. */
+const HEALTHCHECK_TIMEOUT_MS = 2_000;
 
 interface Args {
   configPath?: string;
   checkOnly: boolean;
+  healthcheck: boolean;
   version: boolean;
 }
 
 /** Parses Go-style (`-config x`) and GNU-style (`--config=x`) flags. */
 export function parseArgs(argv: string[]): Args {
-  const args: Args = { checkOnly: false, version: false };
+  const args: Args = { checkOnly: false, healthcheck: false, version: false };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].replace(/^--?/, "").split(/=(.*)/s, 2);
     switch (flag) {
@@ -28,6 +33,9 @@ export function parseArgs(argv: string[]): Args {
         break;
       case "check-config":
         args.checkOnly = true;
+        break;
+      case "healthcheck":
+        args.healthcheck = true;
         break;
       case "version":
         args.version = true;
@@ -39,14 +47,18 @@ export function parseArgs(argv: string[]): Args {
   return args;
 }
 
-/** Exit codes: 0 after a clean stop, 1 when the service cannot start, 2 for a bad command line or config. */
+/**
+ * Exit codes: 0 after a clean stop, 1 when the service cannot start (librdkafka missing included), 2 for a bad
+ * command line or config.
+ */
 async function main(): Promise<number> {
   let args: Args;
   let config: Config;
   try {
     args = parseArgs(Deno.args);
+    const librdkafka = librdkafkaVersion(); // loads the library first: without it nothing else can run
     if (args.version) {
-      console.log(`kafka-ambassador ${VERSION} (librdkafka ${librdkafkaVersion()})`);
+      console.log(`kafka-ambassador ${VERSION} (librdkafka ${librdkafka})`);
       return 0;
     }
     if (!args.configPath) throw new ConfigError(`no config file given\n${USAGE}`);
@@ -59,6 +71,10 @@ async function main(): Promise<number> {
       );
     }
   } catch (err) {
+    if (err instanceof LibraryLoadError) {
+      log("error", err.message);
+      return 1;
+    }
     if (!(err instanceof ConfigError)) throw err;
     log("error", err.message);
     return 2;
@@ -67,6 +83,7 @@ async function main(): Promise<number> {
     console.log(`config ok: ${args.configPath}`);
     return 0;
   }
+  if (args.healthcheck) return await healthcheck(config);
   let service: Service;
   try {
     service = await startService(config);
@@ -89,6 +106,30 @@ async function main(): Promise<number> {
   }
   await service.stop(signal);
   return 0;
+}
+
+/**
+ * `--healthcheck`: exit 0 when the running service's /healthz (on the config's monitoring listener) answers 200,
+ * else 1 with one line. For container health checks in images that have no shell and no curl.
+ */
+async function healthcheck(config: Config): Promise<number> {
+  const listen = config.server.monitoring.listen;
+  if (!listen) {
+    log("error", "healthcheck: server.monitoring.listen is not set");
+    return 1;
+  }
+  const { hostname, port } = listenAddress(listen);
+  const wildcard = hostname === "0.0.0.0" || hostname === "::";
+  const url = `http://${formatHostPort({ hostname: wildcard ? "127.0.0.1" : hostname, port })}/healthz`;
+  try {
+    const reply = await fetch(url, { signal: AbortSignal.timeout(HEALTHCHECK_TIMEOUT_MS) });
+    await reply.body?.cancel();
+    if (reply.ok) return 0;
+    log("error", `healthcheck: ${url} answered ${reply.status}`);
+  } catch (err) {
+    log("error", `healthcheck: ${url}: ${(err as Error).message}`);
+  }
+  return 1;
 }
 
 if (import.meta.main) Deno.exit(Deno.args[0] === "wal" ? await runWalTool(Deno.args.slice(1)) : await main());

@@ -136,6 +136,12 @@ export const walBytes = new client.Gauge({
   help: "Bytes held by the WAL (segment files, or memory when in_memory).",
   registers: r,
 });
+export const walMaxBytes = new client.Gauge({
+  name: "wal_max_bytes",
+  help:
+    "producer.wal.max_bytes: past it (wal_bytes + wal_unwritten_bytes), requests that need the WAL get 503.",
+  registers: r,
+});
 export const walOldestAge = new client.Gauge({
   name: "wal_oldest_record_age_seconds",
   help: "Age of the oldest record still in the WAL; 0 when empty.",
@@ -168,6 +174,8 @@ export const walUnwrittenBytes = new client.Gauge({
 });
 
 const grpcLabels = ["grpc_type", "grpc_service", "grpc_method"];
+/** Latency buckets of gRPC and HTTP alike, so that their dashboards compare. */
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 export const grpcStarted = new client.Counter({
   name: "grpc_server_started_total",
   help: "RPCs started on the server.",
@@ -196,7 +204,7 @@ export const grpcHandling = new client.Histogram({
   name: "grpc_server_handling_seconds",
   help: "Time from the start of an RPC to its end.",
   labelNames: grpcLabels,
-  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  buckets: LATENCY_BUCKETS,
   registers: r,
 });
 
@@ -204,6 +212,13 @@ export const httpRequests = new client.Counter({
   name: "http_requests_total",
   help: "HTTP requests on the produce listener, by route and status code.",
   labelNames: ["route", "code"],
+  registers: r,
+});
+export const httpDuration = new client.Histogram({
+  name: "http_request_duration_seconds",
+  help: "Time from an HTTP request's arrival on the produce listener to its response (headers), by route.",
+  labelNames: ["route"],
+  buckets: LATENCY_BUCKETS,
   registers: r,
 });
 

@@ -122,9 +122,49 @@ const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(1);
 const libraries = new Map<string, Symbols>();
 
-/** The library path used when none is given: env LIBRDKAFKA_PATH, else the soname. */
-export function defaultLibraryPath(): string {
-  return Deno.env.get("LIBRDKAFKA_PATH") || "librdkafka.so.1";
+const SONAME = "librdkafka.so.1";
+
+/** librdkafka could not be loaded from any place it is looked for: the service cannot start. */
+export class LibraryLoadError extends Error {
+  override name = "LibraryLoadError";
+}
+
+/**
+ * Where librdkafka is looked for when no path is given, in order: env LIBRDKAFKA_PATH (when set, the only
+ * place), next to the running executable (the compiled binary ships it there), then the soname on the
+ * dynamic loader's path.
+ */
+function openDefault(): Symbols {
+  const configured = Deno.env.get("LIBRDKAFKA_PATH");
+  if (configured) return dlopen(configured);
+  const beside = `${Deno.execPath().replace(/[^/]*$/, "")}${SONAME}`;
+  let besideProblem = "not there";
+  try {
+    Deno.statSync(beside);
+    return Deno.dlopen(beside, SYMBOLS).symbols;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) besideProblem = errorText(e);
+  }
+  try {
+    return Deno.dlopen(SONAME, SYMBOLS).symbols;
+  } catch (e) {
+    throw new LibraryLoadError(
+      `librdkafka: cannot load ${SONAME}: LIBRDKAFKA_PATH is not set; next to the binary (${beside}): ` +
+        `${besideProblem}; system library path: ${errorText(e)} (install librdkafka1 or set LIBRDKAFKA_PATH)`,
+    );
+  }
+}
+
+function dlopen(path: string): Symbols {
+  try {
+    return Deno.dlopen(path, SYMBOLS).symbols;
+  } catch (e) {
+    throw new LibraryLoadError(`librdkafka: cannot load "${path}" (LIBRDKAFKA_PATH): ${errorText(e)}`);
+  }
+}
+
+function errorText(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ");
 }
 
 function cString(s: string): Uint8Array<ArrayBuffer> {
@@ -150,18 +190,15 @@ export class RdLibrary {
     this.#sym = sym;
   }
 
-  /** Loads librdkafka from `path` (default: {@link defaultLibraryPath}). */
-  static open(path: string = defaultLibraryPath()): RdLibrary {
-    let sym = libraries.get(path);
+  /**
+   * Loads librdkafka from `path`, or when none is given from the first place it is found (LIBRDKAFKA_PATH, next
+   * to the executable, the system library path). Throws {@link LibraryLoadError} naming every place tried.
+   */
+  static open(path?: string): RdLibrary {
+    let sym = libraries.get(path ?? "");
     if (!sym) {
-      try {
-        sym = Deno.dlopen(path, SYMBOLS).symbols;
-      } catch (e) {
-        throw new Error(
-          `librdkafka: cannot load "${path}" (set LIBRDKAFKA_PATH): ${e instanceof Error ? e.message : e}`,
-        );
-      }
-      libraries.set(path, sym);
+      sym = path === undefined ? openDefault() : dlopen(path);
+      libraries.set(path ?? "", sym);
     }
     return new RdLibrary(sym);
   }

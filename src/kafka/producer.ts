@@ -44,7 +44,7 @@ export interface KafkaProducerOptions {
   id: string;
   /** librdkafka properties, verbatim (bootstrap.servers included). */
   config: Record<string, string>;
-  /** Default: env LIBRDKAFKA_PATH, else "librdkafka.so.1". */
+  /** Default: env LIBRDKAFKA_PATH, else next to the executable, else "librdkafka.so.1" (RdLibrary.open). */
   libraryPath?: string;
   /** ERROR events (e.g. -187 all brokers down, -195 transport). */
   onError?: (err: KafkaError, fatal: boolean) => void;

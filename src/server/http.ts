@@ -1,7 +1,7 @@
 /** The HTTP produce listener (docs/compatibility.md): `POST /topics/{topic}/messages` and `GET /topics`. */
 import { SCHEMA } from "../config_keys.ts";
 import { log, logRepeated } from "../log.ts";
-import { httpRequests } from "../metrics.ts";
+import { httpDuration, httpRequests } from "../metrics.ts";
 import type { AckLevel, Message } from "../message.ts";
 import { ProduceError, type ProduceResult, type ProducerFacade } from "../producer/types.ts";
 import { batchReply, type RecordOutcome } from "./batch_reply.ts";
@@ -97,6 +97,8 @@ class HttpHandler {
   readonly #batch: BatchLimits;
   /** Counter children per "route code", so a request does not rebuild its label set. */
   readonly #counted = new Map<string, { inc(): void }>();
+  /** Histogram children per route, likewise. */
+  readonly #timed = new Map<string, { observe(seconds: number): void }>();
 
   constructor(facade: ProducerFacade, deadlines: BodyDeadlines, batch: BatchLimits) {
     this.#facade = facade;
@@ -110,6 +112,7 @@ class HttpHandler {
   }
 
   async handle(req: Request): Promise<Response> {
+    const started = performance.now();
     // Slicing the URL string is much cheaper than `new URL()`, and these routes need no more.
     const url = req.url;
     const pathStart = url.indexOf("/", url.indexOf("//") + 2);
@@ -136,7 +139,7 @@ class HttpHandler {
     } else {
       res = plain(404, "not found");
     }
-    this.#count(route, res.status);
+    this.#count(route, res.status, (performance.now() - started) / 1000);
     return res;
   }
 
@@ -283,7 +286,7 @@ class HttpHandler {
     }
   }
 
-  #count(route: string, status: number): void {
+  #count(route: string, status: number, seconds: number): void {
     const key = `${route} ${status}`;
     let child = this.#counted.get(key);
     if (child === undefined) {
@@ -291,6 +294,12 @@ class HttpHandler {
       this.#counted.set(key, child);
     }
     child.inc();
+    let timer = this.#timed.get(route);
+    if (timer === undefined) {
+      timer = httpDuration.labels(route);
+      this.#timed.set(route, timer);
+    }
+    timer.observe(seconds);
   }
 }
 

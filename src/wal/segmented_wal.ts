@@ -122,6 +122,7 @@ export class SegmentedWal implements Wal {
   ): Promise<SegmentedWal> {
     const wal = new SegmentedWal(storage, recovered, opts);
     await wal.#sweep();
+    metrics.walMaxBytes.set(opts.maxBytes);
     wal.#updateGauges();
     return wal;
   }

@@ -39,7 +39,13 @@ export interface Service extends AsyncDisposable {
  */
 export async function startService(
   config: Record<string, unknown>,
-  opts: { dir?: string; env?: Record<string, string>; readyTimeoutMs?: number } = {},
+  opts: {
+    dir?: string;
+    env?: Record<string, string>;
+    readyTimeoutMs?: number;
+    /** The command line that runs the service, given the config path (default: `deno run` of src/main.ts). */
+    command?: (configPath: string) => { cmd: string; args: string[]; cwd?: string };
+  } = {},
 ): Promise<Service> {
   const dir = opts.dir ?? await ownTempDir();
   const full = structuredClone(config) as Record<string, Record<string, unknown>>;
@@ -52,8 +58,11 @@ export async function startService(
   await Deno.writeTextFile(configPath, stringify(full));
   const logPath = `${dir}/service-${Date.now()}.log`;
   const stdoutPath = `${logPath}.stdout`;
-  const child = new Deno.Command(DENO, {
-    args: ["run", "--allow-all", MAIN, "-config", configPath],
+  const command = opts.command?.(configPath) ??
+    { cmd: DENO, args: ["run", "--allow-all", MAIN, "-config", configPath] };
+  const child = new Deno.Command(command.cmd, {
+    args: command.args,
+    cwd: command.cwd,
     env: { KA_LOG_LEVEL: "info", ...opts.env },
     stdin: "null",
     stdout: "piped",

@@ -5,8 +5,10 @@
  */
 import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
+// Imported as text so that the compiled binary and the one-file bundle carry it: no file to find at run time.
+import PROTO_TEXT from "../../../proto/kafka_ambassador.proto" with { type: "text" };
 
-/** The service definition; `deno compile` must include this file (`--include proto/`). */
+/** Where the service definition lives in the source tree, for clients that load it from disk. */
 export const PROTO_PATH = fileURLToPath(new URL("../../../proto/kafka_ambassador.proto", import.meta.url));
 
 /** The health service name. */
@@ -189,14 +191,14 @@ export interface Schemas {
   healthCheckResponse: protobuf.Type;
 }
 
-/** Loads the proto file and builds the other schemas; throws with the path when the file is unreadable. */
+/** Parses the service definition and builds the other schemas; throws naming the proto when it is invalid. */
 export function loadSchemas(): Schemas {
   let service: protobuf.Root;
   try {
-    service = protobuf.loadSync(PROTO_PATH);
+    service = protobuf.parse(PROTO_TEXT).root;
     service.resolveAll();
   } catch (err) {
-    throw new Error(`grpc: cannot load ${PROTO_PATH}: ${err instanceof Error ? err.message : err}`);
+    throw new Error(`grpc: cannot parse kafka_ambassador.proto: ${err instanceof Error ? err.message : err}`);
   }
   const health = protobuf.Root.fromJSON(HEALTH_SCHEMA as Schema);
   health.resolveAll();
