@@ -2,6 +2,7 @@
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { checkKafkaConfig, librdkafkaVersion } from "./kafka/producer.ts";
 import { log } from "./log.ts";
+import { loadSecurity } from "./server/security.ts";
 import { type Service, startService } from "./service.ts";
 import { VERSION } from "./version.ts";
 
@@ -56,6 +57,8 @@ async function main(): Promise<number> {
         "config: kafka.brokers: no broker given (set kafka.brokers or kafka.bootstrap.servers)",
       );
     }
+    // Certificate, key and tokens files: a bad one is a config error (exit 2), found by --check-config too.
+    loadSecurity(config);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     log("error", err.message);
