@@ -40,7 +40,10 @@ const MAX_INT32 = 2 ** 31 - 1;
 /** How a client certificate names its principal (`auth.mtls_principal`): not at all, or by its subject CN. */
 export const MTLS_PRINCIPALS = ["none", "cn"] as const;
 
-/** The `tls` section of a listener (docs/security.md); TLS is on when cert_file is set. */
+/**
+ * The `tls` section of a listener (docs/security.md); TLS is on when cert_file is set. The reference shows them
+ * empty (off): example paths would be files that a copied config cannot start without.
+ */
 function tlsKeys(listener: string) {
   const prefix = `server.${listener}.tls`;
   return {
@@ -48,22 +51,19 @@ function tlsKeys(listener: string) {
       `${prefix}.cert_file`,
       text,
       "",
-      `PEM certificate (chain) of the ${listener} listener; TLS is off (plain text) when unset`,
-      "/etc/ka/tls/server.crt",
+      `PEM certificate (chain) of the ${listener} listener, e.g. /etc/ka/tls/server.crt; plain text when unset`,
     ),
     keyFile: new Key(
       `${prefix}.key_file`,
       text,
       "",
-      "PEM private key of cert_file",
-      "/etc/ka/tls/server.key",
+      "PEM private key of cert_file, e.g. /etc/ka/tls/server.key",
     ),
     clientCaFile: new Key(
       `${prefix}.client_ca_file`,
       text,
       "",
-      "PEM CA: when set, a client certificate signed by it is required (mTLS)",
-      "/etc/ka/tls/clients-ca.crt",
+      "PEM CA, e.g. /etc/ka/tls/clients-ca.crt: when set, a client certificate signed by it is required (mTLS)",
     ),
   };
 }
@@ -127,8 +127,7 @@ export const SCHEMA = {
       "auth.tokens_file",
       text,
       "",
-      "YAML list of principals, their token digests and topics (docs/security.md); no authentication when unset",
-      "/etc/ka/tokens.yaml",
+      "YAML list of principals, token digests and topics (docs/security.md); no authentication when unset",
     ),
     mtlsPrincipal: new Key(
       "auth.mtls_principal",
