@@ -135,6 +135,10 @@ Deno.test({
     } finally {
       client.close();
     }
+    const log = await Deno.readTextFile(svc.logPath);
+    for (const secret of ["token-before", "token-after", "PRIVATE KEY"]) {
+      assert.ok(!log.includes(secret), `the log shows ${secret}`);
+    }
     console.log(`rotation: ${done} requests, ${afterReload} after the reload, ${failures.length} failed`);
   },
 });

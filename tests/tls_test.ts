@@ -111,7 +111,26 @@ Deno.test("http over TLS: curl trusting the CA is served; a wrong CA and plain t
     const plain = await curl([...POST, `http://127.0.0.1:${server.port}/topics/tls/messages`]);
     assert.notEqual(plain.exit, 0);
     assert.equal(plain.status, "000");
-    assert.equal(facade.produced.length, 2);
+    // A body larger than one read, with Content-Length and chunked, arrives whole through node:https.
+    const big = `${dir}/big.bin`;
+    await Deno.writeFile(big, new Uint8Array(200_000).fill(0x61));
+    const upload = [
+      "-X",
+      "POST",
+      "-H",
+      "content-type: text/plain",
+      "--data-binary",
+      `@${big}`,
+      "--cacert",
+      pki.ca.cert,
+    ];
+    assert.deepEqual(await curl([...upload, url]), { exit: 0, status: "200" });
+    assert.deepEqual(await curl([...upload, "-H", "transfer-encoding: chunked", url]), {
+      exit: 0,
+      status: "200",
+    });
+    assert.deepEqual(facade.produced.slice(2).map((p) => p.message.value.byteLength), [200_000, 200_000]);
+    assert.equal(facade.produced.length, 4);
   } finally {
     await server.shutdown();
   }
