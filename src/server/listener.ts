@@ -38,3 +38,15 @@ export function listenError(listener: string, addr: ListenAddress, err: unknown)
   const reason = text.charAt(0).toLowerCase() + text.slice(1);
   return new Error(`${listener} listener ${formatHostPort(addr)}: ${reason}`, { cause: err });
 }
+
+/** Errors of node's listen() in words, as Deno.serve reports them. */
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: "address already in use",
+  EACCES: "permission denied",
+  EADDRNOTAVAIL: "address not available",
+};
+
+/** A node:net listen() error in the words listenError reports (node listeners: gRPC, TLS HTTP). */
+export function nodeListenError(err: NodeJS.ErrnoException): string {
+  return LISTEN_ERRORS[err.code ?? ""] ?? err.message;
+}

@@ -5,9 +5,9 @@ import { Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { formatHostPort, listenAddress } from "../listen_address.ts";
 import { log, logRepeated } from "../log.ts";
-import { type ListenerOptions, listenError } from "./listener.ts";
+import { type ListenerOptions, listenError, nodeListenError } from "./listener.ts";
 import { oneLine } from "./refusal.ts";
-import { nodeTlsOptions, type TlsSource } from "./tls.ts";
+import { certNameOf, nodeTlsOptions, type TlsSource } from "./tls.ts";
 
 export const TEXT_PLAIN = "text/plain; charset=utf-8";
 
@@ -122,30 +122,6 @@ async function serveHttps(
       }),
   };
 }
-
-/** Errors of listen() in words, as Deno.serve reports them. */
-const LISTEN_ERRORS: Record<string, string> = {
-  EADDRINUSE: "address already in use",
-  EACCES: "permission denied",
-  EADDRNOTAVAIL: "address not available",
-};
-
-/** A node listen() error as the words listenError reports. */
-export function nodeListenError(err: NodeJS.ErrnoException): string {
-  return LISTEN_ERRORS[err.code ?? ""] ?? err.message;
-}
-
-/** The subject CN of the client certificate of an mTLS connection; looked up once per connection. */
-function certNameOf(socket: TLSSocket): string | undefined {
-  let name = certNames.get(socket);
-  if (name === undefined) {
-    const cn = socket.getPeerCertificate()?.subject?.CN;
-    name = typeof cn === "string" ? cn : "";
-    certNames.set(socket, name);
-  }
-  return name === "" ? undefined : name;
-}
-const certNames = new WeakMap<TLSSocket, string>();
 
 function toRequest(req: IncomingMessage, origin: string): Request {
   const headers = new Headers();

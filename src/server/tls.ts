@@ -8,6 +8,7 @@
  * --unstable-net, so neither mTLS nor rotation without a gap would be possible there.
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
+import type { TLSSocket } from "node:tls";
 
 /** The files of one listener's `tls` section (`server.<listener>.tls.*`). */
 export interface TlsFiles {
@@ -90,6 +91,19 @@ function readPem(key: string, path: string): string {
     throw new Error(`${key}: ${path}: ${reason}`);
   }
 }
+
+/** The subject CN of the client certificate of a TLS connection, if it has one; looked up once per connection. */
+export function certNameOf(socket: TLSSocket | undefined): string | undefined {
+  if (socket === undefined) return undefined;
+  let name = certNames.get(socket);
+  if (name === undefined) {
+    const cn = socket.getPeerCertificate?.()?.subject?.CN;
+    name = typeof cn === "string" ? cn : "";
+    certNames.set(socket, name);
+  }
+  return name === "" ? undefined : name;
+}
+const certNames = new WeakMap<TLSSocket, string>();
 
 /**
  * The TLS material a listener serves, replaced on SIGHUP. A listener subscribes once and applies each new

@@ -2,8 +2,8 @@
  * The gRPC listener: KafkaAmbassador, grpc.health.v1.Health and server reflection, over node:http2 (cleartext
  * HTTP/2 with prior knowledge, as gRPC clients speak it, or TLS with ALPN h2). With a Gate, Produce and
  * ListTopics need a principal (`authorization: Bearer <token>` metadata, or a client certificate); health and
- * reflection stay open. Nothing a peer sends may end the process: every
- * emitter has an `error` listener and every stream operation is guarded (see call.ts).
+ * reflection stay open. Nothing a peer sends may end the process: every emitter has an `error` listener and
+ * every stream operation is guarded (see call.ts).
  */
 import http2 from "node:http2";
 import type protobuf from "protobufjs";
@@ -13,9 +13,8 @@ import { log, logRepeated } from "../../log.ts";
 import type { ProducerFacade } from "../../producer/types.ts";
 import { formatHostPort, listenAddress } from "../../listen_address.ts";
 import { type Principal, UNAUTHENTICATED_REASON } from "../auth.ts";
-import { type Listener, type ListenerOptions, listenError } from "../listener.ts";
-import { nodeListenError } from "../reply.ts";
-import { nodeTlsOptions } from "../tls.ts";
+import { type Listener, type ListenerOptions, listenError, nodeListenError } from "../listener.ts";
+import { certNameOf, nodeTlsOptions } from "../tls.ts";
 import { refusalOf } from "../refusal.ts";
 import { GrpcCall, guard } from "./call.ts";
 import { Health } from "./health.ts";
@@ -276,12 +275,6 @@ function refuse(stream: ServerHttp2Stream, httpStatus: number, message: string):
     }, { endStream: true });
   });
   setTimeout(() => guard("close", () => stream.destroyed || stream.close(0)), 0);
-}
-
-/** The subject CN of a connection's client certificate, if it has one. */
-function certNameOf(socket: TLSSocket | undefined): string | undefined {
-  const cn = socket?.getPeerCertificate?.()?.subject?.CN;
-  return typeof cn === "string" && cn !== "" ? cn : undefined;
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {
