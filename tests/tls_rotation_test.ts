@@ -1,8 +1,13 @@
 /**
- * SIGHUP reads the listeners' certificates and the tokens file again, with the service running: under load no
- * request fails, new connections get the new certificate, and a file that cannot be used keeps the old one.
+ * SIGHUP reads the listeners' certificates and the tokens file again, with the service running: under HTTP and
+ * gRPC load no request fails, new connections get the new certificate, and a file that cannot be used keeps the
+ * old one.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { PROTO_PATH } from "../src/server/grpc/schema.ts";
 import { freePort, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { fileSerial, makeCa, servedSerial, tokenDigest } from "./support/tls.ts";
@@ -13,6 +18,40 @@ const REQUESTS = 4000;
 const WORKERS = 8;
 /** Each worker opens a new connection (a new TLS handshake) after this many requests. */
 const REQUESTS_PER_CONNECTION = 20;
+
+/** gRPC load: connections made one after another, each with one Produce stream of this many records. */
+const GRPC_WORKERS = 2;
+const RECORDS_PER_STREAM = 20;
+
+/** One connection, one Produce stream of RECORDS_PER_STREAM records; what went wrong, if anything. */
+async function grpcRound(port: number, ca: Buffer, token: string): Promise<string | undefined> {
+  const definition = protoLoader.loadSync(PROTO_PATH, { keepCase: true, longs: String, defaults: true });
+  const Service = grpc.loadPackageDefinition(definition).KafkaAmbassador as grpc.ServiceClientConstructor;
+  const client = new Service(`127.0.0.1:${port}`, grpc.credentials.createSsl(ca), {
+    "grpc.ssl_target_name_override": "localhost",
+  });
+  try {
+    return await new Promise((resolve) => {
+      const md = new grpc.Metadata();
+      md.set("authorization", `Bearer ${token}`);
+      const call = client.Produce(md);
+      const codes: number[] = [];
+      call.on("data", (rs: { code: number }) => codes.push(rs.code));
+      call.on("error", () => {});
+      call.on("status", (status: grpc.StatusObject) => {
+        const ok = status.code === grpc.status.OK && codes.length === RECORDS_PER_STREAM &&
+          codes.every((c) => c === 0);
+        resolve(ok ? undefined : `grpc status ${status.code} ${status.details}, codes ${codes}`);
+      });
+      for (let i = 0; i < RECORDS_PER_STREAM; i++) {
+        call.write({ topic: "load.grpc", message: new TextEncoder().encode("x"), streamOffset: String(i) });
+      }
+      call.end();
+    });
+  } finally {
+    client.close();
+  }
+}
 
 async function tokensFile(path: string, token: string): Promise<void> {
   await Deno.writeTextFile(
@@ -91,7 +130,19 @@ Deno.test({
         client.close();
       }
     };
-    const load = Promise.all(Array.from({ length: WORKERS }, worker));
+    let grpcRounds = 0;
+    const grpcWorker = async () => {
+      const caBytes = Buffer.from(caPem);
+      while (done < REQUESTS && afterReload < REQUESTS / 2) {
+        const failure = await grpcRound(grpcPort, caBytes, "token-before");
+        if (failure !== undefined) failures.push(failure);
+        grpcRounds++;
+      }
+    };
+    const load = Promise.all([
+      ...Array.from({ length: WORKERS }, worker),
+      ...Array.from({ length: GRPC_WORKERS }, grpcWorker),
+    ]);
     await hup.promise;
     await Deno.copyFile(after.cert, live.cert);
     await Deno.copyFile(after.key, live.key);
@@ -139,6 +190,9 @@ Deno.test({
     for (const secret of ["token-before", "token-after", "PRIVATE KEY"]) {
       assert.ok(!log.includes(secret), `the log shows ${secret}`);
     }
-    console.log(`rotation: ${done} requests, ${afterReload} after the reload, ${failures.length} failed`);
+    console.log(
+      `rotation: ${done} HTTP requests (${afterReload} after the reload), ${grpcRounds} gRPC connections of ` +
+        `${RECORDS_PER_STREAM} records, ${failures.length} failed`,
+    );
   },
 });
