@@ -72,7 +72,11 @@ Deno.test("tokens file: a bad entry is refused naming it, and a digest is never 
     [`- sha256: "${digest}"\n  topics: [x]\n`, /entry 1: principal/],
     [
       `- principal: a\n  topics: [x]\n- principal: a\n  topics: [y]\n`,
-      /entry 2 \(a\): principal named twice/,
+      /entry 2 \(a\): a second entry without sha256 for a/,
+    ],
+    [
+      `- principal: a\n  sha256: "${digest}"\n  topics: [x]\n- principal: b\n  sha256: "${digest}"\n  topics: [x]\n`,
+      /entry 2 \(b\): sha256: the same digest is given twice/,
     ],
     [`- principal: a\n  token: "${digest}"\n  topics: [x]\n`, /entry 1: unknown field "token"/],
     [`principal: a\n`, /expected a list/],
@@ -84,6 +88,24 @@ Deno.test("tokens file: a bad entry is refused naming it, and a digest is never 
       return true;
     });
   }
+});
+
+Deno.test("tokens file: one principal may have several tokens (rotation) and a certificate entry", async () => {
+  const text = `
+- principal: billing
+  sha256: "${await tokenDigest("old")}"
+  topics: ["billing.*"]
+- principal: billing
+  sha256: "${await tokenDigest("new")}"
+  topics: ["billing.*"]
+- principal: billing
+  topics: ["billing.*"]
+`;
+  const g = new Gate({ principals: parseTokens(text), certNames: true, allow: [] });
+  assert.equal(g.authenticate("Bearer old", undefined)?.name, "billing");
+  assert.equal(g.authenticate("Bearer new", undefined)?.name, "billing");
+  assert.equal(g.authenticate(undefined, "billing")?.name, "billing");
+  assert.equal(g.authenticate("Bearer other", "billing"), undefined, "a token, when given, decides");
 });
 
 /** Runs `fn` against a plain-text HTTP listener with `gate`. */

@@ -8,7 +8,8 @@
  *     topics: ["billing.*", "audit"]
  *   - principal: edge-gw           # no sha256: a client certificate with CN=edge-gw (auth.mtls_principal: cn)
  *     topics: ["edge.*"]
- * A topic pattern is a name, or a prefix followed by `*`.
+ * A topic pattern is a name, or a prefix followed by `*`. Several entries may name the same principal (an old and a
+ * new token while clients move over, a token and a certificate); a digest, or a certificate name, is given once.
  */
 import { createHash } from "node:crypto";
 import { parse } from "yaml";
@@ -69,7 +70,6 @@ export function parseTokens(text: string): Principals {
   if (entries === null || entries === undefined) entries = [];
   if (!Array.isArray(entries)) throw new Error("expected a list of entries");
   const principals: Principals = { byDigest: new Map(), byCertName: new Map() };
-  const names = new Set<string>();
   entries.forEach((entry: unknown, i) => {
     const at = `entry ${i + 1}`;
     if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
@@ -80,13 +80,14 @@ export function parseTokens(text: string): Principals {
     if (unknown !== undefined) throw new Error(`${at}: unknown field ${JSON.stringify(unknown)}`);
     if (typeof name !== "string" || name.trim() === "") throw new Error(`${at}: principal: expected a name`);
     const where = `${at} (${name})`;
-    if (names.has(name)) throw new Error(`${where}: principal named twice`);
-    names.add(name);
     if (!Array.isArray(topics) || topics.some((t) => typeof t !== "string" || !TOPIC_PATTERN.test(t))) {
       throw new Error(`${where}: topics: expected a list of topic names or prefixes ending in *`);
     }
     const principal = { name, topics: new TopicPatterns(topics as string[]) };
     if (sha256 === undefined) {
+      if (principals.byCertName.has(name)) {
+        throw new Error(`${where}: a second entry without sha256 for ${name}`);
+      }
       principals.byCertName.set(name, principal);
       return;
     }
