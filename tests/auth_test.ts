@@ -350,14 +350,35 @@ Deno.test("grpc: no or bad token ends the call UNAUTHENTICATED; a forbidden reco
     });
     assert.deepEqual(facade.produced.map((p) => p.message.topic), ["billing.a", "audit", "ops.a"]);
 
-    // Health and reflection need no token.
-    const health = await new Deno.Command(GRPCURL, {
-      args: ["-plaintext", "-max-time", "10", `127.0.0.1:${server.port}`, "grpc.health.v1.Health/Check"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(health.code, 0, new TextDecoder().decode(health.stderr));
-    assert.match(new TextDecoder().decode(health.stdout), /SERVING/);
+    // Health and reflection need no token; grpcurl finds Produce by reflection and sends the token as metadata.
+    const grpcurl = async (args: string[]) => {
+      const out = await new Deno.Command(GRPCURL, {
+        args: ["-plaintext", "-max-time", "10", ...args],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const dec = new TextDecoder();
+      return { code: out.code, out: dec.decode(out.stdout) + dec.decode(out.stderr) };
+    };
+    const target = `127.0.0.1:${server.port}`;
+    const health = await grpcurl([target, "grpc.health.v1.Health/Check"]);
+    assert.equal(health.code, 0, health.out);
+    assert.match(health.out, /SERVING/);
+    const record = JSON.stringify({ topic: "audit", message: btoa("x"), streamOffset: "7" });
+    const denied = await grpcurl(["-d", record, target, "KafkaAmbassador/Produce"]);
+    assert.notEqual(denied.code, 0);
+    assert.match(denied.out, /Unauthenticated/);
+    const produced = await grpcurl([
+      "-H",
+      `authorization: Bearer ${BILLING_TOKEN}`,
+      "-d",
+      record,
+      target,
+      "KafkaAmbassador/Produce",
+    ]);
+    assert.equal(produced.code, 0, produced.out);
+    assert.equal(JSON.parse(produced.out).streamOffset, "7");
+    assert.equal(facade.produced.at(-1)?.message.topic, "audit");
   });
 });
 
