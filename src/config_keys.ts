@@ -37,6 +37,37 @@ export type WalMode = typeof WAL_MODES[number];
 
 const MAX_INT32 = 2 ** 31 - 1;
 
+/** How a client certificate names its principal (`auth.mtls_principal`): not at all, or by its subject CN. */
+export const MTLS_PRINCIPALS = ["none", "cn"] as const;
+
+/**
+ * The `tls` section of a listener (docs/security.md); TLS is on when cert_file is set. The reference shows them
+ * empty (off): example paths would be files that a copied config cannot start without.
+ */
+function tlsKeys(listener: string) {
+  const prefix = `server.${listener}.tls`;
+  return {
+    certFile: new Key(
+      `${prefix}.cert_file`,
+      text,
+      "",
+      `PEM certificate (chain) of the ${listener} listener, e.g. /etc/ka/tls/server.crt; plain text when unset`,
+    ),
+    keyFile: new Key(
+      `${prefix}.key_file`,
+      text,
+      "",
+      "PEM private key of cert_file, e.g. /etc/ka/tls/server.key",
+    ),
+    clientCaFile: new Key(
+      `${prefix}.client_ca_file`,
+      text,
+      "",
+      "PEM CA, e.g. /etc/ka/tls/clients-ca.crt: when set, a client certificate signed by it is required (mTLS)",
+    ),
+  };
+}
+
 /** The keys, nested as Config is: section names are those of the file, a leaf is one key. */
 export const SCHEMA = {
   server: {
@@ -62,6 +93,7 @@ export const SCHEMA = {
           "largest HTTP batch body (message.max.bytes still bounds each record's value); more get 413",
         ),
       },
+      tls: tlsKeys("http"),
     },
     grpc: {
       listen: new Key(
@@ -77,6 +109,7 @@ export const SCHEMA = {
         4 * 1024 * 1024,
         "largest gRPC message accepted",
       ),
+      tls: tlsKeys("grpc"),
     },
     monitoring: {
       listen: new Key(
@@ -86,7 +119,30 @@ export const SCHEMA = {
         "/metrics, /healthz, /readyz; off when unset",
         "0.0.0.0:28080",
       ),
+      tls: tlsKeys("monitoring"),
     },
+  },
+  auth: {
+    tokensFile: new Key(
+      "auth.tokens_file",
+      text,
+      "",
+      "YAML list of principals, token digests and topics (docs/security.md); no authentication when unset",
+    ),
+    mtlsPrincipal: new Key(
+      "auth.mtls_principal",
+      oneOf(MTLS_PRINCIPALS),
+      "none",
+      "cn: a client certificate's subject CN names a tokens_file principal that has no sha256",
+    ),
+  },
+  topics: {
+    allow: new Key(
+      "topics.allow",
+      list,
+      [],
+      'the only topics anyone may write to ("prefix*" matches a prefix); every topic when empty',
+    ),
   },
   producer: {
     cb: {

@@ -4,6 +4,7 @@ import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, librdkafkaVersion } from "./kafka/producer.ts";
 import { formatHostPort, listenAddress } from "./listen_address.ts";
 import { log } from "./log.ts";
+import { loadSecurity } from "./server/security.ts";
 import { type Service, startService } from "./service.ts";
 import { VERSION } from "./version.ts";
 import { runWalTool } from "./wal_tool/cli.ts";
@@ -70,6 +71,8 @@ async function main(): Promise<number> {
         "config: kafka.brokers: no broker given (set kafka.brokers or kafka.bootstrap.servers)",
       );
     }
+    // Certificate, key and tokens files: a bad one is a config error (exit 2), found by --check-config too.
+    loadSecurity(config);
   } catch (err) {
     if (err instanceof LibraryLoadError) {
       log("error", err.message);

@@ -222,6 +222,14 @@ export const httpDuration = new client.Histogram({
   registers: r,
 });
 
+export const authRequests = new client.Counter({
+  name: "ka_auth_requests_total",
+  help: "Authentications and topic refusals, by principal (empty when none was found) and result " +
+    "(ok, unauthenticated, forbidden); counted only when auth.tokens_file is set.",
+  labelNames: ["principal", "result"],
+  registers: r,
+});
+
 /** The topics that have series of their own; the rest are counted under OTHER_TOPICS (see TopicSeries). */
 export const topicSeries = new TopicSeries();
 /** Every metric with a `topic` label that is counted per message. */

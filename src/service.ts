@@ -19,6 +19,7 @@ import { startGrpcServer } from "./server/grpc/server.ts";
 import { startHttpServer } from "./server/http.ts";
 import type { Listener } from "./server/listener.ts";
 import { startMonitoringServer } from "./server/monitoring.ts";
+import { loadSecurity } from "./server/security.ts";
 import { VERSION } from "./version.ts";
 import { lockWalDirectory, type WalLock } from "./wal/lock.ts";
 import { openWal, type Wal } from "./wal/wal.ts";
@@ -28,9 +29,10 @@ export interface Service extends AsyncDisposable {
   /** Where each listener is bound ("host:port", the real port when the config said 0); absent when off. */
   readonly addresses: { http?: string; grpc?: string; monitoring?: string };
   /**
-   * Starts a new librdkafka producer for new messages (rotated certificates are read again) and lets the old
-   * one drain for `producer.old_producer_kill_timeout`. Returns false, keeping the current producer, when the new
-   * one cannot start.
+   * Reads the listeners' certificates and the tokens file again (docs/security.md), starts a new librdkafka
+   * producer for new messages (rotated certificates are read again) and lets the old one drain for
+   * `producer.old_producer_kill_timeout`. Returns false when a file or the new producer cannot be used; what
+   * cannot be replaced is kept as it was.
    */
   reload(): boolean;
   /**
@@ -71,6 +73,8 @@ export async function startService(config: Config): Promise<Service> {
 }
 
 async function wire(config: Config, started: Array<() => Promise<unknown> | unknown>): Promise<Service> {
+  // First: a certificate or tokens file that cannot be used stops the start before anything is opened.
+  const security = loadSecurity(config);
   // Taken before the WAL is opened (recovery writes to it), held until it is closed.
   const walLock = await step("wal", () => lockConfiguredWal(config));
   if (walLock) started.push(() => walLock.release());
@@ -125,17 +129,24 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
 
   // Each listener's start-up error names it and its address (`http listener 0.0.0.0:18080: address in use`).
   const { http, grpc, monitoring } = config.server;
+  const { tls, gate } = security;
   const httpServer = http.listen === undefined
     ? null
-    : startHttpServer({ listen: http.listen, facade, batch: http.batch });
+    : await startHttpServer({ listen: http.listen, tls: tls.http, gate, facade, batch: http.batch });
   if (httpServer) started.push(() => httpServer.shutdown());
-  const grpcServer = grpc.listen === undefined
-    ? null
-    : await startGrpcServer({ listen: grpc.listen, facade, maxRequestSize: grpc.maxRequestSize });
+  const grpcServer = grpc.listen === undefined ? null : await startGrpcServer({
+    listen: grpc.listen,
+    tls: tls.grpc,
+    gate,
+    facade,
+    maxRequestSize: grpc.maxRequestSize,
+  });
   if (grpcServer) started.push(() => grpcServer.shutdown());
-  const monitoringServer = monitoring.listen === undefined
-    ? null
-    : startMonitoringServer({ listen: monitoring.listen, readiness: () => facade.readiness() });
+  const monitoringServer = monitoring.listen === undefined ? null : await startMonitoringServer({
+    listen: monitoring.listen,
+    tls: tls.monitoring,
+    readiness: () => facade.readiness(),
+  });
   const listeners: Array<Listener | null> = [httpServer, grpcServer, monitoringServer];
 
   const addresses = {
@@ -163,6 +174,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       log("warn", "reload ignored: the service is stopping");
       return false;
     }
+    const filesRead = security.reload();
     let next: KafkaProducer;
     try {
       next = newProducer();
@@ -184,7 +196,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     const drain = drainProducer(old, config.producer.oldProducerKillTimeoutMs);
     drains.set(old, drain);
     drain.finally(() => drains.delete(old));
-    return true;
+    return filesRead;
   };
 
   const shutdown = async (reason: string): Promise<StopSummary> => {

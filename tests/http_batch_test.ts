@@ -40,7 +40,7 @@ async function withServer(fn: (h: Harness) => Promise<void>, batch = LIMITS): Pr
     batches.push({ messages, ack });
     return produceMany(messages, ack);
   };
-  const server = startHttpServer({ listen: "127.0.0.1:0", facade, batch });
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade, batch });
   try {
     await fn({ base: `http://127.0.0.1:${server.port}`, port: server.port, facade, batches });
   } finally {
@@ -381,7 +381,7 @@ Deno.test("batch: a body over max_bytes is 413 naming the limit, by Content-Leng
 
 Deno.test("batch: while draining, a batch gets 503 with Retry-After like one message", async () => {
   const facade = new FakeFacade();
-  const server = startHttpServer({ listen: "127.0.0.1:0", facade });
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade });
   try {
     server.setDraining(true);
     const reply = await post(
@@ -399,7 +399,7 @@ Deno.test("batch: while draining, a batch gets 503 with Retry-After like one mes
 
 Deno.test("batch: the default limits are those of the config key table", async () => {
   const facade = new FakeFacade({ maxMessageBytes: 100 });
-  const server = startHttpServer({ listen: "127.0.0.1:0", facade });
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade });
   try {
     const body = ndjson(...Array.from({ length: 10_001 }, () => ({ value: "" })));
     const reply = await post(`http://127.0.0.1:${server.port}`, "/topics/alpha/messages", body);

@@ -19,7 +19,7 @@ async function withServer(
   fn: (base: string, facade: FakeFacade, server: Listener) => Promise<void>,
   facade = new FakeFacade({ maxMessageBytes: 1000, topics: ["alpha", "beta"] }),
 ): Promise<void> {
-  const server = startHttpServer({ listen: "127.0.0.1:0", facade });
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade });
   try {
     await fn(`http://127.0.0.1:${server.port}`, facade, server);
   } finally {
@@ -390,7 +390,7 @@ Deno.test("listen addresses: gRPC's form brackets IPv6 hosts", () => {
 });
 
 Deno.test("':port' listens on every interface", async () => {
-  const server = startHttpServer({ listen: ":0", facade: new FakeFacade() });
+  const server = await startHttpServer({ listen: ":0", facade: new FakeFacade() });
   try {
     assert.deepEqual(server.address, `0.0.0.0:${server.port}`);
     const res = await fetch(`http://127.0.0.1:${server.port}/topics`);
@@ -419,7 +419,7 @@ async function withStreamingServer(
   bodyTimeoutMs?: number,
 ): Promise<void> {
   const facade = new FakeFacade({ maxMessageBytes: 1_000_000 });
-  const server = startHttpServer({ listen: "127.0.0.1:0", facade, bodyTimeoutMs });
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade, bodyTimeoutMs });
   try {
     await fn(server.port, facade);
   } finally {
@@ -528,11 +528,11 @@ Deno.test("a body that stops arriving gets 408 after the body timeout, and the l
   }, 200);
 });
 
-Deno.test("a listener that cannot bind names itself and the address", () => {
+Deno.test("a listener that cannot bind names itself and the address", async () => {
   const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (taken.addr as Deno.NetAddr).port;
   try {
-    assert.throws(
+    await assert.rejects(
       () => startHttpServer({ listen: `127.0.0.1:${port}`, facade: new FakeFacade() }),
       { message: `http listener 127.0.0.1:${port}: address already in use` },
     );

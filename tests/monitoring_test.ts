@@ -14,7 +14,7 @@ async function withServer(
   fn: (get: (path: string, init?: RequestInit) => Promise<Reply>) => Promise<void>,
   readiness: () => Readiness = () => ({ ready: true, reasons: [] }),
 ): Promise<void> {
-  const server: Listener = startMonitoringServer({ listen: "127.0.0.1:0", readiness });
+  const server: Listener = await startMonitoringServer({ listen: "127.0.0.1:0", readiness });
   try {
     await fn(async (path, init) => {
       const res = await fetch(`http://127.0.0.1:${server.port}${path}`, init);
@@ -65,11 +65,11 @@ Deno.test("other paths get 404, other methods 405", async () => {
   });
 });
 
-Deno.test("a monitoring listener that cannot bind names itself and the address", () => {
+Deno.test("a monitoring listener that cannot bind names itself and the address", async () => {
   const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (taken.addr as Deno.NetAddr).port;
   try {
-    assert.throws(
+    await assert.rejects(
       () =>
         startMonitoringServer({
           listen: `127.0.0.1:${port}`,

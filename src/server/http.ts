@@ -4,12 +4,13 @@ import { log, logRepeated } from "../log.ts";
 import { httpDuration, httpRequests } from "../metrics.ts";
 import type { AckLevel, Message } from "../message.ts";
 import { ProduceError, type ProduceResult, type ProducerFacade } from "../producer/types.ts";
+import { type Gate, type Principal, UNAUTHENTICATED_REASON } from "./auth.ts";
 import { batchReply, type RecordOutcome } from "./batch_reply.ts";
 import type { Listener, ListenerOptions } from "./listener.ts";
 import { LineProblem, parseNdjson, TOO_MANY_RECORDS } from "./ndjson.ts";
 import { OPENAPI_ROUTE, openapiReply } from "./openapi.ts";
 import { ackProblem, parseAck, parseContentLength, parsePartition, partitionProblem } from "./params.ts";
-import { type Refusal, refusalOf } from "./refusal.ts";
+import { type Refusal, refusalOf, STATUS_BY_KIND } from "./refusal.ts";
 import { notAllowed, plain, serveHttp, TEXT_PLAIN } from "./reply.ts";
 import { topicProblem } from "./topic.ts";
 
@@ -66,20 +67,21 @@ const DEFAULT_BATCH_LIMITS: BatchLimits = {
 };
 
 /**
- * Starts the HTTP listener. While draining, produce requests get 503 "shutting down" with `Retry-After`. Throws,
+ * Starts the HTTP listener. While draining, produce requests get 503 "shutting down" with `Retry-After`. Rejects,
  * naming the address, when it cannot bind.
- * @example const http = startHttpServer({ listen: "127.0.0.1:0", facade }); console.log(http.port);
+ * @example const http = await startHttpServer({ listen: "127.0.0.1:0", facade }); console.log(http.port);
  */
-export function startHttpServer(opts: HttpServerOptions): Listener {
+export async function startHttpServer(opts: HttpServerOptions): Promise<Listener> {
   const handler = new HttpHandler(
     opts.facade,
     new BodyDeadlines(opts.bodyTimeoutMs ?? 30_000),
     opts.batch ?? DEFAULT_BATCH_LIMITS,
+    opts.gate,
   );
-  const { server, address } = serveHttp("http", opts, (req) => handler.handle(req));
+  const server = await serveHttp("http", opts, (req, certName) => handler.handle(req, certName));
   return {
-    address,
-    port: server.addr.port,
+    address: server.address,
+    port: server.port,
     setDraining: (on) => handler.draining = on,
     shutdown: async () => {
       handler.draining = true;
@@ -95,15 +97,17 @@ class HttpHandler {
   readonly #facade: ProducerFacade;
   readonly #deadlines: BodyDeadlines;
   readonly #batch: BatchLimits;
+  readonly #gate: Gate | undefined;
   /** Counter children per "route code", so a request does not rebuild its label set. */
   readonly #counted = new Map<string, { inc(): void }>();
   /** Histogram children per route, likewise. */
   readonly #timed = new Map<string, { observe(seconds: number): void }>();
 
-  constructor(facade: ProducerFacade, deadlines: BodyDeadlines, batch: BatchLimits) {
+  constructor(facade: ProducerFacade, deadlines: BodyDeadlines, batch: BatchLimits, gate: Gate | undefined) {
     this.#facade = facade;
     this.#deadlines = deadlines;
     this.#batch = batch;
+    this.#gate = gate;
   }
 
   /** Stops the body deadline timer; for shutdown, once no request is in flight. */
@@ -111,7 +115,8 @@ class HttpHandler {
     this.#deadlines.stop();
   }
 
-  async handle(req: Request): Promise<Response> {
+  /** `certName`: the client certificate's subject CN, on an mTLS listener. */
+  async handle(req: Request, certName?: string): Promise<Response> {
     const started = performance.now();
     // Slicing the URL string is much cheaper than `new URL()`, and these routes need no more.
     const url = req.url;
@@ -127,12 +132,12 @@ class HttpHandler {
       } else {
         route = ROUTE_MESSAGES;
         res = req.method === "POST"
-          ? await this.#produce(req, topic, queryStart < 0 ? "" : url.slice(queryStart + 1))
+          ? await this.#produce(req, topic, queryStart < 0 ? "" : url.slice(queryStart + 1), certName)
           : notAllowed("POST");
       }
     } else if (path === ROUTE_TOPICS) {
       route = ROUTE_TOPICS;
-      res = req.method === "GET" ? await this.#listTopics() : notAllowed("GET");
+      res = req.method === "GET" ? await this.#listTopics(req, certName) : notAllowed("GET");
     } else if (path === OPENAPI_ROUTE) {
       route = OPENAPI_ROUTE;
       res = req.method === "GET" ? openapiReply() : notAllowed("GET");
@@ -143,12 +148,22 @@ class HttpHandler {
     return res;
   }
 
-  async #produce(req: Request, rawTopic: string, query: string): Promise<Response> {
+  async #produce(req: Request, rawTopic: string, query: string, certName?: string): Promise<Response> {
     if (this.draining) return plain(503, "shutting down", 1);
+    const gate = this.#gate;
+    let principal: Principal | undefined;
+    if (gate !== undefined) {
+      principal = gate.authenticate(req.headers.get("authorization"), certName);
+      if (principal === undefined) return unauthenticated();
+    }
     const topic = rawTopic.includes("%") ? decode(rawTopic) : rawTopic;
     if (topic === undefined) return plain(400, `invalid topic name: ${JSON.stringify(rawTopic)}`);
     const bad = topicProblem(topic);
     if (bad !== undefined) return plain(400, bad);
+    // Every record of a batch is for the URL's topic, so this one check covers batches too.
+    if (principal !== undefined && !gate!.mayWrite(principal, topic)) {
+      return forbidden(gate!, principal, topic);
+    }
     // The one content-type check: batches branch off where other types are refused, so a single message pays
     // nothing for them.
     const contentType = req.headers.get("content-type");
@@ -270,9 +285,17 @@ class HttpHandler {
     return plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
   }
 
-  async #listTopics(): Promise<Response> {
+  /** The topics of the cluster; with a Gate, those the caller may write to. */
+  async #listTopics(req: Request, certName?: string): Promise<Response> {
+    const gate = this.#gate;
+    let principal: Principal | undefined;
+    if (gate !== undefined) {
+      principal = gate.authenticate(req.headers.get("authorization"), certName);
+      if (principal === undefined) return unauthenticated();
+    }
     try {
-      const names = await this.#facade.listTopics();
+      let names = await this.#facade.listTopics();
+      if (principal !== undefined) names = names.filter((name) => gate!.mayWrite(principal, name));
       return new Response(names.join("\n"), { headers: { "content-type": TEXT_PLAIN } });
     } catch (err) {
       // Clients poll this; a cluster that is down must not write a line per call.
@@ -515,6 +538,19 @@ function tooLarge(max: number, size: string): Response {
 /** 413 for a whole batch, naming the config key of the limit it is over. */
 function batchTooLarge(size: string, limit: string, key: "max_bytes" | "max_records"): Response {
   return plain(413, `batch too large: ${size}, at most ${limit} are accepted (server.http.batch.${key})`);
+}
+
+/** 401: no principal; the reply says which scheme to use. */
+function unauthenticated(): Response {
+  return new Response(`${UNAUTHENTICATED_REASON}\n`, {
+    status: 401,
+    headers: { "content-type": TEXT_PLAIN, "www-authenticate": "Bearer" },
+  });
+}
+
+function forbidden(gate: Gate, principal: Principal, topic: string): Response {
+  gate.count(principal.name, "forbidden");
+  return plain(STATUS_BY_KIND.forbidden, `forbidden: ${gate.forbidden(principal, topic)}`);
 }
 
 function refused(refusal: Refusal): Response {

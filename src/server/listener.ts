@@ -1,13 +1,19 @@
 /**
  * The shape every listener shares (HTTP, gRPC, monitoring): how it is bound, where it is bound, how it drains and
- * stops, and how a failure to bind is reported. TLS and authentication belong in ListenerOptions, once.
+ * stops, how a failure to bind is reported, and its TLS and access check (docs/security.md).
  */
 import { formatHostPort, type ListenAddress } from "../listen_address.ts";
+import type { Gate } from "./auth.ts";
+import type { TlsSource } from "./tls.ts";
 
 /** How a listener is bound. */
 export interface ListenerOptions {
   /** "host:port" or ":port" (all interfaces); port 0 picks a free one. */
   listen: string;
+  /** TLS (and mTLS when it has a client CA); plain text when absent. */
+  tls?: TlsSource;
+  /** Who may write to which topic; absent: anyone, anywhere, at no cost per request. */
+  gate?: Gate;
 }
 
 /** A running listener. */
@@ -31,4 +37,16 @@ export function listenError(listener: string, addr: ListenAddress, err: unknown)
   const text = (err instanceof Error ? err.message : String(err)).replace(/ \(os error \d+\)$/, "");
   const reason = text.charAt(0).toLowerCase() + text.slice(1);
   return new Error(`${listener} listener ${formatHostPort(addr)}: ${reason}`, { cause: err });
+}
+
+/** Errors of node's listen() in words, as Deno.serve reports them. */
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: "address already in use",
+  EACCES: "permission denied",
+  EADDRNOTAVAIL: "address not available",
+};
+
+/** A node:net listen() error in the words listenError reports (node listeners: gRPC, TLS HTTP). */
+export function nodeListenError(err: NodeJS.ErrnoException): string {
+  return LISTEN_ERRORS[err.code ?? ""] ?? err.message;
 }

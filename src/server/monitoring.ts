@@ -12,12 +12,13 @@ export interface MonitoringServerOptions extends ListenerOptions {
 
 /**
  * Starts the monitoring listener. It keeps answering while the service drains (draining changes nothing
- * here: `/readyz` reports it), so that probes see the stop.
- * @example startMonitoringServer({ listen: ":9094", readiness: () => facade.readiness() })
+ * here: `/readyz` reports it), so that probes see the stop. It takes TLS (and mTLS) but no token: probes and
+ * scrapers rarely carry one, and it serves nothing that writes (docs/security.md).
+ * @example await startMonitoringServer({ listen: ":9094", readiness: () => facade.readiness() })
  */
-export function startMonitoringServer(opts: MonitoringServerOptions): Listener {
-  const { server, address } = serveHttp("monitoring", opts, (req) => handle(req, opts.readiness));
-  return { address, port: server.addr.port, setDraining: () => {}, shutdown: () => server.shutdown() };
+export async function startMonitoringServer(opts: MonitoringServerOptions): Promise<Listener> {
+  const server = await serveHttp("monitoring", opts, (req) => handle(req, opts.readiness));
+  return { address: server.address, port: server.port, setDraining: () => {}, shutdown: server.shutdown };
 }
 
 async function handle(req: Request, readiness: () => Readiness): Promise<Response> {

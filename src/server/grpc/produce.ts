@@ -5,8 +5,9 @@
  */
 import type { AckLevel, Message } from "../../message.ts";
 import { ProduceError, type ProduceResult, type ProducerFacade } from "../../producer/types.ts";
+import type { Gate, Principal } from "../auth.ts";
 import { parseAck } from "../params.ts";
-import { type Refusal, refusalOf } from "../refusal.ts";
+import { type Refusal, refusalOf, STATUS_BY_KIND } from "../refusal.ts";
 import { topicProblem } from "../topic.ts";
 import type { GrpcCall } from "./call.ts";
 import { CodecError, decodeProdRq, encodeProdRs, type ProdRq, type ProdRs } from "./codec.ts";
@@ -70,6 +71,12 @@ class Turn {
   }
 }
 
+/** The caller of a stream and the check of each record's topic; absent when no Gate is configured. */
+export interface StreamAccess {
+  gate: Gate;
+  principal: Principal;
+}
+
 /** Drives one Produce call until it ends; `onClose` runs once when it does. */
 export class ProduceStream {
   readonly #call: GrpcCall;
@@ -77,6 +84,7 @@ export class ProduceStream {
   readonly #isDraining: () => boolean;
   readonly #metrics: CallMetrics;
   readonly #onClose: (stream: ProduceStream) => void;
+  readonly #access: StreamAccess | undefined;
   #inFlight = 0;
   #paused = false;
   #halfClosed = false;
@@ -92,8 +100,10 @@ export class ProduceStream {
     isDraining: () => boolean,
     methodMetrics: MethodMetrics,
     onClose: (stream: ProduceStream) => void,
+    access?: StreamAccess,
   ) {
     this.#call = call;
+    this.#access = access;
     this.#facade = facade;
     this.#isDraining = isDraining;
     this.#onClose = onClose;
@@ -143,6 +153,13 @@ export class ProduceStream {
       return;
     }
     const { message, ack } = parsed;
+    const access = this.#access;
+    if (access !== undefined && !access.gate.mayWrite(access.principal, message.topic)) {
+      access.gate.count(access.principal.name, "forbidden");
+      const reason = access.gate.forbidden(access.principal, message.topic);
+      turn.refuse(index, offset, { kind: "forbidden", status: STATUS_BY_KIND.forbidden, reason });
+      return;
+    }
     if (message.value.byteLength > this.#facade.maxMessageBytes) {
       const reason = `message too large: ${message.value.byteLength} bytes, at most ` +
         `${this.#facade.maxMessageBytes} bytes are accepted`;

@@ -1,15 +1,20 @@
 /**
  * The gRPC listener: KafkaAmbassador, grpc.health.v1.Health and server reflection, over node:http2 (cleartext
- * HTTP/2 with prior knowledge, as gRPC clients speak it). Nothing a peer sends may end the process: every
- * emitter has an `error` listener and every stream operation is guarded (see call.ts).
+ * HTTP/2 with prior knowledge, as gRPC clients speak it, or TLS with ALPN h2). With a Gate, Produce and
+ * ListTopics need a principal (`authorization: Bearer <token>` metadata, or a client certificate); health and
+ * reflection stay open. Nothing a peer sends may end the process: every emitter has an `error` listener and
+ * every stream operation is guarded (see call.ts).
  */
 import http2 from "node:http2";
 import type protobuf from "protobufjs";
 import type { Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { TLSSocket } from "node:tls";
 import { log, logRepeated } from "../../log.ts";
 import type { ProducerFacade } from "../../producer/types.ts";
 import { formatHostPort, listenAddress } from "../../listen_address.ts";
-import { type Listener, type ListenerOptions, listenError } from "../listener.ts";
+import { type Principal, UNAUTHENTICATED_REASON } from "../auth.ts";
+import { type Listener, type ListenerOptions, listenError, nodeListenError } from "../listener.ts";
+import { certNameOf, nodeTlsOptions } from "../tls.ts";
 import { refusalOf } from "../refusal.ts";
 import { GrpcCall, guard } from "./call.ts";
 import { Health } from "./health.ts";
@@ -37,13 +42,6 @@ const SHUTDOWN_TIMEOUT_MS = 10_000;
  * MAX_IN_FLIGHT records, so this bounds what one connection can make the server hold.
  */
 const MAX_STREAMS_PER_CONNECTION = 128;
-
-/** Errors of listen() in words, as the other listeners report them. */
-const LISTEN_ERRORS: Record<string, string> = {
-  EADDRINUSE: "address already in use",
-  EACCES: "permission denied",
-  EADDRNOTAVAIL: "address not available",
-};
 
 const PRODUCE_PATH = `/${GRPC_SERVICE}/Produce`;
 const LIST_TOPICS_PATH = `/${GRPC_SERVICE}/ListTopics`;
@@ -75,13 +73,24 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
   let draining = false;
   const health = new Health(schemas, opts.facade, () => draining);
 
-  const listTopics = (call: GrpcCall) => {
+  const gate = opts.gate;
+  const mtls = opts.tls?.material.ca !== undefined;
+  /** The caller of a Produce or ListTopics call; undefined ends the call with UNAUTHENTICATED. */
+  const principalOf = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Principal | undefined => {
+    const certName = mtls && gate!.certNames
+      ? certNameOf(stream.session?.socket as TLSSocket | undefined)
+      : undefined;
+    return gate!.authenticate(headerValue(headers["authorization"]), certName);
+  };
+
+  const listTopics = (call: GrpcCall, principal: Principal | undefined) => {
     const metrics = listMetrics.begin();
     serveUnary(call, async () => {
       listMetrics.received.inc();
       let topics: string[];
       try {
         topics = await opts.facade.listTopics();
+        if (principal !== undefined) topics = topics.filter((topic) => gate!.mayWrite(principal, topic));
       } catch (err) {
         // The facade logs why; the client gets its stable reason, or "internal error" for anything unexpected.
         const refusal = refusalOf(err, "grpc: list topics", "");
@@ -93,14 +102,15 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     }, (code) => metrics.handled(code));
   };
 
-  const produce = (call: GrpcCall) => {
+  const produce = (call: GrpcCall, principal: Principal | undefined) => {
     if (draining) {
       produceMetrics.begin().handled(Status.UNAVAILABLE);
       call.end(Status.UNAVAILABLE, "shutting down");
       return;
     }
+    const access = principal === undefined ? undefined : { gate: gate!, principal };
     streams.add(
-      new ProduceStream(call, opts.facade, () => draining, produceMetrics, (s) => streams.delete(s)),
+      new ProduceStream(call, opts.facade, () => draining, produceMetrics, (s) => streams.delete(s), access),
     );
   };
 
@@ -143,11 +153,17 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
       call.end(Status.UNIMPLEMENTED);
       return;
     }
+    if (path === PRODUCE_PATH || path === LIST_TOPICS_PATH) {
+      const principal = gate === undefined ? undefined : principalOf(stream, headers);
+      if (gate !== undefined && principal === undefined) {
+        (path === PRODUCE_PATH ? produceMetrics : listMetrics).begin().handled(Status.UNAUTHENTICATED);
+        call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
+        call.end(Status.UNAUTHENTICATED, UNAUTHENTICATED_REASON);
+        return;
+      }
+      return path === PRODUCE_PATH ? produce(call, principal) : listTopics(call, principal);
+    }
     switch (path) {
-      case PRODUCE_PATH:
-        return produce(call);
-      case LIST_TOPICS_PATH:
-        return listTopics(call);
       case HEALTH_CHECK_PATH:
         return health.check(call);
       case HEALTH_WATCH_PATH:
@@ -158,9 +174,22 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     call.end(Status.UNIMPLEMENTED, `unknown method ${path}`);
   };
 
-  const server = http2.createServer({
-    settings: { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION },
-  });
+  const settings = { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION };
+  const tls = opts.tls;
+  const server = tls === undefined
+    ? http2.createServer({ settings })
+    : http2.createSecureServer({ settings, ...nodeTlsOptions(tls.material) });
+  if (tls !== undefined) {
+    // A new certificate applies to new connections; the listening socket stays open (tls.ts).
+    tls.subscribe((material) =>
+      (server as http2.Http2SecureServer).setSecureContext(nodeTlsOptions(material))
+    );
+    server.on("tlsClientError", (err: Error) => {
+      logRepeated("grpc: tls handshake failed", "debug", "grpc: tls handshake failed", {
+        error: err.message,
+      });
+    });
+  }
   server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     try {
       onStream(stream, headers);
@@ -188,7 +217,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
 
   const port = await new Promise<number>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
-      reject(listenError("grpc", listen, LISTEN_ERRORS[err.code ?? ""] ?? err.message));
+      reject(listenError("grpc", listen, nodeListenError(err)));
     };
     server.once("error", onError);
     server.listen({ port: listen.port, host: listen.hostname }, () => {
@@ -198,7 +227,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     });
   });
   const address = formatHostPort({ ...listen, port });
-  log("info", "grpc listening", { addr: address });
+  log("info", "grpc listening", tls === undefined ? { addr: address } : { addr: address, tls: true, mtls });
 
   const setDraining = (on: boolean) => {
     draining = on;

@@ -1,0 +1,293 @@
+/**
+ * TLS and mTLS on the three listeners, with clients we did not write: curl and openssl s_client for HTTP and
+ * monitoring, grpcurl and @grpc/grpc-js for gRPC. Certificates are made per run with openssl (support/tls.ts).
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { startGrpcServer } from "../src/server/grpc/server.ts";
+import { PROTO_PATH } from "../src/server/grpc/schema.ts";
+import { startHttpServer } from "../src/server/http.ts";
+import type { Listener } from "../src/server/listener.ts";
+import { startMonitoringServer } from "../src/server/monitoring.ts";
+import { readTls, TlsSource } from "../src/server/tls.ts";
+import { FakeFacade } from "./support/fake_facade.ts";
+import { type Ca, type KeyPair, makeCa } from "./support/tls.ts";
+
+const GRPCURL = Deno.env.get("KA_GRPCURL") ??
+  fileURLToPath(new URL("../.tools/bin/grpcurl", import.meta.url));
+
+interface Pki {
+  ca: Ca;
+  server: KeyPair;
+  /** A CA the listeners do not trust, and a client certificate it signed. */
+  otherCa: Ca;
+  otherClient: KeyPair;
+  client: KeyPair;
+}
+
+const dir = await Deno.makeTempDir({ prefix: "ka-tls-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+const pki: Pki = await (async () => {
+  const ca = await makeCa(dir, "ca");
+  const otherCa = await makeCa(dir, "other-ca");
+  return {
+    ca,
+    server: await ca.server(),
+    otherCa,
+    otherClient: await otherCa.client("edge-gw"),
+    client: await ca.client("edge-gw"),
+  };
+})();
+
+function tlsSource(mtls: boolean): TlsSource {
+  return new TlsSource(readTls("test", {
+    certFile: pki.server.cert,
+    keyFile: pki.server.key,
+    clientCaFile: mtls ? pki.ca.cert : "",
+  }));
+}
+
+/** curl's exit code and the HTTP status it got ("000" when none). */
+async function curl(args: string[]): Promise<{ exit: number; status: string }> {
+  const out = await new Deno.Command("curl", {
+    args: ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return { exit: out.code, status: new TextDecoder().decode(out.stdout) };
+}
+
+/** `openssl s_client` against 127.0.0.1:port: whether the handshake verified (and, for mTLS, was accepted). */
+async function sClient(port: number, caFile: string, client?: KeyPair): Promise<boolean> {
+  const args = [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${port}`,
+    "-CAfile",
+    caFile,
+    "-verify_return_error",
+    "-ign_eof",
+  ];
+  if (client) args.push("-cert", client.cert, "-key", client.key);
+  const child = new Deno.Command("openssl", { args, stdin: "piped", stdout: "piped", stderr: "piped" })
+    .spawn();
+  // A request, so that a server that refuses the client certificate has said so before the connection ends.
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("GET /healthz HTTP/1.0\r\n\r\n"));
+  await writer.close();
+  const out = await child.output();
+  return out.success && new TextDecoder().decode(out.stdout).includes("HTTP/1.1 200");
+}
+
+/** grpcurl's exit code and output. A dial that fails is retried until the time is up: failures take 2 s. */
+async function grpcurl(args: string[]): Promise<{ exit: number; out: string }> {
+  const out = await new Deno.Command(GRPCURL, {
+    args: ["-connect-timeout", "2", "-max-time", "10", ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { exit: out.code, out: dec.decode(out.stdout) + dec.decode(out.stderr) };
+}
+
+const POST = ["-X", "POST", "-H", "content-type: text/plain", "--data-binary", "x"];
+const clientCert = (pair: KeyPair) => ["--cert", pair.cert, "--key", pair.key];
+
+Deno.test("http over TLS: curl trusting the CA is served; a wrong CA and plain text are refused", async () => {
+  const facade = new FakeFacade();
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade, tls: tlsSource(false) });
+  try {
+    const url = `https://127.0.0.1:${server.port}/topics/tls/messages`;
+    assert.deepEqual(await curl([...POST, "--cacert", pki.ca.cert, url]), { exit: 0, status: "200" });
+    const localhost = `https://localhost:${server.port}/topics/tls/messages`;
+    assert.deepEqual(await curl([...POST, "--cacert", pki.ca.cert, localhost]), { exit: 0, status: "200" });
+    // 60: the peer's certificate cannot be authenticated with the given CA.
+    assert.equal((await curl([...POST, "--cacert", pki.otherCa.cert, url])).exit, 60);
+    const plain = await curl([...POST, `http://127.0.0.1:${server.port}/topics/tls/messages`]);
+    assert.notEqual(plain.exit, 0);
+    assert.equal(plain.status, "000");
+    // A body larger than one read, with Content-Length and chunked, arrives whole through node:https.
+    const big = `${dir}/big.bin`;
+    await Deno.writeFile(big, new Uint8Array(200_000).fill(0x61));
+    const upload = [
+      "-X",
+      "POST",
+      "-H",
+      "content-type: text/plain",
+      "--data-binary",
+      `@${big}`,
+      "--cacert",
+      pki.ca.cert,
+    ];
+    assert.deepEqual(await curl([...upload, url]), { exit: 0, status: "200" });
+    assert.deepEqual(await curl([...upload, "-H", "transfer-encoding: chunked", url]), {
+      exit: 0,
+      status: "200",
+    });
+    assert.deepEqual(facade.produced.slice(2).map((p) => p.message.value.byteLength), [200_000, 200_000]);
+    assert.equal(facade.produced.length, 4);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("http over mTLS: a client certificate signed by the client CA is required", async () => {
+  const facade = new FakeFacade();
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade, tls: tlsSource(true) });
+  try {
+    const url = `https://127.0.0.1:${server.port}/topics/mtls/messages`;
+    const trusted = ["--cacert", pki.ca.cert];
+    assert.equal((await curl([...POST, ...trusted, url])).status, "000", "no client certificate");
+    assert.equal((await curl([...POST, ...trusted, ...clientCert(pki.otherClient), url])).status, "000");
+    assert.deepEqual(await curl([...POST, ...trusted, ...clientCert(pki.client), url]), {
+      exit: 0,
+      status: "200",
+    });
+    assert.equal(facade.produced.length, 1);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("monitoring over TLS and mTLS: curl and openssl s_client", async () => {
+  const readiness = () => ({ ready: true, reasons: [] });
+  let server: Listener = await startMonitoringServer({
+    listen: "127.0.0.1:0",
+    readiness,
+    tls: tlsSource(false),
+  });
+  try {
+    const url = `https://127.0.0.1:${server.port}/healthz`;
+    assert.deepEqual(await curl(["--cacert", pki.ca.cert, url]), { exit: 0, status: "200" });
+    assert.equal((await curl(["--cacert", pki.otherCa.cert, url])).exit, 60);
+    assert.equal((await curl([`http://127.0.0.1:${server.port}/healthz`])).status, "000");
+    assert.equal(await sClient(server.port, pki.ca.cert), true);
+    assert.equal(await sClient(server.port, pki.otherCa.cert), false);
+  } finally {
+    await server.shutdown();
+  }
+  server = await startMonitoringServer({ listen: "127.0.0.1:0", readiness, tls: tlsSource(true) });
+  try {
+    const url = `https://127.0.0.1:${server.port}/healthz`;
+    assert.equal((await curl(["--cacert", pki.ca.cert, url])).status, "000", "no client certificate");
+    assert.deepEqual(await curl(["--cacert", pki.ca.cert, ...clientCert(pki.client), url]), {
+      exit: 0,
+      status: "200",
+    });
+    assert.equal(await sClient(server.port, pki.ca.cert), false);
+    assert.equal(await sClient(server.port, pki.ca.cert, pki.client), true);
+    assert.equal(await sClient(server.port, pki.ca.cert, pki.otherClient), false);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+// deno-lint-ignore no-explicit-any
+type Client = any;
+
+function grpcClient(port: number, credentials: grpc.ChannelCredentials): Client {
+  const definition = protoLoader.loadSync(PROTO_PATH, { keepCase: true, longs: String, defaults: true });
+  const Service = grpc.loadPackageDefinition(definition).KafkaAmbassador as grpc.ServiceClientConstructor;
+  // Deno's node:tls refuses an IP address as the server name, so the name checked is the certificate's DNS one.
+  return new Service(`127.0.0.1:${port}`, credentials, { "grpc.ssl_target_name_override": "localhost" });
+}
+
+/** One record on a Produce stream: the reply's code, or the call's status code when there is no reply. */
+function produceOne(client: Client, topic: string): Promise<{ code?: number; status: number }> {
+  return new Promise((resolve) => {
+    const call = client.Produce();
+    let code: number | undefined;
+    call.on("data", (rs: { code: number }) => code = rs.code);
+    call.on("error", () => {});
+    call.on("status", (status: grpc.StatusObject) => resolve({ code, status: status.code }));
+    call.write({ topic, message: new TextEncoder().encode("x"), streamOffset: "1" });
+    call.end();
+  });
+}
+
+const read = (path: string) => Buffer.from(Deno.readFileSync(path));
+
+Deno.test("grpc over TLS: grpcurl -cacert and grpc-js with the CA are served; a wrong CA and plain text fail", async () => {
+  const facade = new FakeFacade();
+  const server = await startGrpcServer({
+    listen: "127.0.0.1:0",
+    facade,
+    maxRequestSize: 64 * 1024,
+    tls: tlsSource(false),
+  });
+  const clients: Client[] = [];
+  try {
+    const target = `127.0.0.1:${server.port}`;
+    const listed = await grpcurl(["-cacert", pki.ca.cert, target, "list"]);
+    assert.equal(listed.exit, 0, listed.out);
+    assert.match(listed.out, /KafkaAmbassador/);
+    assert.notEqual((await grpcurl(["-cacert", pki.otherCa.cert, target, "list"])).exit, 0);
+    assert.notEqual((await grpcurl(["-plaintext", target, "list"])).exit, 0);
+
+    const good = grpcClient(server.port, grpc.credentials.createSsl(read(pki.ca.cert)));
+    clients.push(good);
+    assert.deepEqual(await produceOne(good, "grpc-tls"), { code: 0, status: grpc.status.OK });
+    const wrongCa = grpcClient(server.port, grpc.credentials.createSsl(read(pki.otherCa.cert)));
+    clients.push(wrongCa);
+    assert.equal((await produceOne(wrongCa, "grpc-tls")).status, grpc.status.UNAVAILABLE);
+    const plain = grpcClient(server.port, grpc.credentials.createInsecure());
+    clients.push(plain);
+    assert.equal((await produceOne(plain, "grpc-tls")).status, grpc.status.UNAVAILABLE);
+    assert.equal(facade.produced.length, 1);
+  } finally {
+    for (const client of clients) client.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("grpc over mTLS: without a client certificate the call fails; with one signed by the CA it is served", async () => {
+  const facade = new FakeFacade();
+  const server = await startGrpcServer({
+    listen: "127.0.0.1:0",
+    facade,
+    maxRequestSize: 64 * 1024,
+    tls: tlsSource(true),
+  });
+  const clients: Client[] = [];
+  try {
+    const target = `127.0.0.1:${server.port}`;
+    assert.notEqual((await grpcurl(["-cacert", pki.ca.cert, target, "list"])).exit, 0);
+    const withCert = await grpcurl([
+      "-cacert",
+      pki.ca.cert,
+      "-cert",
+      pki.client.cert,
+      "-key",
+      pki.client.key,
+      target,
+      "list",
+    ]);
+    assert.equal(withCert.exit, 0, withCert.out);
+
+    const ca = read(pki.ca.cert);
+    const noCert = grpcClient(server.port, grpc.credentials.createSsl(ca));
+    clients.push(noCert);
+    assert.equal((await produceOne(noCert, "grpc-mtls")).status, grpc.status.UNAVAILABLE);
+    const foreign = grpcClient(
+      server.port,
+      grpc.credentials.createSsl(ca, read(pki.otherClient.key), read(pki.otherClient.cert)),
+    );
+    clients.push(foreign);
+    assert.equal((await produceOne(foreign, "grpc-mtls")).status, grpc.status.UNAVAILABLE);
+    const good = grpcClient(
+      server.port,
+      grpc.credentials.createSsl(ca, read(pki.client.key), read(pki.client.cert)),
+    );
+    clients.push(good);
+    assert.deepEqual(await produceOne(good, "grpc-mtls"), { code: 0, status: grpc.status.OK });
+    assert.equal(facade.produced.length, 1);
+  } finally {
+    for (const client of clients) client.close();
+    await server.shutdown();
+  }
+});
