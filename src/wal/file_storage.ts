@@ -80,7 +80,11 @@ export class FileStorage implements SegmentStorage {
 
   async truncate(seq: number, size: number): Promise<void> {
     // Without a writer this run never created the file (the name may be someone else's): nothing to cut.
-    await this.#writers.get(seq)?.truncate(size);
+    const file = this.#writers.get(seq);
+    if (!file) return;
+    await file.truncate(size);
+    // The cut lines are written again elsewhere under the same ids: a crash must not find them here too.
+    await file.syncData();
   }
 
   async read(seq: number, offset: number, length: number): Promise<Uint8Array> {

@@ -10,6 +10,10 @@
  * - a create, rename or unlink not followed by a directory fsync may or may not have happened, each on its own
  *   (file systems do reorder them; a rename whose source is absent in the chosen state does not happen).
  *
+ * - an fdatasync made to fail (`failNextSync`) leaves what it covered undecided: on disk or not at a crash, and
+ *   never made durable by a later fdatasync (the kernel may drop those dirty pages, as PostgreSQL's "fsyncgate"
+ *   found), while reads still see it.
+ *
  * A process kill (`kill()`) keeps the page cache: the next process sees every write of the killed one.
  */
 import type { WalFile, WalFileInfo, WalFs } from "../../src/wal/fs.ts";
@@ -19,6 +23,8 @@ export type FsOp =
   | { kind: "write"; ino: number; offset: number; data: Uint8Array }
   | { kind: "truncate"; ino: number; size: number }
   | { kind: "fsync"; ino: number }
+  /** An fdatasync that failed: see the header. */
+  | { kind: "fsyncfail"; ino: number }
   | { kind: "create"; name: string; ino: number }
   | { kind: "unlink"; name: string }
   | { kind: "rename"; from: string; to: string }
@@ -51,6 +57,8 @@ export class CrashDisk {
   #nextIno = 1;
   #generation = 0;
   #dirExists = false;
+  /** The next fdatasync of a file whose name matches fails. */
+  #syncFault: ((name: string) => boolean) | null = null;
 
   /** A disk with `dir` holding `files` (all durable), or with no directory yet. */
   constructor(dir: string, files?: DiskState) {
@@ -69,6 +77,11 @@ export class CrashDisk {
     const out: DiskState = new Map();
     for (const [name, ino] of this.#names) out.set(name, this.#data.get(ino)!.slice());
     return out;
+  }
+
+  /** The next fdatasync of a file with a name matching `match` fails with an I/O error. */
+  failNextSync(match: (name: string) => boolean): void {
+    this.#syncFault = match;
   }
 
   /** Every view handed out so far stops working: its calls throw KilledError. The page cache stays. */
@@ -204,6 +217,12 @@ export class CrashDisk {
       },
       syncData: () => {
         alive();
+        const fault = this.#syncFault;
+        if (fault !== null && [...this.#names].some(([n, i]) => i === file && fault(n))) {
+          this.#syncFault = null;
+          this.ops.push({ kind: "fsyncfail", ino: file });
+          return Promise.reject(new Error("Input/output error (os error 5)"));
+        }
         this.ops.push({ kind: "fsync", ino: file });
         return Promise.resolve();
       },
@@ -245,10 +264,18 @@ interface Pending {
   dirOps: DirOp[];
   durable: Map<number, Uint8Array>;
   dataOps: Map<number, DataOp[]>;
+  /** Pending operations that a failed fdatasync covered: a later fdatasync does not make them durable. */
+  lost: Set<DataOp>;
 }
 
 function replay(ops: readonly FsOp[], upTo: number, base: DiskState | undefined): Pending {
-  const p: Pending = { names: new Map(), dirOps: [], durable: new Map(), dataOps: new Map() };
+  const p: Pending = {
+    names: new Map(),
+    dirOps: [],
+    durable: new Map(),
+    dataOps: new Map(),
+    lost: new Set(),
+  };
   let ino = 1;
   for (const [name, content] of [...(base ?? [])].sort(([a], [b]) => a < b ? -1 : 1)) {
     p.names.set(name, ino);
@@ -264,12 +291,14 @@ function replay(ops: readonly FsOp[], upTo: number, base: DiskState | undefined)
         else p.dataOps.set(op.ino, [op]);
         break;
       }
-      case "fsync":
-        p.durable.set(
-          op.ino,
-          (p.dataOps.get(op.ino) ?? []).reduce(applyData, p.durable.get(op.ino) ?? EMPTY),
-        );
+      case "fsync": {
+        const kept = (p.dataOps.get(op.ino) ?? []).filter((o) => !p.lost.has(o));
+        p.durable.set(op.ino, kept.reduce(applyData, p.durable.get(op.ino) ?? EMPTY));
         p.dataOps.delete(op.ino);
+        break;
+      }
+      case "fsyncfail":
+        for (const o of p.dataOps.get(op.ino) ?? []) p.lost.add(o);
         break;
       case "syncdir":
         p.names = applyDir(p.names, p.dirOps);
