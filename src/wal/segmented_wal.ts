@@ -317,7 +317,15 @@ export class SegmentedWal implements Wal {
         if (offset < end || offset - end > READ_GAP_BYTES) break;
         end = offset + segment.length(picks[last].index);
       }
-      const data = await this.#storage.read(segment.seq, start, end - start);
+      let data: Uint8Array;
+      try {
+        data = await this.#storage.read(segment.seq, start, end - start);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+        this.#lost(segment);
+        first = last;
+        continue;
+      }
       for (let p = first; p < last; p++) {
         const i = picks[p].index;
         // Acked meanwhile, or its commit failed: nothing to hand out.
@@ -332,6 +340,25 @@ export class SegmentedWal implements Wal {
       first = last;
     }
     return records;
+  }
+
+  /**
+   * The segment's file was deleted behind the WAL's back: its records cannot be read, ever. They are dropped,
+   * counted as damaged and logged once, and the segment takes no more lines, so the WAL goes on (replay does not
+   * retry them forever, start-up does not trip on them).
+   */
+  #lost(segment: SegmentIndex): void {
+    let lost = 0;
+    for (let i = 0; i < segment.count; i++) {
+      if (this.#transition(segment, i, ACKED) !== ACKED) lost++;
+    }
+    if (segment === this.#active) this.#active = null;
+    this.#corrupt += lost;
+    metrics.walCorrupt.inc(lost);
+    log("error", `wal: segment ${segment.name}: file deleted by something else; ${lost} records lost`, {
+      segment: segment.name,
+      records: lost,
+    });
   }
 
   #dropDamaged(segment: SegmentIndex, i: number, err: unknown): void {
