@@ -270,3 +270,26 @@ Deno.test("wal fault: a segment deleted behind the WAL's back: its records are r
     assert.deepEqual((await reopened(path)).records.map(([, v]) => v), ["m1", "m2", "m5", "m6", "m7"]);
   });
 });
+
+Deno.test("wal fault: on a full disk (next-id cannot be written), acked segments are still deleted when a later one holds higher ids", async () => {
+  await withDir(async (path) => {
+    const { wal, storage } = await openFaultyWal(path, { segmentBytes: 200 });
+    try {
+      for (let i = 1; i <= 6; i++) await wal.append(msg(i)).durable;
+      assert.deepEqual(await segments(path), ["00000001.wal", "00000002.wal", "00000003.wal"]);
+      storage.saveNextId = () => Promise.reject(diskFull(`${path}/next-id.tmp`));
+      for (const id of [1, 2, 3, 4]) wal.ack(id);
+      await wal.sync();
+      // Segment 3 holds ids 5 and 6: recovery needs no next-id to continue after 4.
+      assert.deepEqual(await segments(path), ["00000003.wal"]);
+    } finally {
+      await wal.close();
+    }
+    const again = await openWal({ path, inMemory: false, maxBytes: 1 << 24, commitDelayMs: 1 });
+    try {
+      assert.equal(again.append(msg(7)).id, 7);
+    } finally {
+      await again.close();
+    }
+  });
+});

@@ -741,7 +741,7 @@ export class SegmentedWal implements Wal {
     const done = this.#segments.filter((s) => s !== this.#active && s.live === 0 && s.settled === s.count);
     if (done.length === 0) return;
     try {
-      await this.#storage.saveNextId(this.#nextId);
+      if (!this.#idsWitnessed(done)) await this.#storage.saveNextId(this.#nextId);
     } catch (err) {
       logRepeated(
         "wal: saving the next id failed",
@@ -771,6 +771,16 @@ export class SegmentedWal implements Wal {
         );
       }
     }
+  }
+
+  /**
+   * Whether a segment that stays holds a written line with an id above every id of `done`: recovery then finds
+   * ids beyond them without `next-id`. Saving it is then not needed, which matters on a full disk, where the
+   * file cannot be written and segments could never be deleted to free room.
+   */
+  #idsWitnessed(done: SegmentIndex[]): boolean {
+    const highest = Math.max(...done.map((s) => s.lastId()));
+    return this.#segments.some((s) => !done.includes(s) && s.settled > 0 && s.id(s.settled - 1) > highest);
   }
 
   #updateGauges(): void {
