@@ -1,6 +1,8 @@
 /**
  * The WAL disk fails while Kafka is down: a full tmpfs, a tmpfs remounted read-only, a symlink planted at the next
- * segment name. Every post that got a 2xx must reach Kafka once the disk, and then the broker, are back.
+ * segment name. Every post that got a 2xx must reach Kafka once the disk, and then the broker, are back. And with
+ * Kafka up: a tmpfs filled under load refuses what needs the WAL, keeps serving the rest, damages no segment and
+ * drains once there is room, without a restart.
  */
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
@@ -10,7 +12,8 @@ import { assertAllDelivered, type LoadResult, postRange, tally } from "./support
 import { type Service, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { canMount, fillUp, mountTmpfs } from "./support/tmpfs.ts";
-import { waitFor } from "./support/wait.ts";
+import { delay, waitFor } from "./support/wait.ts";
+import { recoverDirectory } from "../src/wal/recovery.ts";
 
 if (!canMount) console.warn("fault_wal_disk_test: tmpfs cases skipped: mounting a tmpfs needs root");
 
@@ -165,5 +168,105 @@ Deno.test({
     });
     assert.equal(await Deno.readTextFile(canary), "do not touch\n", "the symlink target is untouched");
     assert.ok((await Deno.lstat(`${walPath}/00000002.wal`)).isSymlink);
+  },
+});
+
+/** Damaged lines in a copy of the WAL directory, as recovery counts them (a torn last line is not damage). */
+async function damagedLines(walPath: string, copy: string): Promise<number> {
+  await Deno.mkdir(copy, { recursive: true, mode: 0o700 });
+  for await (const e of Deno.readDir(walPath)) {
+    if (e.isFile) await Deno.copyFile(`${walPath}/${e.name}`, `${copy}/${e.name}`);
+  }
+  return (await recoverDirectory(copy)).corrupt;
+}
+
+Deno.test({
+  name:
+    "fault: WAL tmpfs filled under load, Kafka up: WAL requests get 503 + Retry-After, Kafka ones 200; no damage, drains without a restart",
+  ignore: !canMount,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using broker = await startBroker();
+    await broker.createTopic("fill-wal", 1);
+    await broker.createTopic("fill-kafka", 1);
+    await using dir = await tempDir("ka-disk-fill-");
+    await using disk = await mountTmpfs(`${dir.path}/disk`, 1 << 20);
+    const walPath = `${disk.path}/wal`;
+    const filler = `${disk.path}/filler`;
+    // Records of fill-wal always go through the WAL: a reply means "fdatasynced".
+    const config = faultConfig(broker.bootstrap, walPath, {
+      producer: { wal: { always_topics: ["fill-wal"] } },
+    });
+    await using svc = await startService(config, { dir: dir.path });
+    await withServiceLog(svc, async () => {
+      let stop = false;
+      const loads = Promise.all([
+        postRange(svc.http, "fill-wal", "w", 0, 1_000_000, { concurrency: 8, stop: () => stop }),
+        postRange(svc.http, "fill-kafka", "k", 0, 1_000_000, {
+          concurrency: 8,
+          ack: "wal",
+          stop: () => stop,
+        }),
+      ]);
+      await delay(1000);
+      await fillUp(filler, 0);
+      // The WAL fails, then frees room as Kafka takes records and their segments go: probe until refused.
+      let refusal: { status: number; retryAfter: string | null; body: string } | null = null;
+      await waitFor(
+        "a WAL request to be refused",
+        async () => {
+          const r = await fetch(`${svc.http}/topics/fill-wal/messages`, { method: "POST", body: "probe" });
+          refusal = { status: r.status, retryAfter: r.headers.get("retry-after"), body: await r.text() };
+          return r.status !== 200;
+        },
+        30_000,
+        20,
+      );
+      const kafkaReply = await fetch(`${svc.http}/topics/fill-kafka/messages?ack=wal`, {
+        method: "POST",
+        body: "probe",
+      });
+      await kafkaReply.body?.cancel();
+      const { status, retryAfter, body } = refusal!;
+      console.log(`disk full: fill-wal ${status} ${JSON.stringify(body)}, fill-kafka ${kafkaReply.status}`);
+      assert.equal(status, 503);
+      assert.ok(Number(retryAfter) > 0, "Retry-After set");
+      assert.match(body.trim(), /^wal: (unavailable|full)$/);
+      assert.equal(kafkaReply.status, 200, "the Kafka path keeps serving");
+      assert.equal(await damagedLines(walPath, `${dir.path}/copy-full`), 0, "no damaged line while full");
+
+      await Deno.remove(filler);
+      await waitFor(
+        "writing to work again",
+        async () => (await svc.metric("wal_unwritten_records")) === 0,
+        30_000,
+      );
+      await delay(1000);
+      stop = true;
+      const [wal, kafka] = await loads;
+      await walDrained(svc);
+      assert.equal(await damagedLines(walPath, `${dir.path}/copy-after`), 0, "no damaged line after");
+      assert.equal(await svc.metric("wal_corrupt_records"), 0);
+
+      const refusedWal = [...wal.refused.values()];
+      console.log(
+        `disk full under load: fill-wal ${statuses(wal)}; fill-kafka ${statuses(kafka)}`,
+      );
+      assert.ok(refusedWal.length > 0 && refusedWal.every((s) => s === 503), "WAL requests refused with 503");
+      assert.equal(kafka.refused.size, 0, "no Kafka request refused");
+      for (const [topic, run, r] of [["fill-wal", "w", wal], ["fill-kafka", "k", kafka]] as const) {
+        const found = await consumeAll(broker.bootstrap, topic, {
+          expected: r.acked.size,
+          timeoutMs: 60_000,
+        });
+        const sent = r.acked.size + r.refused.size;
+        assertAllDelivered(
+          `disk-full-under-load ${topic}`,
+          tally(run, sent, r.acked, found.map((m) => m.value)),
+        );
+      }
+      assert.equal(await svc.stop(), 0);
+    });
   },
 });
