@@ -270,3 +270,49 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "fault: a segment file deleted behind the service's back: reported lost once (log, metric), the rest delivered, a clean restart",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using broker = await startBroker();
+    await broker.createTopic("deleted", 1);
+    await broker.stop();
+    await using dir = await tempDir("ka-disk-deleted-");
+    const walPath = `${dir.path}/wal`;
+    // Segments of 256 KiB: the load fills three.
+    const config = faultConfig(broker.bootstrap, walPath, { producer: { wal: { max_bytes: 1 << 20 } } });
+    await using svc = await startService(config, { dir: dir.path });
+    await withServiceLog(svc, async () => {
+      await waitForBreaker(svc, "open", 30_000);
+      const load = await postRange(svc.http, "deleted", "d", 0, 6000, { concurrency: 8, ack: "wal" });
+      assert.equal(load.acked.size, 6000);
+      await Deno.stat(`${walPath}/00000003.wal`);
+      await Deno.remove(`${walPath}/00000001.wal`);
+
+      await broker.start();
+      await walDrained(svc);
+      const lost = (await svc.logs()).filter((l) => String(l.msg).includes("deleted by something else"));
+      assert.equal(lost.length, 1, "logged once");
+      const records = Number(lost[0].records);
+      assert.equal(await svc.metric("wal_corrupt_records"), records);
+      const found = await consumeAll(broker.bootstrap, "deleted", {
+        expected: 6000 - records,
+        timeoutMs: 60_000,
+      });
+      const t = tally("d", 6000, load.acked, found.map((m) => m.value));
+      console.log(
+        `segment-deleted: sent=${t.sent} acknowledged=${t.acknowledged} found=${t.found} ` +
+          `missing=${t.missing.length} duplicated=${t.duplicated} reported-lost=${records}`,
+      );
+      assert.ok(records > 0);
+      assert.equal(t.missing.length, records, "exactly the records of the deleted file are missing");
+      assert.equal(await svc.stop(), 0);
+    });
+    await using again = await startService(config, { dir: dir.path });
+    assert.equal(await again.metric("wal_messages"), 0);
+    assert.equal(await again.stop(), 0, "a clean restart");
+  },
+});
