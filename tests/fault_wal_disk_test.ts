@@ -76,6 +76,8 @@ async function runDiskFault(name: string, f: DiskFault): Promise<void> {
       30_000,
     );
     assert.equal(await first.stop(), 0);
+    // The failed writes left no damaged line behind (a cut tail is not damage).
+    assert.equal(await damagedLines(f.walPath, `${f.dir}/copy-repaired`), 0, `${name}: no damaged line`);
     // What was accepted must now be on disk: a restart finds it.
     await using svc = await startService(config, { dir: f.dir });
     await broker.start();
