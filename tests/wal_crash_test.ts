@@ -185,6 +185,26 @@ async function batchesAndRaces(disk: CrashDisk): Promise<Map<number, Life>> {
 }
 
 /**
+ * next-id cannot be saved (its fdatasync fails, as on a full disk) when a restart has every segment acked: the
+ * newest segment stays to tell recovery the ids, the others go; it goes once a newer segment holds a record.
+ */
+async function nextIdUnsaved(disk: CrashDisk): Promise<Map<number, Life>> {
+  const t = new Tracker(disk);
+  const first = await open(disk.process());
+  await t.append(first, 10);
+  await first.close();
+
+  disk.failNextSync((name) => name === "next-id.tmp");
+  const second = await open(disk.process());
+  for (const r of await checkoutAll(second)) t.ack(second, r.id);
+  await t.synced(second.sync());
+  assert.ok(await t.append(second));
+  await t.synced(second.sync());
+  await t.synced(second.close());
+  return t.lives;
+}
+
+/**
  * An fdatasync of a segment fails: that batch is not durable (its appenders hear so; one retracts its record as
  * the facade does after a 503), the records wait in memory, then go to a fresh segment; the WAL goes on.
  */
@@ -409,6 +429,16 @@ Deno.test("wal crash: every state a crash can leave recovers every durable recor
 
 Deno.test("wal crash: batches over several segments, racing acks and a kill mid-commit lose nothing", async () => {
   await explore("batches, racing acks, kill mid-commit", batchesAndRaces);
+});
+
+Deno.test("wal crash: when next-id cannot be saved, the newest acked segment stays until a newer one holds ids", async () => {
+  const disk = await explore("next-id cannot be saved", nextIdUnsaved);
+  const unlinked = disk.ops.flatMap((op) =>
+    op.kind === "unlink" && op.name.endsWith(".wal") ? [op.name] : []
+  );
+  assert.ok(disk.ops.some((op) => op.kind === "fsyncfail"));
+  assert.ok(!disk.ops.some((op) => op.kind === "rename"), "next-id was never saved");
+  assert.deepEqual(unlinked, ["00000001.wal", "00000002.wal", "00000003.wal"]);
 });
 
 Deno.test("wal crash: a failed fdatasync is fail-stop: the segment is cut back for good and never written again", async () => {

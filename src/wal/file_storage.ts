@@ -252,6 +252,18 @@ async function checkWritable(dir: string, fs: WalFs): Promise<void> {
     }
     await fs.remove(path);
   } catch (err) {
-    throw new Error(`wal: directory ${dir} is not writable: ${(err as Error).message}`);
+    if (!isOutOfSpace(err)) {
+      throw new Error(`wal: directory ${dir} is not writable: ${(err as Error).message}`);
+    }
+    // A full disk is no reason to stop: the WAL holds new records in memory until there is room, and only a
+    // running service can free it (replay delivers records, their segments are deleted).
+    await removeIfExists(fs, path).catch(() => {});
+    log("warn", `wal: directory ${dir} is full; starting anyway`, { path: dir });
   }
+}
+
+/** ENOSPC or EDQUOT: the disk or the quota is full. */
+function isOutOfSpace(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === "ENOSPC" || code === "EDQUOT";
 }

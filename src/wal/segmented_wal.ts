@@ -738,20 +738,25 @@ export class SegmentedWal implements Wal {
 
   /** Deletes segments whose records are all acked (keeping damaged ones aside); never the active one. */
   async #sweep(): Promise<void> {
-    const done = this.#segments.filter((s) => s !== this.#active && s.live === 0 && s.settled === s.count);
+    let done = this.#segments.filter((s) => s !== this.#active && s.live === 0 && s.settled === s.count);
     if (done.length === 0) return;
-    try {
-      if (!this.#idsWitnessed(done)) await this.#storage.saveNextId(this.#nextId);
-    } catch (err) {
-      logRepeated(
-        "wal: saving the next id failed",
-        "error",
-        "wal: saving the next id failed; fully acked segments are kept for now",
-        {
-          error: err,
-        },
-      );
-      return;
+    if (!this.#idsWitnessed(done)) {
+      try {
+        await this.#storage.saveNextId(this.#nextId);
+      } catch (err) {
+        // The newest of them stays, to tell recovery which ids were used; the others go, which frees room on a
+        // full disk (where next-id cannot be written).
+        const keep = done.findLast((s) => s.count > 0);
+        done = done.filter((s) => s !== keep);
+        logRepeated(
+          "wal: saving the next id failed",
+          "error",
+          "wal: saving the next id failed; the newest fully acked segment is kept for now",
+          {
+            error: err,
+          },
+        );
+      }
     }
     for (const segment of done) {
       segment.removed = true;
