@@ -3,7 +3,7 @@ import { log } from "../log.ts";
 import * as metrics from "../metrics.ts";
 import { segmentName } from "./segment_index.ts";
 import type { Recovered, SegmentStorage } from "./storage.ts";
-import { recoverDirectory, walFiles } from "./recovery.ts";
+import { nextIdOf, recoverDirectory, walFiles } from "./recovery.ts";
 import { denoFs, type WalFile, type WalFileInfo, type WalFs } from "./fs.ts";
 
 /** An open ack list and whether it has writes not yet synced. */
@@ -171,14 +171,24 @@ export class FileStorage implements SegmentStorage {
   }
 
   async saveNextId(nextId: number): Promise<void> {
-    const temp = this.#path(walFiles.nextIdTemp);
-    {
-      using file = await this.#fs.open(temp, { create: true, write: true, truncate: true, mode: 0o600 });
-      await writeAll(file, new TextEncoder().encode(`${nextId}\n`));
-      await file.syncData();
+    const name = walFiles.nextId(nextId);
+    try {
+      const file = await this.#fs.open(this.#path(name), { createNew: true, write: true, mode: 0o600 });
+      file.close();
+    } catch (err) {
+      // Saved before with the same id; but a name taken by anything else (a symlink, say) is not ours.
+      if (!(err instanceof Deno.errors.AlreadyExists) || !(await this.#fs.lstat(this.#path(name))).isFile) {
+        throw err;
+      }
     }
-    await this.#fs.rename(temp, this.#path(walFiles.nextId));
     await this.#syncDir();
+    // Older names are now redundant (the highest counts): removed without a sync.
+    for await (const entry of this.#fs.readDir(this.#dir)) {
+      const id = nextIdOf(entry.name);
+      if ((id !== null && id < nextId) || entry.name === walFiles.legacyNextId) {
+        await removeOwn(this.#fs, this.#path(entry.name));
+      }
+    }
   }
 
   async close(): Promise<void> {

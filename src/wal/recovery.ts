@@ -14,14 +14,21 @@ const CHUNK_BYTES = 1 << 20;
 const LOGGED_LINES = 20;
 const NEWLINE = 0x0a;
 const SEGMENT_FILE = /^(\d{8,})\.(wal|acks|corrupt)$/;
+const NEXT_ID_FILE = /^next-id\.(\d+)$/;
 
 /** File names inside a WAL directory. */
 export const walFiles = {
   segment: (seq: number): string => `${segmentName(seq)}.wal`,
   acks: (seq: number): string => `${segmentName(seq)}.acks`,
   corrupt: (seq: number): string => `${segmentName(seq)}.corrupt`,
-  nextId: "next-id",
-  nextIdTemp: "next-id.tmp",
+  /**
+   * An empty file whose name says that ids below `id` are used: a name needs no data block, so it can be made
+   * durable (create, directory fsync) on a full disk too. The highest one found counts.
+   */
+  nextId: (id: number): string => `next-id.${id}`,
+  /** Written by earlier versions: the next id in decimal. Still read; removed at the next save. */
+  legacyNextId: "next-id",
+  legacyNextIdTemp: "next-id.tmp",
   /** Written and removed at start-up to check that the directory is writable. */
   probe: ".write-probe",
 };
@@ -31,8 +38,10 @@ export async function recoverDirectory(dir: string, fs: WalFs = denoFs): Promise
   const segmentSeqs: number[] = [];
   const ackSeqs = new Set<number>();
   let maxSeq = 0;
+  let saved = 1;
   for await (const entry of fs.readDir(dir)) {
-    if (entry.name === walFiles.nextIdTemp) await fs.remove(`${dir}/${entry.name}`);
+    if (entry.name === walFiles.legacyNextIdTemp) await fs.remove(`${dir}/${entry.name}`);
+    saved = Math.max(saved, nextIdOf(entry.name) ?? 1);
     const m = SEGMENT_FILE.exec(entry.name);
     if (!m) continue;
     const seq = Number(m[1]);
@@ -65,7 +74,7 @@ export async function recoverDirectory(dir: string, fs: WalFs = denoFs): Promise
     // An ack list whose segment is gone: the segment was deleted and the process stopped before its acks were.
     if (!segmentSeqs.includes(seq)) await fs.remove(`${dir}/${walFiles.acks(seq)}`);
   }
-  const saved = await readNextId(fs, dir);
+  saved = Math.max(saved, await readLegacyNextId(fs, dir));
   return { segments, nextSeq: maxSeq + 1, nextId: Math.max(saved, lastId + 1), corrupt };
 }
 
@@ -196,16 +205,24 @@ export async function applyAcks(fs: WalFs, path: string, index: SegmentIndex): P
   }
 }
 
-async function readNextId(fs: WalFs, dir: string): Promise<number> {
+/** The id a `next-id.<id>` name records, or null for any other name. */
+export function nextIdOf(name: string): number | null {
+  const m = NEXT_ID_FILE.exec(name);
+  const n = m ? Number(m[1]) : NaN;
+  return Number.isSafeInteger(n) && n > 0 ? n : null;
+}
+
+async function readLegacyNextId(fs: WalFs, dir: string): Promise<number> {
+  const path = `${dir}/${walFiles.legacyNextId}`;
   let text: string;
   try {
-    text = new TextDecoder().decode(await fs.readFile(`${dir}/${walFiles.nextId}`));
+    text = new TextDecoder().decode(await fs.readFile(path));
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return 1;
     throw err;
   }
   const n = Number(text.trim());
   if (Number.isSafeInteger(n) && n > 0) return n;
-  log("warn", `wal: ${walFiles.nextId}: not a number, ignored`, { path: `${dir}/${walFiles.nextId}` });
+  log("warn", `wal: ${walFiles.legacyNextId}: not a number, ignored`, { path });
   return 1;
 }

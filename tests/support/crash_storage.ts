@@ -59,6 +59,8 @@ export class CrashDisk {
   #dirExists = false;
   /** The next fdatasync of a file whose name matches fails. */
   #syncFault: ((name: string) => boolean) | null = null;
+  /** The next create of a file whose name matches fails. */
+  #createFault: ((name: string) => boolean) | null = null;
 
   /** A disk with `dir` holding `files` (all durable), or with no directory yet. */
   constructor(dir: string, files?: DiskState) {
@@ -82,6 +84,11 @@ export class CrashDisk {
   /** The next fdatasync of a file with a name matching `match` fails with an I/O error. */
   failNextSync(match: (name: string) => boolean): void {
     this.#syncFault = match;
+  }
+
+  /** The next create of a file named like `match` fails as when the file system has no inode left. */
+  failNextCreate(match: (name: string) => boolean): void {
+    this.#createFault = match;
   }
 
   /** Every view handed out so far stops working: its calls throw KilledError. The page cache stays. */
@@ -177,6 +184,12 @@ export class CrashDisk {
     if (ino === undefined) {
       if (!options.create && !options.createNew) {
         throw new Deno.errors.NotFound(`No such file or directory: '${this.dir}/${name}'`);
+      }
+      if (this.#createFault?.(name)) {
+        this.#createFault = null;
+        throw Object.assign(new Error(`No space left on device (os error 28): '${this.dir}/${name}'`), {
+          code: "ENOSPC",
+        });
       }
       ino = this.#nextIno++;
       this.#names.set(name, ino);
