@@ -318,3 +318,52 @@ Deno.test({
     assert.equal(await again.stop(), 0, "a clean restart");
   },
 });
+
+Deno.test({
+  name:
+    "fault: the WAL fills its own disk with Kafka down, kill -9, restart on the full disk: it starts and drains, 0 missing",
+  ignore: !canMount,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using broker = await startBroker();
+    await broker.createTopic("self-full", 1);
+    await broker.stop();
+    await using dir = await tempDir("ka-disk-self-full-");
+    // One segment (a quarter of max_bytes) is larger than the disk: the WAL itself fills it.
+    await using disk = await mountTmpfs(`${dir.path}/disk`, 512 * 1024);
+    const config = faultConfig(broker.bootstrap, `${disk.path}/wal`, {
+      producer: { wal: { max_bytes: "64MiB" } },
+    });
+    await using first = await startService(config, { dir: dir.path });
+    const load = await withServiceLog(first, async () => {
+      await waitForBreaker(first, "open", 30_000);
+      const load = await postRange(first.http, "self-full", "s", 0, 8000, { concurrency: 8, ack: "wal" });
+      console.log(`self-full: ${statuses(load)}`);
+      assert.ok(load.acked.size > 0 && load.refused.size > 0, "the disk filled up under the load");
+      return load;
+    });
+    first.signal("SIGKILL");
+    await first.exited;
+
+    // Before, start-up refused a full directory: a crash loop, since only a running service can free it.
+    await using svc = await startService(config, { dir: dir.path });
+    await withServiceLog(svc, async () => {
+      assert.ok((await svc.logs()).some((l) => String(l.msg).includes("is full; starting anyway")));
+      await broker.start();
+      await walDrained(svc);
+      const after = await fetch(`${svc.http}/topics/self-full/messages?ack=wal`, {
+        method: "POST",
+        body: "s:8000",
+      });
+      await after.body?.cancel();
+      assert.equal(after.status, 200, "room again");
+      const found = await consumeAll(broker.bootstrap, "self-full", {
+        expected: load.acked.size,
+        timeoutMs: 60_000,
+      });
+      assertAllDelivered("self-full-restart", tally("s", 8000, load.acked, found.map((m) => m.value)));
+      assert.equal(await svc.stop(), 0);
+    });
+  },
+});
