@@ -86,9 +86,9 @@ Deno.test({
       assertAllDelivered(`kill-loop-${i + 1}`, tally("k", n, r.acked, mine));
     }
     assertAllDelivered("kill-loop-total", tally("k", sent, acked, values));
-    // Load flowed before every kill, and kills caught requests in flight (not every one: a kill may fall
-    // between replies).
-    assert.ok(runs.every((r) => r.acked.size > 0), "every run had records acknowledged");
+    // Records were acknowledged, and kills caught requests in flight. Not every run does both: a kill may fall
+    // between replies, or while the broker is blackholed and every request waits.
+    assert.ok(runs.filter((r) => r.acked.size > 0).length >= ITERATIONS / 2, "records were acknowledged");
     assert.ok(runs.some((r) => r.refused.size > 0), "kills caught requests in flight");
     assert.equal(await last.stop(), 0);
   },

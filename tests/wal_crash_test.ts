@@ -9,7 +9,7 @@
  * - recovery never throws and converges: opening the recovered directory again finds the same records;
  * - ids are never reused: the first id after recovery is above every id made durable before the crash.
  *
- * `KA_CRASH_STATES` sets how many (crash point, disk state) pairs are explored (default 3000, seed by
+ * `KA_CRASH_STATES` sets how many (crash point, disk state) pairs each workload may explore (default 3000; seed by
  * `KA_CRASH_SEED`).
  */
 import assert from "node:assert/strict";

@@ -8,8 +8,7 @@
  *   the last write of that prefix may be torn (cut after a few representative byte counts, or zero-filled: the
  *   size reached the disk but not the data);
  * - a create, rename or unlink not followed by a directory fsync may or may not have happened, each on its own
- *   (file systems do reorder them; a rename whose source is absent in the chosen state does not happen).
- *
+ *   (file systems do reorder them; a rename whose source is absent in the chosen state does not happen);
  * - an fdatasync made to fail (`failNextSync`) leaves what it covered undecided: on disk or not at a crash, and
  *   never made durable by a later fdatasync (the kernel may drop those dirty pages, as PostgreSQL's "fsyncgate"
  *   found), while reads still see it.
