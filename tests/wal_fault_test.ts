@@ -234,3 +234,62 @@ Deno.test("wal fault: retries back off up to the longest wait", async () => {
     await wal.close();
   }
 });
+
+Deno.test("wal fault: a segment deleted behind the WAL's back: its records are reported lost once, the WAL goes on", async () => {
+  await withDir(async (path) => {
+    const wal = await openWal({
+      path,
+      inMemory: false,
+      maxBytes: 1 << 24,
+      segmentBytes: 200,
+      commitDelayMs: 1,
+    });
+    const lines: string[] = [];
+    const printed = console.error;
+    try {
+      // Segments of 200 bytes: two records each.
+      for (let i = 1; i <= 6; i++) await wal.append(msg(i)).durable;
+      assert.deepEqual(await segments(path), ["00000001.wal", "00000002.wal", "00000003.wal"]);
+      await Deno.remove(`${path}/00000002.wal`);
+      console.error = (line: string) => lines.push(String(line));
+      const values = (await checkoutAll(wal)).map((r) => dec.decode(r.value));
+      assert.deepEqual(values, ["m1", "m2", "m5", "m6"]);
+      assert.equal(await checkoutAll(wal).then((r) => r.length), 0, "nothing left to retry");
+      assert.equal(wal.stats().corrupt, 2);
+      assert.equal(wal.stats().records, 4);
+      const lost = lines.filter((l) => l.includes("deleted by something else"));
+      assert.equal(lost.length, 1, lines.join("\n"));
+      assert.match(lost[0], /"segment":"00000002","records":2/);
+      // The WAL takes new records, and deletes what is left of the lost segment at the next commit.
+      await wal.append(msg(7)).durable;
+      assert.ok(!(await Array.fromAsync(Deno.readDir(path))).some((e) => e.name.startsWith("00000002.")));
+    } finally {
+      console.error = printed;
+      await wal.close();
+    }
+    assert.deepEqual((await reopened(path)).records.map(([, v]) => v), ["m1", "m2", "m5", "m6", "m7"]);
+  });
+});
+
+Deno.test("wal fault: on a full disk (next-id cannot be written), acked segments are still deleted when a later one holds higher ids", async () => {
+  await withDir(async (path) => {
+    const { wal, storage } = await openFaultyWal(path, { segmentBytes: 200 });
+    try {
+      for (let i = 1; i <= 6; i++) await wal.append(msg(i)).durable;
+      assert.deepEqual(await segments(path), ["00000001.wal", "00000002.wal", "00000003.wal"]);
+      storage.saveNextId = () => Promise.reject(diskFull(`${path}/next-id.tmp`));
+      for (const id of [1, 2, 3, 4]) wal.ack(id);
+      await wal.sync();
+      // Segment 3 holds ids 5 and 6: recovery needs no next-id to continue after 4.
+      assert.deepEqual(await segments(path), ["00000003.wal"]);
+    } finally {
+      await wal.close();
+    }
+    const again = await openWal({ path, inMemory: false, maxBytes: 1 << 24, commitDelayMs: 1 });
+    try {
+      assert.equal(again.append(msg(7)).id, 7);
+    } finally {
+      await again.close();
+    }
+  });
+});

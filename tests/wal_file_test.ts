@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as metrics from "../src/metrics.ts";
 import type { Message } from "../src/message.ts";
 import { openWal, type Wal, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
-import { canMount, mountTmpfs } from "./support/tmpfs.ts";
+import { canMount, fillUp, mountTmpfs } from "./support/tmpfs.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { settle } from "./support/wait.ts";
 
@@ -273,7 +273,10 @@ Deno.test("wal file: the directory is created 0700 and every file 0600", async (
     await wal.close();
     assert.equal((await Deno.stat(nested)).mode! & 0o777, 0o700);
     const files = await names(nested);
-    assert.ok(files.some((n) => n.endsWith(".wal")) && files.includes("next-id"), `${files}`);
+    assert.ok(
+      files.some((n) => n.endsWith(".wal")) && files.some((n) => n.startsWith("next-id.")),
+      `${files}`,
+    );
     for (const name of files) assert.equal((await Deno.stat(`${nested}/${name}`)).mode! & 0o777, 0o600, name);
   });
 });
@@ -328,4 +331,44 @@ Deno.test("wal file: a directory that cannot be written stops start-up with one 
     assert.ok(err.message.startsWith(`wal: directory ${path} is not writable: `), err.message);
     assert.ok(!err.message.includes("\n"));
   });
+});
+
+Deno.test({
+  name: "wal file: a full disk does not stop start-up; draining it deletes every segment (next-id is a name)",
+  ignore: !canMount,
+  async fn() {
+    await withDir(async (_path, tmp) => {
+      await using disk = await mountTmpfs(`${tmp}/disk`, 256 * 1024);
+      const path = `${disk.path}/wal`;
+      const first = await open(path, { segmentBytes: 16 * 1024 });
+      const big = (i: number): Message => ({ topic: "t", value: enc.encode(`${i}`.padEnd(1000, ".")) });
+      for (let i = 0; i < 60; i++) await first.append(big(i)).durable;
+      await first.close();
+      const segments = (await names(path)).filter((n) => n.endsWith(".wal"));
+      assert.ok(segments.length >= 3, `${segments}`);
+      await fillUp(`${disk.path}/filler`, 0);
+
+      const lines: string[] = [];
+      const printed = console.error;
+      console.error = (line: string) => lines.push(String(line));
+      try {
+        const wal = await open(path, { segmentBytes: 16 * 1024 });
+        assert.ok(lines.some((l) => l.includes("is full; starting anyway")), lines.join("\n"));
+        for (const r of await checkoutAll(wal)) wal.ack(r.id);
+        await wal.sync();
+        // next-id needs no data block: saved on the full disk, then every segment goes.
+        assert.deepEqual((await names(path)).filter((n) => !n.endsWith(".acks")), ["next-id.61"]);
+        const { id, durable } = wal.append(msg(1));
+        assert.equal(id, 61);
+        await durable;
+        await wal.close();
+      } finally {
+        console.error = printed;
+      }
+      const again = await open(path);
+      assert.deepEqual((await checkoutAll(again)).map((r) => r.id), [61]);
+      assert.equal(again.append(msg(2)).id, 62);
+      await again.close();
+    });
+  },
 });

@@ -3,11 +3,12 @@ import { log } from "../log.ts";
 import * as metrics from "../metrics.ts";
 import { segmentName } from "./segment_index.ts";
 import type { Recovered, SegmentStorage } from "./storage.ts";
-import { recoverDirectory, walFiles } from "./recovery.ts";
+import { nextIdOf, recoverDirectory, walFiles } from "./recovery.ts";
+import { denoFs, type WalFile, type WalFileInfo, type WalFs } from "./fs.ts";
 
 /** An open ack list and whether it has writes not yet synced. */
 interface AckList {
-  file: Deno.FsFile;
+  file: WalFile;
   size: number;
   dirty: boolean;
   /** A failed append could not be undone: further ids would be glued to a partial line. */
@@ -17,37 +18,42 @@ interface AckList {
 /** Segment files in one directory. Segments are only ever appended to by the run that created them. */
 export class FileStorage implements SegmentStorage {
   readonly #dir: string;
-  readonly #writers = new Map<number, Deno.FsFile>();
+  readonly #fs: WalFs;
+  readonly #writers = new Map<number, WalFile>();
   readonly #acks = new Map<number, AckList>();
   /** Files were created since the directory was last synced. */
   #dirDirty = false;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, fs: WalFs) {
     this.#dir = dir;
+    this.#fs = fs;
   }
 
   /**
    * Creates the directory if needed (0700), checks that it is private and writable, and recovers what is in it.
    * Throws a one-line error naming the directory when it cannot be used.
    */
-  static async open(dir: string): Promise<{ storage: FileStorage; recovered: Recovered }> {
-    let info: Deno.FileInfo | null = null;
+  static async open(
+    dir: string,
+    fs: WalFs = denoFs,
+  ): Promise<{ storage: FileStorage; recovered: Recovered }> {
+    let info: WalFileInfo | null = null;
     try {
-      info = await Deno.stat(dir);
+      info = await fs.stat(dir);
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) {
         throw new Error(`wal: directory ${dir}: ${(err as Error).message}`);
       }
     }
     if (info === null) {
-      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-      await Deno.chmod(dir, 0o700);
+      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      await fs.chmod(dir, 0o700);
     } else {
       if (!info.isDirectory) throw new Error(`wal: ${dir} is not a directory`);
       checkMode(dir, info.mode);
     }
-    await checkWritable(dir);
-    return { storage: new FileStorage(dir), recovered: await recoverDirectory(dir) };
+    await checkWritable(dir, fs);
+    return { storage: new FileStorage(dir, fs), recovered: await recoverDirectory(dir, fs) };
   }
 
   #path(name: string): string {
@@ -57,7 +63,7 @@ export class FileStorage implements SegmentStorage {
   async append(seq: number, data: Uint8Array): Promise<void> {
     let file = this.#writers.get(seq);
     if (!file) {
-      file = await Deno.open(this.#path(walFiles.segment(seq)), {
+      file = await this.#fs.open(this.#path(walFiles.segment(seq)), {
         createNew: true,
         write: true,
         append: true,
@@ -74,12 +80,16 @@ export class FileStorage implements SegmentStorage {
 
   async truncate(seq: number, size: number): Promise<void> {
     // Without a writer this run never created the file (the name may be someone else's): nothing to cut.
-    await this.#writers.get(seq)?.truncate(size);
+    const file = this.#writers.get(seq);
+    if (!file) return;
+    await file.truncate(size);
+    // The cut lines are written again elsewhere under the same ids: a crash must not find them here too.
+    await file.syncData();
   }
 
   async read(seq: number, offset: number, length: number): Promise<Uint8Array> {
     // A handle per read: concurrent checkouts must not share a file position.
-    using file = await Deno.open(this.#path(walFiles.segment(seq)), { read: true });
+    using file = await this.#fs.open(this.#path(walFiles.segment(seq)), { read: true });
     await file.seek(offset, Deno.SeekMode.Start);
     const out = new Uint8Array(length);
     for (let filled = 0; filled < length;) {
@@ -99,7 +109,7 @@ export class FileStorage implements SegmentStorage {
     if (!list) {
       // A segment of this run has no ack list yet: an existing name is not ours, and is not followed.
       const fresh = this.#writers.has(seq);
-      const file = await Deno.open(this.#path(walFiles.acks(seq)), {
+      const file = await this.#fs.open(this.#path(walFiles.acks(seq)), {
         create: !fresh,
         createNew: fresh,
         write: true,
@@ -137,16 +147,20 @@ export class FileStorage implements SegmentStorage {
 
   async remove(seq: number): Promise<void> {
     this.#closeFiles(seq);
-    // The segment goes first: an ack list left alone is cleaned up at start-up, a segment left without its acks
-    // would be replayed again.
-    await removeOwn(this.#path(walFiles.segment(seq)));
-    await removeOwn(this.#path(walFiles.acks(seq)));
+    // The segment goes first, and its unlink is made durable before the ack list's: an ack list left alone is
+    // cleaned up at start-up, but a segment left without its acks (unlinks not synced may reach the disk in any
+    // order, or not at all) would be replayed again, acks that `sync` called durable included.
+    await removeOwn(this.#fs, this.#path(walFiles.segment(seq)));
+    await this.#syncDir();
+    await removeOwn(this.#fs, this.#path(walFiles.acks(seq)));
   }
 
   async quarantine(seq: number): Promise<void> {
     this.#closeFiles(seq);
-    await Deno.rename(this.#path(walFiles.segment(seq)), this.#path(walFiles.corrupt(seq)));
-    await removeIfExists(this.#path(walFiles.acks(seq)));
+    await this.#fs.rename(this.#path(walFiles.segment(seq)), this.#path(walFiles.corrupt(seq)));
+    // As in remove: the segment is out of the way for good before its acks go.
+    await this.#syncDir();
+    await removeIfExists(this.#fs, this.#path(walFiles.acks(seq)));
     log(
       "warn",
       `wal: segment ${segmentName(seq)}: damaged lines kept for inspection as ${walFiles.corrupt(seq)}`,
@@ -157,14 +171,24 @@ export class FileStorage implements SegmentStorage {
   }
 
   async saveNextId(nextId: number): Promise<void> {
-    const temp = this.#path(walFiles.nextIdTemp);
-    {
-      using file = await Deno.open(temp, { create: true, write: true, truncate: true, mode: 0o600 });
-      await writeAll(file, new TextEncoder().encode(`${nextId}\n`));
-      await file.syncData();
+    const name = walFiles.nextId(nextId);
+    try {
+      const file = await this.#fs.open(this.#path(name), { createNew: true, write: true, mode: 0o600 });
+      file.close();
+    } catch (err) {
+      // Saved before with the same id; but a name taken by anything else (a symlink, say) is not ours.
+      if (!(err instanceof Deno.errors.AlreadyExists) || !(await this.#fs.lstat(this.#path(name))).isFile) {
+        throw err;
+      }
     }
-    await Deno.rename(temp, this.#path(walFiles.nextId));
     await this.#syncDir();
+    // Older names are now redundant (the highest counts): removed without a sync.
+    for await (const entry of this.#fs.readDir(this.#dir)) {
+      const id = nextIdOf(entry.name);
+      if ((id !== null && id < nextId) || entry.name === walFiles.legacyNextId) {
+        await removeOwn(this.#fs, this.#path(entry.name));
+      }
+    }
   }
 
   async close(): Promise<void> {
@@ -183,34 +207,33 @@ export class FileStorage implements SegmentStorage {
   }
 
   async #syncDir(): Promise<void> {
-    using dir = await Deno.open(this.#dir, { read: true });
-    await dir.sync();
+    await this.#fs.syncDir(this.#dir);
     this.#dirDirty = false;
   }
 }
 
-async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+async function writeAll(file: WalFile, data: Uint8Array): Promise<void> {
   for (let written = 0; written < data.length;) written += await file.write(data.subarray(written));
 }
 
-async function removeIfExists(path: string): Promise<void> {
+async function removeIfExists(fs: WalFs, path: string): Promise<void> {
   try {
-    await Deno.remove(path);
+    await fs.remove(path);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
 }
 
 /** Removes a regular file; anything else under a WAL name (a symlink, say) was not made by the WAL and stays. */
-async function removeOwn(path: string): Promise<void> {
-  let info: Deno.FileInfo;
+async function removeOwn(fs: WalFs, path: string): Promise<void> {
+  let info: WalFileInfo;
   try {
-    info = await Deno.lstat(path);
+    info = await fs.lstat(path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return;
     throw err;
   }
-  if (info.isFile) await removeIfExists(path);
+  if (info.isFile) await removeIfExists(fs, path);
 }
 
 /** Refuses a directory every user may write to; warns when group or others have any access. */
@@ -228,17 +251,29 @@ function checkMode(dir: string, mode: number | null): void {
 }
 
 /** Creates, writes, fsyncs and removes a probe file, so that a directory the WAL cannot use stops start-up. */
-async function checkWritable(dir: string): Promise<void> {
+async function checkWritable(dir: string, fs: WalFs): Promise<void> {
   const path = `${dir}/${walFiles.probe}`;
   try {
-    await removeIfExists(path);
+    await removeIfExists(fs, path);
     {
-      using file = await Deno.open(path, { createNew: true, write: true, mode: 0o600 });
+      using file = await fs.open(path, { createNew: true, write: true, mode: 0o600 });
       await writeAll(file, new TextEncoder().encode("probe\n"));
       await file.syncData();
     }
-    await Deno.remove(path);
+    await fs.remove(path);
   } catch (err) {
-    throw new Error(`wal: directory ${dir} is not writable: ${(err as Error).message}`);
+    if (!isOutOfSpace(err)) {
+      throw new Error(`wal: directory ${dir} is not writable: ${(err as Error).message}`);
+    }
+    // A full disk is no reason to stop: the WAL holds new records in memory until there is room, and only a
+    // running service can free it (replay delivers records, their segments are deleted).
+    await removeIfExists(fs, path).catch(() => {});
+    log("warn", `wal: directory ${dir} is full; starting anyway`, { path: dir });
   }
+}
+
+/** ENOSPC or EDQUOT: the disk or the quota is full. */
+function isOutOfSpace(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === "ENOSPC" || code === "EDQUOT";
 }

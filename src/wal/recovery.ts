@@ -7,31 +7,41 @@ import * as metrics from "../metrics.ts";
 import { readLineHead } from "./record_line.ts";
 import { ACKED, PENDING, SegmentIndex, segmentName } from "./segment_index.ts";
 import type { Recovered } from "./storage.ts";
+import { denoFs, type WalFs } from "./fs.ts";
 
 const CHUNK_BYTES = 1 << 20;
 /** Damaged lines logged one by one per segment; the rest are summed up. */
 const LOGGED_LINES = 20;
 const NEWLINE = 0x0a;
 const SEGMENT_FILE = /^(\d{8,})\.(wal|acks|corrupt)$/;
+const NEXT_ID_FILE = /^next-id\.(\d+)$/;
 
 /** File names inside a WAL directory. */
 export const walFiles = {
   segment: (seq: number): string => `${segmentName(seq)}.wal`,
   acks: (seq: number): string => `${segmentName(seq)}.acks`,
   corrupt: (seq: number): string => `${segmentName(seq)}.corrupt`,
-  nextId: "next-id",
-  nextIdTemp: "next-id.tmp",
+  /**
+   * An empty file whose name says that ids below `id` are used: a name needs no data block, so it can be made
+   * durable (create, directory fsync) on a full disk too. The highest one found counts.
+   */
+  nextId: (id: number): string => `next-id.${id}`,
+  /** Written by earlier versions: the next id in decimal. Still read; removed at the next save. */
+  legacyNextId: "next-id",
+  legacyNextIdTemp: "next-id.tmp",
   /** Written and removed at start-up to check that the directory is writable. */
   probe: ".write-probe",
 };
 
 /** Reads every segment of `dir` back into indexes. */
-export async function recoverDirectory(dir: string): Promise<Recovered> {
+export async function recoverDirectory(dir: string, fs: WalFs = denoFs): Promise<Recovered> {
   const segmentSeqs: number[] = [];
   const ackSeqs = new Set<number>();
   let maxSeq = 0;
-  for await (const entry of Deno.readDir(dir)) {
-    if (entry.name === walFiles.nextIdTemp) await Deno.remove(`${dir}/${entry.name}`);
+  let saved = 1;
+  for await (const entry of fs.readDir(dir)) {
+    if (entry.name === walFiles.legacyNextIdTemp) await fs.remove(`${dir}/${entry.name}`);
+    saved = Math.max(saved, nextIdOf(entry.name) ?? 1);
     const m = SEGMENT_FILE.exec(entry.name);
     if (!m) continue;
     const seq = Number(m[1]);
@@ -51,8 +61,8 @@ export async function recoverDirectory(dir: string): Promise<Recovered> {
   let corrupt = 0;
   for (const seq of segmentSeqs) {
     try {
-      const index = await scanSegment(`${dir}/${walFiles.segment(seq)}`, seq, lastId);
-      if (ackSeqs.has(seq)) await applyAcks(`${dir}/${walFiles.acks(seq)}`, index);
+      const index = await scanSegment(fs, `${dir}/${walFiles.segment(seq)}`, seq, lastId);
+      if (ackSeqs.has(seq)) await applyAcks(fs, `${dir}/${walFiles.acks(seq)}`, index);
       corrupt += index.corrupt;
       if (index.count > 0) lastId = index.lastId();
       segments.push(index);
@@ -62,9 +72,9 @@ export async function recoverDirectory(dir: string): Promise<Recovered> {
   }
   for (const seq of ackSeqs) {
     // An ack list whose segment is gone: the segment was deleted and the process stopped before its acks were.
-    if (!segmentSeqs.includes(seq)) await Deno.remove(`${dir}/${walFiles.acks(seq)}`);
+    if (!segmentSeqs.includes(seq)) await fs.remove(`${dir}/${walFiles.acks(seq)}`);
   }
-  const saved = await readNextId(dir);
+  saved = Math.max(saved, await readLegacyNextId(fs, dir));
   return { segments, nextSeq: maxSeq + 1, nextId: Math.max(saved, lastId + 1), corrupt };
 }
 
@@ -79,9 +89,14 @@ interface Damage {
  * Indexes one segment file. Ids must exceed `lastId` (the previous segment's last), so every index stays sorted.
  * A damaged or incomplete last line is cut off; damaged lines before it are counted in `corrupt`.
  */
-export async function scanSegment(path: string, seq: number, lastId: number): Promise<SegmentIndex> {
+export async function scanSegment(
+  fs: WalFs,
+  path: string,
+  seq: number,
+  lastId: number,
+): Promise<SegmentIndex> {
   const name = segmentName(seq);
-  const file = await Deno.open(path, { read: true, write: true });
+  const file = await fs.open(path, { read: true, write: true });
   try {
     const size = (await file.stat()).size;
     let index: SegmentIndex | null = null;
@@ -164,10 +179,13 @@ export async function scanSegment(path: string, seq: number, lastId: number): Pr
 }
 
 /** Marks the ids listed in an ack list as acked; cuts an incomplete last line so later appends stay aligned. */
-export async function applyAcks(path: string, index: SegmentIndex): Promise<void> {
-  const bytes = await Deno.readFile(path);
+export async function applyAcks(fs: WalFs, path: string, index: SegmentIndex): Promise<void> {
+  const bytes = await fs.readFile(path);
   const end = bytes.lastIndexOf(NEWLINE) + 1;
-  if (end < bytes.length) await Deno.truncate(path, end);
+  if (end < bytes.length) {
+    using file = await fs.open(path, { write: true });
+    await file.truncate(end);
+  }
   let id = 0;
   let digits = 0;
   let junk = false;
@@ -187,16 +205,24 @@ export async function applyAcks(path: string, index: SegmentIndex): Promise<void
   }
 }
 
-async function readNextId(dir: string): Promise<number> {
+/** The id a `next-id.<id>` name records, or null for any other name. */
+export function nextIdOf(name: string): number | null {
+  const m = NEXT_ID_FILE.exec(name);
+  const n = m ? Number(m[1]) : NaN;
+  return Number.isSafeInteger(n) && n > 0 ? n : null;
+}
+
+async function readLegacyNextId(fs: WalFs, dir: string): Promise<number> {
+  const path = `${dir}/${walFiles.legacyNextId}`;
   let text: string;
   try {
-    text = await Deno.readTextFile(`${dir}/${walFiles.nextId}`);
+    text = new TextDecoder().decode(await fs.readFile(path));
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return 1;
     throw err;
   }
   const n = Number(text.trim());
   if (Number.isSafeInteger(n) && n > 0) return n;
-  log("warn", `wal: ${walFiles.nextId}: not a number, ignored`, { path: `${dir}/${walFiles.nextId}` });
+  log("warn", `wal: ${walFiles.legacyNextId}: not a number, ignored`, { path });
   return 1;
 }

@@ -318,7 +318,15 @@ export class SegmentedWal implements Wal {
         if (offset < end || offset - end > READ_GAP_BYTES) break;
         end = offset + segment.length(picks[last].index);
       }
-      const data = await this.#storage.read(segment.seq, start, end - start);
+      let data: Uint8Array;
+      try {
+        data = await this.#storage.read(segment.seq, start, end - start);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+        this.#lost(segment);
+        first = last;
+        continue;
+      }
       for (let p = first; p < last; p++) {
         const i = picks[p].index;
         // Acked meanwhile, or its commit failed: nothing to hand out.
@@ -333,6 +341,25 @@ export class SegmentedWal implements Wal {
       first = last;
     }
     return records;
+  }
+
+  /**
+   * The segment's file was deleted behind the WAL's back: its records cannot be read, ever. They are dropped,
+   * counted as damaged and logged once, and the segment takes no more lines, so the WAL goes on (replay does not
+   * retry them forever, start-up does not trip on them).
+   */
+  #lost(segment: SegmentIndex): void {
+    let lost = 0;
+    for (let i = 0; i < segment.count; i++) {
+      if (this.#transition(segment, i, ACKED) !== ACKED) lost++;
+    }
+    if (segment === this.#active) this.#active = null;
+    this.#corrupt += lost;
+    metrics.walCorrupt.inc(lost);
+    log("error", `wal: segment ${segment.name}: file deleted by something else; ${lost} records lost`, {
+      segment: segment.name,
+      records: lost,
+    });
   }
 
   #dropDamaged(segment: SegmentIndex, i: number, err: unknown): void {
@@ -712,20 +739,25 @@ export class SegmentedWal implements Wal {
 
   /** Deletes segments whose records are all acked (keeping damaged ones aside); never the active one. */
   async #sweep(): Promise<void> {
-    const done = this.#segments.filter((s) => s !== this.#active && s.live === 0 && s.settled === s.count);
+    let done = this.#segments.filter((s) => s !== this.#active && s.live === 0 && s.settled === s.count);
     if (done.length === 0) return;
-    try {
-      await this.#storage.saveNextId(this.#nextId);
-    } catch (err) {
-      logRepeated(
-        "wal: saving the next id failed",
-        "error",
-        "wal: saving the next id failed; fully acked segments are kept for now",
-        {
-          error: err,
-        },
-      );
-      return;
+    if (!this.#idsWitnessed(done)) {
+      try {
+        await this.#storage.saveNextId(this.#nextId);
+      } catch (err) {
+        // The newest of them stays, to tell recovery which ids were used; the others go, which frees room on a
+        // full disk (where next-id cannot be written).
+        const keep = done.findLast((s) => s.count > 0);
+        done = done.filter((s) => s !== keep);
+        logRepeated(
+          "wal: saving the next id failed",
+          "error",
+          "wal: saving the next id failed; the newest fully acked segment is kept for now",
+          {
+            error: err,
+          },
+        );
+      }
     }
     for (const segment of done) {
       segment.removed = true;
@@ -745,6 +777,16 @@ export class SegmentedWal implements Wal {
         );
       }
     }
+  }
+
+  /**
+   * Whether a segment that stays holds a written line with an id above every id of `done`: recovery then finds
+   * ids beyond them without `next-id`. Saving it is then not needed, which matters on a full disk, where the
+   * file cannot be written and segments could never be deleted to free room.
+   */
+  #idsWitnessed(done: SegmentIndex[]): boolean {
+    const highest = Math.max(...done.map((s) => s.lastId()));
+    return this.#segments.some((s) => !done.includes(s) && s.settled > 0 && s.id(s.settled - 1) > highest);
   }
 
   #updateGauges(): void {

@@ -20,7 +20,10 @@ export interface SegmentStorage {
    * segment and throws Deno.errors.AlreadyExists if the name is taken (never following a symlink).
    */
   append(seq: number, data: Uint8Array): Promise<void>;
-  /** Cuts a segment back to `size` bytes (after a failed append); nothing to do for one this run never created. */
+  /**
+   * Cuts a segment back to `size` bytes after a failed append, durably (fdatasync on disk): its cut lines are
+   * written again in another segment. Nothing to do for one this run never created.
+   */
   truncate(seq: number, size: number): Promise<void>;
   /** Reads `length` bytes at `offset`. */
   read(seq: number, offset: number, length: number): Promise<Uint8Array>;

@@ -1,5 +1,6 @@
 /** The WAL contract shared by the producer facade, replay and both WAL variants (file and in-memory). */
 import type { Message } from "../message.ts";
+import type { WalFs } from "./fs.ts";
 
 /** One record as replay gets it back: the message plus its WAL id and the time it was appended. */
 export interface WalRecord extends Message {
@@ -27,6 +28,8 @@ export interface WalOptions {
   segmentBytes?: number;
   /** Longest wait to gather a group commit: default 2 ms on disk, 0 in memory. */
   commitDelayMs?: number;
+  /** File-system calls on disk; the real ones by default (tests pass a recording one). */
+  fs?: WalFs;
 }
 
 /** A snapshot of the WAL's size and health. */

@@ -43,7 +43,7 @@ export async function openWal(opts: WalOptions): Promise<Wal> {
     });
   }
   if (opts.path === "") throw new Error("wal: path is required unless inMemory");
-  const { storage, recovered } = await FileStorage.open(opts.path);
+  const { storage, recovered } = await FileStorage.open(opts.path, opts.fs);
   return await SegmentedWal.open(storage, recovered, {
     maxBytes: opts.maxBytes,
     segmentBytes,

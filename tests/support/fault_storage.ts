@@ -14,6 +14,8 @@ export class FaultStorage implements SegmentStorage {
   appendFault: (seq: number) => AppendFault = () => null;
   /** Every append tried: segment and time. */
   readonly attempts: Array<{ seq: number; at: number }> = [];
+  /** Every cut: segment and size. */
+  readonly truncates: Array<{ seq: number; size: number }> = [];
   /** When set, appends wait for it (after being counted in `attempts`). */
   gate: Promise<void> | null = null;
 
@@ -24,6 +26,14 @@ export class FaultStorage implements SegmentStorage {
   /** Every append fails with `error` until `heal`. */
   fail(error: Error = diskFull(), after = false): void {
     this.appendFault = () => ({ error, after });
+  }
+
+  /** The next append fails with `error` (after its bytes reached the segment when `after`), later ones work. */
+  failOnce(error: Error, after = false): void {
+    this.appendFault = () => {
+      this.heal();
+      return { error, after };
+    };
   }
 
   heal(): void {
@@ -40,6 +50,7 @@ export class FaultStorage implements SegmentStorage {
   }
 
   truncate(seq: number, size: number): Promise<void> {
+    this.truncates.push({ seq, size });
     return this.inner.truncate(seq, size);
   }
   read(seq: number, offset: number, length: number): Promise<Uint8Array> {
@@ -68,6 +79,11 @@ export class FaultStorage implements SegmentStorage {
 /** An error like the one a full disk gives, path included (it must never reach a client). */
 export function diskFull(path = "/var/lib/ka/wal/00000001.wal"): Error {
   return new Error(`No space left on device (os error 28): write '${path}'`);
+}
+
+/** The error a failed fdatasync gives (EIO). */
+export function ioError(): Error {
+  return new Error("Input/output error (os error 5)");
 }
 
 /** Options of the WAL under test: quick retries. */
