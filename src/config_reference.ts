@@ -1,11 +1,11 @@
 /**
- * The reference config file, written from the key table: every key with its default (or an example for keys
- * that are off by default) and its line of documentation. `config/example.yaml` is this text; a test fails when
- * they differ.
+ * The config reference, written from the key table in two places: `config/example.yaml` (every key with its
+ * default, or an example for keys that are off by default, and its line of documentation) and the marked section
+ * of README.md (one table row per key). A test fails when either differs from the table.
  *
- * Run: deno task config-reference   (rewrites config/example.yaml)
+ * Run: deno task config-reference   (rewrites config/example.yaml and README.md's section)
  */
-import { BROKERS, Key, SCHEMA } from "./config_keys.ts";
+import { BROKERS, Key, KEYS, SCHEMA } from "./config_keys.ts";
 
 const HEADER = `# kafka-ambassador configuration: every key with its default.
 # Written from the key table (src/config_keys.ts) by \`deno task config-reference\`; do not edit by hand.
@@ -55,8 +55,44 @@ function line(key: Key<unknown>, path: string, indent: string): string {
   return `${indent}${leaf}: ${key.example ?? key.kind.show(key.defaultValue)} # ${doc}\n`;
 }
 
+/** The markers around README.md's generated section; what lies between them is `readmeTable()`. */
+export const README_START = "<!-- config-reference:start -->";
+export const README_END = "<!-- config-reference:end -->";
+
+/**
+ * The config table of README.md: one row per key (name, default, meaning), in table order, padded as `deno fmt`
+ * pads a Markdown table so that formatting the README leaves it alone.
+ */
+export function readmeTable(): string {
+  const rows = [...KEYS.values()].map((key) => {
+    const unset = key.defaultValue === undefined || key.defaultValue === "";
+    const meaning = unset && key.example !== undefined ? `${key.doc}; e.g. \`${key.example}\`` : key.doc;
+    return [`\`${key.name}\``, unset ? "unset" : `\`${key.kind.show(key.defaultValue)}\``, meaning];
+  });
+  const table = [["key", "default", "meaning"], ...rows].map((row) =>
+    row.map((cell) => cell.replaceAll("|", "\\|"))
+  );
+  const widths = table[0].map((_, column) => Math.max(3, ...table.map((row) => row[column].length)));
+  const format = (row: string[]) => `| ${row.map((cell, i) => cell.padEnd(widths[i])).join(" | ")} |`;
+  return [format(table[0]), format(widths.map((width) => "-".repeat(width))), ...table.slice(1).map(format)]
+    .join("\n");
+}
+
+/** `readme` with the text between the markers replaced by the table; throws when a marker is missing. */
+export function withReadmeTable(readme: string): string {
+  const start = readme.indexOf(README_START);
+  const end = readme.indexOf(README_END);
+  if (start < 0 || end < start) {
+    throw new Error(`README.md: the config table needs ${README_START} and then ${README_END}`);
+  }
+  return `${readme.slice(0, start + README_START.length)}\n\n${readmeTable()}\n\n${readme.slice(end)}`;
+}
+
 if (import.meta.main) {
-  const path = new URL("../config/example.yaml", import.meta.url);
-  await Deno.writeTextFile(path, configReference());
-  console.log(`wrote ${path.pathname}`);
+  const example = new URL("../config/example.yaml", import.meta.url);
+  await Deno.writeTextFile(example, configReference());
+  console.log(`wrote ${example.pathname}`);
+  const readme = new URL("../README.md", import.meta.url);
+  await Deno.writeTextFile(readme, withReadmeTable(await Deno.readTextFile(readme)));
+  console.log(`wrote the config table of ${readme.pathname}`);
 }
