@@ -11,7 +11,137 @@ client.collectDefaultMetrics({ register: registry });
 
 const r = [registry];
 
-export const requests = new client.Counter({
+/**
+ * A counter child for hot paths. prom-client's own child `inc()` hashes the label set on every call (about
+ * 1.3 µs here, per HTTP request and per record); this one adds to a plain number, handed over to prom-client
+ * whenever the counter is read (its `collect` hook runs on every /metrics scrape and every `get()`).
+ */
+export class HotCount {
+  #pending = 0;
+  readonly #child: client.Counter.Internal;
+
+  constructor(child: client.Counter.Internal) {
+    this.#child = child;
+  }
+
+  inc(count = 1): void {
+    this.#pending += count;
+  }
+
+  flush(): void {
+    if (this.#pending === 0) return;
+    this.#child.inc(this.#pending);
+    this.#pending = 0;
+  }
+}
+
+/** A prom-client Counter whose `hot(...labels)` children are HotCounts (one per label set). */
+export class HotCounter<T extends string> extends client.Counter<T> {
+  readonly #hot = new Map<string, HotCount>();
+
+  constructor(config: client.CounterConfiguration<T>) {
+    super({ ...config, collect: () => this.flushHot() });
+  }
+
+  hot(...labels: string[]): HotCount {
+    const key = labels.join("\u0000");
+    let child = this.#hot.get(key);
+    if (child === undefined) {
+      child = new HotCount(this.labels(...labels));
+      this.#hot.set(key, child);
+    }
+    return child;
+  }
+
+  flushHot(): void {
+    for (const child of this.#hot.values()) child.flush();
+  }
+}
+
+/**
+ * A histogram for hot paths with one label, its buckets counted in plain numbers: prom-client's `observe()` hashes
+ * the label set on every call (about 1.9 µs here, per HTTP request). Registered as a custom metric; read, it gives
+ * what a prom-client Histogram would.
+ */
+export class HotHistogram {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  readonly #children = new Map<string, HotBuckets>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelName: string,
+    readonly upperBounds: readonly number[],
+    registries: client.Registry[],
+  ) {
+    for (const registry of registries) registry.registerMetric(this as unknown as client.Metric);
+  }
+
+  /** The child for one label value. */
+  child(labelValue: string): HotBuckets {
+    let child = this.#children.get(labelValue);
+    if (child === undefined) {
+      child = new HotBuckets(this.upperBounds);
+      this.#children.set(labelValue, child);
+    }
+    return child;
+  }
+
+  get(): Promise<client.MetricObjectWithValues<client.MetricValueWithName<string>>> {
+    const values: client.MetricValueWithName<string>[] = [];
+    for (const [labelValue, child] of this.#children) {
+      let cumulative = 0;
+      for (let i = 0; i <= this.upperBounds.length; i++) {
+        cumulative += child.counts[i];
+        const le = i < this.upperBounds.length ? this.upperBounds[i] : "+Inf";
+        values.push({
+          metricName: `${this.name}_bucket`,
+          labels: { le, [this.labelName]: labelValue },
+          value: cumulative,
+        });
+      }
+      const labels = { [this.labelName]: labelValue };
+      values.push({ metricName: `${this.name}_sum`, labels, value: child.sum });
+      values.push({ metricName: `${this.name}_count`, labels, value: child.count });
+    }
+    return Promise.resolve({
+      name: this.name,
+      help: this.help,
+      type: "histogram" as unknown as client.MetricType,
+      values,
+      aggregator: this.aggregator,
+      collect: () => {},
+    });
+  }
+
+  reset(): void {
+    this.#children.clear();
+  }
+}
+
+/** The buckets of one HotHistogram child. */
+export class HotBuckets {
+  /** Per bucket (the last one is +Inf), not cumulative. */
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(readonly upperBounds: readonly number[]) {
+    this.counts = new Float64Array(upperBounds.length + 1);
+  }
+
+  observe(value: number): void {
+    const bounds = this.upperBounds;
+    let i = 0;
+    while (i < bounds.length && value > bounds[i]) i++;
+    this.counts[i]++;
+    this.sum += value;
+    this.count++;
+  }
+}
+
+export const requests = new HotCounter({
   name: "kafka_client_requests_cnt",
   help: "Messages accepted for production, by topic.",
   labelNames: ["topic"],
@@ -35,11 +165,23 @@ export const dropped = new client.Counter({
   labelNames: ["topic", "error"],
   registers: r,
 });
+/** Live producers, by producer_id: the two gauges below read them when scraped, not on every message. */
+const watched = new Map<string, { inFlight: () => number; queueLength: () => number }>();
+
+/** Lets the in-transit and queue-length gauges read a producer; call the returned function before it is gone. */
+export function watchProducer(id: string, inFlight: () => number, queueLength: () => number): () => void {
+  watched.set(id, { inFlight, queueLength });
+  return () => void watched.delete(id);
+}
+
 export const inTransit = new client.Gauge({
   name: "kafka_client_messages_in_transit",
   help: "Messages handed to librdkafka and not yet reported delivered or failed.",
   labelNames: ["producer_id"],
   registers: r,
+  collect() {
+    for (const [id, p] of watched) this.set({ producer_id: id }, p.inFlight());
+  },
 });
 export const cbStateChanges = new client.Counter({
   name: "producer_cb_state",
@@ -54,8 +196,13 @@ export const cbCurrentState = new client.Gauge({
 });
 export const kafkaQueueLen = new client.Gauge({
   name: "producer_kafka_queue_len",
-  help: "Messages and requests waiting in librdkafka's queues (rd_kafka_outq_len).",
+  help: "Messages and requests waiting in librdkafka's queues (rd_kafka_outq_len), all producers together.",
   registers: r,
+  collect() {
+    let length = 0;
+    for (const p of watched.values()) length += p.queueLength();
+    this.set(length);
+  },
 });
 export const librdkafkaVersion = new client.Gauge({
   name: "producer_kafka_librdkafka_version",
@@ -208,19 +355,19 @@ export const grpcHandling = new client.Histogram({
   registers: r,
 });
 
-export const httpRequests = new client.Counter({
+export const httpRequests = new HotCounter({
   name: "http_requests_total",
   help: "HTTP requests on the produce listener, by route and status code.",
   labelNames: ["route", "code"],
   registers: r,
 });
-export const httpDuration = new client.Histogram({
-  name: "http_request_duration_seconds",
-  help: "Time from an HTTP request's arrival on the produce listener to its response (headers), by route.",
-  labelNames: ["route"],
-  buckets: LATENCY_BUCKETS,
-  registers: r,
-});
+export const httpDuration = new HotHistogram(
+  "http_request_duration_seconds",
+  "Time from an HTTP request's arrival on the produce listener to its response (headers), by route.",
+  "route",
+  LATENCY_BUCKETS,
+  r,
+);
 
 export const authRequests = new client.Counter({
   name: "ka_auth_requests_total",

@@ -9,9 +9,9 @@ import {
   acks,
   errors,
   inTransit,
-  kafkaQueueLen,
   librdkafkaVersion as versionGauge,
   topicLabel,
+  watchProducer,
 } from "../metrics.ts";
 import { ERR, isRetryable, isSecurityFailure, KafkaError } from "./errors.ts";
 import {
@@ -182,7 +182,8 @@ export class KafkaProducer {
   readonly #idleWaiters = new Set<() => void>();
   readonly #calls = new Set<Promise<unknown>>();
   readonly #acked = new Map<string, number>();
-  #gaugeQueued = false;
+  /** Stops the in-transit and queue-length gauges reading this producer. */
+  readonly #unwatch: () => void;
   #running = true;
   #destroyed = false;
   #closing: Promise<void> | null = null;
@@ -195,6 +196,7 @@ export class KafkaProducer {
     this.#onError = opts.onError;
     this.#onStats = opts.onStats;
     versionGauge.set({ version: lib.version() }, 1);
+    this.#unwatch = watchProducer(this.id, () => this.#pending.size, () => this.queueLength());
     this.#loop = this.#run();
   }
 
@@ -348,6 +350,7 @@ export class KafkaProducer {
     this.#rk.wakeUp();
     await this.#loop;
     await Promise.allSettled(this.#calls);
+    this.#unwatch();
     this.#destroyed = true;
     await this.#rk.destroy();
     inTransit.remove({ producer_id: this.id });
@@ -361,7 +364,6 @@ export class KafkaProducer {
       : this.#rk.produce(msg.topic, msg.partition ?? PARTITION_UA, msg.value, msg.key ?? null, id);
     if (code === 0) {
       this.#pending.set(id, to);
-      this.#inFlightChanged();
     }
     return code;
   }
@@ -413,23 +415,12 @@ export class KafkaProducer {
         break;
       } else this.#reject(batch, firstId + i, code, topic);
     }
-    this.#inFlightChanged();
     return waitFrom;
   }
 
   /** Fails a message that librdkafka refused with `code`. */
   #reject(to: Receiver, id: number, code: number, topic: string): void {
     to.failed(id, this.#fail(this.#error(code, topic), topic));
-  }
-
-  /** Refreshes the in-transit gauge once per burst of synchronous produce calls, before anything can scrape. */
-  #inFlightChanged(): void {
-    if (this.#gaugeQueued) return;
-    this.#gaugeQueued = true;
-    queueMicrotask(() => {
-      this.#gaugeQueued = false;
-      inTransit.set({ producer_id: this.id }, this.#pending.size);
-    });
   }
 
   async #run(): Promise<void> {
@@ -452,7 +443,7 @@ export class KafkaProducer {
       try {
         while (!this.#handle(ev, report, sliceEnd)) {
           // Out of time inside a big event: let timers and I/O run, then go on with the same event.
-          kafkaQueueLen.set(await this.#rk.queueLengthAsync());
+          await this.#rk.queueLengthAsync(); // a pause that lets timers and I/O run
           this.#retryWaiting(performance.now() + SLICE_MS);
           sliceEnd = performance.now() + SLICE_MS;
         }
@@ -463,7 +454,6 @@ export class KafkaProducer {
       ev = this.#rk.pollReady();
     }
     this.#retryWaiting(performance.now() + SLICE_MS);
-    kafkaQueueLen.set(this.#rk.queueLength());
   }
 
   /** Handles one event until `sliceEnd`; false when a DR event has reports left. */
@@ -497,7 +487,6 @@ export class KafkaProducer {
     }
     for (const [topic, count] of this.#acked) acks.inc({ topic: topicLabel(topic) }, count);
     this.#acked.clear();
-    inTransit.set({ producer_id: this.id }, this.#pending.size);
     this.#notifyIfIdle();
     return done;
   }
@@ -614,7 +603,6 @@ export class KafkaProducer {
   #rejectPending(): void {
     for (const [id, to] of this.#pending) this.#reject(to, id, ERR.PURGE_QUEUE, to.topicOf(id));
     this.#pending.clear();
-    inTransit.set({ producer_id: this.id }, 0);
   }
 
   #idle(): boolean {

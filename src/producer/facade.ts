@@ -49,7 +49,7 @@ export class Facade implements ProducerFacade {
   readonly #spools = new Set<Promise<void>>();
   #draining = false;
   /** kafka_client_requests_cnt children per topic: the hot path skips prom-client's label hashing. */
-  readonly #requested = new Map<string, ReturnType<typeof metrics.requests.labels>>();
+  readonly #requested = new Map<string, metrics.HotCount>();
 
   constructor(opts: FacadeOptions) {
     const { config } = opts;
@@ -439,12 +439,12 @@ export class Facade implements ProducerFacade {
     while (this.#spools.size > 0) await Promise.allSettled([...this.#spools]);
   }
 
-  #requestCounter(topic: string): ReturnType<typeof metrics.requests.labels> {
+  #requestCounter(topic: string): metrics.HotCount {
     // Cached by label value, so the cache is bounded as the series are.
     const label = metrics.topicLabel(topic);
     let counter = this.#requested.get(label);
     if (counter === undefined) {
-      counter = metrics.requests.labels({ topic: label });
+      counter = metrics.requests.hot(label);
       this.#requested.set(label, counter);
     }
     return counter;

@@ -313,13 +313,13 @@ class HttpHandler {
     const key = `${route} ${status}`;
     let child = this.#counted.get(key);
     if (child === undefined) {
-      child = httpRequests.labels(route, String(status));
+      child = httpRequests.hot(route, String(status));
       this.#counted.set(key, child);
     }
     child.inc();
     let timer = this.#timed.get(route);
     if (timer === undefined) {
-      timer = httpDuration.labels(route);
+      timer = httpDuration.child(route);
       this.#timed.set(route, timer);
     }
     timer.observe(seconds);
