@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { httpRequests } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
-import { startHttpServer } from "../src/server/http.ts";
+import { bodyReadFailed, startHttpServer } from "../src/server/http.ts";
 import { formatHostPort } from "../src/listen_address.ts";
 import type { Listener } from "../src/server/listener.ts";
 import { parseContentLength } from "../src/server/params.ts";
@@ -539,4 +539,17 @@ Deno.test("a listener that cannot bind names itself and the address", async () =
   } finally {
     taken.close();
   }
+});
+
+Deno.test("a body the runtime lost is answered 503 with Retry-After; any other body read error is 400", async () => {
+  const lost = bodyReadFailed(
+    new Deno.errors.BadResource("Cannot read body as underlying resource unavailable"),
+    "t",
+  );
+  assert.equal(lost.status, 503);
+  assert.equal(lost.headers.get("retry-after"), "1");
+  assert.equal(await lost.text(), "request body lost by the server; retry\n");
+  const bad = bodyReadFailed(new TypeError("invalid chunk"), "t");
+  assert.equal(bad.status, 400);
+  assert.equal(await bad.text(), "could not read request body\n");
 });

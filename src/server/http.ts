@@ -196,8 +196,7 @@ class HttpHandler {
         ? new Uint8Array(await req.arrayBuffer())
         : await readBody(req.body, declared, max, this.#deadlines);
     } catch (err) {
-      log("debug", "http: could not read request body", { topic, error: err });
-      return plain(400, "could not read request body");
+      return bodyReadFailed(err, topic);
     }
     if (value === TOO_LARGE) return tooLarge(max, `more than ${max} bytes`);
     if (value === TIMED_OUT) return this.#timedOut();
@@ -239,8 +238,7 @@ class HttpHandler {
         ? new Uint8Array(await req.arrayBuffer())
         : await readBody(req.body, declared, maxBytes, this.#deadlines);
     } catch (err) {
-      log("debug", "http: could not read batch body", { topic, error: err });
-      return plain(400, "could not read request body");
+      return bodyReadFailed(err, topic);
     }
     if (body === TOO_LARGE) {
       return batchTooLarge(`more than ${maxBytes} bytes`, `${maxBytes} bytes`, "max_bytes");
@@ -378,6 +376,23 @@ function readBatchQuery(query: string): { ack: AckLevel } | string {
     ack = level;
   }
   return { ack };
+}
+
+/**
+ * The reply to a body that could not be read. Deno 2.8.3 sometimes loses a body it is still receiving when many
+ * large uploads run at once ("Cannot read body as underlying resource unavailable", BadResource; 6 % of 64
+ * concurrent 110 KB uploads here): the client did nothing wrong, so it is told to retry (503), not that its
+ * request was bad. Anything else (a malformed chunked body, a client gone mid-body) is 400.
+ */
+export function bodyReadFailed(err: unknown, topic: string): Response {
+  if (err instanceof Deno.errors.BadResource) {
+    logRepeated("http: request body lost by the runtime", "warn", "http: request body lost; answered 503", {
+      error: err,
+    });
+    return plain(503, "request body lost by the server; retry", 1);
+  }
+  log("debug", "http: could not read request body", { topic, error: err });
+  return plain(400, "could not read request body");
 }
 
 const TOO_LARGE = Symbol("too large");
