@@ -77,7 +77,7 @@ export const lastProducerStart = new client.Gauge({
 export const producerReplaced = new client.Counter({
   name: "kafka_producer_replaced_total",
   help:
-    "Librdkafka producers replaced by a new one, by reason: reload (SIGHUP) or fatal (a fatal librdkafka error).",
+    "librdkafka producers replaced by a new one, by reason: reload (SIGHUP) or fatal (a fatal librdkafka error).",
   labelNames: ["reason"],
   registers: r,
 });

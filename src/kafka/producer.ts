@@ -327,7 +327,8 @@ export class KafkaProducer {
 
   /**
    * Test hook: makes librdkafka raise a fabricated fatal error on this producer (rd_kafka_test_fatal_error), which
-   * then behaves as after a real one: onError hears it with `fatal` true and every later message fails.
+   * then behaves as after a real one: onError hears it with `fatal` true, what librdkafka holds is purged and, with
+   * `enable.idempotence`, every later message fails with _FATAL.
    */
   raiseTestFatalError(reason: string): void {
     if (this.#closing !== null) return;
