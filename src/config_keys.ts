@@ -224,7 +224,7 @@ export const SCHEMA = {
       "producer.old_producer_kill_timeout",
       duration,
       600_000,
-      "on SIGHUP, how long the replaced producer may drain before it is closed",
+      "on SIGHUP or after a fatal producer error, how long the replaced producer may drain before it is closed",
     ),
     shutdownTimeoutMs: new Key(
       "producer.shutdown_timeout",

@@ -221,6 +221,13 @@ export const lastProducerStart = new client.Gauge({
   help: "Unix time in seconds when the current producer was started.",
   registers: r,
 });
+export const producerReplaced = new client.Counter({
+  name: "kafka_producer_replaced_total",
+  help:
+    "librdkafka producers replaced by a new one, by reason: reload (SIGHUP) or fatal (a fatal librdkafka error).",
+  labelNames: ["reason"],
+  registers: r,
+});
 export const certExpiration = new client.Gauge({
   name: "kafka_cert_expiration_time",
   help: "Unix time in seconds when the client certificate (ssl.certificate.location) expires.",

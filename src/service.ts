@@ -8,7 +8,7 @@
 import { X509Certificate } from "node:crypto";
 import type { Config } from "./config.ts";
 import { isAllBrokersDown } from "./kafka/errors.ts";
-import { KafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
+import { type KafkaError, KafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { log } from "./log.ts";
 import * as metrics from "./metrics.ts";
 import { Breaker, type BreakerState } from "./producer/breaker.ts";
@@ -53,6 +53,17 @@ export interface StopSummary {
 const STATE_GAUGE: Record<BreakerState, number> = { closed: 0, half: 0.5, open: 1 };
 /** At shutdown, how long listeners may take to finish open requests once the producer is closed, at least. */
 const LISTENER_GRACE_MS = 2_000;
+/**
+ * A producer that raised a fatal error is replaced at once, but at most once per this long: a configuration that
+ * is fatal every time must not start producers in a loop. Meanwhile the dead producer fails every message, and
+ * those go to the WAL like any failed delivery.
+ */
+const FATAL_REPLACEMENT_INTERVAL_MS = 10_000;
+/**
+ * Test hook, off unless this environment variable is "1": SIGUSR2 then makes the producer taking new messages raise
+ * a fabricated fatal librdkafka error (docs/delivery.md, "Fatal producer errors").
+ */
+const TEST_FATAL_ERROR_ENV = "KA_TEST_FATAL_ERROR_ON_SIGUSR2";
 
 /**
  * Starts every part from `config`: WAL, breaker, producer, replay, then the listeners. When a part cannot start
@@ -103,8 +114,9 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     const producer = KafkaProducer.open({
       id,
       config: config.kafka,
-      onError: (err) => {
+      onError: (err, fatal) => {
         if (isAllBrokersDown(err)) breaker.trip("all brokers down");
+        if (fatal) replaceAfterFatal(id, err);
       },
     });
     metrics.activeProducer.set({ producer_id: id }, 1);
@@ -114,6 +126,79 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
 
   const facade = new Facade({ config, wal, breaker, producer: await step("kafka producer", newProducer) });
   started.push(() => facade.producer.close(0));
+
+  /** Replaced producers still draining, with the promise of their drain. */
+  const drains = new Map<KafkaProducer, Promise<void>>();
+  let stopping: Promise<StopSummary> | null = null;
+
+  /**
+   * The one producer swap, for SIGHUP and after a fatal error: a new producer takes new messages, the old one
+   * drains for up to `producer.old_producer_kill_timeout` and is closed; what it could not deliver is spooled like
+   * any failed delivery. False when the new producer cannot start: the current one stays.
+   */
+  function replaceProducer(reason: "reload" | "fatal", cause?: KafkaError): boolean {
+    let next: KafkaProducer;
+    try {
+      next = newProducer();
+    } catch (err) {
+      // e.g. a rotated certificate that cannot be read: keep serving with the producer we have.
+      const after = reason === "reload" ? "SIGHUP" : "fatal kafka error";
+      log("error", `${after}: cannot start a new kafka producer; keeping the current one`, {
+        error: (err as Error).message,
+      });
+      return false;
+    }
+    const old = facade.swapProducer(next);
+    metrics.activeProducer.set({ producer_id: old.id }, 0);
+    metrics.producerReplaced.inc({ reason });
+    const fatal = reason === "fatal";
+    log(
+      fatal ? "error" : "info",
+      `kafka producer replaced${fatal ? " after a fatal error" : ""}; the old one drains`,
+      {
+        reason,
+        old: old.id,
+        new: next.id,
+        timeout_ms: config.producer.oldProducerKillTimeoutMs,
+        ...(cause && { error: cause.errName }),
+      },
+    );
+    const drain = drainProducer(old, config.producer.oldProducerKillTimeoutMs);
+    drains.set(old, drain);
+    drain.finally(() => drains.delete(old));
+    return true;
+  }
+
+  /** performance.now() of the last replacement after a fatal error, and the timer of one waiting its turn. */
+  let lastFatalReplacement = -Infinity;
+  let fatalTimer: ReturnType<typeof setTimeout> | undefined;
+  /** A fatal error makes a producer useless: replace it, at most once per FATAL_REPLACEMENT_INTERVAL_MS. */
+  function replaceAfterFatal(producerId: string, err: KafkaError): void {
+    // A producer already replaced is draining anyway; a replacement already waiting will do.
+    if (stopping !== null || facade.producer.id !== producerId || fatalTimer !== undefined) return;
+    const wait = lastFatalReplacement + FATAL_REPLACEMENT_INTERVAL_MS - performance.now();
+    if (wait > 0) {
+      log("error", "kafka producer replacement postponed: at most one per interval after fatal errors", {
+        producer_id: producerId,
+        error: err.errName,
+        interval_ms: FATAL_REPLACEMENT_INTERVAL_MS,
+        wait_ms: Math.ceil(wait),
+      });
+      fatalTimer = setTimeout(() => {
+        fatalTimer = undefined;
+        replaceAfterFatal(producerId, err);
+      }, wait);
+      return;
+    }
+    lastFatalReplacement = performance.now();
+    // A producer that cannot start now is tried again after the interval.
+    if (!replaceProducer("fatal", err)) replaceAfterFatal(producerId, err);
+  }
+  const removeTestHook = installTestFatalErrorHook(() => facade.producer);
+  started.push(() => {
+    clearTimeout(fatalTimer);
+    removeTestHook();
+  });
   if (wal) {
     const running = new Replayer({
       wal,
@@ -166,36 +251,14 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       : config.producer.wal.path,
   });
 
-  /** Replaced producers still draining, with the promise of their drain. */
-  const drains = new Map<KafkaProducer, Promise<void>>();
-  let stopping: Promise<StopSummary> | null = null;
   const reload = (): boolean => {
     if (stopping !== null) {
       log("warn", "reload ignored: the service is stopping");
       return false;
     }
     const filesRead = security.reload();
-    let next: KafkaProducer;
-    try {
-      next = newProducer();
-    } catch (err) {
-      // e.g. a rotated certificate that cannot be read: keep serving with the producer we have.
-      log("error", "SIGHUP: cannot start a new kafka producer; keeping the current one", {
-        error: (err as Error).message,
-      });
-      return false;
-    }
+    if (!replaceProducer("reload")) return false;
     exportCertificateExpiry(config.kafka);
-    const old = facade.swapProducer(next);
-    metrics.activeProducer.set({ producer_id: old.id }, 0);
-    log("info", "kafka producer replaced; the old one drains", {
-      old: old.id,
-      new: next.id,
-      timeout_ms: config.producer.oldProducerKillTimeoutMs,
-    });
-    const drain = drainProducer(old, config.producer.oldProducerKillTimeoutMs);
-    drains.set(old, drain);
-    drain.finally(() => drains.delete(old));
     return filesRead;
   };
 
@@ -205,6 +268,8 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     const remaining = () => Math.max(0, deadline - Date.now());
     log("info", "shutting down", { reason, flush_timeout_ms: config.producer.shutdownTimeoutMs });
     facade.setDraining(true);
+    clearTimeout(fatalTimer);
+    removeTestHook();
     for (const listener of listeners) listener?.setDraining(true);
     // Replay starts nothing new; what it has in flight is delivered by the flush or purged by the close below.
     const replayStopped = replayer?.stop();
@@ -281,6 +346,18 @@ async function drainProducer(old: KafkaProducer, timeoutMs: number): Promise<voi
   metrics.activeProducer.remove({ producer_id: old.id });
   metrics.inTransit.remove({ producer_id: old.id });
   log("info", "old kafka producer closed", { producer_id: old.id, all_delivered: delivered });
+}
+
+/**
+ * The test hook of TEST_FATAL_ERROR_ENV: when it is on, SIGUSR2 raises a fabricated fatal error on `current()`.
+ * Returns what removes the signal listener.
+ */
+function installTestFatalErrorHook(current: () => KafkaProducer): () => void {
+  if (Deno.env.get(TEST_FATAL_ERROR_ENV) !== "1") return () => {};
+  const raise = () => current().raiseTestFatalError(`${TEST_FATAL_ERROR_ENV} and SIGUSR2`);
+  Deno.addSignalListener("SIGUSR2", raise);
+  log("warn", "test hook on: SIGUSR2 raises a fatal kafka producer error", { env: TEST_FATAL_ERROR_ENV });
+  return () => Deno.removeSignalListener("SIGUSR2", raise);
 }
 
 function exportCertificateExpiry(kafka: Record<string, string>): void {

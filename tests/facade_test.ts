@@ -61,6 +61,24 @@ Deno.test("facade: a full librdkafka queue spools to the WAL once producer.full_
   assert.equal(r.breaker.state, "closed", "local back-pressure does not count against the brokers");
 });
 
+Deno.test("facade: a producer dead of a fatal error spools every message; the breaker stays closed", async () => {
+  await using r = await facadeRig({ kafka: { "linger.ms": "500", "enable.idempotence": "true" } });
+  // Held by librdkafka when the fatal error comes: purged, then spooled.
+  const held = Array.from(
+    { length: 10 },
+    (_, i) => r.facade.produce({ topic: "t", value: text(`h${i}`) }, "wal"),
+  );
+  r.producer.raiseTestFatalError("facade test");
+  const later = Array.from(
+    { length: 10 },
+    (_, i) => r.facade.produce({ topic: "t", value: text(`l${i}`) }, "wal"),
+  );
+  const results = await Promise.all([...held, ...later]);
+  assert.deepEqual(results.map((x) => x.where), Array(20).fill("wal"), "every message is in the WAL");
+  assert.equal(r.wal.stats().records, 20);
+  assert.equal(r.breaker.state, "closed", "a dead producer says nothing about the brokers");
+});
+
 Deno.test("facade: always mode makes the record durable, sends it, and forgets it once Kafka has it", async () => {
   await using r = await facadeRig({ wal: { mode: "always" } });
   assert.equal((await r.facade.produce({ topic: "t", value: text("a") }, "none")).where, "wal");

@@ -28,6 +28,8 @@ export const ERR = {
   DESTROY: -197,
   /** Local: purged from the queue (rd_kafka_purge) before it was sent. */
   PURGE_QUEUE: -152,
+  /** Local: purged while in flight (rd_kafka_purge): its fate is unknown. */
+  PURGE_INFLIGHT: -151,
   /** Local: the producer raised a fatal error; it can produce no more. */
   FATAL: -150,
   /** Local: SASL authentication failed (user, password or mechanism refused). */
@@ -39,6 +41,22 @@ export const ERR = {
 /** Whether `err` is librdkafka's local "queue full". */
 export function isQueueFull(err: unknown): boolean {
   return err instanceof KafkaError && err.code === ERR.QUEUE_FULL;
+}
+
+/** Failures a producer gives its messages on its own: closed, purged (on close, or after a fatal error), fatal. */
+const PRODUCER_ENDED: ReadonlySet<number> = new Set([
+  ERR.DESTROY,
+  ERR.PURGE_QUEUE,
+  ERR.PURGE_INFLIGHT,
+  ERR.FATAL,
+]);
+
+/**
+ * Whether `err` comes from the producer's own end (it was closed, or raised a fatal error and is being replaced)
+ * rather than from the brokers: such a failure says nothing about them.
+ */
+export function isProducerEnded(err: unknown): boolean {
+  return err instanceof KafkaError && PRODUCER_ENDED.has(err.code);
 }
 
 /** Whether `err` says every broker is down. */

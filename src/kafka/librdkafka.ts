@@ -19,6 +19,7 @@ const SYMBOLS = {
   rd_kafka_new: { parameters: ["i32", "pointer", "buffer", "usize"], result: "pointer" },
   rd_kafka_destroy: { parameters: ["pointer"], result: "void", nonblocking: true },
   rd_kafka_fatal_error: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  rd_kafka_test_fatal_error: { parameters: ["pointer", "i32", "buffer"], result: "i32" },
   rd_kafka_outq_len: { parameters: ["pointer"], result: "i32" },
   rd_kafka_outq_len_async: {
     name: "rd_kafka_outq_len",
@@ -731,6 +732,14 @@ export class RdProducer {
     const errstr = new Uint8Array(ERRSTR_SIZE);
     const code = this.#sym.rd_kafka_fatal_error(this.#ptr(), errstr, BigInt(ERRSTR_SIZE));
     return code === 0 ? null : { code, reason: readErrstr(errstr), fatal: true };
+  }
+
+  /**
+   * Raises a fabricated fatal error (rd_kafka_test_fatal_error), as librdkafka would on a real one; the reason is
+   * prefixed with "test_fatal_error: ". Returns 0, or _PREV_IN_PROGRESS when a fatal error was already raised.
+   */
+  testFatalError(code: number, reason: string): number {
+    return this.#sym.rd_kafka_test_fatal_error(this.#ptr(), code, cString(reason));
   }
 
   /** Purges queued and in-flight messages (rd_kafka_purge); their reports then arrive as DR events. */

@@ -328,6 +328,19 @@ export class KafkaProducer {
   }
 
   /**
+   * Test hook: makes librdkafka raise a fabricated fatal error on this producer (rd_kafka_test_fatal_error), which
+   * then behaves as after a real one: onError hears it with `fatal` true, what librdkafka holds is purged and, with
+   * `enable.idempotence`, every later message fails with _FATAL.
+   */
+  raiseTestFatalError(reason: string): void {
+    if (this.#closing !== null) return;
+    const code = this.#rk.testFatalError(ERR.FATAL, reason);
+    if (code !== 0) {
+      log("warn", "test fatal error not raised", { producer_id: this.id, error: this.#lib.errName(code) });
+    }
+  }
+
+  /**
    * Flushes up to timeoutMs, then purges what is left (those promises reject with a retryable KafkaError,
    * _PURGE_QUEUE or _PURGE_INFLIGHT), stops the event loop and destroys the producer. Idempotent.
    */

@@ -4,7 +4,7 @@
  * (OS errors, file paths, librdkafka's text) go to the log.
  */
 import type { Config } from "../config.ts";
-import { isQueueFull } from "../kafka/errors.ts";
+import { isProducerEnded, isQueueFull } from "../kafka/errors.ts";
 import { type Delivery, KafkaError, type KafkaProducer } from "../kafka/producer.ts";
 import { log, logRepeated } from "../log.ts";
 import * as metrics from "../metrics.ts";
@@ -70,7 +70,7 @@ export class Facade implements ProducerFacade {
     return this.#producer;
   }
 
-  /** Routes new messages to `next` and returns the producer it replaces (SIGHUP). */
+  /** Routes new messages to `next` and returns the producer it replaces (SIGHUP, fatal producer error). */
   swapProducer(next: KafkaProducer): KafkaProducer {
     const old = this.#producer;
     this.#producer = next;
@@ -621,8 +621,9 @@ export class Facade implements ProducerFacade {
 
   /** Feeds the breaker and the error metrics; returns whether the failure is worth a retry. */
   #recordFailure(topic: string, err: unknown): boolean {
-    if (isQueueFull(err)) {
-      // Local back-pressure says nothing about the brokers.
+    if (isQueueFull(err) || isProducerEnded(err)) {
+      // Local back-pressure, or a producer closed or dead of a fatal error (service.ts replaces it): neither says
+      // anything about the brokers.
       this.#breaker.release();
       return true;
     }
