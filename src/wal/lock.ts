@@ -30,7 +30,14 @@ export async function lockWalDirectory(dir: string): Promise<WalLock> {
   let file: Deno.FsFile;
   try {
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    file = await Deno.open(`${dir}/${LOCK_FILE}`, { read: true, write: true, create: true, mode: 0o600 });
+    const path = `${dir}/${LOCK_FILE}`;
+    // Created if missing, then held open read-only: flock needs no write access, and a file open for writing
+    // would keep the file system from being remounted read-only (the WAL handles that, and tests it).
+    file = await Deno.open(path, { read: true }).catch(async (err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      (await Deno.open(path, { write: true, create: true, mode: 0o600 })).close();
+      return await Deno.open(path, { read: true });
+    });
   } catch (err) {
     throw new Error(`wal: directory ${dir}: cannot create ${LOCK_FILE}: ${(err as Error).message}`);
   }
