@@ -25,7 +25,6 @@ export {
 const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
 /** Line offsets are 32-bit; a segment overshoots its roll size by at most one line. */
 const MAX_SEGMENT_BYTES = 1024 * 1024 * 1024;
-const DEFAULT_FILE_COMMIT_DELAY_MS = 2;
 
 /** Opens (recovering what is on disk) or creates a WAL. */
 export async function openWal(opts: WalOptions): Promise<Wal> {
@@ -47,6 +46,6 @@ export async function openWal(opts: WalOptions): Promise<Wal> {
   return await SegmentedWal.open(storage, recovered, {
     maxBytes: opts.maxBytes,
     segmentBytes,
-    commitDelayMs: opts.commitDelayMs ?? DEFAULT_FILE_COMMIT_DELAY_MS,
+    commitDelayMs: opts.commitDelayMs ?? 0,
   });
 }
