@@ -1,7 +1,13 @@
 /** The NDJSON batch parser: one record per line, and each malformed line as its own problem. */
 import assert from "node:assert/strict";
 import type { Message } from "../src/message.ts";
-import { LineProblem, type NdjsonLimits, parseNdjson, TOO_MANY_RECORDS } from "../src/server/ndjson.ts";
+import {
+  LineProblem,
+  type NdjsonLimits,
+  parseNdjson,
+  plainValue,
+  TOO_MANY_RECORDS,
+} from "../src/server/ndjson.ts";
 
 const encoder = new TextEncoder();
 const LIMITS: NdjsonLimits = { maxRecords: 100, maxValueBytes: 16 };
@@ -139,4 +145,50 @@ Deno.test("ndjson: more records than maxRecords is TOO_MANY_RECORDS; malformed l
     parseNdjson(bytes('{"value":"a"}\nbad\n{"value":"c"}\n{"value":"d"}\n'), "t", limits),
     TOO_MANY_RECORDS,
   );
+});
+
+Deno.test("ndjson: the plain-value fast path reads a line exactly as JSON.parse does, on random lines", () => {
+  // Seeded, so a failure can be replayed.
+  let seed = 20261128;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const alphabet = [
+    "a",
+    "Z",
+    "0",
+    " ",
+    "~",
+    '"',
+    "\\",
+    "\t",
+    "\u0001",
+    "\u007f",
+    "é",
+    "€",
+    "😀",
+    "/",
+    "{",
+    "}",
+  ];
+  const pieces = ['{"value":"', '{"value": "', '{ "value":"', '{"key":"k","value":"', '{"value_b64":"'];
+  let fast = 0;
+  for (let i = 0; i < 20_000; i++) {
+    let inner = "";
+    for (let k = rand(12); k > 0; k--) inner += alphabet[rand(rand(4) === 0 ? alphabet.length : 5)];
+    const line = rand(3) === 0
+      ? `${pieces[rand(pieces.length)]}${inner}"}${["", "\r", " ", "x"][rand(4)]}`
+      : `{"value":${JSON.stringify(inner)}}${["", "\r"][rand(2)]}`;
+    const bytes = encoder.encode(line);
+    const value = plainValue(bytes);
+    if (value === undefined) continue;
+    fast++;
+    const parsed = JSON.parse(line);
+    assert.deepEqual(Object.keys(parsed), ["value"], line);
+    assert.deepEqual(value, encoder.encode(parsed.value), line);
+  }
+  assert.ok(fast > 2_000, `the fast path took ${fast} lines`);
+  assert.equal(plainValue(encoder.encode('{"value":"a\\"b"}')), undefined, "an escape goes the general way");
+  assert.equal(plainValue(encoder.encode('{"value":"é"}')), undefined, "non-ASCII goes the general way");
 });

@@ -120,6 +120,9 @@ export class Facade implements ProducerFacade {
   ): Promise<Array<ProduceResult | ProduceError>> {
     const plan = new BatchPlan(messages, ack);
     const { out } = plan;
+    // The records of a batch usually share a topic: its counter is looked up once per run of it.
+    let countedTopic: string | undefined;
+    let counter: metrics.HotCount | undefined;
     for (let i = 0; i < messages.length; i++) {
       if (this.#draining) {
         out[i] = new ProduceError("unavailable", "shutting down", 1);
@@ -131,7 +134,11 @@ export class Facade implements ProducerFacade {
         continue;
       }
       const topic = message.topic;
-      this.#requestCounter(topic).inc();
+      if (topic !== countedTopic) {
+        countedTopic = topic;
+        counter = this.#requestCounter(topic);
+      }
+      counter!.inc();
       if (ack === "kafka") {
         if (this.#breaker.allow()) plan.send(i, SEND_KAFKA_ONLY);
         else out[i] = new ProduceError("unavailable", "kafka unavailable (circuit breaker open)", 5);

@@ -40,7 +40,8 @@ const encoder = new TextEncoder();
 /**
  * Reads one record per line of `body` for `topic`: a Message, or the line's problem, in body order. Blank lines
  * (nothing but spaces, tabs and a CR) are skipped, so a trailing newline and CRLF line ends are fine. Lines are
- * decoded one at a time from the bytes, so the body never exists as one string.
+ * read one at a time from the bytes, so the body never exists as one string; a plain-text value is a view of the
+ * body's bytes (plainValue).
  * @example parseNdjson(encoder.encode('{"value":"a"}\n'), "t", limits) // [{ topic: "t", value: [0x61] }]
  */
 export function parseNdjson(
@@ -59,9 +60,40 @@ export function parseNdjson(
     line++;
     if (isBlank(bytes)) continue;
     if (records.length === limits.maxRecords) return TOO_MANY_RECORDS;
-    records.push(parseLine(bytes, line, topic, limits.maxValueBytes));
+    const value = plainValue(bytes);
+    records.push(
+      value !== undefined && value.byteLength <= limits.maxValueBytes
+        ? { topic, value }
+        : parseLine(bytes, line, topic, limits.maxValueBytes),
+    );
   }
   return records;
+}
+
+const PLAIN_PREFIX = encoder.encode('{"value":"');
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const CLOSE_BRACE = 0x7d;
+const CR = 0x0d;
+
+/**
+ * The value of the most common line, `{"value":"<printable ASCII but " and \>"}` (a CR may end it): those
+ * bytes are the value as they are, so the line needs no UTF-8 decoding, no JSON.parse and no encoding back
+ * (together about a third of a batch's CPU). undefined for any other line, which parseLine reads; both give
+ * the same record (tests/ndjson_test.ts checks it on random lines).
+ */
+export function plainValue(bytes: Uint8Array): Uint8Array | undefined {
+  let end = bytes.byteLength;
+  if (end > 0 && bytes[end - 1] === CR) end--;
+  const start = PLAIN_PREFIX.byteLength;
+  if (end < start + 2 || bytes[end - 1] !== CLOSE_BRACE || bytes[end - 2] !== QUOTE) return undefined;
+  for (let i = 0; i < start; i++) if (bytes[i] !== PLAIN_PREFIX[i]) return undefined;
+  const valueEnd = end - 2;
+  for (let i = start; i < valueEnd; i++) {
+    const b = bytes[i];
+    if (b < 0x20 || b > 0x7e || b === QUOTE || b === BACKSLASH) return undefined;
+  }
+  return bytes.subarray(start, valueEnd);
 }
 
 /** A field that cannot be taken as it is; becomes a LineProblem with the line number. */
