@@ -81,6 +81,22 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 	return nil
 }
 
+// prodRqPrefix is the part of every ProdRq of a run that does not change: topic and message.
+func prodRqPrefix(topic string, value []byte) []byte {
+	b := protowire.AppendTag(nil, prodRqTopic, protowire.BytesType)
+	b = protowire.AppendString(b, topic)
+	b = protowire.AppendTag(b, prodRqMessage, protowire.BytesType)
+	return protowire.AppendBytes(b, value)
+}
+
+// prodRq is a new encoded ProdRq: the prefix and a streamOffset. New each time, as the transport may still hold
+// the previous one.
+func prodRq(prefix []byte, streamOffset uint64) []byte {
+	b := append(make([]byte, 0, len(prefix)+11), prefix...)
+	b = protowire.AppendTag(b, prodRqStreamOffset, protowire.VarintType)
+	return protowire.AppendVarint(b, streamOffset)
+}
+
 var produceStream = &grpc.StreamDesc{StreamName: "Produce", ServerStreams: true, ClientStreams: true}
 
 type grpcResult struct {
@@ -134,12 +150,7 @@ func runGRPC(args []string) error {
 		return errors.New("-seconds must be > 0, -warmup >= 0, -streams and -window >= 1, -size >= 0")
 	}
 
-	// Every ProdRq is this prefix followed by its streamOffset.
-	prefix := protowire.AppendTag(nil, prodRqTopic, protowire.BytesType)
-	prefix = protowire.AppendString(prefix, *topic)
-	prefix = protowire.AppendTag(prefix, prodRqMessage, protowire.BytesType)
-	prefix = protowire.AppendBytes(prefix, make([]byte, *size))
-
+	prefix := prodRqPrefix(*topic, make([]byte, *size))
 	w := newWindow(*warmup, *seconds)
 	all := make([]*grpcStream, *streams)
 	for i := range all {
@@ -244,10 +255,7 @@ send:
 		if s.w.contains(now) {
 			s.sent++
 		}
-		rq := protowire.AppendTag(append(make([]byte, 0, len(prefix)+12), prefix...), prodRqStreamOffset,
-			protowire.VarintType)
-		rq = protowire.AppendVarint(rq, seq<<32|uint64(slot))
-		if err := s.stream.SendMsg(rq); err != nil {
+		if err := s.stream.SendMsg(prodRq(prefix, seq<<32|uint64(slot))); err != nil {
 			break // the receiving side gets the stream's status
 		}
 		held = 0
