@@ -891,17 +891,13 @@ console.log(table(rows, ceilingOf, goOf));
 console.log("");
 if (goNote) console.log(goNote);
 const generatorCores = (kind: Kind) =>
-  Math.max(
-    0,
-    ...rows.filter((r) => r.kind === kind && r.generatorCores !== undefined).map((r) => r.generatorCores!),
-  );
+  Math.max(0, ...rows.filter((r) => r.kind === kind).map((r) => r.generatorCores ?? 0)).toFixed(2);
 if (rows.some((r) => r.generatorCores !== undefined)) {
+  const grpcCores = generatorCores("grpc"), batchCores = generatorCores("batch");
   console.log(
-    `Load generator bench/load (Go): up to ${generatorCores("grpc").toFixed(2)} cores in the gRPC rows, ` +
-      `${
-        generatorCores("batch").toFixed(2)
-      } in the batch rows. When generator, process and broker together ` +
-      `use about all ${navigator.hardwareConcurrency} cores, the machine is the limit of that row.`,
+    `Load generator bench/load (Go): up to ${grpcCores} cores in the gRPC rows, ${batchCores} in the batch ` +
+      `rows. When generator, process and broker together use about all ${navigator.hardwareConcurrency} ` +
+      "cores, the machine is the limit of that row.",
   );
 }
 console.log(
