@@ -10,11 +10,12 @@
  * - CPU µs per delivered message of the process under test: utime + stime from /proc/PID/stat, before the load
  *   and after delivery settled, in clock ticks of `getconf CLK_TCK` (the PID is the one listening on its port);
  * - peak RSS: VmHWM from /proc/PID/status at the end;
- * - latency p50/p99: per request from wrk --latency (HTTP; a batch request carries 1,000 records), per record
- *   from bench/grpc_load.ts (gRPC).
+ * - latency p50/p99: per request from wrk --latency or bench/load (HTTP; a batch request carries 1,000
+ *   records), per record from bench/load (gRPC).
  * Scenarios: HTTP one message per request (wrk -c64, bench/post.lua), HTTP NDJSON batches of 1,000 records
- * (bench/batch.lua), gRPC Produce streams (bench/grpc_load.ts: grpc-js, 4 streams x 1,000 in flight). Ceilings:
- * bare Deno.serve (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
+ * (bench/load `http`, 64 keep-alive connections), gRPC Produce streams (bench/load `grpc`: grpc-go, 4 streams x
+ * 1,000 in flight). The Go load generator is built on first use by bench/load/build.sh. Ceilings: bare
+ * Deno.serve (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
  * (bench/grpc_echo_server.ts) under the same gRPC load, and `kcat -P` sending the same number of messages.
  * Prints a markdown table and the command line. A failing scenario prints its error in its row.
  */
@@ -47,9 +48,8 @@ if (!(SECONDS > 0)) {
 const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
 const here = (p: string) => new URL(p, import.meta.url).pathname;
 const POST_LUA = here("./post.lua");
-const BATCH_LUA = here("./batch.lua");
 const BASELINE = here("./baseline_server.ts");
-const GRPC_LOAD = here("./grpc_load.ts");
+const LOAD_BUILD = here("./load/build.sh");
 const GRPC_ECHO = here("./grpc_echo_server.ts");
 
 const PARTITIONS = 3;
@@ -57,8 +57,14 @@ const WARMUP_SECONDS = 2;
 const CONNECTIONS = 64;
 const BATCH_RECORDS = 1000;
 const RECORD_BYTES = 100;
-/** librdkafka settings shared by our service, the Go service and kcat. */
-const KAFKA_SETTINGS: Record<string, number> = {
+const GRPC_STREAMS = 4;
+const GRPC_WINDOW = 1000;
+/**
+ * librdkafka settings shared by our service, the Go service and kcat. Compression is set because the Go
+ * service's own default is gzip, librdkafka's (and so ours and kcat's) none.
+ */
+const KAFKA_SETTINGS: Record<string, number | string> = {
+  "compression.codec": "none",
   "linger.ms": 5,
   "batch.num.messages": 10000,
   "statistics.interval.ms": 3_600_000,
@@ -205,7 +211,7 @@ interface LoadResult {
   p99Ms: number;
   errors: number;
   note: string;
-  /** Cores the load generator itself used (gRPC only). */
+  /** Cores the load generator itself used (bench/load only). */
   generatorCores?: number;
 }
 
@@ -238,27 +244,134 @@ async function wrk(url: string, lua: string, seconds: number): Promise<LoadResul
   };
 }
 
-/** Runs bench/grpc_load.ts as its own process; its CPU share is reported so a capped generator shows. */
-async function grpcLoad(target: string, topic: string, seconds: number): Promise<LoadResult> {
-  const r = await runCommand(
-    DENO,
-    ["run", "-A", GRPC_LOAD, "--target", target, "--topic", topic, "--seconds", String(seconds)],
-    { timeoutMs: seconds * 1000 + 60_000 },
-  );
+let loadBinary: Promise<string> | null = null;
+
+/** Builds the Go load generator (bench/load) on first use and returns its path. */
+function goLoadBinary(): Promise<string> {
+  loadBinary ??= (async () => {
+    const r = await runCommand("bash", [LOAD_BUILD], { timeoutMs: 600_000 });
+    const path = new TextDecoder().decode(r.stdout).trim();
+    if (r.code !== 0 || !path) {
+      throw new Error(`bench/load/build.sh exit ${r.code}: ${r.stderr.trim().slice(-400)}`);
+    }
+    return path;
+  })();
+  return loadBinary;
+}
+
+/** The JSON line of `bench/load grpc` (the fields used here; see bench/load/grpc.go). */
+interface GrpcLoadOutput {
+  ok: number;
+  errors: number;
+  unanswered: number;
+  firstError: string;
+  seconds: number;
+  okPerSec: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  cpuSeconds: number;
+  /** OK records by the second their reply arrived. */
+  timeline: number[];
+}
+
+/** The JSON line of `bench/load http` (the fields used here; see bench/load/http.go). */
+interface HttpLoadOutput {
+  requests: number;
+  ok: number;
+  errors: number;
+  firstError: string;
+  seconds: number;
+  okPerSec: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  dials: number;
+  cpuSeconds: number;
+  /** Per second, by the second each answer arrived. */
+  timeline: { ok: number }[];
+}
+
+/** The lowest and highest of the per-second counts of the window's whole seconds: a stall shows as a low. */
+function perSecondRange(timeline: number[], seconds: number): string {
+  const full = timeline.slice(0, Math.floor(seconds));
+  return full.length === 0 ? "-" : `${fmtInt(Math.min(...full))} to ${fmtInt(Math.max(...full))}`;
+}
+
+/** Runs the Go load generator (its own process, so its CPU is not the server's) and parses its JSON line. */
+async function goLoad<T>(mode: "grpc" | "http", args: string[], seconds: number): Promise<T> {
+  const bin = await goLoadBinary();
+  const r = await runCommand(bin, [mode, "-seconds", String(seconds), ...args], {
+    timeoutMs: seconds * 1000 + 60_000,
+  });
   const lines = new TextDecoder().decode(r.stdout).trim().split("\n");
-  if (r.code !== 0) throw new Error(`grpc_load exit ${r.code}: ${r.stderr.trim().slice(-500)}`);
-  const j = JSON.parse(lines[lines.length - 1]);
+  if (r.code !== 0) throw new Error(`bench/load ${mode} exit ${r.code}: ${r.stderr.trim().slice(-500)}`);
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+/** gRPC Produce streams from bench/load; its CPU share is reported so a capped generator shows. */
+async function grpcLoad(target: string, topic: string, seconds: number): Promise<LoadResult> {
+  const j = await goLoad<GrpcLoadOutput>("grpc", [
+    "-target",
+    target,
+    "-topic",
+    topic,
+    "-streams",
+    String(GRPC_STREAMS),
+    "-window",
+    String(GRPC_WINDOW),
+    "-size",
+    String(RECORD_BYTES),
+  ], seconds);
   const genCores = j.cpuSeconds / j.seconds;
-  const notes = [`generator used ${genCores.toFixed(2)} cores`];
+  const notes = [
+    `answered ${perSecondRange(j.timeline, j.seconds)} records per second`,
+    `generator used ${genCores.toFixed(2)} cores`,
+  ];
   if (j.errors > 0) notes.push(`${j.errors} refused (${j.firstError})`);
   if (j.unanswered > 0) notes.push(`${j.unanswered} unanswered`);
   if (j.firstError && j.errors === 0) notes.push(j.firstError);
   return {
     okCount: j.ok,
     rate: j.okPerSec,
-    p50Ms: j.p50Ms,
-    p99Ms: j.p99Ms,
+    p50Ms: j.p50Ms ?? NaN,
+    p99Ms: j.p99Ms ?? NaN,
     errors: j.errors + j.unanswered,
+    note: notes.join("; "),
+    generatorCores: genCores,
+  };
+}
+
+/**
+ * NDJSON batches of BATCH_RECORDS records from bench/load over CONNECTIONS keep-alive connections. The note
+ * gives how many connections the client had to open: a server that closes the connection after each request
+ * costs one per request.
+ */
+async function batchLoad(url: string, seconds: number): Promise<LoadResult> {
+  const j = await goLoad<HttpLoadOutput>("http", [
+    "-url",
+    url,
+    "-connections",
+    String(CONNECTIONS),
+    "-ndjson",
+    String(BATCH_RECORDS),
+    "-size",
+    String(RECORD_BYTES),
+  ], seconds);
+  const genCores = j.cpuSeconds / j.seconds;
+  const refused = j.requests - j.ok - j.errors;
+  const notes = [
+    `2xx ${perSecondRange(j.timeline.map((t) => t.ok), j.seconds)} per second`,
+    `client opened ${j.dials} connections for ${j.requests} requests`,
+  ];
+  if (refused > 0 || j.errors > 0) {
+    notes.push(`${refused} non-2xx, ${j.errors} without answer (${j.firstError})`);
+  }
+  notes.push(`generator used ${genCores.toFixed(2)} cores`);
+  return {
+    okCount: j.ok,
+    rate: j.okPerSec,
+    p50Ms: j.p50Ms ?? NaN,
+    p99Ms: j.p99Ms ?? NaN,
+    errors: j.requests - j.ok,
     note: notes.join("; "),
     generatorCores: genCores,
   };
@@ -328,6 +441,7 @@ async function startOurs(dir: string, bootstrap: string): Promise<Target> {
 async function startGo(binary: string, dir: string, bootstrap: string): Promise<Target> {
   const ports = { http: freePort(), grpc: freePort(), mon: freePort() };
   const configPath = `${dir}/go-config.yaml`;
+  await Deno.mkdir(`${dir}/wal`); // the Go service does not create its WAL directory
   await Deno.writeTextFile(configPath, stringify(serviceYaml(dir, bootstrap, ports)));
   const p = spawnTracked(binary, ["-config", configPath], `${dir}/go.log`);
   let exited = false;
@@ -412,7 +526,7 @@ interface Row {
   p50Ms: number | null;
   p99Ms: number | null;
   note: string;
-  /** Cores the load generator itself used (gRPC only). */
+  /** Cores the load generator itself used (bench/load only). */
   generatorCores?: number;
   /** The row could not be measured: shown instead of the numbers. */
   failure?: string;
@@ -428,8 +542,10 @@ function emptyRow(scenario: string, who: Row["who"], kind: Row["kind"]): Row {
 }
 
 async function loadFor(kind: Kind, t: Target, topic: string, seconds: number): Promise<LoadResult> {
+  const url = `${t.http}/topics/${topic}/messages`;
   if (kind === "grpc") return await grpcLoad(t.grpc, topic, seconds);
-  return await wrk(`${t.http}/topics/${topic}/messages`, kind === "batch" ? BATCH_LUA : POST_LUA, seconds);
+  if (kind === "batch") return await batchLoad(url, seconds);
+  return await wrk(url, POST_LUA, seconds);
 }
 
 /**
@@ -606,7 +722,7 @@ function table(rows: Row[], ceilingOf: Map<Row, Row>, goOf: Map<Row, Row>): stri
   ];
   for (const r of rows) {
     if (r.failure) {
-      out.push(`| ${r.scenario} | ${r.failure} | | | | | | | |`);
+      out.push(`| ${r.scenario} | ${r.failure.replaceAll("|", "\\|")} | | | | | | | |`);
       continue;
     }
     const ceiling = ceilingOf.get(r);
@@ -644,6 +760,13 @@ const log = (s: string) => console.error(`[compare ${new Date().toISOString().sl
 let goNote = "";
 
 try {
+  if (ONLY.has("grpc") || ONLY.has("batch")) {
+    // Built before the broker starts; a failure shows in the rows that need it.
+    await goLoadBinary().then(
+      (path) => log(`load generator: ${path}`),
+      (e) => log(`no load generator for the batch and gRPC rows: ${(e as Error).message}`),
+    );
+  }
   log(`starting the broker (${SECONDS} s per scenario)`);
   broker = await startBroker();
   const b = broker;
@@ -713,10 +836,15 @@ try {
       false,
     );
     echo.label = "echo gRPC";
-    const grpcOurs = await run("gRPC 4 streams x 1000 in flight, ours", "ours", "grpc", ours);
+    const grpcOurs = await run(
+      `gRPC ${GRPC_STREAMS} streams x ${GRPC_WINDOW} in flight, ours`,
+      "ours",
+      "grpc",
+      ours,
+    );
     ceilingOf.set(grpcOurs, echo);
     if (go) {
-      const g = await run("gRPC 4 streams x 1000 in flight, Go", "go", "grpc", go);
+      const g = await run(`gRPC ${GRPC_STREAMS} streams x ${GRPC_WINDOW} in flight, Go`, "go", "grpc", go);
       ceilingOf.set(g, echo);
       goOf.set(grpcOurs, g);
     }
@@ -750,7 +878,9 @@ const stealPct = 100 * (jiffiesAfter.steal - jiffiesBefore.steal) /
 const cmd = `deno run -A bench/compare.ts ${Deno.args.join(" ")}`.trim();
 console.log(`\n## kafka-ambassador compare, ${startedAt.toISOString()}\n`);
 console.log(
-  `${SECONDS} s per scenario after a ${WARMUP_SECONDS} s warm-up; wrk -t1 -c${CONNECTIONS}; ${RECORD_BYTES}-byte ` +
+  `${SECONDS} s per scenario after a ${WARMUP_SECONDS} s warm-up; HTTP 1 msg/request: wrk -t1 -c${CONNECTIONS}; ` +
+    `NDJSON batches: bench/load, ${CONNECTIONS} keep-alive connections; gRPC: bench/load, ${GRPC_STREAMS} streams ` +
+    `x ${GRPC_WINDOW} in flight; ${RECORD_BYTES}-byte ` +
     `messages; one single-node broker (KRaft, loopback), new topic of ${PARTITIONS} partitions per scenario; ` +
     `librdkafka ${
       Object.entries(KAFKA_SETTINGS).map(([k, v]) => `${k}=${v}`).join(", ")
@@ -760,16 +890,14 @@ console.log(
 console.log(table(rows, ceilingOf, goOf));
 console.log("");
 if (goNote) console.log(goNote);
-const grpcRows = rows.filter((r) => r.kind === "grpc" && !r.failure && r.generatorCores !== undefined);
-if (grpcRows.length > 0) {
-  const max = Math.max(...grpcRows.map((r) => r.generatorCores!));
+const generatorCores = (kind: Kind) =>
+  Math.max(0, ...rows.filter((r) => r.kind === kind).map((r) => r.generatorCores ?? 0)).toFixed(2);
+if (rows.some((r) => r.generatorCores !== undefined)) {
+  const grpcCores = generatorCores("grpc"), batchCores = generatorCores("batch");
   console.log(
-    `gRPC load generator (grpc-js, one JS thread): up to ${max.toFixed(2)} cores. ` +
-      (max >= 0.65
-        ? "It is near one core, so the gRPC rows (the echo ceiling included) are capped by the generator, " +
-          "not by the server: read their CPU µs/msg, not their msg/s; a Go client (e.g. ghz) would be " +
-          "the better generator."
-        : "It is not near one core, so the gRPC rows are not capped by the generator."),
+    `Load generator bench/load (Go): up to ${grpcCores} cores in the gRPC rows, ${batchCores} in the batch ` +
+      `rows. When generator, process and broker together use about all ${navigator.hardwareConcurrency} ` +
+      "cores, the machine is the limit of that row.",
   );
 }
 console.log(

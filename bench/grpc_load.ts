@@ -1,8 +1,10 @@
 /**
- * gRPC load generator for bench/compare.ts: a grpc-js client (not our server code) built from
- * proto/kafka_ambassador.proto. Opens STREAMS bidirectional `Produce` streams, each on its own connection, and
- * keeps up to WINDOW unanswered ProdRq of SIZE bytes in flight on each, for SECONDS; then stops sending, waits
- * (bounded) for the outstanding replies and prints one JSON line on stdout.
+ * A gRPC load generator in JavaScript, kept as an alternative to bench/load (Go, which bench/compare.ts uses): a
+ * grpc-js client (not our server code) built from proto/kafka_ambassador.proto. On one JS thread it caps at
+ * about 30,000 to 50,000 records/s, below what the servers can do. Opens STREAMS bidirectional `Produce`
+ * streams, each on its own connection, and keeps up to WINDOW unanswered ProdRq of SIZE bytes in flight on each,
+ * for SECONDS; then stops sending, waits (bounded) for the outstanding replies and prints one JSON line on
+ * stdout.
  *
  *   deno run -A bench/grpc_load.ts --target 127.0.0.1:18282 --topic bench [--seconds 15] [--streams 4]
  *     [--window 1000] [--size 100]
