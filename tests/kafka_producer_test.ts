@@ -286,6 +286,9 @@ Deno.test("configuration: checked, read back, defaults, refused at open with the
   assert.equal(effectiveKafkaConfig({ acks: "all" }, "acks"), "-1");
   assert.equal(effectiveKafkaConfig({}, "statistics.interval.ms"), "15000");
   assert.equal(effectiveKafkaConfig({}, "log.queue"), "true");
+  assert.equal(effectiveKafkaConfig({}, "compression.codec"), "gzip", "the Go service's default");
+  assert.equal(effectiveKafkaConfig({}, "message.timeout.ms"), "60000", "the Go service's default");
+  assert.equal(effectiveKafkaConfig({ "compression.codec": "none" }, "compression.codec"), "none");
   assert.equal(effectiveKafkaConfig({ "statistics.interval.ms": "0" }, "statistics.interval.ms"), "0");
   assert.equal(effectiveKafkaConfig({}, "no.such.property"), null);
 

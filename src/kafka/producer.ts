@@ -54,9 +54,18 @@ export interface KafkaProducerOptions {
 
 /**
  * Properties set unless the user sets them: stats feed the rdkafka_* gauges; librdkafka's own log lines come
- * through the event queue so that they are written as JSON lines like every other log.
+ * through the event queue so that they are written as JSON lines like every other log. The rest are the Go
+ * service's defaults, so that a config written for it produces the same way (gzip above all), except its
+ * `max.in.flight.requests.per.connection: 20`, with which `enable.idempotence: true` would refuse to start.
  */
-const DEFAULTS: Record<string, string> = { "statistics.interval.ms": "15000", "log.queue": "true" };
+const DEFAULTS: Record<string, string> = {
+  "statistics.interval.ms": "15000",
+  "log.queue": "true",
+  "compression.codec": "gzip",
+  "batch.num.messages": "100000",
+  "socket.timeout.ms": "10000",
+  "message.timeout.ms": "60000",
+};
 
 /** How long one wait for events may last; also how often the queue length gauge is refreshed when idle. */
 const POLL_TIMEOUT_MS = 100;
