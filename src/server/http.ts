@@ -31,10 +31,9 @@ const BATCH_TYPES = new Set(["application/x-ndjson", "application/jsonl"]);
 const encoder = new TextEncoder();
 
 /**
- * Bodies declared this small are read in one call (`arrayBuffer`), the fast path for the usual message, raced
- * against a deadline that many requests share (BodyDeadlines.expiry). A stalled one that timed out holds at
- * most this much until its connection goes. Larger and chunked bodies are streamed into a buffer that grows as
- * bytes arrive, under the same timeout; this is also the first size of that buffer.
+ * Bodies declared this small are read with a plain reader (BodyDeadlines.readSmall), the fast path for the
+ * usual message. Larger and chunked bodies are streamed into a buffer that grows as bytes arrive; this is also
+ * the first size of that buffer. Both are under the body timeout.
  */
 const INLINE_BODY_BYTES = 16 * 1024;
 /** The least room a streamed body read is given (see readBody). */
@@ -213,7 +212,7 @@ class HttpHandler {
       let value: Uint8Array | BodyFailure;
       try {
         value = declared >= 0 && declared <= INLINE_BODY_BYTES
-          ? await this.#deadlines.readWhole(req)
+          ? await this.#deadlines.readSmall(req)
           : await readBody(req.body, declared, max, this.#deadlines);
       } catch (err) {
         log("debug", "http: could not read request body", { topic, error: err });
@@ -278,7 +277,7 @@ class HttpHandler {
     let body: Uint8Array | BodyFailure;
     try {
       body = declared >= 0 && declared <= INLINE_BODY_BYTES
-        ? await this.#deadlines.readWhole(req)
+        ? await this.#deadlines.readSmall(req)
         : await readBody(req.body, declared, maxBytes, this.#deadlines);
     } catch (err) {
       log("debug", "http: could not read batch body", { topic, error: err });
@@ -514,7 +513,11 @@ function grow(buf: Uint8Array, size: number, limit: number, need: number): Uint8
 /** A body read in progress, as BodyDeadlines sees it. */
 interface PendingRead {
   readonly deadline: number;
-  readonly reader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array>;
+  /** A streamed read's reader (cancelled on time-out), or what ends a one-call read. */
+  readonly reader:
+    | ReadableStreamBYOBReader
+    | ReadableStreamDefaultReader<Uint8Array>
+    | ((value: typeof TIMED_OUT) => void);
   timedOut: boolean;
 }
 
@@ -528,9 +531,6 @@ class BodyDeadlines {
   readonly #periodMs: number;
   readonly #reads = new Set<PendingRead>();
   #timer: ReturnType<typeof setInterval> | undefined;
-  /** The shared deadline of whole-body reads that start now, and when it fires. */
-  #expiry: Promise<typeof TIMED_OUT> | undefined;
-  #expiryAt = 0;
 
   constructor(timeoutMs: number) {
     if (!(timeoutMs > 0)) throw new Error(`http: body timeout must be positive, got ${timeoutMs} ms`);
@@ -539,22 +539,19 @@ class BodyDeadlines {
   }
 
   /**
-   * Reads a small body in one call, or TIMED_OUT. Reads that start within one period share one timer, so
-   * a read times out between `timeoutMs` and `timeoutMs` plus the period after it began.
+   * Reads a body of at most INLINE_BODY_BYTES in one call (`arrayBuffer`, much cheaper than a reader), or
+   * TIMED_OUT. The read cannot be cancelled: on time-out it is left to end with its connection.
    */
-  async readWhole(req: Request): Promise<Uint8Array | typeof TIMED_OUT> {
-    const now = Date.now();
-    if (this.#expiry === undefined || this.#expiryAt < now + this.timeoutMs) {
-      const at = now + this.timeoutMs + this.#periodMs;
-      this.#expiryAt = at;
-      this.#expiry = new Promise((resolve) => {
-        const timer = setTimeout(() => resolve(TIMED_OUT), at - now);
-        // A pending deadline must not keep a stopping process alive.
-        Deno.unrefTimer(Number(timer));
-      });
+  async readSmall(req: Request): Promise<Uint8Array | BodyFailure> {
+    let expire!: (value: typeof TIMED_OUT) => void;
+    const expired = new Promise<typeof TIMED_OUT>((resolve) => expire = resolve);
+    const read = this.watch(expire);
+    try {
+      const body = await Promise.race([req.arrayBuffer(), expired]);
+      return body === TIMED_OUT ? TIMED_OUT : new Uint8Array(body);
+    } finally {
+      this.done(read);
     }
-    const body = await Promise.race([req.arrayBuffer(), this.#expiry]);
-    return body === TIMED_OUT ? TIMED_OUT : new Uint8Array(body);
   }
 
   watch(reader: PendingRead["reader"]): PendingRead {
@@ -579,8 +576,9 @@ class BodyDeadlines {
       if (read.deadline > now) continue;
       read.timedOut = true;
       this.#reads.delete(read);
-      // A pending read then resolves as done, and readBody sees timedOut.
-      read.reader.cancel().catch(() => {});
+      // A pending read then resolves as done, and readBody sees timedOut; a one-call read gets TIMED_OUT.
+      if (typeof read.reader === "function") read.reader(TIMED_OUT);
+      else read.reader.cancel().catch(() => {});
     }
     if (this.#reads.size === 0) this.stop();
   }
