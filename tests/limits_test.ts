@@ -7,8 +7,10 @@ import assert from "node:assert/strict";
 import { startGrpcServer } from "../src/server/grpc/server.ts";
 import { type HttpServerOptions, startHttpServer } from "../src/server/http.ts";
 import type { ConnectionLimits } from "../src/server/limits.ts";
+import { readTls, TlsSource } from "../src/server/tls.ts";
 import { readReply } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
+import { makeCa } from "./support/tls.ts";
 import { FLAG, FRAME, frame, grpcHeaders, PREFACE, readFrames } from "./support/h2_raw.ts";
 import { delay, waitFor, within } from "./support/wait.ts";
 
@@ -246,5 +248,45 @@ Deno.test("grpc: a connection that opens no stream, and one idle after its call,
     conn.close();
   } finally {
     await server.shutdown();
+  }
+});
+
+Deno.test("https: connections without a handshake, idle ones, and those past max_connections are closed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ka-limits-" });
+  try {
+    const ca = await makeCa(dir, "ca");
+    const pair = await ca.server();
+    const tls = new TlsSource(readTls("test", { certFile: pair.cert, keyFile: pair.key, clientCaFile: "" }));
+    const caCerts = [await Deno.readTextFile(ca.cert)];
+    await withHttp({ limits: SHORT, tls }, async (port) => {
+      const silent = await connect(port);
+      assert.equal(
+        await within("a connection without a handshake to be closed", closedByServer(silent), 10_000),
+        true,
+      );
+      silent.close();
+      const conn = await Deno.connectTls({ hostname: "localhost", port, caCerts });
+      await conn.write(encoder.encode(post("m")));
+      assert.equal((await readReply(conn))?.status, 200);
+      assert.equal(await within("the idle connection to be closed", closedByServer(conn), 10_000), true);
+      conn.close();
+    });
+    await withHttp(
+      { limits: { ...SHORT, maxConnections: 2, headerTimeoutMs: 30_000 }, tls },
+      async (port) => {
+        const held = [
+          await Deno.connectTls({ hostname: "localhost", port, caCerts }),
+          await Deno.connectTls({ hostname: "localhost", port, caCerts }),
+        ];
+        const third = await connect(port);
+        assert.equal(await within("the third connection to be closed", closedByServer(third), 10_000), true);
+        third.close();
+        await held[0].write(encoder.encode(post("m")));
+        assert.equal((await readReply(held[0]))?.status, 200);
+        for (const conn of held) conn.close();
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
