@@ -45,6 +45,8 @@ async function main(seconds: number): Promise<void> {
     }));
   }
 
+  const idleOpened = performance.now();
+
   // Slowloris: a header byte a second; a dropped connection is opened again until the end.
   const end = Date.now() + seconds * 1000;
   let slowDropped = 0;
@@ -97,6 +99,9 @@ async function main(seconds: number): Promise<void> {
   const clientSeconds = (performance.now() - clientStart) / 1000;
   await attack;
   const memory = memoryOf(pid);
+  // The idle connections were opened before the attack: by now they are near their idle_timeout (60 s).
+  for (let i = 0; i < 150 && idleClosed < IDLE; i++) await delay(100);
+  const idleSeconds = (performance.now() - idleOpened) / 1000;
   for (const conn of idle) {
     try {
       conn.close();
@@ -107,7 +112,7 @@ async function main(seconds: number): Promise<void> {
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
   console.log(JSON.stringify({
     slowloris: { connections: SLOW, seconds, dropped: slowDropped },
-    idle: { connections: IDLE, closed_by_server: idleClosed },
+    idle: { connections: IDLE, closed_by_server: idleClosed, seconds_since_opened: Math.round(idleSeconds) },
     client: {
       messages: MESSAGES,
       statuses: Object.fromEntries(statuses),
