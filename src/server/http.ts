@@ -542,16 +542,17 @@ class BodyDeadlines {
    * Reads a body of at most INLINE_BODY_BYTES in one call (`arrayBuffer`, much cheaper than a reader), or
    * TIMED_OUT. The read cannot be cancelled: on time-out it is left to end with its connection.
    */
-  async readSmall(req: Request): Promise<Uint8Array | BodyFailure> {
-    let expire!: (value: typeof TIMED_OUT) => void;
-    const expired = new Promise<typeof TIMED_OUT>((resolve) => expire = resolve);
-    const read = this.watch(expire);
-    try {
-      const body = await Promise.race([req.arrayBuffer(), expired]);
-      return body === TIMED_OUT ? TIMED_OUT : new Uint8Array(body);
-    } finally {
-      this.done(read);
-    }
+  readSmall(req: Request): Promise<Uint8Array | BodyFailure> {
+    return new Promise((resolve, reject) => {
+      const read = this.watch(resolve);
+      req.arrayBuffer().then((body) => {
+        this.done(read);
+        resolve(new Uint8Array(body));
+      }, (err) => {
+        this.done(read);
+        reject(err);
+      });
+    });
   }
 
   watch(reader: PendingRead["reader"]): PendingRead {

@@ -53,6 +53,18 @@ export class Connection {
     if (--this.#active === 0) this.deadline = Date.now() + this.#owner.limits.idleTimeoutMs;
   }
 
+  /** requestEnded, passing the reply through: `handler(req).then(conn.answered, conn.failed)`. */
+  readonly answered = <T>(reply: T): T => {
+    this.requestEnded();
+    return reply;
+  };
+
+  /** requestEnded, passing the error on. */
+  readonly failed = (err: unknown): never => {
+    this.requestEnded();
+    throw err;
+  };
+
   /** The connection closed, for whatever reason. */
   closed(): void {
     this.#owner.forget(this);

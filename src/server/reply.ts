@@ -70,7 +70,7 @@ export function serveHttp(
 type ServeOnConnection = (
   conn: Deno.Conn,
   signal: AbortSignal,
-  handler: (req: Request) => Promise<Response>,
+  handler: (req: Request) => Response | Promise<Response>,
   onError: (err: unknown) => Response,
   onListen: () => void,
 ) => { finished: Promise<void>; shutdown(): Promise<void> };
@@ -117,13 +117,13 @@ function serveTcp(name: string, listen: string, conns: Connections, handler: Htt
     const server = serve(
       conn,
       abort.signal,
-      async (req) => {
+      (req) => {
         tracked.requestStarted();
-        try {
-          return await handler(req);
-        } finally {
-          tracked.requestEnded();
-        }
+        // No async wrapper, try or finally here: this runs for every request.
+        const reply = handler(req);
+        return reply instanceof Promise
+          ? reply.then(tracked.answered, tracked.failed)
+          : tracked.answered(reply);
       },
       onError,
       () => {},
