@@ -31,9 +31,10 @@ const BATCH_TYPES = new Set(["application/x-ndjson", "application/jsonl"]);
 const encoder = new TextEncoder();
 
 /**
- * Bodies declared this small are read with a plain reader (BodyDeadlines.readSmall), the fast path for the
- * usual message. Larger and chunked bodies are streamed into a buffer that grows as bytes arrive; this is also
- * the first size of that buffer. Both are under the body timeout.
+ * Bodies declared this small are read in one call (BodyDeadlines.readSmall), the fast path for the usual
+ * message; one that stalls past the body timeout gets 408 and holds at most this much until its connection
+ * goes. Larger and chunked bodies are streamed into a buffer that grows as bytes arrive; this is also the first
+ * size of that buffer. Both are under the body timeout.
  */
 const INLINE_BODY_BYTES = 16 * 1024;
 /** The least room a streamed body read is given (see readBody). */
@@ -539,7 +540,7 @@ class BodyDeadlines {
   }
 
   /**
-   * Reads a body of at most INLINE_BODY_BYTES in one call (`arrayBuffer`, much cheaper than a reader), or
+   * Reads a body of at most INLINE_BODY_BYTES in one call (`arrayBuffer`), or
    * TIMED_OUT. The read cannot be cancelled: on time-out it is left to end with its connection.
    */
   readSmall(req: Request): Promise<Uint8Array | BodyFailure> {

@@ -76,8 +76,8 @@ type ServeOnConnection = (
 ) => { finished: Promise<void>; shutdown(): Promise<void> };
 
 /**
- * Deno 2.8.3 exposes it only among its internals. A connection accepted here and handed to it serves as fast
- * as Deno.serve (bench/slowloris.ts, and docs/security.md for the figures), while we see every connection.
+ * Deno 2.8.3 exposes it only among its internals. It lets us see every connection, at a cost per request
+ * measured in docs/security.md (Limits).
  */
 function serveOnConnection(): ServeOnConnection {
   const deno = Deno as unknown as { internal: symbol } & Record<symbol, { serveHttpOnConnection?: unknown }>;
