@@ -266,8 +266,10 @@ function decodeTopic(raw: string): string {
 
 interface HttpCase {
   bytes: Uint8Array;
-  /** Per request, in order; undefined when bytes were mutated or cut (outcomes not attributable). */
+  /** Per request, in order; undefined when bytes were mutated, cut or framed wrong (outcomes not attributable). */
   requests: HttpRequest[] | undefined;
+  /** Per request, whether it is HEAD (its reply has no body); none is when bytes were mutated or cut. */
+  heads: boolean[];
   /** Whether to shut the write side after sending: the request may never be complete. */
   halfClose: boolean;
 }
@@ -276,7 +278,11 @@ function httpCase(r: Rng): HttpCase {
   const mutate = r.chance(0.15);
   const cut = !mutate && r.chance(0.08);
   const n = r.chance(0.15) ? r.int(2, 4) : 1;
-  const requests = Array.from({ length: n }, (_, i) => httpRequest(r, i === n - 1, !mutate && !cut));
+  // A HEAD reply has no body: only a lone HEAD request keeps its reply attributable.
+  const requests = Array.from(
+    { length: n },
+    (_, i) => httpRequest(r, i === n - 1, !mutate && !cut && n === 1),
+  );
   let bytes = concat(requests.map((q) => q.bytes));
   if (mutate) {
     bytes = bytes.slice();
@@ -284,8 +290,15 @@ function httpCase(r: Rng): HttpCase {
     for (let i = 0; i < flips; i++) bytes[r.int(0, bytes.byteLength - 1)] = r.int(0, 255);
   }
   if (cut) bytes = bytes.subarray(0, r.int(0, bytes.byteLength - 1));
+  // A body framed wrong takes bytes of the next request, or leaves some: replies no longer match requests.
   const complete = requests.every((q) => q.complete);
-  return { bytes, requests: mutate || cut ? undefined : requests, halfClose: mutate || cut || !complete };
+  const attributable = !mutate && !cut && complete;
+  return {
+    bytes,
+    heads: requests.map((q) => q.head),
+    requests: attributable ? requests : undefined,
+    halfClose: !attributable,
+  };
 }
 
 /** A reply as parsed off the wire. */
@@ -478,7 +491,7 @@ Deno.test(`fuzz: ${CASES} random HTTP and HTTP/2 cases against the service`, asy
     if (late) timedOut++;
     let replies: Reply[];
     try {
-      replies = parseReplies(data, c.requests?.map((q) => q.head) ?? []);
+      replies = parseReplies(data, c.heads);
     } catch (err) {
       problems.push(`case ${index}: ${(err as Error).message}`);
       return;
