@@ -11,6 +11,7 @@ import {
   list,
   listen,
   oneOf,
+  positiveDuration,
   rate,
   size,
   text,
@@ -68,6 +69,38 @@ function tlsKeys(listener: string) {
   };
 }
 
+/**
+ * The connection bounds of a listener (docs/security.md, Limits). `what` names what a connection must send
+ * within header_timeout.
+ */
+function connectionKeys(
+  listener: string,
+  defaults: { maxConnections: number; idleTimeoutMs: number },
+  what: string,
+) {
+  const prefix = `server.${listener}`;
+  return {
+    maxConnections: new Key(
+      `${prefix}.max_connections`,
+      int(1),
+      defaults.maxConnections,
+      "most connections open at once; a new one past it is refused and closed",
+    ),
+    headerTimeoutMs: new Key(
+      `${prefix}.header_timeout`,
+      positiveDuration,
+      10_000,
+      `a new connection that has not sent ${what} within this is closed (slowloris)`,
+    ),
+    idleTimeoutMs: new Key(
+      `${prefix}.idle_timeout`,
+      positiveDuration,
+      defaults.idleTimeoutMs,
+      "a connection with no request in flight for this long is closed",
+    ),
+  };
+}
+
 /** The keys, nested as Config is: section names are those of the file, a leaf is one key. */
 export const SCHEMA = {
   server: {
@@ -93,6 +126,19 @@ export const SCHEMA = {
           "largest HTTP batch body (message.max.bytes still bounds each record's value); more get 413",
         ),
       },
+      ...connectionKeys("http", { maxConnections: 10_000, idleTimeoutMs: 60_000 }, "a whole request head"),
+      bodyTimeoutMs: new Key(
+        "server.http.body_timeout",
+        positiveDuration,
+        30_000,
+        "a request body not received whole within this gets 408",
+      ),
+      maxInflightBytes: new Key(
+        "server.http.max_inflight_bytes",
+        size(Number.MAX_SAFE_INTEGER),
+        256 * 1024 * 1024,
+        "request body bytes read or held at once, until Kafka or the WAL took them; past it, 503",
+      ),
       tls: tlsKeys("http"),
     },
     grpc: {
@@ -109,6 +155,19 @@ export const SCHEMA = {
         4 * 1024 * 1024,
         "largest gRPC message accepted",
       ),
+      ...connectionKeys("grpc", { maxConnections: 10_000, idleTimeoutMs: 300_000 }, "its first stream"),
+      maxConcurrentStreams: new Key(
+        "server.grpc.max_concurrent_streams",
+        int(1),
+        128,
+        "streams open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); more are refused",
+      ),
+      maxSessionMemory: new Key(
+        "server.grpc.max_session_memory",
+        size(MAX_INT32),
+        10 * 1024 * 1024,
+        "memory one HTTP/2 connection may hold in frames and headers; past it, new streams are refused",
+      ),
       tls: tlsKeys("grpc"),
     },
     monitoring: {
@@ -119,6 +178,7 @@ export const SCHEMA = {
         "/metrics, /healthz, /readyz; off when unset",
         "0.0.0.0:28080",
       ),
+      ...connectionKeys("monitoring", { maxConnections: 128, idleTimeoutMs: 60_000 }, "a whole request head"),
       tls: tlsKeys("monitoring"),
     },
   },

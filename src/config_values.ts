@@ -37,6 +37,16 @@ export const duration: ValueKind<number> = {
   show: formatDuration,
 };
 
+/** A duration, as `duration`, that must be more than 0. */
+export const positiveDuration: ValueKind<number> = {
+  read(value) {
+    const ms = duration.read(value);
+    if (!(ms > 0)) throw new Error(`must be more than 0, got ${describe(value)}`);
+    return ms;
+  },
+  show: formatDuration,
+};
+
 /** true or false (also 1 and 0, as environment variables often say). */
 export const bool: ValueKind<boolean> = {
   read(value) {

@@ -215,9 +215,16 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   // Each listener's start-up error names it and its address (`http listener 0.0.0.0:18080: address in use`).
   const { http, grpc, monitoring } = config.server;
   const { tls, gate } = security;
-  const httpServer = http.listen === undefined
-    ? null
-    : await startHttpServer({ listen: http.listen, tls: tls.http, gate, facade, batch: http.batch });
+  const httpServer = http.listen === undefined ? null : await startHttpServer({
+    listen: http.listen,
+    tls: tls.http,
+    gate,
+    facade,
+    batch: http.batch,
+    limits: http,
+    bodyTimeoutMs: http.bodyTimeoutMs,
+    maxInflightBytes: http.maxInflightBytes,
+  });
   if (httpServer) started.push(() => httpServer.shutdown());
   const grpcServer = grpc.listen === undefined ? null : await startGrpcServer({
     listen: grpc.listen,
@@ -225,11 +232,15 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     gate,
     facade,
     maxRequestSize: grpc.maxRequestSize,
+    limits: grpc,
+    maxConcurrentStreams: grpc.maxConcurrentStreams,
+    maxSessionMemory: grpc.maxSessionMemory,
   });
   if (grpcServer) started.push(() => grpcServer.shutdown());
   const monitoringServer = monitoring.listen === undefined ? null : await startMonitoringServer({
     listen: monitoring.listen,
     tls: tls.monitoring,
+    limits: monitoring,
     readiness: () => facade.readiness(),
   });
   const listeners: Array<Listener | null> = [httpServer, grpcServer, monitoringServer];

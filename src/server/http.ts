@@ -12,6 +12,7 @@ import { OPENAPI_ROUTE, openapiReply } from "./openapi.ts";
 import { ackProblem, parseAck, parseContentLength, parsePartition, partitionProblem } from "./params.ts";
 import { type Refusal, refusalOf, STATUS_BY_KIND } from "./refusal.ts";
 import { notAllowed, plain, serveHttp, TEXT_PLAIN } from "./reply.ts";
+import { type Held, InFlightBytes } from "./limits.ts";
 import { topicProblem } from "./topic.ts";
 
 const ROUTE_MESSAGES = "/topics/{topic}/messages";
@@ -30,10 +31,10 @@ const BATCH_TYPES = new Set(["application/x-ndjson", "application/jsonl"]);
 const encoder = new TextEncoder();
 
 /**
- * Bodies declared this small are read in one call (`arrayBuffer`), the fast path for the usual message: no
- * reader, no deadline bookkeeping. A stalled one holds at most this much, like any idle connection (Deno.serve
- * has no idle or header timeout). Larger and chunked bodies are streamed into a buffer that grows as bytes
- * arrive, under the body timeout; this is also the first size of that buffer.
+ * Bodies declared this small are read in one call (BodyDeadlines.readSmall), the fast path for the usual
+ * message; one that stalls past the body timeout gets 408 and holds at most this much until its connection
+ * goes. Larger and chunked bodies are streamed into a buffer that grows as bytes arrive; this is also the first
+ * size of that buffer. Both are under the body timeout.
  */
 const INLINE_BODY_BYTES = 16 * 1024;
 /** The least room a streamed body read is given (see readBody). */
@@ -43,12 +44,19 @@ const MIN_READ_BYTES = 4 * 1024;
 export interface HttpServerOptions extends ListenerOptions {
   facade: ProducerFacade;
   /**
-   * How long a streamed request body (chunked, or longer than 16 KiB) may take to arrive; past it the read
-   * and its buffer are dropped and the request gets 408. The reply carries `Connection: close`, but Deno.serve
-   * lets the socket go only once the client has sent the declared rest (read and discarded) or hung up.
+   * How long a request body may take to arrive (`server.http.body_timeout`); past it the read and its buffer
+   * are dropped and the request gets 408. The reply carries `Connection: close`, but Deno's server lets the
+   * socket go only once the client has sent the declared rest (read and discarded) or hung up.
    * @default 30_000
    */
   bodyTimeoutMs?: number;
+  /**
+   * Request body bytes read or held at once, until the facade answered (`server.http.max_inflight_bytes`);
+   * a request that would go past it gets 503 with `Retry-After`. A body without Content-Length counts as
+   * the largest it may be (message.max.bytes, or the batch bound) while it is read.
+   * @default 268_435_456
+   */
+  maxInflightBytes?: number;
   /** Bounds of a batch request; the defaults are those of `server.http.batch.*`. */
   batch?: BatchLimits;
 }
@@ -74,7 +82,8 @@ const DEFAULT_BATCH_LIMITS: BatchLimits = {
 export async function startHttpServer(opts: HttpServerOptions): Promise<Listener> {
   const handler = new HttpHandler(
     opts.facade,
-    new BodyDeadlines(opts.bodyTimeoutMs ?? 30_000),
+    new BodyDeadlines(opts.bodyTimeoutMs ?? SCHEMA.server.http.bodyTimeoutMs.defaultValue),
+    new InFlightBytes(opts.maxInflightBytes ?? SCHEMA.server.http.maxInflightBytes.defaultValue),
     opts.batch ?? DEFAULT_BATCH_LIMITS,
     opts.gate,
   );
@@ -96,6 +105,7 @@ class HttpHandler {
   draining = false;
   readonly #facade: ProducerFacade;
   readonly #deadlines: BodyDeadlines;
+  readonly #inflight: InFlightBytes;
   readonly #batch: BatchLimits;
   readonly #gate: Gate | undefined;
   /** Counter children per "route code", so a request does not rebuild its label set. */
@@ -103,9 +113,16 @@ class HttpHandler {
   /** Histogram children per route, likewise. */
   readonly #timed = new Map<string, { observe(seconds: number): void }>();
 
-  constructor(facade: ProducerFacade, deadlines: BodyDeadlines, batch: BatchLimits, gate: Gate | undefined) {
+  constructor(
+    facade: ProducerFacade,
+    deadlines: BodyDeadlines,
+    inflight: InFlightBytes,
+    batch: BatchLimits,
+    gate: Gate | undefined,
+  ) {
     this.#facade = facade;
     this.#deadlines = deadlines;
+    this.#inflight = inflight;
     this.#batch = batch;
     this.#gate = gate;
   }
@@ -189,26 +206,33 @@ class HttpHandler {
       if (declared < 0) return plain(400, `invalid Content-Length: ${JSON.stringify(length)}`);
       if (declared > max) return tooLarge(max, `${declared} bytes`);
     }
-    let value: Uint8Array | BodyFailure;
+    // A body without Content-Length counts as the largest it may be until it is read.
+    const held = this.#inflight.hold(declared >= 0 ? declared : max + 1);
+    if (held === undefined) return this.#overloaded();
     try {
-      // Deno.serve holds a Content-Length body to its declared length, so the inline read is capped too.
-      value = declared >= 0 && declared <= INLINE_BODY_BYTES
-        ? new Uint8Array(await req.arrayBuffer())
-        : await readBody(req.body, declared, max, this.#deadlines);
-    } catch (err) {
-      return bodyReadFailed(err, topic);
-    }
-    if (value === TOO_LARGE) return tooLarge(max, `more than ${max} bytes`);
-    if (value === TIMED_OUT) return this.#timedOut();
-    message.value = value;
+      let value: Uint8Array | BodyFailure;
+      try {
+        value = declared >= 0 && declared <= INLINE_BODY_BYTES
+          ? await this.#deadlines.readSmall(req)
+          : await readBody(req.body, declared, max, this.#deadlines);
+      } catch (err) {
+        return bodyReadFailed(err, topic);
+      }
+      if (value === TOO_LARGE) return tooLarge(max, `more than ${max} bytes`);
+      if (value === TIMED_OUT) return this.#timedOut();
+      held.shrinkTo(value.byteLength);
+      message.value = value;
 
-    try {
-      const result = await this.#facade.produce(message, ack);
-      if (ack !== "kafka") return new Response(null);
-      const body = JSON.stringify({ partition: result.partition ?? -1, offset: result.offset ?? "-1" });
-      return new Response(body, { headers: { "content-type": JSON_TYPE } });
-    } catch (err) {
-      return refused(refusalOf(err, "http", message.topic));
+      try {
+        const result = await this.#facade.produce(message, ack);
+        if (ack !== "kafka") return new Response(null);
+        const body = JSON.stringify({ partition: result.partition ?? -1, offset: result.offset ?? "-1" });
+        return new Response(body, { headers: { "content-type": JSON_TYPE } });
+      } catch (err) {
+        return refused(refusalOf(err, "http", message.topic));
+      }
+    } finally {
+      held.release();
     }
   }
 
@@ -224,7 +248,7 @@ class HttpHandler {
       if (typeof parsed === "string") return plain(400, parsed);
       ack = parsed.ack;
     }
-    const { maxBytes, maxRecords } = this.#batch;
+    const { maxBytes } = this.#batch;
     const length = req.headers.get("content-length");
     let declared = -1;
     if (length !== null) {
@@ -232,10 +256,28 @@ class HttpHandler {
       if (declared < 0) return plain(400, `invalid Content-Length: ${JSON.stringify(length)}`);
       if (declared > maxBytes) return batchTooLarge(`${declared} bytes`, `${maxBytes} bytes`, "max_bytes");
     }
+    const held = this.#inflight.hold(declared >= 0 ? declared : maxBytes + 1);
+    if (held === undefined) return this.#overloaded();
+    try {
+      return await this.#produceRecords(req, topic, ack, declared, held);
+    } finally {
+      held.release();
+    }
+  }
+
+  /** The rest of #produceBatch, with the body's bytes held. */
+  async #produceRecords(
+    req: Request,
+    topic: string,
+    ack: AckLevel,
+    declared: number,
+    held: Held,
+  ): Promise<Response> {
+    const { maxBytes, maxRecords } = this.#batch;
     let body: Uint8Array | BodyFailure;
     try {
       body = declared >= 0 && declared <= INLINE_BODY_BYTES
-        ? new Uint8Array(await req.arrayBuffer())
+        ? await this.#deadlines.readSmall(req)
         : await readBody(req.body, declared, maxBytes, this.#deadlines);
     } catch (err) {
       return bodyReadFailed(err, topic);
@@ -244,6 +286,7 @@ class HttpHandler {
       return batchTooLarge(`more than ${maxBytes} bytes`, `${maxBytes} bytes`, "max_bytes");
     }
     if (body === TIMED_OUT) return this.#timedOut();
+    held.shrinkTo(body.byteLength);
 
     const records = parseNdjson(body, topic, { maxRecords, maxValueBytes: this.#facade.maxMessageBytes });
     if (records === TOO_MANY_RECORDS) {
@@ -277,6 +320,15 @@ class HttpHandler {
       }
     }
     return batchReply(outcomes, ack);
+  }
+
+  /** 503: the request bodies read or held now are at server.http.max_inflight_bytes. */
+  #overloaded(): Response {
+    return plain(
+      503,
+      `too many request bytes in flight: server.http.max_inflight_bytes (${this.#inflight.max}) reached`,
+      1,
+    );
   }
 
   #timedOut(): Response {
@@ -477,7 +529,11 @@ function grow(buf: Uint8Array, size: number, limit: number, need: number): Uint8
 /** A body read in progress, as BodyDeadlines sees it. */
 interface PendingRead {
   readonly deadline: number;
-  readonly reader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array>;
+  /** A streamed read's reader (cancelled on time-out), or what ends a one-call read. */
+  readonly reader:
+    | ReadableStreamBYOBReader
+    | ReadableStreamDefaultReader<Uint8Array>
+    | ((value: typeof TIMED_OUT) => void);
   timedOut: boolean;
 }
 
@@ -496,6 +552,23 @@ class BodyDeadlines {
     if (!(timeoutMs > 0)) throw new Error(`http: body timeout must be positive, got ${timeoutMs} ms`);
     this.timeoutMs = timeoutMs;
     this.#periodMs = Math.min(1000, Math.max(5, timeoutMs / 4));
+  }
+
+  /**
+   * Reads a body of at most INLINE_BODY_BYTES in one call (`arrayBuffer`), or
+   * TIMED_OUT. The read cannot be cancelled: on time-out it is left to end with its connection.
+   */
+  readSmall(req: Request): Promise<Uint8Array | BodyFailure> {
+    return new Promise((resolve, reject) => {
+      const read = this.watch(resolve);
+      req.arrayBuffer().then((body) => {
+        this.done(read);
+        resolve(new Uint8Array(body));
+      }, (err) => {
+        this.done(read);
+        reject(err);
+      });
+    });
   }
 
   watch(reader: PendingRead["reader"]): PendingRead {
@@ -520,8 +593,9 @@ class BodyDeadlines {
       if (read.deadline > now) continue;
       read.timedOut = true;
       this.#reads.delete(read);
-      // A pending read then resolves as done, and readBody sees timedOut.
-      read.reader.cancel().catch(() => {});
+      // A pending read then resolves as done, and readBody sees timedOut; a one-call read gets TIMED_OUT.
+      if (typeof read.reader === "function") read.reader(TIMED_OUT);
+      else read.reader.cancel().catch(() => {});
     }
     if (this.#reads.size === 0) this.stop();
   }

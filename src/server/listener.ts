@@ -4,6 +4,7 @@
  */
 import { formatHostPort, type ListenAddress } from "../listen_address.ts";
 import type { Gate } from "./auth.ts";
+import type { ConnectionLimits } from "./limits.ts";
 import type { TlsSource } from "./tls.ts";
 
 /** How a listener is bound. */
@@ -14,6 +15,8 @@ export interface ListenerOptions {
   tls?: TlsSource;
   /** Who may write to which topic; absent: anyone, anywhere, at no cost per request. */
   gate?: Gate;
+  /** Connection count and timeouts; absent: the defaults of `server.<listener>.*`. */
+  limits?: ConnectionLimits;
 }
 
 /** A running listener. */

@@ -1,10 +1,12 @@
 /** HTTP listeners: how they are bound (plain text or TLS), and their replies, the same for produce and monitoring. */
 import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { formatHostPort, listenAddress } from "../listen_address.ts";
 import { log, logRepeated } from "../log.ts";
+import { Connection, Connections, defaultLimits } from "./limits.ts";
 import { type ListenerOptions, listenError, nodeListenError } from "./listener.ts";
 import { oneLine } from "./refusal.ts";
 import { certNameOf, nodeTlsOptions, type TlsSource } from "./tls.ts";
@@ -43,45 +45,184 @@ export interface BoundHttp {
 
 /**
  * Binds the HTTP listener `name` ("http", "monitoring"): the one place where HTTP listeners are bound. Plain
- * text is Deno.serve; TLS is node:https (see tls.ts for why), with the same handler. A request that throws gets
- * 500 and a log line. Throws, naming the listener and its address, when it cannot bind.
+ * text is Deno's own HTTP server on connections we accept (see serveTcp); TLS is node:https (see tls.ts for
+ * why), with the same handler. Both count connections and close those past their deadlines (limits.ts). A
+ * request that throws gets 500 and a log line. Throws, naming the listener and its address, when it cannot bind.
  */
-export function serveHttp(name: string, opts: ListenerOptions, handler: HttpHandler): Promise<BoundHttp> {
-  if (opts.tls !== undefined) return serveHttps(name, opts.listen, opts.tls, handler);
-  const addr = listenAddress(opts.listen);
-  let server: Deno.HttpServer<Deno.NetAddr>;
+export function serveHttp(
+  name: "http" | "monitoring",
+  opts: ListenerOptions,
+  handler: HttpHandler,
+): Promise<BoundHttp> {
+  const conns = new Connections(name, opts.limits ?? defaultLimits(name));
+  if (opts.tls !== undefined) return serveHttps(name, opts.listen, opts.tls, conns, handler);
   try {
-    server = Deno.serve({
-      hostname: addr.hostname,
-      port: addr.port,
-      onListen: () => {},
-      onError: (err) => {
-        log("error", `${name}: request failed`, { error: err });
-        return plain(500, "internal error");
-      },
-    }, (req) => handler(req)); // Deno.serve's second argument is connection info, not a certificate name.
+    return Promise.resolve(serveTcp(name, opts.listen, conns, handler));
   } catch (err) {
-    return Promise.reject(listenError(name, addr, err));
+    return Promise.reject(err);
   }
-  const address = formatHostPort(server.addr);
+}
+
+/**
+ * Deno.serve's machinery (hyper) for one connection; Deno.serve itself accepts its connections unseen.
+ * Aborting `signal` closes the connection at once; `shutdown()` closes it once its requests are answered.
+ */
+type ServeOnConnection = (
+  conn: Deno.Conn,
+  signal: AbortSignal,
+  handler: (req: Request) => Response | Promise<Response>,
+  onError: (err: unknown) => Response,
+  onListen: () => void,
+) => { finished: Promise<void>; shutdown(): Promise<void> };
+
+/**
+ * Deno 2.8.3 exposes it only among its internals. It lets us see every connection, at a cost per request
+ * measured in docs/security.md (Limits).
+ */
+function serveOnConnection(): ServeOnConnection {
+  const deno = Deno as unknown as { internal: symbol } & Record<symbol, { serveHttpOnConnection?: unknown }>;
+  const serve = deno[deno.internal]?.serveHttpOnConnection;
+  if (typeof serve !== "function") {
+    throw new Error("this Deno has no per-connection HTTP server (Deno 2.8.3 is required)");
+  }
+  return serve as ServeOnConnection;
+}
+
+/**
+ * A plain-text listener: an accept loop that counts connections (one past max_connections gets a 503 and is
+ * closed) and hands each one to Deno's HTTP server with its own abort signal, which the sweep of `conns` uses
+ * to close a connection past its deadline (never one with a request in flight: it has none). Shutdown closes
+ * each connection once its requests are answered.
+ */
+function serveTcp(name: string, listen: string, conns: Connections, handler: HttpHandler): BoundHttp {
+  const serve = serveOnConnection();
+  const addr = listenAddress(listen);
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: addr.hostname, port: addr.port });
+  } catch (err) {
+    throw listenError(name, addr, err);
+  }
+  const onError = (err: unknown) => {
+    log("error", `${name}: request failed`, { error: err });
+    return plain(500, "internal error");
+  };
+  const served = new Set<{ finished: Promise<void>; shutdown(): Promise<void> }>();
+  const refusal = tooManyConnections(name, conns.limits.maxConnections);
+
+  const accept = (conn: Deno.Conn) => {
+    const abort = new AbortController();
+    const tracked = conns.open(() => abort.abort());
+    if (tracked === undefined) return void refuseConnection(conn, refusal);
+    const server = serve(
+      conn,
+      abort.signal,
+      (req) => {
+        tracked.requestStarted();
+        // No async wrapper, try or finally here: this runs for every request.
+        const reply = handler(req);
+        return reply instanceof Promise
+          ? reply.then(tracked.answered, tracked.failed)
+          : tracked.answered(reply);
+      },
+      onError,
+      () => {},
+    );
+    served.add(server);
+    server.finished
+      .catch(() => {}) // a reset connection ends here; nothing to report
+      .finally(() => {
+        tracked.closed();
+        served.delete(server);
+      });
+  };
+  const accepting = (async () => {
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (err instanceof Deno.errors.BadResource) return; // closed by shutdown
+        // Out of file descriptors and the like: say so, and keep accepting once some are free.
+        logRepeated(`${name}: accept failed`, "error", `${name}: accept failed`, { error: err });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      accept(conn);
+    }
+  })();
+
+  const address = formatHostPort(listener.addr);
   log("info", `${name} listening`, { addr: address });
-  return Promise.resolve({ address, port: server.addr.port, shutdown: () => server.shutdown() });
+  let stopping: Promise<void> | undefined;
+  return {
+    address,
+    port: listener.addr.port,
+    shutdown: () =>
+      stopping ??= (async () => {
+        listener.close();
+        await accepting;
+        await Promise.all([...served].map((server) => server.shutdown().catch(() => {})));
+        await Promise.all([...served].map((server) => server.finished.catch(() => {})));
+        conns.stop();
+      })(),
+  };
+}
+
+/** The reply to a connection past max_connections: a whole HTTP response, written before any request is read. */
+function tooManyConnections(name: string, max: number): Uint8Array {
+  const body = `too many connections: server.${name}.max_connections (${max}) are open\n`;
+  return new TextEncoder().encode(
+    "HTTP/1.1 503 Service Unavailable\r\n" +
+      `content-type: ${TEXT_PLAIN}\r\nretry-after: 1\r\nconnection: close\r\n` +
+      `content-length: ${body.length}\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * Writes the 503 and closes. What the client sent is read (once, for at most a second) before the close, as
+ * closing with unread bytes resets the connection and the client may never see the reply.
+ */
+async function refuseConnection(conn: Deno.Conn, reply: Uint8Array): Promise<void> {
+  const timer = setTimeout(() => conn.close(), 1000);
+  try {
+    await conn.write(reply);
+    await conn.closeWrite();
+    await conn.read(new Uint8Array(16 * 1024));
+    clearTimeout(timer);
+    conn.close();
+  } catch {
+    // Closed by the timer, or by the client.
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  }
 }
 
 /**
  * A TLS listener on node:https: each request becomes a web Request for `handler`, and its Response is written
- * back. A new certificate from `tls` applies to new connections; the listening socket stays open.
+ * back. A new certificate from `tls` applies to new connections; the listening socket stays open. Connections
+ * are counted from the TCP accept, so the TLS handshake counts against the header timeout.
  */
 async function serveHttps(
   name: string,
   listen: string,
   tls: TlsSource,
+  conns: Connections,
   handler: HttpHandler,
 ): Promise<BoundHttp> {
   const addr = listenAddress(listen);
   const mtls = tls.material.ca !== undefined;
+  const tracked = new WeakMap<Socket, Connection>();
   const server = https.createServer(nodeTlsOptions(tls.material), async (req, res) => {
-    const certName = mtls ? certNameOf(req.socket as TLSSocket) : undefined;
+    const socket = req.socket as TLSSocket;
+    const conn = tracked.get(socket);
+    conn?.requestStarted();
+    res.once("close", () => conn?.requestEnded());
+    const certName = mtls ? certNameOf(socket) : undefined;
     let response: Response;
     try {
       response = await handler(toRequest(req, origin), certName);
@@ -93,6 +234,17 @@ async function serveHttps(
       logRepeated(`${name}: reply failed`, "debug", `${name}: reply failed`, { error: err });
       res.destroy();
     });
+  });
+  server.on("connection", (socket: Socket) => {
+    const conn = conns.open(() => socket.destroy());
+    if (conn === undefined) return void socket.destroy(); // no HTTP can be said before the handshake
+    tracked.set(socket, conn);
+    socket.once("close", () => conn.closed());
+  });
+  server.on("secureConnection", (socket: TLSSocket) => {
+    // node:tls keeps the TCP socket a TLS socket wraps as `_parent`.
+    const conn = tracked.get((socket as TLSSocket & { _parent?: Socket })._parent as Socket);
+    if (conn !== undefined) tracked.set(socket, conn);
   });
   tls.subscribe((material) => server.setSecureContext(nodeTlsOptions(material)));
   server.on("tlsClientError", (err: Error) => {
@@ -117,7 +269,10 @@ async function serveHttps(
     port,
     shutdown: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        server.close(() => {
+          conns.stop();
+          resolve();
+        });
         server.closeIdleConnections();
       }),
   };

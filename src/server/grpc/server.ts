@@ -15,6 +15,8 @@ import { formatHostPort, listenAddress } from "../../listen_address.ts";
 import { type Principal, UNAUTHENTICATED_REASON } from "../auth.ts";
 import { type Listener, type ListenerOptions, listenError, nodeListenError } from "../listener.ts";
 import { certNameOf, nodeTlsOptions } from "../tls.ts";
+import { Connection, Connections, defaultLimits } from "../limits.ts";
+import { SCHEMA } from "../../config_keys.ts";
 import { refusalOf } from "../refusal.ts";
 import { GrpcCall, guard } from "./call.ts";
 import { Health } from "./health.ts";
@@ -32,16 +34,24 @@ export interface GrpcServerOptions extends ListenerOptions {
   facade: ProducerFacade;
   /** Largest gRPC message accepted; a larger one ends its call with RESOURCE_EXHAUSTED. */
   maxRequestSize: number;
+  /**
+   * Streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS; `server.grpc.max_concurrent_streams`);
+   * a client opening more has them refused (RST_STREAM REFUSED_STREAM). Each Produce stream may hold
+   * MAX_IN_FLIGHT records (produce.ts), so this bounds what one connection can make the server hold.
+   * @default 128
+   */
+  maxConcurrentStreams?: number;
+  /**
+   * Bytes of frames, headers and buffered data one connection may hold (node:http2's `maxSessionMemory`,
+   * counted in MiB; `server.grpc.max_session_memory`); past it, new streams are refused with
+   * ENHANCE_YOUR_CALM.
+   * @default 10_485_760
+   */
+  maxSessionMemory?: number;
 }
 
 /** How long shutdown waits for calls to end before cutting them. */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
-
-/**
- * Concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS). Each Produce stream may hold
- * MAX_IN_FLIGHT records, so this bounds what one connection can make the server hold.
- */
-const MAX_STREAMS_PER_CONNECTION = 128;
 
 const PRODUCE_PATH = `/${GRPC_SERVICE}/Produce`;
 const LIST_TOPICS_PATH = `/${GRPC_SERVICE}/ListTopics`;
@@ -174,11 +184,21 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     call.end(Status.UNIMPLEMENTED, `unknown method ${path}`);
   };
 
-  const settings = { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION };
+  const grpcKeys = SCHEMA.server.grpc;
+  const options = {
+    settings: {
+      maxConcurrentStreams: opts.maxConcurrentStreams ?? grpcKeys.maxConcurrentStreams.defaultValue,
+    },
+    maxSessionMemory: (opts.maxSessionMemory ?? grpcKeys.maxSessionMemory.defaultValue) / (1024 * 1024),
+  };
   const tls = opts.tls;
   const server = tls === undefined
-    ? http2.createServer({ settings })
-    : http2.createSecureServer({ settings, ...nodeTlsOptions(tls.material) });
+    ? http2.createServer(options)
+    : http2.createSecureServer({ ...options, ...nodeTlsOptions(tls.material) });
+  // Connections are counted and timed here rather than with server.setTimeout: that counts any byte as
+  // activity, so a client sending a byte now and then would be kept for good.
+  const conns = new Connections("grpc", opts.limits ?? defaultLimits("grpc"));
+  const tracked = new WeakMap<Http2Session, Connection>();
   if (tls !== undefined) {
     // A new certificate applies to new connections; the listening socket stays open (tls.ts).
     tls.subscribe((material) =>
@@ -191,6 +211,11 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     });
   }
   server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    const conn = tracked.get(stream.session!);
+    if (conn !== undefined) {
+      conn.requestStarted();
+      stream.once("close", () => conn.requestEnded());
+    }
     try {
       onStream(stream, headers);
     } catch (err) {
@@ -199,6 +224,15 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     }
   });
   server.on("session", (session: Http2Session) => {
+    const conn = conns.open(() => guard("destroy", () => session.destroy()));
+    if (conn === undefined) {
+      // GOAWAY with ENHANCE_YOUR_CALM says why, then the connection closes.
+      guard("goaway", () => session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM));
+      guard("destroy", () => session.destroy());
+      return;
+    }
+    tracked.set(session, conn);
+    session.once("close", () => conn.closed());
     sessions.add(session);
     outbounds.set(session, new SessionOutbound(session.socket));
     session.on(
@@ -249,6 +283,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
         }, SHUTDOWN_TIMEOUT_MS);
         server.close(() => {
           clearTimeout(timer);
+          conns.stop();
           resolve();
         });
         // GOAWAY: no new streams; each connection closes once its open calls are over.

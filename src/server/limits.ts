@@ -1,0 +1,215 @@
+/**
+ * Bounds on what clients can make a listener hold (docs/security.md, Limits): open connections, how long a
+ * connection may take to send a request head or sit idle, and the request body bytes the HTTP listener holds
+ * at once.
+ *
+ * Deno.serve has none of these and no hook to add them, and node:http's `headersTimeout` does nothing in
+ * Deno 2.8.3 (a client sending a header byte a second was held for good), so every listener counts its own
+ * connections here and closes those past their deadline. What a listener reports is when a request starts and
+ * ends: a connection is then waiting for a request head (deadline: the header timeout), busy (no deadline; the
+ * body timeout bounds body reads), or idle between requests (deadline: the idle timeout).
+ */
+import { SCHEMA } from "../config_keys.ts";
+import { logRepeated } from "../log.ts";
+
+/** The connection bounds of one listener (`server.<listener>.max_connections`, `header_timeout`, `idle_timeout`). */
+export interface ConnectionLimits {
+  /** Most connections open at once; a new one past it is refused and closed. */
+  maxConnections: number;
+  /**
+   * How long a new connection may take to send its first request head (HTTP) or open its first stream
+   * (gRPC); slowloris clients are closed then.
+   */
+  headerTimeoutMs: number;
+  /**
+   * How long a connection with no request in flight stays open. This bounds the next request head too:
+   * what arrives before its head is complete cannot be told apart from idling.
+   */
+  idleTimeoutMs: number;
+}
+
+/** One open connection, as its listener reports it. */
+export class Connection {
+  /** When the sweep closes it (ms, Date.now()); Infinity while a request is in flight. */
+  deadline: number;
+  #active = 0;
+  readonly #owner: Connections;
+  readonly close: () => void;
+
+  constructor(owner: Connections, close: () => void, deadline: number) {
+    this.#owner = owner;
+    this.close = close;
+    this.deadline = deadline;
+  }
+
+  /** A request head arrived (HTTP), or a stream opened (gRPC). */
+  requestStarted(): void {
+    this.#active++;
+    this.deadline = Infinity;
+  }
+
+  /** A request was answered, or a stream closed. */
+  requestEnded(): void {
+    if (--this.#active === 0) this.deadline = Date.now() + this.#owner.limits.idleTimeoutMs;
+  }
+
+  /** requestEnded, passing the reply through: `handler(req).then(conn.answered, conn.failed)`. */
+  readonly answered = <T>(reply: T): T => {
+    this.requestEnded();
+    return reply;
+  };
+
+  /** requestEnded, passing the error on. */
+  readonly failed = (err: unknown): never => {
+    this.requestEnded();
+    throw err;
+  };
+
+  /** The connection closed, for whatever reason. */
+  closed(): void {
+    this.#owner.forget(this);
+  }
+}
+
+/**
+ * The open connections of one listener. One interval sweeps them all (a timer per connection or per request
+ * would cost the hot path more than the rest of a small request); it runs only while connections are open, so
+ * a connection is closed between its deadline and a quarter of the shortest timeout (at most a second) after.
+ * @example
+ * const conns = new Connections("http", { maxConnections: 10_000, headerTimeoutMs: 10_000, idleTimeoutMs: 60_000 });
+ * const conn = conns.open(() => socket.destroy()); // undefined: over the limit, refuse the connection
+ */
+export class Connections {
+  readonly limits: ConnectionLimits;
+  readonly #name: string;
+  readonly #periodMs: number;
+  readonly #open = new Set<Connection>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(name: string, limits: ConnectionLimits) {
+    const { maxConnections, headerTimeoutMs, idleTimeoutMs } = limits;
+    if (!(maxConnections >= 1) || !(headerTimeoutMs > 0) || !(idleTimeoutMs > 0)) {
+      throw new RangeError(
+        `${name}: max_connections must be at least 1 and timeouts positive, got ${maxConnections}, ` +
+          `${headerTimeoutMs} ms and ${idleTimeoutMs} ms`,
+      );
+    }
+    this.limits = limits;
+    this.#name = name;
+    this.#periodMs = Math.min(1000, Math.max(5, Math.min(headerTimeoutMs, idleTimeoutMs) / 4));
+  }
+
+  /** Connections open now. */
+  get size(): number {
+    return this.#open.size;
+  }
+
+  /**
+   * Counts a new connection, whose head must arrive within the header timeout; `close` ends it when a
+   * deadline passes. Undefined when max_connections are open: the caller refuses the connection.
+   */
+  open(close: () => void): Connection | undefined {
+    if (this.#open.size >= this.limits.maxConnections) {
+      logRepeated(`${this.#name}: connection refused`, "warn", `${this.#name}: connection refused`, {
+        reason: "max_connections",
+        max: this.limits.maxConnections,
+      });
+      return undefined;
+    }
+    const conn = new Connection(this, close, Date.now() + this.limits.headerTimeoutMs);
+    this.#open.add(conn);
+    if (this.#timer === undefined) {
+      const timer = setInterval(() => this.#sweep(), this.#periodMs);
+      // Idle clients must not keep a stopping process alive.
+      Deno.unrefTimer(Number(timer));
+      this.#timer = timer;
+    }
+    return conn;
+  }
+
+  forget(conn: Connection): void {
+    this.#open.delete(conn);
+    if (this.#open.size === 0) this.stop();
+  }
+
+  /** Stops the sweep; for shutdown. */
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const conn of this.#open) {
+      if (conn.deadline > now) continue;
+      this.#open.delete(conn);
+      logRepeated(`${this.#name}: connection timed out`, "debug", `${this.#name}: connection timed out`, {});
+      conn.close();
+    }
+    if (this.#open.size === 0) this.stop();
+  }
+}
+
+/**
+ * The request body bytes a listener reads or holds at once, until the facade has answered: many large uploads
+ * at once get 503 rather than exhausting memory.
+ */
+export class InFlightBytes {
+  readonly max: number;
+  #held = 0;
+
+  constructor(max: number) {
+    if (!(max >= 1)) throw new RangeError(`in-flight bytes: the bound must be at least 1, got ${max}`);
+    this.max = max;
+  }
+
+  /** Bytes held now. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Holds `bytes` if they fit under the bound; undefined (nothing held) if they do not. */
+  hold(bytes: number): Held | undefined {
+    if (this.#held + bytes > this.max) return undefined;
+    this.#held += bytes;
+    return new Held(this, bytes);
+  }
+
+  /** For Held only. */
+  give(bytes: number): void {
+    this.#held -= bytes;
+  }
+}
+
+/** Bytes held in an InFlightBytes, until released. */
+export class Held {
+  #bytes: number;
+  readonly #from: InFlightBytes;
+
+  constructor(from: InFlightBytes, bytes: number) {
+    this.#from = from;
+    this.#bytes = bytes;
+  }
+
+  /** Gives back what is held past `bytes`: a body turned out smaller than it could have been. */
+  shrinkTo(bytes: number): void {
+    if (bytes >= this.#bytes) return;
+    this.#from.give(this.#bytes - bytes);
+    this.#bytes = bytes;
+  }
+
+  release(): void {
+    this.#from.give(this.#bytes);
+    this.#bytes = 0;
+  }
+}
+
+/** The connection bounds of `listener` as `server.<listener>.*` defaults them. */
+export function defaultLimits(listener: "http" | "grpc" | "monitoring"): ConnectionLimits {
+  const keys = SCHEMA.server[listener];
+  return {
+    maxConnections: keys.maxConnections.defaultValue,
+    headerTimeoutMs: keys.headerTimeoutMs.defaultValue,
+    idleTimeoutMs: keys.idleTimeoutMs.defaultValue,
+  };
+}

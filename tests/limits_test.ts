@@ -1,0 +1,291 @@
+/**
+ * Connection and request bounds (docs/security.md, Limits) on the HTTP and gRPC listeners, with timeouts of a
+ * fraction of a second: slowloris and idle connections are closed, connections past the limit are refused,
+ * request bodies past the in-flight bound get 503, and the listener keeps serving throughout.
+ */
+import assert from "node:assert/strict";
+import { startGrpcServer } from "../src/server/grpc/server.ts";
+import { type HttpServerOptions, startHttpServer } from "../src/server/http.ts";
+import type { ConnectionLimits } from "../src/server/limits.ts";
+import { readTls, TlsSource } from "../src/server/tls.ts";
+import { readReply } from "./support/attack.ts";
+import { FakeFacade } from "./support/fake_facade.ts";
+import { makeCa } from "./support/tls.ts";
+import { FLAG, FRAME, frame, grpcHeaders, PREFACE, readFrames } from "./support/h2_raw.ts";
+import { delay, waitFor, within } from "./support/wait.ts";
+
+const encoder = new TextEncoder();
+const TOPIC = "limits";
+const SHORT: ConnectionLimits = { maxConnections: 100, headerTimeoutMs: 300, idleTimeoutMs: 500 };
+
+async function withHttp(
+  opts: Partial<HttpServerOptions>,
+  fn: (port: number) => Promise<void>,
+): Promise<void> {
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade: new FakeFacade(), ...opts });
+  try {
+    await fn(server.port);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+function connect(port: number): Promise<Deno.TcpConn> {
+  return Deno.connect({ hostname: "127.0.0.1", port });
+}
+
+function post(body: string, extra = ""): string {
+  return `POST /topics/${TOPIC}/messages HTTP/1.1\r\nHost: limits\r\nContent-Length: ${body.length}\r\n` +
+    `${extra}\r\n${body}`;
+}
+
+/** A fetch POST of one small message; its status. */
+async function postFetch(port: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/topics/${TOPIC}/messages`, { method: "POST", body: "m" });
+  await res.body?.cancel();
+  return res.status;
+}
+
+/** Sends `text` a byte every `gapMs`; "closed" if the server closed first, else "answered" with its reply. */
+async function drip(conn: Deno.Conn, text: string, gapMs: number): Promise<"closed" | "answered"> {
+  const bytes = encoder.encode(text);
+  try {
+    for (let i = 0; i < bytes.byteLength; i++) {
+      await conn.write(bytes.subarray(i, i + 1));
+      await delay(gapMs);
+    }
+  } catch {
+    return "closed";
+  }
+  return (await readReply(conn)) === null ? "closed" : "answered";
+}
+
+/** Resolves once the server has closed `conn` (a read returns end of stream or fails). */
+async function closedByServer(conn: Deno.Conn): Promise<boolean> {
+  const buf = new Uint8Array(1024);
+  for (;;) {
+    try {
+      if (await conn.read(buf) === null) return true;
+    } catch {
+      return true;
+    }
+  }
+}
+
+Deno.test("http: slowloris connections are closed after the header timeout; a normal client gets 200s", async () => {
+  await withHttp({ limits: SHORT }, async (port) => {
+    const slow = await Promise.all(Array.from({ length: 20 }, () => connect(port)));
+    // About 3 s to send a whole head at one byte every 40 ms: ten times the header timeout.
+    const dripping = Promise.all(slow.map((conn) => drip(conn, post("x"), 40)));
+    let done = false;
+    dripping.finally(() => done = true);
+    const statuses: number[] = [];
+    while (!done) statuses.push(await postFetch(port));
+    const outcomes = await dripping;
+    for (const conn of slow) conn.close();
+    assert.deepEqual(outcomes, slow.map(() => "closed"));
+    assert.deepEqual(statuses, statuses.map(() => 200));
+  });
+});
+
+Deno.test("http: an idle keep-alive connection is closed after the idle timeout", async () => {
+  await withHttp({ limits: SHORT }, async (port) => {
+    const conn = await connect(port);
+    await conn.write(encoder.encode(post("m")));
+    assert.equal((await readReply(conn))?.status, 200);
+    assert.equal(await within("the idle connection to be closed", closedByServer(conn), 10_000), true);
+    conn.close();
+    assert.equal(await postFetch(port), 200);
+  });
+});
+
+Deno.test("http: connections past max_connections get 503 and are closed; the others are served", async () => {
+  await withHttp({ limits: { ...SHORT, maxConnections: 3, headerTimeoutMs: 30_000 } }, async (port) => {
+    const held = await Promise.all([connect(port), connect(port), connect(port)]);
+    const extra = await connect(port);
+    await extra.write(encoder.encode(post("m")));
+    const refused = await readReply(extra);
+    extra.close();
+    assert.equal(refused?.status, 503);
+    assert.match(refused?.body ?? "", /^too many connections: server\.http\.max_connections \(3\) are open/);
+    // The held connections are still served.
+    await held[0].write(encoder.encode(post("m")));
+    assert.equal((await readReply(held[0]))?.status, 200);
+    // Once one closes, a new connection is taken.
+    held[1].close();
+    let status = 0;
+    await waitFor("a new connection to be served", async () => {
+      const conn = await connect(port);
+      await conn.write(encoder.encode(post("m", "Connection: close\r\n")));
+      status = (await readReply(conn))?.status ?? 0;
+      conn.close();
+      return status === 200;
+    }, 10_000);
+    assert.equal(status, 200);
+    held[0].close();
+    held[2].close();
+  });
+});
+
+Deno.test("http: a small body that stalls gets 408 after the body timeout", async () => {
+  await withHttp({ limits: SHORT, bodyTimeoutMs: 300 }, async (port) => {
+    const conn = await connect(port);
+    await conn.write(encoder.encode(post("m".repeat(100)).slice(0, -90)));
+    const reply = await readReply(conn);
+    conn.close();
+    assert.equal(reply?.status, 408);
+    assert.match(reply?.body ?? "", /request body not received within 0\.3 s/);
+  });
+});
+
+Deno.test("http: request bodies past max_inflight_bytes get 503 with Retry-After", async () => {
+  await withHttp({ maxInflightBytes: 1000 }, async (port) => {
+    // 800 bytes declared, 10 sent: the listener holds 800 of its 1000 while it waits for the rest.
+    const slow = await connect(port);
+    const body = "s".repeat(800);
+    const request = post(body);
+    await slow.write(encoder.encode(request.slice(0, request.length - 790)));
+    let reply: { status: number; body: string; retryAfter: string | null } | undefined;
+    await waitFor("a request over the bound to be refused", async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/topics/${TOPIC}/messages`, {
+        method: "POST",
+        body: "f".repeat(300),
+      });
+      reply = { status: res.status, body: await res.text(), retryAfter: res.headers.get("retry-after") };
+      return res.status !== 200;
+    }, 10_000);
+    assert.equal(reply?.status, 503);
+    assert.equal(reply?.retryAfter, "1");
+    assert.match(
+      reply?.body ?? "",
+      /^too many request bytes in flight: server\.http\.max_inflight_bytes \(1000\)/,
+    );
+    // Smaller ones still fit, and once the slow body is whole the room is back.
+    assert.equal(await postFetch(port), 200);
+    await slow.write(encoder.encode(request.slice(request.length - 790)));
+    assert.equal((await readReply(slow))?.status, 200);
+    slow.close();
+    const res = await fetch(`http://127.0.0.1:${port}/topics/${TOPIC}/messages`, {
+      method: "POST",
+      body: "f".repeat(300),
+    });
+    await res.body?.cancel();
+    assert.equal(res.status, 200);
+  });
+});
+
+/** Opens an HTTP/2 connection by hand: preface and empty SETTINGS. */
+async function h2Connect(port: number): Promise<Deno.Conn> {
+  const conn = await connect(port);
+  await conn.write(PREFACE);
+  await conn.write(frame(FRAME.SETTINGS, 0, 0, new Uint8Array(0)));
+  return conn;
+}
+
+/** Sends a health check on stream `id`; true once it is answered (trailers with END_STREAM) on `conn`. */
+async function healthCheck(conn: Deno.Conn, id = 1): Promise<boolean> {
+  await conn.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, id, grpcHeaders("/grpc.health.v1.Health/Check")));
+  await conn.write(frame(FRAME.DATA, FLAG.END_STREAM, id, new Uint8Array(5))); // an empty message
+  for await (const f of readFrames(conn)) {
+    if (f.type === FRAME.HEADERS && f.streamId === id && (f.flags & FLAG.END_STREAM) !== 0) return true;
+  }
+  return false;
+}
+
+Deno.test("grpc: a peer opening more than max_concurrent_streams loses its connection; others are served", async () => {
+  const server = await startGrpcServer({
+    listen: "127.0.0.1:0",
+    facade: new FakeFacade(),
+    maxRequestSize: 1 << 20,
+    maxConcurrentStreams: 3,
+  });
+  try {
+    const conn = await h2Connect(server.port);
+    let goaway: { lastStream: number; code: number } | undefined;
+    for await (const f of readFrames(conn)) {
+      if (f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0) {
+        await conn.write(frame(FRAME.SETTINGS, FLAG.ACK, 0, new Uint8Array(0)));
+        // Four Produce streams, none ended, where the server's SETTINGS allow three.
+        for (const id of [1, 3, 5, 7]) {
+          await conn.write(
+            frame(FRAME.HEADERS, FLAG.END_HEADERS, id, grpcHeaders("/KafkaAmbassador/Produce")),
+          );
+        }
+      }
+      if (f.type === FRAME.GOAWAY) {
+        const view = new DataView(f.payload.buffer);
+        goaway = { lastStream: view.getUint32(0), code: view.getUint32(4) };
+      }
+    }
+    conn.close();
+    assert.equal(goaway?.lastStream, 5, "GOAWAY names the last stream taken");
+    const next = await h2Connect(server.port);
+    assert.equal(await healthCheck(next), true);
+    next.close();
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("grpc: a connection that opens no stream, and one idle after its call, are closed", async () => {
+  const server = await startGrpcServer({
+    listen: "127.0.0.1:0",
+    facade: new FakeFacade(),
+    maxRequestSize: 1 << 20,
+    limits: SHORT,
+  });
+  try {
+    // Preface and SETTINGS, then nothing: closed after the header timeout.
+    const silent = await h2Connect(server.port);
+    assert.equal(await within("a silent connection to be closed", closedByServer(silent), 10_000), true);
+    silent.close();
+
+    // One health check answered, then idle: closed after the idle timeout.
+    const conn = await h2Connect(server.port);
+    assert.equal(await healthCheck(conn), true);
+    assert.equal(await within("the idle connection to be closed", closedByServer(conn), 10_000), true);
+    conn.close();
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("https: connections without a handshake, idle ones, and those past max_connections are closed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ka-limits-" });
+  try {
+    const ca = await makeCa(dir, "ca");
+    const pair = await ca.server();
+    const tls = new TlsSource(readTls("test", { certFile: pair.cert, keyFile: pair.key, clientCaFile: "" }));
+    const caCerts = [await Deno.readTextFile(ca.cert)];
+    await withHttp({ limits: SHORT, tls }, async (port) => {
+      const silent = await connect(port);
+      assert.equal(
+        await within("a connection without a handshake to be closed", closedByServer(silent), 10_000),
+        true,
+      );
+      silent.close();
+      const conn = await Deno.connectTls({ hostname: "localhost", port, caCerts });
+      await conn.write(encoder.encode(post("m")));
+      assert.equal((await readReply(conn))?.status, 200);
+      assert.equal(await within("the idle connection to be closed", closedByServer(conn), 10_000), true);
+      conn.close();
+    });
+    await withHttp(
+      { limits: { ...SHORT, maxConnections: 2, headerTimeoutMs: 30_000 }, tls },
+      async (port) => {
+        const held = [
+          await Deno.connectTls({ hostname: "localhost", port, caCerts }),
+          await Deno.connectTls({ hostname: "localhost", port, caCerts }),
+        ];
+        const third = await connect(port);
+        assert.equal(await within("the third connection to be closed", closedByServer(third), 10_000), true);
+        third.close();
+        await held[0].write(encoder.encode(post("m")));
+        assert.equal((await readReply(held[0]))?.status, 200);
+        for (const conn of held) conn.close();
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
