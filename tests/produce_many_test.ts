@@ -188,6 +188,21 @@ Deno.test("produceMany: a full queue spools the rest of the batch once producer.
   assert.equal(r.breaker.state, "closed", "local back-pressure does not count against the brokers");
 });
 
+Deno.test("produceMany ack=none: the reply waits until no record of the batch waits for queue room", async () => {
+  await using r = await facadeRig({
+    kafka: { "queue.buffering.max.messages": "5", "linger.ms": "20" },
+    fullQueueWaitMs: 30_000,
+  });
+  const out = await r.facade.produceMany(
+    Array.from({ length: 40 }, (_, i) => ({ topic: "t", value: text(`m${i}`), partition: 0 })),
+    "none",
+  );
+  assert.deepEqual(out.map(shape), Array(40).fill("queued"));
+  assert.equal(r.producer.waitingForRoom, 0, "every record is in librdkafka (or delivered) by the reply");
+  assert.ok(r.producer.inFlight <= 5, `in flight ${r.producer.inFlight}`);
+  assert.equal(r.wal.stats().records, 0);
+});
+
 Deno.test("produceMany: within producer.full_queue_wait a full queue makes the batch wait for Kafka", async () => {
   await using r = await facadeRig({
     kafka: { "queue.buffering.max.messages": "5", "linger.ms": "20" },

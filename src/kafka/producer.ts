@@ -128,8 +128,12 @@ class Batch implements Receiver {
   readonly firstId: number;
   readonly #outcomes: Array<Delivery | KafkaError>;
   #left: number;
+  /** Messages of the batch in the queue of those waiting for room. */
+  #waiting = 0;
+  #sealed = false;
+  #handedOver: (() => void) | undefined;
 
-  constructor(messages: readonly Message[], firstId: number) {
+  constructor(messages: readonly Message[], firstId: number, handedOver?: () => void) {
     const { promise, resolve } = Promise.withResolvers<Array<Delivery | KafkaError>>();
     this.promise = promise;
     this.#resolve = resolve;
@@ -137,6 +141,31 @@ class Batch implements Receiver {
     this.firstId = firstId;
     this.#outcomes = new Array(messages.length);
     this.#left = messages.length;
+    this.#handedOver = handedOver;
+  }
+
+  /** One more of its messages waits for room. */
+  waits(): void {
+    this.#waiting++;
+  }
+
+  /** `count` of its waiting messages were handed over, or failed. */
+  stopsWaiting(count: number): void {
+    this.#waiting -= count;
+    this.#checkHandedOver();
+  }
+
+  /** Every message of the batch has been handed over or queued to wait. */
+  seal(): void {
+    this.#sealed = true;
+    this.#checkHandedOver();
+  }
+
+  #checkHandedOver(): void {
+    if (!this.#sealed || this.#waiting > 0 || this.#handedOver === undefined) return;
+    const call = this.#handedOver;
+    this.#handedOver = undefined;
+    call();
   }
 
   topicOf(id: number): string {
@@ -175,6 +204,11 @@ export interface ProduceOptions {
    * @default Infinity
    */
   fullQueueWaitMs?: number;
+  /**
+   * produceBatch only: called once no message of the batch waits for room any more (each is in librdkafka, or
+   * failed), so that a caller may hold its own client back while the queue is full.
+   */
+  handedOver?: () => void;
 }
 
 /** One librdkafka producer with a promise per message. */
@@ -239,6 +273,11 @@ export class KafkaProducer {
     return this.#pending.size;
   }
 
+  /** Messages waiting for room in librdkafka's full queue. */
+  get waitingForRoom(): number {
+    return this.#waiting.length - this.#waitingHead;
+  }
+
   /** rd_kafka_outq_len. */
   queueLength(): number {
     return this.#destroyed ? 0 : this.#rk.queueLength();
@@ -277,11 +316,12 @@ export class KafkaProducer {
     if (n === 0) return Promise.resolve([]);
     const firstId = this.#nextId;
     this.#nextId += n;
-    const batch = new Batch(messages, firstId);
+    const batch = new Batch(messages, firstId, opts?.handedOver);
     if (this.#closing !== null) {
       for (let i = 0; i < n; i++) {
         batch.failed(firstId + i, this.#fail(this.#closedError(), messages[i].topic));
       }
+      batch.seal();
       return batch.promise;
     }
     const waitMs = opts?.fullQueueWaitMs ?? Infinity;
@@ -308,6 +348,7 @@ export class KafkaProducer {
     }
     // Every message, or those from the first one refused with a full queue on, wait in order.
     for (; i < n; i++) this.#wait(messages[i], firstId + i, batch, waitMs);
+    batch.seal();
     return batch.promise;
   }
 
@@ -538,6 +579,7 @@ export class KafkaProducer {
         const handed = (full >= 0 ? full : end) - start;
         this.#waitingHead += handed;
         n += handed;
+        if (handed > 0) batch.stopsWaiting(handed);
         if (full >= 0) {
           this.#expireIfDue();
           break;
@@ -549,6 +591,7 @@ export class KafkaProducer {
         }
         this.#waitingHead++;
         n++;
+        if (w.to instanceof Batch) w.to.stopsWaiting(1);
       }
       if (n >= CLOCK_EVERY) {
         n = 0;
@@ -603,6 +646,7 @@ export class KafkaProducer {
     const deadline = performance.now() + waitMs;
     if (deadline < this.#nextExpiry) this.#nextExpiry = deadline;
     this.#waiting.push({ msg, id, to, deadline });
+    if (to instanceof Batch) to.waits();
   }
 
   /** Fails, with _QUEUE_FULL, the waiting messages whose deadline has passed; the others keep their order. */
@@ -611,8 +655,10 @@ export class KafkaProducer {
     let next = Infinity;
     for (let i = this.#waitingHead; i < this.#waiting.length; i++) {
       const w = this.#waiting[i];
-      if (w.deadline <= now) this.#reject(w.to, w.id, ERR.QUEUE_FULL, w.msg.topic);
-      else {
+      if (w.deadline <= now) {
+        this.#reject(w.to, w.id, ERR.QUEUE_FULL, w.msg.topic);
+        if (w.to instanceof Batch) w.to.stopsWaiting(1);
+      } else {
         kept.push(w);
         if (w.deadline < next) next = w.deadline;
       }
@@ -626,6 +672,7 @@ export class KafkaProducer {
     for (let i = this.#waitingHead; i < this.#waiting.length; i++) {
       const w = this.#waiting[i];
       this.#reject(w.to, w.id, ERR.PURGE_QUEUE, w.msg.topic);
+      if (w.to instanceof Batch) w.to.stopsWaiting(1);
     }
     this.#waiting = [];
     this.#waitingHead = 0;

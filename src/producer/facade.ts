@@ -177,8 +177,10 @@ export class Facade implements ProducerFacade {
       plan.send(i, walAllowed ? SEND_SPOOLABLE : SEND_DROPPABLE);
     }
     this.#appendRun(plan);
-    const reported = this.#handOverBatch(plan);
-    if (ack !== "none") await reported;
+    const { reported, handedOver } = this.#handOverBatch(plan);
+    // ack=none: the reply waits until no record waits for room in librdkafka's queue any more (at most
+    // producer.full_queue_wait), so that clients faster than Kafka are held back instead of filling the WAL.
+    await (ack === "none" ? handedOver : reported);
     if (plan.durableWaits.length > 0) await this.#awaitDurables(plan, plan.durableWaits);
     return out;
   }
@@ -241,21 +243,26 @@ export class Facade implements ProducerFacade {
 
   /**
    * Hands the batch's messages for Kafka over in the order produce would have, one produceBatch call per stretch
-   * that waits (or not) for queue room alike. Resolves once their reports are acted on.
+   * that waits (or not) for queue room alike. `reported` resolves once their reports are acted on, `handedOver`
+   * once none of those that may be spooled waits for queue room any more.
    */
-  #handOverBatch(plan: BatchPlan): Promise<unknown> {
+  #handOverBatch(plan: BatchPlan): { reported: Promise<unknown>; handedOver: Promise<unknown> } {
     const { sends, how } = plan;
     const reported: Promise<void>[] = [];
+    const handedOver: Promise<void>[] = [];
     for (let start = 0; start < sends.length;) {
       // Only a topic that may use the WAL spools a full queue after a bounded wait (as in #produceToKafka).
       const spoolable = how[sends[start]] === SEND_SPOOLABLE;
       let end = start + 1;
       while (end < sends.length && (how[sends[end]] === SEND_SPOOLABLE) === spoolable) end++;
       const indices = sends.slice(start, end);
-      const delivery = this.#producer.produceBatch(
-        indices.map((i) => plan.messages[i]),
-        spoolable ? { fullQueueWaitMs: this.#fullQueueWaitMs } : undefined,
-      );
+      let options: { fullQueueWaitMs: number; handedOver: () => void } | undefined;
+      if (spoolable) {
+        const handed = Promise.withResolvers<void>();
+        handedOver.push(handed.promise);
+        options = { fullQueueWaitMs: this.#fullQueueWaitMs, handedOver: handed.resolve };
+      }
+      const delivery = this.#producer.produceBatch(indices.map((i) => plan.messages[i]), options);
       reported.push(
         delivery.then((outcomes) => this.#reported(plan, indices, outcomes)).catch((err) => {
           log("error", "produce batch: handling delivery reports failed", { error: err });
@@ -263,7 +270,7 @@ export class Facade implements ProducerFacade {
       );
       start = end;
     }
-    return Promise.all(reported);
+    return { reported: Promise.all(reported), handedOver: Promise.all(handedOver) };
   }
 
   /** Acts on the reports of messages `indices`, as the per-message handlers of produce would. */
