@@ -6,9 +6,11 @@ import {
   decodeProdRs,
   encodeProdRq,
   encodeProdRs,
+  encodeProdRsFramed,
   type ProdRq,
   type ProdRs,
 } from "../src/server/grpc/codec.ts";
+import { frameAll } from "../src/server/grpc/framing.ts";
 import { PROTO_PATH } from "../src/server/grpc/schema.ts";
 
 const root = protobuf.loadSync(PROTO_PATH);
@@ -275,5 +277,16 @@ Deno.test("malformed input is refused with CodecError, never another exception",
     } catch (err) {
       assert.ok(err instanceof CodecError, String(err));
     }
+  }
+});
+
+Deno.test("encodeProdRsFramed writes exactly the framed encodeProdRs of each reply, back to back", () => {
+  const r = rng(SEED + 7);
+  for (let round = 0; round < 300; round++) {
+    // Up to 200 replies, long errors included, so the writer grows while framing.
+    const replies = Array.from({ length: Math.floor(r() * 200) }, () => randomRs(r));
+    const singly = replies.map(encodeProdRs);
+    const expected = frameAll(singly, singly.reduce((n, m) => n + m.byteLength, 0));
+    assert.deepEqual(encodeProdRsFramed(replies), expected, `round ${round}`);
   }
 });

@@ -6,7 +6,7 @@
 import type { ServerHttp2Stream } from "node:http2";
 import { setImmediate } from "node:timers";
 import { log, logRepeated } from "../../log.ts";
-import { frameAll, type FramingError, MessageReader } from "./framing.ts";
+import { frameAll, type FramingError, joinFrames, MessageReader } from "./framing.ts";
 import { encodeGrpcMessage } from "./metadata.ts";
 import type { SessionOutbound } from "./outbound.ts";
 import { Status, type StatusCode } from "./status.ts";
@@ -52,6 +52,7 @@ export class GrpcCall {
   #halfCloseReported = false;
   #readingPaused = false;
   #delivering = false;
+  /** Replies of this turn, already framed. */
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   #flushScheduled = false;
@@ -126,9 +127,14 @@ export class GrpcCall {
 
   /** Queues one reply message; the replies of one event-loop turn go out in one write. */
   send(message: Uint8Array): void {
+    this.sendFramed(frameAll([message], message.byteLength));
+  }
+
+  /** Queues reply messages already framed (length-prefixed), as send would. */
+  sendFramed(framed: Uint8Array): void {
     if (this.#ended) return;
-    this.#pending.push(message);
-    this.#pendingBytes += message.byteLength;
+    this.#pending.push(framed);
+    this.#pendingBytes += framed.byteLength;
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       setImmediate(() => this.#flush());
@@ -239,7 +245,7 @@ export class GrpcCall {
       });
     }
     if (this.#pending.length === 0) return;
-    const batch = frameAll(this.#pending, this.#pendingBytes);
+    const batch = joinFrames(this.#pending, this.#pendingBytes);
     this.#pending = [];
     this.#pendingBytes = 0;
     guard("write", () => {

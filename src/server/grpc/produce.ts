@@ -10,7 +10,7 @@ import { parseAck } from "../params.ts";
 import { type Refusal, refusalOf, STATUS_BY_KIND } from "../refusal.ts";
 import { topicProblem } from "../topic.ts";
 import type { GrpcCall } from "./call.ts";
-import { CodecError, decodeProdRq, encodeProdRs, type ProdRq, type ProdRs } from "./codec.ts";
+import { CodecError, decodeProdRq, encodeProdRsFramed, type ProdRq, type ProdRs } from "./codec.ts";
 import type { CallMetrics, MethodMetrics } from "./metrics.ts";
 import { Status, type StatusCode } from "./status.ts";
 
@@ -249,7 +249,7 @@ export class ProduceStream {
   #answer(replies: readonly ProdRs[]): void {
     this.#inFlight -= replies.length;
     if (this.#closed) return;
-    for (const rs of replies) this.#call.send(encodeProdRs(rs));
+    if (replies.length > 0) this.#call.sendFramed(encodeProdRsFramed(replies));
     this.#metrics.method.sent.inc(replies.length);
     if (this.#paused) this.#maybeResume();
     this.#maybeFinish();
