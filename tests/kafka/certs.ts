@@ -1,8 +1,9 @@
 /**
- * Test certificates made with the `openssl` command line: CAs, and keys with certificates a CA signs. Keys are
- * PKCS#8 PEM, which both librdkafka and the JVM (`ssl.keystore.type=PEM`) read, so no Java keystore is needed.
+ * Test certificates for brokers and their clients: CAs, and keys with certificates a CA signs (made by
+ * tests/support/tls.ts). Keys are RSA, PKCS#8 PEM, which both librdkafka and the JVM (`ssl.keystore.type=PEM`)
+ * read, so no Java keystore is needed.
  */
-import { runCommand } from "./command.ts";
+import { RSA_KEY, selfSignedCa, signedPair } from "../support/tls.ts";
 
 /** A key and its certificate, as PEM files. */
 export interface KeyPair {
@@ -20,38 +21,17 @@ export interface IssueOptions {
   passphrase?: string;
 }
 
-const DAYS = "2";
-const TIMEOUT_MS = 20_000;
-
 /**
- * A self-signed CA certificate and key in `dir`, named `<name>.pem` and `<name>.key`.
+ * A self-signed CA certificate and key in `dir`, named `<name>.crt` and `<name>.key`.
  * @example const ca = await makeCa(dir, "ca");
  */
 export async function makeCa(dir: string, name: string): Promise<KeyPair> {
-  const pair = { certPath: `${dir}/${name}.pem`, keyPath: `${dir}/${name}.key` };
-  await openssl([
-    "req",
-    "-x509",
-    ...NEW_KEY,
-    "-nodes",
-    "-keyout",
-    pair.keyPath,
-    "-out",
-    pair.certPath,
-    "-days",
-    DAYS,
-    "-subj",
-    `/CN=${name}`,
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
-  return pair;
+  const { cert, key } = await selfSignedCa(dir, name, RSA_KEY);
+  return { certPath: cert, keyPath: key };
 }
 
 /**
- * A new key and a certificate for it signed by `ca`, in `dir` as `<name>.pem` and `<name>.key`.
+ * A new key and a certificate for it signed by `ca`, in `dir` as `<name>.crt` and `<name>.key`.
  * @example const broker = await issueCert(ca, dir, "broker", { san: "DNS:localhost,IP:127.0.0.1" });
  */
 export async function issueCert(
@@ -60,41 +40,16 @@ export async function issueCert(
   name: string,
   opts: IssueOptions,
 ): Promise<KeyPair> {
-  const pair = { certPath: `${dir}/${name}.pem`, keyPath: `${dir}/${name}.key` };
-  const csr = `${dir}/${name}.csr`;
-  const ext = `${dir}/${name}.ext`;
-  const keyProtection = opts.passphrase === undefined ? ["-nodes"] : ["-passout", `pass:${opts.passphrase}`];
-  await openssl([
-    "req",
-    ...NEW_KEY,
-    ...keyProtection,
-    "-keyout",
-    pair.keyPath,
-    "-out",
-    csr,
-    "-subj",
-    `/CN=${name}`,
-  ]);
-  await Deno.writeTextFile(ext, `subjectAltName=${opts.san}\nextendedKeyUsage=serverAuth,clientAuth\n`);
-  await openssl([
-    "x509",
-    "-req",
-    "-in",
-    csr,
-    "-CA",
-    ca.certPath,
-    "-CAkey",
-    ca.keyPath,
-    "-set_serial",
-    String(Date.now()),
-    "-days",
-    DAYS,
-    "-extfile",
-    ext,
-    "-out",
-    pair.certPath,
-  ]);
-  return pair;
+  const { cert, key } = await signedPair({
+    dir,
+    file: name,
+    cn: name,
+    extensions: `subjectAltName=${opts.san}\nextendedKeyUsage=serverAuth,clientAuth\n`,
+    ca: { cert: ca.certPath, key: ca.keyPath },
+    newKey: RSA_KEY,
+    passphrase: opts.passphrase,
+  });
+  return { certPath: cert, keyPath: key };
 }
 
 /** Writes the key and then the certificate into one file: the JVM's PEM keystore format. */
@@ -103,12 +58,4 @@ export async function keystorePem(pair: KeyPair, path: string): Promise<string> 
   const cert = await Deno.readTextFile(pair.certPath);
   await Deno.writeTextFile(path, key + cert);
   return path;
-}
-
-/** RSA is what every TLS stack in the tests reads; 2048 bits keeps key generation short. */
-const NEW_KEY = ["-newkey", "rsa:2048"];
-
-async function openssl(args: string[]): Promise<void> {
-  const r = await runCommand("openssl", args, { timeoutMs: TIMEOUT_MS });
-  if (r.code !== 0) throw new Error(`openssl ${args[0]} failed (exit ${r.code}): ${r.stderr.trim()}`);
 }

@@ -22,36 +22,9 @@ export interface KeyPair {
 
 /** Makes a CA named `name` in `dir`. */
 export async function makeCa(dir: string, name = "test-ca"): Promise<Ca> {
-  const cert = `${dir}/${name}.crt`;
-  const key = `${dir}/${name}.key`;
-  await openssl(
-    ["req", "-x509", ...NEW_KEY, "-keyout", key, "-out", cert, "-days", "2", "-subj", `/CN=${name}`],
-  );
-  const issue = async (file: string, cn: string, extensions: string): Promise<KeyPair> => {
-    const pair = { cert: `${dir}/${file}.crt`, key: `${dir}/${file}.key` };
-    const csr = `${dir}/${file}.csr`;
-    const ext = `${dir}/${file}.ext`;
-    await Deno.writeTextFile(ext, extensions);
-    await openssl(["req", ...NEW_KEY, "-keyout", pair.key, "-out", csr, "-subj", `/CN=${cn}`]);
-    await openssl([
-      "x509",
-      "-req",
-      "-in",
-      csr,
-      "-CA",
-      cert,
-      "-CAkey",
-      key,
-      "-CAcreateserial",
-      "-out",
-      pair.cert,
-      "-days",
-      "2",
-      "-extfile",
-      ext,
-    ]);
-    return pair;
-  };
+  const { cert, key } = await selfSignedCa(dir, name);
+  const issue = (file: string, cn: string, extensions: string) =>
+    signedPair({ dir, file, cn, extensions, ca: { cert, key } });
   return {
     dir,
     cert,
@@ -62,7 +35,93 @@ export async function makeCa(dir: string, name = "test-ca"): Promise<Ca> {
   };
 }
 
-const NEW_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+/** openssl `req` key options: P-256 by default (fast to make); the JVM's PEM keystore wants RSA. */
+export const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+export const RSA_KEY = ["-newkey", "rsa:2048"];
+
+/** A self-signed CA certificate and unencrypted key: `<dir>/<name>.crt` and `.key`. */
+export async function selfSignedCa(dir: string, name: string, newKey = EC_KEY): Promise<KeyPair> {
+  const pair = { cert: `${dir}/${name}.crt`, key: `${dir}/${name}.key` };
+  await openssl([
+    "req",
+    "-x509",
+    ...newKey,
+    "-nodes",
+    "-keyout",
+    pair.key,
+    "-out",
+    pair.cert,
+    "-days",
+    "2",
+    "-subj",
+    `/CN=${name}`,
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  ]);
+  return pair;
+}
+
+/** How signedPair makes a key and its certificate. */
+export interface SignedPairOptions {
+  dir: string;
+  /** File names: `<dir>/<file>.crt` and `.key`. */
+  file: string;
+  /** The subject CN. */
+  cn: string;
+  /** X.509 v3 extensions, one `name=value` per line (subjectAltName, extendedKeyUsage ...). */
+  extensions: string;
+  ca: KeyPair;
+  /** @default EC_KEY */
+  newKey?: string[];
+  /** Encrypts the key with this passphrase (AES-256); default: unencrypted. */
+  passphrase?: string;
+}
+
+/** A new key and a certificate for it signed by `opts.ca`; every certificate is X.509 v3 (see the top). */
+export async function signedPair(opts: SignedPairOptions): Promise<KeyPair> {
+  const { dir, file } = opts;
+  const pair = { cert: `${dir}/${file}.crt`, key: `${dir}/${file}.key` };
+  const csr = `${dir}/${file}.csr`;
+  const ext = `${dir}/${file}.ext`;
+  await Deno.writeTextFile(ext, opts.extensions);
+  const protection = opts.passphrase === undefined ? ["-nodes"] : ["-passout", `pass:${opts.passphrase}`];
+  const newKey = opts.newKey ?? EC_KEY;
+  await openssl([
+    "req",
+    ...newKey,
+    ...protection,
+    "-keyout",
+    pair.key,
+    "-out",
+    csr,
+    "-subj",
+    `/CN=${opts.cn}`,
+  ]);
+  const serial = `0x${
+    crypto.getRandomValues(new Uint8Array(8)).reduce((h, b) => h + b.toString(16).padStart(2, "0"), "")
+  }`;
+  await openssl([
+    "x509",
+    "-req",
+    "-in",
+    csr,
+    "-CA",
+    opts.ca.cert,
+    "-CAkey",
+    opts.ca.key,
+    "-set_serial",
+    serial,
+    "-out",
+    pair.cert,
+    "-days",
+    "2",
+    "-extfile",
+    ext,
+  ]);
+  return pair;
+}
 
 /** Runs openssl; throws with its stderr when it fails. */
 export async function openssl(args: string[], stdin?: string): Promise<string> {
