@@ -204,9 +204,13 @@ export interface ProduceOptions {
    * @default Infinity
    */
   fullQueueWaitMs?: number;
+}
+
+/** How produceBatch meets a full local queue. */
+export interface ProduceBatchOptions extends ProduceOptions {
   /**
-   * produceBatch only: called once no message of the batch waits for room any more (each is in librdkafka, or
-   * failed), so that a caller may hold its own client back while the queue is full.
+   * Called once no message of the batch waits for room any more (each is in librdkafka, or failed), so that a
+   * caller may hold its own client back while the queue is full.
    */
   handedOver?: () => void;
 }
@@ -311,7 +315,10 @@ export class KafkaProducer {
    * the batch wait, in order, for room; with `fullQueueWaitMs` 0 each refused message fails with _QUEUE_FULL (-184)
    * and the rest are still tried.
    */
-  produceBatch(messages: readonly Message[], opts?: ProduceOptions): Promise<Array<Delivery | KafkaError>> {
+  produceBatch(
+    messages: readonly Message[],
+    opts?: ProduceBatchOptions,
+  ): Promise<Array<Delivery | KafkaError>> {
     const n = messages.length;
     if (n === 0) return Promise.resolve([]);
     const firstId = this.#nextId;
