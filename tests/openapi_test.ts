@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import doc from "../docs/openapi.json" with { type: "json" };
 import { freePort, type Service, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
+import { tokenDigest } from "./support/tls.ts";
 
 const METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 /** Paths near the documented ones that must not be served. */
@@ -37,9 +38,16 @@ function concrete(template: string): string {
   return template.replace("{topic}", "t");
 }
 
-async function withService(fn: (svc: Service) => Promise<void>): Promise<void> {
+/** A service without Kafka; `tokens`, when given, is the content of its `auth.tokens_file`. */
+async function withService(fn: (svc: Service) => Promise<void>, tokens?: string): Promise<void> {
   await using dir = await tempDir("ka-openapi-");
+  const auth: Record<string, string> = {};
+  if (tokens !== undefined) {
+    auth.tokens_file = `${dir.path}/tokens.yaml`;
+    await Deno.writeTextFile(auth.tokens_file, tokens);
+  }
   const svc = await startService({
+    auth,
     kafka: {
       brokers: [`127.0.0.1:${freePort()}`],
       "message.timeout.ms": 1000,
@@ -220,39 +228,112 @@ const SAMPLES: Sample[] = [
   { name: "the document", template: "/openapi.json", method: "GET", path: "/openapi.json", status: 200 },
 ];
 
+/** Sends each sample and checks its reply against the document. */
+async function checkSamples(svc: Service, samples: Sample[]): Promise<void> {
+  for (const sample of samples) {
+    const res = await fetch(`${svc.http}${sample.path}`, { method: sample.method, ...sample.init });
+    const body = await res.text();
+    const what = `${sample.name}: ${sample.method} ${sample.path} -> ${res.status} ${body.trim()}`;
+    assert.equal(res.status, sample.status, what);
+    const documented = paths[sample.template][sample.method.toLowerCase()].responses[String(res.status)];
+    assert.ok(documented, `${what}: status not documented`);
+    const type = res.headers.get("content-type")?.split(";")[0].trim() ?? null;
+    if (type === null) {
+      // The one reply the document describes in words: a single message's 200 with ack=none|wal is empty.
+      assert.equal(res.status, 200, what);
+      assert.equal(body, "", what);
+    } else {
+      assert.ok(
+        Object.hasOwn(documented.content ?? {}, type),
+        `${what}: content type ${type} not documented`,
+      );
+      if (type === "application/json") JSON.parse(body);
+      if (type === "text/plain") assert.match(body, /^[^\n]+\n$/, `${what}: one line`);
+    }
+    for (const [name, header] of Object.entries(documented.headers ?? {})) {
+      const required = header.required ?? header.$ref !== undefined;
+      if (required) {
+        assert.match(res.headers.get(name) ?? "", HEADER_VALUES[name] ?? /^[1-9]\d*$/, `${what}: ${name}`);
+      }
+    }
+  }
+}
+
+/** What a required header must look like, when not a positive number of seconds. */
+const HEADER_VALUES: Record<string, RegExp> = { "WWW-Authenticate": /^Bearer$/ };
+
 Deno.test({
   name: "openapi: sample requests get a documented status, content type and headers",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
     await withService(async (svc) => {
-      for (const sample of SAMPLES) {
-        const res = await fetch(`${svc.http}${sample.path}`, { method: sample.method, ...sample.init });
-        const body = await res.text();
-        const what = `${sample.name}: ${sample.method} ${sample.path} -> ${res.status} ${body.trim()}`;
-        assert.equal(res.status, sample.status, what);
-        const documented = paths[sample.template][sample.method.toLowerCase()].responses[String(res.status)];
-        assert.ok(documented, `${what}: status not documented`);
-        const type = res.headers.get("content-type")?.split(";")[0].trim() ?? null;
-        if (type === null) {
-          // The one reply the document describes in words: a single message's 200 with ack=none|wal is empty.
-          assert.equal(res.status, 200, what);
-          assert.equal(body, "", what);
-        } else {
-          assert.ok(
-            Object.hasOwn(documented.content ?? {}, type),
-            `${what}: content type ${type} not documented`,
-          );
-          if (type === "application/json") JSON.parse(body);
-          if (type === "text/plain") assert.match(body, /^[^\n]+\n$/, `${what}: one line`);
-        }
-        for (const [name, header] of Object.entries(documented.headers ?? {})) {
-          const required = header.required ?? header.$ref !== undefined;
-          if (required) assert.match(res.headers.get(name) ?? "", /^[1-9]\d*$/, `${what}: ${name}`);
-        }
-      }
+      await checkSamples(svc, SAMPLES);
       const served = await (await fetch(`${svc.http}/openapi.json`)).json();
       assert.deepEqual(served, doc);
     });
+  },
+});
+
+const TOKEN = "openapi-token";
+/** With authentication on: the refusals the document lists for it. */
+const AUTH_SAMPLES: Sample[] = [
+  {
+    name: "no token",
+    template: "/topics/{topic}/messages",
+    method: "POST",
+    path: "/topics/t/messages",
+    init: { body: "hi" },
+    status: 401,
+  },
+  {
+    name: "unknown token",
+    template: "/topics/{topic}/messages",
+    method: "POST",
+    path: "/topics/t/messages",
+    init: { body: "hi", headers: { authorization: "Bearer nope" } },
+    status: 401,
+  },
+  {
+    name: "forbidden topic",
+    template: "/topics/{topic}/messages",
+    method: "POST",
+    path: "/topics/other/messages",
+    init: { body: "hi", headers: { authorization: `Bearer ${TOKEN}` } },
+    status: 403,
+  },
+  {
+    name: "forbidden topic, batch",
+    template: "/topics/{topic}/messages",
+    method: "POST",
+    path: "/topics/other/messages",
+    init: { body: '{"value":"a"}\n', headers: { ...ndjson, authorization: `Bearer ${TOKEN}` } },
+    status: 403,
+  },
+  {
+    name: "allowed topic",
+    template: "/topics/{topic}/messages",
+    method: "POST",
+    path: "/topics/t/messages",
+    init: { body: "hi", headers: { authorization: `Bearer ${TOKEN}` } },
+    status: 200,
+  },
+  { name: "topics without a token", template: "/topics", method: "GET", path: "/topics", status: 401 },
+  {
+    name: "the document without a token",
+    template: "/openapi.json",
+    method: "GET",
+    path: "/openapi.json",
+    status: 200,
+  },
+];
+
+Deno.test({
+  name: "openapi: with authentication on, 401 and 403 are documented with their headers",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const tokens = `- principal: client\n  sha256: "${await tokenDigest(TOKEN)}"\n  topics: ["t"]\n`;
+    await withService((svc) => checkSamples(svc, AUTH_SAMPLES), tokens);
   },
 });
