@@ -1,10 +1,12 @@
 /** kafka-ambassador: the command line, the signals and the exit codes; src/service.ts does the rest. */
+import https from "node:https";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, librdkafkaVersion } from "./kafka/producer.ts";
 import { formatHostPort, listenAddress } from "./listen_address.ts";
 import { log } from "./log.ts";
 import { loadSecurity } from "./server/security.ts";
+import type { TlsMaterial } from "./server/tls.ts";
 import { type Service, startService } from "./service.ts";
 import { VERSION } from "./version.ts";
 import { runWalTool } from "./wal_tool/cli.ts";
@@ -114,6 +116,10 @@ async function main(): Promise<number> {
 /**
  * `--healthcheck`: exit 0 when the running service's /healthz (on the config's monitoring listener) answers 200,
  * else 1 with one line. For container health checks in images that have no shell and no curl.
+ *
+ * Over TLS it asks without verifying the server's certificate: it talks to its own port on loopback, sends nothing
+ * secret and only reads a status, and the certificate names a host, not 127.0.0.1. With mTLS it presents the
+ * listener's own certificate, which the listener accepts when one CA signed both (the usual case).
  */
 async function healthcheck(config: Config): Promise<number> {
   const listen = config.server.monitoring.listen;
@@ -123,16 +129,40 @@ async function healthcheck(config: Config): Promise<number> {
   }
   const { hostname, port } = listenAddress(listen);
   const wildcard = hostname === "0.0.0.0" || hostname === "::";
-  const url = `http://${formatHostPort({ hostname: wildcard ? "127.0.0.1" : hostname, port })}/healthz`;
+  const hostPort = formatHostPort({ hostname: wildcard ? "127.0.0.1" : hostname, port });
+  const tls = loadSecurity(config).tls.monitoring?.material;
+  const url = `${tls ? "https" : "http"}://${hostPort}/healthz`;
   try {
-    const reply = await fetch(url, { signal: AbortSignal.timeout(HEALTHCHECK_TIMEOUT_MS) });
-    await reply.body?.cancel();
-    if (reply.ok) return 0;
-    log("error", `healthcheck: ${url} answered ${reply.status}`);
+    const status = tls ? await httpsStatus(url, tls) : await httpStatus(url);
+    if (status === 200) return 0;
+    log("error", `healthcheck: ${url} answered ${status}`);
   } catch (err) {
     log("error", `healthcheck: ${url}: ${(err as Error).message}`);
   }
   return 1;
+}
+
+async function httpStatus(url: string): Promise<number> {
+  const reply = await fetch(url, { signal: AbortSignal.timeout(HEALTHCHECK_TIMEOUT_MS) });
+  await reply.body?.cancel();
+  return reply.status;
+}
+
+function httpsStatus(url: string, tls: TlsMaterial): Promise<number> {
+  const { promise, resolve, reject } = Promise.withResolvers<number>();
+  const options = {
+    rejectUnauthorized: false,
+    timeout: HEALTHCHECK_TIMEOUT_MS,
+    cert: tls.cert,
+    key: tls.key,
+  };
+  const req = https.get(url, options, (res) => {
+    res.resume();
+    resolve(res.statusCode ?? 0);
+  });
+  req.on("timeout", () => req.destroy(new Error(`no answer in ${HEALTHCHECK_TIMEOUT_MS} ms`)));
+  req.on("error", reject);
+  return promise;
 }
 
 if (import.meta.main) Deno.exit(Deno.args[0] === "wal" ? await runWalTool(Deno.args.slice(1)) : await main());

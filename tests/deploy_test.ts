@@ -10,7 +10,10 @@ import { type Config, parseConfig } from "../src/config.ts";
 import { parseDuration } from "../src/duration.ts";
 import { listenAddress } from "../src/listen_address.ts";
 import { runCommand } from "./kafka/command.ts";
-import { startService } from "./support/service.ts";
+import { freePort, startService } from "./support/service.ts";
+import { tempDir } from "./support/temp_dir.ts";
+import { makeCa, signedPair } from "./support/tls.ts";
+import { stringify } from "yaml";
 
 const REPO = new URL("../", import.meta.url).pathname;
 const K8S = `${REPO}deploy/kubernetes/`;
@@ -239,5 +242,104 @@ Deno.test({
     assert.equal(down.code, 1);
     assert.equal(down.stderr.trim().split("\n").length, 1, down.stderr);
     assert.match(down.stderr, /healthcheck: http:\/\/127\.0\.0\.1:\d+\/healthz: /);
+  },
+});
+
+/** Waits (bounded) until something accepts TCP connections on 127.0.0.1:`port`. */
+async function listening(port: number): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`nothing listens on port ${port}`);
+}
+
+/** Runs `--healthcheck` against the config at `configPath`. */
+function healthcheck(configPath: string) {
+  return runCommand(DENO, [
+    "run",
+    "--allow-all",
+    `${REPO}src/main.ts`,
+    "-config",
+    configPath,
+    "--healthcheck",
+  ], {
+    timeoutMs: 30_000,
+  });
+}
+
+Deno.test({
+  name:
+    "--healthcheck over TLS and mTLS: 0 while the service answers, 1 with one line when its CA refuses it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using dir = await tempDir("ka-healthcheck-");
+    const ca = await makeCa(dir.path);
+    const other = await makeCa(dir.path, "other-ca");
+    // Certificates for both ends, as many PKIs issue them: the listener may present its own to itself.
+    const pair = await signedPair({
+      dir: dir.path,
+      file: "monitoring",
+      cn: "ka.example",
+      extensions: "subjectAltName=DNS:ka.example\nextendedKeyUsage=serverAuth,clientAuth\n",
+      ca,
+    });
+    const port = freePort();
+    const run = async (clientCa: string, expectUp: boolean) => {
+      const configPath = `${dir.path}/config-${clientCa === "" ? "tls" : "mtls"}-${expectUp}.yaml`;
+      await Deno.writeTextFile(
+        configPath,
+        stringify({
+          kafka: { brokers: ["127.0.0.1:9"] },
+          producer: { wal: { mode: "disable" } },
+          server: {
+            http: { listen: `127.0.0.1:${freePort()}` },
+            grpc: { listen: `127.0.0.1:${freePort()}` },
+            monitoring: {
+              listen: `0.0.0.0:${port}`,
+              tls: { cert_file: pair.cert, key_file: pair.key, client_ca_file: clientCa },
+            },
+          },
+        }),
+      );
+      const child = new Deno.Command(DENO, {
+        args: ["run", "--allow-all", `${REPO}src/main.ts`, "-config", configPath],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        await listening(port);
+        if (expectUp) {
+          // curl, an independent client, sees /healthz answer over TLS too.
+          const curl = ["-sk", "-o", "/dev/null", "-w", "%{http_code}", `https://127.0.0.1:${port}/healthz`];
+          if (clientCa !== "") curl.push("--cert", pair.cert, "--key", pair.key);
+          const out = await runCommand("curl", curl, { timeoutMs: 5_000 });
+          assert.equal(new TextDecoder().decode(out.stdout), "200", out.stderr);
+        }
+        const probe = await healthcheck(configPath);
+        if (expectUp) assert.equal(probe.code, 0, probe.stderr);
+        else {
+          assert.equal(probe.code, 1);
+          assert.equal(probe.stderr.trim().split("\n").length, 1, probe.stderr);
+          assert.match(probe.stderr, /healthcheck: https:\/\/127\.0\.0\.1:\d+\/healthz: /);
+        }
+      } finally {
+        child.kill("SIGTERM");
+        await child.status;
+      }
+      if (expectUp) {
+        const down = await healthcheck(configPath);
+        assert.equal(down.code, 1, "once the service is gone");
+      }
+    };
+    await run("", true);
+    await run(ca.cert, true);
+    // mTLS with a client CA that did not sign the listener's certificate: the probe is refused, and says so.
+    await run(other.cert, false);
   },
 });
