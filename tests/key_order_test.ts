@@ -135,11 +135,11 @@ Deno.test("key order: groups recovered from the WAL are known from the start", (
   assert.equal(order.groups, 1);
 });
 
-async function replayRig(wal: Wal) {
+function replayRig(wal: Wal, rate = 1_000_000) {
   const clock = new FakeClock();
   const gate = new Gate();
   const sender = new Sender(wal);
-  const limiter = new RateLimiter(1_000_000, { clock });
+  const limiter = new RateLimiter(rate, { burst: 1, clock });
   const replayer = new Replayer({
     wal,
     gate,
@@ -176,7 +176,7 @@ Deno.test("key order: replay sends one record per group at a time, oldest first,
   const names = ["a0", "b0", "a1", "c0", "a2", "b1"];
   const ids = new Map(names.map((n) => [n, wal.append(keyed(n[0], n)).id]));
   const name = new Map([...ids].map(([n, id]) => [id, n]));
-  await using r = await replayRig(wal);
+  await using r = replayRig(wal);
   r.replayer.kick();
   await r.step();
   const sent = () => r.sender.sent.map((id) => name.get(id));
@@ -196,11 +196,34 @@ Deno.test("key order: replay sends one record per group at a time, oldest first,
   assert.equal(wal.stats().records, 0);
 });
 
+Deno.test("key order: a record checked out behind a group whose next one is about to go waits its turn", async () => {
+  const wal = await openWal({ path: "", inMemory: true, maxBytes: 1 << 20 });
+  const [a0, a1, b0, a2] = ["a0", "a1", "b0", "a2"].map((n) => wal.append(keyed(n[0], n)).id);
+  // 10 records/s: the run waits 100 ms for b0's token, and a0 is delivered meanwhile.
+  await using r = replayRig(wal, 10);
+  r.replayer.kick();
+  await settle();
+  assert.deepEqual(r.sender.sent, [a0]);
+  r.sender.answer(a0, true);
+  await settle();
+  r.clock.advance(100);
+  await settle();
+  assert.deepEqual(r.sender.sent, [a0, b0], "a2, checked out after a1, did not jump ahead of it");
+  r.clock.advance(100);
+  await settle();
+  assert.deepEqual(r.sender.sent, [a0, b0, a1]);
+  r.sender.answer(a1, true);
+  await settle();
+  r.clock.advance(100);
+  await settle();
+  assert.deepEqual(r.sender.sent, [a0, b0, a1, a2]);
+});
+
 Deno.test("key order: a failed replay sends its group's waiting records back; the next run starts from it", async () => {
   const wal = await openWal({ path: "", inMemory: true, maxBytes: 1 << 20 });
   const a = [0, 1, 2].map((i) => wal.append(keyed("a", `a${i}`)).id);
   const b = wal.append(keyed("b", "b0")).id;
-  await using r = await replayRig(wal);
+  await using r = replayRig(wal);
   r.replayer.kick();
   await r.step();
   assert.deepEqual(r.sender.sent, [a[0], b]);

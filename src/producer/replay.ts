@@ -105,25 +105,38 @@ export class Replayer {
     let sent = 0;
     let failed = false;
     const started = Date.now();
-    /** Key order: groups with a record in flight, each with the records checked out behind it, oldest first. */
+    /**
+     * Key order: groups with a record in flight or in `ready`, each with the records checked out behind it, oldest
+     * first. A group stays here until its last record is reported, so a record checked out later queues behind.
+     */
     const busy = new Map<string, WalRecord[]>();
-    /** Key order: records whose group's record in flight was delivered, to send next (in order). */
+    /** Key order: the next record of groups whose record in flight was delivered, to send next. */
     const ready: WalRecord[] = [];
     /** Records in `busy` queues and `ready`. */
     let waiting = 0;
     const reported = (group: string, ok: boolean) => {
       const behind = busy.get(group)!;
-      busy.delete(group);
-      if (ok) {
-        ready.push(...behind);
+      if (ok && behind.length > 0) {
+        ready.push(behind.shift()!);
         return;
       }
+      busy.delete(group);
+      waiting -= behind.length;
+      for (const r of behind) wal.release(r.id);
+    };
+    /** A record of `ready` that is not sent goes back to the WAL, and its group's records behind it too. */
+    const abandon = (record: WalRecord) => {
+      wal.release(record.id);
+      const group = groupOf!(record);
+      const behind = busy.get(group)!;
+      busy.delete(group);
       waiting -= behind.length;
       for (const r of behind) wal.release(r.id);
     };
     while (!this.#stopped && !failed && gate.state !== "open") {
       let records: WalRecord[];
-      if (ready.length > 0) {
+      const next = ready.length > 0;
+      if (next) {
         records = ready.splice(0);
         waiting -= records.length;
       } else if (this.#inFlight.size + waiting >= this.#maxInFlight) {
@@ -144,17 +157,19 @@ export class Replayer {
       let i = 0;
       for (; i < records.length && !this.#stopped; i++) {
         const group = groupOf?.(records[i]);
-        const behind = group === undefined ? undefined : busy.get(group);
-        if (behind !== undefined) {
-          behind.push(records[i]);
-          waiting++;
-          continue;
+        if (group !== undefined && !next) {
+          const behind = busy.get(group);
+          if (behind !== undefined) {
+            behind.push(records[i]);
+            waiting++;
+            continue;
+          }
         }
         await this.#opts.limiter.take(1);
         // Stopped while waiting for a token: what is not sent stays in the WAL.
         if (this.#stopped || !gate.allow()) break;
         const p = this.#opts.send(records[i]);
-        if (group !== undefined) busy.set(group, []);
+        if (group !== undefined && !next) busy.set(group, []);
         this.#inFlight.add(p);
         p.then((ok) => {
           if (!ok) failed = true;
@@ -165,7 +180,10 @@ export class Replayer {
         }).finally(() => this.#inFlight.delete(p));
         sent++;
       }
-      for (; i < records.length; i++) wal.release(records[i].id);
+      for (; i < records.length; i++) {
+        if (next) abandon(records[i]);
+        else wal.release(records[i].id);
+      }
       if (gate.state === "half") {
         // The probe budget is spent: the breaker decides once the probes are answered.
         await Promise.allSettled([...this.#inFlight]);
@@ -173,8 +191,8 @@ export class Replayer {
       }
     }
     await Promise.allSettled([...this.#inFlight]);
-    // Every send is reported (so no group is busy): records that were to follow go back to the WAL, in their place.
-    for (const r of ready) wal.release(r.id);
+    // The run ended: records that were to follow go back to the WAL, in their place.
+    for (const r of ready.splice(0)) abandon(r);
     if (sent > 0) {
       const seconds = (Date.now() - started) / 1000;
       log("info", "wal replay run ended", {
