@@ -5,7 +5,7 @@
 import { log } from "../log.ts";
 import type { Message } from "../message.ts";
 import * as metrics from "../metrics.ts";
-import { decodeRecordLine, readLineHead } from "./record_line.ts";
+import { readLineHead, readLineRouting } from "./record_line.ts";
 import { ACKED, PENDING, SegmentIndex, segmentName } from "./segment_index.ts";
 import type { Recovered } from "./storage.ts";
 import { denoFs, type WalFs } from "./fs.ts";
@@ -35,8 +35,9 @@ export const walFiles = {
 };
 
 /**
- * Reads every segment of `dir` back into indexes. With `tagOf`, each record left unacknowledged is also decoded and
- * counted under its tag (in `Recovered.tags`), from the bytes this pass reads anyway.
+ * Reads every segment of `dir` back into indexes. With `tagOf`, each record left unacknowledged is also counted
+ * under its tag (in `Recovered.tags`), from the bytes this pass reads anyway; `tagOf` sees the record's topic, key
+ * and partition (readLineRouting: value and headers are not decoded).
  */
 export async function recoverDirectory(
   dir: string,
@@ -75,7 +76,7 @@ export async function recoverDirectory(
       const visit = tagOf && ((bytes: Uint8Array, start: number, end: number) => {
         let tag: string | null = null;
         try {
-          tag = tagOf(decodeRecordLine(bytes, start, end));
+          tag = tagOf(readLineRouting(bytes, start, end));
         } catch {
           // Not a record after all: checkout will drop it as damaged, so it counts under no tag.
         }

@@ -34,8 +34,9 @@ export interface WalOptions {
   /** File-system calls on disk; the real ones by default (tests pass a recording one). */
   fs?: WalFs;
   /**
-   * Names a record's tag (the producer's order group). Recovery then counts the records it finds pending per tag,
-   * from the lines it reads anyway, for {@link Wal.recoveredTags}.
+   * Names a record's tag (the producer's order group) from its topic, key and partition (recovery does not decode
+   * the value and headers for it: the message has an empty value). Recovery then counts the records it finds
+   * pending per tag, from the lines it reads anyway, for {@link Wal.recoveredTags}.
    */
   tagOf?: (message: Message) => string;
 }
