@@ -151,12 +151,15 @@ async function outageAndRestart(broker: Broker, order: "key" | "none"): Promise<
   });
   const load = new KeyedLoad();
   const first = await startService(config, { dir: dir.path });
+  /** kafka_key_order_broken_total of the first service, read before it stops. */
+  let brokenBefore = 0;
   try {
     await withServiceLog(first, async () => {
       await load.send(first, topic, 15_000);
       await broker.stop();
       await load.send(first, topic, 15_000);
       await waitForBreaker(first, "open", 15_000);
+      brokenBefore = await first.metric("kafka_key_order_broken_total");
     });
   } finally {
     assert.equal(await first.stop(), 0, "a clean stop");
@@ -173,6 +176,7 @@ async function outageAndRestart(broker: Broker, order: "key" | "none"): Promise<
     console.log(
       `order=${order}: sent=${load.sent} acknowledged=${load.ackedCount} refused=${load.refused} ` +
         `wal-at-restart=${walAtRestart} replayed-after-restart=${await second.metric("wal_replayed")} ` +
+        `broken-counted=${brokenBefore + await second.metric("kafka_key_order_broken_total")} ` +
         `found=${found.length} missing=${t.missing} duplicated=${t.duplicated} inversions=${t.inversions} ` +
         `keys-out-of-order=${t.keysOutOfOrder}/${KEYS}${t.example ? ` e.g. ${t.example}` : ""}`,
     );

@@ -73,9 +73,9 @@ Deno.test("key order: an append for the WAL waits until the group's records in f
   assert.equal(order.inTurn("a", () => ran.push("new")), false, "held while records are in flight");
   assert.equal(order.inTurn("b", () => ran.push("other group")), true, "another group's append runs at once");
   assert.equal(order.mustSpool("a"), true, "later records of the group follow the held one");
-  order.settled(first);
+  order.delivered(first);
   assert.deepEqual(ran, ["other group"], "one record is still in flight");
-  order.settled(second);
+  order.failed(second);
   assert.deepEqual(ran, ["other group", "new"]);
   assert.equal(order.waiting, 0);
   assert.equal(order.groups, 0, "nothing was appended (the closures did not say so): nothing is tracked");
@@ -90,14 +90,35 @@ Deno.test("key order: failed direct deliveries are spooled in acceptance order, 
   };
   const tickets = [order.sent("a"), order.sent("a"), order.sent("a")];
   // Reports out of order, and a new record accepted after the three.
-  order.settled(tickets[2], spool("m2"));
-  order.settled(tickets[0], spool("m0"));
+  order.failed(tickets[2], spool("m2"));
+  order.failed(tickets[0], spool("m0"));
   order.inTurn("a", spool("m3"));
   assert.deepEqual(ran, [], "m1 is still in flight");
-  order.settled(tickets[1], spool("m1"));
+  order.failed(tickets[1], spool("m1"));
   assert.deepEqual(ran, ["m0", "m1", "m2", "m3"]);
   assert.equal(order.walCount("a"), 4);
   assert.equal(order.holds("a"), false);
+  assert.equal(order.broken, 0, "nothing of the group reached Kafka ahead of them");
+});
+
+Deno.test("key order: a failure spooled after a newer record of its key was delivered is counted as broken", () => {
+  const order = new KeyOrder();
+  const noop = () => {};
+  // Delivered first, then the older one fails (a timeout inside librdkafka).
+  let [older, newer] = [order.sent("a"), order.sent("a")];
+  order.delivered(newer);
+  order.failed(older, noop);
+  assert.equal(order.broken, 1);
+  // The older one fails first and waits for its turn; then the newer one is delivered.
+  [older, newer] = [order.sent("b"), order.sent("b")];
+  order.failed(older, noop);
+  order.delivered(newer);
+  assert.equal(order.broken, 2);
+  // In order: nothing is counted.
+  [older, newer] = [order.sent("c"), order.sent("c")];
+  order.delivered(older);
+  order.failed(newer, noop);
+  assert.equal(order.broken, 2);
 });
 
 Deno.test("key order: a delivered record in flight lets the held ones go; the group is then in the WAL", () => {
@@ -108,7 +129,7 @@ Deno.test("key order: a delivered record in flight lets the held ones go; the gr
     ran.push("held");
     order.appended("a");
   });
-  order.settled(t);
+  order.delivered(t);
   assert.deepEqual(ran, ["held"]);
   assert.equal(order.mustSpool("a"), true);
   order.left("a");
@@ -119,11 +140,11 @@ Deno.test("key order: after a producer swap, a group with records in flight on t
   const order = new KeyOrder();
   const t = order.sent("a");
   const other = order.sent("b");
-  order.settled(other);
+  order.delivered(other);
   order.replacedProducer();
   assert.equal(order.mustSpool("a"), true, "a new producer could deliver ahead of the old one's records");
   assert.equal(order.mustSpool("b"), false, "nothing of b was in flight");
-  order.settled(t);
+  order.failed(t);
   assert.equal(order.mustSpool("a"), false, "once they are reported, direct sends are safe again");
   assert.equal(order.groups, 0);
 });

@@ -508,6 +508,8 @@ export class Facade implements ProducerFacade {
       if (ack === "wal") await this.#awaitDurable(id, durable, group);
       return IN_WAL;
     }
+    // As #append: while the WAL cannot write, its memory is for records already answered.
+    if (!this.#wal!.writable) throw new ProduceError("unavailable", "wal: unavailable", 5);
     const reserved = walLineEstimate(message);
     if (!this.#walHasRoom(reserved)) throw new ProduceError("unavailable", "wal: full", 5);
     this.#reservedWalBytes += reserved;
@@ -531,12 +533,12 @@ export class Facade implements ProducerFacade {
     try {
       const d = await this.#producer.produce(message);
       this.#breaker.success();
+      if (ticket !== undefined) this.#order!.delivered(ticket);
       return { where: "kafka", partition: d.partition, offset: d.offset.toString() };
     } catch (err) {
+      if (ticket !== undefined) this.#order!.failed(ticket);
       this.#recordFailure(message.topic, err);
       throw new ProduceError("kafka", kafkaReason(err));
-    } finally {
-      if (ticket !== undefined) this.#order!.settled(ticket);
     }
   }
 
@@ -597,14 +599,14 @@ export class Facade implements ProducerFacade {
       (d): ProduceResult => {
         this.#reservedWalBytes -= reserved;
         this.#breaker.success();
-        if (ticket !== undefined) this.#order!.settled(ticket);
+        if (ticket !== undefined) this.#order!.delivered(ticket);
         return { where: "kafka", partition: d.partition, offset: d.offset.toString() };
       },
       async (err): Promise<ProduceResult> => {
         this.#reservedWalBytes -= reserved;
         const retryable = this.#recordFailure(message.topic, err);
         if (!retryable || !walAllowed) {
-          if (ticket !== undefined) this.#order!.settled(ticket);
+          if (ticket !== undefined) this.#order!.failed(ticket);
           // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
           if (!retryable) throw new ProduceError("kafka", kafkaReason(err));
           metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: errorName(err) });
@@ -613,7 +615,7 @@ export class Facade implements ProducerFacade {
         if (ticket === undefined) return await this.#spoolFailed(message, ack);
         // Key order: appended once no record of its key is in flight, before the ones accepted after it.
         const spooled = Promise.withResolvers<ProduceResult>();
-        this.#order!.settled(ticket, () => spooled.resolve(this.#spoolFailed(message, ack, group)));
+        this.#order!.failed(ticket, () => spooled.resolve(this.#spoolFailed(message, ack, group)));
         this.#track(spooled.promise);
         return await spooled.promise;
       },

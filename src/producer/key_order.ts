@@ -5,15 +5,16 @@
  * 1. a new record of a group that has records in the WAL goes to the WAL too ({@link KeyOrder.mustSpool});
  * 2. a record bound for the WAL while records of its group are in flight directly to Kafka is appended only once
  *    they have all been reported ({@link KeyOrder.inTurn}), since a failed one is spooled then and must come first;
- * 3. failed direct deliveries are spooled in their acceptance order ({@link KeyOrder.settled});
+ * 3. failed direct deliveries are spooled in their acceptance order ({@link KeyOrder.failed});
  * 4. replay sends one record per group at a time ({@link orderGroupOf}, used by replay.ts);
  * 5. the groups of records recovered from the WAL are known before the first new record is routed;
  * 6. a group leaves the map when it has nothing in the WAL, in flight or waiting.
  *
  * Invariant: a group never has records in the WAL and records in flight directly at the same time.
  */
-import { log } from "../log.ts";
+import { log, logRepeated } from "../log.ts";
 import type { Message } from "../message.ts";
+import * as metrics from "../metrics.ts";
 
 /**
  * The order group of a message: (topic, key) for a non-empty key, else (topic, partition) when a partition is
@@ -60,6 +61,8 @@ interface Group {
   stale: boolean;
   /** The next acceptance number. */
   nextSeq: number;
+  /** The highest acceptance number delivered directly since the group was last forgotten; -1: none. */
+  delivered: number;
   /** Appends waiting until inFlight is 0, by acceptance number. */
   waiting: Turn[];
 }
@@ -68,10 +71,20 @@ interface Group {
 export class KeyOrder {
   readonly #groups = new Map<string, Group>();
   #waitingTotal = 0;
+  #broken = 0;
 
   constructor(opts: KeyOrderOptions = {}) {
     for (const [group, n] of opts.recovered ?? []) {
-      if (n > 0) this.#groups.set(group, { wal: n, inFlight: 0, stale: false, nextSeq: 0, waiting: [] });
+      if (n > 0) {
+        this.#groups.set(group, {
+          wal: n,
+          inFlight: 0,
+          stale: false,
+          nextSeq: 0,
+          delivered: -1,
+          waiting: [],
+        });
+      }
     }
   }
 
@@ -83,6 +96,11 @@ export class KeyOrder {
   /** Appends held back until their group's records in flight are reported. */
   get waiting(): number {
     return this.#waitingTotal;
+  }
+
+  /** Records that reached Kafka after a newer record of their group (see {@link failed}). */
+  get broken(): number {
+    return this.#broken;
   }
 
   /** Records of `group` in the WAL, as counted here. */
@@ -105,21 +123,37 @@ export class KeyOrder {
     return (this.#groups.get(group)?.inFlight ?? 0) > 0;
   }
 
-  /** A record of `group` is handed to Kafka directly; its report must come back through {@link settled}. */
+  /** A record of `group` is handed to Kafka directly; its report must come back through delivered or failed. */
   sent(group: string): Ticket {
     const g = this.#group(group);
     g.inFlight++;
     return { group, seq: g.nextSeq++ };
   }
 
-  /**
-   * A direct send was reported. `spool`, for a failed delivery that goes to the WAL, runs once no record of the
-   * group is in flight any more, after the appends accepted before it and before those accepted after it.
-   */
-  settled(ticket: Ticket, spool?: () => void): void {
+  /** A direct send was delivered. */
+  delivered(ticket: Ticket): void {
     const g = this.#groups.get(ticket.group);
     if (g === undefined) return;
-    if (spool !== undefined) this.#hold(g, ticket.seq, spool);
+    // Waiting appends older than this record are failures of the group's direct sends: they land after it.
+    if (g.waiting.length > 0 && g.waiting[0].seq < ticket.seq) this.#orderBroken(ticket.group);
+    g.delivered = Math.max(g.delivered, ticket.seq);
+    g.inFlight--;
+    this.#release(ticket.group, g);
+  }
+
+  /**
+   * A direct send failed. `spool`, for a failure that goes to the WAL, runs once no record of the group is in
+   * flight any more, after the appends accepted before it and before those accepted after it. librdkafka's
+   * idempotent producer keeps a partition's order across retries, but a message that times out may be followed by
+   * later ones that are delivered: that is counted and logged, as it cannot be undone.
+   */
+  failed(ticket: Ticket, spool?: () => void): void {
+    const g = this.#groups.get(ticket.group);
+    if (g === undefined) return;
+    if (spool !== undefined) {
+      if (ticket.seq < g.delivered) this.#orderBroken(ticket.group);
+      this.#hold(g, ticket.seq, spool);
+    }
     g.inFlight--;
     this.#release(ticket.group, g);
   }
@@ -163,7 +197,7 @@ export class KeyOrder {
   #group(group: string): Group {
     let g = this.#groups.get(group);
     if (g === undefined) {
-      g = { wal: 0, inFlight: 0, stale: false, nextSeq: 0, waiting: [] };
+      g = { wal: 0, inFlight: 0, stale: false, nextSeq: 0, delivered: -1, waiting: [] };
       this.#groups.set(group, g);
     }
     return g;
@@ -186,6 +220,17 @@ export class KeyOrder {
     this.#waitingTotal -= turns.length;
     for (const turn of turns) this.#run(group, turn.run);
     this.#drop(group, g);
+  }
+
+  #orderBroken(group: string): void {
+    this.#broken++;
+    metrics.keyOrderBroken.inc();
+    logRepeated(
+      "key order broken",
+      "warn",
+      "key order: a failed record is spooled after a newer record of its key reached Kafka",
+      { topic: group.split("\0")[0] },
+    );
   }
 
   #run(group: string, append: () => void): void {
