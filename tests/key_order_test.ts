@@ -8,7 +8,8 @@ import { RateLimiter } from "../src/producer/rate_limiter.ts";
 import { Replayer } from "../src/producer/replay.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import { openWal, type Wal } from "../src/wal/wal.ts";
-import { facadeRig } from "./support/facade_rig.ts";
+import { KafkaProducer } from "../src/kafka/producer.ts";
+import { facadeRig, MOCK_KAFKA } from "./support/facade_rig.ts";
 import { FakeClock } from "./support/fake_clock.ts";
 import { Gate, Sender } from "./support/replay.ts";
 import { tempDir } from "./support/temp_dir.ts";
@@ -340,4 +341,26 @@ Deno.test("key order: records in flight that fail are spooled in order, ahead of
   const records = await r.wal.checkout(10);
   assert.deepEqual(records.map((x) => new TextDecoder().decode(x.value)), ["a0", "a1", "a2", "a3", "a4"]);
   assert.equal(r.order!.walCount(orderGroupOf(keyed("a", ""))), 5);
+});
+
+Deno.test("key order: after a producer swap, a key with a record in flight on the old producer goes through the WAL", async () => {
+  await using r = await facadeRig({ order: true, kafka: { "linger.ms": "300" } });
+  const first = r.facade.produce(keyed("a", "a0"), "wal");
+  const next = KafkaProducer.open({
+    id: "key-order-next",
+    config: { ...MOCK_KAFKA, "enable.idempotence": "true" },
+  });
+  const old = r.facade.swapProducer(next);
+  try {
+    const second = r.facade.produce(keyed("a", "a1"), "wal");
+    const other = r.facade.produce(keyed("b", "b0"), "wal");
+    assert.equal((await first).where, "kafka", "the old producer delivered a0");
+    assert.equal((await second).where, "wal", "a1 did not race a0 through the new producer");
+    assert.equal((await other).where, "kafka", "a key with nothing in flight goes to the new producer");
+    const [record] = await r.wal.checkout(10);
+    assert.equal(new TextDecoder().decode(record.value), "a1");
+  } finally {
+    r.facade.swapProducer(old);
+    await next.close(1000);
+  }
 });
