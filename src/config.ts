@@ -59,6 +59,7 @@ export function parseConfig(yamlText: string, env?: Record<string, string>): Con
   applyEnv(entries, env ?? Deno.env.toObject());
   const config = build(entries);
   validate(config);
+  requireIdempotenceForOrder(config);
   return config;
 }
 
@@ -236,6 +237,27 @@ function validate(config: Config): void {
       `config: producer.wal.always_topics: topic ${
         JSON.stringify(both)
       } is also in producer.wal.disable_topics`,
+    );
+  }
+}
+
+/**
+ * `preserve_order: key` needs librdkafka's idempotent producer, the only mode in which it keeps a partition's order
+ * across its own retries: turned on unless the config turns it off, which is refused.
+ */
+function requireIdempotenceForOrder(config: Config): void {
+  const wal = config.producer.wal;
+  if (wal.preserveOrder !== "key") return;
+  if (wal.mode === "always" || wal.alwaysTopics.length > 0) {
+    throw new ConfigError(
+      "config: producer.wal.preserve_order: key works in fallback mode only, not with mode: always or always_topics",
+    );
+  }
+  const idempotence = config.kafka["enable.idempotence"];
+  if (idempotence === undefined) config.kafka["enable.idempotence"] = "true";
+  else if (/^(false|f|0)$/i.test(idempotence.trim())) {
+    throw new ConfigError(
+      "config: producer.wal.preserve_order: key needs kafka.enable.idempotence: true (it keeps each partition's order across retries)",
     );
   }
 }

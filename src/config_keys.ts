@@ -36,6 +36,9 @@ export class Key<T> {
 export const WAL_MODES = ["fallback", "always", "disable"] as const;
 export type WalMode = typeof WAL_MODES[number];
 
+/** What `producer.wal.preserve_order` keeps in order through the WAL: nothing, or each key's records. */
+export const ORDER_MODES = ["none", "key"] as const;
+
 const MAX_INT32 = 2 ** 31 - 1;
 
 /** How a client certificate names its principal (`auth.mtls_principal`): not at all, or by its subject CN. */
@@ -272,6 +275,12 @@ export const SCHEMA = {
         size(Number.MAX_SAFE_INTEGER),
         1024 ** 3,
         "size bound of the WAL; when full, produce requests that need it get 503",
+      ),
+      preserveOrder: new Key(
+        "producer.wal.preserve_order",
+        oneOf(ORDER_MODES),
+        "none",
+        "key: each key's records reach Kafka in the order accepted, WAL or not (docs/delivery.md)",
       ),
     },
     fullQueueWaitMs: new Key(

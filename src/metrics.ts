@@ -311,6 +311,12 @@ export const walReplayed = new client.Counter({
   help: "Records replayed from the WAL and acknowledged by Kafka.",
   registers: r,
 });
+export const keyOrderBroken = new client.Counter({
+  name: "kafka_key_order_broken_total",
+  help:
+    "Under producer.wal.preserve_order: key, failed records spooled after a newer record of their key reached Kafka.",
+  registers: r,
+});
 export const walFsyncs = new client.Counter({
   name: "wal_fsyncs",
   help: "Group commits (one write and one fdatasync each).",

@@ -13,6 +13,7 @@ import { log } from "./log.ts";
 import * as metrics from "./metrics.ts";
 import { Breaker, type BreakerState } from "./producer/breaker.ts";
 import { Facade } from "./producer/facade.ts";
+import { KeyOrder, orderGroupOf } from "./producer/key_order.ts";
 import { RateLimiter } from "./producer/rate_limiter.ts";
 import { Replayer } from "./producer/replay.ts";
 import { startGrpcServer } from "./server/grpc/server.ts";
@@ -91,6 +92,10 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   if (walLock) started.push(() => walLock.release());
   const wal = await step("wal", () => openConfiguredWal(config));
   if (wal) started.push(() => wal.close());
+  // Key order: the groups of the records recovered are known before the first new record is routed.
+  const order = wal && config.producer.wal.preserveOrder === "key"
+    ? new KeyOrder({ recovered: wal.recoveredTags() })
+    : null;
 
   let replayer: Replayer | null = null;
   const breaker = new Breaker({
@@ -124,7 +129,13 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     return producer;
   };
 
-  const facade = new Facade({ config, wal, breaker, producer: await step("kafka producer", newProducer) });
+  const facade = new Facade({
+    config,
+    wal,
+    breaker,
+    producer: await step("kafka producer", newProducer),
+    order,
+  });
   started.push(() => facade.producer.close(0));
 
   /** Replaced producers still draining, with the promise of their drain. */
@@ -206,6 +217,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       limiter: new RateLimiter(config.producer.resend.rateLimit),
       send: (record) => facade.replay(record.id, record),
       periodMs: config.producer.resend.periodMs,
+      groupOf: order ? orderGroupOf : undefined,
     });
     replayer = running;
     running.start();
@@ -328,14 +340,23 @@ async function lockConfiguredWal(config: Config): Promise<WalLock | null> {
 }
 
 async function openConfiguredWal(config: Config): Promise<Wal | null> {
-  const { mode, inMemory, path, maxBytes } = config.producer.wal;
+  const { mode, inMemory, path, maxBytes, preserveOrder } = config.producer.wal;
   if (mode === "disable") return null;
-  const wal = await openWal({ path, inMemory, maxBytes });
+  const started = performance.now();
+  // Key order: recovery counts the pending records per order group from the lines it reads anyway.
+  const wal = await openWal({
+    path,
+    inMemory,
+    maxBytes,
+    tagOf: preserveOrder === "key" ? orderGroupOf : undefined,
+  });
   const stats = wal.stats();
   log("info", "wal opened", {
     path: inMemory ? ":memory:" : path,
     records: stats.records,
     bytes: stats.bytes,
+    ms: Math.round(performance.now() - started),
+    ...(preserveOrder === "key" && { order_groups: wal.recoveredTags().size }),
   });
   return wal;
 }

@@ -38,6 +38,7 @@ Deno.test("config: defaults are those of the Go service (docs/compatibility.md) 
     alwaysTopics: [],
     disableTopics: [],
     maxBytes: 1024 ** 3,
+    preserveOrder: "none",
   });
   assert.equal(config.producer.oldProducerKillTimeoutMs, 10 * 60_000);
   assert.equal(config.producer.shutdownTimeoutMs, 30_000);
@@ -394,4 +395,34 @@ Deno.test("config: config/default.yaml and config/example.yaml parse", async () 
   expected.server.monitoring.listen = "0.0.0.0:28080";
   expected.producer.wal.path = "./data/wal";
   assert.deepEqual(example, expected, "example.yaml must show the defaults");
+});
+
+Deno.test("config: preserve_order: key turns on the idempotent producer and refuses what cannot keep order", () => {
+  assert.equal(parse(MINIMAL).producer.wal.preserveOrder, "none");
+  assert.equal(parse(MINIMAL).kafka["enable.idempotence"], undefined, "left to librdkafka without key order");
+  const keyed = parse(`${MINIMAL}producer.wal.preserve_order: key\n`);
+  assert.equal(keyed.producer.wal.preserveOrder, "key");
+  assert.equal(keyed.kafka["enable.idempotence"], "true");
+  assert.equal(
+    parse(`${MINIMAL}producer.wal.preserve_order: KEY\nkafka.enable.idempotence: true\n`)
+      .kafka["enable.idempotence"],
+    "true",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.wal.preserve_order: key\nkafka.enable.idempotence: false\n`,
+    "config: producer.wal.preserve_order: key needs kafka.enable.idempotence: true " +
+      "(it keeps each partition's order across retries)",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.wal: {preserve_order: key, mode: always}\n`,
+    "config: producer.wal.preserve_order: key works in fallback mode only, not with mode: always or always_topics",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.wal: {preserve_order: key, always_topics: [a]}\n`,
+    "config: producer.wal.preserve_order: key works in fallback mode only, not with mode: always or always_topics",
+  );
+  assertConfigError(
+    `${MINIMAL}producer.wal.preserve_order: partition\n`,
+    'config: producer.wal.preserve_order: expected one of none, key, got "partition"',
+  );
 });

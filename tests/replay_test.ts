@@ -1,50 +1,11 @@
 /** Replay on a fake clock: oldest first, paced, never while open, probes only in half-open, nothing sent twice. */
 import assert from "node:assert/strict";
 import { RateLimiter } from "../src/producer/rate_limiter.ts";
-import { Replayer, type ReplayGate } from "../src/producer/replay.ts";
-import { openWal, type Wal, type WalRecord } from "../src/wal/wal.ts";
+import { Replayer } from "../src/producer/replay.ts";
+import { openWal } from "../src/wal/wal.ts";
 import { FakeClock } from "./support/fake_clock.ts";
+import { Gate, Sender } from "./support/replay.ts";
 import { settle } from "./support/wait.ts";
-
-/** A gate whose state the test sets; in half-open it grants `probes` sends. */
-class Gate implements ReplayGate {
-  state: "closed" | "half" | "open" = "closed";
-  probes = 0;
-  allow(): boolean {
-    if (this.state === "closed") return true;
-    if (this.state === "half" && this.probes > 0) {
-      this.probes--;
-      return true;
-    }
-    return false;
-  }
-  release(): void {
-    if (this.state === "half") this.probes++;
-  }
-}
-
-/** Records what replay sends; each send waits until the test answers it. */
-class Sender {
-  readonly sent: number[] = [];
-  readonly #waiting = new Map<number, (ok: boolean) => void>();
-  constructor(readonly wal: Wal) {}
-  send = (record: WalRecord): Promise<boolean> => {
-    this.sent.push(record.id);
-    return new Promise((resolve) => this.#waiting.set(record.id, resolve));
-  };
-  /** Answers every send in flight: delivered (acked in the WAL) or failed (released for later). */
-  answerAll(ok: boolean): void {
-    for (const [id, resolve] of this.#waiting) {
-      if (ok) this.wal.ack(id);
-      else this.wal.release(id);
-      resolve(ok);
-    }
-    this.#waiting.clear();
-  }
-  get inFlight(): number {
-    return this.#waiting.size;
-  }
-}
 
 async function setup(records: number, opts: { rate?: number; periodMs?: number } = {}) {
   const wal = await openWal({ path: "", inMemory: true, maxBytes: 1 << 20 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { crc32c } from "../src/wal/crc32c.ts";
-import { decodeRecordLine, encodeRecordLine, readLineHead } from "../src/wal/record_line.ts";
+import { decodeRecordLine, encodeRecordLine, readLineHead, readLineRouting } from "../src/wal/record_line.ts";
 import type { Message } from "../src/message.ts";
 
 const enc = new TextEncoder();
@@ -106,4 +106,36 @@ Deno.test("record line: numbers that JSON cannot carry are refused at append tim
     () => encodeRecordLine(1, 1, { topic: "t", value: new Uint8Array(1), partition: Infinity }),
     { name: "TypeError", message: /partition/ },
   );
+});
+
+Deno.test("record line: topic, key and partition are read without decoding the rest, as a full decode reads them", () => {
+  const tricky: Array<[string, Uint8Array]> = [[',"partition":7', enc.encode("x")], [
+    '"]',
+    new Uint8Array([0x22, 0x5d]),
+  ]];
+  const messages: Message[] = [
+    { topic: "t", value: enc.encode("v") },
+    { topic: "t", key: null, value: enc.encode("v") },
+    { topic: "orders.v1", key: new Uint8Array([0, 0x22, 0xff]), value: new Uint8Array(0), partition: 3 },
+    {
+      topic: "t",
+      key: enc.encode("k"),
+      value: enc.encode("v"),
+      headers: tricky,
+      timestamp: 1_700_000_000_000,
+    },
+    { topic: "t", value: enc.encode("v"), headers: tricky, partition: 0, timestamp: 5 },
+    { topic: "t", value: enc.encode("v"), partition: -1 },
+    { topic: 'odd "topic"', key: enc.encode("k"), value: enc.encode("v"), partition: 12 },
+  ];
+  for (const m of messages) {
+    const line = encodeRecordLine(9, 1, m);
+    const full = decode(line);
+    const routing = readLineRouting(line, 0, line.length - 1);
+    assert.deepEqual(
+      { topic: routing.topic, key: routing.key, partition: routing.partition },
+      { topic: full.topic, key: full.key, partition: full.partition },
+      new TextDecoder().decode(line),
+    );
+  }
 });

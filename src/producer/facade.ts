@@ -11,6 +11,7 @@ import * as metrics from "../metrics.ts";
 import type { AppendedMany, Wal } from "../wal/wal.ts";
 import { WalFullError } from "../wal/wal.ts";
 import type { Breaker } from "./breaker.ts";
+import { type KeyOrder, orderGroupOf } from "./key_order.ts";
 import type { AckLevel, Message } from "../message.ts";
 import { ProduceError, type ProduceResult, type ProducerFacade, type Readiness } from "./types.ts";
 
@@ -29,6 +30,8 @@ export interface FacadeOptions {
   wal: Wal | null;
   breaker: Breaker;
   producer: KafkaProducer;
+  /** Per-key order through the WAL (`producer.wal.preserve_order: key`, fallback mode); null or absent: none. */
+  order?: KeyOrder | null;
 }
 
 /** The facade as main.ts drives it: the servers' interface plus the life-cycle hooks. */
@@ -50,6 +53,7 @@ export class Facade implements ProducerFacade {
   #draining = false;
   /** kafka_client_requests_cnt children per topic: the hot path skips prom-client's label hashing. */
   readonly #requested = new Map<string, metrics.HotCount>();
+  readonly #order: KeyOrder | null;
 
   constructor(opts: FacadeOptions) {
     const { config } = opts;
@@ -60,7 +64,10 @@ export class Facade implements ProducerFacade {
     this.#alwaysTopics = new Set(config.producer.wal.alwaysTopics);
     this.#disableTopics = new Set(config.producer.wal.disableTopics);
     this.#walMaxBytes = config.producer.wal.maxBytes;
-    this.#fullQueueWaitMs = config.producer.fullQueueWaitMs;
+    this.#order = opts.order ?? null;
+    // Under key order a message never waits for queue room: one that gave up waiting could be overtaken by a later
+    // message of its key that found room. A full queue sends it to the WAL at once, and its key follows it there.
+    this.#fullQueueWaitMs = this.#order === null ? config.producer.fullQueueWaitMs : 0;
     const max = Number(config.kafka["message.max.bytes"] ?? DEFAULT_MAX_MESSAGE_BYTES);
     this.maxMessageBytes = Number.isFinite(max) && max > 0 ? max : DEFAULT_MAX_MESSAGE_BYTES;
   }
@@ -74,6 +81,7 @@ export class Facade implements ProducerFacade {
   swapProducer(next: KafkaProducer): KafkaProducer {
     const old = this.#producer;
     this.#producer = next;
+    this.#order?.replacedProducer();
     return old;
   }
 
@@ -92,8 +100,9 @@ export class Facade implements ProducerFacade {
     }
     const topic = message.topic;
     this.#requestCounter(topic).inc();
-    if (ack === "kafka") return await this.#produceToKafkaOnly(message);
     const walAllowed = this.#walAllowed(topic);
+    if (this.#order !== null && walAllowed) return await this.#produceInOrder(message, ack);
+    if (ack === "kafka") return await this.#produceToKafkaOnly(message);
     if (walAllowed && (this.#walMode === "always" || this.#alwaysTopics.has(topic))) {
       return await this.#produceThroughWal(message);
     }
@@ -118,6 +127,10 @@ export class Facade implements ProducerFacade {
     messages: readonly Message[],
     ack: AckLevel,
   ): Promise<Array<ProduceResult | ProduceError>> {
+    if (this.#order !== null) {
+      // Key order: message by message (each one's decision depends on the reports of the ones before it).
+      return await Promise.all(messages.map((m) => this.produce(m, ack).catch(refusalOrThrow)));
+    }
     const plan = new BatchPlan(messages, ack);
     const { out } = plan;
     // The records of a batch usually share a topic: its counter is looked up once per run of it.
@@ -329,9 +342,7 @@ export class Facade implements ProducerFacade {
       plan.durables[i] = appended.durable;
       if (plan.ack === "wal") waits.push(i);
     }
-    const spool = appended.durable.catch(() => {});
-    this.#spools.add(spool);
-    spool.finally(() => this.#spools.delete(spool));
+    this.#track(appended.durable);
     if (waits.length > 0) await this.#awaitDurables(plan, waits);
   }
 
@@ -436,6 +447,7 @@ export class Facade implements ProducerFacade {
       await this.#producer.produce(message);
       this.#breaker.success();
       wal.ack(id);
+      this.#order?.left(orderGroupOf(message));
       metrics.walReplayed.inc();
       return true;
     } catch (err) {
@@ -443,6 +455,7 @@ export class Facade implements ProducerFacade {
         wal.release(id);
       } else {
         wal.ack(id);
+        this.#order?.left(orderGroupOf(message));
       }
       return false;
     }
@@ -468,16 +481,62 @@ export class Facade implements ProducerFacade {
     return this.#wal !== null && this.#walMode !== "disable" && !this.#disableTopics.has(topic);
   }
 
+  /**
+   * Key order (see key_order.ts): a message whose group has records in the WAL follows them there (ack=kafka cannot
+   * wait for them: 503); otherwise it goes as without key order, its direct send counted in flight.
+   */
+  async #produceInOrder(message: Message, ack: AckLevel): Promise<ProduceResult> {
+    const group = orderGroupOf(message);
+    if (this.#order!.mustSpool(group)) {
+      if (ack === "kafka") throw new ProduceError("unavailable", "key has records waiting in the WAL", 5);
+      return await this.#spoolInTurn(message, ack, group);
+    }
+    if (ack === "kafka") return await this.#produceToKafkaOnly(message, group);
+    if (!this.#breaker.allow()) return await this.#spoolInTurn(message, ack, group);
+    return await this.#produceToKafka(message, ack, true, group);
+  }
+
+  /**
+   * Key order: a new message for the WAL. Appended now unless records of its group are in flight; then it is
+   * accepted with its room reserved (as for a message in librdkafka) and appended once they are all reported.
+   */
+  async #spoolInTurn(message: Message, ack: AckLevel, group: string): Promise<ProduceResult> {
+    const order = this.#order!;
+    if (!order.holds(group)) {
+      const { id, durable } = this.#append(message, false);
+      order.appended(group);
+      if (ack === "wal") await this.#awaitDurable(id, durable, group);
+      return IN_WAL;
+    }
+    // As #append: while the WAL cannot write, its memory is for records already answered.
+    if (!this.#wal!.writable) throw new ProduceError("unavailable", "wal: unavailable", 5);
+    const reserved = walLineEstimate(message);
+    if (!this.#walHasRoom(reserved)) throw new ProduceError("unavailable", "wal: full", 5);
+    this.#reservedWalBytes += reserved;
+    const spooled = Promise.withResolvers<ProduceResult>();
+    order.inTurn(group, () => {
+      this.#reservedWalBytes -= reserved;
+      spooled.resolve(this.#spoolFailed(message, ack, group, "held for key order"));
+    });
+    this.#track(spooled.promise);
+    if (ack === "wal") return await spooled.promise;
+    spooled.promise.catch(() => {});
+    return IN_WAL;
+  }
+
   /** ack=kafka: the reply waits for Kafka; a failure goes back to the client and is not spooled (no duplicates). */
-  async #produceToKafkaOnly(message: Message): Promise<ProduceResult> {
+  async #produceToKafkaOnly(message: Message, group?: string): Promise<ProduceResult> {
     if (!this.#breaker.allow()) {
       throw new ProduceError("unavailable", "kafka unavailable (circuit breaker open)", 5);
     }
+    const ticket = group === undefined ? undefined : this.#order!.sent(group);
     try {
       const d = await this.#producer.produce(message);
       this.#breaker.success();
+      if (ticket !== undefined) this.#order!.delivered(ticket);
       return { where: "kafka", partition: d.partition, offset: d.offset.toString() };
     } catch (err) {
+      if (ticket !== undefined) this.#order!.failed(ticket);
       this.#recordFailure(message.topic, err);
       throw new ProduceError("kafka", kafkaReason(err));
     }
@@ -512,8 +571,16 @@ export class Facade implements ProducerFacade {
     return { where: "wal" };
   }
 
-  /** fallback mode, breaker closed: straight to librdkafka; a failed delivery is spooled if the topic may use the WAL. */
-  async #produceToKafka(message: Message, ack: AckLevel, walAllowed: boolean): Promise<ProduceResult> {
+  /**
+   * fallback mode, breaker closed: straight to librdkafka; a failed delivery is spooled if the topic may use the WAL.
+   * With `group` (key order) the send is counted in flight and a failed one is spooled in its turn.
+   */
+  async #produceToKafka(
+    message: Message,
+    ack: AckLevel,
+    walAllowed: boolean,
+    group?: string,
+  ): Promise<ProduceResult> {
     let reserved = 0;
     if (walAllowed) {
       reserved = walLineEstimate(message);
@@ -523,6 +590,7 @@ export class Facade implements ProducerFacade {
       }
       this.#reservedWalBytes += reserved;
     }
+    const ticket = group === undefined ? undefined : this.#order!.sent(group);
     const delivery = this.#producer.produce(
       message,
       walAllowed ? { fullQueueWaitMs: this.#fullQueueWaitMs } : undefined,
@@ -531,18 +599,25 @@ export class Facade implements ProducerFacade {
       (d): ProduceResult => {
         this.#reservedWalBytes -= reserved;
         this.#breaker.success();
+        if (ticket !== undefined) this.#order!.delivered(ticket);
         return { where: "kafka", partition: d.partition, offset: d.offset.toString() };
       },
       async (err): Promise<ProduceResult> => {
         this.#reservedWalBytes -= reserved;
         const retryable = this.#recordFailure(message.topic, err);
-        // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
-        if (!retryable) throw new ProduceError("kafka", kafkaReason(err));
-        if (!walAllowed) {
+        if (!retryable || !walAllowed) {
+          if (ticket !== undefined) this.#order!.failed(ticket);
+          // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
+          if (!retryable) throw new ProduceError("kafka", kafkaReason(err));
           metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: errorName(err) });
           throw new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5);
         }
-        return await this.#spoolFailed(message, ack);
+        if (ticket === undefined) return await this.#spoolFailed(message, ack);
+        // Key order: appended once no record of its key is in flight, before the ones accepted after it.
+        const spooled = Promise.withResolvers<ProduceResult>();
+        this.#order!.failed(ticket, () => spooled.resolve(this.#spoolFailed(message, ack, group)));
+        this.#track(spooled.promise);
+        return await spooled.promise;
       },
     );
     if (ack === "wal") return await outcome;
@@ -552,10 +627,16 @@ export class Facade implements ProducerFacade {
   }
 
   /**
-   * A delivery failed with a retryable error: put the message in the WAL (tracked so shutdown can wait for it). Its
-   * room was reserved, so it is taken even while the WAL cannot write (it is held in memory until it can).
+   * A delivery failed with a retryable error (or, `cause` says, a message held for key order has its turn): put the
+   * message in the WAL (tracked so shutdown can wait for it). Its room was reserved, so it is taken even while the
+   * WAL cannot write (it is held in memory until it can). `group`: its key order group, told of the append.
    */
-  async #spoolFailed(message: Message, ack: AckLevel): Promise<ProduceResult> {
+  async #spoolFailed(
+    message: Message,
+    ack: AckLevel,
+    group?: string,
+    cause = "kafka delivery failed",
+  ): Promise<ProduceResult> {
     let appended: { id: number; durable: Promise<void> };
     try {
       appended = this.#wal!.append(message);
@@ -566,9 +647,9 @@ export class Facade implements ProducerFacade {
         error: full ? "wal_full" : "wal_error",
       });
       logRepeated(
-        "message lost: delivery failed and the WAL refused it",
+        `message lost: ${cause} and the WAL refused it`,
         "error",
-        "message lost: delivery failed and the WAL refused it",
+        `message lost: ${cause} and the WAL refused it`,
         {
           topic: message.topic,
           error: err,
@@ -576,16 +657,22 @@ export class Facade implements ProducerFacade {
       );
       throw new ProduceError(
         "unavailable",
-        `kafka delivery failed and ${full ? "wal: full" : "wal: unavailable"}`,
+        `${cause} and ${full ? "wal: full" : "wal: unavailable"}`,
         5,
       );
     }
     const { id, durable } = appended;
-    const spool = durable.catch(() => {});
+    if (group !== undefined) this.#order!.appended(group);
+    this.#track(durable);
+    if (ack === "wal") await this.#awaitDurable(id, durable, group);
+    return { where: "wal" };
+  }
+
+  /** Shutdown (settle) waits for `work`, a spool on its way to the WAL. */
+  #track(work: Promise<unknown>): void {
+    const spool = work.then(() => {}, () => {});
     this.#spools.add(spool);
     spool.finally(() => this.#spools.delete(spool));
-    if (ack === "wal") await this.#awaitDurable(id, durable);
-    return { where: "wal" };
   }
 
   /**
@@ -610,13 +697,14 @@ export class Facade implements ProducerFacade {
 
   /**
    * Waits until the record is on disk. If the write failed the client hears so (and will retry), so the record is
-   * retracted from the WAL: keeping it would deliver it twice.
+   * retracted from the WAL: keeping it would deliver it twice. `group`: its key order group, told of the retraction.
    */
-  async #awaitDurable(id: number, durable: Promise<void>): Promise<void> {
+  async #awaitDurable(id: number, durable: Promise<void>, group?: string): Promise<void> {
     try {
       await durable;
     } catch (err) {
       this.#wal!.ack(id);
+      if (group !== undefined) this.#order!.left(group);
       logRepeated(
         "wal: write failed; refused with 503",
         "warn",
@@ -702,6 +790,12 @@ class BatchPlan {
 
 const QUEUED: ProduceResult = { where: "queued" };
 const IN_WAL: ProduceResult = { where: "wal" };
+
+/** A produce refusal as a batch outcome; anything else is a bug and rejects. */
+function refusalOrThrow(err: unknown): ProduceError {
+  if (err instanceof ProduceError) return err;
+  throw err;
+}
 
 /** The client's reason for an append the WAL refused; failures other than a full WAL are logged. */
 function appendRefusal(err: unknown): string {

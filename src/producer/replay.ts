@@ -1,6 +1,7 @@
 /**
  * Replay: sends WAL records back to Kafka, oldest first, at a bounded rate, never while the breaker is open and
- * never a record that is already in flight (checked-out records are not handed out twice).
+ * never a record that is already in flight (checked-out records are not handed out twice). With key order, one
+ * record per order group at a time.
  */
 import { type Clock, realClock } from "../clock.ts";
 import { log } from "../log.ts";
@@ -31,6 +32,12 @@ export interface ReplayOptions {
   maxInFlight?: number;
   /** @default {realClock} */
   clock?: Clock;
+  /**
+   * Key order (key_order.ts): a record's order group. At most one record per group is then in flight; the group's
+   * next records wait, checked out (counted in maxInFlight), until it is delivered, and go back to the WAL when it
+   * fails, to be retried from the first one not delivered.
+   */
+  groupOf?: (record: WalRecord) => string;
 }
 
 const CHECKOUT_CHUNK = 256;
@@ -94,32 +101,89 @@ export class Replayer {
   }
 
   async #loop(): Promise<void> {
-    const { wal, gate } = this.#opts;
+    const { wal, gate, groupOf } = this.#opts;
     let sent = 0;
     let failed = false;
     const started = Date.now();
+    /**
+     * Key order: groups with a record in flight or in `ready`, each with the records checked out behind it, oldest
+     * first. A group stays here until its last record is reported, so a record checked out later queues behind.
+     */
+    const busy = new Map<string, WalRecord[]>();
+    /** Key order: the next record of groups whose record in flight was delivered, to send next. */
+    const ready: WalRecord[] = [];
+    /** Records in `busy` queues and `ready`. */
+    let waiting = 0;
+    const reported = (group: string, ok: boolean) => {
+      const behind = busy.get(group)!;
+      if (ok && behind.length > 0) {
+        ready.push(behind.shift()!);
+        return;
+      }
+      busy.delete(group);
+      waiting -= behind.length;
+      for (const r of behind) wal.release(r.id);
+    };
+    /** A record of `ready` that is not sent goes back to the WAL, and its group's records behind it too. */
+    const abandon = (record: WalRecord) => {
+      wal.release(record.id);
+      const group = groupOf!(record);
+      const behind = busy.get(group)!;
+      busy.delete(group);
+      waiting -= behind.length;
+      for (const r of behind) wal.release(r.id);
+    };
     while (!this.#stopped && !failed && gate.state !== "open") {
-      if (this.#inFlight.size >= this.#maxInFlight) {
+      let records: WalRecord[];
+      const next = ready.length > 0;
+      if (next) {
+        records = ready.splice(0);
+        waiting -= records.length;
+      } else if (this.#inFlight.size + waiting >= this.#maxInFlight) {
         await Promise.race(this.#inFlight);
         continue;
+      } else {
+        const room = this.#maxInFlight - this.#inFlight.size - waiting;
+        records = await wal.checkout(Math.min(CHECKOUT_CHUNK, room));
+        if (records.length === 0) {
+          // Key order: records behind a send in flight follow once it is reported.
+          if (waiting > 0) {
+            await Promise.race(this.#inFlight);
+            continue;
+          }
+          break;
+        }
       }
-      const records = await wal.checkout(Math.min(CHECKOUT_CHUNK, this.#maxInFlight - this.#inFlight.size));
-      if (records.length === 0) break;
       let i = 0;
       for (; i < records.length && !this.#stopped; i++) {
+        const group = groupOf?.(records[i]);
+        if (group !== undefined && !next) {
+          const behind = busy.get(group);
+          if (behind !== undefined) {
+            behind.push(records[i]);
+            waiting++;
+            continue;
+          }
+        }
         await this.#opts.limiter.take(1);
         // Stopped while waiting for a token: what is not sent stays in the WAL.
         if (this.#stopped || !gate.allow()) break;
         const p = this.#opts.send(records[i]);
+        if (group !== undefined && !next) busy.set(group, []);
         this.#inFlight.add(p);
         p.then((ok) => {
           if (!ok) failed = true;
+          if (group !== undefined) reported(group, ok);
         }, () => {
           failed = true;
+          if (group !== undefined) reported(group, false);
         }).finally(() => this.#inFlight.delete(p));
         sent++;
       }
-      for (; i < records.length; i++) wal.release(records[i].id);
+      for (; i < records.length; i++) {
+        if (next) abandon(records[i]);
+        else wal.release(records[i].id);
+      }
       if (gate.state === "half") {
         // The probe budget is spent: the breaker decides once the probes are answered.
         await Promise.allSettled([...this.#inFlight]);
@@ -127,6 +191,8 @@ export class Replayer {
       }
     }
     await Promise.allSettled([...this.#inFlight]);
+    // The run ended: records that were to follow go back to the WAL, in their place.
+    for (const r of ready.splice(0)) abandon(r);
     if (sent > 0) {
       const seconds = (Date.now() - started) / 1000;
       log("info", "wal replay run ended", {

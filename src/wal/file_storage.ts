@@ -1,5 +1,6 @@
 /** Segment storage on disk: `00000042.wal` segments, `00000042.acks` ack lists, files 0600 in a 0700 directory. */
 import { log } from "../log.ts";
+import type { Message } from "../message.ts";
 import * as metrics from "../metrics.ts";
 import { segmentName } from "./segment_index.ts";
 import type { Recovered, SegmentStorage } from "./storage.ts";
@@ -30,12 +31,14 @@ export class FileStorage implements SegmentStorage {
   }
 
   /**
-   * Creates the directory if needed (0700), checks that it is private and writable, and recovers what is in it.
+   * Creates the directory if needed (0700), checks that it is private and writable, and recovers what is in it
+   * (counting pending records per `tagOf`, see recoverDirectory).
    * Throws a one-line error naming the directory when it cannot be used.
    */
   static async open(
     dir: string,
     fs: WalFs = denoFs,
+    tagOf?: (message: Message) => string,
   ): Promise<{ storage: FileStorage; recovered: Recovered }> {
     let info: WalFileInfo | null = null;
     try {
@@ -53,7 +56,7 @@ export class FileStorage implements SegmentStorage {
       checkMode(dir, info.mode);
     }
     await checkWritable(dir, fs);
-    return { storage: new FileStorage(dir, fs), recovered: await recoverDirectory(dir, fs) };
+    return { storage: new FileStorage(dir, fs), recovered: await recoverDirectory(dir, fs, tagOf) };
   }
 
   #path(name: string): string {

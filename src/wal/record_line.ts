@@ -97,6 +97,64 @@ function readInteger(bytes: Uint8Array, at: number, limit: number): { value: num
   return { value, next: i };
 }
 
+const TOPIC_OPEN = encoder.encode(`,"topic":"`);
+const KEY_OPEN = encoder.encode(`,"key":`);
+const NULL = encoder.encode("null");
+const PARTITION_OPEN = encoder.encode(`,"partition":`);
+const TIMESTAMP_OPEN = encoder.encode(`,"timestamp":`);
+const EMPTY = new Uint8Array(0);
+
+/**
+ * The topic, key and partition of the line `bytes[start, end)` (newline excluded), whose checksum readLineHead has
+ * checked, without decoding its value or headers: what recovery needs to count records per order group. The
+ * message it returns has an empty value and no headers. Throws "malformed record" as decodeRecordLine would.
+ */
+export function readLineRouting(bytes: Uint8Array, start: number, end: number): Message {
+  // Past the id and writtenAt: the topic follows them.
+  let at = bytes.indexOf(0x2c, bytes.indexOf(0x2c, start) + 1);
+  if (at < 0 || !matches(bytes, at, TOPIC_OPEN)) throw new Error("malformed record");
+  at += TOPIC_OPEN.length;
+  const topicEnd = bytes.indexOf(0x22, at);
+  // A topic with escapes (never a valid Kafka name) is read the slow way.
+  if (topicEnd < 0 || topicEnd >= end || bytes.subarray(at, topicEnd).includes(0x5c)) {
+    return decodeRecordLine(bytes, start, end);
+  }
+  const message: Message = { topic: decoder.decode(bytes.subarray(at, topicEnd)), value: EMPTY };
+  at = topicEnd + 1;
+  if (matches(bytes, at, KEY_OPEN)) {
+    at += KEY_OPEN.length;
+    if (matches(bytes, at, NULL)) message.key = null;
+    else {
+      const keyEnd = bytes.indexOf(0x22, at + 1);
+      if (bytes[at] !== 0x22 || keyEnd < 0 || keyEnd >= end) throw new Error("malformed record");
+      message.key = Uint8Array.fromBase64(decoder.decode(bytes.subarray(at + 1, keyEnd)));
+    }
+  }
+  // partition and timestamp are the last fields before crc, in that order: read backwards from it.
+  let tail = end - CRC_TAIL;
+  const timestamp = numberBefore(bytes, tail, TIMESTAMP_OPEN);
+  if (timestamp !== null) tail = timestamp;
+  const partition = numberBefore(bytes, tail, PARTITION_OPEN);
+  if (partition !== null) {
+    message.partition = Number(decoder.decode(bytes.subarray(partition + PARTITION_OPEN.length, tail)));
+  }
+  return message;
+}
+
+/** Where `<field><number>` starts when it ends at `end`, or null. */
+function numberBefore(bytes: Uint8Array, end: number, field: Uint8Array): number | null {
+  let at = end;
+  while (at > 0 && isNumberByte(bytes[at - 1])) at--;
+  if (at === end) return null;
+  at -= field.length;
+  return matches(bytes, at, field) ? at : null;
+}
+
+/** Digits, sign, decimal point and exponent: what JSON.stringify writes for a finite number. */
+function isNumberByte(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2b || c === 0x2e || c === 0x65 || c === 0x45;
+}
+
 /**
  * Decodes the line `bytes[start, end)` (newline excluded) after checking its checksum; throws with the reason
  * ("bad checksum" or "malformed record") when the line is damaged.

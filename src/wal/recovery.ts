@@ -3,8 +3,9 @@
  * lines (counted and logged, left in the file), applies the ack lists. A damaged segment never stops start-up.
  */
 import { log } from "../log.ts";
+import type { Message } from "../message.ts";
 import * as metrics from "../metrics.ts";
-import { readLineHead } from "./record_line.ts";
+import { readLineHead, readLineRouting } from "./record_line.ts";
 import { ACKED, PENDING, SegmentIndex, segmentName } from "./segment_index.ts";
 import type { Recovered } from "./storage.ts";
 import { denoFs, type WalFs } from "./fs.ts";
@@ -33,8 +34,16 @@ export const walFiles = {
   probe: ".write-probe",
 };
 
-/** Reads every segment of `dir` back into indexes. */
-export async function recoverDirectory(dir: string, fs: WalFs = denoFs): Promise<Recovered> {
+/**
+ * Reads every segment of `dir` back into indexes. With `tagOf`, each record left unacknowledged is also counted
+ * under its tag (in `Recovered.tags`), from the bytes this pass reads anyway; `tagOf` sees the record's topic, key
+ * and partition (readLineRouting: value and headers are not decoded).
+ */
+export async function recoverDirectory(
+  dir: string,
+  fs: WalFs = denoFs,
+  tagOf?: (message: Message) => string,
+): Promise<Recovered> {
   const segmentSeqs: number[] = [];
   const ackSeqs = new Set<number>();
   let maxSeq = 0;
@@ -59,10 +68,28 @@ export async function recoverDirectory(dir: string, fs: WalFs = denoFs): Promise
   const segments: SegmentIndex[] = [];
   let lastId = 0;
   let corrupt = 0;
+  const tags = tagOf && new Map<string, number>();
   for (const seq of segmentSeqs) {
     try {
-      const index = await scanSegment(fs, `${dir}/${walFiles.segment(seq)}`, seq, lastId);
+      // Per indexed line, in index order: its tag (acks are applied after the scan, so acked lines have one too).
+      const lineTags: Array<string | null> = [];
+      const visit = tagOf && ((bytes: Uint8Array, start: number, end: number) => {
+        let tag: string | null = null;
+        try {
+          tag = tagOf(readLineRouting(bytes, start, end));
+        } catch {
+          // Not a record after all: checkout will drop it as damaged, so it counts under no tag.
+        }
+        lineTags.push(tag);
+      });
+      const index = await scanSegment(fs, `${dir}/${walFiles.segment(seq)}`, seq, lastId, visit);
       if (ackSeqs.has(seq)) await applyAcks(fs, `${dir}/${walFiles.acks(seq)}`, index);
+      if (tags) {
+        for (let i = 0; i < index.count; i++) {
+          const tag = lineTags[i];
+          if (tag !== null && index.state(i) !== ACKED) tags.set(tag, (tags.get(tag) ?? 0) + 1);
+        }
+      }
       corrupt += index.corrupt;
       if (index.count > 0) lastId = index.lastId();
       segments.push(index);
@@ -75,7 +102,7 @@ export async function recoverDirectory(dir: string, fs: WalFs = denoFs): Promise
     if (!segmentSeqs.includes(seq)) await fs.remove(`${dir}/${walFiles.acks(seq)}`);
   }
   saved = Math.max(saved, await readLegacyNextId(fs, dir));
-  return { segments, nextSeq: maxSeq + 1, nextId: Math.max(saved, lastId + 1), corrupt };
+  return { segments, nextSeq: maxSeq + 1, nextId: Math.max(saved, lastId + 1), corrupt, tags };
 }
 
 /** A damaged line seen while scanning, not yet known to be in the middle or at the tail. */
@@ -87,13 +114,15 @@ interface Damage {
 
 /**
  * Indexes one segment file. Ids must exceed `lastId` (the previous segment's last), so every index stays sorted.
- * A damaged or incomplete last line is cut off; damaged lines before it are counted in `corrupt`.
+ * A damaged or incomplete last line is cut off; damaged lines before it are counted in `corrupt`. `visit` sees
+ * each indexed line `bytes[start, end)` (newline excluded, checksum checked), in index order.
  */
 export async function scanSegment(
   fs: WalFs,
   path: string,
   seq: number,
   lastId: number,
+  visit?: (bytes: Uint8Array, start: number, end: number) => void,
 ): Promise<SegmentIndex> {
   const name = segmentName(seq);
   const file = await fs.open(path, { read: true, write: true });
@@ -153,6 +182,7 @@ export async function scanSegment(
       } else {
         index ??= new SegmentIndex(seq, head.id);
         index.push(head.id, head.writtenAt, bufStart + pos, nl + 1 - pos, PENDING);
+        visit?.(buf, pos, nl);
         lastId = head.id;
       }
       pos = nl + 1;

@@ -93,6 +93,7 @@ export class SegmentedWal implements Wal {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   /** The commit loop writes the held records before its next batch. */
   #retryDue = false;
+  readonly #recoveredTags: ReadonlyMap<string, number>;
 
   private constructor(storage: SegmentStorage, recovered: Recovered, opts: SegmentedWalOptions) {
     this.#storage = storage;
@@ -103,6 +104,7 @@ export class SegmentedWal implements Wal {
     this.#nextSeq = recovered.nextSeq;
     this.#nextId = recovered.nextId;
     this.#corrupt = recovered.corrupt;
+    this.#recoveredTags = recovered.tags ?? new Map();
     this.#retryMinMs = opts.retryMinMs ?? RETRY_MIN_MS;
     this.#retryMaxMs = Math.max(this.#retryMinMs, opts.retryMaxMs ?? RETRY_MAX_MS);
     this.#retryDelayMs = this.#retryMinMs;
@@ -378,6 +380,10 @@ export class SegmentedWal implements Wal {
 
   pendingCount(): number {
     return this.#live - this.#checkedOut;
+  }
+
+  recoveredTags(): ReadonlyMap<string, number> {
+    return this.#recoveredTags;
   }
 
   stats(): WalStats {

@@ -11,6 +11,8 @@ export interface Recovered {
   nextId: number;
   /** Damaged lines skipped. */
   corrupt: number;
+  /** When recovery was given a tag function: the records not acknowledged, counted per tag. */
+  tags?: Map<string, number>;
 }
 
 /** Segment bytes and ack lists, addressed by segment sequence number. */

@@ -33,6 +33,12 @@ export interface WalOptions {
   commitDelayMs?: number;
   /** File-system calls on disk; the real ones by default (tests pass a recording one). */
   fs?: WalFs;
+  /**
+   * Names a record's tag (the producer's order group) from its topic, key and partition (recovery does not decode
+   * the value and headers for it: the message has an empty value). Recovery then counts the records it finds
+   * pending per tag, from the lines it reads anyway, for {@link Wal.recoveredTags}.
+   */
+  tagOf?: (message: Message) => string;
 }
 
 /** A snapshot of the WAL's size and health. */
@@ -108,6 +114,11 @@ export interface Wal {
   release(id: number): void;
   /** Records pending (not acked, not checked out). */
   pendingCount(): number;
+  /**
+   * The records found pending when the WAL was opened, counted per tag (see WalOptions.tagOf); empty without
+   * `tagOf`. Computed once, at open.
+   */
+  recoveredTags(): ReadonlyMap<string, number>;
   stats(): WalStats;
   /** Writes and fdatasyncs everything appended and acked so far (records held in memory excepted). */
   sync(): Promise<void>;

@@ -34,7 +34,7 @@ export async function openWal(opts: WalOptions): Promise<Wal> {
   // The active segment is never deleted, so it may hold at most a quarter of the bound.
   const segmentBytes = Math.max(1, Math.min(requested, MAX_SEGMENT_BYTES, Math.floor(opts.maxBytes / 4)));
   if (opts.inMemory) {
-    const recovered = { segments: [], nextSeq: 1, nextId: 1, corrupt: 0 };
+    const recovered = { segments: [], nextSeq: 1, nextId: 1, corrupt: 0, tags: opts.tagOf && new Map() };
     return await SegmentedWal.open(new MemoryStorage(), recovered, {
       maxBytes: opts.maxBytes,
       segmentBytes,
@@ -42,7 +42,7 @@ export async function openWal(opts: WalOptions): Promise<Wal> {
     });
   }
   if (opts.path === "") throw new Error("wal: path is required unless inMemory");
-  const { storage, recovered } = await FileStorage.open(opts.path, opts.fs);
+  const { storage, recovered } = await FileStorage.open(opts.path, opts.fs, opts.tagOf);
   return await SegmentedWal.open(storage, recovered, {
     maxBytes: opts.maxBytes,
     segmentBytes,

@@ -3,6 +3,7 @@ import { type Config, defaultConfig } from "../../src/config.ts";
 import { KafkaProducer } from "../../src/kafka/producer.ts";
 import { Breaker } from "../../src/producer/breaker.ts";
 import { Facade } from "../../src/producer/facade.ts";
+import { KeyOrder } from "../../src/producer/key_order.ts";
 import type { Wal } from "../../src/wal/wal.ts";
 import { type FaultStorage, openFaultyWal } from "./fault_storage.ts";
 
@@ -17,6 +18,8 @@ export interface FacadeRig extends AsyncDisposable {
   storage: FaultStorage;
   breaker: Breaker;
   producer: KafkaProducer;
+  /** The facade's key order, when the rig was built with `order: true`. */
+  order: KeyOrder | null;
 }
 
 /** What a rig is built with: WAL settings, librdkafka properties, the breaker's open time. */
@@ -27,6 +30,8 @@ export interface FacadeRigOptions {
   breakerTimeoutMs?: number;
   /** producer.full_queue_wait. @default {1000} */
   fullQueueWaitMs?: number;
+  /** `producer.wal.preserve_order: key` (with the idempotent producer it needs). @default {false} */
+  order?: boolean;
 }
 
 /**
@@ -36,7 +41,7 @@ export interface FacadeRigOptions {
 export async function facadeRig(opts: FacadeRigOptions = {}): Promise<FacadeRig> {
   const config = defaultConfig();
   config.producer.wal = { ...config.producer.wal, inMemory: true, ...opts.wal };
-  config.kafka = { ...MOCK_KAFKA, ...opts.kafka };
+  config.kafka = { ...MOCK_KAFKA, ...(opts.order && { "enable.idempotence": "true" }), ...opts.kafka };
   config.producer.fullQueueWaitMs = opts.fullQueueWaitMs ?? config.producer.fullQueueWaitMs;
   const { wal, storage } = await openFaultyWal(null, { maxBytes: config.producer.wal.maxBytes });
   const breaker = new Breaker({
@@ -49,9 +54,11 @@ export async function facadeRig(opts: FacadeRigOptions = {}): Promise<FacadeRig>
     id: `facade-rig-${crypto.randomUUID().slice(0, 8)}`,
     config: config.kafka,
   });
-  const facade = new Facade({ config, wal, breaker, producer });
+  const order = opts.order ? new KeyOrder() : null;
+  const facade = new Facade({ config, wal, breaker, producer, order });
   return {
     facade,
+    order,
     wal,
     storage,
     breaker,
