@@ -20,7 +20,8 @@ LIBRDKAFKA_VERSION=2.12.1
 # crates.io is reachable where GitHub's release archives may not be.
 LIBRDKAFKA_SOURCE_URL="https://static.crates.io/crates/rdkafka-sys/rdkafka-sys-4.10.0%2B${LIBRDKAFKA_VERSION}.crate"
 LIBRDKAFKA_SOURCE_SHA256=e234cf318915c1059d4921ef7f75616b5219b10b46e9f3a511a15eb4b56a3f77
-BUILD_DEPS=(gcc make libc6-dev binutils curl ca-certificates libssl-dev zlib1g-dev libzstd-dev liblz4-dev)
+# configure insists on a C++ compiler although only the C library is built.
+BUILD_DEPS=(gcc g++ make libc6-dev binutils pkg-config curl ca-certificates libssl-dev zlib1g-dev libzstd-dev liblz4-dev)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
