@@ -12,7 +12,8 @@
 #                                       Dockerfile install them)
 #
 # The source archive is cached in ${KA_CACHE_DIR:-~/.cache/kafka-ambassador}; it is checked against the pinned
-# sha256 before anything is built from it.
+# sha256 before anything is built from it. The build is found by its version alone: after changing the options
+# below, remove .tools/librdkafka-<version>/ to build again.
 set -euo pipefail
 
 LIBRDKAFKA_VERSION=2.12.1
