@@ -119,7 +119,10 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       id,
       config: config.kafka,
       onError: (err, fatal) => {
-        if (isAllBrokersDown(err)) breaker.trip("all brokers down");
+        // A closed breaker only: a half-open one is left to its probes. While no broker answers, librdkafka
+        // (2.10 and later) reports all brokers down again every re-bootstrap round; re-opening on each would keep
+        // the breaker open for up to cb.timeout after Kafka is back.
+        if (isAllBrokersDown(err) && breaker.state === "closed") breaker.trip("all brokers down");
         if (fatal) replaceAfterFatal(id, err);
       },
     });
