@@ -95,4 +95,5 @@ if [ ! -f "$LIBRARY" ]; then
   [ -f "$LIBRARY" ] || build
   exec 9>&-
 fi
-echo "$LIBRARY" >"$TOOLS/librdkafka-path"
+# The physical path: .tools may be a link shared by several checkouts.
+echo "$(cd "$PREFIX/lib" && pwd -P)/librdkafka.so.1" >"$TOOLS/librdkafka-path"
