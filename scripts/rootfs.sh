@@ -3,12 +3,13 @@
 # The packages are those of deploy/runtime-packages.txt.
 #
 #   bash scripts/rootfs.sh --layer DIR   only the shared libraries of the "add" packages: what the Dockerfile
-#                                        copies onto gcr.io/distroless/cc-debian12 (librdkafka and its links)
+#                                        copies onto gcr.io/distroless/cc-debian12 (what librdkafka links)
 #   bash scripts/rootfs.sh DIR           a root filesystem standing in for the image: the "base" packages
 #                                        distroless cc is made of, its users (nonroot is 65532), CA bundle and
 #                                        /tmp, the layer above, and what the Dockerfile copies besides the
-#                                        binary (the config, the WAL volume's directory). tests/rootfs_test.ts
-#                                        chroots into it and runs the service there.
+#                                        binary and librdkafka (the config, the WAL volume's directory).
+#                                        tests/rootfs_test.ts puts those two in, chroots into it and runs the
+#                                        service there.
 #
 # The .debs are cached in ${KA_CACHE_DIR:-~/.cache/kafka-ambassador}/debs: a second run downloads nothing.
 set -euo pipefail

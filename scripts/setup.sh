@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need: Debian packages, the pinned Deno, the Apache Kafka broker
 # jars (cached across runs) and the npm dependencies from deno.lock. Idempotent, quiet on success.
-# Leaves .tools/deno-path and .tools/kafka-libs-path for scripts/test.sh and tests/kafka/broker.ts.
-# With --runtime: only what running the service needs (librdkafka, Deno, the npm dependencies).
+# Leaves .tools/deno-path, .tools/librdkafka-path and .tools/kafka-libs-path for scripts/start.sh,
+# scripts/test.sh and tests/kafka/broker.ts.
+# With --runtime: only what running the service needs (librdkafka, built from source by scripts/librdkafka.sh;
+# Deno; the npm dependencies).
 set -euo pipefail
 
 RUNTIME_ONLY=false
@@ -31,9 +33,10 @@ die_with_log() {
 }
 
 install_debian_packages() {
-  local wanted=(librdkafka1)
+  local wanted
+  read -r -a wanted <<<"$(bash "$ROOT/scripts/librdkafka.sh" --deps)"
   if [ "$RUNTIME_ONLY" = false ]; then
-    wanted+=(librdkafka-dev kcat openssl)
+    wanted+=(kcat openssl)
     command -v java >/dev/null 2>&1 || wanted+=(openjdk-17-jre-headless)
     command -v mvn >/dev/null 2>&1 || wanted+=(maven)
   fi
@@ -215,6 +218,7 @@ install_schemathesis() {
 
 mkdir -p "$TOOLS"
 install_debian_packages
+bash "$ROOT/scripts/librdkafka.sh"
 install_deno
 [ "$RUNTIME_ONLY" = true ] || install_kafka_libs
 [ "$RUNTIME_ONLY" = true ] || install_grpc_test_tools

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh --runtime
-exec "$(cat .tools/deno-path)" run --allow-all src/main.ts -config "${1:-config/default.yaml}"
+# The librdkafka built by setup (scripts/librdkafka.sh), unless LIBRDKAFKA_PATH names another.
+LIBRDKAFKA_PATH="${LIBRDKAFKA_PATH:-$(cat .tools/librdkafka-path)}" exec "$(cat .tools/deno-path)" run --allow-all \
+  src/main.ts -config "${1:-config/default.yaml}"

@@ -9,7 +9,9 @@ cd "$ROOT"
 bash scripts/setup.sh
 KA_DENO="$(cat .tools/deno-path)"
 KAFKA_LIBS="$(cat .tools/kafka-libs-path)"
-export KA_DENO KAFKA_LIBS
+# The pinned librdkafka build, for the tests' own producers and every service they start.
+LIBRDKAFKA_PATH="$(cat .tools/librdkafka-path)"
+export KA_DENO KAFKA_LIBS LIBRDKAFKA_PATH
 
 "$KA_DENO" fmt --check
 "$KA_DENO" lint

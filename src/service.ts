@@ -9,6 +9,7 @@ import { X509Certificate } from "node:crypto";
 import type { Config } from "./config.ts";
 import { isAllBrokersDown } from "./kafka/errors.ts";
 import { type KafkaError, KafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
+import { scramVersionProblem } from "./kafka/scram_version.ts";
 import { log } from "./log.ts";
 import * as metrics from "./metrics.ts";
 import { Breaker, type BreakerState } from "./producer/breaker.ts";
@@ -72,7 +73,10 @@ const TEST_FATAL_ERROR_ENV = "KA_TEST_FATAL_ERROR_ON_SIGUSR2";
  * which part failed.
  */
 export async function startService(config: Config): Promise<Service> {
-  metrics.librdkafkaVersion.set({ version: librdkafkaVersion() }, 1);
+  const librdkafka = librdkafkaVersion();
+  metrics.librdkafkaVersion.set({ version: librdkafka }, 1);
+  const scramProblem = scramVersionProblem(librdkafka, config.kafka);
+  if (scramProblem) log("warn", scramProblem);
   exportCertificateExpiry(config.kafka);
   /** What to undo, in start order, if a later part cannot start. */
   const started: Array<() => Promise<unknown> | unknown> = [];
@@ -120,7 +124,10 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       id,
       config: config.kafka,
       onError: (err, fatal) => {
-        if (isAllBrokersDown(err)) breaker.trip("all brokers down");
+        // A closed breaker only: a half-open one is left to its probes. While no broker answers, librdkafka
+        // (2.10 and later) reports all brokers down again every re-bootstrap round; re-opening on each would keep
+        // the breaker open for up to cb.timeout after Kafka is back.
+        if (isAllBrokersDown(err) && breaker.state === "closed") breaker.trip("all brokers down");
         if (fatal) replaceAfterFatal(id, err);
       },
     });

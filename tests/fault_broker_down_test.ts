@@ -1,12 +1,15 @@
-/** Broker down mid-load: 50,000 messages over HTTP while the broker is stopped for 20 s; nothing acknowledged is lost. */
+/**
+ * Broker down mid-load: 50,000 messages over HTTP while the broker is stopped for 20 s; nothing acknowledged is lost.
+ * And no broker at all: librdkafka's repeated "all brokers down" reports open a closed breaker, not a half-open one.
+ */
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
 import { faultConfig, readyStatus, waitForBreaker, walDrained } from "./support/fault.ts";
 import { assertAllDelivered, type LoadResult, postRange, tally } from "./support/load.ts";
-import { startService } from "./support/service.ts";
+import { freePort, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
-import { delay } from "./support/wait.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 const TOTAL = 50_000;
 
@@ -47,5 +50,37 @@ Deno.test({
     assert.equal(t.acknowledged, TOTAL, "every request during the outage still got a 2xx");
     assert.ok((await svc.metric("wal_replayed")) > 0, "the outage made records go through the WAL");
     assert.equal(await svc.stop(), 0);
+  },
+});
+
+Deno.test({
+  name:
+    "fault: no broker answers: all-brokers-down reports open the breaker once; half-open is left to its probes",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using dir = await tempDir("ka-nobroker-");
+    // Nothing listens there: every connection is refused, and librdkafka reports all brokers down again and
+    // again (each re-bootstrap round).
+    await using svc = await startService(
+      faultConfig(`127.0.0.1:${freePort()}`, `${dir.path}/wal`, { producer: { cb: { timeout: "1s" } } }),
+      { dir: dir.path },
+    );
+    const changes = async () =>
+      (await svc.logs()).filter((l) => l.msg === "circuit breaker state changed").map((l) =>
+        `${l.from}->${l.to}`
+      );
+    const reportsSinceHalf = async () => {
+      const logs = await svc.logs();
+      const half = logs.findIndex((l) => l.msg === "circuit breaker state changed" && l.to === "half");
+      return half < 0 ? 0 : logs.slice(half).filter((l) => l.error === "_ALL_BROKERS_DOWN").length;
+    };
+    await waitFor(
+      "two all-brokers-down reports after the breaker went half-open",
+      async () => await reportsSinceHalf() >= 2,
+      30_000,
+    );
+    assert.deepEqual(await changes(), ["closed->open", "open->half"]);
+    assert.equal(await svc.metric("kafka_cb_current_state"), 0.5);
   },
 });

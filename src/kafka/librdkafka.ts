@@ -1,7 +1,8 @@
 /**
  * librdkafka through Deno FFI: the symbol table, struct layouts and the only code that touches native pointers.
  * Everything exported is typed and pointer-free (handles keep their pointers private).
- * Signatures and offsets follow /usr/include/librdkafka/rdkafka.h (x86_64 / aarch64 LP64 layouts).
+ * Signatures and offsets follow rdkafka.h (x86_64 / aarch64 LP64 layouts); they are the same from librdkafka 2.0.2
+ * to 2.12.1, the version scripts/librdkafka.sh builds.
  */
 import type { Message } from "../message.ts";
 import { ERR } from "./errors.ts";
@@ -149,9 +150,10 @@ function openDefault(): Symbols {
   try {
     return Deno.dlopen(SONAME, SYMBOLS).symbols;
   } catch (e) {
+    const tried = `LIBRDKAFKA_PATH is not set; next to the binary (${beside}): ${besideProblem}; ` +
+      `system library path: ${errorText(e)}`;
     throw new LibraryLoadError(
-      `librdkafka: cannot load ${SONAME}: LIBRDKAFKA_PATH is not set; next to the binary (${beside}): ` +
-        `${besideProblem}; system library path: ${errorText(e)} (install librdkafka1 or set LIBRDKAFKA_PATH)`,
+      `librdkafka: cannot load ${SONAME}: ${tried} (put ${SONAME} next to the binary or set LIBRDKAFKA_PATH)`,
     );
   }
 }
@@ -204,7 +206,7 @@ export class RdLibrary {
     return new RdLibrary(sym);
   }
 
-  /** rd_kafka_version_str, e.g. "2.0.2". */
+  /** rd_kafka_version_str, e.g. "2.12.1". */
   version(): string {
     return readCString(this.#sym.rd_kafka_version_str());
   }

@@ -1,6 +1,7 @@
 /** Runs kafka-ambassador as a child process, the way a user runs it, for end-to-end tests. */
 import { stringify } from "yaml";
 import { freePort } from "../kafka/broker.ts";
+import { LIBRDKAFKA_PATH } from "./librdkafka.ts";
 import { waitFor } from "./wait.ts";
 
 export { freePort };
@@ -63,7 +64,7 @@ export async function startService(
   const child = new Deno.Command(command.cmd, {
     args: command.args,
     cwd: command.cwd,
-    env: { KA_LOG_LEVEL: "info", ...opts.env },
+    env: { KA_LOG_LEVEL: "info", ...(LIBRDKAFKA_PATH ? { LIBRDKAFKA_PATH } : {}), ...opts.env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
