@@ -290,3 +290,24 @@ Deno.test("encodeProdRsFramed writes exactly the framed encodeProdRs of each rep
     assert.deepEqual(encodeProdRsFramed(replies), expected, `round ${round}`);
   }
 });
+
+Deno.test("a topic that repeats decodes to the same string; one byte different, or the input reused, is read anew", () => {
+  const rq = (topic: string): ProdRq => ({
+    topic,
+    message: new Uint8Array(0),
+    streamOffset: 1n,
+    ack: "",
+    headers: [],
+  });
+  const r = rng(SEED + 8);
+  const names = ["orders", "orderz", "orders", "örders", "", "orders.v2", "Orders"];
+  for (let i = 0; i < 500; i++) {
+    const topic = names[Math.floor(r() * names.length)];
+    assert.equal(decodeProdRq(encodeProdRq(rq(topic))).topic, topic, `round ${i}`);
+  }
+  // The remembered topic is a copy: the buffer it was read from may be refilled with the next read's bytes.
+  const buffer = encodeProdRq(rq("abc"));
+  assert.equal(decodeProdRq(buffer).topic, "abc");
+  buffer.set(new TextEncoder().encode("abd"), buffer.indexOf(0x61));
+  assert.equal(decodeProdRq(buffer).topic, "abd");
+});
