@@ -55,7 +55,7 @@ export class MessageReader {
   next(): Uint8Array | FramingError | undefined {
     if (this.#bodyExpected < 0) {
       while (this.#prefixLength < PREFIX_BYTES && this.#buffered > 0) {
-        this.#prefix[this.#prefixLength++] = this.#take(1)[0];
+        this.#prefix[this.#prefixLength++] = this.#takeByte();
       }
       if (this.#prefixLength < PREFIX_BYTES) return undefined;
       const p = this.#prefix;
@@ -108,6 +108,18 @@ export class MessageReader {
     this.#bodyLength = 0;
     this.#body = undefined;
     return message;
+  }
+
+  /** The byte at the front of the queue (without a view for it). */
+  #takeByte(): number {
+    const chunk = this.#chunks[0];
+    const b = chunk[this.#offset++];
+    this.#buffered--;
+    if (this.#offset === chunk.byteLength) {
+      this.#chunks.shift();
+      this.#offset = 0;
+    }
+    return b;
   }
 
   /** Up to `max` bytes from the front of the queue, as a view of one chunk. */
