@@ -50,11 +50,6 @@ export interface GrpcServerOptions extends ListenerOptions {
   maxSessionMemory?: number;
 }
 
-/** A stream's receive window: HTTP/2's initial window, which the server's SETTINGS leave as it is. */
-const STREAM_WINDOW_BYTES = 65_535;
-/** The largest flow-control window HTTP/2 allows. */
-const MAX_WINDOW_BYTES = 2 ** 31 - 1;
-
 /** How long shutdown waits for calls to end before cutting them. */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 
@@ -190,13 +185,10 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
   };
 
   const grpcKeys = SCHEMA.server.grpc;
-  const maxConcurrentStreams = opts.maxConcurrentStreams ?? grpcKeys.maxConcurrentStreams.defaultValue;
-  // A connection's receive window is the sum of its streams' windows. The streams' windows still bound what a
-  // client may send unread, while the connection's WINDOW_UPDATE frames, each a socket write of its own, come
-  // once per half of that sum received instead of once per 32 KiB (a third of the writes of a busy connection).
-  const connectionWindow = Math.min(maxConcurrentStreams * STREAM_WINDOW_BYTES, MAX_WINDOW_BYTES);
   const options = {
-    settings: { maxConcurrentStreams },
+    settings: {
+      maxConcurrentStreams: opts.maxConcurrentStreams ?? grpcKeys.maxConcurrentStreams.defaultValue,
+    },
     maxSessionMemory: (opts.maxSessionMemory ?? grpcKeys.maxSessionMemory.defaultValue) / (1024 * 1024),
   };
   const tls = opts.tls;
@@ -240,7 +232,6 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
       return;
     }
     tracked.set(session, conn);
-    guard("setLocalWindowSize", () => session.setLocalWindowSize(connectionWindow));
     session.once("close", () => conn.closed());
     sessions.add(session);
     outbounds.set(session, new SessionOutbound(session.socket));
