@@ -41,13 +41,7 @@ export class MessageReader {
   /** Queues a chunk of the HTTP/2 stream; `next` parses it. */
   push(chunk: Uint8Array): void {
     if (chunk.byteLength === 0) return;
-    // node:http2 hands over Buffers, whose subarray costs several times a plain Uint8Array's; every message and
-    // every bytes field taken from the chunk is such a view.
-    this.#chunks.push(
-      chunk.constructor === Uint8Array
-        ? chunk
-        : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength),
-    );
+    this.#chunks.push(chunk);
     this.#buffered += chunk.byteLength;
   }
 
@@ -122,12 +116,16 @@ export class MessageReader {
     return b;
   }
 
-  /** Up to `max` bytes from the front of the queue, as a view of one chunk. */
+  /**
+   * Up to `max` bytes from the front of the queue, as a plain Uint8Array view of one chunk. node:http2's chunks
+   * are Buffers, whose subarray costs several times more (and would make every bytes field decoded from the
+   * message a Buffer too).
+   */
   #take(max: number): Uint8Array {
     const chunk = this.#chunks[0];
     const available = chunk.byteLength - this.#offset;
     const n = available < max ? available : max;
-    const part = chunk.subarray(this.#offset, this.#offset + n);
+    const part = new Uint8Array(chunk.buffer, chunk.byteOffset + this.#offset, n);
     this.#buffered -= n;
     if (n === available) {
       this.#chunks.shift();
