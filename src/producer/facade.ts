@@ -282,10 +282,10 @@ export class Facade implements ProducerFacade {
     let successes = 0;
     for (let k = 0; k < indices.length; k++) {
       const i = indices[k];
-      const outcome = outcomes.error(k);
+      const error = outcomes.error(k);
       const kind = how[i];
       if (kind === SEND_SPOOLABLE || kind === SEND_DROPPABLE) this.#reservedWalBytes -= plan.reserved[i];
-      if (outcome === undefined) {
+      if (error === undefined) {
         successes++;
         if (kind === SEND_DIRECT) wal!.ack(plan.ids[i]);
         else if (plan.ack !== "none") {
@@ -297,16 +297,16 @@ export class Facade implements ProducerFacade {
         this.#breaker.success(successes);
         successes = 0;
       }
-      const retryable = this.#recordFailure(messages[i].topic, outcome);
+      const retryable = this.#recordFailure(messages[i].topic, error);
       if (kind === SEND_DIRECT) {
         if (retryable) wal!.release(plan.ids[i]);
         else wal!.ack(plan.ids[i]);
       } else if (kind === SEND_KAFKA_ONLY || !retryable) {
         // ack=kafka, or a message Kafka will never take: dropped and counted; a waiting client hears so.
-        if (plan.ack !== "none") out[i] = new ProduceError("kafka", kafkaReason(outcome));
+        if (plan.ack !== "none") out[i] = new ProduceError("kafka", kafkaReason(error));
       } else if (kind === SEND_DROPPABLE) {
-        metrics.dropped.inc({ topic: metrics.topicLabel(messages[i].topic), error: errorName(outcome) });
-        if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(outcome)}`, 5);
+        metrics.dropped.inc({ topic: metrics.topicLabel(messages[i].topic), error: errorName(error) });
+        if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(error)}`, 5);
       } else failed.push(i);
     }
     if (successes > 0) this.#breaker.success(successes);
