@@ -6,7 +6,7 @@ import {
   decodeProdRs,
   encodeProdRq,
   encodeProdRs,
-  encodeProdRsFramed,
+  FramedProdRs,
   type ProdRq,
   type ProdRs,
 } from "../src/server/grpc/codec.ts";
@@ -280,14 +280,17 @@ Deno.test("malformed input is refused with CodecError, never another exception",
   }
 });
 
-Deno.test("encodeProdRsFramed writes exactly the framed encodeProdRs of each reply, back to back", () => {
+Deno.test("FramedProdRs writes exactly the framed encodeProdRs of each reply, back to back", () => {
   const r = rng(SEED + 7);
   for (let round = 0; round < 300; round++) {
     // Up to 200 replies, long errors included, so the writer grows while framing.
     const replies = Array.from({ length: Math.floor(r() * 200) }, () => randomRs(r));
     const singly = replies.map(encodeProdRs);
     const expected = frameAll(singly, singly.reduce((n, m) => n + m.byteLength, 0));
-    assert.deepEqual(encodeProdRsFramed(replies), expected, `round ${round}`);
+    const framed = new FramedProdRs(replies.length);
+    for (const rs of replies) framed.add(rs.streamOffset, rs.code, rs.error, rs.partition, rs.offset);
+    assert.equal(framed.count, replies.length);
+    assert.deepEqual(framed.finish(), expected, `round ${round}`);
   }
 });
 

@@ -417,8 +417,7 @@ export function encodeProdRs(rs: ProdRs): Uint8Array {
  */
 export class FramedProdRs {
   readonly #w: Writer;
-  /** Replies written so far. */
-  count = 0;
+  #count = 0;
 
   /** @param expected replies to make room for at first (the buffer grows past them) */
   constructor(expected: number) {
@@ -439,19 +438,17 @@ export class FramedProdRs {
     buf[at + 2] = (n >>> 16) & 0xff;
     buf[at + 3] = (n >>> 8) & 0xff;
     buf[at + 4] = n & 0xff;
-    this.count++;
+    this.#count++;
+  }
+
+  /** Replies written so far. */
+  get count(): number {
+    return this.#count;
   }
 
   finish(): Uint8Array {
     return this.#w.finish();
   }
-}
-
-/** encodeProdRs of each reply, framed back to back (see FramedProdRs). */
-export function encodeProdRsFramed(replies: readonly ProdRs[]): Uint8Array {
-  const out = new FramedProdRs(replies.length);
-  for (const rs of replies) out.add(rs.streamOffset, rs.code, rs.error, rs.partition, rs.offset);
-  return out.finish();
 }
 
 function writeProdRs(
