@@ -123,14 +123,6 @@ export class BatchOutcomes {
   fail(i: number, err: KafkaError): void {
     (this.#errors ??= new Array(this.length))[i] = err;
   }
-
-  /** One object per message, as produce() would resolve or reject, for callers that want them. */
-  list(): Array<Delivery | KafkaError> {
-    return Array.from(
-      { length: this.length },
-      (_, i) => this.error(i) ?? { partition: this.partitions[i], offset: BigInt(this.offsets[i]) },
-    );
-  }
 }
 
 /** Hears the outcome of messages handed over by id: a produce() promise, or a produceBatch() call. */
