@@ -123,6 +123,59 @@ Deno.test("breaker: `requests` consecutive successes in half-open close it", () 
   breaker.close();
 });
 
+Deno.test("breaker: success(n) acts as n calls of success(), in every state and across the half -> closed change", () => {
+  // Two breakers on one script; one hears each run of successes as one call, the other message by message.
+  const script = [
+    "allow",
+    "allow",
+    "s2",
+    "f",
+    "trip",
+    "wait",
+    "allow",
+    "allow",
+    "s1",
+    "allow",
+    "s5",
+    "f",
+    "f",
+    "s3",
+    "f",
+    "trip",
+    "wait",
+    "allow",
+    "s2",
+    "f",
+    "wait",
+    "allow",
+    "allow",
+    "allow",
+    "s3",
+    "allow",
+    "s4",
+    "f",
+  ];
+  const runs = setup({ intervalMs: 1000 }), singles = setup({ intervalMs: 1000 });
+  for (const [k, step] of script.entries()) {
+    for (const [{ breaker, clock }, batched] of [[runs, true], [singles, false]] as const) {
+      if (step === "allow") breaker.allow();
+      else if (step === "f") breaker.failure("Local: Message timed out");
+      else if (step === "trip") breaker.trip("all brokers down");
+      else if (step === "wait") clock.advance(20_000);
+      else {
+        const n = Number(step.slice(1));
+        if (batched) breaker.success(n);
+        else for (let i = 0; i < n; i++) breaker.success();
+      }
+    }
+    assert.equal(runs.breaker.state, singles.breaker.state, `step ${k} (${step})`);
+    assert.deepEqual(runs.changes, singles.changes, `step ${k} (${step})`);
+  }
+  assert.ok(runs.changes.some(([from, to]) => from === "half" && to === "closed"), "the script closes it");
+  runs.breaker.close();
+  singles.breaker.close();
+});
+
 Deno.test("breaker: one failure in half-open re-opens it and restarts the timeout", () => {
   const { breaker, clock, changes } = setup();
   toHalf(breaker, clock);

@@ -6,7 +6,7 @@ import {
   decodeProdRs,
   encodeProdRq,
   encodeProdRs,
-  encodeProdRsFramed,
+  FramedProdRs,
   type ProdRq,
   type ProdRs,
 } from "../src/server/grpc/codec.ts";
@@ -280,13 +280,37 @@ Deno.test("malformed input is refused with CodecError, never another exception",
   }
 });
 
-Deno.test("encodeProdRsFramed writes exactly the framed encodeProdRs of each reply, back to back", () => {
+Deno.test("FramedProdRs writes exactly the framed encodeProdRs of each reply, back to back", () => {
   const r = rng(SEED + 7);
   for (let round = 0; round < 300; round++) {
     // Up to 200 replies, long errors included, so the writer grows while framing.
     const replies = Array.from({ length: Math.floor(r() * 200) }, () => randomRs(r));
     const singly = replies.map(encodeProdRs);
     const expected = frameAll(singly, singly.reduce((n, m) => n + m.byteLength, 0));
-    assert.deepEqual(encodeProdRsFramed(replies), expected, `round ${round}`);
+    const framed = new FramedProdRs(replies.length);
+    for (const rs of replies) framed.add(rs.streamOffset, rs.code, rs.error, rs.partition, rs.offset);
+    assert.equal(framed.count, replies.length);
+    assert.deepEqual(framed.finish(), expected, `round ${round}`);
   }
+});
+
+Deno.test("a topic that repeats decodes to the same string; one byte different, or the input reused, is read anew", () => {
+  const rq = (topic: string): ProdRq => ({
+    topic,
+    message: new Uint8Array(0),
+    streamOffset: 1n,
+    ack: "",
+    headers: [],
+  });
+  const r = rng(SEED + 8);
+  const names = ["orders", "orderz", "orders", "örders", "", "orders.v2", "Orders"];
+  for (let i = 0; i < 500; i++) {
+    const topic = names[Math.floor(r() * names.length)];
+    assert.equal(decodeProdRq(encodeProdRq(rq(topic))).topic, topic, `round ${i}`);
+  }
+  // The remembered topic is a copy: the buffer it was read from may be refilled with the next read's bytes.
+  const buffer = encodeProdRq(rq("abc"));
+  assert.equal(decodeProdRq(buffer).topic, "abc");
+  buffer.set(new TextEncoder().encode("abd"), buffer.indexOf(0x61));
+  assert.equal(decodeProdRq(buffer).topic, "abd");
 });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { frameAll, type FramingError, MessageReader } from "../src/server/grpc/framing.ts";
 import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "../src/server/grpc/metadata.ts";
 import { Status } from "../src/server/grpc/status.ts";
@@ -84,4 +85,17 @@ Deno.test("gRPC content types, timeouts and status messages", () => {
   );
   assert.equal(encodeGrpcMessage("plain text"), "plain text");
   assert.equal(encodeGrpcMessage("100% sure\nnext: é"), "100%25 sure%0Anext: %C3%A9");
+});
+
+Deno.test("a message whole in a Buffer chunk comes out as a plain Uint8Array view of it, not a copy", () => {
+  const framed = frameAll([bytes(1, 2, 3), bytes(4, 5)], 5);
+  // Inside a larger allocation, as node:http2's chunks are.
+  const chunk = Buffer.from(new Uint8Array([9, 9, ...framed, 9]).buffer).subarray(2, 2 + framed.byteLength);
+  const reader = new MessageReader(100);
+  reader.push(chunk);
+  const [first, second] = drain(reader) as Uint8Array[];
+  assert.equal(first.constructor, Uint8Array);
+  assert.deepEqual([...first, ...second], [1, 2, 3, 4, 5]);
+  chunk[5] = 42; // the first message's first byte
+  assert.equal(first[0], 42);
 });

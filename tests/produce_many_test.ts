@@ -3,7 +3,7 @@
  * WAL, including a property test that produceMany decides as produce called per message does.
  */
 import assert from "node:assert/strict";
-import { KafkaError, KafkaProducer } from "../src/kafka/producer.ts";
+import { type BatchOutcomes, type Delivery, KafkaError, KafkaProducer } from "../src/kafka/producer.ts";
 import type { Message } from "../src/message.ts";
 import type { AckLevel } from "../src/message.ts";
 import { ProduceError, type ProduceResult } from "../src/producer/types.ts";
@@ -14,6 +14,14 @@ const text = (s: string) => new TextEncoder().encode(s);
 
 function topicName(): string {
   return `t-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** A batch's outcomes as produce() would give them one by one: a Delivery or a KafkaError per message. */
+function listed(o: BatchOutcomes): Array<Delivery | KafkaError> {
+  return Array.from(
+    { length: o.length },
+    (_, i) => o.error(i) ?? { partition: o.partitions[i], offset: BigInt(o.offsets[i]) },
+  );
 }
 
 /** What a client would see of an outcome: offsets left out (they differ between two clusters). */
@@ -32,7 +40,7 @@ Deno.test("produceBatch: outcomes in order; headers and two topics mixed; one ou
       ...(i % 7 === 3 ? { headers: [["h", text(`${i}`)]] as Array<[string, Uint8Array]> } : {}),
       ...(i === 11 ? { timestamp: 1_700_000_000_000, key: new Uint8Array(0) } : {}),
     }));
-    const outcomes = await p.produceBatch(messages);
+    const outcomes = listed(await p.produceBatch(messages));
     assert.equal(outcomes.length, 60);
     for (const topic of [a, b]) {
       const offsets = messages.flatMap((m, i) => m.topic === topic ? [outcomes[i]] : []).map((o) => {
@@ -42,7 +50,47 @@ Deno.test("produceBatch: outcomes in order; headers and two topics mixed; one ou
       assert.deepEqual(offsets, offsets.map((_, i) => BigInt(i)), `topic ${topic}: in request order`);
     }
     assert.equal(p.inFlight, 0);
-    assert.deepEqual(await p.produceBatch([]), []);
+    assert.equal((await p.produceBatch([])).length, 0);
+  } finally {
+    await p.close(1000);
+  }
+});
+
+Deno.test("produceBatch and produce calls in flight together each hear their own messages' outcomes", async () => {
+  const p = KafkaProducer.open({ id: "batch-receivers", config: MOCK_KAFKA });
+  const topic = topicName();
+  try {
+    // Three rounds, so that the later ones hand over messages under the ids of calls already settled.
+    for (let round = 0; round < 3; round++) {
+      const calls: Array<Promise<number[]>> = [];
+      for (let c = 0; c < 30; c++) {
+        if (c % 3 === 1) {
+          calls.push(
+            p.produce({ topic, value: text(`${round}-${c}`), partition: 0 }).then((d) => [Number(d.offset)]),
+          );
+          continue;
+        }
+        const n = 1 + (c * 7) % 40;
+        const messages = Array.from(
+          { length: n },
+          (_, i) => ({ topic, value: text(`${round}-${c}-${i}`), partition: 0 }),
+        );
+        calls.push(
+          p.produceBatch(messages).then((o) => {
+            assert.equal(o.length, n);
+            for (let i = 0; i < n; i++) {
+              assert.equal(o.error(i), undefined);
+              assert.equal(o.partitions[i], 0);
+            }
+            return [...o.offsets];
+          }),
+        );
+      }
+      // One partition: offsets follow the order of the calls, each call's messages in a row.
+      const offsets = (await Promise.all(calls)).flat();
+      assert.deepEqual(offsets, offsets.map((_, i) => offsets[0] + i), `round ${round}`);
+      assert.equal(p.inFlight, 0);
+    }
   } finally {
     await p.close(1000);
   }
@@ -55,16 +103,20 @@ Deno.test("produceBatch: a full queue fails the rest with -184, or makes them wa
   });
   const topic = topicName();
   try {
-    const refused = await p.produceBatch(
-      Array.from({ length: 25 }, (_, i) => ({ topic, value: text(`r${i}`), partition: 0 })),
-      { fullQueueWaitMs: 0 },
+    const refused = listed(
+      await p.produceBatch(
+        Array.from({ length: 25 }, (_, i) => ({ topic, value: text(`r${i}`), partition: 0 })),
+        { fullQueueWaitMs: 0 },
+      ),
     );
     const codes = refused.map((o) => o instanceof KafkaError ? o.code : 0);
     assert.deepEqual(codes, [...Array(10).fill(0), ...Array(15).fill(-184)], "the first ten fit");
     assert.ok((refused[24] as KafkaError).retryable);
 
-    const waited = await p.produceBatch(
-      Array.from({ length: 200 }, (_, i) => ({ topic, value: text(`w${i}`), partition: 0 })),
+    const waited = listed(
+      await p.produceBatch(
+        Array.from({ length: 200 }, (_, i) => ({ topic, value: text(`w${i}`), partition: 0 })),
+      ),
     );
     const offsets = waited.map((o) => {
       assert.ok(!(o instanceof Error), String(o));
@@ -84,7 +136,7 @@ Deno.test("produceBatch: a full queue fails the rest with -184, or makes them wa
       ),
       20_000,
     );
-    const all = behind.flat().map((o) => {
+    const all = behind.flatMap(listed).map((o) => {
       assert.ok(!(o instanceof Error), String(o));
       return o.offset;
     });
@@ -102,12 +154,14 @@ Deno.test("produceBatch: per-message errors (too large, unknown partition) fail 
   const topic = topicName();
   try {
     await p.produce({ topic, value: text("make the topic known"), partition: 0 });
-    const outcomes = await p.produceBatch([
-      { topic, value: text("a"), partition: 0 },
-      { topic, value: new Uint8Array(5000), partition: 0 },
-      { topic, value: text("b"), partition: 0 },
-      { topic, value: text("c"), partition: 99 },
-    ]);
+    const outcomes = listed(
+      await p.produceBatch([
+        { topic, value: text("a"), partition: 0 },
+        { topic, value: new Uint8Array(5000), partition: 0 },
+        { topic, value: text("b"), partition: 0 },
+        { topic, value: text("c"), partition: 99 },
+      ]),
+    );
     assert.equal((outcomes[1] as KafkaError).errName, "MSG_SIZE_TOO_LARGE");
     assert.equal((outcomes[3] as KafkaError).retryable, false);
     assert.deepEqual([outcomes[0], outcomes[2]].map((o) => (o as { offset: bigint }).offset), [1n, 2n]);

@@ -323,7 +323,8 @@ export interface DeliveryReport {
   /** rd_kafka_resp_err_t; 0 = delivered. */
   err: number;
   partition: number;
-  offset: bigint;
+  /** Exact below 2^53 (read without a BigInt per report). */
+  offset: number;
 }
 
 /** A log line of librdkafka: syslog level (0 emergency .. 7 debug), facility, text. */
@@ -372,8 +373,9 @@ export class RdEvent {
     const v = this.#view;
     out.err = v.getInt32(MSG_ERR, true);
     out.partition = v.getInt32(MSG_PARTITION, true);
-    out.offset = v.getBigInt64(MSG_OFFSET, true);
-    out.id = Number(v.getBigUint64(MSG_PRIVATE, true));
+    // As two 32-bit halves: a BigInt per report would be garbage right away.
+    out.offset = v.getInt32(MSG_OFFSET + 4, true) * 2 ** 32 + v.getUint32(MSG_OFFSET, true);
+    out.id = v.getUint32(MSG_PRIVATE + 4, true) * 2 ** 32 + v.getUint32(MSG_PRIVATE, true);
     return true;
   }
 

@@ -88,16 +88,62 @@ const EXPIRY_SCAN_MS = 50;
 /** How long close waits for the reports of purged messages before failing them itself. */
 const PURGE_GRACE_MS = 5000;
 
+/**
+ * A message's id, its opaque in librdkafka, names who hears its outcome and its place there:
+ * `slot * SLOT_SPAN + index`, where the slot is taken once per produce() or produceBatch() call (a Map from id to
+ * receiver cost an insert, a lookup and a delete per message). Ids stay below 2^53: 2^26 slots of 2^27 messages.
+ */
+const SLOT_SPAN = 2 ** 27;
+const MAX_SLOTS = 2 ** 26;
+
+/**
+ * The outcomes of one produceBatch() call, by position in the batch: typed arrays, and an error object only for a
+ * message that failed, rather than an object per message.
+ */
+export class BatchOutcomes {
+  readonly length: number;
+  /** Where each delivered message was stored. */
+  readonly partitions: Int32Array;
+  /** Kafka offsets of the delivered messages (exact below 2^53). */
+  readonly offsets: Float64Array;
+  #errors: Array<KafkaError | undefined> | undefined;
+
+  constructor(length: number) {
+    this.length = length;
+    this.partitions = new Int32Array(length);
+    this.offsets = new Float64Array(length);
+  }
+
+  /** The error message `i` failed with; undefined when it was delivered. */
+  error(i: number): KafkaError | undefined {
+    return this.#errors?.[i];
+  }
+
+  /** Records the failure of message `i` (the producer fills the outcomes). */
+  fail(i: number, err: KafkaError): void {
+    (this.#errors ??= new Array(this.length))[i] = err;
+  }
+}
+
 /** Hears the outcome of messages handed over by id: a produce() promise, or a produceBatch() call. */
 interface Receiver {
+  /** The id of its first message, slot * SLOT_SPAN. */
+  readonly firstId: number;
+  /** Every message has its outcome. */
+  readonly done: boolean;
   topicOf(id: number): string;
-  delivered(id: number, d: Delivery): void;
+  /** Whether message `id` has no outcome yet. */
+  open(id: number): boolean;
+  delivered(id: number, partition: number, offset: number): void;
   failed(id: number, err: KafkaError): void;
 }
 
 /** The promise of one produce() call. */
 class Single implements Receiver {
+  done = false;
+
   constructor(
+    readonly firstId: number,
     readonly resolve: (d: Delivery) => void,
     readonly reject: (e: KafkaError) => void,
     readonly topic: string,
@@ -107,11 +153,17 @@ class Single implements Receiver {
     return this.topic;
   }
 
-  delivered(_id: number, d: Delivery): void {
-    this.resolve(d);
+  open(): boolean {
+    return !this.done;
+  }
+
+  delivered(_id: number, partition: number, offset: number): void {
+    this.done = true;
+    this.resolve({ partition, offset: BigInt(offset) });
   }
 
   failed(_id: number, err: KafkaError): void {
+    this.done = true;
     this.reject(err);
   }
 }
@@ -121,12 +173,14 @@ class Single implements Receiver {
  * closure or promise per message); its promise resolves once every outcome is known.
  */
 class Batch implements Receiver {
-  readonly promise: Promise<Array<Delivery | KafkaError>>;
-  readonly #resolve: (outcomes: Array<Delivery | KafkaError>) => void;
+  readonly promise: Promise<BatchOutcomes>;
+  readonly #resolve: (outcomes: BatchOutcomes) => void;
   readonly messages: readonly Message[];
   /** The id of messages[0]. */
   readonly firstId: number;
-  readonly #outcomes: Array<Delivery | KafkaError>;
+  readonly #outcomes: BatchOutcomes;
+  /** 1 for each message without an outcome yet. */
+  readonly #open: Uint8Array;
   #left: number;
   /** Messages of the batch in the queue of those waiting for room. */
   #waiting = 0;
@@ -134,12 +188,13 @@ class Batch implements Receiver {
   #handedOver: (() => void) | undefined;
 
   constructor(messages: readonly Message[], firstId: number, handedOver?: () => void) {
-    const { promise, resolve } = Promise.withResolvers<Array<Delivery | KafkaError>>();
+    const { promise, resolve } = Promise.withResolvers<BatchOutcomes>();
     this.promise = promise;
     this.#resolve = resolve;
     this.messages = messages;
     this.firstId = firstId;
-    this.#outcomes = new Array(messages.length);
+    this.#outcomes = new BatchOutcomes(messages.length);
+    this.#open = new Uint8Array(messages.length).fill(1);
     this.#left = messages.length;
     this.#handedOver = handedOver;
   }
@@ -168,20 +223,33 @@ class Batch implements Receiver {
     call();
   }
 
+  get done(): boolean {
+    return this.#left === 0;
+  }
+
   topicOf(id: number): string {
     return this.messages[id - this.firstId].topic;
   }
 
-  delivered(id: number, d: Delivery): void {
-    this.#settle(id, d);
+  open(id: number): boolean {
+    return this.#open[id - this.firstId] === 1;
+  }
+
+  delivered(id: number, partition: number, offset: number): void {
+    const i = id - this.firstId;
+    this.#outcomes.partitions[i] = partition;
+    this.#outcomes.offsets[i] = offset;
+    this.#settle(i);
   }
 
   failed(id: number, err: KafkaError): void {
-    this.#settle(id, err);
+    const i = id - this.firstId;
+    this.#outcomes.fail(i, err);
+    this.#settle(i);
   }
 
-  #settle(id: number, outcome: Delivery | KafkaError): void {
-    this.#outcomes[id - this.firstId] = outcome;
+  #settle(i: number): void {
+    this.#open[i] = 0;
     if (--this.#left === 0) this.#resolve(this.#outcomes);
   }
 }
@@ -222,9 +290,11 @@ export class KafkaProducer {
   readonly #rk: RdProducer;
   readonly #onError?: (err: KafkaError, fatal: boolean) => void;
   readonly #onStats?: (stats: Record<string, unknown>) => void;
-  /** Handed to librdkafka, by message id (the opaque). */
-  readonly #pending = new Map<number, Receiver>();
-  #nextId = 1;
+  /** Who hears the outcome of the messages handed over or waiting, by slot (see SLOT_SPAN). */
+  readonly #receivers: Array<Receiver | undefined> = [];
+  readonly #freeSlots: number[] = [];
+  /** Messages handed to librdkafka and not reported yet. */
+  #inFlight = 0;
   /** Per-message results of one rd_kafka_produce_batch run, reused. */
   #codes = new Int32Array(1024);
   /** Refused with a full queue, in arrival order; [#waitingHead, length) are live. */
@@ -251,7 +321,7 @@ export class KafkaProducer {
     this.#onError = opts.onError;
     this.#onStats = opts.onStats;
     versionGauge.set({ version: lib.version() }, 1);
-    this.#unwatch = watchProducer(this.id, () => this.#pending.size, () => this.queueLength());
+    this.#unwatch = watchProducer(this.id, () => this.#inFlight, () => this.queueLength());
     this.#loop = this.#run();
   }
 
@@ -274,7 +344,7 @@ export class KafkaProducer {
 
   /** Messages handed over and not yet reported (never negative). */
   get inFlight(): number {
-    return this.#pending.size;
+    return this.#inFlight;
   }
 
   /** Messages waiting for room in librdkafka's full queue. */
@@ -295,13 +365,14 @@ export class KafkaProducer {
     if (this.#closing !== null) return Promise.reject(this.#fail(this.#closedError(), msg.topic));
     const waitMs = opts?.fullQueueWaitMs ?? Infinity;
     return new Promise<Delivery>((resolve, reject) => {
-      const to = new Single(resolve, reject, msg.topic);
-      const id = this.#nextId++;
+      const id = this.#takeSlot();
+      const to = new Single(id, resolve, reject, msg.topic);
+      this.#receivers[id / SLOT_SPAN] = to;
       if (waitMs > 0 && this.#waitingHead < this.#waiting.length) {
         this.#wait(msg, id, to, waitMs); // behind those already waiting, to keep their order
         return;
       }
-      const code = this.#handOver(msg, id, to);
+      const code = this.#handOver(msg, id);
       if (code === ERR.QUEUE_FULL && waitMs > 0) this.#wait(msg, id, to, waitMs);
       else if (code !== 0) this.#reject(to, id, code, msg.topic);
     });
@@ -315,22 +386,19 @@ export class KafkaProducer {
    * the batch wait, in order, for room; with `fullQueueWaitMs` 0 each refused message fails with _QUEUE_FULL (-184)
    * and the rest are still tried.
    */
-  produceBatch(
-    messages: readonly Message[],
-    opts?: ProduceBatchOptions,
-  ): Promise<Array<Delivery | KafkaError>> {
+  produceBatch(messages: readonly Message[], opts?: ProduceBatchOptions): Promise<BatchOutcomes> {
     const n = messages.length;
-    if (n === 0) return Promise.resolve([]);
-    const firstId = this.#nextId;
-    this.#nextId += n;
-    const batch = new Batch(messages, firstId, opts?.handedOver);
+    if (n === 0) return Promise.resolve(new BatchOutcomes(0));
+    if (n > SLOT_SPAN) throw new RangeError(`produceBatch: ${n} messages, at most ${SLOT_SPAN} per call`);
     if (this.#closing !== null) {
-      for (let i = 0; i < n; i++) {
-        batch.failed(firstId + i, this.#fail(this.#closedError(), messages[i].topic));
-      }
+      const batch = new Batch(messages, 0, opts?.handedOver);
+      for (let i = 0; i < n; i++) batch.failed(i, this.#fail(this.#closedError(), messages[i].topic));
       batch.seal();
       return batch.promise;
     }
+    const firstId = this.#takeSlot();
+    const batch = new Batch(messages, firstId, opts?.handedOver);
+    this.#receivers[firstId / SLOT_SPAN] = batch;
     const waitMs = opts?.fullQueueWaitMs ?? Infinity;
     const waits = waitMs > 0;
     let i = 0;
@@ -339,7 +407,7 @@ export class KafkaProducer {
     while (!queueBehind && i < n) {
       const m = messages[i];
       if (m.headers?.length || m.timestamp !== undefined) {
-        const code = this.#handOver(m, firstId + i, batch);
+        const code = this.#handOver(m, firstId + i);
         if (code === ERR.QUEUE_FULL && waits) break;
         if (code !== 0) this.#reject(batch, firstId + i, code, m.topic);
         i++;
@@ -418,7 +486,7 @@ export class KafkaProducer {
     if (!await this.flush(timeoutMs)) {
       log("warn", "kafka producer closing with undelivered messages: purging", {
         producer_id: this.id,
-        messages: this.#pending.size + this.#waiting.length - this.#waitingHead,
+        messages: this.#inFlight + this.#waiting.length - this.#waitingHead,
       });
       this.#rejectWaiting();
       await this.#rk.purge();
@@ -436,14 +504,29 @@ export class KafkaProducer {
     log("info", "kafka producer closed", { producer_id: this.id });
   }
 
-  #handOver(msg: Message, id: number, to: Receiver): number {
+  #handOver(msg: Message, id: number): number {
     const code = msg.headers?.length || msg.timestamp !== undefined
       ? this.#rk.produceva(msg, id)
       : this.#rk.produce(msg.topic, msg.partition ?? PARTITION_UA, msg.value, msg.key ?? null, id);
-    if (code === 0) {
-      this.#pending.set(id, to);
-    }
+    if (code === 0) this.#inFlight++;
     return code;
+  }
+
+  /** A free slot for a new receiver, as the id of its first message. */
+  #takeSlot(): number {
+    const slot = this.#freeSlots.pop() ?? this.#receivers.length;
+    if (slot >= MAX_SLOTS) {
+      throw new RangeError(`kafka producer ${this.id}: more than ${MAX_SLOTS} calls in flight`);
+    }
+    return slot * SLOT_SPAN;
+  }
+
+  /** Frees the slot of a receiver whose every message has its outcome. */
+  #release(to: Receiver): void {
+    const slot = to.firstId / SLOT_SPAN;
+    if (this.#receivers[slot] !== to) return;
+    this.#receivers[slot] = undefined;
+    this.#freeSlots.push(slot);
   }
 
   /** The end of the run of messages from `start` on that one rd_kafka_produce_batch call can take. */
@@ -486,7 +569,7 @@ export class KafkaProducer {
     let waitFrom = -1;
     for (let i = start; i < end; i++) {
       const code = codes[i - start];
-      if (code === 0) this.#pending.set(firstId + i, batch);
+      if (code === 0) this.#inFlight++;
       else if (code === ERR.QUEUE_FULL && waits) {
         // librdkafka failed every later message of the run with it too.
         waitFrom = i;
@@ -499,10 +582,11 @@ export class KafkaProducer {
   /** Fails a message that librdkafka refused with `code`. */
   #reject(to: Receiver, id: number, code: number, topic: string): void {
     to.failed(id, this.#fail(this.#error(code, topic), topic));
+    if (to.done) this.#release(to);
   }
 
   async #run(): Promise<void> {
-    const report: DeliveryReport = { id: 0, err: 0, partition: 0, offset: 0n };
+    const report: DeliveryReport = { id: 0, err: 0, partition: 0, offset: 0 };
     while (this.#running) {
       try {
         await this.#serve(report);
@@ -546,16 +630,26 @@ export class KafkaProducer {
   #deliveries(ev: RdEvent, report: DeliveryReport, sliceEnd: number): boolean {
     let done = true;
     let n = 0;
+    // Reports come in runs of one topic: counted per run, then per topic.
+    let ackedTopic = "";
+    let ackedRun = 0;
     while (ev.nextDelivery(report)) {
-      const to = this.#pending.get(report.id);
-      if (to !== undefined) {
-        this.#pending.delete(report.id);
-        const topic = to.topicOf(report.id);
+      const id = report.id;
+      const to = this.#receivers[Math.floor(id / SLOT_SPAN)];
+      if (to !== undefined && to.open(id)) {
+        this.#inFlight--;
+        const topic = to.topicOf(id);
         if (report.err === 0) {
-          this.#acked.set(topic, (this.#acked.get(topic) ?? 0) + 1);
-          to.delivered(report.id, { partition: report.partition, offset: report.offset });
+          if (topic !== ackedTopic) {
+            if (ackedRun > 0) this.#acked.set(ackedTopic, (this.#acked.get(ackedTopic) ?? 0) + ackedRun);
+            ackedTopic = topic;
+            ackedRun = 0;
+          }
+          ackedRun++;
+          to.delivered(id, report.partition, report.offset);
+          if (to.done) this.#release(to);
         } else {
-          this.#reject(to, report.id, report.err, topic);
+          this.#reject(to, id, report.err, topic);
         }
       }
       if (++n % CLOCK_EVERY === 0 && performance.now() >= sliceEnd) {
@@ -563,6 +657,7 @@ export class KafkaProducer {
         break;
       }
     }
+    if (ackedRun > 0) this.#acked.set(ackedTopic, (this.#acked.get(ackedTopic) ?? 0) + ackedRun);
     for (const [topic, count] of this.#acked) acks.inc({ topic: topicLabel(topic) }, count);
     this.#acked.clear();
     this.#notifyIfIdle();
@@ -618,7 +713,7 @@ export class KafkaProducer {
 
   /** Hands over one waiting message; false when the queue is full and it goes on waiting. */
   #handOverOne(w: Waiting): boolean {
-    const code = this.#handOver(w.msg, w.id, w.to);
+    const code = this.#handOver(w.msg, w.id);
     if (code === ERR.QUEUE_FULL) return false;
     if (code !== 0) this.#reject(w.to, w.id, code, w.msg.topic);
     return true;
@@ -688,12 +783,19 @@ export class KafkaProducer {
 
   /** Fails, as purged, what librdkafka did not report after a purge (so no promise is left hanging). */
   #rejectPending(): void {
-    for (const [id, to] of this.#pending) this.#reject(to, id, ERR.PURGE_QUEUE, to.topicOf(id));
-    this.#pending.clear();
+    // Those waiting for room were failed before: every message still open is in librdkafka.
+    for (const to of this.#receivers) {
+      if (to === undefined) continue;
+      const end = to.firstId + (to instanceof Batch ? to.messages.length : 1);
+      for (let id = to.firstId; id < end; id++) {
+        if (to.open(id)) this.#reject(to, id, ERR.PURGE_QUEUE, to.topicOf(id));
+      }
+    }
+    this.#inFlight = 0;
   }
 
   #idle(): boolean {
-    return this.#pending.size === 0 && this.#waitingHead === this.#waiting.length;
+    return this.#inFlight === 0 && this.#waitingHead === this.#waiting.length;
   }
 
   #notifyIfIdle(): void {

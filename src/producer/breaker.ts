@@ -69,12 +69,16 @@ export class Breaker {
     return true;
   }
 
-  /** A message was delivered. */
-  success(): void {
-    if (this.#state === "closed") {
-      this.#rollInterval();
-      this.#failures = 0;
-    } else if (this.#state === "half") {
+  /** A message was delivered; `count` messages in a row act as that many calls. */
+  success(count = 1): void {
+    for (let k = 0; k < count; k++) {
+      if (this.#state === "closed") {
+        // Further successes in a row would change nothing.
+        this.#rollInterval();
+        this.#failures = 0;
+        return;
+      }
+      if (this.#state !== "half") return;
       this.#returnProbe();
       this.#successes++;
       if (this.#successes >= this.#opts.requests) {

@@ -5,7 +5,7 @@
  */
 import type { Config } from "../config.ts";
 import { isProducerEnded, isQueueFull } from "../kafka/errors.ts";
-import { type Delivery, KafkaError, type KafkaProducer } from "../kafka/producer.ts";
+import { type BatchOutcomes, KafkaError, type KafkaProducer } from "../kafka/producer.ts";
 import { log, logRepeated } from "../log.ts";
 import * as metrics from "../metrics.ts";
 import type { AppendedMany, Wal } from "../wal/wal.ts";
@@ -287,36 +287,42 @@ export class Facade implements ProducerFacade {
   }
 
   /** Acts on the reports of messages `indices`, as the per-message handlers of produce would. */
-  async #reported(plan: BatchPlan, indices: number[], outcomes: Array<Delivery | KafkaError>): Promise<void> {
+  async #reported(plan: BatchPlan, indices: number[], outcomes: BatchOutcomes): Promise<void> {
     const { messages, out, how } = plan;
     const wal = this.#wal;
     const failed: number[] = [];
+    // The breaker hears a run of deliveries at once: one clock read for the run, not one per message.
+    let successes = 0;
     for (let k = 0; k < indices.length; k++) {
       const i = indices[k];
-      const outcome = outcomes[k];
-      const delivered = !(outcome instanceof Error);
+      const error = outcomes.error(k);
       const kind = how[i];
       if (kind === SEND_SPOOLABLE || kind === SEND_DROPPABLE) this.#reservedWalBytes -= plan.reserved[i];
-      if (delivered) {
-        this.#breaker.success();
+      if (error === undefined) {
+        successes++;
         if (kind === SEND_DIRECT) wal!.ack(plan.ids[i]);
         else if (plan.ack !== "none") {
-          out[i] = { where: "kafka", partition: outcome.partition, offset: outcome.offset.toString() };
+          out[i] = { where: "kafka", partition: outcomes.partitions[k], offset: String(outcomes.offsets[k]) };
         }
         continue;
       }
-      const retryable = this.#recordFailure(messages[i].topic, outcome);
+      if (successes > 0) {
+        this.#breaker.success(successes);
+        successes = 0;
+      }
+      const retryable = this.#recordFailure(messages[i].topic, error);
       if (kind === SEND_DIRECT) {
         if (retryable) wal!.release(plan.ids[i]);
         else wal!.ack(plan.ids[i]);
       } else if (kind === SEND_KAFKA_ONLY || !retryable) {
         // ack=kafka, or a message Kafka will never take: dropped and counted; a waiting client hears so.
-        if (plan.ack !== "none") out[i] = new ProduceError("kafka", kafkaReason(outcome));
+        if (plan.ack !== "none") out[i] = new ProduceError("kafka", kafkaReason(error));
       } else if (kind === SEND_DROPPABLE) {
-        metrics.dropped.inc({ topic: metrics.topicLabel(messages[i].topic), error: errorName(outcome) });
-        if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(outcome)}`, 5);
+        metrics.dropped.inc({ topic: metrics.topicLabel(messages[i].topic), error: errorName(error) });
+        if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(error)}`, 5);
       } else failed.push(i);
     }
+    if (successes > 0) this.#breaker.success(successes);
     if (failed.length > 0) await this.#spoolFailedMany(plan, failed);
   }
 

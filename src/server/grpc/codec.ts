@@ -19,7 +19,7 @@ export interface ProdRq {
   streamOffset: bigint;
   ack: string;
   key?: Uint8Array;
-  headers: Header[];
+  headers: readonly Header[];
   partition?: number;
 }
 
@@ -42,6 +42,8 @@ export class CodecError extends Error {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The headers of a record without any: shared, so that a record without headers allocates no array. */
+const NO_HEADERS: readonly Header[] = Object.freeze([]);
 const utf8 = new TextDecoder();
 const utf8Encoder = new TextEncoder();
 
@@ -116,22 +118,47 @@ function readBytes(c: Cursor): Uint8Array {
 
 function readString(c: Cursor): string {
   const end = readLength(c);
-  const buf = c.buf;
-  let s = "";
-  // Topics and ack levels are short ASCII; building them directly is cheaper than a TextDecoder call.
-  if (end - c.pos <= 64) {
-    for (let i = c.pos; i < end; i++) {
-      const b = buf[i];
-      if (b >= 0x80) {
-        s = utf8.decode(buf.subarray(c.pos, end));
-        break;
-      }
-      s += String.fromCharCode(b);
-    }
-  } else {
-    s = utf8.decode(buf.subarray(c.pos, end));
-  }
+  const s = decodeUtf8(c.buf, c.pos, end);
   c.pos = end;
+  return s;
+}
+
+function decodeUtf8(buf: Uint8Array, start: number, end: number): string {
+  // Topics and ack levels are short ASCII; building them directly is cheaper than a TextDecoder call.
+  if (end - start > 64) return utf8.decode(buf.subarray(start, end));
+  let s = "";
+  for (let i = start; i < end; i++) {
+    const b = buf[i];
+    if (b >= 0x80) return utf8.decode(buf.subarray(start, end));
+    s += String.fromCharCode(b);
+  }
+  return s;
+}
+
+/** Topic names this long or shorter are remembered by readTopic (Kafka allows 249 characters). */
+const MAX_REMEMBERED_TOPIC = 255;
+/** The last topic read, as bytes and as a string. */
+let lastTopicBytes = EMPTY;
+let lastTopic = "";
+
+/**
+ * Reads a topic name. Records of a stream name the same topic over and over: the same bytes as the last time
+ * give the same string back, which costs no string building, and lookups by topic (Sets, Maps) reuse its hash.
+ */
+function readTopic(c: Cursor): string {
+  const end = readLength(c);
+  const buf = c.buf, start = c.pos, n = end - start;
+  c.pos = end;
+  if (n === lastTopicBytes.byteLength) {
+    let i = 0;
+    while (i < n && buf[start + i] === lastTopicBytes[i]) i++;
+    if (i === n) return lastTopic;
+  }
+  const s = decodeUtf8(buf, start, end);
+  if (n <= MAX_REMEMBERED_TOPIC) {
+    lastTopicBytes = buf.slice(start, end);
+    lastTopic = s;
+  }
   return s;
 }
 
@@ -186,14 +213,14 @@ function readTag(c: Cursor): number {
 /** Decodes a ProdRq; throws CodecError on malformed input. */
 export function decodeProdRq(buf: Uint8Array): ProdRq {
   const c = new Cursor(buf, 0, buf.byteLength);
-  const rq: ProdRq = { topic: "", message: EMPTY, streamOffset: 0n, ack: "", headers: [] };
+  const rq: ProdRq = { topic: "", message: EMPTY, streamOffset: 0n, ack: "", headers: NO_HEADERS };
   while (c.pos < c.end) {
     const tag = readTag(c);
     const field = tag >>> 3, wt = tag & 7;
     switch (field) {
       case 1:
         if (wt !== LENGTH) throw wrongType("ProdRq", field, wt);
-        rq.topic = readString(c);
+        rq.topic = readTopic(c);
         break;
       case 2:
         if (wt !== LENGTH) throw wrongType("ProdRq", field, wt);
@@ -214,7 +241,9 @@ export function decodeProdRq(buf: Uint8Array): ProdRq {
       case 6: {
         if (wt !== LENGTH) throw wrongType("ProdRq", field, wt);
         const end = readLength(c);
-        rq.headers.push(decodeHeader(new Cursor(buf, c.pos, end)));
+        const header = decodeHeader(new Cursor(buf, c.pos, end));
+        if (rq.headers === NO_HEADERS) rq.headers = [header];
+        else (rq.headers as Header[]).push(header);
         c.pos = end;
         break;
       }
@@ -332,6 +361,7 @@ class Writer {
 
   /** A 64-bit integer (two's complement for negative values). */
   int64(v: bigint): void {
+    if (v >= 0n && v <= 0xffffffffn) return this.varint32(Number(v)); // most values, without a new BigInt
     const u = BigInt.asUintN(64, v);
     if (u <= 0xffffffffn) this.varint32(Number(u));
     else this.varint64(Number(u & 0xffffffffn), Number(u >> 32n));
@@ -377,21 +407,30 @@ class Writer {
 /** Encodes a ProdRs; fields at their proto3 default are left out, optional ones are written when set. */
 export function encodeProdRs(rs: ProdRs): Uint8Array {
   const w = new Writer(16 + (rs.error.length === 0 ? 0 : rs.error.length * 3 + 5));
-  writeProdRs(w, rs);
+  writeProdRs(w, rs.streamOffset, rs.code, rs.error, rs.partition, rs.offset);
   return w.finish();
 }
 
 /**
- * ProdRs messages framed back to back (each after its 5-byte gRPC prefix), ready for one write: one buffer for
- * a turn's replies, rather than one per reply and a copy to frame them.
+ * ProdRs messages framed back to back (each after its 5-byte gRPC prefix), written from their fields, ready for
+ * one write: one buffer for a turn's replies, without a ProdRs object per reply or a copy to frame them.
  */
-export function encodeProdRsFramed(replies: readonly ProdRs[]): Uint8Array {
-  const w = new Writer(replies.length * 24 + 16);
-  for (const rs of replies) {
+export class FramedProdRs {
+  readonly #w: Writer;
+  #count = 0;
+
+  /** @param expected replies to make room for at first (the buffer grows past them) */
+  constructor(expected: number) {
+    this.#w = new Writer(expected * 16 + 16);
+  }
+
+  /** Appends one reply, as encodeProdRs would encode it. */
+  add(streamOffset: bigint, code: number, error: string, partition?: number, offset?: bigint): void {
+    const w = this.#w;
     w.reserve(PREFIX_BYTES);
     const at = w.pos;
     w.pos += PREFIX_BYTES;
-    writeProdRs(w, rs);
+    writeProdRs(w, streamOffset, code, error, partition, offset);
     const n = w.pos - at - PREFIX_BYTES;
     const buf = w.buf; // read after writing: the writer may have grown
     buf[at] = 0;
@@ -399,30 +438,46 @@ export function encodeProdRsFramed(replies: readonly ProdRs[]): Uint8Array {
     buf[at + 2] = (n >>> 16) & 0xff;
     buf[at + 3] = (n >>> 8) & 0xff;
     buf[at + 4] = n & 0xff;
+    this.#count++;
   }
-  return w.finish();
+
+  /** Replies written so far. */
+  get count(): number {
+    return this.#count;
+  }
+
+  finish(): Uint8Array {
+    return this.#w.finish();
+  }
 }
 
-function writeProdRs(w: Writer, rs: ProdRs): void {
-  if (rs.streamOffset !== 0n) {
+function writeProdRs(
+  w: Writer,
+  streamOffset: bigint,
+  code: number,
+  error: string,
+  partition: number | undefined,
+  offset: bigint | undefined,
+): void {
+  if (streamOffset !== 0n) {
     w.tag(3, VARINT);
-    w.int64(rs.streamOffset);
+    w.int64(streamOffset);
   }
-  if (rs.error.length > 0) {
+  if (error.length > 0) {
     w.tag(4, LENGTH);
-    w.string(rs.error);
+    w.string(error);
   }
-  if (rs.code !== 0) {
+  if (code !== 0) {
     w.tag(5, VARINT);
-    w.int32(rs.code);
+    w.int32(code);
   }
-  if (rs.partition !== undefined) {
+  if (partition !== undefined) {
     w.tag(6, VARINT);
-    w.int32(rs.partition);
+    w.int32(partition);
   }
-  if (rs.offset !== undefined) {
+  if (offset !== undefined) {
     w.tag(7, VARINT);
-    w.int64(rs.offset);
+    w.int64(offset);
   }
 }
 

@@ -49,7 +49,7 @@ export class MessageReader {
   next(): Uint8Array | FramingError | undefined {
     if (this.#bodyExpected < 0) {
       while (this.#prefixLength < PREFIX_BYTES && this.#buffered > 0) {
-        this.#prefix[this.#prefixLength++] = this.#take(1)[0];
+        this.#prefix[this.#prefixLength++] = this.#takeByte();
       }
       if (this.#prefixLength < PREFIX_BYTES) return undefined;
       const p = this.#prefix;
@@ -104,12 +104,28 @@ export class MessageReader {
     return message;
   }
 
-  /** Up to `max` bytes from the front of the queue, as a view of one chunk. */
+  /** The byte at the front of the queue (without a view for it). */
+  #takeByte(): number {
+    const chunk = this.#chunks[0];
+    const b = chunk[this.#offset++];
+    this.#buffered--;
+    if (this.#offset === chunk.byteLength) {
+      this.#chunks.shift();
+      this.#offset = 0;
+    }
+    return b;
+  }
+
+  /**
+   * Up to `max` bytes from the front of the queue, as a plain Uint8Array view of one chunk. node:http2's chunks
+   * are Buffers, whose subarray costs several times more (and would make every bytes field decoded from the
+   * message a Buffer too).
+   */
   #take(max: number): Uint8Array {
     const chunk = this.#chunks[0];
     const available = chunk.byteLength - this.#offset;
     const n = available < max ? available : max;
-    const part = chunk.subarray(this.#offset, this.#offset + n);
+    const part = new Uint8Array(chunk.buffer, chunk.byteOffset + this.#offset, n);
     this.#buffered -= n;
     if (n === available) {
       this.#chunks.shift();

@@ -10,7 +10,7 @@ import { parseAck } from "../params.ts";
 import { type Refusal, refusalOf, STATUS_BY_KIND } from "../refusal.ts";
 import { topicProblem } from "../topic.ts";
 import type { GrpcCall } from "./call.ts";
-import { CodecError, decodeProdRq, encodeProdRsFramed, type ProdRq, type ProdRs } from "./codec.ts";
+import { CodecError, decodeProdRq, FramedProdRs, type ProdRq } from "./codec.ts";
 import type { CallMetrics, MethodMetrics } from "./metrics.ts";
 import { Status, type StatusCode } from "./status.ts";
 
@@ -37,37 +37,55 @@ const SHUTTING_DOWN: Refusal = {
   retryAfterSeconds: 1,
 };
 
-/** A record of a turn that passed the checks and goes to the facade. */
-interface Slot {
-  /** Position among the records of its turn; replies that go out together keep this order. */
-  readonly index: number;
-  readonly streamOffset: bigint;
-  readonly message: Message;
+/**
+ * The records of one ack level in a turn that passed the checks and go to the facade, in request order, as
+ * parallel arrays (no object per record besides its message).
+ */
+class Group {
+  /** Each record's position among the records of its turn; replies that go out together keep this order. */
+  readonly indices: number[] = [];
+  readonly streamOffsets: bigint[] = [];
+  readonly messages: Message[] = [];
 }
 
-/** A reply decided without the facade, with its record's position in its turn. */
-interface Placed {
+/** A record refused without the facade, with its position in its turn. */
+interface Refused {
   readonly index: number;
-  readonly rs: ProdRs;
+  readonly streamOffset: bigint;
+  readonly refusal: Refusal;
 }
 
 /** The records read in one turn of the event loop: one read of the stream, or what a resume delivered. */
 class Turn {
   /** Records read, refused and undecodable ones included. */
   received = 0;
-  /** The records for the facade, per ack level, in request order. */
-  readonly byAck = new Map<AckLevel, Slot[]>();
+  /** The records for the facade, per ack level. */
+  readonly byAck = new Map<AckLevel, Group>();
   /** Records refused up front, in request order; they are answered with the first ack level that completes. */
-  refused: Placed[] = [];
+  refused: Refused[] = [];
+  /**
+   * Whether the client had not taken MAX_UNSENT_REPLY_BYTES of replies when the turn began. Asked once per turn:
+   * no reply goes out while a turn's records are read, and asking costs more than reading a record.
+   */
+  readonly repliesBacklogged: boolean;
 
-  add(ack: AckLevel, slot: Slot): void {
-    const slots = this.byAck.get(ack);
-    if (slots === undefined) this.byAck.set(ack, [slot]);
-    else slots.push(slot);
+  constructor(repliesBacklogged: boolean) {
+    this.repliesBacklogged = repliesBacklogged;
+  }
+
+  add(ack: AckLevel, index: number, streamOffset: bigint, message: Message): void {
+    let group = this.byAck.get(ack);
+    if (group === undefined) {
+      group = new Group();
+      this.byAck.set(ack, group);
+    }
+    group.indices.push(index);
+    group.streamOffsets.push(streamOffset);
+    group.messages.push(message);
   }
 
   refuse(index: number, streamOffset: bigint, refusal: Refusal): void {
-    this.refused.push({ index, rs: refusedReply(streamOffset, refusal) });
+    this.refused.push({ index, streamOffset, refusal });
   }
 }
 
@@ -93,6 +111,8 @@ export class ProduceStream {
   /** The turn records are being added to; undefined between turns. */
   #turn: Turn | undefined;
   #recheck: ReturnType<typeof setTimeout> | undefined;
+  /** The last topic that passed topicProblem. */
+  #checkedTopic: string | undefined;
 
   constructor(
     call: GrpcCall,
@@ -138,7 +158,7 @@ export class ProduceStream {
     }
     // A record counts against the bound from here until its reply is sent, the wait for its turn's dispatch too.
     this.#inFlight++;
-    if (!this.#paused && this.#saturated()) {
+    if (!this.#paused && (this.#inFlight >= MAX_IN_FLIGHT || turn.repliesBacklogged)) {
       this.#paused = true;
       this.#call.pauseReading();
     }
@@ -147,12 +167,12 @@ export class ProduceStream {
       turn.refuse(index, offset, SHUTTING_DOWN);
       return;
     }
-    const parsed = this.#parse(rq);
-    if (typeof parsed === "string") {
-      turn.refuse(index, offset, { kind: "invalid", status: 400, reason: parsed });
+    const problem = this.#problem(rq);
+    if (problem !== undefined) {
+      turn.refuse(index, offset, { kind: "invalid", status: 400, reason: problem });
       return;
     }
-    const { message, ack } = parsed;
+    const message = messageOf(rq);
     const access = this.#access;
     if (access !== undefined && !access.gate.mayWrite(access.principal, message.topic)) {
       access.gate.count(access.principal.name, "forbidden");
@@ -166,14 +186,14 @@ export class ProduceStream {
       turn.refuse(index, offset, { kind: "too_large", status: 413, reason });
       return;
     }
-    turn.add(ack, { index, streamOffset: offset, message });
+    turn.add(parseAck(rq.ack)!, index, offset, message);
   }
 
   /** The current turn, started with the first record read after the last one was dispatched. */
   #currentTurn(): Turn {
     let turn = this.#turn;
     if (turn === undefined) {
-      turn = new Turn();
+      turn = new Turn(this.#call.bufferedBytes >= MAX_UNSENT_REPLY_BYTES);
       this.#turn = turn;
       // The call delivers the complete messages of a read (or of a resume) synchronously, until it pauses or
       // ends; a microtask runs after that and before any further read, so the turn holds what was delivered.
@@ -191,73 +211,92 @@ export class ProduceStream {
     this.#turn = undefined;
     this.#metrics.method.received.inc(turn.received);
     if (turn.byAck.size === 0) {
-      this.#answer(turn.refused.map((p) => p.rs));
+      const replies = new FramedProdRs(turn.refused.length);
+      for (const r of turn.refused) addRefused(replies, r.streamOffset, r.refusal);
       turn.refused = [];
+      this.#answer(replies);
       return;
     }
-    for (const [ack, slots] of turn.byAck) this.#produce(turn, ack, slots);
+    for (const [ack, group] of turn.byAck) this.#produce(turn, ack, group);
   }
 
-  #produce(turn: Turn, ack: AckLevel, slots: readonly Slot[]): void {
-    const messages = slots.map((slot) => slot.message);
+  #produce(turn: Turn, ack: AckLevel, group: Group): void {
     let outcomes: Promise<Array<ProduceResult | ProduceError>>;
     try {
-      outcomes = this.#facade.produceMany(messages, ack);
+      outcomes = this.#facade.produceMany(group.messages, ack);
     } catch (err) {
       // Outside the call's handler there is nothing to catch a throw: it must not end the process.
       outcomes = Promise.reject(err);
     }
     outcomes.then(
-      (results) => this.#settle(turn, slots, slots.map((slot, i) => replyOf(slot, ack, results[i]))),
+      (results) => this.#settle(turn, ack, group, results),
       (err) => {
         // produceMany refuses records one by one and never rejects; if it does anyway, each record is refused
         // with it, and it is logged once.
-        const refusal = refusalOf(err, "grpc", messages[0].topic);
-        this.#settle(turn, slots, slots.map((slot) => refusedReply(slot.streamOffset, refusal)));
+        const refusal = refusalOf(err, "grpc", group.messages[0].topic);
+        this.#settle(turn, ack, group, group.messages.map(() => refusal));
       },
     );
   }
 
-  /** Answers one ack level of a turn, with the turn's up-front refusals if they are still waiting. */
-  #settle(turn: Turn, slots: readonly Slot[], replies: ProdRs[]): void {
+  /**
+   * Answers one ack level of a turn from the facade's outcomes (or one refusal per record), with the turn's
+   * up-front refusals if they are still waiting, in request order.
+   */
+  #settle(
+    turn: Turn,
+    ack: AckLevel,
+    group: Group,
+    outcomes: ReadonlyArray<ProduceResult | ProduceError | Refusal>,
+  ): void {
+    const { indices, streamOffsets, messages } = group;
     const refused = turn.refused;
-    if (refused.length === 0) {
-      this.#answer(replies);
-      return;
-    }
     turn.refused = [];
-    this.#answer(inRequestOrder(slots, replies, refused));
+    const replies = new FramedProdRs(indices.length + refused.length);
+    let j = 0;
+    for (let i = 0; i < indices.length; i++) {
+      while (j < refused.length && refused[j].index < indices[i]) {
+        addRefused(replies, refused[j].streamOffset, refused[j].refusal);
+        j++;
+      }
+      const outcome = outcomes[i];
+      if (outcome instanceof ProduceError) {
+        addRefused(replies, streamOffsets[i], refusalOf(outcome, "grpc", messages[i].topic));
+      } else if ("where" in outcome) {
+        if (ack === "kafka") replies.add(streamOffsets[i], 0, "", outcome.partition, toInt64(outcome.offset));
+        else replies.add(streamOffsets[i], 0, "");
+      } else addRefused(replies, streamOffsets[i], outcome);
+    }
+    for (; j < refused.length; j++) addRefused(replies, refused[j].streamOffset, refused[j].refusal);
+    this.#answer(replies);
   }
 
-  /** Turns a ProdRq into a message and ack level, or says why it is invalid. */
-  #parse(rq: ProdRq): { message: Message; ack: AckLevel } | string {
-    const bad = topicProblem(rq.topic);
-    if (bad !== undefined) return bad;
-    const ack = parseAck(rq.ack);
-    if (ack === undefined) return `invalid ack: ${JSON.stringify(rq.ack)}: want none, wal or kafka`;
-    const message: Message = { topic: rq.topic, value: rq.message };
-    if (rq.key !== undefined) message.key = rq.key;
-    if (rq.headers.length > 0) message.headers = rq.headers.map((h) => [h.key, h.value]);
-    if (rq.partition !== undefined && rq.partition !== -1) {
-      if (rq.partition < 0) return `invalid partition: ${rq.partition}: want -1 (any) or a partition >= 0`;
-      message.partition = rq.partition;
+  /** Why a ProdRq is invalid (its topic, then its ack level, then its partition), or undefined. */
+  #problem(rq: ProdRq): string | undefined {
+    // Records of a stream name the same topic over and over, as one string (see the codec): checked once.
+    if (rq.topic !== this.#checkedTopic) {
+      const bad = topicProblem(rq.topic);
+      if (bad !== undefined) return bad;
+      this.#checkedTopic = rq.topic;
     }
-    return { message, ack };
+    if (parseAck(rq.ack) === undefined) {
+      return `invalid ack: ${JSON.stringify(rq.ack)}: want none, wal or kafka`;
+    }
+    if (rq.partition !== undefined && rq.partition < -1) {
+      return `invalid partition: ${rq.partition}: want -1 (any) or a partition >= 0`;
+    }
+    return undefined;
   }
 
   /** Sends replies that are ready together; they go out in this order, in one write with the rest of the turn. */
-  #answer(replies: readonly ProdRs[]): void {
-    this.#inFlight -= replies.length;
+  #answer(replies: FramedProdRs): void {
+    const count = replies.count;
+    this.#inFlight -= count;
     if (this.#closed) return;
-    if (replies.length > 0) this.#call.sendFramed(encodeProdRsFramed(replies));
-    this.#metrics.method.sent.inc(replies.length);
+    if (count > 0) this.#call.sendFramed(replies.finish());
+    this.#metrics.method.sent.inc(count);
     if (this.#paused) this.#maybeResume();
     this.#maybeFinish();
-  }
-
-  /** Too many records unanswered, or too many reply bytes the client has not taken. */
-  #saturated(): boolean {
-    return this.#inFlight >= MAX_IN_FLIGHT || this.#call.bufferedBytes >= MAX_UNSENT_REPLY_BYTES;
   }
 
   #maybeResume(): void {
@@ -294,37 +333,17 @@ export class ProduceStream {
   }
 }
 
-/** The reply to a record the facade took or refused. */
-function replyOf(slot: Slot, ack: AckLevel, outcome: ProduceResult | ProduceError): ProdRs {
-  if (outcome instanceof ProduceError) {
-    return refusedReply(slot.streamOffset, refusalOf(outcome, "grpc", slot.message.topic));
-  }
-  const rs: ProdRs = { streamOffset: slot.streamOffset, error: "", code: 0 };
-  if (ack === "kafka") {
-    rs.partition = outcome.partition;
-    rs.offset = toInt64(outcome.offset);
-  }
-  return rs;
+/** The message of a valid ProdRq. */
+function messageOf(rq: ProdRq): Message {
+  const message: Message = { topic: rq.topic, value: rq.message };
+  if (rq.key !== undefined) message.key = rq.key;
+  if (rq.headers.length > 0) message.headers = rq.headers.map((h) => [h.key, h.value]);
+  if (rq.partition !== undefined && rq.partition !== -1) message.partition = rq.partition;
+  return message;
 }
 
-function refusedReply(streamOffset: bigint, refusal: Refusal): ProdRs {
-  return { streamOffset, error: `${refusal.kind}: ${refusal.reason}`, code: refusal.status };
-}
-
-/** The replies of `slots` merged with `refused` by position in the turn; both are in request order already. */
-function inRequestOrder(
-  slots: readonly Slot[],
-  replies: readonly ProdRs[],
-  refused: readonly Placed[],
-): ProdRs[] {
-  const out: ProdRs[] = [];
-  let j = 0;
-  for (let i = 0; i < slots.length; i++) {
-    while (j < refused.length && refused[j].index < slots[i].index) out.push(refused[j++].rs);
-    out.push(replies[i]);
-  }
-  while (j < refused.length) out.push(refused[j++].rs);
-  return out;
+function addRefused(replies: FramedProdRs, streamOffset: bigint, refusal: Refusal): void {
+  replies.add(streamOffset, refusal.status, `${refusal.kind}: ${refusal.reason}`);
 }
 
 /** The facade's decimal offset as an int64; undefined when it is not one. */
