@@ -170,7 +170,7 @@ class HttpHandler {
     const gate = this.#gate;
     let principal: Principal | undefined;
     if (gate !== undefined) {
-      principal = gate.authenticate(req.headers.get("authorization"), certName);
+      principal = gate.authenticate(header(req, "authorization"), certName);
       if (principal === undefined) return unauthenticated();
     }
     const topic = rawTopic.includes("%") ? decode(rawTopic) : rawTopic;
@@ -183,7 +183,7 @@ class HttpHandler {
     }
     // The one content-type check: batches branch off where other types are refused, so a single message pays
     // nothing for them.
-    const contentType = req.headers.get("content-type");
+    const contentType = header(req, "content-type");
     if (contentType !== null && !acceptedType(contentType)) {
       const type = mediaType(contentType);
       if (BATCH_TYPES.has(type.toLowerCase())) return await this.#produceBatch(req, topic, query);
@@ -199,7 +199,7 @@ class HttpHandler {
     }
 
     const max = this.#facade.maxMessageBytes;
-    const length = req.headers.get("content-length");
+    const length = header(req, "content-length");
     let declared = -1;
     if (length !== null) {
       declared = parseContentLength(length);
@@ -249,7 +249,7 @@ class HttpHandler {
       ack = parsed.ack;
     }
     const { maxBytes } = this.#batch;
-    const length = req.headers.get("content-length");
+    const length = header(req, "content-length");
     let declared = -1;
     if (length !== null) {
       declared = parseContentLength(length);
@@ -340,7 +340,7 @@ class HttpHandler {
     const gate = this.#gate;
     let principal: Principal | undefined;
     if (gate !== undefined) {
-      principal = gate.authenticate(req.headers.get("authorization"), certName);
+      principal = gate.authenticate(header(req, "authorization"), certName);
       if (principal === undefined) return unauthenticated();
     }
     try {
@@ -605,21 +605,37 @@ class BodyDeadlines {
 }
 
 /**
- * Deno 2.8.3 keeps a Request's state under a private symbol. For a request of Deno's HTTP server, that state's
- * body is a buffer, not a stream, when the whole body arrived with the head (the usual small POST); for other
- * requests (node:https, or a Deno without the symbol) it is not found and bodies keep their deadline.
+ * Deno 2.8.3 keeps a Request's state under a private symbol. For a request of Deno's HTTP server, that state
+ * reads one header at a time, and its body is a buffer, not a stream, when the whole body arrived with the head
+ * (the usual small POST). For other requests (node:https, or a Deno without the symbol) neither is found, and
+ * the public API is used.
  */
 const REQUEST_STATE = Object.getOwnPropertySymbols(new Request("http://localhost/"))
   .find((symbol) => symbol.description === "request");
 
+/** The part of that state used here; every member may be missing. */
+interface RequestState {
+  header?: unknown;
+  body?: { streamOrStatic?: unknown } | null;
+}
+
+function stateOf(req: Request): RequestState | undefined {
+  if (REQUEST_STATE === undefined) return undefined;
+  return (req as unknown as Record<symbol, RequestState | undefined>)[REQUEST_STATE];
+}
+
+/**
+ * The value of header `name`. `req.headers` would build a Headers object of every header, and a reply to a
+ * request whose headers were built costs more to send: together about a sixth of a small request's CPU time.
+ */
+export function header(req: Request, name: string): string | null {
+  const state = stateOf(req);
+  return typeof state?.header === "function" ? state.header(name) : req.headers.get(name);
+}
+
 /** Whether the body of `req` is already in memory, so reading it cannot stall. */
 export function bodyArrived(req: Request): boolean {
-  if (REQUEST_STATE === undefined) return false;
-  const state =
-    (req as unknown as Record<symbol, { body?: { streamOrStatic?: unknown } | null } | undefined>)[
-      REQUEST_STATE
-    ];
-  const body = state?.body;
+  const body = stateOf(req)?.body;
   return body === null ||
     (typeof body?.streamOrStatic === "object" && !(body.streamOrStatic instanceof ReadableStream));
 }
