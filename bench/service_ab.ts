@@ -5,10 +5,11 @@
  * records it acknowledged to Kafka stop moving:
  * - msg/s: records Kafka acknowledged (`kafka_client_ack_cnt`) over the load's seconds;
  * - CPU µs/msg: utime + stime of the service (all threads) over the load and the settling, per acknowledged record;
- * - peak RSS (VmHWM) and, at the end, RSS.
+ * - peak RSS (VmHWM), and RSS sampled every second of the load (at a tenth, half and the end of it).
  * Scenarios: `http` (wrk -t1 -c64, 100-byte POSTs, bench/post.lua; WAL fallback), `always` (the same with
  * `producer.wal.mode: always`), `batch` (bench/load http: 64 connections of NDJSON batches of 1,000 records).
- * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none).
+ * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none). REVISION `none`
+ * runs the worktree alone (e.g. one long batch load to see whether RSS grows).
  *
  * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch] [--rounds 2] [--seconds 8]
  *      [--codec none|gzip|lz4]
@@ -39,7 +40,8 @@ interface Figures {
   rate: number;
   cpuUs: number;
   peakMb: number;
-  rssMb: number;
+  /** RSS at a tenth, half and the end of the load. */
+  rssMb: [number, number, number];
 }
 
 function cpuSeconds(pid: number): number {
@@ -96,7 +98,9 @@ async function round(root: string, scenario: string, bootstrap: string, topic: s
   try {
     const pid = await pidListeningOn(svc.http);
     const cpuBefore = cpuSeconds(pid);
-    await load(scenario, `${svc.http}/topics/${topic}/messages`);
+    const rss: number[] = [];
+    const sampler = setInterval(() => rss.push(memoryMb(pid, "VmRSS")), 1000);
+    await load(scenario, `${svc.http}/topics/${topic}/messages`).finally(() => clearInterval(sampler));
     let acked = await svc.metric("kafka_client_ack_cnt");
     for (let i = 0; i < 30; i++) {
       await new Promise((r) => setTimeout(r, 1000));
@@ -108,7 +112,7 @@ async function round(root: string, scenario: string, bootstrap: string, topic: s
       rate: acked / SECONDS,
       cpuUs: (cpuSeconds(pid) - cpuBefore) * 1e6 / acked,
       peakMb: memoryMb(pid, "VmHWM"),
-      rssMb: memoryMb(pid, "VmRSS"),
+      rssMb: [rss[Math.floor(rss.length / 10)], rss[Math.floor(rss.length / 2)], rss[rss.length - 1]],
     };
   } finally {
     await svc.stop();
@@ -118,7 +122,7 @@ async function round(root: string, scenario: string, bootstrap: string, topic: s
 
 const before = await Deno.makeTempDir({ prefix: "ka-ab-rev-" });
 try {
-  const archive = await runCommand("bash", [
+  const archive = REVISION === "none" ? { code: 0, stderr: "" } : await runCommand("bash", [
     "-c",
     `git -C "$0" archive "$1" src bench docs proto deno.json | tar -x -C "$2"`,
     ROOT,
@@ -130,9 +134,10 @@ try {
   const loadavg = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
   console.log(`codec ${CODEC}, ${SECONDS} s per load, load average before: ${loadavg()}`);
   for (const scenario of SCENARIOS) {
-    const all: Record<string, Figures[]> = { [REVISION]: [], worktree: [] };
+    const sides = REVISION === "none" ? [["worktree", ROOT]] : [[REVISION, before], ["worktree", ROOT]];
+    const all: Record<string, Figures[]> = Object.fromEntries(sides.map(([name]) => [name, []]));
     for (let i = 0; i < ROUNDS; i++) {
-      for (const [name, root] of [[REVISION, before], ["worktree", ROOT]]) {
+      for (const [name, root] of sides) {
         const topic = `ab-${scenario}-${name.replace(/\W/g, "")}-${i}`;
         await broker.createTopic(topic, 3);
         const f = await round(root, scenario, broker.bootstrap, topic);
@@ -141,7 +146,8 @@ try {
           `${scenario} round ${i + 1} ${name}: ${f.rate.toFixed(0)} msg/s, ${
             f.cpuUs.toFixed(2)
           } µs CPU/msg, ` +
-            `peak RSS ${f.peakMb.toFixed(0)} MB, RSS at end ${f.rssMb.toFixed(0)} MB (load ${loadavg()})`,
+            `peak RSS ${f.peakMb.toFixed(0)} MB, RSS ${f.rssMb.map((x) => x.toFixed(0)).join(" / ")} MB ` +
+            `at a tenth / half / end of the load (load average ${loadavg()})`,
         );
       }
     }
