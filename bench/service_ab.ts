@@ -7,11 +7,12 @@
  * - CPU µs/msg: utime + stime of the service (all threads) over the load and the settling, per acknowledged record;
  * - peak RSS (VmHWM), and RSS sampled every second of the load (at a tenth, half and the end of it).
  * Scenarios: `http` (wrk -t1 -c64, 100-byte POSTs, bench/post.lua; WAL fallback), `always` (the same with
- * `producer.wal.mode: always`), `batch` (bench/load http: 64 connections of NDJSON batches of 1,000 records).
+ * `producer.wal.mode: always`), `batch` (bench/load http: 64 connections of NDJSON batches of 1,000 records),
+ * `always-batch` (the batches with `producer.wal.mode: always`).
  * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none). REVISION `none`
  * runs the worktree alone (e.g. one long batch load to see whether RSS grows).
  *
- * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch] [--rounds 2] [--seconds 8]
+ * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch] [--rounds 2] [--seconds 8]
  *      [--codec none|gzip|lz4]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
@@ -64,7 +65,7 @@ async function pidListeningOn(url: string): Promise<number> {
 }
 
 async function load(scenario: string, url: string): Promise<void> {
-  if (scenario === "batch") {
+  if (scenario.endsWith("batch")) {
     const bin = new TextDecoder().decode(
       (await runCommand("bash", [`${ROOT}bench/load/build.sh`], { timeoutMs: 600_000 })).stdout,
     ).trim();
@@ -79,7 +80,7 @@ async function load(scenario: string, url: string): Promise<void> {
 async function round(root: string, scenario: string, bootstrap: string, topic: string): Promise<Figures> {
   const dir = await Deno.makeTempDir({ prefix: "ka-ab-" });
   const svc = await startService({
-    producer: { wal: { mode: scenario === "always" ? "always" : "fallback", path: `${dir}/wal` } },
+    producer: { wal: { mode: scenario.startsWith("always") ? "always" : "fallback", path: `${dir}/wal` } },
     kafka: {
       brokers: [bootstrap],
       "compression.codec": CODEC,
