@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { httpRequests } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
-import { bodyReadFailed, startHttpServer } from "../src/server/http.ts";
+import { bodyArrived, bodyReadFailed, header, startHttpServer } from "../src/server/http.ts";
 import { formatHostPort } from "../src/listen_address.ts";
 import type { Listener } from "../src/server/listener.ts";
 import { parseContentLength } from "../src/server/params.ts";
 import { readReply } from "./support/attack.ts";
+import { delay } from "./support/wait.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
 
 interface Reply {
@@ -552,4 +553,39 @@ Deno.test("a body the runtime lost is answered 503 with Retry-After; any other b
   const bad = bodyReadFailed(new TypeError("invalid chunk"), "t");
   assert.equal(bad.status, 400);
   assert.equal(await bad.text(), "could not read request body\n");
+});
+
+Deno.test("a body that came with its head is seen as arrived (read without a deadline); one still coming is not", async () => {
+  const arrived: boolean[] = [];
+  const headers: Array<Array<string | null>> = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    arrived.push(bodyArrived(req));
+    headers.push([header(req, "content-type"), header(req, "content-length"), header(req, "x-none")]);
+    await req.bytes();
+    return new Response(null);
+  });
+  const head =
+    "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Type: Text/Plain\r\nContent-Length: 10\r\n\r\n";
+  try {
+    const whole = await sendPartial(server.addr.port, `${head}0123456789`);
+    assert.equal((await readReply(whole))?.status, 200);
+    whole.close();
+    const split = await sendPartial(server.addr.port, `${head}01234`);
+    await delay(100);
+    await split.write(new TextEncoder().encode("56789"));
+    assert.equal((await readReply(split))?.status, 200);
+    split.close();
+  } finally {
+    await server.shutdown();
+  }
+  assert.deepEqual(arrived, [true, false]);
+  assert.deepEqual(headers, [["Text/Plain", "10", null], ["Text/Plain", "10", null]]);
+  // Requests not from Deno's server: a stream is never whole in advance; headers come from the Headers object.
+  const made = new Request("http://x/", {
+    method: "POST",
+    body: ReadableStream.from([new Uint8Array(1)]),
+    headers: { "content-type": "a/b" },
+  });
+  assert.equal(bodyArrived(made), false);
+  assert.equal(header(made, "content-type"), "a/b");
 });

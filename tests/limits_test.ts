@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { startGrpcServer } from "../src/server/grpc/server.ts";
 import { type HttpServerOptions, startHttpServer } from "../src/server/http.ts";
-import type { ConnectionLimits } from "../src/server/limits.ts";
+import { type ConnectionLimits, Connections } from "../src/server/limits.ts";
 import { readTls, TlsSource } from "../src/server/tls.ts";
 import { readReply } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
@@ -287,5 +287,33 @@ Deno.test("https: connections without a handshake, idle ones, and those past max
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a connection waits from its open for a head, and is idle from the sweep that sees its requests end", () => {
+  const conns = new Connections("test", { maxConnections: 1, headerTimeoutMs: 100, idleTimeoutMs: 1000 });
+  const opened = Date.now();
+  const conn = conns.open(() => {})!;
+  try {
+    assert.equal(conn.expired(opened + 50, 1000), false);
+    conn.requestStarted();
+    conn.requestStarted();
+    conn.requestEnded();
+    // Busy: no deadline, however long.
+    assert.equal(conn.expired(opened + 10_000, 1000), false);
+    conn.answered(undefined);
+    // This sweep sees the last request ended: idle from now on, with the idle timeout.
+    assert.equal(conn.expired(opened + 20_000, 1000), false);
+    assert.equal(conn.expired(opened + 20_999, 1000), false);
+    assert.equal(conn.expired(opened + 21_000, 1000), true);
+  } finally {
+    conn.closed();
+  }
+  assert.equal(conns.size, 0);
+  const late = conns.open(() => {})!;
+  try {
+    assert.equal(late.expired(Date.now() + 100, 1000), true);
+  } finally {
+    late.closed();
   }
 });

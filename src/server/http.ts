@@ -170,7 +170,7 @@ class HttpHandler {
     const gate = this.#gate;
     let principal: Principal | undefined;
     if (gate !== undefined) {
-      principal = gate.authenticate(req.headers.get("authorization"), certName);
+      principal = gate.authenticate(header(req, "authorization"), certName);
       if (principal === undefined) return unauthenticated();
     }
     const topic = rawTopic.includes("%") ? decode(rawTopic) : rawTopic;
@@ -183,7 +183,7 @@ class HttpHandler {
     }
     // The one content-type check: batches branch off where other types are refused, so a single message pays
     // nothing for them.
-    const contentType = req.headers.get("content-type");
+    const contentType = header(req, "content-type");
     if (contentType !== null && !acceptedType(contentType)) {
       const type = mediaType(contentType);
       if (BATCH_TYPES.has(type.toLowerCase())) return await this.#produceBatch(req, topic, query);
@@ -199,7 +199,7 @@ class HttpHandler {
     }
 
     const max = this.#facade.maxMessageBytes;
-    const length = req.headers.get("content-length");
+    const length = header(req, "content-length");
     let declared = -1;
     if (length !== null) {
       declared = parseContentLength(length);
@@ -249,7 +249,7 @@ class HttpHandler {
       ack = parsed.ack;
     }
     const { maxBytes } = this.#batch;
-    const length = req.headers.get("content-length");
+    const length = header(req, "content-length");
     let declared = -1;
     if (length !== null) {
       declared = parseContentLength(length);
@@ -340,7 +340,7 @@ class HttpHandler {
     const gate = this.#gate;
     let principal: Principal | undefined;
     if (gate !== undefined) {
-      principal = gate.authenticate(req.headers.get("authorization"), certName);
+      principal = gate.authenticate(header(req, "authorization"), certName);
       if (principal === undefined) return unauthenticated();
     }
     try {
@@ -555,15 +555,18 @@ class BodyDeadlines {
   }
 
   /**
-   * Reads a body of at most INLINE_BODY_BYTES in one call (`arrayBuffer`), or
-   * TIMED_OUT. The read cannot be cancelled: on time-out it is left to end with its connection.
+   * Reads a body of at most INLINE_BODY_BYTES in one call (`bytes`), or TIMED_OUT. A body that came whole with
+   * its head cannot stall and is read without a deadline (a deadline is a promise per request, about a fifth of
+   * the CPU time of a small request). Otherwise the read cannot be cancelled: on time-out it is left to end with
+   * its connection.
    */
   readSmall(req: Request): Promise<Uint8Array | BodyFailure> {
+    if (bodyArrived(req)) return req.bytes();
     return new Promise((resolve, reject) => {
       const read = this.watch(resolve);
-      req.arrayBuffer().then((body) => {
+      req.bytes().then((body) => {
         this.done(read);
-        resolve(new Uint8Array(body));
+        resolve(body);
       }, (err) => {
         this.done(read);
         reject(err);
@@ -599,6 +602,42 @@ class BodyDeadlines {
     }
     if (this.#reads.size === 0) this.stop();
   }
+}
+
+/**
+ * Deno 2.8.3 keeps a Request's state under a private symbol. For a request of Deno's HTTP server, that state
+ * reads one header at a time, and its body is a buffer, not a stream, when the whole body arrived with the head
+ * (the usual small POST). For other requests (node:https, or a Deno without the symbol) neither is found, and
+ * the public API is used.
+ */
+const REQUEST_STATE = Object.getOwnPropertySymbols(new Request("http://localhost/"))
+  .find((symbol) => symbol.description === "request");
+
+/** The part of that state used here; every member may be missing. */
+interface RequestState {
+  header?: unknown;
+  body?: { streamOrStatic?: unknown } | null;
+}
+
+function stateOf(req: Request): RequestState | undefined {
+  if (REQUEST_STATE === undefined) return undefined;
+  return (req as unknown as Record<symbol, RequestState | undefined>)[REQUEST_STATE];
+}
+
+/**
+ * The value of header `name`. `req.headers` would build a Headers object of every header, and a reply to a
+ * request whose headers were built costs more to send: together about a sixth of a small request's CPU time.
+ */
+export function header(req: Request, name: string): string | null {
+  const state = stateOf(req);
+  return typeof state?.header === "function" ? state.header(name) : req.headers.get(name);
+}
+
+/** Whether the body of `req` is already in memory, so reading it cannot stall. */
+export function bodyArrived(req: Request): boolean {
+  const body = stateOf(req)?.body;
+  return body === null ||
+    (typeof body?.streamOrStatic === "object" && !(body.streamOrStatic instanceof ReadableStream));
 }
 
 /** text/plain, application/json and application/octet-stream, in any case, with or without parameters. */

@@ -28,40 +28,49 @@ export interface ConnectionLimits {
   idleTimeoutMs: number;
 }
 
-/** One open connection, as its listener reports it. */
+/**
+ * One open connection, as its listener reports it. A request only counts itself in and out; the sweep of its
+ * Connections works out from the counts whether the connection is busy, or since when it has been idle (a clock
+ * read per request cost the hot path more than the rest of this bookkeeping).
+ */
 export class Connection {
-  /** When the sweep closes it (ms, Date.now()); Infinity while a request is in flight. */
-  deadline: number;
-  #active = 0;
+  #started = 0;
+  #ended = 0;
+  /** #ended as the sweep last saw it. */
+  #seenEnded = 0;
+  /** Since when (ms, Date.now()) the connection has been waiting for its first head, or idle. */
+  #waitingSince: number;
+  /** How long it may wait: the header timeout until a request ended, the idle timeout after. */
+  #waitMs: number;
   readonly #owner: Connections;
   readonly close: () => void;
 
-  constructor(owner: Connections, close: () => void, deadline: number) {
+  constructor(owner: Connections, close: () => void, headerTimeoutMs: number) {
     this.#owner = owner;
     this.close = close;
-    this.deadline = deadline;
+    this.#waitingSince = Date.now();
+    this.#waitMs = headerTimeoutMs;
   }
 
   /** A request head arrived (HTTP), or a stream opened (gRPC). */
   requestStarted(): void {
-    this.#active++;
-    this.deadline = Infinity;
+    this.#started++;
   }
 
   /** A request was answered, or a stream closed. */
   requestEnded(): void {
-    if (--this.#active === 0) this.deadline = Date.now() + this.#owner.limits.idleTimeoutMs;
+    this.#ended++;
   }
 
   /** requestEnded, passing the reply through: `handler(req).then(conn.answered, conn.failed)`. */
   readonly answered = <T>(reply: T): T => {
-    this.requestEnded();
+    this.#ended++;
     return reply;
   };
 
   /** requestEnded, passing the error on. */
   readonly failed = (err: unknown): never => {
-    this.requestEnded();
+    this.#ended++;
     throw err;
   };
 
@@ -69,12 +78,29 @@ export class Connection {
   closed(): void {
     this.#owner.forget(this);
   }
+
+  /**
+   * For the sweep at `now`: whether the connection has waited past its bound. Idle time counts from the sweep
+   * that first sees the connection's requests all ended, which is never before the last one ended.
+   */
+  expired(now: number, idleTimeoutMs: number): boolean {
+    if (this.#started !== this.#ended) return false;
+    if (this.#ended !== this.#seenEnded) {
+      this.#seenEnded = this.#ended;
+      this.#waitingSince = now;
+      this.#waitMs = idleTimeoutMs;
+      return false;
+    }
+    return now - this.#waitingSince >= this.#waitMs;
+  }
 }
 
 /**
  * The open connections of one listener. One interval sweeps them all (a timer per connection or per request
- * would cost the hot path more than the rest of a small request); it runs only while connections are open, so
- * a connection is closed between its deadline and a quarter of the shortest timeout (at most a second) after.
+ * would cost the hot path more than the rest of a small request); it runs only while connections are open. It
+ * runs every quarter of the shortest timeout (at most a second): a connection that has not sent its first head
+ * is closed up to one such period after the header timeout, an idle one up to two after the idle timeout (the
+ * sweep notices the end of its last request up to a period late).
  * @example
  * const conns = new Connections("http", { maxConnections: 10_000, headerTimeoutMs: 10_000, idleTimeoutMs: 60_000 });
  * const conn = conns.open(() => socket.destroy()); // undefined: over the limit, refuse the connection
@@ -116,7 +142,7 @@ export class Connections {
       });
       return undefined;
     }
-    const conn = new Connection(this, close, Date.now() + this.limits.headerTimeoutMs);
+    const conn = new Connection(this, close, this.limits.headerTimeoutMs);
     this.#open.add(conn);
     if (this.#timer === undefined) {
       const timer = setInterval(() => this.#sweep(), this.#periodMs);
@@ -141,7 +167,7 @@ export class Connections {
   #sweep(): void {
     const now = Date.now();
     for (const conn of this.#open) {
-      if (conn.deadline > now) continue;
+      if (!conn.expired(now, this.limits.idleTimeoutMs)) continue;
       this.#open.delete(conn);
       logRepeated(`${this.#name}: connection timed out`, "debug", `${this.#name}: connection timed out`, {});
       conn.close();

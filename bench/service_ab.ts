@@ -1,0 +1,168 @@
+/**
+ * The whole service of a git revision against this worktree's, in one run against one real broker, alternating
+ * so that both see the same machine: what a change costs or saves with Kafka in the path. Per round and side, a
+ * fresh service gets one load for SECONDS into a new topic of 3 partitions, and the figures are taken once the
+ * records it acknowledged to Kafka stop moving:
+ * - msg/s: records Kafka acknowledged (`kafka_client_ack_cnt`) over the load's seconds;
+ * - CPU µs/msg: utime + stime of the service (all threads) over the load and the settling, per acknowledged record;
+ * - peak RSS (VmHWM), and RSS sampled every second of the load (at a tenth, half and the end of it).
+ * Scenarios: `http` (wrk -t1 -c64, 100-byte POSTs, bench/post.lua; WAL fallback), `always` (the same with
+ * `producer.wal.mode: always`), `batch` (bench/load http: 64 connections of NDJSON batches of 1,000 records),
+ * `always-batch` (the batches with `producer.wal.mode: always`).
+ * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none). REVISION `none`
+ * runs the worktree alone (e.g. one long batch load to see whether RSS grows).
+ *
+ * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch] [--rounds 2] [--seconds 8]
+ *      [--codec none|gzip|lz4]
+ */
+import { startBroker } from "../tests/kafka/broker.ts";
+import { runCommand } from "../tests/kafka/command.ts";
+import { startService } from "../tests/support/service.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
+
+function flag(name: string, fallback: string): string {
+  const i = Deno.args.indexOf(`--${name}`);
+  return i < 0 ? fallback : Deno.args[i + 1];
+}
+
+const REVISION = Deno.args[0];
+const SCENARIOS = flag("only", "http,always,batch").split(",");
+const ROUNDS = Number(flag("rounds", "2"));
+const SECONDS = Number(flag("seconds", "8"));
+const CODEC = flag("codec", "none");
+if (REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0)) {
+  console.error("usage: bench/service_ab.ts REVISION [--only http,always,batch] [--rounds N] [--seconds N]");
+  Deno.exit(2);
+}
+
+interface Figures {
+  rate: number;
+  cpuUs: number;
+  peakMb: number;
+  /** RSS at a tenth, half and the end of the load. */
+  rssMb: [number, number, number];
+}
+
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // CLK_TCK is 100 here
+}
+
+function memoryMb(pid: number, field: "VmHWM" | "VmRSS"): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN) / 1024;
+}
+
+async function pidListeningOn(url: string): Promise<number> {
+  const port = new URL(url).port;
+  const r = await runCommand("ss", ["-Hltnp", `sport = :${port}`], { timeoutMs: 5_000 });
+  const pid = Number(/pid=(\d+)/.exec(new TextDecoder().decode(r.stdout))?.[1] ?? NaN);
+  if (Number.isNaN(pid)) throw new Error(`no process listens on port ${port}`);
+  return pid;
+}
+
+async function load(scenario: string, url: string): Promise<void> {
+  if (scenario.endsWith("batch")) {
+    const bin = new TextDecoder().decode(
+      (await runCommand("bash", [`${ROOT}bench/load/build.sh`], { timeoutMs: 600_000 })).stdout,
+    ).trim();
+    const args = ["http", "-seconds", String(SECONDS), "-url", url, "-connections", "64", "-ndjson", "1000"];
+    await runCommand(bin, [...args, "-size", "100"], { timeoutMs: SECONDS * 1000 + 60_000 });
+  } else {
+    const args = ["-t1", "-c64", `-d${SECONDS}s`, "-s", `${ROOT}bench/post.lua`, url];
+    await runCommand("wrk", args, { timeoutMs: SECONDS * 1000 + 30_000 });
+  }
+}
+
+async function round(root: string, scenario: string, bootstrap: string, topic: string): Promise<Figures> {
+  const dir = await Deno.makeTempDir({ prefix: "ka-ab-" });
+  const svc = await startService({
+    producer: { wal: { mode: scenario.startsWith("always") ? "always" : "fallback", path: `${dir}/wal` } },
+    kafka: {
+      brokers: [bootstrap],
+      "compression.codec": CODEC,
+      "linger.ms": 5,
+      "batch.num.messages": 10000,
+      "statistics.interval.ms": 3_600_000,
+    },
+  }, {
+    dir,
+    env: { KA_LOG_LEVEL: "warn" },
+    command: (config) => ({
+      cmd: DENO,
+      args: ["run", "--allow-all", `--config=${ROOT}deno.json`, `${root}/src/main.ts`, "-config", config],
+    }),
+  });
+  try {
+    const pid = await pidListeningOn(svc.http);
+    const cpuBefore = cpuSeconds(pid);
+    const rss: number[] = [];
+    const sampler = setInterval(() => rss.push(memoryMb(pid, "VmRSS")), 1000);
+    await load(scenario, `${svc.http}/topics/${topic}/messages`).finally(() => clearInterval(sampler));
+    let acked = await svc.metric("kafka_client_ack_cnt");
+    for (let i = 0; i < 30; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const now = await svc.metric("kafka_client_ack_cnt");
+      if (now === acked) break;
+      acked = now;
+    }
+    return {
+      rate: acked / SECONDS,
+      cpuUs: (cpuSeconds(pid) - cpuBefore) * 1e6 / acked,
+      peakMb: memoryMb(pid, "VmHWM"),
+      rssMb: [rss[Math.floor(rss.length / 10)], rss[Math.floor(rss.length / 2)], rss[rss.length - 1]],
+    };
+  } finally {
+    await svc.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const before = await Deno.makeTempDir({ prefix: "ka-ab-rev-" });
+try {
+  const archive = REVISION === "none" ? { code: 0, stderr: "" } : await runCommand("bash", [
+    "-c",
+    `git -C "$0" archive "$1" src bench docs proto deno.json | tar -x -C "$2"`,
+    ROOT,
+    REVISION,
+    before,
+  ], { timeoutMs: 60_000 });
+  if (archive.code !== 0) throw new Error(`git archive ${REVISION}: ${archive.stderr}`);
+  await using broker = await startBroker();
+  const loadavg = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  console.log(`codec ${CODEC}, ${SECONDS} s per load, load average before: ${loadavg()}`);
+  for (const scenario of SCENARIOS) {
+    const sides = REVISION === "none" ? [["worktree", ROOT]] : [[REVISION, before], ["worktree", ROOT]];
+    const all: Record<string, Figures[]> = Object.fromEntries(sides.map(([name]) => [name, []]));
+    for (let i = 0; i < ROUNDS; i++) {
+      for (const [name, root] of sides) {
+        const topic = `ab-${scenario}-${name.replace(/\W/g, "")}-${i}`;
+        await broker.createTopic(topic, 3);
+        const f = await round(root, scenario, broker.bootstrap, topic);
+        all[name].push(f);
+        console.log(
+          `${scenario} round ${i + 1} ${name}: ${f.rate.toFixed(0)} msg/s, ${
+            f.cpuUs.toFixed(2)
+          } µs CPU/msg, ` +
+            `peak RSS ${f.peakMb.toFixed(0)} MB, RSS ${f.rssMb.map((x) => x.toFixed(0)).join(" / ")} MB ` +
+            `at a tenth / half / end of the load (load average ${loadavg()})`,
+        );
+      }
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    for (const [name, fs] of Object.entries(all)) {
+      console.log(
+        `${scenario} median ${name}: ${median(fs.map((f) => f.rate)).toFixed(0)} msg/s, ` +
+          `${median(fs.map((f) => f.cpuUs)).toFixed(2)} µs CPU/msg, peak RSS ${
+            median(fs.map((f) => f.peakMb)).toFixed(0)
+          } MB`,
+      );
+    }
+  }
+  console.log(`load average after: ${loadavg()}`);
+} finally {
+  await Deno.remove(before, { recursive: true });
+}
