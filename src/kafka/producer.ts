@@ -369,11 +369,11 @@ export class KafkaProducer {
       const to = new Single(id, resolve, reject, msg.topic);
       this.#receivers[id / SLOT_SPAN] = to;
       if (waitMs > 0 && this.#waitingHead < this.#waiting.length) {
-        this.#wait(msg, id, to, waitMs); // behind those already waiting, to keep their order
+        this.#wait(msg, id, to, performance.now() + waitMs); // behind those already waiting, to keep their order
         return;
       }
       const code = this.#handOver(msg, id);
-      if (code === ERR.QUEUE_FULL && waitMs > 0) this.#wait(msg, id, to, waitMs);
+      if (code === ERR.QUEUE_FULL && waitMs > 0) this.#wait(msg, id, to, performance.now() + waitMs);
       else if (code !== 0) this.#reject(to, id, code, msg.topic);
     });
   }
@@ -422,7 +422,10 @@ export class KafkaProducer {
       i = stop;
     }
     // Every message, or those from the first one refused with a full queue on, wait in order.
-    for (; i < n; i++) this.#wait(messages[i], firstId + i, batch, waitMs);
+    if (i < n) {
+      const deadline = performance.now() + waitMs;
+      for (; i < n; i++) this.#wait(messages[i], firstId + i, batch, deadline);
+    }
     batch.seal();
     return batch.promise;
   }
@@ -740,12 +743,12 @@ export class KafkaProducer {
     this.#expireWaiting(now);
   }
 
-  #wait(msg: Message, id: number, to: Receiver, waitMs: number): void {
-    if (waitMs !== Infinity && this.#waiting.length - this.#waitingHead >= MAX_WAITING) {
+  /** Queues `msg` to wait for room until `deadline` (performance.now() time; Infinity: no bound). */
+  #wait(msg: Message, id: number, to: Receiver, deadline: number): void {
+    if (deadline !== Infinity && this.#waiting.length - this.#waitingHead >= MAX_WAITING) {
       this.#reject(to, id, ERR.QUEUE_FULL, msg.topic);
       return;
     }
-    const deadline = performance.now() + waitMs;
     if (deadline < this.#nextExpiry) this.#nextExpiry = deadline;
     this.#waiting.push({ msg, id, to, deadline });
     if (to instanceof Batch) to.waits();
