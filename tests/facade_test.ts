@@ -3,20 +3,10 @@ import assert from "node:assert/strict";
 import type { KafkaProducer as KafkaProducerType } from "../src/kafka/producer.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import type { Wal } from "../src/wal/wal.ts";
-import { type FacadeRig, facadeRig } from "./support/facade_rig.ts";
+import { type FacadeRig, facadeRig, refusal } from "./support/facade_rig.ts";
 import { waitFor } from "./support/wait.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
-
-async function refusal(p: Promise<unknown>): Promise<ProduceError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof ProduceError, String(err));
-    return err;
-  }
-  throw new Error("expected a ProduceError");
-}
 
 Deno.test("facade: ack=kafka answers with partition and offset; ack=none with 'queued'", async () => {
   await using r = await facadeRig();

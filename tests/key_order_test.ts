@@ -4,16 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { KeyOrder, orderGroupOf } from "../src/producer/key_order.ts";
-import { RateLimiter } from "../src/producer/rate_limiter.ts";
-import { Replayer } from "../src/producer/replay.ts";
-import { ProduceError } from "../src/producer/types.ts";
-import { openWal, type Wal } from "../src/wal/wal.ts";
+import { openWal } from "../src/wal/wal.ts";
 import { KafkaProducer } from "../src/kafka/producer.ts";
-import { facadeRig, MOCK_KAFKA } from "./support/facade_rig.ts";
-import { FakeClock } from "./support/fake_clock.ts";
-import { Gate, Sender } from "./support/replay.ts";
+import { facadeRig, MOCK_KAFKA, refusal } from "./support/facade_rig.ts";
+import { replayRig, type ReplayRigOptions } from "./support/replay.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { settle, waitFor } from "./support/wait.ts";
+
+/** Replay with key order and no pacing to speak of. */
+const ORDERED: ReplayRigOptions = { rate: 1_000_000, groupOf: orderGroupOf };
 
 const text = (s: string) => new TextEncoder().encode(s);
 const keyed = (key: string, value: string) => ({ topic: "t", key: text(key), value: text(value) });
@@ -157,48 +156,12 @@ Deno.test("key order: groups recovered from the WAL are known from the start", (
   assert.equal(order.groups, 1);
 });
 
-function replayRig(wal: Wal, rate = 1_000_000) {
-  const clock = new FakeClock();
-  const gate = new Gate();
-  const sender = new Sender(wal);
-  const limiter = new RateLimiter(rate, { burst: 1, clock });
-  const replayer = new Replayer({
-    wal,
-    gate,
-    limiter,
-    send: sender.send,
-    periodMs: 60_000,
-    clock,
-    groupOf: orderGroupOf,
-  });
-  return {
-    clock,
-    gate,
-    sender,
-    replayer,
-    /** Lets the run go on: tokens and continuations. */
-    async step() {
-      for (let i = 0; i < 5; i++) {
-        clock.advance(1);
-        await settle();
-      }
-    },
-    async [Symbol.asyncDispose]() {
-      const stopped = replayer.stop();
-      sender.answerAll(false);
-      await stopped;
-      limiter.close();
-      await wal.close();
-    },
-  };
-}
-
 Deno.test("key order: replay sends one record per group at a time, oldest first, many groups at once", async () => {
   const wal = await openWal({ path: "", inMemory: true, maxBytes: 1 << 20 });
   const names = ["a0", "b0", "a1", "c0", "a2", "b1"];
   const ids = new Map(names.map((n) => [n, wal.append(keyed(n[0], n)).id]));
   const name = new Map([...ids].map(([n, id]) => [id, n]));
-  await using r = replayRig(wal);
+  await using r = replayRig(wal, ORDERED);
   r.replayer.kick();
   await r.step();
   const sent = () => r.sender.sent.map((id) => name.get(id));
@@ -222,7 +185,7 @@ Deno.test("key order: a record checked out behind a group whose next one is abou
   const wal = await openWal({ path: "", inMemory: true, maxBytes: 1 << 20 });
   const [a0, a1, b0, a2] = ["a0", "a1", "b0", "a2"].map((n) => wal.append(keyed(n[0], n)).id);
   // 10 records/s: the run waits 100 ms for b0's token, and a0 is delivered meanwhile.
-  await using r = replayRig(wal, 10);
+  await using r = replayRig(wal, { ...ORDERED, rate: 10 });
   r.replayer.kick();
   await settle();
   assert.deepEqual(r.sender.sent, [a0]);
@@ -245,7 +208,7 @@ Deno.test("key order: a failed replay sends its group's waiting records back; th
   const wal = await openWal({ path: "", inMemory: true, maxBytes: 1 << 20 });
   const a = [0, 1, 2].map((i) => wal.append(keyed("a", `a${i}`)).id);
   const b = wal.append(keyed("b", "b0")).id;
-  await using r = replayRig(wal);
+  await using r = replayRig(wal, ORDERED);
   r.replayer.kick();
   await r.step();
   assert.deepEqual(r.sender.sent, [a[0], b]);
@@ -296,16 +259,6 @@ Deno.test("key order: recovery counts the records left in the WAL per group, fro
   assert.equal(plain.recoveredTags().size, 0, "without a tag function nothing is decoded");
   await plain.close();
 });
-
-async function refusal(p: Promise<unknown>): Promise<ProduceError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof ProduceError, String(err));
-    return err;
-  }
-  throw new Error("expected a ProduceError");
-}
 
 Deno.test("key order: the facade sends a key with records in the WAL there; ack=kafka for it gets 503", async () => {
   await using r = await facadeRig({ order: true, breakerTimeoutMs: 10 });

@@ -1,46 +1,17 @@
 /** Replay on a fake clock: oldest first, paced, never while open, probes only in half-open, nothing sent twice. */
 import assert from "node:assert/strict";
-import { RateLimiter } from "../src/producer/rate_limiter.ts";
-import { Replayer } from "../src/producer/replay.ts";
 import { openWal } from "../src/wal/wal.ts";
-import { FakeClock } from "./support/fake_clock.ts";
-import { Gate, Sender } from "./support/replay.ts";
+import { replayRig, type ReplayRigOptions } from "./support/replay.ts";
 import { settle } from "./support/wait.ts";
 
-async function setup(records: number, opts: { rate?: number; periodMs?: number } = {}) {
+async function setup(records: number, opts: ReplayRigOptions = {}) {
   const wal = await openWal({ path: "", inMemory: true, maxBytes: 1 << 20 });
   const ids: number[] = [];
   for (let i = 0; i < records; i++) {
     ids.push(wal.append({ topic: "t", value: new TextEncoder().encode(`r${i}`) }).id);
   }
   await wal.sync();
-  const clock = new FakeClock();
-  const gate = new Gate();
-  const sender = new Sender(wal);
-  const limiter = new RateLimiter(opts.rate ?? 1000, { burst: 1, clock });
-  const replayer = new Replayer({
-    wal,
-    gate,
-    limiter,
-    send: sender.send,
-    periodMs: opts.periodMs ?? 60_000,
-    clock,
-  });
-  return {
-    wal,
-    ids,
-    clock,
-    gate,
-    sender,
-    replayer,
-    async [Symbol.asyncDispose]() {
-      const stopped = replayer.stop();
-      sender.answerAll(false);
-      await stopped;
-      limiter.close();
-      await wal.close();
-    },
-  };
+  return { wal, ids, ...replayRig(wal, opts) };
 }
 
 Deno.test("replay: sends the records oldest first, paced by the rate limiter", async () => {

@@ -1,9 +1,11 @@
 /** A facade on librdkafka's mock cluster and an in-memory WAL whose storage fails on demand. */
+import assert from "node:assert/strict";
 import { type Config, defaultConfig } from "../../src/config.ts";
 import { KafkaProducer } from "../../src/kafka/producer.ts";
 import { Breaker } from "../../src/producer/breaker.ts";
 import { Facade } from "../../src/producer/facade.ts";
 import { KeyOrder } from "../../src/producer/key_order.ts";
+import { ProduceError } from "../../src/producer/types.ts";
 import type { Wal } from "../../src/wal/wal.ts";
 import { type FaultStorage, openFaultyWal } from "./fault_storage.ts";
 
@@ -70,4 +72,15 @@ export async function facadeRig(opts: FacadeRigOptions = {}): Promise<FacadeRig>
       breaker.close();
     },
   };
+}
+
+/** The ProduceError `p` rejects with; fails the test when it resolves or rejects with something else. */
+export async function refusal(p: Promise<unknown>): Promise<ProduceError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof ProduceError, String(err));
+    return err;
+  }
+  throw new Error("expected a ProduceError");
 }

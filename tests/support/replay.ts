@@ -1,6 +1,12 @@
-/** Replay's counterparts in tests: a breaker gate the test sets, and a sender whose sends the test answers. */
-import type { ReplayGate } from "../../src/producer/replay.ts";
+/**
+ * Replay's counterparts in tests: a breaker gate the test sets, a sender whose sends the test answers, and a
+ * Replayer on a fake clock wired to both.
+ */
+import { RateLimiter } from "../../src/producer/rate_limiter.ts";
+import { Replayer, type ReplayGate, type ReplayOptions } from "../../src/producer/replay.ts";
 import type { Wal, WalRecord } from "../../src/wal/wal.ts";
+import { FakeClock } from "./fake_clock.ts";
+import { settle } from "./wait.ts";
 
 /** A gate whose state the test sets; in half-open it grants `probes` sends. */
 export class Gate implements ReplayGate {
@@ -44,4 +50,50 @@ export class Sender {
   get inFlight(): number {
     return this.#waiting.size;
   }
+}
+
+/** What {@link replayRig} varies. */
+export interface ReplayRigOptions {
+  /** Records per second. @default {1000} */
+  rate?: number;
+  /** @default {60000} */
+  periodMs?: number;
+  groupOf?: ReplayOptions["groupOf"];
+}
+
+/** A Replayer over `wal` on a fake clock, with a Gate and a Sender; disposing it stops it and closes `wal`. */
+export function replayRig(wal: Wal, opts: ReplayRigOptions = {}) {
+  const clock = new FakeClock();
+  const gate = new Gate();
+  const sender = new Sender(wal);
+  const limiter = new RateLimiter(opts.rate ?? 1000, { burst: 1, clock });
+  const replayer = new Replayer({
+    wal,
+    gate,
+    limiter,
+    send: sender.send,
+    periodMs: opts.periodMs ?? 60_000,
+    clock,
+    groupOf: opts.groupOf,
+  });
+  return {
+    clock,
+    gate,
+    sender,
+    replayer,
+    /** Lets the run go on: tokens and continuations. */
+    async step() {
+      for (let i = 0; i < 5; i++) {
+        clock.advance(1);
+        await settle();
+      }
+    },
+    async [Symbol.asyncDispose]() {
+      const stopped = replayer.stop();
+      sender.answerAll(false);
+      await stopped;
+      limiter.close();
+      await wal.close();
+    },
+  };
 }
