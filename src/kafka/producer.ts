@@ -4,7 +4,7 @@
  * JavaScript event loop never blocks on librdkafka; big batches of reports are handled in short slices.
  */
 import type { Message } from "../message.ts";
-import { log } from "../log.ts";
+import { log, logRepeated } from "../log.ts";
 import {
   acks,
   errors,
@@ -817,13 +817,18 @@ export class KafkaProducer {
       isRetryable(cause.code),
     );
     // Refused credentials or certificates do not heal by themselves, unlike a broker that is away.
-    log(e.fatal || isSecurityFailure(cause.code) ? "error" : "warn", "kafka error", {
+    const level = e.fatal || isSecurityFailure(cause.code) ? "error" : "warn";
+    const fields = {
       producer_id: this.id,
       code: cause.code,
       error: name,
       reason: cause.reason,
       fatal: e.fatal,
-    });
+    };
+    // librdkafka repeats an error on every reconnect (2.12.1 reports all brokers down on every re-bootstrap round,
+    // many times a second): one line per error and producer per window, then the count of repeats.
+    if (e.fatal) log(level, "kafka error", fields);
+    else logRepeated(`kafka error ${this.id} ${cause.code}`, level, "kafka error", fields);
     try {
       this.#onError?.(err, e.fatal);
     } catch (cbErr) {
