@@ -246,21 +246,35 @@ Deno.test("facade: always mode with a failing WAL refuses with 'wal: unavailable
   assert.ok(await r.producer.flush(5000));
 });
 
-Deno.test("facade: a full WAL answers 'wal: full'; ListTopics errors do not carry librdkafka's text", async () => {
+Deno.test("facade: a full WAL answers 'wal: full'", async () => {
   await using r = await facadeRig({ wal: { maxBytes: 8192 } });
   r.breaker.trip("test");
   fill(r.wal, 8192, 300);
   // Its line (value base64-encoded, plus the record's fields) takes more than the 300 bytes left.
   const full = await refusal(r.facade.produce({ topic: "t", value: text("x".repeat(300)) }, "none"));
   assert.deepEqual([full.kind, full.message], ["unavailable", "wal: full"]);
+});
 
+Deno.test("facade: ListTopics errors do not carry librdkafka's text; with the breaker open the cluster is not asked", async () => {
+  await using r = await facadeRig();
+  let asked = 0;
   const failing = {
-    listTopics: () => Promise.reject(new Error("Local: Broker transport failure (librdkafka internals)")),
+    listTopics: () => {
+      asked++;
+      return Promise.reject(new Error("Local: Broker transport failure (librdkafka internals)"));
+    },
   } as unknown as KafkaProducerType;
   const previous = r.facade.swapProducer(failing);
   try {
     const err = await refusal(r.facade.listTopics());
-    assert.deepEqual([err.kind, err.message], ["unavailable", "kafka: cannot list topics"]);
+    assert.deepEqual([err.kind, err.message, asked], ["unavailable", "kafka: cannot list topics", 1]);
+    r.breaker.trip("test");
+    const open = await refusal(r.facade.listTopics());
+    assert.deepEqual([open.kind, open.message, asked], [
+      "unavailable",
+      "kafka unavailable (circuit breaker open)",
+      1,
+    ]);
   } finally {
     r.facade.swapProducer(previous);
   }

@@ -403,6 +403,10 @@ export class Facade implements ProducerFacade {
   }
 
   async listTopics(): Promise<string[]> {
+    // A dead cluster costs nothing per request: with the breaker open, no metadata request waits its timeout out.
+    if (this.#breaker.state === "open") {
+      throw new ProduceError("unavailable", "kafka unavailable (circuit breaker open)", 5);
+    }
     try {
       return await this.#producer.listTopics(LIST_TOPICS_TIMEOUT_MS);
     } catch (err) {
