@@ -216,6 +216,24 @@ install_schemathesis() {
 }
 # ---- end of schemathesis -------------------------------------------------------------------------------------
 
+# ---- Python grpcio (tests/grpc_python_test.ts) ---------------------------------------------------------------
+# gRPC's C core as a client we did not write, pinned, in a venv under .tools. Skipped when already there.
+GRPCIO_VERSION=1.76.0
+
+install_python_grpc() {
+  local venv="$TOOLS/grpcio-venv"
+  if [ -x "$venv/bin/python" ] &&
+    [ "$("$venv/bin/python" -c 'import grpc, grpc_tools, grpc_health; print(grpc.__version__)' 2>/dev/null)" = "$GRPCIO_VERSION" ]; then
+    return 0
+  fi
+  local log="$TOOLS/pip-grpcio.log"
+  rm -rf "$venv"
+  { /usr/bin/python3 -m venv "$venv" && "$venv/bin/pip" install --quiet "grpcio==$GRPCIO_VERSION" \
+    "grpcio-tools==$GRPCIO_VERSION" "grpcio-health-checking==$GRPCIO_VERSION"; } \
+    >"$log" 2>&1 || die_with_log "$log" "pip install grpcio==$GRPCIO_VERSION failed"
+}
+# ---- end of Python grpcio ------------------------------------------------------------------------------------
+
 mkdir -p "$TOOLS"
 install_debian_packages
 bash "$ROOT/scripts/librdkafka.sh"
@@ -223,4 +241,5 @@ install_deno
 [ "$RUNTIME_ONLY" = true ] || install_kafka_libs
 [ "$RUNTIME_ONLY" = true ] || install_grpc_test_tools
 [ "$RUNTIME_ONLY" = true ] || install_schemathesis
+[ "$RUNTIME_ONLY" = true ] || install_python_grpc
 cache_npm_dependencies
