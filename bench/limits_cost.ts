@@ -9,6 +9,7 @@
  * e.g. deno run -A bench/limits_cost.ts 026a4ff (the listener before connection limits)
  */
 import { freePort } from "../tests/support/service.ts";
+import { listening } from "../tests/support/wait.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const LUA = `${ROOT}bench/post.lua`;
@@ -43,14 +44,7 @@ async function round(root: string): Promise<{ rps: number; p99: string; cpuUs: n
     stderr: "null",
   }).spawn();
   try {
-    for (let i = 0; i < 100; i++) {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    await listening(port, 10_000);
     const cpuBefore = cpuMicros(child.pid);
     const out = await new Deno.Command("wrk", {
       args: [

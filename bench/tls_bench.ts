@@ -10,6 +10,7 @@ import { startHttpServer } from "../src/server/http.ts";
 import { readTls, TlsSource } from "../src/server/tls.ts";
 import { freePort } from "../tests/support/service.ts";
 import { makeCa, tokenDigest } from "../tests/support/tls.ts";
+import { listening } from "../tests/support/wait.ts";
 import { instantFacade } from "./instant_facade.ts";
 
 const TOKEN = "bench-token";
@@ -80,7 +81,7 @@ async function main(seconds: number): Promise<void> {
         stderr: "null",
       }).spawn();
       try {
-        await waitForPort(port);
+        await listening(port, 10_000);
         const url = `${tls ? "https" : "http"}://127.0.0.1:${port}/topics/bench/messages`;
         rows.push({ scenario, ...await wrk(url, seconds, auth) });
       } finally {
@@ -98,18 +99,6 @@ async function main(seconds: number): Promise<void> {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`nothing listens on ${port}`);
 }
 
 if (Deno.args[0] === "--serve") await serve(Deno.args.slice(1));

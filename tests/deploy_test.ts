@@ -5,7 +5,7 @@
  * health check runs, against a running service.
  */
 import assert from "node:assert/strict";
-import { parse, parseAllDocuments } from "yaml";
+import { parse, parseAllDocuments, stringify } from "yaml";
 import { type Config, parseConfig } from "../src/config.ts";
 import { parseDuration } from "../src/duration.ts";
 import { listenAddress } from "../src/listen_address.ts";
@@ -13,7 +13,7 @@ import { runCommand } from "./kafka/command.ts";
 import { freePort, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { makeCa, signedPair } from "./support/tls.ts";
-import { stringify } from "yaml";
+import { listening } from "./support/wait.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
 const K8S = `${REPO}deploy/kubernetes/`;
@@ -244,19 +244,6 @@ Deno.test({
     assert.match(down.stderr, /healthcheck: http:\/\/127\.0\.0\.1:\d+\/healthz: /);
   },
 });
-
-/** Waits (bounded) until something accepts TCP connections on 127.0.0.1:`port`. */
-async function listening(port: number): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  throw new Error(`nothing listens on port ${port}`);
-}
 
 /** Runs `--healthcheck` against the config at `configPath`. */
 function healthcheck(configPath: string) {

@@ -28,6 +28,21 @@ export async function waitFor(
 }
 
 /**
+ * Waits until something accepts TCP connections on 127.0.0.1:`port`, for a server started as a child process.
+ * @example await listening(port, 10_000);
+ */
+export async function listening(port: number, timeoutMs = 30_000): Promise<void> {
+  await waitFor(`something to listen on port ${port}`, async () => {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return true;
+    } catch {
+      return false;
+    }
+  }, timeoutMs);
+}
+
+/**
  * Resolves as `promise` does, or throws after `timeoutMs` naming `what`: a test fails instead of hanging.
  * @example const outcomes = await within("the batches' reports", Promise.all(batches), 20_000);
  */
