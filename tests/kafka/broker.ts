@@ -268,6 +268,19 @@ export class Broker implements AsyncDisposable {
  * broker.address("TLS"); // "127.0.0.1:<port>"
  */
 export async function startBroker(opts: BrokerOptions = {}): Promise<Broker> {
+  // A port from freePort() can be taken (by a client's ephemeral port, say) before the broker binds it: then
+  // the broker exits at start-up, and a second try with fresh ports goes through.
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await startBrokerOnce(opts);
+    } catch (err) {
+      if (attempt >= START_ATTEMPTS || !(err as Error).message.includes("Address already in use")) throw err;
+    }
+  }
+}
+
+/** Tries to start a broker with ports picked anew. */
+async function startBrokerOnce(opts: BrokerOptions): Promise<Broker> {
   const libs = await kafkaLibs();
   const dir = await Deno.makeTempDir({ prefix: "ka-kafka-" });
   try {
@@ -310,6 +323,9 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<Broker> {
     throw e;
   }
 }
+
+/** Starts tried when a port was taken before the broker could bind it. */
+const START_ATTEMPTS = 3;
 
 /** A loopback TCP port that was free a moment ago. */
 export function freePort(): number {
