@@ -284,15 +284,11 @@ async function startBrokerOnce(opts: BrokerOptions): Promise<Broker> {
   const libs = await kafkaLibs();
   const dir = await Deno.makeTempDir({ prefix: "ka-kafka-" });
   try {
-    const port = opts.port ?? freePort();
-    const internalPort = freePort();
-    const controllerPort = freePort();
+    const names = Object.keys(opts.listeners ?? {});
+    const [picked, internalPort, controllerPort, ...extraPicked] = freePorts(3 + names.length, opts.port);
+    const port = opts.port ?? picked;
     const advertised = `${opts.advertisedHost ?? "127.0.0.1"}:${opts.advertisedPort ?? port}`;
-    const extra = Object.entries(opts.listeners ?? {}).map(([name, security]) => ({
-      name,
-      port: freePort(),
-      security,
-    }));
+    const extra = names.map((name, i) => ({ name, port: extraPicked[i], security: opts.listeners![name] }));
     const extraPorts = new Map(extra.map((l) => [l.name, l.port]));
     const broker = new Broker(dir, port, internalPort, advertised, libs, extraPorts);
     const clients: ClientListener[] = [
@@ -327,12 +323,30 @@ async function startBrokerOnce(opts: BrokerOptions): Promise<Broker> {
 /** Starts tried when a port was taken before the broker could bind it. */
 const START_ATTEMPTS = 3;
 
+/**
+ * `n` different loopback TCP ports that were free a moment ago, none of them `avoid`: each is held until all are
+ * picked, so that one is not handed out twice.
+ */
+function freePorts(n: number, avoid?: number): number[] {
+  const held: Deno.Listener[] = [];
+  try {
+    while (held.length < n) {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      if ((listener.addr as Deno.NetAddr).port === avoid) {
+        listener.close();
+        continue;
+      }
+      held.push(listener);
+    }
+    return held.map((l) => (l.addr as Deno.NetAddr).port);
+  } finally {
+    for (const l of held) l.close();
+  }
+}
+
 /** A loopback TCP port that was free a moment ago. */
 export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+  return freePorts(1)[0];
 }
 
 /** A listener that clients use: CLIENT, or one of BrokerOptions.listeners. */
