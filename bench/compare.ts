@@ -16,7 +16,8 @@
  * (bench/load `http`, 64 keep-alive connections), gRPC Produce streams (bench/load `grpc`: grpc-go, 4 streams x
  * 1,000 in flight). The Go load generator is built on first use by bench/load/build.sh. Ceilings: bare
  * Deno.serve (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
- * (bench/grpc_echo_server.ts) under the same gRPC load, and `kcat -P` sending the same number of messages.
+ * (bench/grpc_echo_server.ts) under the same gRPC load, and `kcat -P` sending the same number of messages; for
+ * the batches also bare Deno.serve reading the same bodies, the floor of their CPU and memory.
  * Prints a markdown table and the command line. A failing scenario prints its error in its row.
  */
 import { stringify } from "yaml";
@@ -463,9 +464,9 @@ async function startGo(binary: string, dir: string, bootstrap: string): Promise<
   }
 }
 
-async function startBaseline(dir: string): Promise<Target> {
+async function startBaseline(dir: string, read: "whole" | "stream"): Promise<Target> {
   const port = freePort();
-  const p = spawnTracked(DENO, ["run", "--allow-net", BASELINE, String(port)], `${dir}/baseline.log`);
+  const p = spawnTracked(DENO, ["run", "--allow-net", BASELINE, String(port), read], `${dir}/baseline.log`);
   let exited = false;
   p.child.status.then(() => exited = true);
   try {
@@ -640,7 +641,11 @@ async function measure(
     } else {
       const units = kind === "batch" ? load.okCount * BATCH_RECORDS : load.okCount;
       row.rate = units / SECONDS;
-      row.rateUnit = kind === "grpc" ? "answered/s, no Kafka" : "req/s, no Kafka";
+      row.rateUnit = kind === "grpc"
+        ? "answered/s, no Kafka"
+        : kind === "batch"
+        ? "records/s, no Kafka"
+        : "req/s, no Kafka";
       row.cpuUs = units > 0 ? cpu * 1e6 / units : null;
     }
     row.generatorCores = load.generatorCores;
@@ -803,7 +808,7 @@ try {
       "bare Deno.serve answering 200 (ceiling)",
       "ceiling",
       "http",
-      () => startBaseline(dir),
+      () => startBaseline(dir, "whole"),
       false,
     );
     bare.label = "Deno.serve";
@@ -818,6 +823,14 @@ try {
   // HTTP, NDJSON batches: its ceiling is kcat (Kafka is the limit, not HTTP), filled in below.
   const batchRows: Row[] = [];
   if (ONLY.has("batch")) {
+    // Not a ratio's ceiling (kcat is): what Deno's server alone costs, in CPU and memory, for the same bodies.
+    await run(
+      `bare Deno.serve reading the ${BATCH_RECORDS}-record bodies (floor)`,
+      "ceiling",
+      "batch",
+      () => startBaseline(dir, "stream"),
+      false,
+    );
     const batchOurs = await run(`HTTP NDJSON ${BATCH_RECORDS} records/request, ours`, "ours", "batch", ours);
     batchRows.push(batchOurs);
     if (go) {
