@@ -55,6 +55,8 @@ export interface ConnectionOptions {
   maxHeaderListSize: number;
   /** A new request stream, headers checked; the callee sets `stream.events`. */
   onStream(stream: Http2Stream): void;
+  /** A stream is over, whichever way it ended. */
+  onStreamClosed?(stream: Http2Stream): void;
   /** The connection is over (both directions); called once. */
   onClose(): void;
   /** A protocol error ended the connection or a stream; for logs. */
@@ -89,6 +91,10 @@ export class Http2Connection implements StreamOwner {
   #settingsSeen = false;
   /** Highest client stream id seen; ids above it are idle. */
   #lastStreamId = 0;
+  /** Highest stream handed to the application: the last stream id of our GOAWAY. */
+  #lastAccepted = 0;
+  /** Whether the client acknowledged our SETTINGS, so that it is bound by our limits. */
+  #settingsAcked = false;
   /** A header block being gathered from HEADERS + CONTINUATION. */
   #headerBlock: { streamId: number; endStream: boolean; parts: Uint8Array[]; bytes: number } | undefined;
   /** Streams the client ended or reset whose frames may still arrive: ids -> true when we reset them. */
@@ -111,6 +117,7 @@ export class Http2Connection implements StreamOwner {
   // the end
   #goawaySent = false;
   #closing = false;
+  #transportEnded = false;
   #closed = false;
   // flood guard
   #cheapTokens = CHEAP_FRAME_BURST;
@@ -194,7 +201,7 @@ export class Http2Connection implements StreamOwner {
   shutdown(): void {
     if (this.#goawaySent) return;
     this.#goawaySent = true;
-    this.#queue(goawayFrame(this.#lastStreamId, ErrorCode.NO_ERROR));
+    this.#queue(goawayFrame(this.#lastAccepted, ErrorCode.NO_ERROR));
     this.#scheduleFlush();
     this.#endIfIdle();
   }
@@ -225,6 +232,10 @@ export class Http2Connection implements StreamOwner {
     } else {
       this.#unackedStream.set(stream.id, unacked);
     }
+  }
+
+  streamClosed(stream: Http2Stream): void {
+    this.#opts.onStreamClosed?.(stream);
   }
 
   // --- input
@@ -335,6 +346,15 @@ export class Http2Connection implements StreamOwner {
     }
     stream.receiveWindow -= payload.byteLength;
     const endStream = (flags & Flag.END_STREAM) !== 0;
+    if (stream.expectedBytes !== undefined) {
+      // DATA that disagrees with content-length makes the request malformed (RFC 9113 8.1.1).
+      stream.expectedBytes -= data.byteLength;
+      if (stream.expectedBytes < 0 || (endStream && stream.expectedBytes !== 0)) {
+        this.#consumedConnection(payload.byteLength);
+        this.#resetStream(stream, ErrorCode.PROTOCOL_ERROR);
+        return;
+      }
+    }
     if (payload.byteLength === 0 && !endStream) this.#cheap("empty DATA frames");
     // Padding is taken at once; the data when the application reads it.
     this.#consumedConnection(payload.byteLength - data.byteLength);
@@ -448,6 +468,13 @@ export class Http2Connection implements StreamOwner {
       return;
     }
     if (this.#streams.size >= this.#opts.maxConcurrentStreams) {
+      // Past a limit the client has acknowledged, it breaks the protocol; before, the SETTINGS may be in flight.
+      if (this.#settingsAcked) {
+        throw new ConnectionError(
+          ErrorCode.PROTOCOL_ERROR,
+          "more streams than SETTINGS_MAX_CONCURRENT_STREAMS",
+        );
+      }
       this.#rememberClosed(streamId, true);
       this.#queue(uint32Frame(FrameType.RST_STREAM, streamId, ErrorCode.REFUSED_STREAM));
       this.#scheduleFlush();
@@ -461,6 +488,7 @@ export class Http2Connection implements StreamOwner {
       this.#streamWindow(),
     );
     this.#streams.set(streamId, stream);
+    this.#lastAccepted = streamId;
     this.#opts.onStream(stream);
     if (endStream && !stream.closed) this.#remoteEnd(stream);
   }
@@ -508,6 +536,7 @@ export class Http2Connection implements StreamOwner {
       if (payload.byteLength !== 0) {
         throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
       }
+      this.#settingsAcked = true;
       return;
     }
     if (payload.byteLength % 6 !== 0) {
@@ -680,7 +709,10 @@ export class Http2Connection implements StreamOwner {
         this.#transport.pause();
       }
     }
-    if (this.#goawaySent && this.#closing) this.#transport.end();
+    if (this.#goawaySent && this.#closing && !this.#transportEnded) {
+      this.#transportEnded = true;
+      this.#transport.end();
+    }
   }
 
   /** Queues what the stream has to send that the windows allow; true when nothing is left waiting. */
@@ -764,7 +796,7 @@ export class Http2Connection implements StreamOwner {
     this.#closing = true;
     this.#goawaySent = true;
     this.#headerBlock = undefined;
-    this.#queue(goawayFrame(this.#lastStreamId, code));
+    this.#queue(goawayFrame(this.#lastAccepted, code));
     for (const stream of this.#streams.values()) stream.close(true);
     this.#streams.clear();
     this.#writable.clear();
@@ -800,6 +832,7 @@ export function checkRequestHeaders(fields: ReadonlyArray<HeaderField>): string 
     if (name !== name.toLowerCase()) return "upper-case header name";
     if (CONNECTION_HEADERS.has(name)) return `connection-specific header ${name}`;
     if (name === "te" && value !== "trailers") return "te other than trailers";
+    if (name === "content-length" && !/^\d{1,15}$/.test(value)) return "content-length not a number";
   }
   for (const required of [":method", ":scheme", ":path"]) {
     if (!seen.has(required)) return `no ${required}`;

@@ -26,6 +26,8 @@ export interface StreamOwner {
   wantsWrite(stream: Http2Stream): void;
   /** `bytes` of the stream's DATA were taken by the application; the peer may send that much more. */
   consumed(stream: Http2Stream, bytes: number): void;
+  /** The stream is over (after its onClose). */
+  streamClosed(stream: Http2Stream): void;
 }
 
 /** A request stream of a connection; states per RFC 9113 5.1 on the server's side. */
@@ -59,6 +61,8 @@ export class Http2Stream {
   sendWindow: number;
   /** DATA bytes we may still receive before the peer overruns our window. */
   receiveWindow: number;
+  /** The request's content-length less the DATA bytes received so far; undefined without one. */
+  expectedBytes: number | undefined;
   #localEnded = false;
   #closed = false;
   #drainWanted = false;
@@ -75,6 +79,8 @@ export class Http2Stream {
     this.headers = headers;
     this.sendWindow = sendWindow;
     this.receiveWindow = receiveWindow;
+    const length = this.header("content-length");
+    this.expectedBytes = length === undefined ? undefined : Number(length);
   }
 
   /** The first value of a request header, if present. */
@@ -194,6 +200,7 @@ export class Http2Stream {
     this.outData.length = 0;
     this.outDataBytes = 0;
     this.events.onClose?.(reset);
+    this.#owner.streamClosed(this);
   }
 
   #deliver(chunk: Uint8Array): void {
