@@ -51,7 +51,7 @@ const opts = {
   onStream(stream: Http2Stream) {
     stream.respond(RESPONSE);
     const e = echo((b) => stream.write(b), () => stream.end([["grpc-status", "0"]]));
-    stream.events = { onData: (c) => e.data(c), onEnd: () => e.end() };
+    stream.attach({ onData: (c) => e.data(c), onEnd: () => e.end() });
   },
   onClose() {},
 };

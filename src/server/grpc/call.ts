@@ -86,7 +86,7 @@ export class GrpcCall {
   start(handlers: CallHandlers): void {
     this.#handlers = handlers;
     const stream = this.#stream;
-    stream.events = {
+    stream.attach({
       onData: (chunk) => {
         if (this.#ended) return;
         this.#reader.push(chunk);
@@ -99,7 +99,7 @@ export class GrpcCall {
       onDrain: () => this.onDrain?.(),
       // Closed before our trailers went out: the client reset the stream, or the connection is gone.
       onClose: () => this.#abort(Status.CANCELLED),
-    };
+    });
     if (stream.closed) this.#abort(Status.CANCELLED);
   }
 

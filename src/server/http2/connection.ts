@@ -30,6 +30,7 @@ import {
 } from "./frame.ts";
 import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
 import { Http2Stream, type StreamOwner } from "./stream.ts";
+import { type Clock, realClock } from "../../clock.ts";
 
 /** The socket under a connection (node:net or node:tls). */
 export interface Transport {
@@ -61,6 +62,8 @@ export interface ConnectionOptions {
   onClose(): void;
   /** A protocol error ended the connection or a stream; for logs. */
   onProtocolError?(what: string, code: number): void;
+  /** The clock of the flood guard. @default realClock */
+  clock?: Clock;
 }
 
 /** Per-stream receive window we advertise. */
@@ -120,13 +123,16 @@ export class Http2Connection implements StreamOwner {
   #transportEnded = false;
   #closed = false;
   // flood guard
+  readonly #clock: Clock;
   #cheapTokens = CHEAP_FRAME_BURST;
-  #cheapAt = performance.now();
+  #cheapAt: number;
 
   constructor(transport: Transport, opts: ConnectionOptions) {
     this.#transport = transport;
     this.#opts = opts;
     this.#decoder = new HpackDecoder();
+    this.#clock = opts.clock ?? realClock;
+    this.#cheapAt = this.#clock.now();
     this.#receiveWindowSize = Math.max(DEFAULT_WINDOW, Math.min(opts.maxSessionMemory, MAX_WINDOW));
     this.#receiveWindow = this.#receiveWindowSize;
     this.#queue(settingsFrame([
@@ -625,7 +631,7 @@ export class Http2Connection implements StreamOwner {
 
   /** A token per cheap frame (nothing for the application, a reply or state for us); a flood ends the connection. */
   #cheap(what: string): void {
-    const now = performance.now();
+    const now = this.#clock.now();
     this.#cheapTokens = Math.min(
       CHEAP_FRAME_BURST,
       this.#cheapTokens + (now - this.#cheapAt) * CHEAP_FRAMES_PER_SECOND / 1000,

@@ -35,13 +35,15 @@ export class Http2Stream {
   readonly id: number;
   /** The request headers, names in lower case, in order (pseudo-headers first). */
   readonly headers: ReadonlyArray<HeaderField>;
-  events: StreamEvents = {};
+  #events: StreamEvents = {};
 
   readonly #owner: StreamOwner;
   // --- inbound
-  /** DATA held while paused, with the end of the client's side after it when it came. */
+  /** DATA held while paused or not yet attached. */
   #inbound: Uint8Array[] = [];
-  #paused = false;
+  /** Until `attach`, DATA is held as if paused. */
+  #paused = true;
+  #attached = false;
   #remoteEnded = false;
   #endDelivered = false;
   // --- outbound (read by the connection)
@@ -109,6 +111,14 @@ export class Http2Stream {
     return this.outDataBytes;
   }
 
+  /** Starts delivering to `events` what arrived and arrives (unless paused since). */
+  attach(events: StreamEvents): void {
+    this.#events = events;
+    if (this.#attached) return;
+    this.#attached = true;
+    this.resume();
+  }
+
   /** Sends the response headers; `endStream` makes them the whole response (trailers-only). */
   respond(headers: ReadonlyArray<HeaderField>, endStream = false): void {
     if (this.#localEnded || this.pendingHeaders !== undefined || this.headersSent) return;
@@ -153,7 +163,7 @@ export class Http2Stream {
 
   /** Delivers what was held, then goes on delivering. */
   resume(): void {
-    if (!this.#paused) return;
+    if (!this.#paused || !this.#attached) return;
     this.#paused = false;
     while (!this.#paused && this.#inbound.length > 0 && !this.#closed) {
       const chunk = this.#inbound.shift()!;
@@ -176,18 +186,11 @@ export class Http2Stream {
     this.#maybeEnd();
   }
 
-  /** DATA bytes held while paused. */
-  get heldBytes(): number {
-    let n = 0;
-    for (const c of this.#inbound) n += c.byteLength;
-    return n;
-  }
-
   /** The connection wrote our DATA; tells the owner once the queue is empty. */
   sent(): void {
     if (this.outDataBytes === 0 && this.#drainWanted) {
       this.#drainWanted = false;
-      this.events.onDrain?.();
+      this.#events.onDrain?.();
     }
   }
 
@@ -196,16 +199,20 @@ export class Http2Stream {
     if (this.#closed) return;
     this.#closed = true;
     this.#localEnded = true;
+    // DATA never taken still counts against the connection's window: give it back.
+    let held = 0;
+    for (const chunk of this.#inbound) held += chunk.byteLength;
     this.#inbound = [];
+    this.#owner.consumed(this, held);
     this.outData.length = 0;
     this.outDataBytes = 0;
-    this.events.onClose?.(reset);
+    this.#events.onClose?.(reset);
     this.#owner.streamClosed(this);
   }
 
   #deliver(chunk: Uint8Array): void {
     this.#owner.consumed(this, chunk.byteLength);
-    this.events.onData?.(chunk);
+    this.#events.onData?.(chunk);
   }
 
   #maybeEnd(): void {
@@ -213,7 +220,7 @@ export class Http2Stream {
       this.#remoteEnded && !this.#endDelivered && !this.#paused && this.#inbound.length === 0 && !this.#closed
     ) {
       this.#endDelivered = true;
-      this.events.onEnd?.();
+      this.#events.onEnd?.();
     }
   }
 }
