@@ -83,7 +83,11 @@ async function grpcLoad(target: string, topic: string): Promise<number> {
   const r = await runCommand(await loadBinary(), args, { timeoutMs: SECONDS * 1000 + 60_000 });
   const lines = new TextDecoder().decode(r.stdout).trim().split("\n");
   if (r.code !== 0) throw new Error(`bench/load grpc exit ${r.code}: ${r.stderr.trim().slice(-300)}`);
-  return JSON.parse(lines[lines.length - 1]).answered;
+  const j = JSON.parse(lines[lines.length - 1]);
+  if (j.errors > 0 || j.unanswered > 0) {
+    console.log(`  bench/load grpc: ${j.errors} refused (${j.firstError}), ${j.unanswered} unanswered`);
+  }
+  return j.answered;
 }
 
 async function load(scenario: string, svc: { http: string; grpc: string }, topic: string): Promise<void> {
