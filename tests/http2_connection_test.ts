@@ -410,19 +410,40 @@ Deno.test("http2: a peer that does not read our output is not read either, until
   assert.equal(peer.transport.paused, false);
 });
 
-Deno.test("http2: a response complete while the client still sends resets the stream with NO_ERROR, after the trailers", async () => {
+Deno.test("http2: after a complete response the stream stays half-closed; more DATA gets RST_STREAM NO_ERROR", async () => {
+  const done: number[] = [];
+  const peer = new Peer({ onStreamDone: (s) => done.push(s.id) });
+  await peer.open();
+  await peer.send(headers(1), headers(3));
+  const [one, three] = peer.streams;
+  for (const s of [one, three]) s.respond([[":status", "200"], ["grpc-status", "3"]], true);
+  await turn();
+  assert.deepEqual(peer.frames().map((f) => f.type), [FrameType.HEADERS, FrameType.HEADERS]);
+  assert.deepEqual(done, [1, 3], "the exchanges are over for the owner");
+  assert.deepEqual([one.closed, three.closed], [false, false], "half-closed (local)");
+  // Frames on them still follow the rules of an open stream: a WINDOW_UPDATE past 2^31-1 resets the stream.
+  await peer.send(frame(FrameType.WINDOW_UPDATE, 0, 3, u32(0x7fffffff)));
+  assert.deepEqual(rstOf(peer.frames(), 3), [ErrorCode.FLOW_CONTROL_ERROR]);
+  // More DATA: the client is told to stop, without an error; what it had in flight after that is ignored.
+  await peer.send(frame(FrameType.DATA, 0, 1, new Uint8Array(10)));
+  assert.deepEqual(rstOf(peer.frames(), 1), [ErrorCode.NO_ERROR]);
+  assert.equal(one.closed, true);
+  await peer.send(frame(FrameType.DATA, 0, 1, new Uint8Array(10)));
+  assert.equal(peer.goaway(), undefined);
+  assert.deepEqual(done, [1, 3], "reported once each");
+});
+
+Deno.test("http2: shutdown resets streams whose response is complete instead of waiting for the client", async () => {
   const peer = new Peer();
   await peer.open();
   await peer.send(headers(1));
-  const [stream] = peer.streams;
-  stream.respond([[":status", "200"], ["grpc-status", "3"]], true);
+  peer.streams[0].respond([[":status", "200"], ["grpc-status", "0"]], true);
   await turn();
-  const out = peer.frames();
-  assert.deepEqual(out.map((f) => f.type), [FrameType.HEADERS, FrameType.RST_STREAM]);
-  assert.deepEqual(rstOf(out, 1), [ErrorCode.NO_ERROR]);
-  // DATA the client had in flight is ignored, not an error.
-  await peer.send(frame(FrameType.DATA, 0, 1, new Uint8Array(10)));
-  assert.equal(peer.goaway(), undefined);
+  peer.frames();
+  peer.conn.shutdown();
+  await turn();
+  assert.deepEqual(rstOf(peer.frames(), 1), [ErrorCode.NO_ERROR]);
+  assert.equal(peer.transport.ended, true);
 });
 
 Deno.test("http2: shutdown sends GOAWAY NO_ERROR, refuses new streams, and ends once the open ones are over", async () => {

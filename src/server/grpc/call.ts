@@ -136,7 +136,7 @@ export class GrpcCall {
 
   /**
    * Ends the call with `code`: queued replies go out, then trailers (or a trailers-only response when nothing
-   * was sent). If the client is still sending, the stream then resets its side (http2/connection.ts). Later
+   * was sent). A client that goes on sending after them gets RST_STREAM NO_ERROR (http2/connection.ts). Later
    * calls do nothing.
    */
   end(code: StatusCode, message = ""): void {

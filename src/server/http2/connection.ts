@@ -56,8 +56,11 @@ export interface ConnectionOptions {
   maxHeaderListSize: number;
   /** A new request stream, headers checked; the callee sets `stream.events`. */
   onStream(stream: Http2Stream): void;
-  /** A stream is over, whichever way it ended. */
-  onStreamClosed?(stream: Http2Stream): void;
+  /**
+   * A stream's exchange is over: its whole response went out, or it closed (reset, connection gone); once per
+   * stream. A stream may stay half-closed after it until the client ends its side.
+   */
+  onStreamDone?(stream: Http2Stream): void;
   /** The connection is over (both directions); called once. */
   onClose(): void;
   /** A protocol error ended the connection or a stream; for logs. */
@@ -208,6 +211,9 @@ export class Http2Connection implements StreamOwner {
     if (this.#goawaySent) return;
     this.#goawaySent = true;
     this.#queue(goawayFrame(this.#lastAccepted, ErrorCode.NO_ERROR));
+    for (const stream of [...this.#streams.values()]) {
+      if (stream.responseSent && !stream.remoteEnded) this.#resetComplete(stream);
+    }
     this.#scheduleFlush();
     this.#endIfIdle();
   }
@@ -241,7 +247,7 @@ export class Http2Connection implements StreamOwner {
   }
 
   streamClosed(stream: Http2Stream): void {
-    this.#opts.onStreamClosed?.(stream);
+    this.#done(stream);
   }
 
   // --- input
@@ -361,6 +367,12 @@ export class Http2Connection implements StreamOwner {
         return;
       }
     }
+    if (stream.responseSent && data.byteLength > 0) {
+      // Our response is complete: what the client sends now is unwanted.
+      this.#consumedConnection(payload.byteLength);
+      this.#resetComplete(stream);
+      return;
+    }
     if (payload.byteLength === 0 && !endStream) this.#cheap("empty DATA frames");
     // Padding is taken at once; the data when the application reads it.
     this.#consumedConnection(payload.byteLength - data.byteLength);
@@ -455,8 +467,17 @@ export class Http2Connection implements StreamOwner {
     if (streamId % 2 === 0) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `client stream ${streamId} is even`);
     }
-    if (streamId <= this.#lastStreamId) this.#notOpen(streamId, "HEADERS");
-    if (streamId <= this.#lastStreamId) return;
+    if (streamId <= this.#lastStreamId) {
+      this.#notOpen(streamId, "HEADERS");
+      // On a stream we reset, trailers are ignored; a HEADERS frame that does not end the stream is malformed
+      // in any state, and the client is told so rather than left to guess.
+      if (!endStream) {
+        this.#cheap("HEADERS on reset streams");
+        this.#queue(uint32Frame(FrameType.RST_STREAM, streamId, ErrorCode.PROTOCOL_ERROR));
+        this.#scheduleFlush();
+      }
+      return;
+    }
     this.#lastStreamId = streamId;
     if (this.#goawaySent) {
       this.#queue(uint32Frame(FrameType.RST_STREAM, streamId, ErrorCode.REFUSED_STREAM));
@@ -658,6 +679,24 @@ export class Http2Connection implements StreamOwner {
     this.#endIfIdle();
   }
 
+  /** The stream's exchange is over for the application's owner: its whole response went out, or it closed. */
+  #done(stream: Http2Stream): void {
+    if (stream.doneReported) return;
+    stream.doneReported = true;
+    this.#opts.onStreamDone?.(stream);
+  }
+
+  /** RST_STREAM NO_ERROR on a stream whose response is complete: the client may stop sending (RFC 9113 8.1). */
+  #resetComplete(stream: Http2Stream): void {
+    this.#queue(uint32Frame(FrameType.RST_STREAM, stream.id, ErrorCode.NO_ERROR));
+    this.#streams.delete(stream.id);
+    this.#unackedStream.delete(stream.id);
+    this.#rememberClosed(stream.id, true);
+    stream.close(false);
+    this.#scheduleFlush();
+    this.#endIfIdle();
+  }
+
   #resetStream(stream: Http2Stream, code: number): void {
     this.#opts.onProtocolError?.(`stream ${stream.id} reset`, code);
     stream.reset(code);
@@ -766,17 +805,12 @@ export class Http2Connection implements StreamOwner {
     }
     if (stream.localEnded && stream.pendingTrailers === undefined && stream.outDataBytes === 0) {
       this.#writable.delete(stream);
-      if (!stream.remoteEnded) {
-        // The response is complete while the client still sends: it may stop (RFC 9113 8.1).
-        this.#queue(uint32Frame(FrameType.RST_STREAM, stream.id, ErrorCode.NO_ERROR));
-        this.#streams.delete(stream.id);
-        this.#unackedStream.delete(stream.id);
-        this.#rememberClosed(stream.id, true);
-        stream.close(false);
-        this.#endIfIdle();
-      } else {
-        this.#maybeClose(stream);
-      }
+      this.#done(stream);
+      // Complete while the client has not ended its side: the stream stays half-closed (local) until the
+      // client ends it, resets it, or sends more DATA (then it is told to stop), so that its frames are still
+      // checked by the rules of an open stream. While going away, nothing is waited for.
+      if (!stream.remoteEnded && this.#goawaySent) this.#resetComplete(stream);
+      else this.#maybeClose(stream);
     }
     return true;
   }

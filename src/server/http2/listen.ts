@@ -93,7 +93,7 @@ function serveConnection(
       tracked.requestStarted();
       opts.onStream(stream, certName);
     },
-    onStreamClosed: () => tracked.requestEnded(),
+    onStreamDone: () => tracked.requestEnded(),
     onClose: () => {
       tracked.closed();
       open.delete(h2);

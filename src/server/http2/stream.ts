@@ -65,6 +65,8 @@ export class Http2Stream {
   receiveWindow: number;
   /** The request's content-length less the DATA bytes received so far; undefined without one. */
   expectedBytes: number | undefined;
+  /** Whether the connection has told the owner the exchange is over (ConnectionOptions.onStreamDone). */
+  doneReported = false;
   #localEnded = false;
   #closed = false;
   #drainWanted = false;
@@ -104,6 +106,13 @@ export class Http2Stream {
   /** Whether the client has ended its side. */
   get remoteEnded(): boolean {
     return this.#remoteEnded;
+  }
+
+  /** Whether our whole response (headers, DATA, trailers) has been written, without a reset. */
+  get responseSent(): boolean {
+    return this.#localEnded && !this.#closed && this.pendingHeaders === undefined &&
+      this.outDataBytes === 0 &&
+      this.pendingTrailers === undefined && this.pendingReset === undefined;
   }
 
   /** Response DATA bytes queued and not yet written to the connection. */
