@@ -15,7 +15,7 @@ const rounds = Number(Deno.args[0] ?? 3);
 const seconds = Number(Deno.args[1] ?? 5);
 
 const VARIANTS: Record<string, string[]> = {
-  "grpc listener (node:http2)": [`${ROOT}bench/grpc_echo_server.ts`],
+  "grpc listener": [`${ROOT}bench/grpc_echo_server.ts`],
   "bare echo, node:http2": [`${ROOT}bench/h2_echo_server.ts`, "node"],
   "bare echo, ours on node:net": [`${ROOT}bench/h2_echo_server.ts`, "ours-net"],
   "bare echo, ours on Deno.listen": [`${ROOT}bench/h2_echo_server.ts`, "ours-deno"],

@@ -345,7 +345,7 @@ Deno.test("http2: malformed requests reset their stream; the connection goes on"
   assert.equal(peer.goaway(), undefined);
 });
 
-Deno.test("http2: MAX_CONCURRENT_STREAMS refuses streams before the client's ACK, and ends the connection after", async () => {
+Deno.test("http2: MAX_CONCURRENT_STREAMS: REFUSED_STREAM before the client's ACK, GOAWAY after", async () => {
   const early = new Peer({ maxConcurrentStreams: 2 });
   // No ACK of our SETTINGS yet: the client may not have seen the limit.
   await early.send(PREFACE, settingsFrame([]), headers(1), headers(3), headers(5));
@@ -366,7 +366,7 @@ Deno.test("http2: MAX_CONCURRENT_STREAMS refuses streams before the client's ACK
   assert.deepEqual(late.streams.map((s) => s.closed), [true, true], "the open streams are over");
 });
 
-Deno.test("http2: floods of RST_STREAM, PING, SETTINGS, empty DATA and CONTINUATION end with ENHANCE_YOUR_CALM", async () => {
+Deno.test("http2: floods of RST_STREAM, PING, SETTINGS, empty DATA, CONTINUATION: ENHANCE_YOUR_CALM", async () => {
   const floods: Array<[string, (i: number) => Uint8Array]> = [
     ["rapid reset", (i) => concat([headers(2 * i + 1), frame(FrameType.RST_STREAM, 0, 2 * i + 1, u32(8))])],
     ["PING", () => frame(FrameType.PING, 0, 0, new Uint8Array(8))],
@@ -410,7 +410,7 @@ Deno.test("http2: a peer that does not read our output is not read either, until
   assert.equal(peer.transport.paused, false);
 });
 
-Deno.test("http2: after a complete response the stream stays half-closed; more DATA gets RST_STREAM NO_ERROR", async () => {
+Deno.test("http2: a stream stays half-closed after our response; more DATA gets RST_STREAM NO_ERROR", async () => {
   const done: number[] = [];
   const peer = new Peer({ onStreamDone: (s) => done.push(s.id) });
   await peer.open();
@@ -446,7 +446,7 @@ Deno.test("http2: shutdown resets streams whose response is complete instead of 
   assert.equal(peer.transport.ended, true);
 });
 
-Deno.test("http2: shutdown sends GOAWAY NO_ERROR, refuses new streams, and ends once the open ones are over", async () => {
+Deno.test("http2: shutdown: GOAWAY NO_ERROR, new streams refused, the end once the open ones are over", async () => {
   const peer = new Peer();
   await peer.open();
   await peer.send(headers(1, Flag.END_STREAM));

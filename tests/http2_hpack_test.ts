@@ -151,7 +151,7 @@ sys.stdout.write(HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(byte
   assert.deepEqual(huffmanDecode(hex(out)), all);
 });
 
-Deno.test("hpack: header blocks from Python's encoder, dynamic table and Huffman, decode to what it was given", async () => {
+Deno.test("hpack: blocks from Python's encoder (dynamic table, Huffman) decode to what it was given", async () => {
   await requireH2();
   // Requests a gRPC client sends again and again on one connection, with metadata that evicts entries.
   const script = `
