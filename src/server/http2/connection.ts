@@ -154,11 +154,6 @@ export class Http2Connection implements StreamOwner {
     return this.#streams.size;
   }
 
-  /** Whether the connection is over or going away. */
-  get closing(): boolean {
-    return this.#closing;
-  }
-
   /** Bytes read from the socket; parses and acts on every complete frame. Never throws. */
   receive(chunk: Uint8Array): void {
     if (this.#closing) return;
@@ -854,7 +849,7 @@ export class Http2Connection implements StreamOwner {
 }
 
 /** Why a request's header list is malformed (RFC 9113 8.2, 8.3.1), or undefined. */
-export function checkRequestHeaders(fields: ReadonlyArray<HeaderField>): string | undefined {
+function checkRequestHeaders(fields: ReadonlyArray<HeaderField>): string | undefined {
   let regular = false;
   const seen = new Set<string>();
   for (const [name, value] of fields) {

@@ -41,7 +41,6 @@ export const ErrorCode = {
   INADEQUATE_SECURITY: 0xc,
   HTTP_1_1_REQUIRED: 0xd,
 } as const;
-export type ErrorCodeValue = typeof ErrorCode[keyof typeof ErrorCode];
 
 /** SETTINGS parameters (RFC 9113 6.5.2). */
 export const Setting = {

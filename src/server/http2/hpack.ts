@@ -79,8 +79,11 @@ const STATIC_TABLE: readonly HeaderField[] = [
 /** Bytes an entry counts for in a table, and for SETTINGS_MAX_HEADER_LIST_SIZE (RFC 7541 4.1). */
 const ENTRY_OVERHEAD = 32;
 
-/** The dynamic table size a peer starts with (SETTINGS_HEADER_TABLE_SIZE default); we never ask for another. */
-export const DEFAULT_TABLE_SIZE = 4096;
+/**
+ * The dynamic table size the client may use (SETTINGS_HEADER_TABLE_SIZE at its default: we never announce
+ * another), and the most a table size update may ask for.
+ */
+const TABLE_SIZE = 4096;
 
 /** Why a header block cannot be decoded; the connection ends with COMPRESSION_ERROR. */
 export class HpackError extends Error {}
@@ -113,14 +116,7 @@ export class HpackDecoder {
   /** Newest entry last. */
   readonly #table: HeaderField[] = [];
   #tableBytes = 0;
-  #maxTableBytes: number;
-  /** The most the peer may set the table to with a size update: what our SETTINGS allowed. */
-  readonly #tableLimit: number;
-
-  constructor(tableLimit = DEFAULT_TABLE_SIZE) {
-    this.#tableLimit = tableLimit;
-    this.#maxTableBytes = tableLimit;
-  }
+  #maxTableBytes = TABLE_SIZE;
 
   /** Bytes held by the dynamic table, as RFC 7541 counts them. */
   get tableBytes(): number {
@@ -179,8 +175,8 @@ export class HpackDecoder {
         // Dynamic table size update (6.3): only before the first field of a block (4.2).
         if (!sizeUpdateAllowed) throw new HpackError("hpack: table size update after a header field");
         const size = integer(5);
-        if (size > this.#tableLimit) {
-          throw new HpackError(`hpack: table size update to ${size} over the limit ${this.#tableLimit}`);
+        if (size > TABLE_SIZE) {
+          throw new HpackError(`hpack: table size update to ${size} over the limit ${TABLE_SIZE}`);
         }
         this.#maxTableBytes = size;
         this.#evict(0);

@@ -37,8 +37,6 @@ export interface Http2ListenOptions {
 /** A bound HTTP/2 listener. */
 export interface Http2Listener {
   readonly port: number;
-  /** Open connections. */
-  readonly connections: number;
   /**
    * Stops accepting; each connection gets GOAWAY and closes once its streams are over. Resolves when every
    * connection has closed.
@@ -111,9 +109,6 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
   log("info", `${opts.name} listening`, source === undefined ? { addr } : { addr, tls: true, mtls });
   return {
     port,
-    get connections() {
-      return open.size;
-    },
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       const drained = new Promise<void>((resolve) => idle = resolve);
