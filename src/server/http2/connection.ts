@@ -71,7 +71,10 @@ export interface ConnectionOptions {
 
 /** Per-stream receive window we advertise. */
 const STREAM_WINDOW = 1 << 20;
-/** RST_STREAM, PING, SETTINGS and empty DATA frames a peer may send in a burst, and per second after it. */
+/**
+ * Frames that cost us work and give the application nothing (RST_STREAM, PING, SETTINGS, PRIORITY, empty DATA
+ * and CONTINUATION, HEADERS on reset streams): how many a peer may send in a burst, and per second after it.
+ */
 const CHEAP_FRAME_BURST = 1000;
 const CHEAP_FRAMES_PER_SECOND = 200;
 /** Streams we reset whose late frames are ignored rather than taken for errors. */
