@@ -1,6 +1,6 @@
 /**
- * The ceiling for the gRPC benchmark: our gRPC listener (src/server/grpc, node:http2) with a facade that accepts
- * every record at once and touches no Kafka, so what is measured is framing, decoding and replying only.
+ * The ceiling for the gRPC benchmark: our gRPC listener (src/server/grpc on src/server/http2) with a facade that
+ * accepts every record at once and touches no Kafka, so what is measured is framing, decoding and replying only.
  *
  *   deno run -A bench/grpc_echo_server.ts PORT
  *

@@ -8,16 +8,20 @@
  * - peak RSS (VmHWM), and RSS sampled every second of the load (at a tenth, half and the end of it).
  * Scenarios: `http` (wrk -t1 -c64, 100-byte POSTs, bench/post.lua; WAL fallback), `always` (the same with
  * `producer.wal.mode: always`), `batch` (bench/load http: 64 connections of NDJSON batches of 1,000 records),
- * `always-batch` (the batches with `producer.wal.mode: always`).
+ * `always-batch` (the batches with `producer.wal.mode: always`), `grpc` (bench/load grpc: 4 Produce streams of
+ * 100-byte records, 1,000 in flight each; WAL fallback), and `grpc-echo` (that gRPC load on
+ * bench/grpc_echo_server.ts, no Kafka: records answered instead of acknowledged, CPU per answered record).
  * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none). REVISION `none`
  * runs the worktree alone (e.g. one long batch load to see whether RSS grows).
  *
- * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch] [--rounds 2] [--seconds 8]
+ * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds 2]
+ *      [--seconds 8]
  *      [--codec none|gzip|lz4]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
-import { startService } from "../tests/support/service.ts";
+import { freePort, startService } from "../tests/support/service.ts";
+import { listening } from "../tests/support/wait.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
@@ -33,7 +37,10 @@ const ROUNDS = Number(flag("rounds", "2"));
 const SECONDS = Number(flag("seconds", "8"));
 const CODEC = flag("codec", "none");
 if (REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0)) {
-  console.error("usage: bench/service_ab.ts REVISION [--only http,always,batch] [--rounds N] [--seconds N]");
+  console.error(
+    "usage: bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds N] " +
+      "[--seconds N]",
+  );
   Deno.exit(2);
 }
 
@@ -64,20 +71,74 @@ async function pidListeningOn(url: string): Promise<number> {
   return pid;
 }
 
-async function load(scenario: string, url: string): Promise<void> {
-  if (scenario.endsWith("batch")) {
-    const bin = new TextDecoder().decode(
-      (await runCommand("bash", [`${ROOT}bench/load/build.sh`], { timeoutMs: 600_000 })).stdout,
-    ).trim();
+async function loadBinary(): Promise<string> {
+  return new TextDecoder().decode(
+    (await runCommand("bash", [`${ROOT}bench/load/build.sh`], { timeoutMs: 600_000 })).stdout,
+  ).trim();
+}
+
+/** bench/load grpc against `target` (host:port); returns the records answered. */
+async function grpcLoad(target: string, topic: string): Promise<number> {
+  const args = ["grpc", "-seconds", String(SECONDS), "-target", target, "-topic", topic, "-size", "100"];
+  const r = await runCommand(await loadBinary(), args, { timeoutMs: SECONDS * 1000 + 60_000 });
+  const lines = new TextDecoder().decode(r.stdout).trim().split("\n");
+  if (r.code !== 0) throw new Error(`bench/load grpc exit ${r.code}: ${r.stderr.trim().slice(-300)}`);
+  const j = JSON.parse(lines[lines.length - 1]);
+  if (j.errors > 0 || j.unanswered > 0) {
+    console.log(`  bench/load grpc: ${j.errors} refused (${j.firstError}), ${j.unanswered} unanswered`);
+  }
+  return j.answered;
+}
+
+async function load(scenario: string, svc: { http: string; grpc: string }, topic: string): Promise<void> {
+  if (scenario === "grpc") {
+    await grpcLoad(svc.grpc, topic);
+  } else if (scenario.endsWith("batch")) {
+    const url = `${svc.http}/topics/${topic}/messages`;
     const args = ["http", "-seconds", String(SECONDS), "-url", url, "-connections", "64", "-ndjson", "1000"];
-    await runCommand(bin, [...args, "-size", "100"], { timeoutMs: SECONDS * 1000 + 60_000 });
+    await runCommand(await loadBinary(), [...args, "-size", "100"], { timeoutMs: SECONDS * 1000 + 60_000 });
   } else {
+    const url = `${svc.http}/topics/${topic}/messages`;
     const args = ["-t1", "-c64", `-d${SECONDS}s`, "-s", `${ROOT}bench/post.lua`, url];
     await runCommand("wrk", args, { timeoutMs: SECONDS * 1000 + 30_000 });
   }
 }
 
+/** The gRPC echo of the tree at `root` (no Kafka) under the gRPC load. */
+async function echoRound(root: string): Promise<Figures> {
+  const port = freePort();
+  const child = new Deno.Command(DENO, {
+    args: [
+      "run",
+      "--allow-all",
+      `--config=${ROOT}deno.json`,
+      `${root}/bench/grpc_echo_server.ts`,
+      String(port),
+    ],
+    stdout: "null",
+    stderr: "null",
+    env: { KA_LOG_LEVEL: "warn" },
+  }).spawn();
+  try {
+    await listening(port, 10_000);
+    const cpuBefore = cpuSeconds(child.pid);
+    const rss: number[] = [];
+    const sampler = setInterval(() => rss.push(memoryMb(child.pid, "VmRSS")), 1000);
+    const answered = await grpcLoad(`127.0.0.1:${port}`, "echo").finally(() => clearInterval(sampler));
+    return {
+      rate: answered / SECONDS,
+      cpuUs: (cpuSeconds(child.pid) - cpuBefore) * 1e6 / answered,
+      peakMb: memoryMb(child.pid, "VmHWM"),
+      rssMb: [rss[Math.floor(rss.length / 10)], rss[Math.floor(rss.length / 2)], rss[rss.length - 1]],
+    };
+  } finally {
+    child.kill();
+    await child.status;
+  }
+}
+
 async function round(root: string, scenario: string, bootstrap: string, topic: string): Promise<Figures> {
+  if (scenario === "grpc-echo") return await echoRound(root);
   const dir = await Deno.makeTempDir({ prefix: "ka-ab-" });
   const svc = await startService({
     producer: { wal: { mode: scenario.startsWith("always") ? "always" : "fallback", path: `${dir}/wal` } },
@@ -101,7 +162,7 @@ async function round(root: string, scenario: string, bootstrap: string, topic: s
     const cpuBefore = cpuSeconds(pid);
     const rss: number[] = [];
     const sampler = setInterval(() => rss.push(memoryMb(pid, "VmRSS")), 1000);
-    await load(scenario, `${svc.http}/topics/${topic}/messages`).finally(() => clearInterval(sampler));
+    await load(scenario, svc, topic).finally(() => clearInterval(sampler));
     let acked = await svc.metric("kafka_client_ack_cnt");
     for (let i = 0; i < 30; i++) {
       await new Promise((r) => setTimeout(r, 1000));
@@ -140,7 +201,7 @@ try {
     for (let i = 0; i < ROUNDS; i++) {
       for (const [name, root] of sides) {
         const topic = `ab-${scenario}-${name.replace(/\W/g, "")}-${i}`;
-        await broker.createTopic(topic, 3);
+        if (scenario !== "grpc-echo") await broker.createTopic(topic, 3);
         const f = await round(root, scenario, broker.bootstrap, topic);
         all[name].push(f);
         console.log(

@@ -169,7 +169,7 @@ export const SCHEMA = {
         "server.grpc.max_session_memory",
         size(MAX_INT32),
         10 * 1024 * 1024,
-        "memory one HTTP/2 connection may hold in frames and headers; past it, new streams are refused",
+        "bytes one HTTP/2 connection may hold: request data not yet read, replies the client has not read",
       ),
       tls: tlsKeys("grpc"),
     },

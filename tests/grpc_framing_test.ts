@@ -89,7 +89,7 @@ Deno.test("gRPC content types, timeouts and status messages", () => {
 
 Deno.test("a message whole in a Buffer chunk comes out as a plain Uint8Array view of it, not a copy", () => {
   const framed = frameAll([bytes(1, 2, 3), bytes(4, 5)], 5);
-  // Inside a larger allocation, as node:http2's chunks are.
+  // Inside a larger allocation, as a node:tls socket's chunks are.
   const chunk = Buffer.from(new Uint8Array([9, 9, ...framed, 9]).buffer).subarray(2, 2 + framed.byteLength);
   const reader = new MessageReader(100);
   reader.push(chunk);

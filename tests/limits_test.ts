@@ -250,6 +250,45 @@ Deno.test("grpc: a connection that opens no stream, and one idle after its call,
   }
 });
 
+Deno.test("grpc: shutdown closes the socket of a peer that reads nothing", async () => {
+  const server = await startGrpcServer({
+    listen: "127.0.0.1:0",
+    facade: new FakeFacade(),
+    maxRequestSize: 1 << 20,
+  });
+  const conn = await connect(server.port);
+  try {
+    // Flow-control windows opened as wide as they go, then reflection requests whose replies (kilobytes each)
+    // fill the socket: the server's writes cannot finish, as this peer reads nothing.
+    const settings = new Uint8Array(6);
+    new DataView(settings.buffer).setUint16(0, 0x4); // SETTINGS_INITIAL_WINDOW_SIZE
+    new DataView(settings.buffer).setUint32(2, 0x7fffffff);
+    const increment = new Uint8Array(4);
+    new DataView(increment.buffer).setUint32(0, 0x7fffffff - 65_535);
+    await conn.write(PREFACE);
+    await conn.write(frame(FRAME.SETTINGS, 0, 0, settings));
+    await conn.write(frame(FRAME.WINDOW_UPDATE, 0, 0, increment));
+    const path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    await conn.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, grpcHeaders(path)));
+    const symbol = encoder.encode("KafkaAmbassador");
+    const request = Uint8Array.of(0, 0, 0, 0, symbol.byteLength + 2, 0x22, symbol.byteLength, ...symbol);
+    const batch = new Uint8Array(request.byteLength * 500);
+    for (let i = 0; i < 500; i++) batch.set(request, i * request.byteLength);
+    for (let i = 0; i < 10; i++) await conn.write(frame(FRAME.DATA, 0, 1, batch));
+    await waitFor("the server's socket to hold a megabyte unread", async () => {
+      const out = await new Deno.Command("ss", { args: ["-Htn", `sport = :${server.port}`], stdout: "piped" })
+        .output();
+      const sendQueue = Number(new TextDecoder().decode(out.stdout).trim().split(/\s+/)[2] ?? 0);
+      return sendQueue > 1 << 20;
+    }, 30_000);
+    // Shutdown cuts what is still open after its bound; the socket must then close, unread bytes and all.
+    await within("the shutdown", server.shutdown(), 30_000);
+    assert.equal(await within("the socket to be closed", closedByServer(conn), 30_000), true);
+  } finally {
+    conn.close();
+  }
+});
+
 Deno.test("https: connections without a handshake, idle ones, and those past max_connections are closed", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ka-limits-" });
   try {

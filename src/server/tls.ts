@@ -3,9 +3,9 @@
  * SIGHUP replaces without closing the listening socket (`setSecureContext`: new connections get the new
  * certificate, open ones keep theirs).
  *
- * Every TLS listener is a node:tls server (node:https, node:http2): Deno.serve takes a certificate but cannot
- * verify client certificates, and binding a second Deno.serve TLS listener on the same port (`reusePort`) needs
- * --unstable-net, so neither mTLS nor rotation without a gap would be possible there.
+ * Every TLS listener is a node:tls server (node:https; gRPC's HTTP/2 on node:tls sockets): Deno.serve takes a
+ * certificate but cannot verify client certificates, and binding a second Deno.serve TLS listener on the same
+ * port (`reusePort`) needs --unstable-net, so neither mTLS nor rotation without a gap would be possible there.
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";

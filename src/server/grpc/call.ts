@@ -1,16 +1,16 @@
 /**
- * One gRPC call over one HTTP/2 stream: reads length-prefixed messages, sends replies (those of one event-loop
- * turn in one write), and ends with trailers. Every operation on the stream is guarded: a peer may reset or
- * destroy the stream at any moment, and its bytes must never throw out of here.
+ * One gRPC call over one HTTP/2 stream (src/server/http2): reads length-prefixed messages, sends replies (those
+ * of one event-loop turn in one write), and ends with trailers. The stream never throws; once the client has
+ * reset it or the connection is gone, what is sent to it is dropped.
  */
-import type { ServerHttp2Stream } from "node:http2";
 import { setImmediate } from "node:timers";
 import { log, logRepeated } from "../../log.ts";
+import { ErrorCode } from "../http2/frame.ts";
+import type { HeaderField } from "../http2/hpack.ts";
+import type { Http2Stream } from "../http2/stream.ts";
 import { frameAll, type FramingError, joinFrames, MessageReader } from "./framing.ts";
 import { encodeGrpcMessage } from "./metadata.ts";
-import type { SessionOutbound } from "./outbound.ts";
 import { Status, type StatusCode } from "./status.ts";
-
 /** What a method implementation is told about its call. */
 export interface CallHandlers {
   /** One request message, in order. Not called while reading is paused. */
@@ -27,14 +27,9 @@ export interface CallOptions {
   maxMessageBytes: number;
   /** Milliseconds from `grpc-timeout`; past them the call ends with DEADLINE_EXCEEDED. */
   timeoutMs?: number;
-  /** The connection's outbound bookkeeping; reply bytes are counted there. */
-  outbound?: SessionOutbound;
 }
 
-/** NGHTTP2_NO_ERROR: sent in RST_STREAM after our trailers when the client is still sending. */
-const NO_ERROR = 0;
-
-const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc" };
+const RESPONSE_HEADERS: HeaderField[] = [[":status", "200"], ["content-type", "application/grpc"]];
 /** A client cancel this close to the deadline is taken for the deadline passing. */
 const DEADLINE_SLACK_MS = 50;
 
@@ -42,9 +37,8 @@ const DEADLINE_SLACK_MS = 50;
 export class GrpcCall {
   /** The method path, e.g. "/KafkaAmbassador/Produce". */
   readonly path: string;
-  readonly #stream: ServerHttp2Stream;
+  readonly #stream: Http2Stream;
   readonly #reader: MessageReader;
-  readonly #outbound: SessionOutbound | undefined;
   #handlers: CallHandlers | undefined;
   #headersSent = false;
   #ended = false;
@@ -56,18 +50,16 @@ export class GrpcCall {
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   #flushScheduled = false;
-  #trailers: Record<string, string> | undefined;
   #deadline: ReturnType<typeof setTimeout> | undefined;
   /** performance.now() at which the deadline passes; Infinity without one. */
   #deadlineAt = Infinity;
-  /** Called when buffered reply bytes have gone out (the stream's `drain`). */
+  /** Called when buffered reply bytes have gone out (the stream's queue is empty again). */
   onDrain: (() => void) | undefined;
 
-  constructor(stream: ServerHttp2Stream, path: string, opts: CallOptions) {
+  constructor(stream: Http2Stream, path: string, opts: CallOptions) {
     this.#stream = stream;
     this.path = path;
     this.#reader = new MessageReader(opts.maxMessageBytes);
-    this.#outbound = opts.outbound;
     if (opts.timeoutMs !== undefined) {
       this.#deadlineAt = performance.now() + opts.timeoutMs;
       this.#deadline = setTimeout(() => {
@@ -83,38 +75,39 @@ export class GrpcCall {
   }
 
   /**
-   * Reply bytes not yet taken by the client: queued for this turn, buffered in the HTTP/2 stream, and held
-   * back by flow control on this connection.
+   * Reply bytes not yet taken by the client: queued for this turn, and held in the stream by HTTP/2 flow
+   * control (the client's window is full).
    */
   get bufferedBytes(): number {
-    const stream = this.#stream.destroyed ? 0 : this.#stream.writableLength;
-    return this.#pendingBytes + stream + (this.#outbound?.unsent() ?? 0);
+    return this.#pendingBytes + this.#stream.bufferedBytes;
   }
 
   /** Attaches the implementation and starts reading. */
   start(handlers: CallHandlers): void {
     this.#handlers = handlers;
     const stream = this.#stream;
-    stream.on("data", (chunk: Uint8Array) => {
-      this.#reader.push(chunk);
-      this.#deliver();
+    stream.attach({
+      onData: (chunk) => {
+        if (this.#ended) return;
+        this.#reader.push(chunk);
+        this.#deliver();
+      },
+      onEnd: () => {
+        this.#remoteEnded = true;
+        this.#deliver();
+      },
+      onDrain: () => this.onDrain?.(),
+      // Closed before our trailers went out: the client reset the stream, or the connection is gone.
+      onClose: () => this.#abort(Status.CANCELLED),
     });
-    stream.on("end", () => {
-      this.#remoteEnded = true;
-      this.#deliver();
-    });
-    stream.on("drain", () => this.onDrain?.());
-    // A reset or a destroyed stream before our trailers went out: the client is gone.
-    stream.on("close", () => this.#abort(Status.CANCELLED));
-    stream.on("aborted", () => this.#abort(Status.CANCELLED));
-    if (stream.destroyed || stream.closed) this.#abort(Status.CANCELLED);
+    if (stream.closed) this.#abort(Status.CANCELLED);
   }
 
   /** Stops delivering messages and reading the stream, so that HTTP/2 flow control pushes back. */
   pauseReading(): void {
     if (this.#readingPaused) return;
     this.#readingPaused = true;
-    guard("pause", () => this.#stream.pause());
+    this.#stream.pause();
   }
 
   /** Delivers what was read while paused, then reads again. */
@@ -122,7 +115,7 @@ export class GrpcCall {
     if (!this.#readingPaused || this.#ended) return;
     this.#readingPaused = false;
     this.#deliver();
-    if (!this.#readingPaused && !this.#ended) guard("resume", () => this.#stream.resume());
+    if (!this.#readingPaused && !this.#ended) this.#stream.resume();
   }
 
   /** Queues one reply message; the replies of one event-loop turn go out in one write. */
@@ -143,28 +136,22 @@ export class GrpcCall {
 
   /**
    * Ends the call with `code`: queued replies go out, then trailers (or a trailers-only response when nothing
-   * was sent). Later calls do nothing.
+   * was sent). A client that goes on sending after them gets RST_STREAM NO_ERROR (http2/connection.ts). Later
+   * calls do nothing.
    */
   end(code: StatusCode, message = ""): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#clearDeadline();
-    const trailers: Record<string, string> = { "grpc-status": String(code) };
-    if (message !== "") trailers["grpc-message"] = encodeGrpcMessage(message);
-    const stream = this.#stream;
+    const trailers: HeaderField[] = [["grpc-status", String(code)]];
+    if (message !== "") trailers.push(["grpc-message", encodeGrpcMessage(message)]);
     if (!this.#headersSent && this.#pending.length === 0) {
-      guard("respond", () => {
-        if (stream.destroyed || stream.closed || stream.headersSent) return;
-        stream.respond({ ...RESPONSE_HEADERS, ...trailers }, { endStream: true });
-      });
+      this.#headersSent = true;
+      this.#stream.respond([...RESPONSE_HEADERS, ...trailers], true);
     } else {
-      this.#trailers = trailers;
       this.#writePending();
-      guard("end", () => {
-        if (!stream.destroyed && !stream.writableEnded) stream.end();
-      });
+      this.#stream.end(trailers);
     }
-    this.#stopReading();
     this.#handlers?.onEnd(code);
   }
 
@@ -179,12 +166,9 @@ export class GrpcCall {
     this.#clearDeadline();
     this.#pending = [];
     this.#pendingBytes = 0;
-    guard("close", () => {
-      if (!this.#stream.destroyed) this.#stream.close(NO_ERROR);
-    });
+    this.#stream.reset(ErrorCode.NO_ERROR);
     this.#handlers?.onEnd(code);
   }
-
   /** Delivers complete messages while not paused; handles the end of the client's side. */
   #deliver(): void {
     // onMessage may pause or end the call; a nested call (from a handler) leaves the loop to the outer one.
@@ -231,65 +215,19 @@ export class GrpcCall {
 
   #writePending(): void {
     const stream = this.#stream;
-    if (stream.destroyed || stream.closed) {
-      this.#pending = [];
-      this.#pendingBytes = 0;
-      return;
-    }
     if (!this.#headersSent) {
       this.#headersSent = true;
-      guard("respond", () => {
-        if (stream.headersSent) return;
-        stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
-        stream.on("wantTrailers", () => this.#sendTrailers());
-      });
+      stream.respond(RESPONSE_HEADERS);
     }
     if (this.#pending.length === 0) return;
     const batch = joinFrames(this.#pending, this.#pendingBytes);
     this.#pending = [];
     this.#pendingBytes = 0;
-    guard("write", () => {
-      if (stream.destroyed || stream.writableEnded) return;
-      stream.write(batch);
-      this.#outbound?.queued(batch.byteLength);
-    });
-  }
-
-  #sendTrailers(): void {
-    const stream = this.#stream;
-    const trailers = this.#trailers ?? { "grpc-status": String(Status.UNKNOWN) };
-    guard("sendTrailers", () => {
-      if (!stream.destroyed && !stream.closed) stream.sendTrailers(trailers);
-    });
-  }
-
-  /** After our end, what the client still sends is unwanted: reset its side instead of buffering it. */
-  #stopReading(): void {
-    const stream = this.#stream;
-    if (this.#remoteEnded) return;
-    // Reset only once the trailers are out, or the client would see a reset instead of the status.
-    const reset = () =>
-      guard("close", () => {
-        if (!stream.destroyed && !stream.closed) stream.close(NO_ERROR);
-      });
-    if (!this.#headersSent) setImmediate(reset);
-    else guard("finish", () => stream.once("finish", () => setImmediate(reset)));
+    stream.write(batch);
   }
 
   #clearDeadline(): void {
     if (this.#deadline !== undefined) clearTimeout(this.#deadline);
     this.#deadline = undefined;
-  }
-}
-
-/**
- * Runs one operation on a stream or session that the peer may have torn down already; a failure is logged
- * (rate-limited, at debug level: it is the peer's doing) and swallowed.
- */
-export function guard(what: string, op: () => void): void {
-  try {
-    op();
-  } catch (err) {
-    logRepeated(`grpc: ${what} failed`, "debug", `grpc: ${what} on a closed stream failed`, { error: err });
   }
 }

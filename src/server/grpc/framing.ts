@@ -117,9 +117,9 @@ export class MessageReader {
   }
 
   /**
-   * Up to `max` bytes from the front of the queue, as a plain Uint8Array view of one chunk. node:http2's chunks
-   * are Buffers, whose subarray costs several times more (and would make every bytes field decoded from the
-   * message a Buffer too).
+   * Up to `max` bytes from the front of the queue, as a plain Uint8Array view of one chunk. A node:tls socket's
+   * chunks are Buffers, whose subarray costs several times more (and would make every bytes field decoded from
+   * the message a Buffer too).
    */
   #take(max: number): Uint8Array {
     const chunk = this.#chunks[0];

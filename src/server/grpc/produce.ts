@@ -26,9 +26,6 @@ export const MAX_IN_FLIGHT = 1024;
  */
 export const MAX_UNSENT_REPLY_BYTES = 64 * 1024;
 
-/** How often a stream paused for unsent replies looks whether the client has taken them. */
-const RECHECK_MS = 20;
-
 /** The refusal of records read while the server drains. */
 const SHUTTING_DOWN: Refusal = {
   kind: "unavailable",
@@ -110,7 +107,6 @@ export class ProduceStream {
   #closed = false;
   /** The turn records are being added to; undefined between turns. */
   #turn: Turn | undefined;
-  #recheck: ReturnType<typeof setTimeout> | undefined;
   /** The last topic that passed topicProblem. */
   #checkedTopic: string | undefined;
 
@@ -303,14 +299,8 @@ export class ProduceStream {
     if (!this.#paused || this.#closed) return;
     // Resuming at half the bounds, not just below them, keeps the stream from flapping on every reply.
     if (this.#inFlight > MAX_IN_FLIGHT / 2) return;
-    if (this.#call.bufferedBytes > MAX_UNSENT_REPLY_BYTES / 2) {
-      // Nothing announces that the client took its replies (see outbound.ts): look again a little later.
-      this.#recheck ??= setTimeout(() => {
-        this.#recheck = undefined;
-        this.#maybeResume();
-      }, RECHECK_MS);
-      return;
-    }
+    // The call's onDrain comes back here once the client has taken its replies.
+    if (this.#call.bufferedBytes > MAX_UNSENT_REPLY_BYTES / 2) return;
     this.#paused = false;
     this.#call.resumeReading();
   }
@@ -327,7 +317,6 @@ export class ProduceStream {
   #close(code: StatusCode): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#recheck !== undefined) clearTimeout(this.#recheck);
     this.#metrics.handled(code);
     this.#onClose(this);
   }

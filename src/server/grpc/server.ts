@@ -1,28 +1,26 @@
 /**
- * The gRPC listener: KafkaAmbassador, grpc.health.v1.Health and server reflection, over node:http2 (cleartext
- * HTTP/2 with prior knowledge, as gRPC clients speak it, or TLS with ALPN h2). With a Gate, Produce and
- * ListTopics need a principal (`authorization: Bearer <token>` metadata, or a client certificate); health and
- * reflection stay open. Nothing a peer sends may end the process: every emitter has an `error` listener and
- * every stream operation is guarded (see call.ts).
+ * The gRPC listener: KafkaAmbassador, grpc.health.v1.Health and server reflection, over our HTTP/2 layer
+ * (src/server/http2: cleartext HTTP/2 with prior knowledge, as gRPC clients speak it, or TLS with ALPN h2).
+ * With a Gate, Produce and ListTopics need a principal (`authorization: Bearer <token>` metadata, or a client
+ * certificate); health and reflection stay open. Nothing a peer sends may end the process: protocol errors end
+ * the connection or the stream (http2/connection.ts), and a method that throws ends its call (call.ts).
  */
-import http2 from "node:http2";
 import type protobuf from "protobufjs";
-import type { Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import type { TLSSocket } from "node:tls";
 import { log, logRepeated } from "../../log.ts";
 import type { ProducerFacade } from "../../producer/types.ts";
 import { formatHostPort, listenAddress } from "../../listen_address.ts";
 import { type Principal, UNAUTHENTICATED_REASON } from "../auth.ts";
-import { type Listener, type ListenerOptions, listenError, nodeListenError } from "../listener.ts";
-import { certNameOf, nodeTlsOptions } from "../tls.ts";
-import { Connection, Connections, defaultLimits } from "../limits.ts";
+import type { Listener, ListenerOptions } from "../listener.ts";
+import { Connections, defaultLimits } from "../limits.ts";
 import { SCHEMA } from "../../config_keys.ts";
 import { refusalOf } from "../refusal.ts";
-import { GrpcCall, guard } from "./call.ts";
+import { ErrorCode } from "../http2/frame.ts";
+import { listenHttp2 } from "../http2/listen.ts";
+import type { Http2Stream } from "../http2/stream.ts";
+import { GrpcCall } from "./call.ts";
 import { Health } from "./health.ts";
 import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "./metadata.ts";
 import { GRPC_SERVICE, MethodMetrics } from "./metrics.ts";
-import { SessionOutbound } from "./outbound.ts";
 import { ProduceStream } from "./produce.ts";
 import { Reflection, REFLECTION_PATHS } from "./reflection.ts";
 import { describeFile, HEALTH_SERVICE, loadSchemas } from "./schema.ts";
@@ -42,13 +40,16 @@ export interface GrpcServerOptions extends ListenerOptions {
    */
   maxConcurrentStreams?: number;
   /**
-   * Bytes of frames, headers and buffered data one connection may hold (node:http2's `maxSessionMemory`,
-   * counted in MiB; `server.grpc.max_session_memory`); past it, new streams are refused with
-   * ENHANCE_YOUR_CALM.
+   * Bytes one connection may hold (`server.grpc.max_session_memory`): request DATA the calls have not taken
+   * (the connection's HTTP/2 receive window), and our output the client has not read before we stop reading
+   * from it.
    * @default 10_485_760
    */
   maxSessionMemory?: number;
 }
+
+/** Largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets its stream. */
+const MAX_HEADER_LIST_BYTES = 64 * 1024;
 
 /** How long shutdown waits for calls to end before cutting them. */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
@@ -78,19 +79,17 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
   const produceMetrics = new MethodMetrics("bidi_stream", "Produce");
   const listMetrics = new MethodMetrics("unary", "ListTopics");
   const streams = new Set<ProduceStream>();
-  const sessions = new Set<Http2Session>();
-  const outbounds = new WeakMap<Http2Session, SessionOutbound>();
   let draining = false;
   const health = new Health(schemas, opts.facade, () => draining);
 
   const gate = opts.gate;
   const mtls = opts.tls?.material.ca !== undefined;
   /** The caller of a Produce or ListTopics call; undefined ends the call with UNAUTHENTICATED. */
-  const principalOf = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Principal | undefined => {
-    const certName = mtls && gate!.certNames
-      ? certNameOf(stream.session?.socket as TLSSocket | undefined)
-      : undefined;
-    return gate!.authenticate(headerValue(headers["authorization"]), certName);
+  const principalOf = (stream: Http2Stream, certName: () => string | undefined): Principal | undefined => {
+    return gate!.authenticate(
+      stream.header("authorization"),
+      mtls && gate!.certNames ? certName() : undefined,
+    );
   };
 
   const listTopics = (call: GrpcCall, principal: Principal | undefined) => {
@@ -124,14 +123,9 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     );
   };
 
-  const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-    // First of all: an unhandled stream error would be thrown out of the event loop.
-    stream.on(
-      "error",
-      (err) => logRepeated("grpc: stream error", "debug", "grpc: stream error", { error: err }),
-    );
-    const method = headers[":method"];
-    const contentType = headers["content-type"];
+  const onStream = (stream: Http2Stream, certName: () => string | undefined) => {
+    const method = stream.header(":method");
+    const contentType = stream.header("content-type");
     if (method !== "POST" || !isGrpcContentType(contentType)) {
       refuse(
         stream,
@@ -140,31 +134,27 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
       );
       return;
     }
-    const path = headers[":path"] ?? "";
-    const encoding = headers["grpc-encoding"];
+    const path = stream.header(":path") ?? "";
+    const encoding = stream.header("grpc-encoding");
     const call = new GrpcCall(stream, path, {
       maxMessageBytes: opts.maxRequestSize,
-      outbound: outbounds.get(stream.session!),
-      timeoutMs: parseTimeout(headerValue(headers["grpc-timeout"])),
+      timeoutMs: parseTimeout(stream.header("grpc-timeout")),
     });
     if (encoding !== undefined && encoding !== "identity") {
       // No compression is supported; the spec asks for UNIMPLEMENTED and the encodings that are.
-      guard("respond", () => {
-        if (stream.destroyed || stream.closed) return;
-        stream.respond({
-          ":status": 200,
-          "content-type": "application/grpc",
-          "grpc-accept-encoding": "identity",
-          "grpc-status": String(Status.UNIMPLEMENTED),
-          "grpc-message": encodeGrpcMessage(`grpc-encoding ${headerValue(encoding)} is not supported`),
-        }, { endStream: true });
-      });
+      stream.respond([
+        [":status", "200"],
+        ["content-type", "application/grpc"],
+        ["grpc-accept-encoding", "identity"],
+        ["grpc-status", String(Status.UNIMPLEMENTED)],
+        ["grpc-message", encodeGrpcMessage(`grpc-encoding ${encoding} is not supported`)],
+      ], true);
       call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
       call.end(Status.UNIMPLEMENTED);
       return;
     }
     if (path === PRODUCE_PATH || path === LIST_TOPICS_PATH) {
-      const principal = gate === undefined ? undefined : principalOf(stream, headers);
+      const principal = gate === undefined ? undefined : principalOf(stream, certName);
       if (gate !== undefined && principal === undefined) {
         (path === PRODUCE_PATH ? produceMetrics : listMetrics).begin().handled(Status.UNAUTHENTICATED);
         call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
@@ -185,83 +175,29 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
   };
 
   const grpcKeys = SCHEMA.server.grpc;
-  const options = {
-    settings: {
-      maxConcurrentStreams: opts.maxConcurrentStreams ?? grpcKeys.maxConcurrentStreams.defaultValue,
-    },
-    maxSessionMemory: (opts.maxSessionMemory ?? grpcKeys.maxSessionMemory.defaultValue) / (1024 * 1024),
-  };
-  const tls = opts.tls;
-  const server = tls === undefined
-    ? http2.createServer(options)
-    : http2.createSecureServer({ ...options, ...nodeTlsOptions(tls.material) });
-  // Connections are counted and timed here rather than with server.setTimeout: that counts any byte as
-  // activity, so a client sending a byte now and then would be kept for good.
+  // Connections are counted and timed by limits.ts: a client sending a byte now and then is not activity.
   const conns = new Connections("grpc", opts.limits ?? defaultLimits("grpc"));
-  const tracked = new WeakMap<Http2Session, Connection>();
-  if (tls !== undefined) {
-    // A new certificate applies to new connections; the listening socket stays open (tls.ts).
-    tls.subscribe((material) =>
-      (server as http2.Http2SecureServer).setSecureContext(nodeTlsOptions(material))
-    );
-    server.on("tlsClientError", (err: Error) => {
-      logRepeated("grpc: tls handshake failed", "debug", "grpc: tls handshake failed", {
-        error: err.message,
-      });
-    });
-  }
-  server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-    const conn = tracked.get(stream.session!);
-    if (conn !== undefined) {
-      conn.requestStarted();
-      stream.once("close", () => conn.requestEnded());
-    }
-    try {
-      onStream(stream, headers);
-    } catch (err) {
-      log("error", "grpc: cannot serve a stream", { error: err });
-      guard("close", () => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR));
-    }
+  const server = await listenHttp2({
+    name: "grpc",
+    address: listen,
+    tls: opts.tls,
+    conns,
+    connection: {
+      maxConcurrentStreams: opts.maxConcurrentStreams ?? grpcKeys.maxConcurrentStreams.defaultValue,
+      maxSessionMemory: opts.maxSessionMemory ?? grpcKeys.maxSessionMemory.defaultValue,
+      maxHeaderListSize: MAX_HEADER_LIST_BYTES,
+    },
+    onStream: (stream, certName) => {
+      try {
+        onStream(stream, certName);
+      } catch (err) {
+        log("error", "grpc: cannot serve a stream", { error: err });
+        stream.reset(ErrorCode.INTERNAL_ERROR);
+      }
+    },
   });
-  server.on("session", (session: Http2Session) => {
-    const conn = conns.open(() => guard("destroy", () => session.destroy()));
-    if (conn === undefined) {
-      // GOAWAY with ENHANCE_YOUR_CALM says why, then the connection closes.
-      guard("goaway", () => session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM));
-      guard("destroy", () => session.destroy());
-      return;
-    }
-    tracked.set(session, conn);
-    session.once("close", () => conn.closed());
-    sessions.add(session);
-    outbounds.set(session, new SessionOutbound(session.socket));
-    session.on(
-      "error",
-      (err) => logRepeated("grpc: session error", "debug", "grpc: session error", { error: err }),
-    );
-    session.on("frameError", (type: number, code: number) => {
-      logRepeated("grpc: frame error", "debug", "grpc: frame error", { type, code });
-    });
-    session.on("close", () => sessions.delete(session));
-  });
-  server.on("sessionError", (err) => {
-    logRepeated("grpc: session error", "debug", "grpc: session error", { error: err });
-  });
-  server.on("timeout", () => {});
-
-  const port = await new Promise<number>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      reject(listenError("grpc", listen, nodeListenError(err)));
-    };
-    server.once("error", onError);
-    server.listen({ port: listen.port, host: listen.hostname }, () => {
-      server.off("error", onError);
-      server.on("error", (err) => log("error", "grpc: listener error", { error: err }));
-      resolve((server.address() as { port: number }).port);
-    });
-  });
+  const port = server.port;
   const address = formatHostPort({ ...listen, port });
-  log("info", "grpc listening", tls === undefined ? { addr: address } : { addr: address, tls: true, mtls });
 
   const setDraining = (on: boolean) => {
     draining = on;
@@ -279,39 +215,30 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
         health.endAll();
         const timer = setTimeout(() => {
           log("warn", "grpc: calls still open at shutdown, cutting them", { streams: streams.size });
-          for (const session of sessions) guard("destroy", () => session.destroy());
+          server.destroyAll();
         }, SHUTDOWN_TIMEOUT_MS);
-        server.close(() => {
+        // GOAWAY: no new streams; each connection closes once its open calls are over.
+        server.close().then(() => {
           clearTimeout(timer);
           conns.stop();
           resolve();
         });
-        // GOAWAY: no new streams; each connection closes once its open calls are over.
-        for (const session of sessions) guard("close", () => session.close());
       });
       return stopping;
     },
   };
 }
 
-/** Answers a request that is not gRPC with an HTTP status and a gRPC status, and resets its stream. */
-function refuse(stream: ServerHttp2Stream, httpStatus: number, message: string): void {
+/** Answers a request that is not gRPC with an HTTP status and a gRPC status; the stream ends with it. */
+function refuse(stream: Http2Stream, httpStatus: number, message: string): void {
   logRepeated("grpc: request refused", "debug", "grpc: request refused", {
     status: httpStatus,
     reason: message,
   });
-  guard("respond", () => {
-    if (stream.destroyed || stream.closed) return;
-    stream.respond({
-      ":status": httpStatus,
-      "content-type": "application/grpc",
-      "grpc-status": String(Status.INVALID_ARGUMENT),
-      "grpc-message": encodeGrpcMessage(message),
-    }, { endStream: true });
-  });
-  setTimeout(() => guard("close", () => stream.destroyed || stream.close(0)), 0);
-}
-
-function headerValue(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
+  stream.respond([
+    [":status", String(httpStatus)],
+    ["content-type", "application/grpc"],
+    ["grpc-status", String(Status.INVALID_ARGUMENT)],
+    ["grpc-message", encodeGrpcMessage(message)],
+  ], true);
 }

@@ -1,0 +1,172 @@
+/**
+ * An HTTP/2 listener: accepts connections, plain text with prior knowledge (node:net) or TLS with ALPN h2
+ * (node:tls, the only Deno TLS server that verifies client certificates and takes a new certificate without
+ * closing the port), counts them against the listener's limits (limits.ts), and runs an Http2Connection on
+ * each.
+ *
+ * Plain text is node:net rather than Deno.listen, although reading a Deno.Conn with `conn.read` cost about a
+ * third less CPU per record under gRPC load (bench/h2_probe.ts): in Deno 2.8.3, closing a Deno.Conn while a
+ * read or write is pending leaves the socket open (the pending write goes on), so a peer that reads nothing
+ * would keep its socket after we close it; node:net's destroy() closes it.
+ */
+import net from "node:net";
+import tls from "node:tls";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { log, logRepeated } from "../../log.ts";
+import { formatHostPort, type ListenAddress } from "../../listen_address.ts";
+import type { Connection, Connections } from "../limits.ts";
+import { listenError, nodeListenError } from "../listener.ts";
+import { certNameOf, nodeTlsOptions, type TlsSource } from "../tls.ts";
+import { type ConnectionOptions, Http2Connection, type Transport } from "./connection.ts";
+import type { Http2Stream } from "./stream.ts";
+
+/** How an HTTP/2 listener is built. */
+export interface Http2ListenOptions {
+  /** "grpc": in log lines and errors. */
+  name: string;
+  address: ListenAddress;
+  tls?: TlsSource;
+  conns: Connections;
+  /** Limits of each connection. */
+  connection: Pick<ConnectionOptions, "maxConcurrentStreams" | "maxSessionMemory" | "maxHeaderListSize">;
+  /** A new stream; `certName` is the CN of the client certificate (mTLS), looked up on first use. */
+  onStream(stream: Http2Stream, certName: () => string | undefined): void;
+}
+
+/** A bound HTTP/2 listener. */
+export interface Http2Listener {
+  readonly port: number;
+  /**
+   * Stops accepting; each connection gets GOAWAY and closes once its streams are over. Resolves when every
+   * connection has closed.
+   */
+  close(): Promise<void>;
+  /** Closes every connection now. */
+  destroyAll(): void;
+}
+
+/** How long a closing connection may take to send what it has queued before its socket is destroyed. */
+const CLOSE_GRACE_MS = 2000;
+
+/** Binds the listener; throws, naming it and the address, when it cannot. */
+export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listener> {
+  const open = new Set<Http2Connection>();
+  const sockets = new Set<Socket>();
+  let idle: (() => void) | undefined;
+  const onSocket = (socket: Socket, certName: () => string | undefined) => {
+    const h2 = serveConnection(opts, socketTransport(socket), certName, () => {
+      open.delete(h2!);
+      if (open.size === 0) idle?.();
+    });
+    if (h2 === undefined) return void socket.destroy(); // nothing can be said before the client's preface
+    open.add(h2);
+    sockets.add(socket);
+    socket.on("data", (chunk: Uint8Array) => h2.receive(chunk));
+    socket.on("drain", () => h2.drained());
+    socket.on("close", () => {
+      sockets.delete(socket);
+      h2.transportClosed();
+    });
+    socket.on("error", (err: Error) => {
+      logRepeated(`${opts.name}: connection error`, "debug", `${opts.name}: connection error`, {
+        error: err.message,
+      });
+    });
+  };
+  const source = opts.tls;
+  let server: net.Server;
+  if (source === undefined) {
+    server = net.createServer({ noDelay: true }, (socket) => onSocket(socket, () => undefined));
+  } else {
+    const options = () => ({ ...nodeTlsOptions(source.material), ALPNProtocols: ["h2"] });
+    const secure = tls.createServer(
+      options(),
+      (socket: TLSSocket) => onSocket(socket, () => certNameOf(socket)),
+    );
+    // A new certificate applies to new connections; the listening socket stays open (tls.ts).
+    source.subscribe(() => secure.setSecureContext(options()));
+    secure.on("tlsClientError", (err: Error) => {
+      logRepeated(`${opts.name}: tls handshake failed`, "debug", `${opts.name}: tls handshake failed`, {
+        error: err.message,
+      });
+    });
+    server = secure;
+  }
+  const port = await new Promise<number>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(listenError(opts.name, opts.address, nodeListenError(err)));
+    };
+    server.once("error", onError);
+    server.listen({ port: opts.address.port, host: opts.address.hostname }, () => {
+      server.off("error", onError);
+      server.on("error", (err) => log("error", `${opts.name}: listener error`, { error: err }));
+      resolve((server.address() as { port: number }).port);
+    });
+  });
+  const addr = formatHostPort({ ...opts.address, port });
+  const mtls = source?.material.ca !== undefined;
+  log("info", `${opts.name} listening`, source === undefined ? { addr } : { addr, tls: true, mtls });
+  return {
+    port,
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const drained = new Promise<void>((resolve) => idle = resolve);
+      for (const conn of open) conn.shutdown();
+      if (open.size === 0) idle!();
+      await drained;
+      await closed;
+    },
+    destroyAll: () => {
+      for (const socket of sockets) socket.destroy();
+    },
+  };
+}
+
+/** Starts an Http2Connection on a transport, counted by `conns`; undefined when over max_connections. */
+function serveConnection(
+  opts: Http2ListenOptions,
+  transport: Transport,
+  certName: () => string | undefined,
+  onClose: () => void,
+): Http2Connection | undefined {
+  // Past a deadline (limits.ts) the connection ends with GOAWAY; the callback runs only after h2 is set.
+  const tracked: Connection | undefined = opts.conns.open(() => h2.abort());
+  if (tracked === undefined) return undefined;
+  const h2: Http2Connection = new Http2Connection(transport, {
+    ...opts.connection,
+    onStream: (stream) => {
+      tracked.requestStarted();
+      opts.onStream(stream, certName);
+    },
+    onStreamDone: () => tracked.requestEnded(),
+    onClose: () => {
+      tracked.closed();
+      onClose();
+    },
+    onProtocolError: (what, code) =>
+      logRepeated(`${opts.name}: http2 protocol error`, "debug", `${opts.name}: http2 protocol error`, {
+        reason: what,
+        code,
+      }),
+  });
+  return h2;
+}
+
+/** A node:net or node:tls socket as a Transport. */
+function socketTransport(socket: Socket): Transport {
+  return {
+    write: (bytes) => void socket.write(bytes),
+    get writableLength() {
+      return socket.writableLength;
+    },
+    pause: () => void socket.pause(),
+    resume: () => void socket.resume(),
+    end: () => {
+      socket.end();
+      // A peer that does not read what is queued would hold the socket: destroy it after a grace period.
+      const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+      socket.once("close", () => clearTimeout(timer));
+    },
+  };
+}
