@@ -805,9 +805,15 @@ export class SegmentedWal implements Wal {
   }
 }
 
-/** The lines as one buffer (no copy for a single line). */
+/** The lines as one buffer: no copy when they follow one another in one buffer (see encodeRecordLine). */
 function concat(lines: Uint8Array[], bytes: number): Uint8Array {
   if (lines.length === 1) return lines[0];
+  const { buffer, byteOffset } = lines[0];
+  let next = byteOffset;
+  for (let i = 0; i < lines.length && lines[i].buffer === buffer && lines[i].byteOffset === next; i++) {
+    next += lines[i].length;
+  }
+  if (next - byteOffset === bytes) return new Uint8Array(buffer, byteOffset, bytes);
   const data = new Uint8Array(bytes);
   for (let i = 0, at = 0; i < lines.length; at += lines[i].length, i++) data.set(lines[i], at);
   return data;
