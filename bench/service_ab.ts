@@ -46,8 +46,8 @@ interface Figures {
   peakMb: number;
   /** RSS at a tenth, half and the end of the load. */
   rssMb: [number, number, number];
-  /** With --threads: user and system µs per record, per kind of thread. */
-  threads: Map<string, { userUs: number; sysUs: number }>;
+  /** User and system µs per record, per kind of thread of the service (printed with --threads). */
+  threads?: Map<string, { userUs: number; sysUs: number }>;
 }
 
 /** utime and stime (clock ticks) per kind of thread: the name without its trailing number. */
@@ -184,7 +184,7 @@ try {
             `peak RSS ${f.peakMb.toFixed(0)} MB, RSS ${f.rssMb.map((x) => x.toFixed(0)).join(" / ")} MB ` +
             `at a tenth / half / end of the load (load average ${loadavg()})`,
         );
-        if (THREADS) {
+        if (THREADS && f.threads) {
           const parts = [...f.threads].filter(([, t]) => t.userUs + t.sysUs >= 0.05)
             .sort(([, a], [, b]) => b.userUs + b.sysUs - a.userUs - a.sysUs)
             .map(([name, t]) => `${name} ${t.userUs.toFixed(1)} + ${t.sysUs.toFixed(1)}`);
