@@ -12,11 +12,12 @@
  * 100-byte records, 1,000 in flight each; WAL fallback), and `grpc-echo` (that gRPC load on
  * bench/grpc_echo_server.ts, no Kafka: records answered instead of acknowledged, CPU per answered record).
  * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none). REVISION `none`
- * runs the worktree alone (e.g. one long batch load to see whether RSS grows).
+ * runs the worktree alone (e.g. one long batch load to see whether RSS grows). `--threads` also prints, per round,
+ * where the CPU went: user and system µs per record for each kind of thread of the service (`/proc/PID/task/*`,
+ * threads named alike summed: the JS thread `deno`, tokio's blocking pool, librdkafka's `rdk:*`, V8's workers).
  *
  * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds 2]
- *      [--seconds 8]
- *      [--codec none|gzip|lz4]
+ *      [--seconds 8] [--codec none|gzip|lz4] [--threads]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
@@ -36,10 +37,11 @@ const SCENARIOS = flag("only", "http,always,batch").split(",");
 const ROUNDS = Number(flag("rounds", "2"));
 const SECONDS = Number(flag("seconds", "8"));
 const CODEC = flag("codec", "none");
+const THREADS = Deno.args.includes("--threads");
 if (REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0)) {
   console.error(
     "usage: bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds N] " +
-      "[--seconds N]",
+      "[--seconds N] [--threads]",
   );
   Deno.exit(2);
 }
@@ -50,6 +52,26 @@ interface Figures {
   peakMb: number;
   /** RSS at a tenth, half and the end of the load. */
   rssMb: [number, number, number];
+  /** User and system µs per record, per kind of thread of the service (printed with --threads). */
+  threads?: Map<string, { userUs: number; sysUs: number }>;
+}
+
+/** utime and stime (clock ticks) per kind of thread: the name without its trailing number. */
+function threadTicks(pid: number): Map<string, [number, number]> {
+  const out = new Map<string, [number, number]>();
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    let stat: string;
+    try {
+      stat = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/stat`);
+    } catch {
+      continue; // ended meanwhile
+    }
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")).replace(/[\d-]+$/, "");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const [user, sys] = out.get(name) ?? [0, 0];
+    out.set(name, [user + Number(fields[11]), sys + Number(fields[12])]);
+  }
+  return out;
 }
 
 function cpuSeconds(pid: number): number {
@@ -160,6 +182,7 @@ async function round(root: string, scenario: string, bootstrap: string, topic: s
   try {
     const pid = await pidListeningOn(svc.http);
     const cpuBefore = cpuSeconds(pid);
+    const threadsBefore = threadTicks(pid);
     const rss: number[] = [];
     const sampler = setInterval(() => rss.push(memoryMb(pid, "VmRSS")), 1000);
     await load(scenario, svc, topic).finally(() => clearInterval(sampler));
@@ -170,7 +193,17 @@ async function round(root: string, scenario: string, bootstrap: string, topic: s
       if (now === acked) break;
       acked = now;
     }
+    const threads = new Map<string, { userUs: number; sysUs: number }>();
+    for (const [name, [user, sys]] of threadTicks(pid)) {
+      const [user0, sys0] = threadsBefore.get(name) ?? [0, 0];
+      // Threads that ended during the load are missing here: their time only shows in the process total.
+      threads.set(name, {
+        userUs: (user - user0) / 100 * 1e6 / acked,
+        sysUs: (sys - sys0) / 100 * 1e6 / acked,
+      });
+    }
     return {
+      threads,
       rate: acked / SECONDS,
       cpuUs: (cpuSeconds(pid) - cpuBefore) * 1e6 / acked,
       peakMb: memoryMb(pid, "VmHWM"),
@@ -211,6 +244,12 @@ try {
             `peak RSS ${f.peakMb.toFixed(0)} MB, RSS ${f.rssMb.map((x) => x.toFixed(0)).join(" / ")} MB ` +
             `at a tenth / half / end of the load (load average ${loadavg()})`,
         );
+        if (THREADS && f.threads) {
+          const parts = [...f.threads].filter(([, t]) => t.userUs + t.sysUs >= 0.05)
+            .sort(([, a], [, b]) => b.userUs + b.sysUs - a.userUs - a.sysUs)
+            .map(([name, t]) => `${name} ${t.userUs.toFixed(1)} + ${t.sysUs.toFixed(1)}`);
+          console.log(`  µs CPU/msg per thread, user + system: ${parts.join(", ")}`);
+        }
       }
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

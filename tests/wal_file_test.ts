@@ -157,6 +157,30 @@ Deno.test("wal file: many appends share a few fdatasyncs", async () => {
   });
 });
 
+Deno.test("wal file: commits of many lines, non-ASCII topics and a large record between them, come back whole", async () => {
+  await withDir(async (path) => {
+    const messages: Message[] = Array.from({ length: 1500 }, (_, i) => ({
+      topic: i % 11 === 0 ? `tøpic-${i}` : "t",
+      value: enc.encode(i === 700 ? "x".repeat(50_000) : `m${i}`),
+    }));
+    let wal = await open(path);
+    try {
+      // Appends one by one in one commit, then a batch in the next.
+      const one = messages.slice(0, 900).map((m) => wal.append(m).durable);
+      await Promise.all([...one, wal.appendMany(messages.slice(900)).durable]);
+    } finally {
+      await wal.close();
+    }
+    wal = await open(path);
+    try {
+      const back = (await checkoutAll(wal)).map((r) => ({ topic: r.topic, value: dec.decode(r.value) }));
+      assert.deepEqual(back, messages.map((m) => ({ topic: m.topic, value: dec.decode(m.value) })));
+    } finally {
+      await wal.close();
+    }
+  });
+});
+
 Deno.test("wal file: a torn last line is cut off", async () => {
   await withDir(async (path) => {
     let wal = await open(path);

@@ -56,6 +56,18 @@ Deno.test("record line: binary key, value and headers round-trip exactly", () =>
   assert.deepEqual(decode(line), { id: 42, writtenAt: 1_700_000_000_000, ...msg });
 });
 
+Deno.test("record line: lines encoded one after another keep their bytes, across shared buffers and non-ASCII lines", () => {
+  // Enough lines to fill several of the buffers lines share, with non-ASCII and long ones in between.
+  const messages: Message[] = Array.from({ length: 3000 }, (_, i) => ({
+    topic: i % 7 === 0 ? `tøpic-${i}` : `topic-${i}`,
+    value: enc.encode(i % 500 === 0 ? "v".repeat(20_000) : `value ${i}`),
+  }));
+  const lines = messages.map((m, i) => encodeRecordLine(i, 1_700_000_000_000, m));
+  lines.forEach((line, i) => {
+    assert.deepEqual(decode(line), { id: i, writtenAt: 1_700_000_000_000, ...messages[i] }, `line ${i}`);
+  });
+});
+
 Deno.test("record line: absent fields stay absent, a null key stays null, empty values survive", () => {
   const bare = decode(encodeRecordLine(1, 5, { topic: "t", value: new Uint8Array(0) }));
   assert.deepEqual(bare, { id: 1, writtenAt: 5, topic: "t", value: new Uint8Array(0) });

@@ -76,7 +76,7 @@ export class FileStorage implements SegmentStorage {
       // The new name must survive a power loss as much as the data in it.
       await this.#syncDir();
     }
-    await writeAll(file, data);
+    writeAllSync(file, data);
     await file.syncData();
     metrics.walFsyncs.inc();
   }
@@ -128,7 +128,7 @@ export class FileStorage implements SegmentStorage {
     }
     const data = new TextEncoder().encode(`${ids.join("\n")}\n`);
     try {
-      await writeAll(list.file, data);
+      writeAllSync(list.file, data);
     } catch (err) {
       await list.file.truncate(list.size).catch(() => {
         list.broken = true;
@@ -217,6 +217,15 @@ export class FileStorage implements SegmentStorage {
 
 async function writeAll(file: WalFile, data: Uint8Array): Promise<void> {
   for (let written = 0; written < data.length;) written += await file.write(data.subarray(written));
+}
+
+/**
+ * The commit's appends block the thread: they only copy into the page cache (the fdatasync after them is what waits
+ * for the disk, and stays async). An async write costs a hand-off to a blocking-pool thread and an event-loop turn
+ * to hear back, and each commit waits for it.
+ */
+function writeAllSync(file: WalFile, data: Uint8Array): void {
+  for (let written = 0; written < data.length;) written += file.writeSync(data.subarray(written));
 }
 
 async function removeIfExists(fs: WalFs, path: string): Promise<void> {

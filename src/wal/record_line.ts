@@ -22,7 +22,18 @@ const WRITTEN_AT_OPEN = encoder.encode(`,"writtenAt":`);
 const HEX = encoder.encode("0123456789abcdef");
 
 /**
- * Encodes a record as one line, newline included.
+ * Lines are encoded into shared chunks of this size, each line a view of its bytes: a buffer of its own per line (a
+ * backing store to allocate and for the GC to track) costs more than encoding the line. The lines of a chunk are
+ * written in the same few commits and dropped together, so a chunk does not outlive its lines for long.
+ */
+const CHUNK_BYTES = 64 * 1024;
+/** Longer lines get a buffer of their own. */
+const MAX_SHARED_LINE = CHUNK_BYTES / 8;
+let chunk = new Uint8Array(CHUNK_BYTES);
+let chunkUsed = 0;
+
+/**
+ * Encodes a record as one line, newline included. The result may be a view into a buffer shared with other lines.
  * @example encodeRecordLine(1, Date.now(), { topic: "t", value: new Uint8Array([1]) })
  */
 export function encodeRecordLine(id: number, writtenAt: number, msg: Message): Uint8Array {
@@ -39,9 +50,24 @@ export function encodeRecordLine(id: number, writtenAt: number, msg: Message): U
   }
   if (msg.partition !== undefined) s += `,"partition":${finite(msg.partition, "partition")}`;
   if (msg.timestamp !== undefined) s += `,"timestamp":${finite(msg.timestamp, "timestamp")}`;
-  const line = encoder.encode(`${s},"crc":"00000000"}\n`);
+  const line = utf8(`${s},"crc":"00000000"}\n`);
   let crc = crc32c(line, 0, line.length - CRC_TAIL - 1);
   for (let i = line.length - 4; i >= line.length - 11; i--, crc >>>= 4) line[i] = HEX[crc & 0xf];
+  return line;
+}
+
+/** The UTF-8 bytes of `text`; a line is ASCII (one byte per character) unless a topic or header name is not. */
+function utf8(text: string): Uint8Array {
+  const n = text.length;
+  if (n > MAX_SHARED_LINE) return encoder.encode(text);
+  if (CHUNK_BYTES - chunkUsed < n) {
+    chunk = new Uint8Array(CHUNK_BYTES);
+    chunkUsed = 0;
+  }
+  const line = chunk.subarray(chunkUsed, chunkUsed + n);
+  // Not ASCII: the bytes are more than the characters. What encodeInto wrote is overwritten by the next line.
+  if (encoder.encodeInto(text, line).read !== n) return encoder.encode(text);
+  chunkUsed += n;
   return line;
 }
 

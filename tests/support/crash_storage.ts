@@ -200,6 +200,13 @@ export class CrashDisk {
     const file = ino;
     const append = options.append === true;
     let pos = 0;
+    const write = (p: Uint8Array): number => {
+      alive();
+      const offset = append ? this.#data.get(file)!.length : pos;
+      this.#apply({ kind: "write", ino: file, offset, data: p.slice() });
+      pos = offset + p.length;
+      return p.length;
+    };
     return {
       read: (p) => {
         alive();
@@ -210,13 +217,8 @@ export class CrashDisk {
         pos += n;
         return Promise.resolve(n);
       },
-      write: (p) => {
-        alive();
-        const offset = append ? this.#data.get(file)!.length : pos;
-        this.#apply({ kind: "write", ino: file, offset, data: p.slice() });
-        pos = offset + p.length;
-        return Promise.resolve(p.length);
-      },
+      write: (p) => Promise.resolve(write(p)),
+      writeSync: (p) => write(p),
       seek: (offset) => {
         alive();
         pos = offset;
