@@ -9,7 +9,7 @@ import { type ConnectionOptions, Http2Connection, type Transport } from "../src/
 import { ErrorCode, Flag, FrameType, Setting } from "../src/server/http2/frame.ts";
 import type { Http2Stream } from "../src/server/http2/stream.ts";
 import { FakeClock } from "./support/fake_clock.ts";
-import { type Frame, frame, grpcHeaders, hpack, PREFACE } from "./support/h2_raw.ts";
+import { type Frame, frame, grpcHeaders, hpack, PREFACE, settingsFrame } from "./support/h2_raw.ts";
 
 /** A transport that keeps what is written; `backlog` is what the fake kernel has not taken. */
 class FakeTransport implements Transport {
@@ -106,16 +106,6 @@ class Peer {
 }
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-function settingsFrame(settings: Array<[number, number]>): Uint8Array {
-  const payload = new Uint8Array(6 * settings.length);
-  const view = new DataView(payload.buffer);
-  settings.forEach(([id, value], i) => {
-    view.setUint16(6 * i, id);
-    view.setUint32(6 * i + 2, value);
-  });
-  return frame(FrameType.SETTINGS, 0, 0, payload);
-}
 
 const u32 = (n: number) => {
   const b = new Uint8Array(4);

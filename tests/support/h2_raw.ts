@@ -29,6 +29,17 @@ export function frame(type: number, flags: number, streamId: number, payload: Ui
   return out;
 }
 
+/** A SETTINGS frame with these (id, value) pairs. */
+export function settingsFrame(settings: Array<[number, number]>): Uint8Array {
+  const payload = new Uint8Array(6 * settings.length);
+  const view = new DataView(payload.buffer);
+  settings.forEach(([id, value], i) => {
+    view.setUint16(6 * i, id);
+    view.setUint32(6 * i + 2, value);
+  });
+  return frame(FRAME.SETTINGS, 0, 0, payload);
+}
+
 /** An HPACK block of `headers`, each a literal without indexing (RFC 7541 6.2.2), lengths under 127. */
 export function hpack(headers: Array<[string, string]>): Uint8Array {
   const bytes: number[] = [];
