@@ -177,7 +177,11 @@ Deno.test({
 async function damagedLines(walPath: string, copy: string): Promise<number> {
   await Deno.mkdir(copy, { recursive: true, mode: 0o700 });
   for await (const e of Deno.readDir(walPath)) {
-    if (e.isFile) await Deno.copyFile(`${walPath}/${e.name}`, `${copy}/${e.name}`);
+    if (!e.isFile) continue;
+    // The running service deletes a segment once all of its records are acknowledged: gone, it holds no damage.
+    await Deno.copyFile(`${walPath}/${e.name}`, `${copy}/${e.name}`).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    });
   }
   return (await recoverDirectory(copy)).corrupt;
 }

@@ -268,7 +268,7 @@ export class Broker implements AsyncDisposable {
  * broker.address("TLS"); // "127.0.0.1:<port>"
  */
 export async function startBroker(opts: BrokerOptions = {}): Promise<Broker> {
-  // A port from freePort() can be taken (by a client's ephemeral port, say) before the broker binds it: then
+  // A port from freePort() can still be taken (by another process binding it) before the broker binds it: then
   // the broker exits at start-up, and a second try with fresh ports goes through.
   for (let attempt = 1;; attempt++) {
     try {
@@ -324,6 +324,39 @@ async function startBrokerOnce(opts: BrokerOptions): Promise<Broker> {
 const START_ATTEMPTS = 3;
 
 /**
+ * Where picked ports come from. A port the kernel picks (port 0) comes from its ephemeral range, which outgoing
+ * connections draw their local ports from: once released, it can become a load generator's or a client's port,
+ * and a broker binding it at start or at a restart fails with "Address already in use". So ports are picked
+ * among the 12,000 below that range.
+ */
+const PICK_RANGE: readonly [number, number] | undefined = (() => {
+  try {
+    const low = Number(
+      Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim().split(/\s+/)[0],
+    );
+    return low > 13_024 ? [low - 12_000, low - 1] : undefined;
+  } catch {
+    return undefined; // not Linux: the kernel's choice
+  }
+})();
+
+/** A loopback listener on a random port of PICK_RANGE that is free, or on a port the kernel picks. */
+function listenOnPickedPort(): Deno.Listener {
+  if (PICK_RANGE !== undefined) {
+    const [low, high] = PICK_RANGE;
+    for (let i = 0; i < 100; i++) {
+      const port = low + Math.floor(Math.random() * (high - low + 1));
+      try {
+        return Deno.listen({ hostname: "127.0.0.1", port });
+      } catch (err) {
+        if (!(err instanceof Deno.errors.AddrInUse)) throw err;
+      }
+    }
+  }
+  return Deno.listen({ hostname: "127.0.0.1", port: 0 });
+}
+
+/**
  * `n` different loopback TCP ports that were free a moment ago, none of them `avoid`: each is held until all are
  * picked, so that one is not handed out twice.
  */
@@ -331,7 +364,7 @@ function freePorts(n: number, avoid?: number): number[] {
   const held: Deno.Listener[] = [];
   try {
     while (held.length < n) {
-      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const listener = listenOnPickedPort();
       if ((listener.addr as Deno.NetAddr).port === avoid) {
         listener.close();
         continue;
