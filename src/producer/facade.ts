@@ -726,6 +726,7 @@ export class Facade implements ProducerFacade {
     }
   }
 
+  /** The record's write failed: it is retracted from the WAL (see #awaitDurable) and the client hears 503. */
   #durableFailed(id: number, err: unknown, group?: string): never {
     this.#wal!.ack(id);
     if (group !== undefined) this.#order!.left(group);
