@@ -15,9 +15,11 @@
  * runs the worktree alone (e.g. one long batch load to see whether RSS grows). `--threads` also prints, per round,
  * where the CPU went: user and system µs per record for each kind of thread of the service (`/proc/PID/task/*`,
  * threads named alike summed: the JS thread `deno`, tokio's blocking pool, librdkafka's `rdk:*`, V8's workers).
+ * `--cpu-prof DIR` runs each service under V8's CPU profiler: DIR/<side>-<scenario>-<round>/*.cpuprofile, written
+ * when the service exits (bench/cpu_profile.ts summarizes one); the profiler costs some throughput on both sides.
  *
  * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds 2]
- *      [--seconds 8] [--codec none|gzip|lz4] [--threads]
+ *      [--seconds 8] [--codec none|gzip|lz4] [--threads] [--cpu-prof DIR]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
@@ -38,10 +40,11 @@ const ROUNDS = Number(flag("rounds", "2"));
 const SECONDS = Number(flag("seconds", "8"));
 const CODEC = flag("codec", "none");
 const THREADS = Deno.args.includes("--threads");
+const CPU_PROF = flag("cpu-prof", "");
 if (REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0)) {
   console.error(
     "usage: bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds N] " +
-      "[--seconds N] [--threads]",
+      "[--seconds N] [--threads] [--cpu-prof DIR]",
   );
   Deno.exit(2);
 }
@@ -159,7 +162,13 @@ async function echoRound(root: string): Promise<Figures> {
   }
 }
 
-async function round(root: string, scenario: string, bootstrap: string, topic: string): Promise<Figures> {
+async function round(
+  root: string,
+  scenario: string,
+  bootstrap: string,
+  topic: string,
+  profileDir: string,
+): Promise<Figures> {
   if (scenario === "grpc-echo") return await echoRound(root);
   const dir = await Deno.makeTempDir({ prefix: "ka-ab-" });
   const svc = await startService({
@@ -176,7 +185,15 @@ async function round(root: string, scenario: string, bootstrap: string, topic: s
     env: { KA_LOG_LEVEL: "warn" },
     command: (config) => ({
       cmd: DENO,
-      args: ["run", "--allow-all", `--config=${ROOT}deno.json`, `${root}/src/main.ts`, "-config", config],
+      args: [
+        "run",
+        "--allow-all",
+        `--config=${ROOT}deno.json`,
+        ...(CPU_PROF === "" ? [] : [`--cpu-prof-dir=${profileDir}`]),
+        `${root}/src/main.ts`,
+        "-config",
+        config,
+      ],
     }),
   });
   try {
@@ -235,7 +252,8 @@ try {
       for (const [name, root] of sides) {
         const topic = `ab-${scenario}-${name.replace(/\W/g, "")}-${i}`;
         if (scenario !== "grpc-echo") await broker.createTopic(topic, 3);
-        const f = await round(root, scenario, broker.bootstrap, topic);
+        const profileDir = `${CPU_PROF}/${name.replace(/\W/g, "")}-${scenario}-${i + 1}`;
+        const f = await round(root, scenario, broker.bootstrap, topic, profileDir);
         all[name].push(f);
         console.log(
           `${scenario} round ${i + 1} ${name}: ${f.rate.toFixed(0)} msg/s, ${

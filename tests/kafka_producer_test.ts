@@ -210,6 +210,29 @@ Deno.test("a message over message.max.bytes is refused at once as not retryable"
   }
 });
 
+Deno.test("send: the listener hears each delivery, a refusal at once, and a send after close", async () => {
+  const p = open({ ...MOCK, "message.max.bytes": "1000" });
+  const topic = topicName();
+  const heard: string[] = [];
+  const listener = (name: string) => ({
+    delivered: (partition: number, offset: number) => heard.push(`${name} ${partition}:${offset}`),
+    failed: (err: KafkaError) => heard.push(`${name} ${err.errName} retryable=${err.retryable}`),
+  });
+  try {
+    p.send({ topic, value: enc.encode("a"), partition: 0 }, listener("a"));
+    p.send({ topic, value: enc.encode("b"), partition: 0 }, listener("b"));
+    p.send({ topic, value: new Uint8Array(5000) }, listener("big"));
+    assert.deepEqual(heard, ["big MSG_SIZE_TOO_LARGE retryable=false"], "a refusal is heard within send");
+    assert.equal(await p.flush(5000), true);
+    assert.deepEqual(heard.slice(1), ["a 0:0", "b 0:1"]);
+    assert.equal(p.inFlight, 0);
+  } finally {
+    await p.close(1000);
+  }
+  p.send({ topic, value: enc.encode("late") }, listener("late"));
+  assert.equal(heard[3], "late _DESTROY retryable=true");
+});
+
 Deno.test("flush resolves true when all is delivered, false on timeout", async () => {
   const ok = open(MOCK);
   const dead = open({ ...DEAD, "message.timeout.ms": "60000" });

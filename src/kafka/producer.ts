@@ -138,14 +138,22 @@ interface Receiver {
   failed(id: number, err: KafkaError): void;
 }
 
-/** The promise of one produce() call. */
+/**
+ * Hears the outcome of one message handed over by {@link KafkaProducer.send}, called from the producer's event loop
+ * (or from `send` itself when librdkafka refuses the message at once). It must not throw.
+ */
+export interface DeliveryListener {
+  delivered(partition: number, offset: number): void;
+  failed(err: KafkaError): void;
+}
+
+/** One message of a send() or produce() call. */
 class Single implements Receiver {
   done = false;
 
   constructor(
     readonly firstId: number,
-    readonly resolve: (d: Delivery) => void,
-    readonly reject: (e: KafkaError) => void,
+    readonly listener: DeliveryListener,
     readonly topic: string,
   ) {}
 
@@ -159,12 +167,24 @@ class Single implements Receiver {
 
   delivered(_id: number, partition: number, offset: number): void {
     this.done = true;
-    this.resolve({ partition, offset: BigInt(offset) });
+    this.listener.delivered(partition, offset);
   }
 
   failed(_id: number, err: KafkaError): void {
     this.done = true;
-    this.reject(err);
+    this.listener.failed(err);
+  }
+}
+
+/** The promise of one produce() call. */
+class Settles implements DeliveryListener {
+  constructor(
+    readonly resolve: (d: Delivery) => void,
+    readonly failed: (e: KafkaError) => void,
+  ) {}
+
+  delivered(partition: number, offset: number): void {
+    this.resolve({ partition, offset: BigInt(offset) });
   }
 }
 
@@ -363,19 +383,30 @@ export class KafkaProducer {
    */
   produce(msg: Message, opts?: ProduceOptions): Promise<Delivery> {
     if (this.#closing !== null) return Promise.reject(this.#fail(this.#closedError(), msg.topic));
+    return new Promise<Delivery>((resolve, reject) => this.#send(msg, new Settles(resolve, reject), opts));
+  }
+
+  /**
+   * {@link produce} without a promise: `listener` hears the outcome, so that a caller with many messages in flight
+   * pays one object per message instead of a promise, its resolvers and the reactions chained to it.
+   */
+  send(msg: Message, listener: DeliveryListener, opts?: ProduceOptions): void {
+    if (this.#closing !== null) listener.failed(this.#fail(this.#closedError(), msg.topic));
+    else this.#send(msg, listener, opts);
+  }
+
+  #send(msg: Message, listener: DeliveryListener, opts?: ProduceOptions): void {
     const waitMs = opts?.fullQueueWaitMs ?? Infinity;
-    return new Promise<Delivery>((resolve, reject) => {
-      const id = this.#takeSlot();
-      const to = new Single(id, resolve, reject, msg.topic);
-      this.#receivers[id / SLOT_SPAN] = to;
-      if (waitMs > 0 && this.#waitingHead < this.#waiting.length) {
-        this.#wait(msg, id, to, performance.now() + waitMs); // behind those already waiting, to keep their order
-        return;
-      }
-      const code = this.#handOver(msg, id);
-      if (code === ERR.QUEUE_FULL && waitMs > 0) this.#wait(msg, id, to, performance.now() + waitMs);
-      else if (code !== 0) this.#reject(to, id, code, msg.topic);
-    });
+    const id = this.#takeSlot();
+    const to = new Single(id, listener, msg.topic);
+    this.#receivers[id / SLOT_SPAN] = to;
+    if (waitMs > 0 && this.#waitingHead < this.#waiting.length) {
+      this.#wait(msg, id, to, performance.now() + waitMs); // behind those already waiting, to keep their order
+      return;
+    }
+    const code = this.#handOver(msg, id);
+    if (code === ERR.QUEUE_FULL && waitMs > 0) this.#wait(msg, id, to, performance.now() + waitMs);
+    else if (code !== 0) this.#reject(to, id, code, msg.topic);
   }
 
   /**

@@ -5,7 +5,12 @@
  */
 import type { Config } from "../config.ts";
 import { isProducerEnded, isQueueFull } from "../kafka/errors.ts";
-import { type BatchOutcomes, KafkaError, type KafkaProducer } from "../kafka/producer.ts";
+import {
+  type BatchOutcomes,
+  type DeliveryListener,
+  KafkaError,
+  type KafkaProducer,
+} from "../kafka/producer.ts";
 import { log, logRepeated } from "../log.ts";
 import * as metrics from "../metrics.ts";
 import type { AppendedMany, Wal } from "../wal/wal.ts";
@@ -54,6 +59,17 @@ export class Facade implements ProducerFacade {
   /** kafka_client_requests_cnt children per topic: the hot path skips prom-client's label hashing. */
   readonly #requested = new Map<string, metrics.HotCount>();
   readonly #order: KeyOrder | null;
+  /** What the delivery report of an `always`-mode record does (see DirectSend), bound once. */
+  readonly #directSent = {
+    delivered: (id: number): void => {
+      this.#breaker.success();
+      this.#wal!.ack(id);
+    },
+    failed: (id: number, topic: string, err: KafkaError): void => {
+      if (this.#recordFailure(topic, err)) this.#wal!.release(id);
+      else this.#wal!.ack(id);
+    },
+  };
 
   constructor(opts: FacadeOptions) {
     const { config } = opts;
@@ -554,23 +570,16 @@ export class Facade implements ProducerFacade {
 
   /** `always` mode: the record is made durable in the WAL first, then sent; the WAL forgets it once Kafka has it. */
   async #produceThroughWal(message: Message): Promise<ProduceResult> {
-    const wal = this.#wal!;
     const direct = this.#breaker.allow();
     const { id, durable } = this.#append(message, direct);
-    if (direct) {
-      this.#producer.produce(message).then(
-        () => {
-          this.#breaker.success();
-          wal.ack(id);
-        },
-        (err) => {
-          if (this.#recordFailure(message.topic, err)) wal.release(id);
-          else wal.ack(id);
-        },
-      );
+    if (direct) this.#producer.send(message, new DirectSend(this.#directSent, id, message.topic));
+    // As #awaitDurable, inline: one async frame less per record on this path.
+    try {
+      await durable;
+    } catch (err) {
+      this.#durableFailed(id, err);
     }
-    await this.#awaitDurable(id, durable);
-    return { where: "wal" };
+    return IN_WAL;
   }
 
   /** The breaker is open: the message goes to the WAL without touching Kafka. */
@@ -713,18 +722,23 @@ export class Facade implements ProducerFacade {
     try {
       await durable;
     } catch (err) {
-      this.#wal!.ack(id);
-      if (group !== undefined) this.#order!.left(group);
-      logRepeated(
-        "wal: write failed; refused with 503",
-        "warn",
-        "wal: write failed; the request is refused",
-        {
-          error: err,
-        },
-      );
-      throw new ProduceError("unavailable", "wal: unavailable", 5);
+      this.#durableFailed(id, err, group);
     }
+  }
+
+  /** The record's write failed: it is retracted from the WAL (see #awaitDurable) and the client hears 503. */
+  #durableFailed(id: number, err: unknown, group?: string): never {
+    this.#wal!.ack(id);
+    if (group !== undefined) this.#order!.left(group);
+    logRepeated(
+      "wal: write failed; refused with 503",
+      "warn",
+      "wal: write failed; the request is refused",
+      {
+        error: err,
+      },
+    );
+    throw new ProduceError("unavailable", "wal: unavailable", 5);
   }
 
   #walHasRoom(bytes: number): boolean {
@@ -747,6 +761,26 @@ export class Facade implements ProducerFacade {
     }
     this.#breaker.failure(errorName(err));
     return true;
+  }
+}
+
+/**
+ * The delivery listener of one `always`-mode record sent alone: one object per record instead of a promise and the
+ * closures of its reactions.
+ */
+class DirectSend implements DeliveryListener {
+  constructor(
+    readonly sent: { delivered(id: number): void; failed(id: number, topic: string, err: KafkaError): void },
+    readonly id: number,
+    readonly topic: string,
+  ) {}
+
+  delivered(): void {
+    this.sent.delivered(this.id);
+  }
+
+  failed(err: KafkaError): void {
+    this.sent.failed(this.id, this.topic, err);
   }
 }
 
