@@ -6,8 +6,7 @@
  *
  *   deno run -A bench/grpc_conn_memory.ts [N=20000] [ROUNDS=3] [TREE=this worktree]
  */
-import { freePort } from "../tests/support/service.ts";
-import { listening } from "../tests/support/wait.ts";
+import { startChildServer } from "./child_server.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const n = Number(Deno.args[0] ?? 20_000);
@@ -32,23 +31,11 @@ async function connectAndClose(port: number): Promise<void> {
   }
 }
 
-const port = freePort();
-const child = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "--allow-all",
-    `--config=${ROOT}deno.json`,
-    `${tree}/bench/grpc_echo_server.ts`,
-    String(port),
-  ],
-  stdout: "null",
-  stderr: "null",
-  env: { KA_LOG_LEVEL: "warn" },
-}).spawn();
-try {
-  await listening(port, 10_000);
+await using echo = await startChildServer(`${tree}/bench/grpc_echo_server.ts`);
+const port = echo.port;
+{
   for (let round = 1; round <= rounds; round++) {
-    const before = rssMb(child.pid);
+    const before = rssMb(echo.pid);
     let started = 0, failed = 0;
     await Promise.all(Array.from({ length: 50 }, async () => {
       while (started < n) {
@@ -59,12 +46,9 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 3000));
     console.log(
       `round ${round}: ${n} connections (${failed} failed), RSS ${before.toFixed(0)} -> ${
-        rssMb(child.pid).toFixed(0)
+        rssMb(echo.pid).toFixed(0)
       } MiB`,
     );
   }
   console.log(`load average: ${Deno.readTextFileSync("/proc/loadavg").trim()}`);
-} finally {
-  child.kill();
-  await child.status;
 }

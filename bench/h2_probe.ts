@@ -7,8 +7,7 @@
  *
  *   deno run -A bench/h2_probe.ts [rounds=3] [seconds=5]
  */
-import { freePort } from "../tests/support/service.ts";
-import { listening } from "../tests/support/wait.ts";
+import { startChildServer } from "./child_server.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const rounds = Number(Deno.args[0] ?? 3);
@@ -31,29 +30,17 @@ const load = new TextDecoder().decode(
 ).trim();
 
 async function round(args: string[]): Promise<{ rate: number; cpuUs: number }> {
-  const port = freePort();
   const [script, ...rest] = args;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", `--config=${ROOT}deno.json`, script, String(port), ...rest],
-    stdout: "null",
-    stderr: "null",
-    env: { KA_LOG_LEVEL: "warn" },
-  }).spawn();
-  try {
-    await listening(port, 10_000);
-    const before = cpuMicros(child.pid);
-    const out = await new Deno.Command(load, {
-      args: ["grpc", "-target", `127.0.0.1:${port}`, "-seconds", String(seconds)],
-      stdout: "piped",
-    }).output();
-    const cpu = cpuMicros(child.pid) - before;
-    const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-    const j = JSON.parse(lines[lines.length - 1]);
-    return { rate: j.okPerSec, cpuUs: cpu / j.answered };
-  } finally {
-    child.kill();
-    await child.status;
-  }
+  await using server = await startChildServer(script, rest);
+  const before = cpuMicros(server.pid);
+  const out = await new Deno.Command(load, {
+    args: ["grpc", "-target", `127.0.0.1:${server.port}`, "-seconds", String(seconds)],
+    stdout: "piped",
+  }).output();
+  const cpu = cpuMicros(server.pid) - before;
+  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+  const j = JSON.parse(lines[lines.length - 1]);
+  return { rate: j.okPerSec, cpuUs: cpu / j.answered };
 }
 
 const results: Record<string, { rate: number[]; cpu: number[] }> = {};

@@ -23,8 +23,8 @@
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
-import { freePort, startService } from "../tests/support/service.ts";
-import { listening } from "../tests/support/wait.ts";
+import { startService } from "../tests/support/service.ts";
+import { startChildServer } from "./child_server.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
@@ -131,35 +131,17 @@ async function load(scenario: string, svc: { http: string; grpc: string }, topic
 
 /** The gRPC echo of the tree at `root` (no Kafka) under the gRPC load. */
 async function echoRound(root: string): Promise<Figures> {
-  const port = freePort();
-  const child = new Deno.Command(DENO, {
-    args: [
-      "run",
-      "--allow-all",
-      `--config=${ROOT}deno.json`,
-      `${root}/bench/grpc_echo_server.ts`,
-      String(port),
-    ],
-    stdout: "null",
-    stderr: "null",
-    env: { KA_LOG_LEVEL: "warn" },
-  }).spawn();
-  try {
-    await listening(port, 10_000);
-    const cpuBefore = cpuSeconds(child.pid);
-    const rss: number[] = [];
-    const sampler = setInterval(() => rss.push(memoryMb(child.pid, "VmRSS")), 1000);
-    const answered = await grpcLoad(`127.0.0.1:${port}`, "echo").finally(() => clearInterval(sampler));
-    return {
-      rate: answered / SECONDS,
-      cpuUs: (cpuSeconds(child.pid) - cpuBefore) * 1e6 / answered,
-      peakMb: memoryMb(child.pid, "VmHWM"),
-      rssMb: [rss[Math.floor(rss.length / 10)], rss[Math.floor(rss.length / 2)], rss[rss.length - 1]],
-    };
-  } finally {
-    child.kill();
-    await child.status;
-  }
+  await using echo = await startChildServer(`${root}/bench/grpc_echo_server.ts`);
+  const cpuBefore = cpuSeconds(echo.pid);
+  const rss: number[] = [];
+  const sampler = setInterval(() => rss.push(memoryMb(echo.pid, "VmRSS")), 1000);
+  const answered = await grpcLoad(`127.0.0.1:${echo.port}`, "echo").finally(() => clearInterval(sampler));
+  return {
+    rate: answered / SECONDS,
+    cpuUs: (cpuSeconds(echo.pid) - cpuBefore) * 1e6 / answered,
+    peakMb: memoryMb(echo.pid, "VmHWM"),
+    rssMb: [rss[Math.floor(rss.length / 10)], rss[Math.floor(rss.length / 2)], rss[rss.length - 1]],
+  };
 }
 
 async function round(
