@@ -5,10 +5,10 @@
  */
 import { setImmediate } from "node:timers";
 import { log, logRepeated } from "../../log.ts";
-import { ErrorCode } from "../http2/frame.ts";
+import { ErrorCode, joinBytes } from "../http2/frame.ts";
 import type { HeaderField } from "../http2/hpack.ts";
 import type { Http2Stream } from "../http2/stream.ts";
-import { frameAll, type FramingError, joinFrames, MessageReader } from "./framing.ts";
+import { frameAll, type FramingError, MessageReader } from "./framing.ts";
 import { encodeGrpcMessage } from "./metadata.ts";
 import { Status, type StatusCode } from "./status.ts";
 /** What a method implementation is told about its call. */
@@ -220,7 +220,7 @@ export class GrpcCall {
       stream.respond(RESPONSE_HEADERS);
     }
     if (this.#pending.length === 0) return;
-    const batch = joinFrames(this.#pending, this.#pendingBytes);
+    const batch = joinBytes(this.#pending, this.#pendingBytes);
     this.#pending = [];
     this.#pendingBytes = 0;
     stream.write(batch);

@@ -153,15 +153,3 @@ export function frameAll(messages: readonly Uint8Array[], totalBytes: number): U
   }
   return out;
 }
-
-/** Joins already framed chunks into one buffer; a single chunk is returned as it is. */
-export function joinFrames(chunks: readonly Uint8Array[], totalBytes: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(totalBytes);
-  let pos = 0;
-  for (const c of chunks) {
-    out.set(c, pos);
-    pos += c.byteLength;
-  }
-  return out;
-}

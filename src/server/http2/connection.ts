@@ -20,6 +20,7 @@ import {
   FRAME_HEADER_BYTES,
   FrameType,
   goawayFrame,
+  joinBytes,
   MAX_MAX_FRAME_SIZE,
   MAX_WINDOW,
   PREFACE,
@@ -431,17 +432,7 @@ export class Http2Connection implements StreamOwner {
   #headerBlockDone(): void {
     const { streamId, endStream, parts, bytes } = this.#headerBlock!;
     this.#headerBlock = undefined;
-    let whole: Uint8Array;
-    if (parts.length === 1) {
-      whole = parts[0];
-    } else {
-      whole = new Uint8Array(bytes);
-      let at = 0;
-      for (const p of parts) {
-        whole.set(p, at);
-        at += p.byteLength;
-      }
-    }
+    const whole = joinBytes(parts, bytes);
     let decoded;
     try {
       decoded = this.#decoder.decode(whole);
@@ -686,13 +677,18 @@ export class Http2Connection implements StreamOwner {
 
   /** RST_STREAM NO_ERROR on a stream whose response is complete: the client may stop sending (RFC 9113 8.1). */
   #resetComplete(stream: Http2Stream): void {
-    this.#queue(uint32Frame(FrameType.RST_STREAM, stream.id, ErrorCode.NO_ERROR));
-    this.#streams.delete(stream.id);
-    this.#unackedStream.delete(stream.id);
-    this.#rememberClosed(stream.id, true);
+    this.#sendReset(stream, ErrorCode.NO_ERROR);
     stream.close(false);
     this.#scheduleFlush();
     this.#endIfIdle();
+  }
+
+  /** Queues RST_STREAM `code` and forgets the stream; its late frames are then ignored, not errors. */
+  #sendReset(stream: Http2Stream, code: number): void {
+    this.#queue(uint32Frame(FrameType.RST_STREAM, stream.id, code));
+    this.#streams.delete(stream.id);
+    this.#unackedStream.delete(stream.id);
+    this.#rememberClosed(stream.id, true);
   }
 
   #resetStream(stream: Http2Stream, code: number): void {
@@ -742,7 +738,7 @@ export class Http2Connection implements StreamOwner {
       if (this.#writeStream(stream)) this.#writable.delete(stream);
     }
     if (this.#outBytes > 0) {
-      const out = this.#out.length === 1 ? this.#out[0] : join(this.#out, this.#outBytes);
+      const out = joinBytes(this.#out, this.#outBytes);
       this.#out = [];
       this.#outBytes = 0;
       this.#transport.write(out);
@@ -762,10 +758,7 @@ export class Http2Connection implements StreamOwner {
   #writeStream(stream: Http2Stream): boolean {
     if (stream.closed) return true;
     if (stream.pendingReset !== undefined) {
-      this.#queue(uint32Frame(FrameType.RST_STREAM, stream.id, stream.pendingReset));
-      this.#streams.delete(stream.id);
-      this.#unackedStream.delete(stream.id);
-      this.#rememberClosed(stream.id, true);
+      this.#sendReset(stream, stream.pendingReset);
       // What the client had in flight to this stream still counts on the connection: it is given back as it comes.
       stream.close(true);
       this.#endIfIdle();
@@ -885,13 +878,3 @@ const CONNECTION_HEADERS = new Set([
   "transfer-encoding",
   "upgrade",
 ]);
-
-function join(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-}

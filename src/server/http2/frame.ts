@@ -119,3 +119,15 @@ export function goawayFrame(lastStreamId: number, code: number): Uint8Array {
   view.setUint32(FRAME_HEADER_BYTES + 4, code);
   return out;
 }
+
+/** `chunks` (of `totalBytes` together) as one buffer; a single chunk is returned as it is, not copied. */
+export function joinBytes(chunks: readonly Uint8Array[], totalBytes: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(totalBytes);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
