@@ -50,6 +50,7 @@ Deno.test("hostile HTTP/2 peers do not end the process, and get the gRPC answers
     await survives("h2spec_6_9_1_3");
     await survives("wrong_content_type", (r) => {
       assert.equal(r.status, 415, JSON.stringify(r));
+      assert.ok(r.data_bytes > 0, `the 415 response has a plain-text reason: ${JSON.stringify(r)}`);
       assert.ok(r.ended, "the 415 response ends the stream");
     });
     await survives("compressed_no_encoding", (r) => {

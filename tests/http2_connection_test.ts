@@ -193,6 +193,26 @@ Deno.test("http2: response DATA waits for the client's windows, and trailers wai
   assert.equal(drained, 1, "onDrain once the queue is empty");
 });
 
+Deno.test("http2: a response ended without trailers ends with an empty DATA frame, once its DATA is out", async () => {
+  const peer = new Peer();
+  await peer.open([[Setting.INITIAL_WINDOW_SIZE, 0]]);
+  await peer.send(headers(1, Flag.END_STREAM));
+  const [stream] = peer.streams;
+  stream.respond([[":status", "415"]]);
+  stream.write(new Uint8Array(4));
+  stream.end([]);
+  await turn();
+  const ends = (f: Frame[]) => f.filter((x) => (x.flags & Flag.END_STREAM) !== 0).map((x) => x.type);
+  assert.deepEqual(ends(peer.frames()), [], "held by a zero window: the stream stays open");
+  assert.equal(peer.conn.streamCount, 1);
+  await peer.send(frame(FrameType.WINDOW_UPDATE, 0, 1, u32(4)));
+  const out = peer.frames();
+  assert.deepEqual(ends(out), [FrameType.DATA]);
+  assert.deepEqual(out.filter((f) => f.type === FrameType.DATA).map((f) => f.payload.byteLength), [4, 0]);
+  assert.equal(out.filter((f) => f.type === FrameType.HEADERS).length, 0, "no trailer HEADERS frame");
+  assert.equal(peer.conn.streamCount, 0);
+});
+
 Deno.test("http2: a paused stream opens no window; resuming delivers and opens it", async () => {
   const peer = new Peer({ maxSessionMemory: 64 * 1024 });
   await peer.open();

@@ -127,9 +127,8 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     const method = stream.header(":method");
     const contentType = stream.header("content-type");
     if (method !== "POST" || !isGrpcContentType(contentType)) {
-      refuse(
+      notGrpc(
         stream,
-        415,
         `invalid gRPC request: ${method} with content-type ${JSON.stringify(contentType ?? "")}`,
       );
       return;
@@ -229,16 +228,21 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
   };
 }
 
-/** Answers a request that is not gRPC with an HTTP status and a gRPC status; the stream ends with it. */
-function refuse(stream: Http2Stream, httpStatus: number, message: string): void {
-  logRepeated("grpc: request refused", "debug", "grpc: request refused", {
-    status: httpStatus,
-    reason: message,
-  });
+/**
+ * HTTP 415 to a request that is not gRPC (a browser, curl, a probe), with the reason both as grpc-message and as a
+ * plain-text body that a person reading the response sees. The body is flow-controlled like any DATA, so a client
+ * that gives no window keeps the stream open and counted against max_concurrent_streams, as the protocol says.
+ */
+function notGrpc(stream: Http2Stream, message: string): void {
+  logRepeated("grpc: request refused", "debug", "grpc: request refused", { status: 415, reason: message });
   stream.respond([
-    [":status", String(httpStatus)],
-    ["content-type", "application/grpc"],
+    [":status", "415"],
+    ["content-type", "text/plain; charset=utf-8"],
     ["grpc-status", String(Status.INVALID_ARGUMENT)],
     ["grpc-message", encodeGrpcMessage(message)],
-  ], true);
+  ]);
+  stream.write(
+    new TextEncoder().encode(`${message}; this port speaks gRPC (POST, content-type application/grpc)\n`),
+  );
+  stream.end([]);
 }

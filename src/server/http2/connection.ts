@@ -792,7 +792,14 @@ export class Http2Connection implements StreamOwner {
     if (stream.pendingTrailers !== undefined && stream.outDataBytes === 0) {
       const trailers = stream.pendingTrailers;
       stream.pendingTrailers = undefined;
-      this.#headerFrames(stream.id, encodeHeaders(trailers), true);
+      if (trailers.length > 0) {
+        this.#headerFrames(stream.id, encodeHeaders(trailers), true);
+      } else {
+        // No trailers: an empty DATA frame ends the stream, which every client reads as a plain end of body.
+        const end = new Uint8Array(FRAME_HEADER_BYTES);
+        writeFrameHeader(end, 0, 0, FrameType.DATA, Flag.END_STREAM, stream.id);
+        this.#queue(end);
+      }
     }
     if (stream.localEnded && stream.pendingTrailers === undefined && stream.outDataBytes === 0) {
       this.#writable.delete(stream);

@@ -146,7 +146,7 @@ export class Http2Stream {
     this.#owner.wantsWrite(this);
   }
 
-  /** Ends the response with trailers, after the queued DATA. */
+  /** Ends the response with trailers, after the queued DATA; with none, an empty DATA frame ends it. */
   end(trailers: ReadonlyArray<HeaderField>): void {
     if (this.#localEnded) return;
     this.#localEnded = true;
