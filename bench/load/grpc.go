@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -145,16 +146,25 @@ func runGRPC(args []string) error {
 	streams := fs.Int("streams", 4, "Produce streams, each on its own connection")
 	windowSize := fs.Int("window", 1000, "unanswered records per stream")
 	size := fs.Int("size", 100, "bytes per record value")
+	ca := fs.String("ca", "", "PEM file of the CA that signed the listener's certificate: TLS instead of plain text")
 	_ = fs.Parse(args)
 	if *seconds <= 0 || *warmup < 0 || *streams < 1 || *windowSize < 1 || *size < 0 {
 		return errors.New("-seconds must be > 0, -warmup >= 0, -streams and -window >= 1, -size >= 0")
 	}
 
+	creds := insecure.NewCredentials()
+	if *ca != "" {
+		c, err := credentials.NewClientTLSFromFile(*ca, "")
+		if err != nil {
+			return fmt.Errorf("-ca: %w", err)
+		}
+		creds = c
+	}
 	prefix := prodRqPrefix(*topic, make([]byte, *size))
 	w := newWindow(*warmup, *seconds)
 	all := make([]*grpcStream, *streams)
 	for i := range all {
-		s, err := openStream(*target, w, *windowSize)
+		s, err := openStream(*target, creds, w, *windowSize)
 		if err != nil {
 			for _, o := range all[:i] {
 				o.conn.Close()
@@ -194,10 +204,9 @@ func runGRPC(args []string) error {
 	return printJSON(r)
 }
 
-func openStream(target string, w window, size int) (*grpcStream, error) {
+func openStream(target string, creds credentials.TransportCredentials, w window, size int) (*grpcStream, error) {
 	// One ClientConn per stream: its own HTTP/2 connection.
-	conn, err := grpc.NewClient("passthrough:///"+target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("passthrough:///"+target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,7 @@
 // POSTs against one target for a fixed time, then one JSON line on stdout with counts, latency percentiles and
 // the generator's own CPU time (so that a caller can tell when the generator, not the server, is the limit).
 //
-//	load grpc -target 127.0.0.1:18282 -topic T [-seconds 15] [-warmup 0] [-streams 4] [-window 1000] [-size 100]
+//	load grpc -target 127.0.0.1:18282 -topic T [-seconds 15] [-warmup 0] [-streams 4] [-window 1000] [-size 100] [-ca CA.pem]
 //	load http -url http://127.0.0.1:18080/topics/T/messages [-seconds 15] [-warmup 0] [-connections 64]
 //	          [-size 100] [-ndjson K] [-body FILE -content-type TYPE]
 //
