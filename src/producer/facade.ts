@@ -71,6 +71,24 @@ export class Facade implements ProducerFacade {
     },
   };
 
+  /** What the delivery report of an ack=none record sent alone to Kafka does (see QueuedSend), bound once. */
+  readonly #queuedSent = {
+    delivered: (reserved: number): void => {
+      this.#reservedWalBytes -= reserved;
+      this.#breaker.success();
+    },
+    failed: (message: Message, reserved: number, walAllowed: boolean, err: KafkaError): void => {
+      this.#reservedWalBytes -= reserved;
+      // As #produceToKafka's failure reaction, with nobody waiting for the outcome.
+      if (!this.#recordFailure(message.topic, err)) return;
+      if (!walAllowed) {
+        metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: errorName(err) });
+        return;
+      }
+      this.#spoolFailed(message, "none").catch(() => {});
+    },
+  };
+
   constructor(opts: FacadeOptions) {
     const { config } = opts;
     this.#producer = opts.producer;
@@ -609,11 +627,14 @@ export class Facade implements ProducerFacade {
       }
       this.#reservedWalBytes += reserved;
     }
+    const opts = walAllowed ? { fullQueueWaitMs: this.#fullQueueWaitMs } : undefined;
+    if (ack === "none" && group === undefined) {
+      // Nobody waits for the outcome: a listener object instead of a promise and its reactions.
+      this.#producer.send(message, new QueuedSend(this.#queuedSent, message, reserved, walAllowed), opts);
+      return QUEUED;
+    }
     const ticket = group === undefined ? undefined : this.#order!.sent(group);
-    const delivery = this.#producer.produce(
-      message,
-      walAllowed ? { fullQueueWaitMs: this.#fullQueueWaitMs } : undefined,
-    );
+    const delivery = this.#producer.produce(message, opts);
     const outcome = delivery.then(
       (d): ProduceResult => {
         this.#reservedWalBytes -= reserved;
@@ -781,6 +802,31 @@ class DirectSend implements DeliveryListener {
 
   failed(err: KafkaError): void {
     this.sent.failed(this.id, this.topic, err);
+  }
+}
+
+/**
+ * The delivery listener of one ack=none record sent alone to Kafka in fallback mode: its reserved WAL room is given
+ * back, and a failed delivery is spooled (or dropped and counted, for a topic without WAL), with one object per
+ * record instead of a promise and the closures of its reactions.
+ */
+class QueuedSend implements DeliveryListener {
+  constructor(
+    readonly sent: {
+      delivered(reserved: number): void;
+      failed(message: Message, reserved: number, walAllowed: boolean, err: KafkaError): void;
+    },
+    readonly message: Message,
+    readonly reserved: number,
+    readonly walAllowed: boolean,
+  ) {}
+
+  delivered(): void {
+    this.sent.delivered(this.reserved);
+  }
+
+  failed(err: KafkaError): void {
+    this.sent.failed(this.message, this.reserved, this.walAllowed, err);
   }
 }
 
