@@ -16,7 +16,7 @@ import * as metrics from "../metrics.ts";
 import type { AppendedMany, Wal } from "../wal/wal.ts";
 import { WalFullError } from "../wal/wal.ts";
 import type { Breaker } from "./breaker.ts";
-import { type KeyOrder, orderGroupOf } from "./key_order.ts";
+import { type KeyOrder, orderGroupOf, type Ticket } from "./key_order.ts";
 import type { AckLevel, Message } from "../message.ts";
 import { ProduceError, type ProduceResult, type ProducerFacade, type Readiness } from "./types.ts";
 
@@ -71,21 +71,38 @@ export class Facade implements ProducerFacade {
     },
   };
 
-  /** What the delivery report of an ack=none record sent alone to Kafka does (see QueuedSend), bound once. */
-  readonly #queuedSent = {
-    delivered: (reserved: number): void => {
-      this.#reservedWalBytes -= reserved;
+  /** What the delivery report of a fallback-mode record sent alone to Kafka does (see KafkaSend), bound once. */
+  readonly #kafkaSent = {
+    delivered: (send: KafkaSend, partition: number, offset: number): void => {
+      this.#reservedWalBytes -= send.reserved;
       this.#breaker.success();
+      if (send.ticket !== undefined) this.#order!.delivered(send.ticket);
+      send.settled?.resolve({ where: "kafka", partition, offset: String(offset) });
     },
-    failed: (message: Message, reserved: number, walAllowed: boolean, err: KafkaError): void => {
-      this.#reservedWalBytes -= reserved;
-      // As #produceToKafka's failure reaction, with nobody waiting for the outcome.
-      if (!this.#recordFailure(message.topic, err)) return;
-      if (!walAllowed) {
+    failed: (send: KafkaSend, err: KafkaError): void => {
+      this.#reservedWalBytes -= send.reserved;
+      const { message, ticket, settled } = send;
+      const retryable = this.#recordFailure(message.topic, err);
+      if (!retryable || !send.walAllowed) {
+        if (ticket !== undefined) this.#order!.failed(ticket);
+        // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
+        if (!retryable) return settled?.reject(new ProduceError("kafka", kafkaReason(err)));
         metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: errorName(err) });
-        return;
+        return settled?.reject(new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5));
       }
-      this.#spoolFailed(message, "none").catch(() => {});
+      const ack = settled === undefined ? "none" : "wal";
+      let spooled: Promise<ProduceResult>;
+      if (ticket === undefined) {
+        spooled = this.#spoolFailed(message, ack);
+      } else {
+        // Key order: appended once no record of its key is in flight, before the ones accepted after it.
+        const inTurn = Promise.withResolvers<ProduceResult>();
+        this.#order!.failed(ticket, () => inTurn.resolve(this.#spoolFailed(message, ack, ticket.group)));
+        this.#track(inTurn.promise);
+        spooled = inTurn.promise;
+      }
+      if (settled !== undefined) settled.resolve(spooled);
+      else spooled.catch(() => {});
     },
   };
 
@@ -628,42 +645,24 @@ export class Facade implements ProducerFacade {
       this.#reservedWalBytes += reserved;
     }
     const opts = walAllowed ? { fullQueueWaitMs: this.#fullQueueWaitMs } : undefined;
-    if (ack === "none" && group === undefined) {
-      // Nobody waits for the outcome: a listener object instead of a promise and its reactions.
-      this.#producer.send(message, new QueuedSend(this.#queuedSent, message, reserved, walAllowed), opts);
+    const ticket = group === undefined ? undefined : this.#order!.sent(group);
+    // A listener object per record rather than a promise and its reactions: it lives until the delivery report.
+    if (ack === "none") {
+      // librdkafka holds the message, or (queue full, or a later failure) the WAL will: its room is reserved.
+      this.#producer.send(
+        message,
+        new KafkaSend(this.#kafkaSent, message, reserved, walAllowed, ticket),
+        opts,
+      );
       return QUEUED;
     }
-    const ticket = group === undefined ? undefined : this.#order!.sent(group);
-    const delivery = this.#producer.produce(message, opts);
-    const outcome = delivery.then(
-      (d): ProduceResult => {
-        this.#reservedWalBytes -= reserved;
-        this.#breaker.success();
-        if (ticket !== undefined) this.#order!.delivered(ticket);
-        return { where: "kafka", partition: d.partition, offset: d.offset.toString() };
-      },
-      async (err): Promise<ProduceResult> => {
-        this.#reservedWalBytes -= reserved;
-        const retryable = this.#recordFailure(message.topic, err);
-        if (!retryable || !walAllowed) {
-          if (ticket !== undefined) this.#order!.failed(ticket);
-          // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
-          if (!retryable) throw new ProduceError("kafka", kafkaReason(err));
-          metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: errorName(err) });
-          throw new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5);
-        }
-        if (ticket === undefined) return await this.#spoolFailed(message, ack);
-        // Key order: appended once no record of its key is in flight, before the ones accepted after it.
-        const spooled = Promise.withResolvers<ProduceResult>();
-        this.#order!.failed(ticket, () => spooled.resolve(this.#spoolFailed(message, ack, group)));
-        this.#track(spooled.promise);
-        return await spooled.promise;
-      },
+    const settled = Promise.withResolvers<ProduceResult>();
+    this.#producer.send(
+      message,
+      new KafkaSend(this.#kafkaSent, message, reserved, walAllowed, ticket, settled),
+      opts,
     );
-    if (ack === "wal") return await outcome;
-    // ack=none: librdkafka holds the message, or (queue full, or a later failure) the WAL will: its room is reserved.
-    outcome.catch(() => {});
-    return QUEUED;
+    return await settled.promise;
   }
 
   /**
@@ -806,27 +805,29 @@ class DirectSend implements DeliveryListener {
 }
 
 /**
- * The delivery listener of one ack=none record sent alone to Kafka in fallback mode: its reserved WAL room is given
- * back, and a failed delivery is spooled (or dropped and counted, for a topic without WAL), with one object per
- * record instead of a promise and the closures of its reactions.
+ * The delivery listener of one record sent alone to Kafka in fallback mode: its reserved WAL room is given back,
+ * and a failed delivery is spooled (or dropped and counted, for a topic without WAL). `ticket`: its key order
+ * turn; `settled`: the caller waiting for the outcome (ack=wal), none at ack=none.
  */
-class QueuedSend implements DeliveryListener {
+class KafkaSend implements DeliveryListener {
   constructor(
     readonly sent: {
-      delivered(reserved: number): void;
-      failed(message: Message, reserved: number, walAllowed: boolean, err: KafkaError): void;
+      delivered(send: KafkaSend, partition: number, offset: number): void;
+      failed(send: KafkaSend, err: KafkaError): void;
     },
     readonly message: Message,
     readonly reserved: number,
     readonly walAllowed: boolean,
+    readonly ticket?: Ticket,
+    readonly settled?: PromiseWithResolvers<ProduceResult>,
   ) {}
 
-  delivered(): void {
-    this.sent.delivered(this.reserved);
+  delivered(partition: number, offset: number): void {
+    this.sent.delivered(this, partition, offset);
   }
 
   failed(err: KafkaError): void {
-    this.sent.failed(this.message, this.reserved, this.walAllowed, err);
+    this.sent.failed(this, err);
   }
 }
 
