@@ -77,6 +77,27 @@ Deno.test("facade: always mode makes the record durable, sends it, and forgets i
   assert.equal(r.wal.pendingCount(), 0);
 });
 
+Deno.test("facade: a send that throws instead of reporting is handled as a failed delivery: nothing is lost", async () => {
+  for (const mode of ["fallback", "always"] as const) {
+    await using r = await facadeRig({ wal: { mode } });
+    (r.producer as { send: unknown }).send = () => {
+      throw new RangeError("kafka producer: more calls in flight than slots");
+    };
+    const none = await r.facade.produce({ topic: "t", value: text("a") }, "none");
+    const wal = await r.facade.produce({ topic: "t", value: text("b") }, "wal");
+    await r.facade.settle();
+    if (mode === "fallback") assert.deepEqual([none.where, wal.where], ["queued", "wal"]);
+    else assert.deepEqual([none.where, wal.where], ["wal", "wal"]);
+    assert.equal(r.wal.stats().records, 2, `${mode}: both records are in the WAL`);
+    assert.equal(r.wal.pendingCount(), 2, `${mode}: both wait for the replay, none is left checked out`);
+    assert.deepEqual(
+      r.facade.readiness(),
+      { ready: true, reasons: [] },
+      `${mode}: no WAL room stays reserved`,
+    );
+  }
+});
+
 Deno.test("facade: the WAL bound answers 503 with Retry-After; every accepted record is in the WAL", async () => {
   await using r = await facadeRig({ wal: { maxBytes: 4096 } });
   r.breaker.trip("test");

@@ -65,7 +65,7 @@ export class Facade implements ProducerFacade {
       this.#breaker.success();
       this.#wal!.ack(id);
     },
-    failed: (id: number, topic: string, err: KafkaError): void => {
+    failed: (id: number, topic: string, err: unknown): void => {
       if (this.#recordFailure(topic, err)) this.#wal!.release(id);
       else this.#wal!.ack(id);
     },
@@ -79,7 +79,7 @@ export class Facade implements ProducerFacade {
       if (send.ticket !== undefined) this.#order!.delivered(send.ticket);
       send.settled?.resolve({ where: "kafka", partition, offset: String(offset) });
     },
-    failed: (send: KafkaSend, err: KafkaError): void => {
+    failed: (send: KafkaSend, err: unknown): void => {
       this.#reservedWalBytes -= send.reserved;
       const { message, ticket, settled } = send;
       const retryable = this.#recordFailure(message.topic, err);
@@ -607,7 +607,14 @@ export class Facade implements ProducerFacade {
   async #produceThroughWal(message: Message): Promise<ProduceResult> {
     const direct = this.#breaker.allow();
     const { id, durable } = this.#append(message, direct);
-    if (direct) this.#producer.send(message, new DirectSend(this.#directSent, id, message.topic));
+    if (direct) {
+      const send = new DirectSend(this.#directSent, id, message.topic);
+      try {
+        this.#producer.send(message, send);
+      } catch (err) {
+        send.failed(err); // released: the replay sends it
+      }
+    }
     // As #awaitDurable, inline: one async frame less per record on this path.
     try {
       await durable;
@@ -647,22 +654,16 @@ export class Facade implements ProducerFacade {
     const opts = walAllowed ? { fullQueueWaitMs: this.#fullQueueWaitMs } : undefined;
     const ticket = group === undefined ? undefined : this.#order!.sent(group);
     // A listener object per record rather than a promise and its reactions: it lives until the delivery report.
-    if (ack === "none") {
-      // librdkafka holds the message, or (queue full, or a later failure) the WAL will: its room is reserved.
-      this.#producer.send(
-        message,
-        new KafkaSend(this.#kafkaSent, message, reserved, walAllowed, ticket),
-        opts,
-      );
-      return QUEUED;
+    // ack=none: librdkafka holds the message, or (queue full, or a later failure) the WAL will: its room is reserved.
+    const settled = ack === "none" ? undefined : Promise.withResolvers<ProduceResult>();
+    const send = new KafkaSend(this.#kafkaSent, message, reserved, walAllowed, ticket, settled);
+    try {
+      this.#producer.send(message, send, opts);
+    } catch (err) {
+      // Not a delivery report but a call that threw (more calls in flight than slots): the same way out.
+      send.failed(err);
     }
-    const settled = Promise.withResolvers<ProduceResult>();
-    this.#producer.send(
-      message,
-      new KafkaSend(this.#kafkaSent, message, reserved, walAllowed, ticket, settled),
-      opts,
-    );
-    return await settled.promise;
+    return settled === undefined ? QUEUED : await settled.promise;
   }
 
   /**
@@ -790,7 +791,7 @@ export class Facade implements ProducerFacade {
  */
 class DirectSend implements DeliveryListener {
   constructor(
-    readonly sent: { delivered(id: number): void; failed(id: number, topic: string, err: KafkaError): void },
+    readonly sent: { delivered(id: number): void; failed(id: number, topic: string, err: unknown): void },
     readonly id: number,
     readonly topic: string,
   ) {}
@@ -799,7 +800,7 @@ class DirectSend implements DeliveryListener {
     this.sent.delivered(this.id);
   }
 
-  failed(err: KafkaError): void {
+  failed(err: unknown): void {
     this.sent.failed(this.id, this.topic, err);
   }
 }
@@ -813,7 +814,7 @@ class KafkaSend implements DeliveryListener {
   constructor(
     readonly sent: {
       delivered(send: KafkaSend, partition: number, offset: number): void;
-      failed(send: KafkaSend, err: KafkaError): void;
+      failed(send: KafkaSend, err: unknown): void;
     },
     readonly message: Message,
     readonly reserved: number,
@@ -826,7 +827,7 @@ class KafkaSend implements DeliveryListener {
     this.sent.delivered(this, partition, offset);
   }
 
-  failed(err: KafkaError): void {
+  failed(err: unknown): void {
     this.sent.failed(this, err);
   }
 }
