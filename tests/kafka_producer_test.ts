@@ -233,6 +233,31 @@ Deno.test("send: the listener hears each delivery, a refusal at once, and a send
   assert.equal(heard[3], "late _DESTROY retryable=true");
 });
 
+Deno.test("send: a listener that throws is logged; the reports after it in the same event still arrive", async () => {
+  const p = open({ ...MOCK, "linger.ms": "50" });
+  const topic = topicName();
+  const heard: string[] = [];
+  try {
+    p.send({ topic, value: enc.encode("a"), partition: 0 }, {
+      delivered: () => {
+        throw new Error("listener bug");
+      },
+      failed: () => {},
+    });
+    for (const name of ["b", "c"]) {
+      p.send({ topic, value: enc.encode(name), partition: 0 }, {
+        delivered: (_partition, offset) => heard.push(`${name} ${offset}`),
+        failed: (err) => heard.push(`${name} ${err.errName}`),
+      });
+    }
+    assert.equal(await p.flush(5000), true);
+    assert.deepEqual(heard, ["b 1", "c 2"], "one event, three reports: the two after the throwing one");
+    assert.equal(p.inFlight, 0);
+  } finally {
+    await p.close(1000);
+  }
+});
+
 Deno.test("flush resolves true when all is delivered, false on timeout", async () => {
   const ok = open(MOCK);
   const dead = open({ ...DEAD, "message.timeout.ms": "60000" });

@@ -167,13 +167,32 @@ class Single implements Receiver {
 
   delivered(_id: number, partition: number, offset: number): void {
     this.done = true;
-    this.listener.delivered(partition, offset);
+    try {
+      this.listener.delivered(partition, offset);
+    } catch (err) {
+      listenerFailed(this.topic, err);
+    }
   }
 
   failed(_id: number, err: KafkaError): void {
     this.done = true;
-    this.listener.failed(err);
+    try {
+      this.listener.failed(err);
+    } catch (thrown) {
+      listenerFailed(this.topic, thrown);
+    }
   }
+}
+
+/**
+ * A listener threw while hearing its message's report. Logged, and the reports after it in the same event are
+ * still handed out: one listener's fault must not leave other messages without an outcome.
+ */
+function listenerFailed(topic: string, err: unknown): void {
+  logRepeated("kafka: a delivery listener failed", "error", "kafka: a delivery listener failed", {
+    topic,
+    error: err,
+  });
 }
 
 /** The promise of one produce() call. */
