@@ -140,7 +140,8 @@ interface Receiver {
 
 /**
  * Hears the outcome of one message handed over by {@link KafkaProducer.send}, called from the producer's event loop
- * (or from `send` itself when librdkafka refuses the message at once). It must not throw.
+ * (or from `send` itself when librdkafka refuses the message at once). A throw is logged and goes no further, so
+ * that the other reports of the same event are still handed out.
  */
 export interface DeliveryListener {
   delivered(partition: number, offset: number): void;

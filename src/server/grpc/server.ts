@@ -228,6 +228,8 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
   };
 }
 
+const encoder = new TextEncoder();
+
 /**
  * HTTP 415 to a request that is not gRPC (a browser, curl, a probe), with the reason both as grpc-message and as a
  * plain-text body that a person reading the response sees. The body is flow-controlled like any DATA, so a client
@@ -241,8 +243,6 @@ function notGrpc(stream: Http2Stream, message: string): void {
     ["grpc-status", String(Status.INVALID_ARGUMENT)],
     ["grpc-message", encodeGrpcMessage(message)],
   ]);
-  stream.write(
-    new TextEncoder().encode(`${message}; this port speaks gRPC (POST, content-type application/grpc)\n`),
-  );
+  stream.write(encoder.encode(`${message}; this port speaks gRPC (POST, content-type application/grpc)\n`));
   stream.end([]);
 }

@@ -796,9 +796,7 @@ export class Http2Connection implements StreamOwner {
         this.#headerFrames(stream.id, encodeHeaders(trailers), true);
       } else {
         // No trailers: an empty DATA frame ends the stream, which every client reads as a plain end of body.
-        const end = new Uint8Array(FRAME_HEADER_BYTES);
-        writeFrameHeader(end, 0, 0, FrameType.DATA, Flag.END_STREAM, stream.id);
-        this.#queue(end);
+        this.#queue(frame(FrameType.DATA, Flag.END_STREAM, stream.id));
       }
     }
     if (stream.localEnded && stream.pendingTrailers === undefined && stream.outDataBytes === 0) {
