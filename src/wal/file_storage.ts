@@ -215,10 +215,6 @@ export class FileStorage implements SegmentStorage {
   }
 }
 
-async function writeAll(file: WalFile, data: Uint8Array): Promise<void> {
-  for (let written = 0; written < data.length;) written += await file.write(data.subarray(written));
-}
-
 /**
  * The commit's appends block the thread: they only copy into the page cache (the fdatasync after them is what waits
  * for the disk, and stays async). An async write costs a hand-off to a blocking-pool thread and an event-loop turn
@@ -269,7 +265,7 @@ async function checkWritable(dir: string, fs: WalFs): Promise<void> {
     await removeIfExists(fs, path);
     {
       using file = await fs.open(path, { createNew: true, write: true, mode: 0o600 });
-      await writeAll(file, new TextEncoder().encode("probe\n"));
+      writeAllSync(file, new TextEncoder().encode("probe\n"));
       await file.syncData();
     }
     await fs.remove(path);

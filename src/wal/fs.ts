@@ -7,9 +7,10 @@
 /** An open file: the subset of Deno.FsFile the WAL uses. */
 export interface WalFile extends Disposable {
   read(p: Uint8Array): Promise<number | null>;
-  /** Writes at the file position (at the end for a file opened with `append`); may write fewer bytes. */
-  write(p: Uint8Array): Promise<number>;
-  /** `write`, blocking: for the group commit's appends, which only reach the page cache (see writeAllSync). */
+  /**
+   * Writes at the file position (at the end for a file opened with `append`); may write fewer bytes. Blocking: the
+   * WAL's writes only reach the page cache (see writeAllSync).
+   */
   writeSync(p: Uint8Array): number;
   seek(offset: number, whence: Deno.SeekMode): Promise<number>;
   truncate(len?: number): Promise<void>;

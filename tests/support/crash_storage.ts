@@ -217,7 +217,6 @@ export class CrashDisk {
         pos += n;
         return Promise.resolve(n);
       },
-      write: (p) => Promise.resolve(write(p)),
       writeSync: (p) => write(p),
       seek: (offset) => {
         alive();
