@@ -2,7 +2,9 @@
  * The shape every listener shares (HTTP, gRPC, monitoring): how it is bound, where it is bound, how it drains and
  * stops, how a failure to bind is reported, and its TLS and access check (docs/security.md).
  */
+import type { Server } from "node:net";
 import { formatHostPort, type ListenAddress } from "../listen_address.ts";
+import { log } from "../log.ts";
 import type { Gate } from "./auth.ts";
 import type { ConnectionLimits } from "./limits.ts";
 import type { TlsSource } from "./tls.ts";
@@ -49,7 +51,23 @@ const LISTEN_ERRORS: Record<string, string> = {
   EADDRNOTAVAIL: "address not available",
 };
 
-/** A node:net listen() error in the words listenError reports (node listeners: gRPC, TLS HTTP). */
-export function nodeListenError(err: NodeJS.ErrnoException): string {
+/** A node:net listen() error in the words listenError reports. */
+function nodeListenError(err: NodeJS.ErrnoException): string {
   return LISTEN_ERRORS[err.code ?? ""] ?? err.message;
+}
+
+/**
+ * Binds a node:net or node:tls server (the gRPC and TLS HTTP listeners) and resolves with its port; rejects with
+ * listenError when it cannot bind. Later server errors are logged.
+ */
+export function listenNode(server: Server, listener: string, addr: ListenAddress): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => reject(listenError(listener, addr, nodeListenError(err)));
+    server.once("error", onError);
+    server.listen({ port: addr.port, host: addr.hostname }, () => {
+      server.off("error", onError);
+      server.on("error", (err) => log("error", `${listener}: listener error`, { error: err }));
+      resolve((server.address() as { port: number }).port);
+    });
+  });
 }

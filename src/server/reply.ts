@@ -7,7 +7,7 @@ import type { TLSSocket } from "node:tls";
 import { formatHostPort, listenAddress } from "../listen_address.ts";
 import { log, logRepeated } from "../log.ts";
 import { Connection, Connections, defaultLimits } from "./limits.ts";
-import { type ListenerOptions, listenError, nodeListenError } from "./listener.ts";
+import { type ListenerOptions, listenError, listenNode } from "./listener.ts";
 import { oneLine } from "./refusal.ts";
 import { certNameOf, nodeTlsOptions, type TlsSource } from "./tls.ts";
 
@@ -252,15 +252,7 @@ async function serveHttps(
       error: err.message,
     });
   });
-  const port = await new Promise<number>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => reject(listenError(name, addr, nodeListenError(err)));
-    server.once("error", onError);
-    server.listen({ port: addr.port, host: addr.hostname }, () => {
-      server.off("error", onError);
-      server.on("error", (err) => log("error", `${name}: listener error`, { error: err }));
-      resolve((server.address() as { port: number }).port);
-    });
-  });
+  const port = await listenNode(server, name, addr);
   const address = formatHostPort({ ...addr, port });
   const origin = `https://${address}`;
   log("info", `${name} listening`, { addr: address, tls: true, mtls });

@@ -16,7 +16,7 @@ import type { TLSSocket } from "node:tls";
 import { log, logRepeated } from "../../log.ts";
 import { formatHostPort, type ListenAddress } from "../../listen_address.ts";
 import type { Connection, Connections } from "../limits.ts";
-import { listenError, nodeListenError } from "../listener.ts";
+import { listenNode } from "../listener.ts";
 import { certNameOf, nodeTlsOptions, type TlsSource } from "../tls.ts";
 import { type ConnectionOptions, Http2Connection, type Transport } from "./connection.ts";
 import type { Http2Stream } from "./stream.ts";
@@ -93,17 +93,7 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
     });
     server = secure;
   }
-  const port = await new Promise<number>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      reject(listenError(opts.name, opts.address, nodeListenError(err)));
-    };
-    server.once("error", onError);
-    server.listen({ port: opts.address.port, host: opts.address.hostname }, () => {
-      server.off("error", onError);
-      server.on("error", (err) => log("error", `${opts.name}: listener error`, { error: err }));
-      resolve((server.address() as { port: number }).port);
-    });
-  });
+  const port = await listenNode(server, opts.name, opts.address);
   const addr = formatHostPort({ ...opts.address, port });
   const mtls = source?.material.ca !== undefined;
   log("info", `${opts.name} listening`, source === undefined ? { addr } : { addr, tls: true, mtls });
