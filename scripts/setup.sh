@@ -12,8 +12,9 @@ RUNTIME_ONLY=false
 
 # Not 2.9.x: Deno 2.9.6 aborts in node:http2 when a gRPC client closes its connection (GOAWAY; denoland/deno#36788).
 DENO_VERSION=2.8.3
-KAFKA_VERSION=4.2.2
-LOG4J_VERSION=2.25.5 # matches the log4j-core that kafka ${KAFKA_VERSION} depends on
+# The broker the tests run against; KA_KAFKA_VERSION picks another from Maven Central (3.9.1 and 4.4.0 pass too).
+KAFKA_VERSION="${KA_KAFKA_VERSION:-4.2.2}"
+LOG4J_VERSION=2.25.5 # matches the log4j-core that kafka 4.2.2 depends on
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
