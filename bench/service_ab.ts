@@ -11,7 +11,9 @@
  * `always-batch` (the batches with `producer.wal.mode: always`), `grpc` (bench/load grpc: 4 Produce streams of
  * 100-byte records, 1,000 in flight each; WAL fallback), and `grpc-echo` (that gRPC load on
  * bench/grpc_echo_server.ts, no Kafka: records answered instead of acknowledged, CPU per answered record).
- * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none). REVISION `none`
+ * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none); `--kafka K=V`
+ * sets any other librdkafka property, e.g. `--kafka queue.buffering.max.messages=30000` (repeatable). The service
+ * inherits this process's environment, so `DENO_V8_FLAGS=...` before the command reaches it. REVISION `none`
  * runs the worktree alone (e.g. one long batch load to see whether RSS grows). `--threads` also prints, per round,
  * where the CPU went: user and system µs per record for each kind of thread of the service (`/proc/PID/task/*`,
  * threads named alike summed: the JS thread `deno`, tokio's blocking pool, librdkafka's `rdk:*`, V8's workers).
@@ -19,7 +21,7 @@
  * when the service exits (bench/cpu_profile.ts summarizes one); the profiler costs some throughput on both sides.
  *
  * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds 2]
- *      [--seconds 8] [--codec none|gzip|lz4] [--threads] [--cpu-prof DIR]
+ *      [--seconds 8] [--codec none|gzip|lz4] [--kafka K=V] [--threads] [--cpu-prof DIR]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
@@ -39,6 +41,14 @@ const SCENARIOS = flag("only", "http,always,batch").split(",");
 const ROUNDS = Number(flag("rounds", "2"));
 const SECONDS = Number(flag("seconds", "8"));
 const CODEC = flag("codec", "none");
+/** `--kafka K=V`, each time it is given. */
+const KAFKA_EXTRA: Record<string, string> = {};
+for (let i = 0; i < Deno.args.length - 1; i++) {
+  if (Deno.args[i] !== "--kafka") continue;
+  const [key, value] = Deno.args[i + 1].split(/=(.*)/s, 2);
+  if (value === undefined) throw new Error(`--kafka ${Deno.args[i + 1]}: expected KEY=VALUE`);
+  KAFKA_EXTRA[key] = value;
+}
 const THREADS = Deno.args.includes("--threads");
 const CPU_PROF = flag("cpu-prof", "");
 if (REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0)) {
@@ -161,6 +171,7 @@ async function round(
       "linger.ms": 5,
       "batch.num.messages": 10000,
       "statistics.interval.ms": 3_600_000,
+      ...KAFKA_EXTRA,
     },
   }, {
     dir,
