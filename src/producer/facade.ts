@@ -10,6 +10,7 @@ import {
   type DeliveryListener,
   KafkaError,
   type KafkaProducer,
+  type ProduceOptions,
 } from "../kafka/producer.ts";
 import { log, logRepeated } from "../log.ts";
 import * as metrics from "../metrics.ts";
@@ -51,6 +52,8 @@ export class Facade implements ProducerFacade {
   readonly #walMaxBytes: number;
   /** How long a message that may be spooled waits for room in a full librdkafka queue. */
   readonly #fullQueueWaitMs: number;
+  /** The send options of a message that may be spooled, made once: the single-message path is hot. */
+  readonly #spoolableSend: ProduceOptions;
   /** WAL bytes promised to messages in librdkafka that would be spooled if their delivery failed. */
   #reservedWalBytes = 0;
   /** Spools started by failed deliveries; awaited before the WAL closes. */
@@ -119,6 +122,7 @@ export class Facade implements ProducerFacade {
     // Under key order a message never waits for queue room: one that gave up waiting could be overtaken by a later
     // message of its key that found room. A full queue sends it to the WAL at once, and its key follows it there.
     this.#fullQueueWaitMs = this.#order === null ? config.producer.fullQueueWaitMs : 0;
+    this.#spoolableSend = { fullQueueWaitMs: this.#fullQueueWaitMs };
     const max = Number(config.kafka["message.max.bytes"] ?? DEFAULT_MAX_MESSAGE_BYTES);
     this.maxMessageBytes = Number.isFinite(max) && max > 0 ? max : DEFAULT_MAX_MESSAGE_BYTES;
   }
@@ -607,14 +611,8 @@ export class Facade implements ProducerFacade {
   async #produceThroughWal(message: Message): Promise<ProduceResult> {
     const direct = this.#breaker.allow();
     const { id, durable } = this.#append(message, direct);
-    if (direct) {
-      const send = new DirectSend(this.#directSent, id, message.topic);
-      try {
-        this.#producer.send(message, send);
-      } catch (err) {
-        send.failed(err); // released: the replay sends it
-      }
-    }
+    // A failed send releases the record: the replay sends it.
+    if (direct) this.#send(message, new DirectSend(this.#directSent, id, message.topic));
     // As #awaitDurable, inline: one async frame less per record on this path.
     try {
       await durable;
@@ -622,6 +620,22 @@ export class Facade implements ProducerFacade {
       this.#durableFailed(id, err);
     }
     return IN_WAL;
+  }
+
+  /**
+   * Hands one message to librdkafka. A call that throws instead of reporting (more calls in flight than slots) is
+   * a failed delivery, taken the same way out.
+   */
+  #send(
+    message: Message,
+    listener: DeliveryListener & { failed(err: unknown): void },
+    opts?: ProduceOptions,
+  ): void {
+    try {
+      this.#producer.send(message, listener, opts);
+    } catch (err) {
+      listener.failed(err);
+    }
   }
 
   /** The breaker is open: the message goes to the WAL without touching Kafka. */
@@ -651,18 +665,12 @@ export class Facade implements ProducerFacade {
       }
       this.#reservedWalBytes += reserved;
     }
-    const opts = walAllowed ? { fullQueueWaitMs: this.#fullQueueWaitMs } : undefined;
     const ticket = group === undefined ? undefined : this.#order!.sent(group);
     // A listener object per record rather than a promise and its reactions: it lives until the delivery report.
     // ack=none: librdkafka holds the message, or (queue full, or a later failure) the WAL will: its room is reserved.
     const settled = ack === "none" ? undefined : Promise.withResolvers<ProduceResult>();
     const send = new KafkaSend(this.#kafkaSent, message, reserved, walAllowed, ticket, settled);
-    try {
-      this.#producer.send(message, send, opts);
-    } catch (err) {
-      // Not a delivery report but a call that threw (more calls in flight than slots): the same way out.
-      send.failed(err);
-    }
+    this.#send(message, send, walAllowed ? this.#spoolableSend : undefined);
     return settled === undefined ? QUEUED : await settled.promise;
   }
 
