@@ -6,6 +6,7 @@ export const instantFacade: ProducerFacade = {
   produce: (_m: Message, _a: AckLevel): Promise<ProduceResult> => Promise.resolve({ where: "queued" }),
   produceMany: (m: readonly Message[], _a: AckLevel) =>
     Promise.resolve(m.map(() => ({ where: "queued" as const }))),
+  roomForBatch: () => undefined,
   listTopics: () => Promise.resolve([]),
   maxMessageBytes: 1 << 20,
   readiness: () => ({ ready: true, reasons: [] }),

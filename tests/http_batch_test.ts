@@ -5,6 +5,7 @@ import { ProduceError } from "../src/producer/types.ts";
 import { type BatchLimits, startHttpServer } from "../src/server/http.ts";
 import { readReply } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
+import { delay } from "./support/wait.ts";
 
 const NDJSON = { "content-type": "application/x-ndjson" };
 const encoder = new TextEncoder();
@@ -377,6 +378,35 @@ Deno.test("batch: a body over max_bytes is 413 naming the limit, by Content-Leng
     }
     assert.equal(batches.length, 2);
   }, { maxRecords: 10_000, maxBytes });
+});
+
+Deno.test("batch: while the facade has no room, a batch waits unread and holds no in-flight bytes; one message goes on", async () => {
+  const facade = new FakeFacade({ maxMessageBytes: 100 });
+  const room = Promise.withResolvers<void>();
+  facade.room = room.promise;
+  const body = ndjson(...Array.from({ length: 20 }, (_, i) => ({ value: `m${i}` })));
+  // Room for one batch's bytes, not for a batch's and a message's at once.
+  const server = await startHttpServer({
+    listen: "127.0.0.1:0",
+    facade,
+    batch: LIMITS,
+    maxInflightBytes: bytes(body).byteLength + 2,
+  });
+  const base = `http://127.0.0.1:${server.port}`;
+  try {
+    const batch = post(base, "/topics/alpha/messages", body);
+    await delay(100);
+    assert.equal(facade.producedMany.length, 0, "not produced before there is room");
+    const single = await fetch(`${base}/topics/alpha/messages`, { method: "POST", body: "one" });
+    assert.equal(single.status, 200, await single.text());
+    assert.equal(facade.produced.length, 1);
+    room.resolve();
+    assert.deepEqual(json(await batch, 200), { count: 20, errors: [] });
+    assert.equal(facade.producedMany.length, 1);
+  } finally {
+    room.resolve(); // a failed check must not leave the batch waiting through shutdown
+    await server.shutdown();
+  }
 });
 
 Deno.test("batch: while draining, a batch gets 503 with Retry-After like one message", async () => {

@@ -279,6 +279,45 @@ Deno.test("flush resolves true when all is delivered, false on timeout", async (
   }
 });
 
+Deno.test("whenBelow: undefined under the limit; otherwise resolves once deliveries bring it under, or false at the timeout", async () => {
+  const ok = open({ ...MOCK, "queue.buffering.max.messages": "40" });
+  const dead = open({ ...DEAD, "message.timeout.ms": "60000", "queue.buffering.max.messages": "3" });
+  const topic = topicName();
+  try {
+    assert.equal(ok.queueCapacity, 40);
+    assert.equal(dead.queueCapacity, 3);
+    assert.equal(ok.whenBelow(1, 1000), undefined, "nothing in flight");
+
+    await ok.produce({ topic, value: enc.encode("warm-up") });
+    const sent = Array.from({ length: 30 }, (_, i) => ok.produce({ topic, value: enc.encode(`${i}`) }));
+    const below = ok.whenBelow(10, 5000);
+    assert.ok(below !== undefined, "30 in flight is not under 10");
+    assert.equal(await below, true);
+    assert.ok(ok.inFlight < 10, `${ok.inFlight} in flight`);
+    await Promise.all(sent);
+
+    // Three queued and two waiting for room towards a dead address: five, for as long as the timeout.
+    const stuck = Array.from({ length: 5 }, (_, i) => dead.produce({ topic, value: enc.encode(`${i}`) }));
+    stuck.forEach((s) => s.catch(() => {}));
+    assert.equal(dead.inFlight, 3);
+    assert.equal(dead.whenBelow(6, 1000), undefined, "five is under six");
+    const started = performance.now();
+    assert.equal(await dead.whenBelow(5, 200), false);
+    assert.ok(performance.now() - started >= 190, "waited for the timeout");
+
+    // Closing lets waiters go at once: what they hold back would not reach this producer anyway.
+    const waiting = dead.whenBelow(2, 60_000);
+    assert.ok(waiting !== undefined);
+    const closed = dead.close(100);
+    assert.equal(await waiting, true);
+    await closed;
+    assert.equal(dead.whenBelow(1, 1000), undefined, "a closed producer holds nothing back");
+  } finally {
+    await ok.close(1000);
+    await dead.close(100);
+  }
+});
+
 Deno.test("close purges what is left with a retryable error, never hangs, and is idempotent", async () => {
   const p = open({ ...DEAD, "message.timeout.ms": "60000", "queue.buffering.max.messages": "2" });
   const topic = topicName();

@@ -257,6 +257,45 @@ Deno.test("produceMany ack=none: the reply waits until no record of the batch wa
   assert.equal(r.wal.stats().records, 0);
 });
 
+Deno.test("roomForBatch: a batch waits while a quarter of librdkafka's queue is taken, not when the records would not go to Kafka", async () => {
+  await using r = await facadeRig({
+    kafka: { "queue.buffering.max.messages": "40", "linger.ms": "300" },
+    fullQueueWaitMs: 30_000,
+  });
+  assert.equal(r.facade.roomForBatch(), undefined, "an empty queue has room");
+  const queued = r.facade.produceMany(
+    Array.from({ length: 10 }, (_, i) => ({ topic: "t", value: text(`m${i}`), partition: 0 })),
+    "kafka",
+  );
+  assert.equal(r.producer.inFlight, 10, "a quarter of 40, held by linger.ms");
+  const room = r.facade.roomForBatch();
+  assert.ok(room !== undefined, "a batch waits while 10 of 40 are in flight");
+  let settled = false;
+  room.then(() => settled = true);
+  await delay(100);
+  assert.equal(settled, false, "still waiting before librdkafka sends");
+  r.breaker.trip("test");
+  assert.equal(r.facade.roomForBatch(), undefined, "breaker open: the records go to the WAL, no wait");
+  r.breaker.close();
+  await within("room for a batch, long before producer.full_queue_wait", room, 5_000);
+  assert.ok(r.producer.inFlight < 10, "the wait ended once deliveries made room");
+  assert.deepEqual((await queued).map(shape), Array(10).fill("kafka"));
+});
+
+Deno.test("roomForBatch: no wait when a full queue does not wait (producer.full_queue_wait 0)", async () => {
+  await using r = await facadeRig({
+    kafka: { "queue.buffering.max.messages": "4", "linger.ms": "300" },
+    fullQueueWaitMs: 0,
+  });
+  const queued = r.facade.produceMany(
+    Array.from({ length: 4 }, (_, i) => ({ topic: "t", value: text(`m${i}`), partition: 0 })),
+    "kafka",
+  );
+  assert.equal(r.producer.inFlight, 4);
+  assert.equal(r.facade.roomForBatch(), undefined);
+  await queued;
+});
+
 Deno.test("produceMany: within producer.full_queue_wait a full queue makes the batch wait for Kafka", async () => {
   await using r = await facadeRig({
     kafka: { "queue.buffering.max.messages": "5", "linger.ms": "20" },

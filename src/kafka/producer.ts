@@ -326,6 +326,8 @@ export interface ProduceBatchOptions extends ProduceOptions {
 /** One librdkafka producer with a promise per message. */
 export class KafkaProducer {
   readonly id: string;
+  /** How many messages librdkafka's queue holds at most (queue.buffering.max.messages). */
+  readonly queueCapacity: number;
   readonly #lib: RdLibrary;
   readonly #rk: RdProducer;
   readonly #onError?: (err: KafkaError, fatal: boolean) => void;
@@ -345,6 +347,8 @@ export class KafkaProducer {
   /** performance.now() before which no expiry scan runs. */
   #nextScan = 0;
   readonly #idleWaiters = new Set<() => void>();
+  /** whenBelow's callers: each is called once the messages in flight or waiting are fewer than its limit. */
+  readonly #belowWaiters = new Map<() => void, number>();
   readonly #calls = new Set<Promise<unknown>>();
   readonly #acked = new Map<string, number>();
   /** Stops the in-transit and queue-length gauges reading this producer. */
@@ -354,8 +358,9 @@ export class KafkaProducer {
   #closing: Promise<void> | null = null;
   readonly #loop: Promise<void>;
 
-  private constructor(opts: KafkaProducerOptions, lib: RdLibrary, rk: RdProducer) {
+  private constructor(opts: KafkaProducerOptions, lib: RdLibrary, rk: RdProducer, capacity: number) {
     this.id = opts.id;
+    this.queueCapacity = capacity;
     this.#lib = lib;
     this.#rk = rk;
     this.#onError = opts.onError;
@@ -373,13 +378,15 @@ export class KafkaProducer {
     const lib = RdLibrary.open(opts.libraryPath);
     const conf = buildConfig(lib, opts.config);
     let rk: RdProducer;
+    let capacity: number;
     try {
+      capacity = Number(conf.get("queue.buffering.max.messages"));
       rk = lib.newProducer(conf, EVENT_DR | EVENT_ERROR | EVENT_STATS | EVENT_LOG);
     } finally {
       conf.destroy();
     }
     log("info", "kafka producer started", { producer_id: opts.id, librdkafka: lib.version() });
-    return new KafkaProducer(opts, lib, rk);
+    return new KafkaProducer(opts, lib, rk, capacity);
   }
 
   /** Messages handed over and not yet reported (never negative). */
@@ -515,6 +522,26 @@ export class KafkaProducer {
   }
 
   /**
+   * Waits until fewer than `limit` messages are in flight or waiting for room, or for `timeoutMs`, or until the
+   * producer closes; undefined, not a promise, when they are fewer already. The promise resolves to whether they
+   * are, so that a caller about to hand over many messages can leave them unread while librdkafka's queue is full.
+   */
+  whenBelow(limit: number, timeoutMs: number): Promise<boolean> | undefined {
+    if (this.#closing !== null || this.#occupancy() < limit) return undefined;
+    return new Promise<boolean>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.#belowWaiters.delete(done);
+        resolve(this.#occupancy() < limit);
+      }, Math.min(timeoutMs, MAX_TIMER_MS));
+      this.#belowWaiters.set(done, limit);
+    });
+  }
+
+  /**
    * Test hook: makes librdkafka raise a fabricated fatal error on this producer (rd_kafka_test_fatal_error), which
    * then behaves as after a real one: onError hears it with `fatal` true, what librdkafka holds is purged and, with
    * `enable.idempotence`, every later message fails with _FATAL.
@@ -533,6 +560,7 @@ export class KafkaProducer {
    */
   close(timeoutMs: number): Promise<void> {
     this.#closing ??= this.#shutdown(timeoutMs);
+    this.#notifyWaiters(); // whenBelow's callers go on: what they would hand over goes to another producer, or fails
     return this.#closing;
   }
 
@@ -540,7 +568,7 @@ export class KafkaProducer {
     if (!await this.flush(timeoutMs)) {
       log("warn", "kafka producer closing with undelivered messages: purging", {
         producer_id: this.id,
-        messages: this.#inFlight + this.#waiting.length - this.#waitingHead,
+        messages: this.#occupancy(),
       });
       this.#rejectWaiting();
       await this.#rk.purge();
@@ -714,7 +742,7 @@ export class KafkaProducer {
     if (ackedRun > 0) this.#acked.set(ackedTopic, (this.#acked.get(ackedTopic) ?? 0) + ackedRun);
     for (const [topic, count] of this.#acked) acks.inc({ topic: topicLabel(topic) }, count);
     this.#acked.clear();
-    this.#notifyIfIdle();
+    this.#notifyWaiters();
     return done;
   }
 
@@ -762,7 +790,7 @@ export class KafkaProducer {
       this.#waiting = this.#waiting.slice(this.#waitingHead);
       this.#waitingHead = 0;
     }
-    this.#notifyIfIdle();
+    this.#notifyWaiters();
   }
 
   /** Hands over one waiting message; false when the queue is full and it goes on waiting. */
@@ -852,7 +880,21 @@ export class KafkaProducer {
     return this.#inFlight === 0 && this.#waitingHead === this.#waiting.length;
   }
 
-  #notifyIfIdle(): void {
+  /** Messages in flight or waiting for room. */
+  #occupancy(): number {
+    return this.#inFlight + this.#waiting.length - this.#waitingHead;
+  }
+
+  /** Tells flush's and whenBelow's callers what they wait for, once it is so. */
+  #notifyWaiters(): void {
+    if (this.#belowWaiters.size > 0) {
+      const occupancy = this.#closing === null ? this.#occupancy() : 0;
+      for (const [done, limit] of this.#belowWaiters) {
+        if (occupancy >= limit) continue;
+        this.#belowWaiters.delete(done);
+        done();
+      }
+    }
     if (this.#idleWaiters.size === 0 || !this.#idle()) return;
     for (const done of this.#idleWaiters) done();
     this.#idleWaiters.clear();

@@ -46,6 +46,11 @@ export interface ProducerFacade {
    * one partition reach Kafka together, and records for the WAL are appended together.
    */
   produceMany(messages: readonly Message[], ack: AckLevel): Promise<Array<ProduceResult | ProduceError>>;
+  /**
+   * Undefined when a batch may be read now; otherwise a promise that settles once it may (Kafka's queue has room
+   * again, or a bounded wait is over). The batch is not read meanwhile, so that it waits in its client's socket.
+   */
+  roomForBatch(): Promise<unknown> | undefined;
   /** Topic names known to the cluster, internal (`__*`) ones left out. */
   listTopics(): Promise<string[]>;
   /** Largest value size accepted (librdkafka `message.max.bytes`). */

@@ -256,6 +256,9 @@ class HttpHandler {
       if (declared < 0) return plain(400, `invalid Content-Length: ${JSON.stringify(length)}`);
       if (declared > maxBytes) return batchTooLarge(`${declared} bytes`, `${maxBytes} bytes`, "max_bytes");
     }
+    // Before its bytes are held: a batch waiting for Kafka's queue to drain must not crowd others out.
+    const room = this.#facade.roomForBatch();
+    if (room !== undefined) await room;
     const held = this.#inflight.hold(declared >= 0 ? declared : maxBytes + 1);
     if (held === undefined) return this.#overloaded();
     try {

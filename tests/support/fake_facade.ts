@@ -63,6 +63,13 @@ export class FakeFacade implements ProducerFacade {
     });
   }
 
+  /** When set, what `roomForBatch` returns: batches wait for it before they are read. */
+  room: Promise<unknown> | undefined;
+
+  roomForBatch(): Promise<unknown> | undefined {
+    return this.room;
+  }
+
   listTopics(): Promise<string[]> {
     return this.listError ? Promise.reject(this.listError) : Promise.resolve([...this.topics]);
   }
