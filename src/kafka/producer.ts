@@ -349,6 +349,8 @@ export class KafkaProducer {
   readonly #idleWaiters = new Set<() => void>();
   /** whenBelow's callers: each is called once the messages in flight or waiting are fewer than its limit. */
   readonly #belowWaiters = new Map<() => void, number>();
+  /** The smallest limit among #belowWaiters (Infinity: none), so that a round of reports checks one number. */
+  #belowLimit = Infinity;
   readonly #calls = new Set<Promise<unknown>>();
   readonly #acked = new Map<string, number>();
   /** Stops the in-transit and queue-length gauges reading this producer. */
@@ -535,9 +537,12 @@ export class KafkaProducer {
       };
       const timer = setTimeout(() => {
         this.#belowWaiters.delete(done);
+        this.#belowLimit = Infinity;
+        for (const other of this.#belowWaiters.values()) this.#belowLimit = Math.min(this.#belowLimit, other);
         resolve(this.#occupancy() < limit);
       }, Math.min(timeoutMs, MAX_TIMER_MS));
       this.#belowWaiters.set(done, limit);
+      if (limit < this.#belowLimit) this.#belowLimit = limit;
     });
   }
 
@@ -887,13 +892,18 @@ export class KafkaProducer {
 
   /** Tells flush's and whenBelow's callers what they wait for, once it is so. */
   #notifyWaiters(): void {
-    if (this.#belowWaiters.size > 0) {
-      const occupancy = this.#closing === null ? this.#occupancy() : 0;
+    const occupancy = this.#closing === null ? this.#occupancy() : 0;
+    if (this.#belowWaiters.size > 0 && occupancy < this.#belowLimit) {
+      let lowest = Infinity;
       for (const [done, limit] of this.#belowWaiters) {
-        if (occupancy >= limit) continue;
+        if (occupancy >= limit) {
+          if (limit < lowest) lowest = limit;
+          continue;
+        }
         this.#belowWaiters.delete(done);
         done();
       }
+      this.#belowLimit = lowest;
     }
     if (this.#idleWaiters.size === 0 || !this.#idle()) return;
     for (const done of this.#idleWaiters) done();
