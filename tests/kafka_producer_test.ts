@@ -318,6 +318,33 @@ Deno.test("whenBelow: undefined under the limit; otherwise resolves once deliver
   }
 });
 
+Deno.test("whenBelow: a waiter that timed out does not hold back one with a higher limit", async () => {
+  const p = open({ ...MOCK, "linger.ms": "600" });
+  const topic = topicName();
+  try {
+    await p.produce({ topic, value: enc.encode("warm-up") });
+    const first = Array.from(
+      { length: 3 },
+      (_, i) => p.produce({ topic, value: enc.encode(`a${i}`), partition: 0 }),
+    );
+    assert.equal(await p.whenBelow(2, 50), false, "three in flight for the whole 50 ms");
+    await delay(300);
+    const second = Array.from(
+      { length: 3 },
+      (_, i) => p.produce({ topic, value: enc.encode(`b${i}`), partition: 1 }),
+    );
+    const below = p.whenBelow(6, 10_000);
+    assert.ok(below !== undefined);
+    // Resolves when the first three are delivered, while the later three (another partition, so another
+    // linger) are still held.
+    const inFlightThen = await below.then(() => p.inFlight);
+    assert.equal(inFlightThen, 3);
+    await Promise.all([...first, ...second]);
+  } finally {
+    await p.close(1000);
+  }
+});
+
 Deno.test("close purges what is left with a retryable error, never hangs, and is idempotent", async () => {
   const p = open({ ...DEAD, "message.timeout.ms": "60000", "queue.buffering.max.messages": "2" });
   const topic = topicName();
