@@ -382,7 +382,8 @@ export class KafkaProducer {
     let rk: RdProducer;
     let capacity: number;
     try {
-      capacity = Number(conf.get("queue.buffering.max.messages"));
+      // librdkafka's own default stands in should the property ever not read back.
+      capacity = Number(conf.get("queue.buffering.max.messages")) || 100_000;
       rk = lib.newProducer(conf, EVENT_DR | EVENT_ERROR | EVENT_STATS | EVENT_LOG);
     } finally {
       conf.destroy();
