@@ -893,22 +893,26 @@ export class KafkaProducer {
 
   /** Tells flush's and whenBelow's callers what they wait for, once it is so. */
   #notifyWaiters(): void {
-    const occupancy = this.#closing === null ? this.#occupancy() : 0;
-    if (this.#belowWaiters.size > 0 && occupancy < this.#belowLimit) {
-      let lowest = Infinity;
-      for (const [done, limit] of this.#belowWaiters) {
-        if (occupancy >= limit) {
-          if (limit < lowest) lowest = limit;
-          continue;
-        }
-        this.#belowWaiters.delete(done);
-        done();
-      }
-      this.#belowLimit = lowest;
-    }
+    if (this.#belowWaiters.size > 0) this.#releaseBelow();
     if (this.#idleWaiters.size === 0 || !this.#idle()) return;
     for (const done of this.#idleWaiters) done();
     this.#idleWaiters.clear();
+  }
+
+  /** Calls back the whenBelow callers whose limit the messages in flight or waiting are under (all, once closing). */
+  #releaseBelow(): void {
+    const occupancy = this.#closing === null ? this.#occupancy() : 0;
+    if (occupancy >= this.#belowLimit) return;
+    let lowest = Infinity;
+    for (const [done, limit] of this.#belowWaiters) {
+      if (occupancy >= limit) {
+        if (limit < lowest) lowest = limit;
+        continue;
+      }
+      this.#belowWaiters.delete(done);
+      done();
+    }
+    this.#belowLimit = lowest;
   }
 
   #reportError(e: RdError): void {
