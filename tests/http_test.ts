@@ -588,4 +588,10 @@ Deno.test("a body that came with its head is seen as arrived (read without a dea
   });
   assert.equal(bodyArrived(made), false);
   assert.equal(header(made, "content-type"), "a/b");
+  // Whatever the case the names were given in; repeated ones joined as Headers.get joins them.
+  const mixed = new Request("http://x/", { headers: [["Content-Type", "c/d"], ["X-A", "1"], ["x-a", "2"]] });
+  for (const name of ["content-type", "x-a", "x-none"]) {
+    assert.equal(header(mixed, name), mixed.headers.get(name));
+  }
+  assert.equal(header(mixed, "x-a"), "1, 2");
 });

@@ -623,13 +623,14 @@ export class RdProducer {
     const rkt = this.#topic(topic);
     if (rkt === null) return this.#sym.rd_kafka_last_error();
     const keyLen = key === null ? 0 : key.byteLength;
+    // A message's bytes are never in a SharedArrayBuffer, which is all that tells them from a BufferSource.
     const res = this.#sym.rd_kafka_produce(
       rkt,
       partition,
       MSG_F_COPY,
-      value.byteLength === 0 ? EMPTY : value,
+      (value.byteLength === 0 ? EMPTY : value) as BufferSource,
       BigInt(value.byteLength),
-      key !== null && keyLen === 0 ? EMPTY : key,
+      (key !== null && keyLen === 0 ? EMPTY : key) as BufferSource | null,
       BigInt(keyLen),
       BigInt(id),
     );
