@@ -9,7 +9,15 @@ const port = Number(Deno.args[0]);
 const stream = Deno.args[1] === "stream";
 
 async function readStreamed(body: ReadableStream<Uint8Array>): Promise<number> {
-  const reader = body.getReader({ mode: "byob" });
+  let reader: ReadableStreamBYOBReader;
+  try {
+    reader = body.getReader({ mode: "byob" });
+  } catch {
+    // Not a byte stream (Deno 2.8.2's HTTP/1.1 bodies): the chunks are counted as they come.
+    let size = 0;
+    for await (const chunk of body) size += chunk.byteLength;
+    return size;
+  }
   let buf = new Uint8Array(16 * 1024);
   let size = 0;
   for (;;) {

@@ -2,7 +2,7 @@
  * One run, side by side: our service, its ceilings and (optionally) the Go kafka-ambassador, against one real
  * single-node broker (tests/kafka/broker.ts), so that the ratios come from the same machine state.
  *
- *   deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat]
+ *   deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat] [--value-bytes N]
  *
  * Per scenario: a fresh process (service, Go service or ceiling), a 2 s warm-up, then a fixed load for N seconds
  * (default 15) into a new topic of 3 partitions, then a wait until the topic's end offsets stop moving. Measured:
@@ -12,7 +12,7 @@
  * - peak RSS: VmHWM from /proc/PID/status at the end;
  * - latency p50/p99: per request from wrk --latency or bench/load (HTTP; a batch request carries 1,000
  *   records), per record from bench/load (gRPC).
- * Scenarios: HTTP one message per request (wrk -c64, bench/post.lua), HTTP NDJSON batches of 1,000 records
+ * Scenarios: HTTP one message per request (wrk -c64, bench/post.lua; 100-byte bodies, or `--value-bytes`), HTTP NDJSON batches of 1,000 records
  * (bench/load `http`, 64 keep-alive connections), gRPC Produce streams (bench/load `grpc`: grpc-go, 4 streams x
  * 1,000 in flight). The Go load generator is built on first use by bench/load/build.sh. Ceilings: bare
  * Deno.serve (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
@@ -39,9 +39,12 @@ const SECONDS = Number(flag("seconds") ?? 15);
 const GO_BINARY = flag("go-binary");
 /** Scenario groups to run (default all): http, batch, grpc, kcat. */
 const ONLY = new Set((flag("only") ?? "http,batch,grpc,kcat").split(",").map((x) => x.trim()));
-if (!(SECONDS > 0)) {
+/** The body of one HTTP message (bench/post.lua reads it from KA_VALUE_BYTES). */
+const VALUE_BYTES = Number(flag("value-bytes") ?? 100);
+if (!(SECONDS > 0) || !Number.isInteger(VALUE_BYTES) || VALUE_BYTES < 1) {
   console.error(
-    "usage: deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat]",
+    "usage: deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat] " +
+      "[--value-bytes N]",
   );
   Deno.exit(2);
 }
@@ -227,7 +230,7 @@ async function wrk(url: string, lua: string, seconds: number): Promise<LoadResul
   const r = await runCommand(
     "wrk",
     ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--timeout", "10s", "--latency", "-s", lua, url],
-    { timeoutMs: seconds * 1000 + 30_000 },
+    { timeoutMs: seconds * 1000 + 30_000, env: { KA_VALUE_BYTES: String(VALUE_BYTES) } },
   );
   const text = new TextDecoder().decode(r.stdout);
   if (r.code !== 0) throw new Error(`wrk exit ${r.code}: ${r.stderr.trim() || text.trim()}`);

@@ -13,6 +13,8 @@ export interface RunOptions {
   timeoutMs: number;
   /** Bytes or text written to the command's standard input, which is then closed. */
   stdin?: Uint8Array | string;
+  /** Variables added to the environment the command inherits. */
+  env?: Record<string, string>;
 }
 
 /**
@@ -24,6 +26,7 @@ export interface RunOptions {
 export async function runCommand(cmd: string, args: string[], opts: RunOptions): Promise<CommandResult> {
   const child = new Deno.Command(cmd, {
     args,
+    env: opts.env,
     stdin: opts.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
