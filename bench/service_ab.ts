@@ -14,14 +14,16 @@
  * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none); `--kafka K=V`
  * sets any other librdkafka property, e.g. `--kafka queue.buffering.max.messages=30000` (repeatable). The service
  * inherits this process's environment, so `DENO_V8_FLAGS=...` before the command reaches it. REVISION `none`
- * runs the worktree alone (e.g. one long batch load to see whether RSS grows). `--threads` also prints, per round,
+ * runs the worktree alone (e.g. one long batch load to see whether RSS grows). `--deno PATH` runs the REVISION side
+ * on another Deno (REVISION HEAD and a clean worktree: one runtime against the other, same code). `--threads` also
+ * prints, per round,
  * where the CPU went: user and system µs per record for each kind of thread of the service (`/proc/PID/task/*`,
  * threads named alike summed: the JS thread `deno`, tokio's blocking pool, librdkafka's `rdk:*`, V8's workers).
  * `--cpu-prof DIR` runs each service under V8's CPU profiler: DIR/<side>-<scenario>-<round>/*.cpuprofile, written
  * when the service exits (bench/cpu_profile.ts summarizes one); the profiler costs some throughput on both sides.
  *
  * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds 2]
- *      [--seconds 8] [--codec none|gzip|lz4] [--kafka K=V] [--threads] [--cpu-prof DIR]
+ *      [--seconds 8] [--codec none|gzip|lz4] [--kafka K=V] [--deno PATH] [--threads] [--cpu-prof DIR]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
@@ -51,10 +53,12 @@ for (let i = 0; i < Deno.args.length - 1; i++) {
 }
 const THREADS = Deno.args.includes("--threads");
 const CPU_PROF = flag("cpu-prof", "");
+/** The Deno that runs the REVISION side. */
+const REVISION_DENO = flag("deno", DENO);
 if (REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0)) {
   console.error(
     "usage: bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds N] " +
-      "[--seconds N] [--threads] [--cpu-prof DIR]",
+      "[--seconds N] [--deno PATH] [--threads] [--cpu-prof DIR]",
   );
   Deno.exit(2);
 }
@@ -177,7 +181,7 @@ async function round(
     dir,
     env: { KA_LOG_LEVEL: "warn" },
     command: (config) => ({
-      cmd: DENO,
+      cmd: root === ROOT ? DENO : REVISION_DENO,
       args: [
         "run",
         "--allow-all",

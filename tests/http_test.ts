@@ -595,3 +595,36 @@ Deno.test("a body that came with its head is seen as arrived (read without a dea
   }
   assert.equal(header(mixed, "x-a"), "1, 2");
 });
+
+// Deno 2.8.3 closes the connection after each of these (denoland/deno#36657): the reason Deno is pinned at 2.8.2.
+Deno.test("one keep-alive connection carries messages whose body comes after the head, and batches", async () => {
+  const facade = new FakeFacade({ maxMessageBytes: 100_000, topics: ["alpha"] });
+  await withServer(async (base) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(base).port) });
+    try {
+      const encoder = new TextEncoder();
+      const value = "v".repeat(2_000);
+      const batch = Array.from({ length: 30 }, (_, i) => JSON.stringify({ value: `${i} ${"b".repeat(100)}` }))
+        .join("\n");
+      const requests: Array<[string, string]> = [
+        [`Content-Type: text/plain\r\nContent-Length: ${value.length}`, value],
+        [`Content-Type: application/x-ndjson\r\nContent-Length: ${batch.length}`, batch],
+        ["Content-Type: text/plain\r\nContent-Length: 5", "small"],
+      ];
+      for (const [headers, body] of requests) {
+        // The head and the body in separate writes, as many clients send them.
+        await conn.write(
+          encoder.encode(`POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\n${headers}\r\n\r\n`),
+        );
+        await delay(20);
+        await conn.write(encoder.encode(body));
+        const reply = await readReply(conn);
+        assert.equal(reply?.status, 200, `${headers}: ${JSON.stringify(reply)}`);
+      }
+    } finally {
+      conn.close();
+    }
+    assert.equal(facade.produced[0].message.value.byteLength, 2_000);
+    assert.equal(facade.produced.length, 32);
+  }, facade);
+});

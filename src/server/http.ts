@@ -434,8 +434,8 @@ function readBatchQuery(query: string): { ack: AckLevel } | string {
 }
 
 /**
- * The reply to a body that could not be read. Deno 2.8.3 sometimes loses a body it is still receiving when many
- * large uploads run at once ("Cannot read body as underlying resource unavailable", BadResource; 6 % of 64
+ * The reply to a body that could not be read. Deno 2.8.3 sometimes lost a body it was still receiving when many
+ * large uploads ran at once ("Cannot read body as underlying resource unavailable", BadResource; 6 % of 64
  * concurrent 110 KB uploads here): the client did nothing wrong, so it is told to retry (503), not that its
  * request was bad. Anything else (a malformed chunked body, a client gone mid-body) is 400.
  */

@@ -76,14 +76,14 @@ type ServeOnConnection = (
 ) => { finished: Promise<void>; shutdown(): Promise<void> };
 
 /**
- * Deno 2.8.3 exposes it only among its internals. It lets us see every connection, at a cost per request
+ * Deno 2.8 exposes it only among its internals. It lets us see every connection, at a cost per request
  * measured in docs/security.md (Limits).
  */
 function serveOnConnection(): ServeOnConnection {
   const deno = Deno as unknown as { internal: symbol } & Record<symbol, { serveHttpOnConnection?: unknown }>;
   const serve = deno[deno.internal]?.serveHttpOnConnection;
   if (typeof serve !== "function") {
-    throw new Error("this Deno has no per-connection HTTP server (Deno 2.8.3 is required)");
+    throw new Error("this Deno has no per-connection HTTP server (Deno 2.8.2, the pinned one, has it)");
   }
   return serve as ServeOnConnection;
 }
