@@ -12,9 +12,9 @@
  * - peak RSS: VmHWM from /proc/PID/status at the end;
  * - latency p50/p99: per request from wrk --latency or bench/load (HTTP; a batch request carries 1,000
  *   records), per record from bench/load (gRPC).
- * Scenarios: HTTP one message per request (wrk -c64, bench/post.lua; 100-byte bodies, or `--value-bytes`), HTTP NDJSON batches of 1,000 records
+ * Scenarios: HTTP one message per request (wrk -c64, bench/post.lua), HTTP NDJSON batches of 1,000 records
  * (bench/load `http`, 64 keep-alive connections), gRPC Produce streams (bench/load `grpc`: grpc-go, 4 streams x
- * 1,000 in flight). The Go load generator is built on first use by bench/load/build.sh. Ceilings: bare
+ * 1,000 in flight); values of 100 bytes, or `--value-bytes` for the single messages and gRPC records. The Go load generator is built on first use by bench/load/build.sh. Ceilings: bare
  * Deno.serve (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
  * (bench/grpc_echo_server.ts) under the same gRPC load, and `kcat -P` sending the same number of messages; for
  * the batches also bare Deno.serve reading the same bodies, the floor of their CPU and memory.
@@ -39,7 +39,7 @@ const SECONDS = Number(flag("seconds") ?? 15);
 const GO_BINARY = flag("go-binary");
 /** Scenario groups to run (default all): http, batch, grpc, kcat. */
 const ONLY = new Set((flag("only") ?? "http,batch,grpc,kcat").split(",").map((x) => x.trim()));
-/** The body of one HTTP message (bench/post.lua reads it from KA_VALUE_BYTES). */
+/** The value of one HTTP message (bench/post.lua reads it from KA_VALUE_BYTES) and of one gRPC record. */
 const VALUE_BYTES = Number(flag("value-bytes") ?? 100);
 if (!(SECONDS > 0) || !Number.isInteger(VALUE_BYTES) || VALUE_BYTES < 1) {
   console.error(
@@ -323,7 +323,7 @@ async function grpcLoad(target: string, topic: string, seconds: number): Promise
     "-window",
     String(GRPC_WINDOW),
     "-size",
-    String(RECORD_BYTES),
+    String(VALUE_BYTES),
   ], seconds);
   const genCores = j.cpuSeconds / j.seconds;
   const notes = [
@@ -896,8 +896,8 @@ console.log(`\n## kafka-ambassador compare, ${startedAt.toISOString()}\n`);
 console.log(
   `${SECONDS} s per scenario after a ${WARMUP_SECONDS} s warm-up; HTTP 1 msg/request: wrk -t1 -c${CONNECTIONS}; ` +
     `NDJSON batches: bench/load, ${CONNECTIONS} keep-alive connections; gRPC: bench/load, ${GRPC_STREAMS} streams ` +
-    `x ${GRPC_WINDOW} in flight; ${RECORD_BYTES}-byte ` +
-    `messages; one single-node broker (KRaft, loopback), new topic of ${PARTITIONS} partitions per scenario; ` +
+    `x ${GRPC_WINDOW} in flight; ${VALUE_BYTES}-byte messages and gRPC records, ${RECORD_BYTES}-byte batch ` +
+    `records; one single-node broker (KRaft, loopback), new topic of ${PARTITIONS} partitions per scenario; ` +
     `librdkafka ${
       Object.entries(KAFKA_SETTINGS).map(([k, v]) => `${k}=${v}`).join(", ")
     }; WAL fallback in a ` +
