@@ -630,7 +630,10 @@ function stateOf(req: Request): RequestState | undefined {
   return (req as unknown as Record<symbol, RequestState | undefined>)[REQUEST_STATE];
 }
 
-/** The last request whose headerList was taken, and that list: a request's headers are read a few at a time. */
+/**
+ * The last request whose headerList was taken, and that list: a request's headers are read a few at a time. It
+ * keeps that one request alive until the next one's headers are read.
+ */
 let listedRequest: Request | undefined;
 let listed: Array<[string, string]> = [];
 
