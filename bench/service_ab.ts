@@ -6,11 +6,12 @@
  * - msg/s: records Kafka acknowledged (`kafka_client_ack_cnt`) over the load's seconds;
  * - CPU µs/msg: utime + stime of the service (all threads) over the load and the settling, per acknowledged record;
  * - peak RSS (VmHWM), and RSS sampled every second of the load (at a tenth, half and the end of it).
- * Scenarios: `http` (wrk -t1 -c64, 100-byte POSTs, bench/post.lua; WAL fallback), `always` (the same with
- * `producer.wal.mode: always`), `batch` (bench/load http: 64 connections of NDJSON batches of 1,000 records),
- * `always-batch` (the batches with `producer.wal.mode: always`), `grpc` (bench/load grpc: 4 Produce streams of
- * 100-byte records, 1,000 in flight each; WAL fallback), and `grpc-echo` (that gRPC load on
- * bench/grpc_echo_server.ts, no Kafka: records answered instead of acknowledged, CPU per answered record).
+ * Scenarios: `http` (wrk -t1 -c64, 100-byte POSTs or KA_VALUE_BYTES from the environment, bench/post.lua; WAL
+ * fallback), `always` (the same with `producer.wal.mode: always`), `batch` (bench/load http: 64 connections of
+ * NDJSON batches of 1,000 records), `always-batch` (the batches with `producer.wal.mode: always`), `grpc`
+ * (bench/load grpc: 4 Produce streams of 100-byte records, 1,000 in flight each; WAL fallback), and `grpc-echo`
+ * (that gRPC load on bench/grpc_echo_server.ts, no Kafka: records answered instead of acknowledged, CPU per
+ * answered record).
  * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none); `--kafka K=V`
  * sets any other librdkafka property, e.g. `--kafka queue.buffering.max.messages=30000` (repeatable). The service
  * inherits this process's environment, so `DENO_V8_FLAGS=...` before the command reaches it. REVISION `none`
