@@ -14,8 +14,9 @@
  *   records), per record from bench/load (gRPC).
  * Scenarios: HTTP one message per request (wrk -c64, bench/post.lua), HTTP NDJSON batches of 1,000 records
  * (bench/load `http`, 64 keep-alive connections), gRPC Produce streams (bench/load `grpc`: grpc-go, 4 streams x
- * 1,000 in flight); values of 100 bytes, or `--value-bytes` for the single messages and gRPC records. The Go load generator is built on first use by bench/load/build.sh. Ceilings: bare
- * Deno.serve (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
+ * 1,000 in flight); values of 100 bytes, or `--value-bytes` for the single messages and gRPC records. The Go
+ * load generator is built on first use by bench/load/build.sh. Ceilings: bare Deno.serve
+ * (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
  * (bench/grpc_echo_server.ts) under the same gRPC load, and `kcat -P` sending the same number of messages; for
  * the batches also bare Deno.serve reading the same bodies, the floor of their CPU and memory.
  * Prints a markdown table and the command line. A failing scenario prints its error in its row.
