@@ -29,8 +29,8 @@ const LIST_TOPICS_TIMEOUT_MS = 5_000;
 /**
  * The share of librdkafka's queue bound (queue.buffering.max.messages) past which a batch waits to be read (see
  * roomForBatch): a quarter of the default 100,000 is 50 ms of a broker taking 500,000 records/s, enough to keep it
- * busy. Measured with 64 clients of 1,000-record batches: peak RSS 321-338 MB instead of 471-500 at the same rate
- * (bench/README.md).
+ * busy. Measured on Deno 2.8.3 with 64 clients of 1,000-record batches: peak RSS 321-338 MB instead of 471-500
+ * at the same rate (bench/README.md; on Deno 2.8.2 the peak is 377-417 MB).
  */
 const BATCH_ROOM = 0.25;
 /** The WAL counts as full for readiness when a message of 1 KiB would not fit. */
