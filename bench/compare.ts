@@ -3,6 +3,7 @@
  * single-node broker (tests/kafka/broker.ts), so that the ratios come from the same machine state.
  *
  *   deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat] [--value-bytes N]
+ *     [--rounds N]
  *
  * Per scenario: a fresh process (service, Go service or ceiling), a 2 s warm-up, then a fixed load for N seconds
  * (default 15) into a new topic of 3 partitions, then a wait until the topic's end offsets stop moving. Measured:
@@ -19,6 +20,11 @@
  * (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
  * (bench/grpc_echo_server.ts) under the same gRPC load, and `kcat -P` sending the same number of messages; for
  * the batches also bare Deno.serve reading the same bodies, the floor of their CPU and memory.
+ * `--rounds N` (default 1) measures our service and the Go service N times each for every scenario, alternated
+ * (ours first in odd rounds, Go first in even ones, so that drift over the run falls on both), a fresh process
+ * each time; their rows give the median of every figure, the figures of each round in the notes, and ours the
+ * ratio to Go of each round. On a shared machine one round's ratio can be 20 % off; the median of a few is not.
+ * Ceilings are measured once.
  * Prints a markdown table and the command line. A failing scenario prints its error in its row.
  */
 import { stringify } from "yaml";
@@ -42,10 +48,15 @@ const GO_BINARY = flag("go-binary");
 const ONLY = new Set((flag("only") ?? "http,batch,grpc,kcat").split(",").map((x) => x.trim()));
 /** The value of one HTTP message (bench/post.lua reads it from KA_VALUE_BYTES) and of one gRPC record. */
 const VALUE_BYTES = Number(flag("value-bytes") ?? 100);
-if (!(SECONDS > 0) || !Number.isInteger(VALUE_BYTES) || VALUE_BYTES < 1) {
+/** Alternated measurements of ours and Go per scenario; their rows give medians. */
+const ROUNDS = Number(flag("rounds") ?? 1);
+if (
+  !(SECONDS > 0) || !Number.isInteger(VALUE_BYTES) || VALUE_BYTES < 1 || !Number.isInteger(ROUNDS) ||
+  ROUNDS < 1
+) {
   console.error(
     "usage: deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat] " +
-      "[--value-bytes N]",
+      "[--value-bytes N] [--rounds N]",
   );
   Deno.exit(2);
 }
@@ -704,6 +715,44 @@ async function kcatCeiling(broker: Broker, dir: string, count: number): Promise<
   return row;
 }
 
+/** The median of `values` (the mean of the middle two for an even count). */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/**
+ * One row named `scenario` for its rounds: the median of each figure over the rounds that were measured, each
+ * round's msg/s, CPU and peak RSS in the note. One round is its own row.
+ */
+function combine(scenario: string, rounds: Row[]): Row {
+  if (rounds.length === 1) return rounds[0];
+  const ok = rounds.filter((r) => !r.failure);
+  if (ok.length === 0) return { ...rounds[0], scenario };
+  const row = emptyRow(scenario, ok[0].who, ok[0].kind);
+  row.rateUnit = ok[0].rateUnit;
+  const mid = (pick: (r: Row) => number | null): number | null => {
+    const values = ok.map(pick).filter((v): v is number => v !== null && !Number.isNaN(v));
+    return values.length === 0 ? null : median(values);
+  };
+  row.rate = mid((r) => r.rate);
+  row.cpuUs = mid((r) => r.cpuUs);
+  row.rssMb = mid((r) => r.rssMb);
+  row.p50Ms = mid((r) => r.p50Ms);
+  row.p99Ms = mid((r) => r.p99Ms);
+  const cores = ok.map((r) => r.generatorCores).filter((c): c is number => c !== undefined);
+  if (cores.length > 0) row.generatorCores = Math.max(...cores);
+  const list = (pick: (r: Row) => number | null, fmt: (n: number) => string) =>
+    ok.map((r) => (pick(r) === null ? "-" : fmt(pick(r)!))).join(" / ");
+  row.note = `median of ${ok.length} rounds: msg/s ${list((r) => r.rate, fmtInt)}; CPU µs ${
+    list((r) => r.cpuUs, (n) => n.toFixed(1))
+  }; peak RSS MB ${list((r) => r.rssMb, (n) => n.toFixed(0))}`;
+  const failed = rounds.filter((r) => r.failure);
+  if (failed.length > 0) row.note += `; ${failed.length} round(s) failed: ${failed[0].failure}`;
+  return row;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Output
 
@@ -792,7 +841,7 @@ try {
     }
   } else goNote = "Go service: not given (--go-binary PATH)";
 
-  const run = async (
+  const measureLogged = async (
     name: string,
     who: Row["who"],
     kind: Kind,
@@ -802,8 +851,36 @@ try {
     log(`${name} ...`);
     const row = await measure(b, name, who, kind, start, { kafka });
     log(`${name}: ${row.failure ?? `${row.rate === null ? "-" : fmtInt(row.rate)}/s, ${row.note}`}`);
+    return row;
+  };
+  const run = async (...args: Parameters<typeof measureLogged>) => {
+    const row = await measureLogged(...args);
     rows.push(row);
     return row;
+  };
+  /** Ours and (when given) Go for one scenario, alternated over the rounds; a row of medians each. */
+  const pair = async (kind: Kind, scenario: string): Promise<{ ours: Row; go: Row | null }> => {
+    const oursRounds: Row[] = [];
+    const goRounds: Row[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      const tag = ROUNDS > 1 ? ` (round ${i + 1})` : "";
+      const measureOurs = async () =>
+        oursRounds.push(await measureLogged(`${scenario}, ours${tag}`, "ours", kind, ours));
+      const measureGo = async () => {
+        if (go) goRounds.push(await measureLogged(`${scenario}, Go${tag}`, "go", kind, go));
+      };
+      if (i % 2 === 0) await measureOurs().then(measureGo);
+      else await measureGo().then(measureOurs);
+    }
+    const o = combine(`${scenario}, ours`, oursRounds);
+    rows.push(o);
+    if (!go) return { ours: o, go: null };
+    const g = combine(`${scenario}, Go`, goRounds);
+    rows.push(g);
+    goOf.set(o, g);
+    const byRound = oursRounds.map((r, i) => ratio(r, goRounds[i]));
+    if (ROUNDS > 1 && byRound.some((x) => x !== "-")) o.note += `; vs Go by round: ${byRound.join(" / ")}`;
+    return { ours: o, go: g };
   };
 
   // HTTP, one message per request.
@@ -816,13 +893,9 @@ try {
       false,
     );
     bare.label = "Deno.serve";
-    const httpOurs = await run("HTTP 1 msg/request, ours", "ours", "http", ours);
-    ceilingOf.set(httpOurs, bare);
-    if (go) {
-      const g = await run("HTTP 1 msg/request, Go", "go", "http", go);
-      ceilingOf.set(g, bare);
-      goOf.set(httpOurs, g);
-    }
+    const http = await pair("http", "HTTP 1 msg/request");
+    ceilingOf.set(http.ours, bare);
+    if (http.go) ceilingOf.set(http.go, bare);
   }
   // HTTP, NDJSON batches: its ceiling is kcat (Kafka is the limit, not HTTP), filled in below.
   const batchRows: Row[] = [];
@@ -835,13 +908,9 @@ try {
       () => startBaseline(dir, "stream"),
       false,
     );
-    const batchOurs = await run(`HTTP NDJSON ${BATCH_RECORDS} records/request, ours`, "ours", "batch", ours);
-    batchRows.push(batchOurs);
-    if (go) {
-      const g = await run(`HTTP NDJSON ${BATCH_RECORDS} records/request, Go`, "go", "batch", go);
-      batchRows.push(g);
-      goOf.set(batchOurs, g);
-    }
+    const batch = await pair("batch", `HTTP NDJSON ${BATCH_RECORDS} records/request`);
+    batchRows.push(batch.ours);
+    if (batch.go) batchRows.push(batch.go);
   }
   // gRPC Produce streams.
   if (ONLY.has("grpc")) {
@@ -853,18 +922,9 @@ try {
       false,
     );
     echo.label = "echo gRPC";
-    const grpcOurs = await run(
-      `gRPC ${GRPC_STREAMS} streams x ${GRPC_WINDOW} in flight, ours`,
-      "ours",
-      "grpc",
-      ours,
-    );
-    ceilingOf.set(grpcOurs, echo);
-    if (go) {
-      const g = await run(`gRPC ${GRPC_STREAMS} streams x ${GRPC_WINDOW} in flight, Go`, "go", "grpc", go);
-      ceilingOf.set(g, echo);
-      goOf.set(grpcOurs, g);
-    }
+    const grpc = await pair("grpc", `gRPC ${GRPC_STREAMS} streams x ${GRPC_WINDOW} in flight`);
+    ceilingOf.set(grpc.ours, echo);
+    if (grpc.go) ceilingOf.set(grpc.go, echo);
   }
   // kcat -P with as many messages as the most any scenario delivered.
   if (ONLY.has("kcat")) {
@@ -895,7 +955,9 @@ const stealPct = 100 * (jiffiesAfter.steal - jiffiesBefore.steal) /
 const cmd = `deno run -A bench/compare.ts ${Deno.args.join(" ")}`.trim();
 console.log(`\n## kafka-ambassador compare, ${startedAt.toISOString()}\n`);
 console.log(
-  `${SECONDS} s per scenario after a ${WARMUP_SECONDS} s warm-up; HTTP 1 msg/request: wrk -t1 -c${CONNECTIONS}; ` +
+  `${SECONDS} s per scenario after a ${WARMUP_SECONDS} s warm-up${
+    ROUNDS > 1 ? `, ours and Go ${ROUNDS} rounds each, alternated (medians)` : ""
+  }; HTTP 1 msg/request: wrk -t1 -c${CONNECTIONS}; ` +
     `NDJSON batches: bench/load, ${CONNECTIONS} keep-alive connections; gRPC: bench/load, ${GRPC_STREAMS} streams ` +
     `x ${GRPC_WINDOW} in flight; ${VALUE_BYTES}-byte messages and gRPC records, ${RECORD_BYTES}-byte batch ` +
     `records; one single-node broker (KRaft, loopback), new topic of ${PARTITIONS} partitions per scenario; ` +
