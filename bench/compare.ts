@@ -23,7 +23,8 @@
  * `--rounds N` (default 1) measures our service and the Go service N times each for every scenario, alternated
  * (ours first in odd rounds, Go first in even ones, so that drift over the run falls on both), a fresh process
  * each time; their rows give the median of every figure, the figures of each round in the notes, and ours the
- * ratio to Go of each round. On a shared machine one round's ratio can be 20 % off; the median of a few is not.
+ * ratio to Go of each round, and as its ratio to Go the median of those. On a shared machine one round's ratio
+ * can be 20 % off; the median of a few is steadier.
  * Ceilings are measured once.
  * Prints a markdown table and the command line. A failing scenario prints its error in its row.
  */
@@ -546,6 +547,8 @@ interface Row {
   generatorCores?: number;
   /** The row could not be measured: shown instead of the numbers. */
   failure?: string;
+  /** Ours, over several rounds: the ratio to Go column (medians of each round's ratios). */
+  goRatio?: string;
 }
 
 let topicSeq = 0;
@@ -764,6 +767,25 @@ const fmtMs = (n: number | null) =>
     ? `${(n * 1000).toFixed(0)} µs`
     : `${n.toFixed(n < 10 ? 2 : 1)} ms`;
 
+/**
+ * The median of each round's ratio, ours to Go, for rounds where both were measured: the rounds are pairs taken
+ * side by side, so their ratios are steadier than the ratio of the two medians.
+ */
+function medianRatio(ours: Row[], go: Row[]): string {
+  const rates: number[] = [];
+  const cpus: number[] = [];
+  ours.forEach((a, i) => {
+    const b = go[i];
+    if (!b || a.failure || b.failure || a.rate === null || !b.rate) return;
+    rates.push(a.rate / b.rate);
+    if (a.cpuUs !== null && b.cpuUs) cpus.push(a.cpuUs / b.cpuUs);
+  });
+  if (rates.length === 0) return "-";
+  const parts = [`${median(rates).toFixed(2)}x msg/s`];
+  if (cpus.length > 0) parts.push(`${median(cpus).toFixed(2)}x CPU/msg`);
+  return `${parts.join(", ")} (medians of ${rates.length} rounds)`;
+}
+
 function ratio(a: Row, b: Row | undefined): string {
   if (!b || a.failure || b.failure || a.rate === null || b.rate === null || b.rate === 0) return "-";
   const parts = [`${(a.rate / b.rate).toFixed(2)}x msg/s`];
@@ -790,7 +812,7 @@ function table(rows: Row[], ceilingOf: Map<Row, Row>, goOf: Map<Row, Row>): stri
         r.rssMb === null ? "-" : r.rssMb.toFixed(0)
       } | ${fmtMs(r.p50Ms)} | ${fmtMs(r.p99Ms)} | ${
         ceiling ? `${ratio(r, ceiling)} (vs ${ceiling.label ?? ceiling.scenario})` : "-"
-      } | ${r.who === "ours" ? ratio(r, goOf.get(r)) : "-"} | ${r.note} |`,
+      } | ${r.who === "ours" ? r.goRatio ?? ratio(r, goOf.get(r)) : "-"} | ${r.note} |`,
     );
   }
   return out.join("\n");
@@ -879,7 +901,10 @@ try {
     rows.push(g);
     goOf.set(o, g);
     const byRound = oursRounds.map((r, i) => ratio(r, goRounds[i]));
-    if (ROUNDS > 1 && byRound.some((x) => x !== "-")) o.note += `; vs Go by round: ${byRound.join(" / ")}`;
+    if (ROUNDS > 1 && byRound.some((x) => x !== "-")) {
+      o.note += `; vs Go by round: ${byRound.join(" / ")}`;
+      o.goRatio = medianRatio(oursRounds, goRounds);
+    }
     return { ours: o, go: g };
   };
 
