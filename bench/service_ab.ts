@@ -9,12 +9,14 @@
  * Scenarios: `http` (wrk -t1 -c64, 100-byte POSTs or KA_VALUE_BYTES from the environment, bench/post.lua; WAL
  * fallback), `always` (the same with `producer.wal.mode: always`), `batch` (bench/load http: 64 connections of
  * NDJSON batches of 1,000 records), `always-batch` (the batches with `producer.wal.mode: always`), `grpc`
- * (bench/load grpc: 4 Produce streams of 100-byte records, 1,000 in flight each; WAL fallback), and `grpc-echo`
- * (that gRPC load on bench/grpc_echo_server.ts, no Kafka: records answered instead of acknowledged, CPU per
- * answered record).
+ * (bench/load grpc: 4 Produce streams of 100-byte records or KA_VALUE_BYTES, 1,000 in flight each; WAL
+ * fallback), and `grpc-echo` (that gRPC load on bench/grpc_echo_server.ts, no Kafka: records answered instead of
+ * acknowledged, CPU per answered record).
  * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none); `--kafka K=V`
  * sets any other librdkafka property, e.g. `--kafka queue.buffering.max.messages=30000` (repeatable). The service
- * inherits this process's environment, so `DENO_V8_FLAGS=...` before the command reaches it. REVISION `none`
+ * inherits this process's environment, so `DENO_V8_FLAGS=...` before the command reaches both sides; `--env K=V`
+ * (repeatable) sets one for the worktree's side only, e.g. `HEAD --env DENO_V8_FLAGS=--max-semi-space-size=16`
+ * to measure a V8 flag against none on the same code. REVISION `none`
  * runs the worktree alone (e.g. one long batch load to see whether RSS grows). `--deno PATH` runs the REVISION side
  * on another Deno (REVISION HEAD and a clean worktree: one runtime against the other, same code). `--threads` also
  * prints, per round,
@@ -24,7 +26,7 @@
  * when the service exits (bench/cpu_profile.ts summarizes one); the profiler costs some throughput on both sides.
  *
  * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds 2]
- *      [--seconds 8] [--codec none|gzip|lz4] [--kafka K=V] [--deno PATH] [--threads] [--cpu-prof DIR]
+ *      [--seconds 8] [--codec none|gzip|lz4] [--kafka K=V] [--env K=V] [--deno PATH] [--threads] [--cpu-prof DIR]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
@@ -44,14 +46,20 @@ const SCENARIOS = flag("only", "http,always,batch").split(",");
 const ROUNDS = Number(flag("rounds", "2"));
 const SECONDS = Number(flag("seconds", "8"));
 const CODEC = flag("codec", "none");
-/** `--kafka K=V`, each time it is given. */
-const KAFKA_EXTRA: Record<string, string> = {};
-for (let i = 0; i < Deno.args.length - 1; i++) {
-  if (Deno.args[i] !== "--kafka") continue;
-  const [key, value] = Deno.args[i + 1].split(/=(.*)/s, 2);
-  if (value === undefined) throw new Error(`--kafka ${Deno.args[i + 1]}: expected KEY=VALUE`);
-  KAFKA_EXTRA[key] = value;
+/** Every `--NAME K=V` of the command line, as an object. */
+function pairs(name: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < Deno.args.length - 1; i++) {
+    if (Deno.args[i] !== `--${name}`) continue;
+    const [key, value] = Deno.args[i + 1].split(/=(.*)/s, 2);
+    if (value === undefined) throw new Error(`--${name} ${Deno.args[i + 1]}: expected KEY=VALUE`);
+    out[key] = value;
+  }
+  return out;
 }
+const KAFKA_EXTRA = pairs("kafka");
+/** `--env K=V`: environment of the worktree's service only (DENO_V8_FLAGS=..., KA_...). */
+const WORKTREE_ENV = pairs("env");
 const THREADS = Deno.args.includes("--threads");
 const CPU_PROF = flag("cpu-prof", "");
 /** The Deno that runs the REVISION side. */
@@ -59,7 +67,7 @@ const REVISION_DENO = flag("deno", DENO);
 if (REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0)) {
   console.error(
     "usage: bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds N] " +
-      "[--seconds N] [--deno PATH] [--threads] [--cpu-prof DIR]",
+      "[--seconds N] [--codec C] [--kafka K=V] [--env K=V] [--deno PATH] [--threads] [--cpu-prof DIR]",
   );
   Deno.exit(2);
 }
@@ -119,7 +127,8 @@ async function loadBinary(): Promise<string> {
 
 /** bench/load grpc against `target` (host:port); returns the records answered. */
 async function grpcLoad(target: string, topic: string): Promise<number> {
-  const args = ["grpc", "-seconds", String(SECONDS), "-target", target, "-topic", topic, "-size", "100"];
+  const size = Deno.env.get("KA_VALUE_BYTES") ?? "100";
+  const args = ["grpc", "-seconds", String(SECONDS), "-target", target, "-topic", topic, "-size", size];
   const r = await runCommand(await loadBinary(), args, { timeoutMs: SECONDS * 1000 + 60_000 });
   const lines = new TextDecoder().decode(r.stdout).trim().split("\n");
   if (r.code !== 0) throw new Error(`bench/load grpc exit ${r.code}: ${r.stderr.trim().slice(-300)}`);
@@ -180,7 +189,7 @@ async function round(
     },
   }, {
     dir,
-    env: { KA_LOG_LEVEL: "warn" },
+    env: { KA_LOG_LEVEL: "warn", ...(root === ROOT ? WORKTREE_ENV : {}) },
     command: (config) => ({
       cmd: root === ROOT ? DENO : REVISION_DENO,
       args: [

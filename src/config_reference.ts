@@ -6,6 +6,7 @@
  * Run: deno task config-reference   (rewrites config/example.yaml and README.md's section)
  */
 import { BROKERS, Key, KEYS, SCHEMA } from "./config_keys.ts";
+import { LIBRDKAFKA_DEFAULTS } from "./kafka/defaults.ts";
 
 const HEADER = `# kafka-ambassador configuration: every key with its default.
 # Written from the key table (src/config_keys.ts) by \`deno task config-reference\`; do not edit by hand.
@@ -25,6 +26,8 @@ const KAFKA_FOOTER =
 # acks: all
 # security.protocol: ssl
 # ssl.ca.location: /etc/kafka/ca.pem
+# These are set unless given here (librdkafka's own defaults apply to the rest):
+${Object.entries(LIBRDKAFKA_DEFAULTS).map(([key, value]) => `# ${key}: ${value}`).join("\n")}
 `;
 
 /** The reference file's text. */

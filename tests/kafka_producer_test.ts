@@ -345,6 +345,27 @@ Deno.test("whenBelow: a waiter that timed out does not hold back one with a high
   }
 });
 
+Deno.test("by default librdkafka's queue holds at most 64 MiB of records, however few they are", async () => {
+  // Its own default (1 GiB) would take 100,000 records of any size: 400 MB of 4 KiB ones, held twice.
+  const p = open({ ...DEAD, "message.timeout.ms": "60000" });
+  const topic = topicName();
+  const value = new Uint8Array(4096);
+  const sent: Promise<unknown>[] = [];
+  try {
+    while (sent.length < 100_000) {
+      const before = p.inFlight;
+      const s = p.produce({ topic, value }, { fullQueueWaitMs: 0 });
+      s.catch(() => {});
+      sent.push(s);
+      if (p.inFlight === before) break;
+    }
+    assert.equal(p.inFlight, 16_384, "64 MiB of 4 KiB records");
+    assert.equal((await rejection(sent[sent.length - 1])).errName, "_QUEUE_FULL");
+  } finally {
+    await p.close(200);
+  }
+});
+
 Deno.test("close purges what is left with a retryable error, never hangs, and is idempotent", async () => {
   const p = open({ ...DEAD, "message.timeout.ms": "60000", "queue.buffering.max.messages": "2" });
   const topic = topicName();
@@ -400,6 +421,11 @@ Deno.test("configuration: checked, read back, defaults, refused at open with the
   assert.equal(effectiveKafkaConfig({ acks: "all" }, "acks"), "-1");
   assert.equal(effectiveKafkaConfig({}, "statistics.interval.ms"), "15000");
   assert.equal(effectiveKafkaConfig({}, "log.queue"), "true");
+  assert.equal(effectiveKafkaConfig({}, "queue.buffering.max.kbytes"), "65536");
+  assert.equal(
+    effectiveKafkaConfig({ "queue.buffering.max.kbytes": "1024" }, "queue.buffering.max.kbytes"),
+    "1024",
+  );
   assert.equal(effectiveKafkaConfig({}, "compression.codec"), "gzip", "the Go service's default");
   assert.equal(effectiveKafkaConfig({}, "message.timeout.ms"), "60000", "the Go service's default");
   assert.equal(effectiveKafkaConfig({ "compression.codec": "none" }, "compression.codec"), "none");

@@ -13,6 +13,7 @@ import {
   topicLabel,
   watchProducer,
 } from "../metrics.ts";
+import { LIBRDKAFKA_DEFAULTS } from "./defaults.ts";
 import { ERR, isRetryable, isSecurityFailure, KafkaError } from "./errors.ts";
 import {
   type DeliveryReport,
@@ -51,21 +52,6 @@ export interface KafkaProducerOptions {
   /** Each statistics object, besides the rdkafka_* gauges that are updated anyway. */
   onStats?: (stats: Record<string, unknown>) => void;
 }
-
-/**
- * Properties set unless the user sets them: stats feed the rdkafka_* gauges; librdkafka's own log lines come
- * through the event queue so that they are written as JSON lines like every other log. The rest are the Go
- * service's defaults, so that a config written for it produces the same way (gzip above all), except its
- * `max.in.flight.requests.per.connection: 20`, with which `enable.idempotence: true` would refuse to start.
- */
-const DEFAULTS: Record<string, string> = {
-  "statistics.interval.ms": "15000",
-  "log.queue": "true",
-  "compression.codec": "gzip",
-  "batch.num.messages": "100000",
-  "socket.timeout.ms": "10000",
-  "message.timeout.ms": "60000",
-};
 
 /** How long one wait for events may last; also how often the queue length gauge is refreshed when idle. */
 const POLL_TIMEOUT_MS = 100;
@@ -992,7 +978,7 @@ export class KafkaProducer {
 /** A scratch configuration with the defaults and `config` applied; throws "kafka.<key>: <reason>". */
 function buildConfig(lib: RdLibrary, config: Record<string, string>): RdConfig {
   const conf = lib.newConfig();
-  for (const [key, value] of Object.entries({ ...DEFAULTS, ...config })) {
+  for (const [key, value] of Object.entries({ ...LIBRDKAFKA_DEFAULTS, ...config })) {
     const problem = conf.set(key, value);
     if (problem !== null) {
       conf.destroy();
