@@ -767,32 +767,32 @@ const fmtMs = (n: number | null) =>
     ? `${(n * 1000).toFixed(0)} µs`
     : `${n.toFixed(n < 10 ? 2 : 1)} ms`;
 
-/**
- * The median of each round's ratio, ours to Go, for rounds where both were measured: the rounds are pairs taken
- * side by side, so their ratios are steadier than the ratio of the two medians.
- */
-function medianRatio(ours: Row[], go: Row[]): string {
-  const rates: number[] = [];
-  const cpus: number[] = [];
-  ours.forEach((a, i) => {
-    const b = go[i];
-    if (!b || a.failure || b.failure || a.rate === null || !b.rate) return;
-    rates.push(a.rate / b.rate);
-    if (a.cpuUs !== null && b.cpuUs) cpus.push(a.cpuUs / b.cpuUs);
-  });
-  if (rates.length === 0) return "-";
-  const parts = [`${median(rates).toFixed(2)}x msg/s`];
-  if (cpus.length > 0) parts.push(`${median(cpus).toFixed(2)}x CPU/msg`);
-  return `${parts.join(", ")} (medians of ${rates.length} rounds)`;
+/** `a`'s msg/s and CPU per message over `b`'s (cpu null when not both measured); null without both rates. */
+function ratios(a: Row, b: Row | undefined): { rate: number; cpu: number | null } | null {
+  if (!b || a.failure || b.failure || a.rate === null || b.rate === null || b.rate === 0) return null;
+  const cpu = a.cpuUs !== null && b.cpuUs !== null && b.cpuUs > 0 ? a.cpuUs / b.cpuUs : null;
+  return { rate: a.rate / b.rate, cpu };
+}
+
+function formatRatios(rate: number, cpu: number | null): string {
+  return cpu === null ? `${rate.toFixed(2)}x msg/s` : `${rate.toFixed(2)}x msg/s, ${cpu.toFixed(2)}x CPU/msg`;
 }
 
 function ratio(a: Row, b: Row | undefined): string {
-  if (!b || a.failure || b.failure || a.rate === null || b.rate === null || b.rate === 0) return "-";
-  const parts = [`${(a.rate / b.rate).toFixed(2)}x msg/s`];
-  if (a.cpuUs !== null && b.cpuUs !== null && b.cpuUs > 0) {
-    parts.push(`${(a.cpuUs / b.cpuUs).toFixed(2)}x CPU/msg`);
-  }
-  return parts.join(", ");
+  const r = ratios(a, b);
+  return r === null ? "-" : formatRatios(r.rate, r.cpu);
+}
+
+/**
+ * The median of each round's ratio, ours to Go, over the rounds where both were measured ("-" for none): the
+ * rounds are pairs taken side by side, so their ratios are steadier than the ratio of the two medians.
+ */
+function medianRatio(ours: Row[], go: Row[]): string {
+  const each = ours.map((a, i) => ratios(a, go[i])).filter((r) => r !== null);
+  if (each.length === 0) return "-";
+  const cpus = each.map((r) => r.cpu).filter((c) => c !== null);
+  const text = formatRatios(median(each.map((r) => r.rate)), cpus.length > 0 ? median(cpus) : null);
+  return `${text} (medians of ${each.length} rounds)`;
 }
 
 function table(rows: Row[], ceilingOf: Map<Row, Row>, goOf: Map<Row, Row>): string {
@@ -900,10 +900,10 @@ try {
     const g = combine(`${scenario}, Go`, goRounds);
     rows.push(g);
     goOf.set(o, g);
-    const byRound = oursRounds.map((r, i) => ratio(r, goRounds[i]));
-    if (ROUNDS > 1 && byRound.some((x) => x !== "-")) {
-      o.note += `; vs Go by round: ${byRound.join(" / ")}`;
-      o.goRatio = medianRatio(oursRounds, goRounds);
+    const medians = medianRatio(oursRounds, goRounds);
+    if (ROUNDS > 1 && medians !== "-") {
+      o.note += `; vs Go by round: ${oursRounds.map((r, i) => ratio(r, goRounds[i])).join(" / ")}`;
+      o.goRatio = medians;
     }
     return { ours: o, go: g };
   };
