@@ -16,12 +16,11 @@
  * sets any other librdkafka property, e.g. `--kafka queue.buffering.max.messages=30000` (repeatable). The service
  * inherits this process's environment, so `DENO_V8_FLAGS=...` before the command reaches both sides; `--env K=V`
  * (repeatable) sets one for the worktree's side only, e.g. `HEAD --env DENO_V8_FLAGS=--max-semi-space-size=16`
- * to measure a V8 flag against none on the same code. REVISION `none`
- * runs the worktree alone (e.g. one long batch load to see whether RSS grows). `--deno PATH` runs the REVISION side
- * on another Deno (REVISION HEAD and a clean worktree: one runtime against the other, same code). `--threads` also
- * prints, per round,
- * where the CPU went: user and system µs per record for each kind of thread of the service (`/proc/PID/task/*`,
- * threads named alike summed: the JS thread `deno`, tokio's blocking pool, librdkafka's `rdk:*`, V8's workers).
+ * to measure a V8 flag against none on the same code. REVISION `none` runs the worktree alone (e.g. one long
+ * batch load to see whether RSS grows). `--deno PATH` runs the REVISION side on another Deno (REVISION HEAD and a
+ * clean worktree: one runtime against the other, same code). `--threads` also prints, per round, where the CPU
+ * went: user and system µs per record for each kind of thread of the service (`/proc/PID/task/*`, threads named
+ * alike summed: the JS thread `deno`, tokio's blocking pool, librdkafka's `rdk:*`, V8's workers).
  * `--cpu-prof DIR` runs each service under V8's CPU profiler: DIR/<side>-<scenario>-<round>/*.cpuprofile, written
  * when the service exits (bench/cpu_profile.ts summarizes one); the profiler costs some throughput on both sides.
  *

@@ -1,5 +1,3 @@
-/** The librdkafka properties set unless the config sets them: applied by producer.ts, listed by the config reference. */
-
 /**
  * The most record bytes librdkafka's queue holds (`queue.buffering.max.kbytes`, 64 MiB). librdkafka's own default,
  * 1 GiB, leaves the bound to `queue.buffering.max.messages` (100,000): when the broker is slower than the clients
@@ -10,11 +8,11 @@
 const QUEUE_KBYTES = 65_536;
 
 /**
- * Properties set unless the user sets them: stats feed the rdkafka_* gauges; librdkafka's own log lines come
- * through the event queue so that they are written as JSON lines like every other log; the queue is bounded in
- * bytes (QUEUE_KBYTES). The rest are the Go service's defaults, so that a config written for it produces the
- * same way (gzip above all), except its `max.in.flight.requests.per.connection: 20`, with which
- * `enable.idempotence: true` would refuse to start.
+ * The librdkafka properties set unless the config sets them (applied by producer.ts, listed by the config
+ * reference): stats feed the rdkafka_* gauges; librdkafka's own log lines come through the event queue so that
+ * they are written as JSON lines like every other log; the queue is bounded in bytes (QUEUE_KBYTES). The rest are
+ * the Go service's defaults, so that a config written for it produces the same way (gzip above all), except its
+ * `max.in.flight.requests.per.connection: 20`, with which `enable.idempotence: true` would refuse to start.
  */
 export const LIBRDKAFKA_DEFAULTS: Readonly<Record<string, string>> = {
   "statistics.interval.ms": "15000",
