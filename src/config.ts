@@ -3,9 +3,17 @@
  * turned into a typed, validated Config. Every key is one entry of the table in config_keys.ts.
  */
 import { parse } from "yaml";
-import { BROKERS, Key, KEYS, SCHEMA, type Values } from "./config_keys.ts";
+import {
+  BROKERS,
+  GO_KEYS_WITHOUT_EFFECT,
+  goKeyWithoutEffect,
+  Key,
+  KEYS,
+  SCHEMA,
+  type Values,
+} from "./config_keys.ts";
 import { describe } from "./config_values.ts";
-import { isLevel, LEVELS, log, redactInLogs } from "./log.ts";
+import { log, redactInLogs } from "./log.ts";
 
 export type { WalMode } from "./config_keys.ts";
 
@@ -48,18 +56,23 @@ export async function loadConfig(path: string, env?: Record<string, string>): Pr
  *
  * Environment: `KA_<KEY>` with the key upper-cased and its dots kept (`KA_PRODUCER.RESEND.PERIOD=5s`) or, for
  * shells that refuse dots, written as `__` (`KA_PRODUCER__RESEND__PERIOD=5s`); no key contains `__`, so both
- * spellings are unambiguous. Env wins over the file. Lists are comma-separated. `KA_LOG_LEVEL` and other
- * `KA_*` names outside `server`, `producer` and `kafka` are not config keys and are ignored.
+ * spellings are unambiguous. Env wins over the file. Lists are comma-separated. `KA_LOG_LEVEL` is
+ * `global.log.level`; other `KA_*` names outside the key table are ignored unless they look like a key.
+ * Keys of the Go service that have no effect here (GO_KEYS_WITHOUT_EFFECT) are accepted, and logged.
  * `env` defaults to the process environment; pass `{}` to ignore it.
  * @example parseConfig("producer.wal.in_memory: true\nkafka: { brokers: [k1:9092] }", {})
  */
 export function parseConfig(yamlText: string, env?: Record<string, string>): Config {
   const entries = new Map<string, Entry>();
-  flattenInto(entries, parseYaml(yamlText), "");
-  applyEnv(entries, env ?? Deno.env.toObject());
+  const withoutEffect = new Set<string>();
+  flattenInto(entries, withoutEffect, parseYaml(yamlText), "");
+  applyEnv(entries, withoutEffect, env ?? Deno.env.toObject());
   const config = build(entries);
   validate(config);
   requireIdempotenceForOrder(config);
+  for (const name of withoutEffect) {
+    log("warn", `config: ${name} has no effect here: ${GO_KEYS_WITHOUT_EFFECT.get(name)}`, { key: name });
+  }
   return config;
 }
 
@@ -68,6 +81,8 @@ interface Entry {
   value: unknown;
   from?: string;
 }
+
+const LOG_LEVEL = SCHEMA.global.log.level;
 
 function isKey(key: string): boolean {
   return KEYS.has(key);
@@ -88,8 +103,16 @@ function isMap(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-/** Flattens nested maps into dotted, lower-cased keys (viper matched keys case-insensitively). */
-function flattenInto(entries: Map<string, Entry>, value: unknown, prefix: string): void {
+/**
+ * Flattens nested maps into dotted, lower-cased keys (viper matched keys case-insensitively); the Go service's keys
+ * that have no effect here go to `withoutEffect` instead.
+ */
+function flattenInto(
+  entries: Map<string, Entry>,
+  withoutEffect: Set<string>,
+  value: unknown,
+  prefix: string,
+): void {
   if (value === null) return;
   if (!isMap(value)) {
     if (prefix === "") {
@@ -100,8 +123,13 @@ function flattenInto(entries: Map<string, Entry>, value: unknown, prefix: string
   for (const [rawKey, child] of Object.entries(value)) {
     const key = prefix === "" ? rawKey.toLowerCase() : `${prefix}.${rawKey.toLowerCase()}`;
     if (child === null) continue;
+    const goKey = goKeyWithoutEffect(key);
+    if (goKey !== undefined) {
+      withoutEffect.add(goKey);
+      continue;
+    }
     if (isMap(child) && !isKey(key)) {
-      flattenInto(entries, child, key);
+      flattenInto(entries, withoutEffect, child, key);
       continue;
     }
     if (!key.startsWith("kafka.") && !isKey(key)) {
@@ -118,23 +146,26 @@ function isPrefixOfKey(key: string): boolean {
 }
 
 /** Applies `KA_*` overrides; they win over the file. */
-function applyEnv(entries: Map<string, Entry>, env: Record<string, string>): void {
+function applyEnv(
+  entries: Map<string, Entry>,
+  withoutEffect: Set<string>,
+  env: Record<string, string>,
+): void {
   const seen = new Map<string, string>();
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith("KA_")) continue;
-    const key = name.slice(3).replaceAll("__", ".").toLowerCase();
-    if (key === "log_level") {
-      if (!isLevel(value.toLowerCase())) {
-        throw new ConfigError(
-          `config: ${name}: expected one of ${LEVELS.join(", ")}, got ${JSON.stringify(value)}`,
-        );
-      }
+    const written = name.slice(3).replaceAll("__", ".").toLowerCase();
+    // The short name the service has always read, for the key the Go service read as KA_GLOBAL.LOG.LEVEL.
+    const key = written === "log_level" ? LOG_LEVEL.name : written;
+    const goKey = goKeyWithoutEffect(key);
+    if (goKey !== undefined) {
+      withoutEffect.add(goKey);
       continue;
     }
     if (!isKey(key) && !key.startsWith("kafka.")) {
       // A name with a key path in it is meant as an override: a typo must not pass unnoticed. Names without one
       // (KA_SERVICE_HOST, as Kubernetes sets for a Service named "ka") are not ours.
-      if (key.includes(".") || /^(server|producer|kafka)_/.test(key)) throw unknownKey(key, name);
+      if (key.includes(".") || /^(global|server|producer|kafka)_/.test(key)) throw unknownKey(key, name);
       continue;
     }
     const earlier = seen.get(key);

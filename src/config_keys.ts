@@ -10,6 +10,7 @@ import {
   int,
   list,
   listen,
+  logLevel,
   oneOf,
   positiveDuration,
   rate,
@@ -106,6 +107,16 @@ function connectionKeys(
 
 /** The keys, nested as Config is: section names are those of the file, a leaf is one key. */
 export const SCHEMA = {
+  global: {
+    log: {
+      level: new Key(
+        "global.log.level",
+        logLevel,
+        "info",
+        "lowest level logged: debug, info, warn, error (zap's dpanic, panic, fatal: error); KA_LOG_LEVEL too",
+      ),
+    },
+  },
   server: {
     http: {
       listen: new Key(
@@ -295,6 +306,12 @@ export const SCHEMA = {
       600_000,
       "on SIGHUP or after a fatal producer error, how long the replaced producer may drain before it is closed",
     ),
+    getMetadataTimeoutMs: new Key(
+      "producer.get_metadata_timeout",
+      duration,
+      5_000,
+      "how long GET /topics and gRPC ListTopics wait for the cluster's topic list",
+    ),
     shutdownTimeoutMs: new Key(
       "producer.shutdown_timeout",
       duration,
@@ -311,6 +328,51 @@ export const BROKERS = new Key(
   [] as string[],
   'joined with "," into bootstrap.servers (an explicit kafka.bootstrap.servers wins)',
 );
+
+/**
+ * Keys that the Go service read and that have no effect here, each with the reason: a Go service's config file
+ * starts this one unchanged, and the start logs each of these it finds. A name also covers every key under it.
+ */
+export const GO_KEYS_WITHOUT_EFFECT: ReadonlyMap<string, string> = new Map([
+  ...[
+    "encoding",
+    "outputpaths",
+    "erroroutputpaths",
+    "encoderconfig",
+    "development",
+    "disablecaller",
+    "disablestacktrace",
+    "sampling",
+    "initialfields",
+  ].map((field) =>
+    [`global.log.${field}`, "logs are JSON lines on stderr (ts, level, msg and fields)"] as const
+  ),
+  ["server.grpc.monitoring.enable", "the gRPC metrics are always on"],
+  ["server.grpc.monitoring.histogram.enable", "grpc_server_handling_seconds is always on"],
+  ...[
+    "collect_metrics_period",
+    "write_batch_timeout",
+    "delete_batch_timeout",
+    "write_batch_size",
+    "delete_batch_size",
+    "log_gc_idle_time",
+    "log_gc_discard_ratio",
+    "iterator_prefetch_size",
+    "write_ch_size",
+    "delete_ch_size",
+  ].map((field) =>
+    [`producer.wal.${field}`, "it tuned the Go service's WAL store, which this WAL does not use"] as const
+  ),
+  ["producer.wal.skip_topics", "the Go service never read it either; producer.wal.disable_topics is the key"],
+]);
+
+/** The entry of GO_KEYS_WITHOUT_EFFECT that `key` is or lies under, if any. */
+export function goKeyWithoutEffect(key: string): string | undefined {
+  for (const name of GO_KEYS_WITHOUT_EFFECT.keys()) {
+    if (key === name || key.startsWith(`${name}.`)) return name;
+  }
+  return undefined;
+}
 
 /** A schema subtree as the values it describes. */
 export type Values<S> = { [K in keyof S]: S[K] extends Key<infer T> ? T : Values<S[K]> };

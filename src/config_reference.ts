@@ -5,7 +5,7 @@
  *
  * Run: deno task config-reference   (rewrites config/example.yaml and README.md's section)
  */
-import { BROKERS, Key, KEYS, SCHEMA } from "./config_keys.ts";
+import { BROKERS, GO_KEYS_WITHOUT_EFFECT, Key, KEYS, SCHEMA } from "./config_keys.ts";
 import { LIBRDKAFKA_DEFAULTS } from "./kafka/defaults.ts";
 
 const HEADER = `# kafka-ambassador configuration: every key with its default.
@@ -30,10 +30,31 @@ const KAFKA_FOOTER =
 ${Object.entries(LIBRDKAFKA_DEFAULTS).map(([key, value]) => `# ${key}: ${value}`).join("\n")}
 `;
 
+/** GO_KEYS_WITHOUT_EFFECT, grouped by reason. */
+function goFooter(): string {
+  const byReason = Map.groupBy(GO_KEYS_WITHOUT_EFFECT, ([, why]) => why);
+  let out =
+    "# Keys of the Go service that are accepted and have no effect here (the start logs each one it finds):\n";
+  for (const [why, keys] of byReason) {
+    out += `# - ${why}:\n`;
+    let line = "#  ";
+    for (const [i, [key]] of keys.entries()) {
+      const word = ` ${key}${i < keys.length - 1 ? "," : ""}`;
+      if (line.length + word.length > 118) {
+        out += `${line}\n`;
+        line = "#  ";
+      }
+      line += word;
+    }
+    out += `${line}\n`;
+  }
+  return out;
+}
+
 /** The reference file's text. */
 export function configReference(): string {
   const sections = Object.entries(SCHEMA).map(([name, node]) => section(name, node, ""));
-  sections.push(section("kafka", { brokers: BROKERS }, "") + KAFKA_FOOTER);
+  sections.push(section("kafka", { brokers: BROKERS }, "") + KAFKA_FOOTER, goFooter());
   return `${HEADER}\n${sections.join("\n")}`;
 }
 

@@ -5,6 +5,7 @@
  */
 import { formatDuration, parseDuration } from "./duration.ts";
 import { listenAddress } from "./listen_address.ts";
+import { isLevel, type Level, LEVELS } from "./log.ts";
 
 /** How one kind of value is read and shown. */
 export interface ValueKind<T> {
@@ -86,6 +87,21 @@ export function oneOf<T extends string>(choices: readonly T[]): ValueKind<T> {
     show: (value) => value,
   };
 }
+
+/** zap's levels above `error`, which the Go service's `global.log.level` took: here they log errors only. */
+const ZAP_ERROR_LEVELS = ["dpanic", "panic", "fatal"];
+
+/** A log level, in any case; the Go service's `dpanic`, `panic` and `fatal` mean `error`. */
+export const logLevel: ValueKind<Level> = {
+  read(value) {
+    const expected = `one of ${LEVELS.join(", ")}`;
+    const word = scalar(value, expected).trim().toLowerCase();
+    if (isLevel(word)) return word;
+    if (ZAP_ERROR_LEVELS.includes(word)) return "error";
+    throw new Error(`expected ${expected}, got ${describe(value)}`);
+  },
+  show: (value) => value,
+};
 
 /** An integer of at least `min`. */
 export function int(min: number): ValueKind<number> {

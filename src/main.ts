@@ -4,7 +4,7 @@ import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, librdkafkaVersion } from "./kafka/producer.ts";
 import { formatHostPort, listenAddress } from "./listen_address.ts";
-import { log } from "./log.ts";
+import { log, setLogLevel } from "./log.ts";
 import { loadSecurity } from "./server/security.ts";
 import type { TlsMaterial } from "./server/tls.ts";
 import { type Service, startService } from "./service.ts";
@@ -66,6 +66,7 @@ async function main(): Promise<number> {
     }
     if (!args.configPath) throw new ConfigError(`no config file given\n${USAGE}`);
     config = await loadConfig(args.configPath, Deno.env.toObject());
+    setLogLevel(config.global.log.level);
     const kafkaProblem = checkKafkaConfig(config.kafka);
     if (kafkaProblem) throw new ConfigError(`config: ${kafkaProblem}`);
     if (!config.kafka["bootstrap.servers"]?.trim()) {

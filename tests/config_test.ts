@@ -248,15 +248,85 @@ Deno.test("config: an env override with a key path must name a known key; other 
   assert.deepEqual(config.producer.wal, defaultConfigWal());
 });
 
-Deno.test("config: KA_LOG_LEVEL must be a level", () => {
+Deno.test("config: global.log.level, from the file, KA_GLOBAL.LOG.LEVEL or KA_LOG_LEVEL, must be a level", () => {
+  assert.equal(defaultConfig().global.log.level, "info");
+  assert.equal(parse(`${MINIMAL}global: {log: {level: debug}}\n`).global.log.level, "debug");
+  // zap's levels above error, which the Go service took.
+  assert.equal(parse(`${MINIMAL}global.log.level: FATAL\n`).global.log.level, "error");
+  assert.equal(
+    parse(`${MINIMAL}global.log.level: debug\n`, { KA_LOG_LEVEL: "WARN" }).global.log.level,
+    "warn",
+  );
+  assert.equal(parse(MINIMAL, { "KA_GLOBAL.LOG.LEVEL": "error" }).global.log.level, "error");
   assertConfigError(
     MINIMAL,
-    'config: KA_LOG_LEVEL: expected one of debug, info, warn, error, got "verbose"',
-    {
-      KA_LOG_LEVEL: "verbose",
-    },
+    'config: global.log.level: expected one of debug, info, warn, error, got "verbose" (from KA_LOG_LEVEL)',
+    { KA_LOG_LEVEL: "verbose" },
   );
-  parse(MINIMAL, { KA_LOG_LEVEL: "WARN" });
+  assertConfigError(
+    MINIMAL,
+    "config: global.log.level: set by both KA_GLOBAL.LOG.LEVEL and KA_LOG_LEVEL",
+    { "KA_GLOBAL.LOG.LEVEL": "info", KA_LOG_LEVEL: "debug" },
+  );
+});
+
+Deno.test("config: the Go service's keys that have no effect here are accepted, in the file and the environment", () => {
+  // Every key the Go service read (main.go's defaults, zap's config, its gRPC server and its WAL's yaml fields),
+  // and the Go repository's own configs/ka.yaml, which has skip_topics.
+  const goFile = `
+global:
+  log:
+    level: warn
+    encoding: console
+    outputPaths: [stdout, /var/log/ka.log]
+    errorOutputPaths: [stderr]
+    development: false
+    disableCaller: true
+    disableStacktrace: true
+    sampling: {initial: 100, thereafter: 100}
+    initialFields: {service: ka}
+    encoderConfig: {messageKey: msg, levelKey: level, timeKey: ts, levelEncoder: lowercase}
+server:
+  grpc:
+    listen: "0.0.0.0:19094"
+    max.request.size: 4194304
+    monitoring: {enable: true, histogram: {enable: false}}
+producer:
+  get_metadata_timeout: 2s
+  resend: {period: 1m, rate_limit: 10000}
+  wal:
+    mode: fallback
+    path: /data/wal
+    skip_topics: [test1]
+    collect_metrics_period: 10s
+    write_batch_timeout: 100ms
+    delete_batch_timeout: 100ms
+    write_batch_size: 100
+    delete_batch_size: 100
+    log_gc_idle_time: 1m
+    log_gc_discard_ratio: 0.5
+    iterator_prefetch_size: 100
+    write_ch_size: 1000
+    delete_ch_size: 1000
+kafka:
+  brokers: [k1:9092]
+`;
+  const config = parse(goFile, {
+    "KA_GLOBAL.LOG.ENCODING": "json",
+    "KA_PRODUCER.WAL.WRITE_BATCH_SIZE": "10",
+    "KA_SERVER.GRPC.MONITORING.ENABLE": "false",
+  });
+  assert.equal(config.global.log.level, "warn");
+  assert.equal(config.producer.getMetadataTimeoutMs, 2_000);
+  assert.equal(config.producer.wal.path, "/data/wal");
+  assert.equal(config.server.grpc.listen, "0.0.0.0:19094");
+  assert.equal(defaultConfig().producer.getMetadataTimeoutMs, 5_000);
+  // Only those keys: a neighbour of theirs is still refused.
+  assertConfigError(`${MINIMAL}global.log.colour: true\n`, "config: global.log.colour: unknown key");
+  assertConfigError(
+    `${MINIMAL}server.grpc.monitoring.enabled: true\n`,
+    "config: server.grpc.monitoring.enabled: unknown key",
+  );
 });
 
 function defaultConfigWal(): Config["producer"]["wal"] {

@@ -25,7 +25,6 @@ import { ProduceError, type ProduceResult, type ProducerFacade, type Readiness }
 const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000;
 /** Bytes a WAL line adds to a message: JSON field names, id, timestamps, checksum (base64 growth is added apart). */
 const WAL_LINE_OVERHEAD = 160;
-const LIST_TOPICS_TIMEOUT_MS = 5_000;
 /**
  * The share of librdkafka's queue bound (queue.buffering.max.messages) past which a batch waits to be read (see
  * roomForBatch): a quarter of the default 100,000 is 50 ms of a broker taking 500,000 records/s, enough to keep it
@@ -59,6 +58,8 @@ export class Facade implements ProducerFacade {
   readonly #walMaxBytes: number;
   /** How long a message that may be spooled waits for room in a full librdkafka queue. */
   readonly #fullQueueWaitMs: number;
+  /** `producer.get_metadata_timeout`. */
+  readonly #listTopicsTimeoutMs: number;
   /** The send options of a message that may be spooled, made once: the single-message path is hot. */
   readonly #spoolableSend: ProduceOptions;
   /** WAL bytes promised to messages in librdkafka that would be spooled if their delivery failed. */
@@ -129,6 +130,7 @@ export class Facade implements ProducerFacade {
     // Under key order a message never waits for queue room: one that gave up waiting could be overtaken by a later
     // message of its key that found room. A full queue sends it to the WAL at once, and its key follows it there.
     this.#fullQueueWaitMs = this.#order === null ? config.producer.fullQueueWaitMs : 0;
+    this.#listTopicsTimeoutMs = config.producer.getMetadataTimeoutMs;
     this.#spoolableSend = { fullQueueWaitMs: this.#fullQueueWaitMs };
     const max = Number(config.kafka["message.max.bytes"] ?? DEFAULT_MAX_MESSAGE_BYTES);
     this.maxMessageBytes = Number.isFinite(max) && max > 0 ? max : DEFAULT_MAX_MESSAGE_BYTES;
@@ -484,7 +486,7 @@ export class Facade implements ProducerFacade {
       throw new ProduceError("unavailable", "kafka unavailable (circuit breaker open)", 5);
     }
     try {
-      return await this.#producer.listTopics(LIST_TOPICS_TIMEOUT_MS);
+      return await this.#producer.listTopics(this.#listTopicsTimeoutMs);
     } catch (err) {
       logRepeated("kafka: cannot list topics", "warn", "kafka: cannot list topics", { error: err });
       throw new ProduceError("unavailable", "kafka: cannot list topics", 5);
