@@ -104,12 +104,14 @@ Deno.test("key, headers, explicit partition and timestamp reach the broker (read
   }
 });
 
-Deno.test("a dead address: messages fail with retryable _MSG_TIMED_OUT, onError sees the transport", async () => {
+Deno.test("a dead address: messages fail with retryable _MSG_TIMED_OUT, counted under its text as the Go service did; onError sees the transport", async () => {
   const seen: number[] = [];
   const p = open({ ...DEAD, "message.timeout.ms": "1500" }, { onError: (e) => seen.push(e.code) });
   const topic = topicName();
   try {
-    const before = await counterValue(errors, { topic, error: "_MSG_TIMED_OUT" });
+    // The `error` label holds librdkafka's text for the code, as the Go service's did.
+    const label = { topic, error: "Local: Message timed out" };
+    const before = await counterValue(errors, label);
     const results = await Promise.allSettled(
       [1, 2, 3].map((i) => p.produce({ topic, value: enc.encode(`${i}`) })),
     );
@@ -119,11 +121,12 @@ Deno.test("a dead address: messages fail with retryable _MSG_TIMED_OUT, onError 
       assert.ok(e instanceof KafkaError);
       assert.equal(e.code, -192);
       assert.equal(e.errName, "_MSG_TIMED_OUT");
+      assert.equal(e.errText, "Local: Message timed out");
       assert.equal(e.retryable, true);
       assert.match(e.message, new RegExp(topic));
     }
     assert.equal(p.inFlight, 0);
-    assert.equal(await counterValue(errors, { topic, error: "_MSG_TIMED_OUT" }), before + 3);
+    assert.equal(await counterValue(errors, label), before + 3);
     assert.ok(seen.includes(-195) || seen.includes(-187), `error events: ${seen}`);
   } finally {
     await p.close(1000);
@@ -203,6 +206,7 @@ Deno.test("a message over message.max.bytes is refused at once as not retryable"
     const e = await rejection(p.produce({ topic: topicName(), value: new Uint8Array(5000) }));
     assert.equal(e.code, 10);
     assert.equal(e.errName, "MSG_SIZE_TOO_LARGE");
+    assert.equal(e.errText, "Broker: Message size too large");
     assert.equal(e.retryable, false);
     assert.equal(p.inFlight, 0);
   } finally {

@@ -74,18 +74,31 @@ export function isRetryable(code: number): boolean {
   return !NON_RETRYABLE.has(code);
 }
 
-/** A librdkafka error: code (rd_kafka_resp_err_t), name (rd_kafka_err2name, e.g. "_MSG_TIMED_OUT"), retryable. */
+/**
+ * A librdkafka error: code (rd_kafka_resp_err_t), name (rd_kafka_err2name, e.g. "_MSG_TIMED_OUT"), whether it is
+ * retryable, and librdkafka's text for the code (rd_kafka_err2str, e.g. "Local: Message timed out").
+ */
 export class KafkaError extends Error {
   /**
-   * @example new KafkaError(-192, "_MSG_TIMED_OUT", "kafka: topic \"t\": Local: Message timed out", true)
+   * @example new KafkaError(-192, "_MSG_TIMED_OUT", "kafka: topic \"t\": Local: Message timed out", true,
+   *   "Local: Message timed out")
    */
   constructor(
     readonly code: number,
     readonly errName: string,
     message: string,
     readonly retryable: boolean,
+    readonly errText: string,
   ) {
     super(message);
     this.name = "KafkaError";
   }
+}
+
+/**
+ * The `error` label of kafka_client_err_cnt and kafka_client_dropped_cnt: librdkafka's text for the error, which
+ * the Go service's labels hold too (e.g. "Broker: Message size too large"), so that its dashboards still match.
+ */
+export function errorLabel(err: unknown): string {
+  return err instanceof KafkaError ? err.errText : (err as Error)?.name ?? "error";
 }

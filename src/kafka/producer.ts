@@ -909,6 +909,7 @@ export class KafkaProducer {
       name,
       `kafka: ${cause.reason} (${name})`,
       isRetryable(cause.code),
+      this.#lib.errText(cause.code),
     );
     // Refused credentials or certificates do not heal by themselves, unlike a broker that is away.
     const level = e.fatal || isSecurityFailure(cause.code) ? "error" : "warn";
@@ -954,23 +955,20 @@ export class KafkaProducer {
 
   #error(code: number, topic?: string): KafkaError {
     const name = this.#lib.errName(code);
+    const text = this.#lib.errText(code);
     const where = topic === undefined ? "" : ` topic "${topic}":`;
-    return new KafkaError(
-      code,
-      name,
-      `kafka:${where} ${this.#lib.errText(code)} (${name})`,
-      isRetryable(code),
-    );
+    return new KafkaError(code, name, `kafka:${where} ${text} (${name})`, isRetryable(code), text);
   }
 
   #closedError(): KafkaError {
     const name = this.#lib.errName(ERR.DESTROY);
-    return new KafkaError(ERR.DESTROY, name, `kafka: producer ${this.id} is closed (${name})`, true);
+    const text = this.#lib.errText(ERR.DESTROY);
+    return new KafkaError(ERR.DESTROY, name, `kafka: producer ${this.id} is closed (${name})`, true, text);
   }
 
   /** Counts a failed message in kafka_client_err_cnt and returns its error. */
   #fail(err: KafkaError, topic: string): KafkaError {
-    errors.inc({ topic: topicLabel(topic), error: err.errName });
+    errors.inc({ topic: topicLabel(topic), error: err.errText });
     return err;
   }
 }

@@ -4,7 +4,7 @@
  * (OS errors, file paths, librdkafka's text) go to the log.
  */
 import type { Config } from "../config.ts";
-import { isProducerEnded, isQueueFull } from "../kafka/errors.ts";
+import { errorLabel, isProducerEnded, isQueueFull } from "../kafka/errors.ts";
 import {
   type BatchOutcomes,
   type DeliveryListener,
@@ -98,7 +98,7 @@ export class Facade implements ProducerFacade {
         if (ticket !== undefined) this.#order!.failed(ticket);
         // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
         if (!retryable) return settled?.reject(new ProduceError("kafka", kafkaReason(err)));
-        metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: errorName(err) });
+        metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: errorLabel(err) });
         return settled?.reject(new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5));
       }
       const ack = settled === undefined ? "none" : "wal";
@@ -396,7 +396,7 @@ export class Facade implements ProducerFacade {
         // ack=kafka, or a message Kafka will never take: dropped and counted; a waiting client hears so.
         if (plan.ack !== "none") out[i] = new ProduceError("kafka", kafkaReason(error));
       } else if (kind === SEND_DROPPABLE) {
-        metrics.dropped.inc({ topic: metrics.topicLabel(messages[i].topic), error: errorName(error) });
+        metrics.dropped.inc({ topic: metrics.topicLabel(messages[i].topic), error: errorLabel(error) });
         if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(error)}`, 5);
       } else failed.push(i);
     }
@@ -808,7 +808,7 @@ export class Facade implements ProducerFacade {
     if (err instanceof KafkaError && !err.retryable) {
       // The broker answered: it is healthy, the message is not.
       this.#breaker.release();
-      metrics.dropped.inc({ topic: metrics.topicLabel(topic), error: err.errName });
+      metrics.dropped.inc({ topic: metrics.topicLabel(topic), error: err.errText });
       return false;
     }
     this.#breaker.failure(errorName(err));
