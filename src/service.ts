@@ -117,21 +117,20 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   metrics.cbCurrentState.set(0);
   started.push(() => breaker.close());
 
-  let producerSeq = 0;
   const newProducer = (): KafkaProducer => {
-    const id = `producer-${++producerSeq}`;
-    const producer = KafkaProducer.open({
-      id,
+    // Its producer_id is librdkafka's name for it (`rdkafka#producer-1`, `-2` after a replacement), as with the
+    // Go service.
+    const producer: KafkaProducer = KafkaProducer.open({
       config: config.kafka,
       onError: (err, fatal) => {
         // A closed breaker only: a half-open one is left to its probes. While no broker answers, librdkafka
         // (2.10 and later) reports all brokers down again every re-bootstrap round; re-opening on each would keep
         // the breaker open for up to cb.timeout after Kafka is back.
         if (isAllBrokersDown(err) && breaker.state === "closed") breaker.trip("all brokers down");
-        if (fatal) replaceAfterFatal(id, err);
+        if (fatal) replaceAfterFatal(producer.id, err);
       },
     });
-    metrics.activeProducer.set({ producer_id: id }, 1);
+    metrics.activeProducer.set({ producer_id: producer.id }, 1);
     metrics.lastProducerStart.set(Date.now() / 1000);
     return producer;
   };

@@ -136,7 +136,7 @@ Deno.test({
       10_000,
     );
     assert.equal(await post(), 200);
-    assert.equal(await svc.metric("kafka_active_producer", { producer_id: "producer-1" }), 1);
+    assert.equal(await svc.metric("kafka_active_producer", { producer_id: "rdkafka#producer-1" }), 1);
     assert.equal(await svc.stop(), 0);
   },
 });

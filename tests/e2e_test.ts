@@ -84,7 +84,11 @@ Deno.test({
       /^rdkafka_topic\{/m.test(later) && /^rdkafka_partition\{/m.test(later),
       "rdkafka_topic/partition missing",
     );
-    assert.ok(/^producer_kafka_librdkafka_version\{version="[0-9.]+"\} 1$/m.test(later));
+    // As the Go service: the version in words in the label, as rd_kafka_version()'s number (0xMMmmrrff) in the value.
+    const version = /^producer_kafka_librdkafka_version\{version="(\d+)\.(\d+)\.(\d+)"\} (\d+)$/m.exec(later);
+    assert.ok(version, "producer_kafka_librdkafka_version missing");
+    const [major, minor, revision, value] = version.slice(1).map(Number);
+    assert.equal(value, major * 2 ** 24 + minor * 2 ** 16 + revision * 2 ** 8 + 0xff);
     const code = await svc.stop();
     if (code !== 0) console.error(await Deno.readTextFile(svc.logPath));
     assert.equal(code, 0);

@@ -46,11 +46,11 @@ Deno.test({
         "load to be under way, with messages held by librdkafka",
         async () =>
           (await svc.metric("kafka_client_requests_cnt")) >= 5_000 &&
-          (await svc.metric("kafka_client_messages_in_transit", { producer_id: "producer-1" })) > 0,
+          (await svc.metric("kafka_client_messages_in_transit", { producer_id: "rdkafka#producer-1" })) > 0,
       );
       svc.signal("SIGUSR2");
       await waitFor("the first replacement", async () => (await replaced()) === 1, 10_000);
-      assert.equal(await svc.metric("kafka_active_producer", { producer_id: "producer-2" }), 1);
+      assert.equal(await svc.metric("kafka_active_producer", { producer_id: "rdkafka#producer-2" }), 1);
       await waitFor("the dead producer to close", async () => (await logged(DRAINED)).length === 1);
       // linger.ms (1 s) keeps messages in librdkafka's queue: the fatal error fails them, and they are spooled.
       const spooled = await svc.metric("wal_writes");
@@ -62,7 +62,7 @@ Deno.test({
       assert.equal(await replaced(), 1, "no second replacement within the interval");
       add(await during);
       await waitFor("the second replacement", async () => (await replaced()) === 2, 15_000);
-      assert.equal(await svc.metric("kafka_active_producer", { producer_id: "producer-3" }), 1);
+      assert.equal(await svc.metric("kafka_active_producer", { producer_id: "rdkafka#producer-3" }), 1);
       assert.equal(await readyStatus(svc), 200, "the service stays ready");
       // The log reaches its file a little after the metric moves.
       await waitFor("one log line per replacement", async () => (await logged(REPLACED)).length === 2, 5_000);

@@ -173,8 +173,8 @@ Deno.test({
         "old (0) and new (1) producer both visible in kafka_active_producer",
         async () => {
           const text = await (await fetch(`${svc.monitoring}/metrics`)).text();
-          return /kafka_active_producer\{producer_id="producer-1"\} 0/.test(text) &&
-            /kafka_active_producer\{producer_id="producer-2"\} 1/.test(text);
+          return /kafka_active_producer\{producer_id="rdkafka#producer-1"\} 0/.test(text) &&
+            /kafka_active_producer\{producer_id="rdkafka#producer-2"\} 1/.test(text);
         },
         5000,
         0,

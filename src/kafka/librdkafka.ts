@@ -9,6 +9,8 @@ import { ERR } from "./errors.ts";
 
 const SYMBOLS = {
   rd_kafka_version_str: { parameters: [], result: "pointer" },
+  rd_kafka_version: { parameters: [], result: "i32" },
+  rd_kafka_name: { parameters: ["pointer"], result: "pointer" },
   rd_kafka_err2name: { parameters: ["i32"], result: "pointer" },
   rd_kafka_err2str: { parameters: ["i32"], result: "pointer" },
   rd_kafka_last_error: { parameters: [], result: "i32" },
@@ -209,6 +211,11 @@ export class RdLibrary {
   /** rd_kafka_version_str, e.g. "2.12.1". */
   version(): string {
     return readCString(this.#sym.rd_kafka_version_str());
+  }
+
+  /** rd_kafka_version, the version as one number (0xMMmmrrpp, e.g. 0x020c01ff for 2.12.1). */
+  versionNumber(): number {
+    return this.#sym.rd_kafka_version();
   }
 
   /** rd_kafka_err2name, e.g. "_MSG_TIMED_OUT". */
@@ -730,6 +737,11 @@ export class RdProducer {
   /** rd_kafka_outq_len on another thread: also a cheap way to let the event loop run timers and I/O. */
   queueLengthAsync(): Promise<number> {
     return this.#sym.rd_kafka_outq_len_async(this.#ptr());
+  }
+
+  /** rd_kafka_name: the client's name, `<client.id>#producer-<n>` (n counts the process's producers from 1). */
+  name(): string {
+    return readCString(this.#sym.rd_kafka_name(this.#ptr()));
   }
 
   /** The producer's fatal error (rd_kafka_fatal_error), or null. */

@@ -41,8 +41,11 @@ export interface Delivery {
 
 /** How to build a {@link KafkaProducer}. */
 export interface KafkaProducerOptions {
-  /** producer_id label for metrics. */
-  id: string;
+  /**
+   * producer_id label for metrics and logs; by default librdkafka's name for the producer
+   * (`rdkafka#producer-1`), as the Go service labelled its producers.
+   */
+  id?: string;
   /** librdkafka properties, verbatim (bootstrap.servers included). */
   config: Record<string, string>;
   /** Default: env LIBRDKAFKA_PATH, else next to the executable, else "librdkafka.so.1" (RdLibrary.open). */
@@ -346,14 +349,21 @@ export class KafkaProducer {
   #closing: Promise<void> | null = null;
   readonly #loop: Promise<void>;
 
-  private constructor(opts: KafkaProducerOptions, lib: RdLibrary, rk: RdProducer, capacity: number) {
-    this.id = opts.id;
+  private constructor(
+    id: string,
+    opts: KafkaProducerOptions,
+    lib: RdLibrary,
+    rk: RdProducer,
+    capacity: number,
+  ) {
+    this.id = id;
     this.queueCapacity = capacity;
     this.#lib = lib;
     this.#rk = rk;
     this.#onError = opts.onError;
     this.#onStats = opts.onStats;
-    versionGauge.set({ version: lib.version() }, 1);
+    // The version as one number, the Go service's value; the label says it in words.
+    versionGauge.set({ version: lib.version() }, lib.versionNumber());
     this.#unwatch = watchProducer(this.id, () => this.#inFlight, () => this.queueLength());
     this.#loop = this.#run();
   }
@@ -374,8 +384,9 @@ export class KafkaProducer {
     } finally {
       conf.destroy();
     }
-    log("info", "kafka producer started", { producer_id: opts.id, librdkafka: lib.version() });
-    return new KafkaProducer(opts, lib, rk, capacity);
+    const id = opts.id ?? rk.name();
+    log("info", "kafka producer started", { producer_id: id, librdkafka: lib.version() });
+    return new KafkaProducer(id, opts, lib, rk, capacity);
   }
 
   /** Messages handed over and not yet reported (never negative). */
