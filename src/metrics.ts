@@ -155,22 +155,34 @@ export const acks = new client.Counter({
 });
 export const errors = new client.Counter({
   name: "kafka_client_err_cnt",
-  help: "Delivery errors reported by librdkafka, by topic and error name.",
+  help: "Delivery errors reported by librdkafka, by topic and librdkafka's error text.",
   labelNames: ["topic", "error"],
   registers: r,
 });
 export const dropped = new client.Counter({
   name: "kafka_client_dropped_cnt",
-  help: "Messages given up on (non-retryable error, or no WAL for the topic), by topic and error name.",
+  help:
+    "Messages given up on (non-retryable error, or no WAL for the topic), by topic and librdkafka's error " +
+    "text (wal_full, wal_error: the WAL refused them).",
   labelNames: ["topic", "error"],
   registers: r,
 });
-/** Live producers, by producer_id: the two gauges below read them when scraped, not on every message. */
-const watched = new Map<string, { inFlight: () => number; queueLength: () => number }>();
+/** What the gauges below read from a producer when scraped. */
+export interface WatchedProducer {
+  /** Messages handed to librdkafka and not yet reported. */
+  inFlight: () => number;
+  /** rd_kafka_outq_len. */
+  queueLength: () => number;
+  /** Events librdkafka has ready for the service and that it has not polled yet. */
+  eventQueueLength: () => number;
+}
 
-/** Lets the in-transit and queue-length gauges read a producer; call the returned function before it is gone. */
-export function watchProducer(id: string, inFlight: () => number, queueLength: () => number): () => void {
-  watched.set(id, { inFlight, queueLength });
+/** Live producers, by producer_id: the gauges below read them when scraped, not on every message. */
+const watched = new Map<string, WatchedProducer>();
+
+/** Lets the producer gauges read a producer; call the returned function before it is gone. */
+export function watchProducer(id: string, producer: WatchedProducer): () => void {
+  watched.set(id, producer);
   return () => void watched.delete(id);
 }
 
@@ -204,9 +216,25 @@ export const kafkaQueueLen = new client.Gauge({
     this.set(length);
   },
 });
+export const kafkaEventsQueueLen = new client.Gauge({
+  name: "kafka_events_queue_len",
+  help:
+    "Delivery reports and other librdkafka events ready for the service and not yet handled, all producers.",
+  registers: r,
+  collect() {
+    let length = 0;
+    for (const p of watched.values()) length += p.eventQueueLength();
+    this.set(length);
+  },
+});
+export const eventsIgnored = new client.Counter({
+  name: "kafka_client_events_ignored_cnt",
+  help: "librdkafka events of a kind the service does not act on.",
+  registers: r,
+});
 export const librdkafkaVersion = new client.Gauge({
   name: "producer_kafka_librdkafka_version",
-  help: "The librdkafka version in use, as a label; value 1.",
+  help: "The librdkafka version in use: in words as a label, as rd_kafka_version()'s number as the value.",
   labelNames: ["version"],
   registers: r,
 });
@@ -320,6 +348,16 @@ export const keyOrderBroken = new client.Counter({
 export const walFsyncs = new client.Counter({
   name: "wal_fsyncs",
   help: "Group commits (one write and one fdatasync each).",
+  registers: r,
+});
+export const walWriteQueue = new client.Gauge({
+  name: "wal_write_batch_ch_len",
+  help: "Records appended to the WAL and waiting for the next group commit (its write and fdatasync).",
+  registers: r,
+});
+export const walDeleteQueue = new client.Gauge({
+  name: "wal_delete_batch_ch_len",
+  help: "Acks (records delivered) waiting for the next group commit to be written to the WAL.",
   registers: r,
 });
 export const walUnwrittenRecords = new client.Gauge({

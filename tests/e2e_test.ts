@@ -12,6 +12,40 @@ import { waitFor } from "./support/wait.ts";
 const COMPAT_PROTO = new URL("./fixtures/compat.proto", import.meta.url).pathname;
 const N = 10_000;
 
+/** Every metric of the Go service, but its WAL store's own badger_* (docs/compatibility.md, Metrics). */
+const GO_METRICS = [
+  "kafka_client_requests_cnt",
+  "kafka_client_ack_cnt",
+  "kafka_client_err_cnt",
+  "kafka_client_dropped_cnt",
+  "kafka_client_events_ignored_cnt",
+  "kafka_client_messages_in_transit",
+  "producer_cb_state",
+  "kafka_cb_current_state",
+  "producer_kafka_queue_len",
+  "producer_kafka_librdkafka_version",
+  "kafka_active_producer",
+  "kafka_last_producer_start_time",
+  "kafka_cert_expiration_time",
+  "kafka_ca_expiration_time",
+  "kafka_events_queue_len",
+  "rdkafka_global",
+  "rdkafka_broker",
+  "rdkafka_topic",
+  "rdkafka_partition",
+  "wal_reads",
+  "wal_writes",
+  "wal_deletes",
+  "wal_messages",
+  "wal_write_batch_ch_len",
+  "wal_delete_batch_ch_len",
+  "grpc_server_started_total",
+  "grpc_server_handled_total",
+  "grpc_server_msg_received_total",
+  "grpc_server_msg_sent_total",
+  "grpc_server_handling_seconds",
+];
+
 Deno.test({
   name: "e2e: 10k over HTTP and 10k over one gRPC stream all reach Kafka; metrics and topic lists agree",
   sanitizeOps: false,
@@ -84,6 +118,9 @@ Deno.test({
       /^rdkafka_topic\{/m.test(later) && /^rdkafka_partition\{/m.test(later),
       "rdkafka_topic/partition missing",
     );
+    for (const name of GO_METRICS) {
+      assert.match(later, new RegExp(`^# TYPE ${name} `, "m"), `${name} missing`);
+    }
     // As the Go service: the version in words in the label, as rd_kafka_version()'s number (0xMMmmrrff) in the value.
     const version = /^producer_kafka_librdkafka_version\{version="(\d+)\.(\d+)\.(\d+)"\} (\d+)$/m.exec(later);
     assert.ok(version, "producer_kafka_librdkafka_version missing");

@@ -24,6 +24,7 @@ const SYMBOLS = {
   rd_kafka_fatal_error: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
   rd_kafka_test_fatal_error: { parameters: ["pointer", "i32", "buffer"], result: "i32" },
   rd_kafka_outq_len: { parameters: ["pointer"], result: "i32" },
+  rd_kafka_queue_length: { parameters: ["pointer"], result: "usize" },
   rd_kafka_outq_len_async: {
     name: "rd_kafka_outq_len",
     parameters: ["pointer"],
@@ -727,6 +728,11 @@ export class RdProducer {
   #mainQueue(): Pointer {
     if (this.#queue === null) throw new Error("librdkafka: main queue already destroyed");
     return this.#queue;
+  }
+
+  /** rd_kafka_queue_length of the main queue: events (delivery reports, errors, logs) ready to be polled. */
+  eventQueueLength(): number {
+    return Number(this.#sym.rd_kafka_queue_length(this.#mainQueue()));
   }
 
   /** rd_kafka_outq_len. */

@@ -8,6 +8,7 @@ import { log, logRepeated } from "../log.ts";
 import {
   acks,
   errors,
+  eventsIgnored,
   inTransit,
   librdkafkaVersion as versionGauge,
   topicLabel,
@@ -364,7 +365,11 @@ export class KafkaProducer {
     this.#onStats = opts.onStats;
     // The version as one number, the Go service's value; the label says it in words.
     versionGauge.set({ version: lib.version() }, lib.versionNumber());
-    this.#unwatch = watchProducer(this.id, () => this.#inFlight, () => this.queueLength());
+    this.#unwatch = watchProducer(this.id, {
+      inFlight: () => this.#inFlight,
+      queueLength: () => this.queueLength(),
+      eventQueueLength: () => this.#destroyed ? 0 : this.#rk.eventQueueLength(),
+    });
     this.#loop = this.#run();
   }
 
@@ -709,6 +714,7 @@ export class KafkaProducer {
     if (ev.type === EVENT_ERROR) this.#reportError(ev.error());
     else if (ev.type === EVENT_STATS) this.#reportStats(ev.stats());
     else if (ev.type === EVENT_LOG) this.#writeLog(ev.log());
+    else eventsIgnored.inc();
     return true;
   }
 

@@ -20,6 +20,7 @@ export class CommitBatch {
   readonly acks = new Map<SegmentIndex, number[]>();
   /** Called once the batch is committed, whatever the outcome. */
   readonly waiters: Array<() => void> = [];
+  lineCount = 0;
   ackCount = 0;
   /** Also fdatasync the ack lists. */
   syncAcks = false;
@@ -40,12 +41,14 @@ export class CommitBatch {
     }
     group.lines.push(line);
     group.bytes += line.length;
+    this.lineCount++;
     group.topics.set(topic, (group.topics.get(topic) ?? 0) + 1);
     return group.done.promise;
   }
 
   /** Removes the line groups and returns them (a failed write moves them to memory). */
   takeGroups(): LineGroup[] {
+    this.lineCount = 0;
     return this.groups.splice(0);
   }
 

@@ -817,6 +817,8 @@ export class SegmentedWal implements Wal {
     metrics.walOldestAge.set(oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
     metrics.walUnwrittenRecords.set(this.#held?.live ?? 0);
     metrics.walUnwrittenBytes.set(this.#heldBytes);
+    metrics.walWriteQueue.set(this.#batch.lineCount);
+    metrics.walDeleteQueue.set(this.#batch.ackCount);
   }
 }
 
