@@ -1,6 +1,7 @@
 /** The producer facade's decisions, on librdkafka's mock cluster and an in-memory WAL (the fault tests use a real broker). */
 import assert from "node:assert/strict";
 import type { KafkaProducer as KafkaProducerType } from "../src/kafka/producer.ts";
+import type { Message } from "../src/message.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import type { Wal } from "../src/wal/wal.ts";
 import { type FacadeRig, facadeRig, refusal } from "./support/facade_rig.ts";
@@ -115,6 +116,34 @@ Deno.test("facade: the WAL bound answers 503 with Retry-After; every accepted re
   assert.equal(refused.kind, "unavailable");
   assert.ok((refused.retryAfterSeconds ?? 0) > 0);
   assert.equal(r.wal.stats().records, accepted, "every accepted record is in the WAL");
+});
+
+Deno.test("facade: a message is too large as librdkafka counts it: value, key, headers and its record overhead", async () => {
+  await using r = await facadeRig();
+  const max = r.facade.maxMessageBytes;
+  const delivered = async (m: Omit<Message, "topic">) =>
+    (await r.facade.produce({ topic: "t", ...m }, "kafka")).where === "kafka";
+  // The largest value librdkafka takes: message.max.bytes (1,000,000 by default) less 36 bytes.
+  assert.equal(max, 1_000_000 - 36);
+  assert.ok(await delivered({ value: new Uint8Array(max) }));
+  assert.equal(
+    (await refusal(r.facade.produce({ topic: "t", value: new Uint8Array(max + 1) }, "none"))).kind,
+    "too_large",
+  );
+  // A key and headers count too: a header "h" of n bytes takes 1 + n + one byte for each length.
+  assert.ok(await delivered({ value: new Uint8Array(max - 10), headers: [["h", new Uint8Array(7)]] }));
+  const over = {
+    topic: "t",
+    value: new Uint8Array(max - 10),
+    headers: [["h", new Uint8Array(8)]],
+  } as Message;
+  const refused = await refusal(r.facade.produce(over, "none"));
+  assert.equal(refused.kind, "too_large");
+  assert.match(refused.message, /^message of 1000001 bytes .* exceeds message\.max\.bytes \(1000000\)$/);
+  const keyed = { topic: "t", value: new Uint8Array(max), key: new Uint8Array(1) };
+  assert.equal((await refusal(r.facade.produce(keyed, "none"))).kind, "too_large");
+  const [batchRefusal] = await r.facade.produceMany([keyed], "none");
+  assert.equal((batchRefusal as ProduceError).kind, "too_large");
 });
 
 Deno.test("facade: draining and oversized messages are refused with their kind", async () => {

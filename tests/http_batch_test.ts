@@ -157,7 +157,10 @@ Deno.test("batch: each malformed line is its record's error (400, or 413 over me
     ]);
     assert.ok(reply.errors[0].error.startsWith("line 2: not JSON: "), reply.errors[0].error);
     assert.equal(reply.errors[1].error, "line 3: both value and value_b64: give one of them");
-    assert.equal(reply.errors[5].error, "line 7: value of 101 bytes exceeds message.max.bytes (100)");
+    assert.equal(
+      reply.errors[5].error,
+      "line 7: value of 101 bytes is over the 100 accepted (message.max.bytes less librdkafka's record overhead)",
+    );
     assert.deepEqual(batches[0].messages.map((m) => new TextDecoder().decode(m.value)), ["good-0", "good-7"]);
   });
 });

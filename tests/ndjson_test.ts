@@ -100,8 +100,16 @@ Deno.test("ndjson: each malformed line is its own problem, with its line number 
       400,
       "value: a lone surrogate escape is not valid Unicode; send such bytes as value_b64",
     ],
-    ['{"value":"12345678901234567"}', 413, "value of 17 bytes exceeds message.max.bytes (16)"],
-    ['{"value_b64":"AAAAAAAAAAAAAAAAAAAAAAAA"}', 413, "value of 18 bytes exceeds message.max.bytes (16)"],
+    [
+      '{"value":"12345678901234567"}',
+      413,
+      "value of 17 bytes is over the 16 accepted (message.max.bytes less librdkafka's record overhead)",
+    ],
+    [
+      '{"value_b64":"AAAAAAAAAAAAAAAAAAAAAAAA"}',
+      413,
+      "value of 18 bytes is over the 16 accepted (message.max.bytes less librdkafka's record overhead)",
+    ],
   ];
   // A good record first, and a blank line between each, so that line numbers and record order differ.
   const text = ['{"value":"ok"}', ...lines.map(([line]) => line)].join("\n\n");

@@ -1003,6 +1003,35 @@ function buildConfig(lib: RdLibrary, config: Record<string, string>): RdConfig {
   return conf;
 }
 
+/**
+ * The most a record adds to its value, key and headers in a message set (librdkafka's
+ * RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD: length, attributes, timestamp and offset deltas, key and value lengths and
+ * header count, as varints at their longest). librdkafka refuses a message whose size so counted is over
+ * `message.max.bytes`.
+ */
+export const RECORD_OVERHEAD = 36;
+
+/** A message's size as librdkafka checks it against `message.max.bytes` (rd_kafka_msg_max_wire_size). */
+export function recordWireSize(m: Message): number {
+  let size = RECORD_OVERHEAD + m.value.byteLength + (m.key?.byteLength ?? 0);
+  if (m.headers !== undefined) {
+    for (const [name, value] of m.headers) {
+      const nameBytes = headerEncoder.encode(name).byteLength;
+      size += nameBytes + varintBytes(2 * nameBytes) + value.byteLength + varintBytes(2 * value.byteLength);
+    }
+  }
+  return size;
+}
+
+const headerEncoder = new TextEncoder();
+
+/** Bytes of `n` as an unsigned varint (a header's lengths are zigzag varints: 2n for n >= 0). */
+function varintBytes(n: number): number {
+  let bytes = 1;
+  for (; n >= 128; n = Math.floor(n / 128)) bytes++;
+  return bytes;
+}
+
 /** The librdkafka version string (rd_kafka_version_str). */
 export function librdkafkaVersion(libraryPath?: string): string {
   return RdLibrary.open(libraryPath).version();

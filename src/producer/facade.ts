@@ -11,6 +11,8 @@ import {
   KafkaError,
   type KafkaProducer,
   type ProduceOptions,
+  RECORD_OVERHEAD,
+  recordWireSize,
 } from "../kafka/producer.ts";
 import { log, logRepeated } from "../log.ts";
 import * as metrics from "../metrics.ts";
@@ -48,7 +50,10 @@ export interface FacadeOptions {
 
 /** The facade as main.ts drives it: the servers' interface plus the life-cycle hooks. */
 export class Facade implements ProducerFacade {
+  /** The largest value of a record without key or headers: `message.max.bytes` less the record overhead. */
   readonly maxMessageBytes: number;
+  /** `message.max.bytes`, which librdkafka holds a record's value, key, headers and overhead to. */
+  readonly #maxRecordBytes: number;
   #producer: KafkaProducer;
   readonly #wal: Wal | null;
   readonly #breaker: Breaker;
@@ -133,7 +138,8 @@ export class Facade implements ProducerFacade {
     this.#listTopicsTimeoutMs = config.producer.getMetadataTimeoutMs;
     this.#spoolableSend = { fullQueueWaitMs: this.#fullQueueWaitMs };
     const max = Number(config.kafka["message.max.bytes"] ?? DEFAULT_MAX_MESSAGE_BYTES);
-    this.maxMessageBytes = Number.isFinite(max) && max > 0 ? max : DEFAULT_MAX_MESSAGE_BYTES;
+    this.#maxRecordBytes = Number.isFinite(max) && max > 0 ? max : DEFAULT_MAX_MESSAGE_BYTES;
+    this.maxMessageBytes = this.#maxRecordBytes - RECORD_OVERHEAD;
   }
 
   /** The producer taking new messages. */
@@ -156,12 +162,7 @@ export class Facade implements ProducerFacade {
 
   async produce(message: Message, ack: AckLevel): Promise<ProduceResult> {
     if (this.#draining) throw new ProduceError("unavailable", "shutting down", 1);
-    if (message.value.byteLength > this.maxMessageBytes) {
-      throw new ProduceError(
-        "too_large",
-        `message of ${message.value.byteLength} bytes exceeds message.max.bytes (${this.maxMessageBytes})`,
-      );
-    }
+    if (recordWireSize(message) > this.#maxRecordBytes) throw this.#tooLarge(message);
     const topic = message.topic;
     this.#requestCounter(topic).inc();
     const walAllowed = this.#walAllowed(topic);
@@ -220,7 +221,7 @@ export class Facade implements ProducerFacade {
         continue;
       }
       const message = messages[i];
-      if (message.value.byteLength > this.maxMessageBytes) {
+      if (recordWireSize(message) > this.#maxRecordBytes) {
         out[i] = this.#tooLarge(message);
         continue;
       }
@@ -276,10 +277,12 @@ export class Facade implements ProducerFacade {
     return out;
   }
 
+  /** librdkafka would refuse it at once (and an ack=none client would have heard 200 for a message dropped). */
   #tooLarge(message: Message): ProduceError {
     return new ProduceError(
       "too_large",
-      `message of ${message.value.byteLength} bytes exceeds message.max.bytes (${this.maxMessageBytes})`,
+      `message of ${recordWireSize(message)} bytes (value, key, headers and ${RECORD_OVERHEAD} bytes of ` +
+        `librdkafka's record overhead) exceeds message.max.bytes (${this.#maxRecordBytes})`,
     );
   }
 

@@ -53,7 +53,10 @@ export interface ProducerFacade {
   roomForBatch(): Promise<unknown> | undefined;
   /** Topic names known to the cluster, internal (`__*`) ones left out. */
   listTopics(): Promise<string[]>;
-  /** Largest value size accepted (librdkafka `message.max.bytes`). */
+  /**
+   * Largest value accepted: librdkafka's `message.max.bytes` less its per-record overhead (36 bytes); a key and
+   * headers count against it too (the facade refuses those records with `too_large`).
+   */
   readonly maxMessageBytes: number;
   readiness(): Readiness;
 }

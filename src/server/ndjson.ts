@@ -25,7 +25,7 @@ export const TOO_MANY_RECORDS = Symbol("too many records");
 export interface NdjsonLimits {
   /** Most records (non-blank lines) in one body. */
   maxRecords: number;
-  /** The largest value of one record, in bytes (`message.max.bytes`). */
+  /** The largest value of one record, in bytes (`message.max.bytes` less librdkafka's record overhead). */
   maxValueBytes: number;
 }
 
@@ -154,7 +154,8 @@ function toMessage(record: Record<string, unknown>, topic: string, maxValueBytes
   }
   if (value.byteLength > maxValueBytes) {
     throw new FieldError(
-      `value of ${value.byteLength} bytes exceeds message.max.bytes (${maxValueBytes})`,
+      `value of ${value.byteLength} bytes is over the ${maxValueBytes} accepted (message.max.bytes less ` +
+        `librdkafka's record overhead)`,
       413,
     );
   }
