@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import type { KafkaProducer as KafkaProducerType } from "../src/kafka/producer.ts";
 import type { Message } from "../src/message.ts";
+import * as metrics from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import type { Wal } from "../src/wal/wal.ts";
 import { type FacadeRig, facadeRig, refusal } from "./support/facade_rig.ts";
@@ -144,6 +145,33 @@ Deno.test("facade: a message is too large as librdkafka counts it: value, key, h
   assert.equal((await refusal(r.facade.produce(keyed, "none"))).kind, "too_large");
   const [batchRefusal] = await r.facade.produceMany([keyed], "none");
   assert.equal((batchRefusal as ProduceError).kind, "too_large");
+});
+
+Deno.test("facade: a message Kafka will never take is dropped, counted under librdkafka's text and logged", async () => {
+  await using r = await facadeRig();
+  const topic = `dropped-${crypto.randomUUID().slice(0, 8)}`;
+  const lines: string[] = [];
+  const printed = console.error;
+  console.error = (line: string) => lines.push(String(line));
+  try {
+    // The mock cluster's topics have 4 partitions: partition 9 does not exist, which no retry will change.
+    for (let i = 0; i < 3; i++) await r.facade.produce({ topic, value: text(`${i}`), partition: 9 }, "none");
+    const dropped = () =>
+      metrics.dropped.get().then((m) =>
+        m.values.find((v) => v.labels.topic === topic && v.labels.error === "Local: Unknown partition")
+          ?.value ?? 0
+      );
+    await waitFor("the drops to be counted", async () => (await dropped()) === 3);
+  } finally {
+    console.error = printed;
+  }
+  const logged = lines.map((l) => JSON.parse(l)).filter((l) =>
+    l.msg === "message dropped: Kafka will never take it"
+  );
+  // Once per topic and error within the window; the repeats are counted when it ends.
+  assert.equal(logged.length, 1, lines.join("\n"));
+  assert.equal(logged[0].topic, topic);
+  assert.equal(logged[0].error, "Local: Unknown partition");
 });
 
 Deno.test("facade: draining and oversized messages are refused with their kind", async () => {

@@ -103,7 +103,7 @@ export class Facade implements ProducerFacade {
         if (ticket !== undefined) this.#order!.failed(ticket);
         // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
         if (!retryable) return settled?.reject(new ProduceError("kafka", kafkaReason(err)));
-        metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: errorLabel(err) });
+        countDropped(message.topic, errorLabel(err), NO_WAL);
         return settled?.reject(new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5));
       }
       const ack = settled === undefined ? "none" : "wal";
@@ -399,7 +399,7 @@ export class Facade implements ProducerFacade {
         // ack=kafka, or a message Kafka will never take: dropped and counted; a waiting client hears so.
         if (plan.ack !== "none") out[i] = new ProduceError("kafka", kafkaReason(error));
       } else if (kind === SEND_DROPPABLE) {
-        metrics.dropped.inc({ topic: metrics.topicLabel(messages[i].topic), error: errorLabel(error) });
+        countDropped(messages[i].topic, errorLabel(error), NO_WAL);
         if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(error)}`, 5);
       } else failed.push(i);
     }
@@ -811,7 +811,7 @@ export class Facade implements ProducerFacade {
     if (err instanceof KafkaError && !err.retryable) {
       // The broker answered: it is healthy, the message is not.
       this.#breaker.release();
-      metrics.dropped.inc({ topic: metrics.topicLabel(topic), error: err.errText });
+      countDropped(topic, err.errText, "Kafka will never take it");
       return false;
     }
     this.#breaker.failure(errorName(err));
@@ -928,6 +928,17 @@ function appendRefusal(err: unknown): string {
   if (err instanceof WalFullError) return "wal: full";
   logRepeated("wal: append failed", "error", "wal: append failed", { error: err });
   return "wal: unavailable";
+}
+
+const NO_WAL = "its delivery failed and its topic does not use the WAL";
+
+/**
+ * Counts a message given up on in kafka_client_dropped_cnt, and logs it: once per topic and error, then the count
+ * of repeats every 10 s.
+ */
+function countDropped(topic: string, error: string, why: string): void {
+  metrics.dropped.inc({ topic: metrics.topicLabel(topic), error });
+  logRepeated(`message dropped ${topic} ${error}`, "warn", `message dropped: ${why}`, { topic, error });
 }
 
 /** A KafkaError's message already reads `kafka: topic "t": <librdkafka's text> (<name>)`. */
