@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { httpRequests } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
-import { bodyArrived, bodyReadFailed, header, startHttpServer } from "../src/server/http.ts";
+import { bodyArrived, bodyReadFailed, cleanPath, header, startHttpServer } from "../src/server/http.ts";
 import { formatHostPort } from "../src/listen_address.ts";
 import type { Listener } from "../src/server/listener.ts";
 import { parseContentLength } from "../src/server/params.ts";
@@ -133,6 +133,28 @@ Deno.test("invalid topic names get 400 with the reason", async () => {
     assert.deepEqual((await post(base, "/topics/Az09._-/messages", "v")).status, 200);
     assert.deepEqual(facade.produced.length, 2);
   });
+});
+
+Deno.test("a path that is not clean gets 301 to the clean one, as the Go service's router answered", async () => {
+  await withServer(async (base, facade, server) => {
+    const raw = (line: string) =>
+      rawRequest(server.port, `${line} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const topics = await raw("GET //topics");
+    assert.equal(topics.status, 301);
+    assert.equal(topics.headers.get("location"), "/topics");
+    const produce = await raw("POST /topics/alpha//messages?ack=kafka");
+    assert.equal(produce.status, 301);
+    assert.equal(produce.headers.get("location"), "/topics/alpha/messages?ack=kafka");
+    assert.equal((await raw("GET /x/../topics")).headers.get("location"), "/topics");
+    // Clean paths that are no route stay 404; nothing was produced.
+    for (const path of ["/topics/", "/nope", "/topics/alpha"]) {
+      assertPlain(await call(base + path), 404, "not found");
+    }
+    assert.equal(facade.produced.length, 0);
+  });
+  assert.equal(cleanPath("//topics/./t/../t/messages"), "/topics/t/messages");
+  assert.equal(cleanPath("/a/b/"), "/a/b/");
+  assert.equal(cleanPath("/../.."), "/");
 });
 
 Deno.test("a bad ack, partition or query encoding gets 400", async () => {

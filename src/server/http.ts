@@ -145,7 +145,7 @@ class HttpHandler {
     if (path.length >= PREFIX.length + SUFFIX.length && path.startsWith(PREFIX) && path.endsWith(SUFFIX)) {
       const topic = path.slice(PREFIX.length, path.length - SUFFIX.length);
       if (topic.includes("/")) {
-        res = plain(404, "not found");
+        res = notFound(url, path, queryStart);
       } else {
         route = ROUTE_MESSAGES;
         res = req.method === "POST"
@@ -159,7 +159,7 @@ class HttpHandler {
       route = OPENAPI_ROUTE;
       res = req.method === "GET" ? openapiReply() : notAllowed("GET");
     } else {
-      res = plain(404, "not found");
+      res = notFound(url, path, queryStart);
     }
     this.#count(route, res.status, (performance.now() - started) / 1000);
     return res;
@@ -681,6 +681,32 @@ function decode(text: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * 404; but a path that is not clean (`//topics`, `/topics/./t/messages`) gets 301 to the clean one, query kept, as
+ * the Go service's router (Go's ServeMux) answered: a client whose base URL ends in `/` still lists topics.
+ */
+function notFound(url: string, path: string, queryStart: number): Response {
+  const clean = cleanPath(path);
+  if (clean === path) return plain(404, "not found");
+  const location = queryStart < 0 ? clean : clean + url.slice(queryStart);
+  return new Response(null, { status: 301, headers: { location } });
+}
+
+/**
+ * A path with empty, `.` and `..` segments resolved, a trailing slash kept (Go's net/http cleanPath).
+ * @example cleanPath("//topics/./t/../t/messages") // "/topics/t/messages"
+ */
+export function cleanPath(path: string): string {
+  const segments: string[] = [];
+  for (const segment of path.split("/")) {
+    if (segment === "" || segment === ".") continue;
+    if (segment === "..") segments.pop();
+    else segments.push(segment);
+  }
+  const clean = `/${segments.join("/")}`;
+  return path.endsWith("/") && clean !== "/" ? `${clean}/` : clean;
 }
 
 function tooLarge(max: number, size: string): Response {
