@@ -65,6 +65,7 @@ function assertPlain(reply: Reply, status: number, body: string): void {
   assert.deepEqual(reply.status, status, `status; body: ${reply.body}`);
   assert.deepEqual(reply.body, `${body}\n`);
   assert.deepEqual(reply.headers.get("content-type"), "text/plain; charset=utf-8");
+  assert.deepEqual(reply.headers.get("x-content-type-options"), "nosniff");
 }
 
 Deno.test("POST /topics/{topic}/messages hands the body to the facade unchanged and answers 200 with no body", async () => {

@@ -18,7 +18,8 @@ export const TEXT_PLAIN = "text/plain; charset=utf-8";
  * @example plain(503, "wal: full", 5)
  */
 export function plain(status: number, reason: string, retryAfterSeconds?: number): Response {
-  const headers: Record<string, string> = { "content-type": TEXT_PLAIN };
+  // As Go's http.Error set it on the Go service's error replies: a browser must not read the reason as HTML.
+  const headers: Record<string, string> = { "content-type": TEXT_PLAIN, "x-content-type-options": "nosniff" };
   if (retryAfterSeconds !== undefined) headers["retry-after"] = String(retryAfterSeconds);
   return new Response(`${oneLine(reason)}\n`, { status, headers });
 }
@@ -27,7 +28,7 @@ export function plain(status: number, reason: string, retryAfterSeconds?: number
 export function notAllowed(allow: string): Response {
   return new Response("method not allowed\n", {
     status: 405,
-    headers: { "content-type": TEXT_PLAIN, "allow": allow },
+    headers: { "content-type": TEXT_PLAIN, "x-content-type-options": "nosniff", "allow": allow },
   });
 }
 
