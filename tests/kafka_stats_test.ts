@@ -46,6 +46,9 @@ Deno.test("applyStats sets global, broker, topic and partition gauges from a rea
     applyStats(id, sample);
     assert.equal(await value(rdkafkaGlobal, { producer_id: id, metric: "txmsgs" }), sample.txmsgs);
     assert.equal(await value(rdkafkaGlobal, { producer_id: id, metric: "txmsg_bytes" }), sample.txmsg_bytes);
+    // Under the Go service's (misspelt) names too, with the values it meant.
+    assert.equal(await value(rdkafkaGlobal, { producer_id: id, metric: "txmsgs_bytes" }), sample.txmsg_bytes);
+    assert.equal(await value(rdkafkaGlobal, { producer_id: id, metric: "rxmsgs_bytes" }), sample.rxmsg_bytes);
     assert.equal(await value(rdkafkaGlobal, { producer_id: id, metric: "msg_cnt" }), sample.msg_cnt);
 
     const b = { producer_id: id, broker: brokerName };
