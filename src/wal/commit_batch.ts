@@ -20,10 +20,16 @@ export class CommitBatch {
   readonly acks = new Map<SegmentIndex, number[]>();
   /** Called once the batch is committed, whatever the outcome. */
   readonly waiters: Array<() => void> = [];
-  lineCount = 0;
   ackCount = 0;
   /** Also fdatasync the ack lists. */
   syncAcks = false;
+
+  /** New lines in the batch (for the wal_write_batch_ch_len gauge). */
+  get lineCount(): number {
+    let count = 0;
+    for (const group of this.groups) count += group.lines.length;
+    return count;
+  }
 
   get empty(): boolean {
     return this.groups.length === 0 && this.acks.size === 0 && this.waiters.length === 0 && !this.syncAcks;
@@ -41,14 +47,12 @@ export class CommitBatch {
     }
     group.lines.push(line);
     group.bytes += line.length;
-    this.lineCount++;
     group.topics.set(topic, (group.topics.get(topic) ?? 0) + 1);
     return group.done.promise;
   }
 
   /** Removes the line groups and returns them (a failed write moves them to memory). */
   takeGroups(): LineGroup[] {
-    this.lineCount = 0;
     return this.groups.splice(0);
   }
 
