@@ -82,8 +82,6 @@ interface Entry {
   from?: string;
 }
 
-const LOG_LEVEL = SCHEMA.global.log.level;
-
 function isKey(key: string): boolean {
   return KEYS.has(key);
 }
@@ -156,7 +154,7 @@ function applyEnv(
     if (!name.startsWith("KA_")) continue;
     const written = name.slice(3).replaceAll("__", ".").toLowerCase();
     // The short name the service has always read, for the key the Go service read as KA_GLOBAL.LOG.LEVEL.
-    const key = written === "log_level" ? LOG_LEVEL.name : written;
+    const key = written === "log_level" ? SCHEMA.global.log.level.name : written;
     const goKey = goKeyWithoutEffect(key);
     if (goKey !== undefined) {
       withoutEffect.add(goKey);

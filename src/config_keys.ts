@@ -334,7 +334,7 @@ export const BROKERS = new Key(
  * starts this one unchanged, and the start logs each of these it finds. A name also covers every key under it.
  */
 export const GO_KEYS_WITHOUT_EFFECT: ReadonlyMap<string, string> = new Map([
-  ...[
+  ...under("global.log", "logs are JSON lines on stderr (ts, level, msg and fields)", [
     "encoding",
     "outputpaths",
     "erroroutputpaths",
@@ -344,12 +344,10 @@ export const GO_KEYS_WITHOUT_EFFECT: ReadonlyMap<string, string> = new Map([
     "disablestacktrace",
     "sampling",
     "initialfields",
-  ].map((field) =>
-    [`global.log.${field}`, "logs are JSON lines on stderr (ts, level, msg and fields)"] as const
-  ),
+  ]),
   ["server.grpc.monitoring.enable", "the gRPC metrics are always on"],
   ["server.grpc.monitoring.histogram.enable", "grpc_server_handling_seconds is always on"],
-  ...[
+  ...under("producer.wal", "it tuned the Go service's WAL store, which this WAL does not use", [
     "collect_metrics_period",
     "write_batch_timeout",
     "delete_batch_timeout",
@@ -360,11 +358,14 @@ export const GO_KEYS_WITHOUT_EFFECT: ReadonlyMap<string, string> = new Map([
     "iterator_prefetch_size",
     "write_ch_size",
     "delete_ch_size",
-  ].map((field) =>
-    [`producer.wal.${field}`, "it tuned the Go service's WAL store, which this WAL does not use"] as const
-  ),
+  ]),
   ["producer.wal.skip_topics", "the Go service never read it either; producer.wal.disable_topics is the key"],
 ]);
+
+/** `[prefix.field, why]` for each field. */
+function under(prefix: string, why: string, fields: string[]): Array<[string, string]> {
+  return fields.map((field) => [`${prefix}.${field}`, why]);
+}
 
 /** The entry of GO_KEYS_WITHOUT_EFFECT that `key` is or lies under, if any. */
 export function goKeyWithoutEffect(key: string): string | undefined {

@@ -32,21 +32,10 @@ ${Object.entries(LIBRDKAFKA_DEFAULTS).map(([key, value]) => `# ${key}: ${value}`
 
 /** GO_KEYS_WITHOUT_EFFECT, grouped by reason. */
 function goFooter(): string {
-  const byReason = Map.groupBy(GO_KEYS_WITHOUT_EFFECT, ([, why]) => why);
   let out =
     "# Keys of the Go service that are accepted and have no effect here (the start logs each one it finds):\n";
-  for (const [why, keys] of byReason) {
-    out += `# - ${why}:\n`;
-    let line = "#  ";
-    for (const [i, [key]] of keys.entries()) {
-      const word = ` ${key}${i < keys.length - 1 ? "," : ""}`;
-      if (line.length + word.length > 118) {
-        out += `${line}\n`;
-        line = "#  ";
-      }
-      line += word;
-    }
-    out += `${line}\n`;
+  for (const [why, keys] of Map.groupBy(GO_KEYS_WITHOUT_EFFECT, ([, why]) => why)) {
+    out += `# - ${why}:\n${keys.map(([key]) => `#     ${key}\n`).join("")}`;
   }
   return out;
 }
