@@ -186,6 +186,13 @@ export function watchProducer(id: string, producer: WatchedProducer): () => void
   return () => void watched.delete(id);
 }
 
+/** `read` of every live producer, summed. */
+function sumOverProducers(read: (p: WatchedProducer) => number): number {
+  let sum = 0;
+  for (const p of watched.values()) sum += read(p);
+  return sum;
+}
+
 export const inTransit = new client.Gauge({
   name: "kafka_client_messages_in_transit",
   help: "Messages handed to librdkafka and not yet reported delivered or failed.",
@@ -211,9 +218,7 @@ export const kafkaQueueLen = new client.Gauge({
   help: "Messages and requests waiting in librdkafka's queues (rd_kafka_outq_len), all producers together.",
   registers: r,
   collect() {
-    let length = 0;
-    for (const p of watched.values()) length += p.queueLength();
-    this.set(length);
+    this.set(sumOverProducers((p) => p.queueLength()));
   },
 });
 export const kafkaEventsQueueLen = new client.Gauge({
@@ -222,9 +227,7 @@ export const kafkaEventsQueueLen = new client.Gauge({
     "Delivery reports and other librdkafka events ready for the service and not yet handled, all producers.",
   registers: r,
   collect() {
-    let length = 0;
-    for (const p of watched.values()) length += p.eventQueueLength();
-    this.set(length);
+    this.set(sumOverProducers((p) => p.eventQueueLength()));
   },
 });
 export const eventsIgnored = new client.Counter({

@@ -25,10 +25,10 @@ const GLOBAL = [
  * The Go service's names for two global fields, misspelt there (so always 0): served too, with the values of the
  * fields they meant, so that its dashboards find their series.
  */
-const GO_GLOBAL_NAMES: ReadonlyArray<[string, string]> = [["txmsgs_bytes", "txmsg_bytes"], [
-  "rxmsgs_bytes",
-  "rxmsg_bytes",
-]];
+const GO_GLOBAL_NAMES: Readonly<Record<string, string>> = {
+  txmsgs_bytes: "txmsg_bytes",
+  rxmsgs_bytes: "rxmsg_bytes",
+};
 const BROKER = [
   "outbuf_cnt",
   "outbuf_msg_cnt",
@@ -85,7 +85,9 @@ export function applyStats(producerId: string, stats: Obj): void {
   const producer_id = producerId;
 
   for (const metric of GLOBAL) set(rdkafkaGlobal, { producer_id, metric }, stats[metric]);
-  for (const [metric, field] of GO_GLOBAL_NAMES) set(rdkafkaGlobal, { producer_id, metric }, stats[field]);
+  for (const [metric, field] of Object.entries(GO_GLOBAL_NAMES)) {
+    set(rdkafkaGlobal, { producer_id, metric }, stats[field]);
+  }
 
   for (const b of Object.values(obj(stats.brokers) ?? {})) {
     const broker = obj(b);
