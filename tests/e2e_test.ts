@@ -126,6 +126,15 @@ Deno.test({
     assert.ok(version, "producer_kafka_librdkafka_version missing");
     const [major, minor, revision, value] = version.slice(1).map(Number);
     assert.equal(value, major * 2 ** 24 + minor * 2 ** 16 + revision * 2 ** 8 + 0xff);
+    // A partition the topic does not have: librdkafka knows the topic by now, so even ack=none is refused.
+    for (const ack of ["none", "wal", "kafka"]) {
+      const lacking = await fetch(`${svc.http}/topics/e2e-http/messages?partition=7&ack=${ack}`, {
+        method: "POST",
+        body: "p",
+      });
+      assert.equal(lacking.status, 400, `ack=${ack}`);
+      assert.equal(await lacking.text(), `partition 7 does not exist in topic "e2e-http"\n`);
+    }
     const code = await svc.stop();
     if (code !== 0) console.error(await Deno.readTextFile(svc.logPath));
     assert.equal(code, 0);

@@ -4,6 +4,7 @@ import type { KafkaProducer as KafkaProducerType } from "../src/kafka/producer.t
 import type { Message } from "../src/message.ts";
 import * as metrics from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
+import { STATUS_BY_KIND } from "../src/server/refusal.ts";
 import type { Wal } from "../src/wal/wal.ts";
 import { type FacadeRig, facadeRig, refusal } from "./support/facade_rig.ts";
 import { waitFor } from "./support/wait.ts";
@@ -154,8 +155,14 @@ Deno.test("facade: a message Kafka will never take is dropped, counted under lib
   const printed = console.error;
   console.error = (line: string) => lines.push(String(line));
   try {
-    // The mock cluster's topics have 4 partitions: partition 9 does not exist, which no retry will change.
-    for (let i = 0; i < 3; i++) await r.facade.produce({ topic, value: text(`${i}`), partition: 9 }, "none");
+    // The mock cluster's topics have 4 partitions: partition 9 does not exist, which no retry will change. A message
+    // sent before librdkafka knows the topic is answered at once, and dropped on its report; once it knows the
+    // topic, librdkafka refuses such a message at once and the client hears so: both are counted.
+    for (let i = 0; i < 3; i++) {
+      await r.facade.produce({ topic, value: text(`${i}`), partition: 9 }, "none").catch((err) => {
+        if (!(err instanceof ProduceError && err.kind === "invalid")) throw err;
+      });
+    }
     const dropped = () =>
       metrics.dropped.get().then((m) =>
         m.values.find((v) => v.labels.topic === topic && v.labels.error === "Local: Unknown partition")
@@ -173,6 +180,24 @@ Deno.test("facade: a message Kafka will never take is dropped, counted under lib
   assert.equal(logged[0].topic, topic);
   assert.equal(logged[0].error, "Local: Unknown partition");
 });
+
+for (const mode of ["fallback", "always"] as const) {
+  Deno.test(`facade (${mode} mode): a partition its topic lacks is refused with 400 at every ack level`, async () => {
+    await using r = await facadeRig({ wal: { mode } });
+    const topic = `partitions-${crypto.randomUUID().slice(0, 8)}`;
+    await r.facade.produce({ topic, value: text("make the topic known"), partition: 0 }, "kafka");
+    for (const ack of ["none", "wal", "kafka"] as const) {
+      const refused = await refusal(r.facade.produce({ topic, value: text(ack), partition: 9 }, ack));
+      assert.equal(refused.kind, "invalid", `ack=${ack}: ${refused.message}`);
+      assert.equal(refused.message, `partition 9 does not exist in topic ${JSON.stringify(topic)}`);
+      assert.equal(STATUS_BY_KIND[refused.kind], 400);
+    }
+    await r.facade.produce({ topic, value: text("last"), partition: 3 }, "wal");
+    await r.producer.flush(5_000);
+    await waitFor("the WAL to forget every record", () => r.wal.stats().records === 0);
+    assert.equal(r.breaker.state, "closed", "the client's mistake says nothing about the brokers");
+  });
+}
 
 Deno.test("facade: draining and oversized messages are refused with their kind", async () => {
   await using r = await facadeRig();

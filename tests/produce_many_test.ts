@@ -322,20 +322,27 @@ Deno.test("produceMany: the WAL fills up mid-batch: earlier records accepted, la
   assert.equal(r.wal.stats().records, accepted, "every accepted record is in the WAL");
 });
 
-Deno.test("produceMany: a record Kafka will never take fails alone; nothing of it is kept", async () => {
-  await using r = await facadeRig();
-  const topic = topicName();
-  await r.facade.produce({ topic, value: text("make the topic known"), partition: 0 }, "kafka");
-  const out = await r.facade.produceMany([
-    { topic, value: text("a"), partition: 0 },
-    { topic, value: text("b"), partition: 99 },
-    { topic, value: text("c"), partition: 0 },
-  ], "wal");
-  assert.deepEqual(out.map((o) => o instanceof ProduceError ? o.kind : o.where), ["kafka", "kafka", "kafka"]);
-  assert.ok(out[1] instanceof ProduceError && /UNKNOWN_PARTITION/.test(out[1].message), String(out[1]));
-  assert.equal(r.wal.stats().records, 0);
-  assert.equal(r.breaker.state, "closed");
-});
+for (const ack of ["none", "wal", "kafka"] as const) {
+  Deno.test(`produceMany ack=${ack}: a record for a partition its topic lacks is refused with 400 alone; nothing of it is kept`, async () => {
+    await using r = await facadeRig();
+    const topic = topicName();
+    await r.facade.produce({ topic, value: text("make the topic known"), partition: 0 }, "kafka");
+    const out = await r.facade.produceMany([
+      { topic, value: text("a"), partition: 0 },
+      { topic, value: text("b"), partition: 99 },
+      { topic, value: text("c"), partition: 0 },
+    ], ack);
+    const good = ack === "none" ? "queued" : "kafka";
+    assert.deepEqual(out.map((o) => o instanceof ProduceError ? o.kind : o.where), [good, "invalid", good]);
+    assert.equal(
+      (out[1] as ProduceError).message,
+      `partition 99 does not exist in topic ${JSON.stringify(topic)}`,
+    );
+    await r.producer.flush(5_000);
+    assert.equal(r.wal.stats().records, 0);
+    assert.equal(r.breaker.state, "closed");
+  });
+}
 
 /** A small deterministic generator (mulberry32), so that a failing seed can be replayed. */
 function random(seed: number): () => number {

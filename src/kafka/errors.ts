@@ -1,23 +1,5 @@
 /** librdkafka errors as the rest of the service sees them, and which of them are worth retrying. */
 
-/**
- * Error codes (rd_kafka_resp_err_t) after which sending the same message again cannot succeed:
- * the message is dropped instead of being spooled. Every other code is retryable, fatal producer errors included:
- * the message is fine, the producer is not, so it is kept in the WAL for a producer that works.
- */
-const NON_RETRYABLE: ReadonlyMap<number, string> = new Map([
-  [-188, "_UNKNOWN_TOPIC"],
-  [-186, "_INVALID_ARG"],
-  [-190, "_UNKNOWN_PARTITION"],
-  [2, "INVALID_MSG"],
-  [3, "UNKNOWN_TOPIC_OR_PART"],
-  [4, "INVALID_MSG_SIZE"],
-  [10, "MSG_SIZE_TOO_LARGE"],
-  [17, "TOPIC_EXCEPTION"],
-  [18, "RECORD_LIST_TOO_LARGE"],
-  [29, "TOPIC_AUTHORIZATION_FAILED"],
-]);
-
 /** The librdkafka error codes the service acts on; no other module writes these numbers. */
 export const ERR = {
   /** Local: the producer queue is full (`queue.buffering.max.*`): back-pressure, says nothing about brokers. */
@@ -36,7 +18,27 @@ export const ERR = {
   AUTHENTICATION: -169,
   /** Local: TLS failed (handshake, certificate verification, hostname mismatch). */
   SSL: -181,
+  /** Local: the message names a partition its topic does not have (librdkafka knows the topic's partitions). */
+  UNKNOWN_PARTITION: -190,
 } as const;
+
+/**
+ * Error codes (rd_kafka_resp_err_t) after which sending the same message again cannot succeed:
+ * the message is dropped instead of being spooled. Every other code is retryable, fatal producer errors included:
+ * the message is fine, the producer is not, so it is kept in the WAL for a producer that works.
+ */
+const NON_RETRYABLE: ReadonlyMap<number, string> = new Map([
+  [-188, "_UNKNOWN_TOPIC"],
+  [-186, "_INVALID_ARG"],
+  [ERR.UNKNOWN_PARTITION, "_UNKNOWN_PARTITION"],
+  [2, "INVALID_MSG"],
+  [3, "UNKNOWN_TOPIC_OR_PART"],
+  [4, "INVALID_MSG_SIZE"],
+  [10, "MSG_SIZE_TOO_LARGE"],
+  [17, "TOPIC_EXCEPTION"],
+  [18, "RECORD_LIST_TOO_LARGE"],
+  [29, "TOPIC_AUTHORIZATION_FAILED"],
+]);
 
 /** Whether `err` is librdkafka's local "queue full". */
 export function isQueueFull(err: unknown): boolean {
@@ -57,6 +59,11 @@ const PRODUCER_ENDED: ReadonlySet<number> = new Set([
  */
 export function isProducerEnded(err: unknown): boolean {
   return err instanceof KafkaError && PRODUCER_ENDED.has(err.code);
+}
+
+/** Whether `err` says the message named a partition its topic does not have. */
+export function isUnknownPartition(err: unknown): boolean {
+  return err instanceof KafkaError && err.code === ERR.UNKNOWN_PARTITION;
 }
 
 /** Whether `err` says every broker is down. */

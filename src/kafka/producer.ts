@@ -216,8 +216,9 @@ class Batch implements Receiver {
   #waiting = 0;
   #sealed = false;
   #handedOver: (() => void) | undefined;
+  readonly #refused: ((index: number, err: KafkaError) => void) | undefined;
 
-  constructor(messages: readonly Message[], firstId: number, handedOver?: () => void) {
+  constructor(messages: readonly Message[], firstId: number, opts?: ProduceBatchOptions) {
     const { promise, resolve } = Promise.withResolvers<BatchOutcomes>();
     this.promise = promise;
     this.#resolve = resolve;
@@ -226,7 +227,8 @@ class Batch implements Receiver {
     this.#outcomes = new BatchOutcomes(messages.length);
     this.#open = new Uint8Array(messages.length).fill(1);
     this.#left = messages.length;
-    this.#handedOver = handedOver;
+    this.#handedOver = opts?.handedOver;
+    this.#refused = opts?.refused;
   }
 
   /** One more of its messages waits for room. */
@@ -275,6 +277,8 @@ class Batch implements Receiver {
   failed(id: number, err: KafkaError): void {
     const i = id - this.firstId;
     this.#outcomes.fail(i, err);
+    // Before the seal, a failure is librdkafka refusing the message as produceBatch hands it over.
+    if (!this.#sealed) this.#refused?.(i, err);
     this.#settle(i);
   }
 
@@ -311,6 +315,11 @@ export interface ProduceBatchOptions extends ProduceOptions {
    * caller may hold its own client back while the queue is full.
    */
   handedOver?: () => void;
+  /**
+   * Called before produceBatch returns for each message librdkafka refused at once (its outcome carries the same
+   * error), so that a caller that answers before the reports can still answer with it.
+   */
+  refused?: (index: number, err: KafkaError) => void;
 }
 
 /** One librdkafka producer with a promise per message. */
@@ -420,25 +429,30 @@ export class KafkaProducer {
 
   /**
    * {@link produce} without a promise: `listener` hears the outcome, so that a caller with many messages in flight
-   * pays one object per message instead of a promise, its resolvers and the reactions chained to it.
+   * pays one object per message instead of a promise, its resolvers and the reactions chained to it. Returns the
+   * error when librdkafka refused the message at once (the listener has heard it already), so that the caller can
+   * still answer its client with it.
    */
-  send(msg: Message, listener: DeliveryListener, opts?: ProduceOptions): void {
-    if (this.#closing !== null) listener.failed(this.#fail(this.#closedError(), msg.topic));
-    else this.#send(msg, listener, opts);
+  send(msg: Message, listener: DeliveryListener, opts?: ProduceOptions): KafkaError | undefined {
+    if (this.#closing === null) return this.#send(msg, listener, opts);
+    const err = this.#fail(this.#closedError(), msg.topic);
+    listener.failed(err);
+    return err;
   }
 
-  #send(msg: Message, listener: DeliveryListener, opts?: ProduceOptions): void {
+  #send(msg: Message, listener: DeliveryListener, opts?: ProduceOptions): KafkaError | undefined {
     const waitMs = opts?.fullQueueWaitMs ?? Infinity;
     const id = this.#takeSlot();
     const to = new Single(id, listener, msg.topic);
     this.#receivers[id / SLOT_SPAN] = to;
     if (waitMs > 0 && this.#waitingHead < this.#waiting.length) {
       this.#wait(msg, id, to, performance.now() + waitMs); // behind those already waiting, to keep their order
-      return;
+      return undefined;
     }
     const code = this.#handOver(msg, id);
     if (code === ERR.QUEUE_FULL && waitMs > 0) this.#wait(msg, id, to, performance.now() + waitMs);
-    else if (code !== 0) this.#reject(to, id, code, msg.topic);
+    else if (code !== 0) return this.#reject(to, id, code, msg.topic);
+    return undefined;
   }
 
   /**
@@ -454,13 +468,13 @@ export class KafkaProducer {
     if (n === 0) return Promise.resolve(new BatchOutcomes(0));
     if (n > SLOT_SPAN) throw new RangeError(`produceBatch: ${n} messages, at most ${SLOT_SPAN} per call`);
     if (this.#closing !== null) {
-      const batch = new Batch(messages, 0, opts?.handedOver);
+      const batch = new Batch(messages, 0, opts);
       for (let i = 0; i < n; i++) batch.failed(i, this.#fail(this.#closedError(), messages[i].topic));
       batch.seal();
       return batch.promise;
     }
     const firstId = this.#takeSlot();
-    const batch = new Batch(messages, firstId, opts?.handedOver);
+    const batch = new Batch(messages, firstId, opts);
     this.#receivers[firstId / SLOT_SPAN] = batch;
     const waitMs = opts?.fullQueueWaitMs ?? Infinity;
     const waits = waitMs > 0;
@@ -669,10 +683,12 @@ export class KafkaProducer {
     return waitFrom;
   }
 
-  /** Fails a message that librdkafka refused with `code`. */
-  #reject(to: Receiver, id: number, code: number, topic: string): void {
-    to.failed(id, this.#fail(this.#error(code, topic), topic));
+  /** Fails a message that librdkafka refused with `code`; returns the error it failed with. */
+  #reject(to: Receiver, id: number, code: number, topic: string): KafkaError {
+    const err = this.#fail(this.#error(code, topic), topic);
+    to.failed(id, err);
     if (to.done) this.#release(to);
+    return err;
   }
 
   async #run(): Promise<void> {

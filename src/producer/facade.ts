@@ -4,12 +4,13 @@
  * (OS errors, file paths, librdkafka's text) go to the log.
  */
 import type { Config } from "../config.ts";
-import { errorLabel, isProducerEnded, isQueueFull } from "../kafka/errors.ts";
+import { errorLabel, isProducerEnded, isQueueFull, isUnknownPartition } from "../kafka/errors.ts";
 import {
   type BatchOutcomes,
   type DeliveryListener,
   KafkaError,
   type KafkaProducer,
+  type ProduceBatchOptions,
   type ProduceOptions,
   RECORD_OVERHEAD,
   recordWireSize,
@@ -102,7 +103,7 @@ export class Facade implements ProducerFacade {
       if (!retryable || !send.walAllowed) {
         if (ticket !== undefined) this.#order!.failed(ticket);
         // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
-        if (!retryable) return settled?.reject(new ProduceError("kafka", kafkaReason(err)));
+        if (!retryable) return settled?.reject(deliveryRefusal(err, message));
         countDropped(message.topic, errorLabel(err), NO_WAL);
         return settled?.reject(new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5));
       }
@@ -350,11 +351,18 @@ export class Facade implements ProducerFacade {
       let end = start + 1;
       while (end < sends.length && (how[sends[end]] === SEND_SPOOLABLE) === spoolable) end++;
       const indices = sends.slice(start, end);
-      let options: { fullQueueWaitMs: number; handedOver: () => void } | undefined;
+      // A record refused at once for the client's own mistake is refused whatever the ack level: ack=none and
+      // `always` mode would otherwise answer before (or regardless of) the report.
+      const options: ProduceBatchOptions = {
+        refused: (k, err) => {
+          if (isUnknownPartition(err)) plan.out[indices[k]] = deliveryRefusal(err, plan.messages[indices[k]]);
+        },
+      };
       if (spoolable) {
         const handed = Promise.withResolvers<void>();
         handedOver.push(handed.promise);
-        options = { fullQueueWaitMs: this.#fullQueueWaitMs, handedOver: handed.resolve };
+        options.fullQueueWaitMs = this.#fullQueueWaitMs;
+        options.handedOver = handed.resolve;
       }
       const delivery = this.#producer.produceBatch(indices.map((i) => plan.messages[i]), options);
       reported.push(
@@ -397,7 +405,7 @@ export class Facade implements ProducerFacade {
         else wal!.ack(plan.ids[i]);
       } else if (kind === SEND_KAFKA_ONLY || !retryable) {
         // ack=kafka, or a message Kafka will never take: dropped and counted; a waiting client hears so.
-        if (plan.ack !== "none") out[i] = new ProduceError("kafka", kafkaReason(error));
+        if (plan.ack !== "none") out[i] = deliveryRefusal(error, messages[i]);
       } else if (kind === SEND_DROPPABLE) {
         countDropped(messages[i].topic, errorLabel(error), NO_WAL);
         if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(error)}`, 5);
@@ -465,7 +473,8 @@ export class Facade implements ProducerFacade {
     }
     for (const i of indices) {
       if (!failed.has(plan.durables[i]!)) {
-        plan.out[i] = IN_WAL;
+        // A record refused at hand-over keeps that outcome (see #handOverBatch).
+        if (!(plan.out[i] instanceof ProduceError)) plan.out[i] = IN_WAL;
         continue;
       }
       this.#wal!.ack(plan.ids[i]);
@@ -629,7 +638,7 @@ export class Facade implements ProducerFacade {
     } catch (err) {
       if (ticket !== undefined) this.#order!.failed(ticket);
       this.#recordFailure(message.topic, err);
-      throw new ProduceError("kafka", kafkaReason(err));
+      throw deliveryRefusal(err, message);
     }
   }
 
@@ -638,29 +647,35 @@ export class Facade implements ProducerFacade {
     const direct = this.#breaker.allow();
     const { id, durable } = this.#append(message, direct);
     // A failed send releases the record: the replay sends it.
-    if (direct) this.#send(message, new DirectSend(this.#directSent, id, message.topic));
+    const refused = direct
+      ? this.#send(message, new DirectSend(this.#directSent, id, message.topic))
+      : undefined;
     // As #awaitDurable, inline: one async frame less per record on this path.
     try {
       await durable;
     } catch (err) {
       this.#durableFailed(id, err);
     }
+    // Refused at once for a partition its topic does not have: the report acked it, it will never be sent.
+    if (isUnknownPartition(refused)) throw deliveryRefusal(refused, message);
     return IN_WAL;
   }
 
   /**
-   * Hands one message to librdkafka. A call that throws instead of reporting (more calls in flight than slots) is
-   * a failed delivery, taken the same way out.
+   * Hands one message to librdkafka; returns the error when librdkafka refused it at once (the listener heard it
+   * too). A call that throws instead of reporting (more calls in flight than slots) is a failed delivery, taken the
+   * same way out.
    */
   #send(
     message: Message,
     listener: DeliveryListener & { failed(err: unknown): void },
     opts?: ProduceOptions,
-  ): void {
+  ): KafkaError | undefined {
     try {
-      this.#producer.send(message, listener, opts);
+      return this.#producer.send(message, listener, opts);
     } catch (err) {
       listener.failed(err);
+      return undefined;
     }
   }
 
@@ -696,8 +711,11 @@ export class Facade implements ProducerFacade {
     // ack=none: librdkafka holds the message, or (queue full, or a later failure) the WAL will: its room is reserved.
     const settled = ack === "none" ? undefined : Promise.withResolvers<ProduceResult>();
     const send = new KafkaSend(this.#kafkaSent, message, reserved, walAllowed, ticket, settled);
-    this.#send(message, send, walAllowed ? this.#spoolableSend : undefined);
-    return settled === undefined ? QUEUED : await settled.promise;
+    const refused = this.#send(message, send, walAllowed ? this.#spoolableSend : undefined);
+    if (settled !== undefined) return await settled.promise;
+    // ack=none answers before the report; a message refused at once for the client's own mistake is still refused.
+    if (isUnknownPartition(refused)) throw deliveryRefusal(refused, message);
+    return QUEUED;
   }
 
   /**
@@ -939,6 +957,20 @@ const NO_WAL = "its delivery failed and its topic does not use the WAL";
 function countDropped(topic: string, error: string, why: string): void {
   metrics.dropped.inc({ topic: metrics.topicLabel(topic), error });
   logRepeated(`message dropped ${topic} ${error}`, "warn", `message dropped: ${why}`, { topic, error });
+}
+
+/**
+ * What a client waiting for a failed delivery hears: 400 for a partition the topic does not have (the request's
+ * mistake), else 502 with librdkafka's reason.
+ */
+function deliveryRefusal(err: unknown, message: Message): ProduceError {
+  if (isUnknownPartition(err)) {
+    return new ProduceError(
+      "invalid",
+      `partition ${message.partition} does not exist in topic ${JSON.stringify(message.topic)}`,
+    );
+  }
+  return new ProduceError("kafka", kafkaReason(err));
 }
 
 /** A KafkaError's message already reads `kafka: topic "t": <librdkafka's text> (<name>)`. */
