@@ -13,10 +13,11 @@
  * fallback), and `grpc-echo` (that gRPC load on bench/grpc_echo_server.ts, no Kafka: records answered instead of
  * acknowledged, CPU per answered record).
  * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none); `--kafka K=V`
- * sets any other librdkafka property, e.g. `--kafka queue.buffering.max.messages=30000` (repeatable). The service
- * inherits this process's environment, so `DENO_V8_FLAGS=...` before the command reaches both sides; `--env K=V`
- * (repeatable) sets one for the worktree's side only, e.g. `HEAD --env DENO_V8_FLAGS=--max-semi-space-size=16`
- * to measure a V8 flag against none on the same code. REVISION `none` runs the worktree alone (e.g. one long
+ * sets any other librdkafka property, e.g. `--kafka queue.buffering.max.messages=30000` (repeatable). Each side
+ * runs with the V8 flags of its own tree's deploy/deno-flags.txt, as it ships. The service inherits this process's
+ * environment, so `DENO_V8_FLAGS=...` before the command adds to both sides; `--env K=V` (repeatable) sets one for
+ * the worktree's side only, e.g. `HEAD --env DENO_V8_FLAGS=--max-semi-space-size=8` to measure a V8 flag on the
+ * same code. REVISION `none` runs the worktree alone (e.g. one long
  * batch load to see whether RSS grows). `--deno PATH` runs the REVISION side on another Deno (REVISION HEAD and a
  * clean worktree: one runtime against the other, same code). `--threads` also prints, per round, where the CPU
  * went: user and system µs per record for each kind of thread of the service (`/proc/PID/task/*`, threads named
@@ -29,7 +30,7 @@
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
-import { startService } from "../tests/support/service.ts";
+import { startService, v8Flags } from "../tests/support/service.ts";
 import { startChildServer } from "./child_server.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -194,6 +195,7 @@ async function round(
       args: [
         "run",
         "--allow-all",
+        ...v8Flags(root),
         `--config=${ROOT}deno.json`,
         ...(CPU_PROF === "" ? [] : [`--cpu-prof-dir=${profileDir}`]),
         `${root}/src/main.ts`,
@@ -242,7 +244,7 @@ const before = await Deno.makeTempDir({ prefix: "ka-ab-rev-" });
 try {
   const archive = REVISION === "none" ? { code: 0, stderr: "" } : await runCommand("bash", [
     "-c",
-    `git -C "$0" archive "$1" src bench docs proto deno.json | tar -x -C "$2"`,
+    `git -C "$0" archive "$1" src bench docs proto deploy deno.json | tar -x -C "$2"`,
     ROOT,
     REVISION,
     before,

@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh --runtime
 # The librdkafka built by setup (scripts/librdkafka.sh), unless LIBRDKAFKA_PATH names another.
-LIBRDKAFKA_PATH="${LIBRDKAFKA_PATH:-$(cat .tools/librdkafka-path)}" exec "$(cat .tools/deno-path)" run --allow-all \
+# The flags the binary gets (deploy/deno-flags.txt): the same permissions and V8 settings.
+mapfile -t flags < <(grep -v -e '^#' -e '^$' deploy/deno-flags.txt)
+LIBRDKAFKA_PATH="${LIBRDKAFKA_PATH:-$(cat .tools/librdkafka-path)}" exec "$(cat .tools/deno-path)" run "${flags[@]}" \
   src/main.ts -config "${1:-config/default.yaml}"

@@ -1,12 +1,12 @@
 /**
  * The one-file bundle (`deno task bundle`) runs alone: copied into an empty directory and started there with the
- * pinned `deno run` and the service's permissions, it serves /healthz and produces to a real broker.
+ * pinned `deno run` and the service's flags (deploy/deno-flags.txt), it serves /healthz and produces to a real broker.
  */
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
 import { runCommand } from "./kafka/command.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { buildBundle, DENO, servicePermissions } from "./support/bundle.ts";
+import { buildBundle, DENO, serviceFlags } from "./support/bundle.ts";
 import { startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 
@@ -19,15 +19,13 @@ Deno.test({
     await using run = await tempDir("ka-bundle-run-");
     await Deno.copyFile(bundle, `${run.path}/kafka-ambassador.js`);
     assert.deepEqual([...Deno.readDirSync(run.path)].map((e) => e.name), ["kafka-ambassador.js"]);
-    const permissions = await servicePermissions();
+    const flags = await serviceFlags();
 
     const version = await runCommand(
       "bash",
       [
         "-c",
-        `cd "${run.path}" && "${DENO}" run --no-prompt ${
-          permissions.join(" ")
-        } kafka-ambassador.js --version`,
+        `cd "${run.path}" && "${DENO}" run --no-prompt ${flags.join(" ")} kafka-ambassador.js --version`,
       ],
       { timeoutMs: 30_000 },
     );
@@ -47,7 +45,7 @@ Deno.test({
       dir: state.path,
       command: (configPath) => ({
         cmd: DENO,
-        args: ["run", "--no-prompt", ...permissions, "kafka-ambassador.js", "-config", configPath],
+        args: ["run", "--no-prompt", ...flags, "kafka-ambassador.js", "-config", configPath],
         cwd: run.path,
       }),
     });

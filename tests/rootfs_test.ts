@@ -10,7 +10,7 @@ import { parse } from "yaml";
 import { startBroker } from "./kafka/broker.ts";
 import { runCommand } from "./kafka/command.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { buildBundle, DENO, servicePermissions } from "./support/bundle.ts";
+import { buildBundle, DENO, serviceFlags } from "./support/bundle.ts";
 import { LIBRDKAFKA_PATH } from "./support/librdkafka.ts";
 import { startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
@@ -86,7 +86,7 @@ Deno.test({
       "/usr/local/bin/deno",
       "run",
       "--no-prompt",
-      ...await servicePermissions(),
+      ...await serviceFlags(),
       "/kafka-ambassador.js",
     ];
 

@@ -1,15 +1,15 @@
 /** The one-file bundle (`deno task bundle`) and the permissions it runs with, for the bundle and rootfs tests. */
 import { runCommand } from "../kafka/command.ts";
+import { denoFlags } from "./service.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 export const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
 /** Where `deno task bundle` writes the bundle. */
 export const BUNDLE_PATH = `${ROOT}dist/kafka-ambassador.js`;
 
-/** The permission flags of deploy/permissions.txt (the ones the compiled binary gets). */
-export async function servicePermissions(): Promise<string[]> {
-  const text = await Deno.readTextFile(`${ROOT}deploy/permissions.txt`);
-  return text.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
+/** The Deno flags of deploy/deno-flags.txt (the ones the compiled binary gets): permissions and V8 settings. */
+export async function serviceFlags(): Promise<string[]> {
+  return denoFlags(await Deno.readTextFile(`${ROOT}deploy/deno-flags.txt`));
 }
 
 /** Runs `deno task bundle` in the checkout and returns the bundle's path. */

@@ -6,10 +6,31 @@ import { waitFor } from "./wait.ts";
 
 export { freePort };
 
-const MAIN = new URL("../../src/main.ts", import.meta.url).pathname;
+const ROOT = new URL("../../", import.meta.url).pathname;
+const MAIN = `${ROOT}src/main.ts`;
 const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
 /** Disposal sends SIGTERM, then SIGKILL after this long (the longest shutdown_timeout in the tests is 60 s). */
 const DISPOSE_KILL_MS = 90_000;
+
+/** The flags of a `deploy/deno-flags.txt` text: one a line, `#` comments and blank lines left out. */
+export function denoFlags(text: string): string[] {
+  return text.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
+}
+
+/**
+ * The V8 settings the service of the tree at `root` ships with (its deploy/deno-flags.txt; none in a tree without
+ * it), so that tests and benchmarks run it with the heap it has in production.
+ */
+export function v8Flags(root: string): string[] {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`${root.replace(/\/?$/, "/")}deploy/deno-flags.txt`);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw err;
+  }
+  return denoFlags(text).filter((flag) => flag.startsWith("--v8-flags="));
+}
 
 /**
  * A running service and the addresses of its listeners. Disposing it sends SIGTERM if it is still running and
@@ -60,7 +81,7 @@ export async function startService(
   const logPath = `${dir}/service-${Date.now()}.log`;
   const stdoutPath = `${logPath}.stdout`;
   const command = opts.command?.(configPath) ??
-    { cmd: DENO, args: ["run", "--allow-all", MAIN, "-config", configPath] };
+    { cmd: DENO, args: ["run", "--allow-all", ...v8Flags(ROOT), MAIN, "-config", configPath] };
   const child = new Deno.Command(command.cmd, {
     args: command.args,
     cwd: command.cwd,
