@@ -15,13 +15,14 @@
  * librdkafka settings are those of compare.ts; `--codec` sets compression.codec (default none); `--kafka K=V`
  * sets any other librdkafka property, e.g. `--kafka queue.buffering.max.messages=30000` (repeatable). Each side
  * runs with the V8 flags of its own tree's deploy/deno-flags.txt, as it ships. The service inherits this process's
- * environment, so `DENO_V8_FLAGS=...` before the command adds to both sides; `--env K=V` (repeatable) sets one for
- * the worktree's side only, e.g. `HEAD --env DENO_V8_FLAGS=--max-semi-space-size=8` to measure a V8 flag on the
- * same code. REVISION `none` runs the worktree alone (e.g. one long
- * batch load to see whether RSS grows). `--deno PATH` runs the REVISION side on another Deno (REVISION HEAD and a
- * clean worktree: one runtime against the other, same code). `--threads` also prints, per round, where the CPU
- * went: user and system µs per record for each kind of thread of the service (`/proc/PID/task/*`, threads named
- * alike summed: the JS thread `deno`, tokio's blocking pool, librdkafka's `rdk:*`, V8's workers).
+ * environment, so `DENO_V8_FLAGS=...` before the command adds to both sides (a flag the tree's file sets too keeps
+ * the file's value); `--env K=V` (repeatable) sets one for the worktree's side only, e.g. `HEAD --env
+ * DENO_V8_FLAGS=--heap-growing-percent=50` to measure a V8 flag on the same code. REVISION `none` runs the
+ * worktree alone (e.g. one long batch load to see whether RSS grows). `--deno PATH` runs the REVISION side on
+ * another Deno (REVISION HEAD and a clean worktree: one runtime against the other, same code). `--threads` also
+ * prints, per round, where the CPU went: user and system µs per record for each kind of thread of the service
+ * (`/proc/PID/task/*`, threads named alike summed: the JS thread `deno`, tokio's blocking pool, librdkafka's
+ * `rdk:*`, V8's workers).
  * `--cpu-prof DIR` runs each service under V8's CPU profiler: DIR/<side>-<scenario>-<round>/*.cpuprofile, written
  * when the service exits (bench/cpu_profile.ts summarizes one); the profiler costs some throughput on both sides.
  *
