@@ -1032,14 +1032,29 @@ export function recordWireSize(m: Message): number {
   let size = RECORD_OVERHEAD + m.value.byteLength + (m.key?.byteLength ?? 0);
   if (m.headers !== undefined) {
     for (const [name, value] of m.headers) {
-      const nameBytes = headerEncoder.encode(name).byteLength;
+      const nameBytes = utf8Length(name);
       size += nameBytes + varintBytes(2 * nameBytes) + value.byteLength + varintBytes(2 * value.byteLength);
     }
   }
   return size;
 }
 
-const headerEncoder = new TextEncoder();
+/** Bytes of `text` in UTF-8, as TextEncoder writes it (a lone surrogate as U+FFFD), counted without encoding. */
+function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) bytes += 1;
+    else if (
+      c >= 0xd800 && c <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00
+    ) {
+      bytes += 2; // a pair: two UTF-16 units, four bytes
+      i++;
+    } else bytes += 2;
+  }
+  return bytes;
+}
 
 /** Bytes of `n` as an unsigned varint (a header's lengths are zigzag varints: 2n for n >= 0). */
 function varintBytes(n: number): number {
