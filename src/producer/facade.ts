@@ -351,11 +351,10 @@ export class Facade implements ProducerFacade {
       let end = start + 1;
       while (end < sends.length && (how[sends[end]] === SEND_SPOOLABLE) === spoolable) end++;
       const indices = sends.slice(start, end);
-      // A record refused at once for the client's own mistake is refused whatever the ack level: ack=none and
-      // `always` mode would otherwise answer before (or regardless of) the report.
       const options: ProduceBatchOptions = {
         refused: (k, err) => {
-          if (isUnknownPartition(err)) plan.out[indices[k]] = deliveryRefusal(err, plan.messages[indices[k]]);
+          const refusal = refusedAtOnce(err, plan.messages[indices[k]]);
+          if (refusal !== undefined) plan.out[indices[k]] = refusal;
         },
       };
       if (spoolable) {
@@ -648,7 +647,7 @@ export class Facade implements ProducerFacade {
     const { id, durable } = this.#append(message, direct);
     // A failed send releases the record: the replay sends it.
     const refused = direct
-      ? this.#send(message, new DirectSend(this.#directSent, id, message.topic))
+      ? refusedAtOnce(this.#send(message, new DirectSend(this.#directSent, id, message.topic)), message)
       : undefined;
     // As #awaitDurable, inline: one async frame less per record on this path.
     try {
@@ -656,8 +655,8 @@ export class Facade implements ProducerFacade {
     } catch (err) {
       this.#durableFailed(id, err);
     }
-    // Refused at once for a partition its topic does not have: the report acked it, it will never be sent.
-    if (isUnknownPartition(refused)) throw deliveryRefusal(refused, message);
+    // The report acked it: it will never be sent.
+    if (refused !== undefined) throw refused;
     return IN_WAL;
   }
 
@@ -711,10 +710,12 @@ export class Facade implements ProducerFacade {
     // ack=none: librdkafka holds the message, or (queue full, or a later failure) the WAL will: its room is reserved.
     const settled = ack === "none" ? undefined : Promise.withResolvers<ProduceResult>();
     const send = new KafkaSend(this.#kafkaSent, message, reserved, walAllowed, ticket, settled);
-    const refused = this.#send(message, send, walAllowed ? this.#spoolableSend : undefined);
+    const refused = refusedAtOnce(
+      this.#send(message, send, walAllowed ? this.#spoolableSend : undefined),
+      message,
+    );
     if (settled !== undefined) return await settled.promise;
-    // ack=none answers before the report; a message refused at once for the client's own mistake is still refused.
-    if (isUnknownPartition(refused)) throw deliveryRefusal(refused, message);
+    if (refused !== undefined) throw refused;
     return QUEUED;
   }
 
@@ -971,6 +972,15 @@ function deliveryRefusal(err: unknown, message: Message): ProduceError {
     );
   }
   return new ProduceError("kafka", kafkaReason(err));
+}
+
+/**
+ * What the client hears for a message librdkafka refused as it was handed over, even where the reply does not wait
+ * for the report (ack=none, `always` mode): only a partition its topic does not have, the request's own mistake. A
+ * refusal for anything else (an unknown topic, say) is left to the report, as the Go service left it.
+ */
+function refusedAtOnce(err: KafkaError | undefined, message: Message): ProduceError | undefined {
+  return isUnknownPartition(err) ? deliveryRefusal(err, message) : undefined;
 }
 
 /** A KafkaError's message already reads `kafka: topic "t": <librdkafka's text> (<name>)`. */
