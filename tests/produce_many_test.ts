@@ -170,6 +170,77 @@ Deno.test("produceBatch: per-message errors (too large, unknown partition) fail 
   }
 });
 
+/** Unreachable brokers: every delivery fails once message.timeout.ms is over. */
+const DEAD = {
+  "test.mock.num.brokers": "0",
+  "bootstrap.servers": "127.0.0.1:1",
+  "reconnect.backoff.max.ms": "500",
+  "message.timeout.ms": "300",
+};
+
+/** Messages of two topics, with and without keys, partitions, headers, a timestamp; values of several sizes. */
+function variedMessages(n: number): Message[] {
+  const [a, b] = [topicName(), topicName()];
+  return Array.from({ length: n }, (_, i) => {
+    const m: Message = {
+      topic: i % 5 === 4 ? b : a,
+      value: crypto.getRandomValues(new Uint8Array(i * 37 % 300)),
+    };
+    if (i % 3 === 1) m.key = text(`k${i}`);
+    if (i % 11 === 5) m.key = new Uint8Array(0);
+    if (i % 4 === 2) m.partition = i % 3;
+    if (i % 13 === 7) m.headers = [["h", text(`${i}`)]];
+    if (i === 9) m.timestamp = 1_700_000_000_000;
+    return m;
+  });
+}
+
+/** The fields of a message a client sent, comparable with deepEqual (no key and a null key alike). */
+function sent(m: Message) {
+  return {
+    topic: m.topic,
+    value: Array.from(m.value),
+    key: m.key ? Array.from(m.key) : null,
+    partition: m.partition,
+    headers: m.headers?.map(([name, value]) => [name, Array.from(value)]),
+    timestamp: m.timestamp,
+  };
+}
+
+Deno.test("produceBatch: a message whose delivery fails comes back as it was sent, from librdkafka's report", async () => {
+  const p = KafkaProducer.open({ id: "batch-failed", config: DEAD });
+  try {
+    const messages = variedMessages(60);
+    const outcomes = await p.produceBatch(messages);
+    for (let i = 0; i < messages.length; i++) {
+      assert.equal(outcomes.error(i)?.errName, "_MSG_TIMED_OUT", `message ${i}`);
+      assert.equal(outcomes.topic(i), messages[i].topic);
+      const back = outcomes.message(i);
+      assert.ok(back !== undefined, `message ${i} came back`);
+      assert.deepEqual(sent(back), sent(messages[i]), `message ${i}`);
+      // The batch let go of the messages once librdkafka had them; only those a report cannot rebuild are kept.
+      const kept = messages[i].headers !== undefined || messages[i].timestamp !== undefined;
+      assert.equal(back === messages[i], kept, `message ${i}: kept ${kept}`);
+    }
+  } finally {
+    await p.close(1000);
+  }
+});
+
+for (const ack of ["none", "wal"] as const) {
+  Deno.test(`produceMany ack=${ack}: failed deliveries reach the WAL byte for byte, though the batch let go of them`, async () => {
+    await using r = await facadeRig({ kafka: DEAD });
+    const messages = variedMessages(40);
+    const out = await r.facade.produceMany(messages, ack);
+    assert.deepEqual(out.map(shape), Array(40).fill(ack === "none" ? "queued" : "wal"));
+    await waitFor("every failed delivery spooled", () => r.wal.stats().records === 40, 10_000);
+    const spooled = (await r.wal.checkout(100)).map(sent);
+    const byValue = (x: { value: number[] }, y: { value: number[] }) =>
+      String(x.value) < String(y.value) ? -1 : 1;
+    assert.deepEqual(spooled.sort(byValue), messages.map(sent).sort(byValue));
+  });
+}
+
 Deno.test("produceMany: outcomes in request order for each ack level; refusals in their slot", async () => {
   await using r = await facadeRig({ wal: { disableTopics: ["volatile"] } });
   const topic = topicName();

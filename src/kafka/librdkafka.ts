@@ -387,6 +387,21 @@ export class RdEvent {
     return true;
   }
 
+  /**
+   * A copy of the value and key of the message the last {@link nextDelivery} read (librdkafka's own copy, made as
+   * it was produced): what a failed message was, for one whose sender no longer holds it. A null key is null; a
+   * null value is empty.
+   */
+  payload(): { value: Uint8Array; key: Uint8Array | null } {
+    const v = this.#view;
+    const valueAt = v.getBigUint64(MSG_PAYLOAD, true);
+    const keyAt = v.getBigUint64(MSG_KEY, true);
+    return {
+      value: copyOut(valueAt, Number(v.getBigUint64(MSG_LEN, true))),
+      key: keyAt === 0n ? null : copyOut(keyAt, Number(v.getBigUint64(MSG_KEY_LEN, true))),
+    };
+  }
+
   /** The error of an ERROR event. */
   error(): RdError {
     const ev = this.#ptr();
@@ -424,6 +439,13 @@ export class RdEvent {
     if (this.#ev !== null) this.#sym.rd_kafka_event_destroy(this.#ev);
     this.#ev = null;
   }
+}
+
+/** A copy of `length` bytes at native address `at` (none when `at` is 0). */
+function copyOut(at: bigint, length: number): Uint8Array {
+  const bytes = new Uint8Array(at === 0n ? 0 : length);
+  if (bytes.byteLength > 0) Deno.UnsafePointerView.copyInto(Deno.UnsafePointer.create(at)!, bytes);
+  return bytes;
 }
 
 /**

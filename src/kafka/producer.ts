@@ -87,21 +87,31 @@ const SLOT_SPAN = 2 ** 27;
 const MAX_SLOTS = 2 ** 26;
 
 /**
- * The outcomes of one produceBatch() call, by position in the batch: typed arrays, and an error object only for a
- * message that failed, rather than an object per message.
+ * The outcomes of one produceBatch() call, by position in the batch: typed arrays, and an error object and the
+ * message only for a message that failed, rather than an object per message.
  */
 export class BatchOutcomes {
   readonly length: number;
-  /** Where each delivered message was stored. */
+  /** Where each delivered message was stored (empty when produceBatch was told `positions: false`). */
   readonly partitions: Int32Array;
-  /** Kafka offsets of the delivered messages (exact below 2^53). */
+  /** Kafka offsets of the delivered messages, exact below 2^53 (empty as `partitions` is). */
   readonly offsets: Float64Array;
+  /** The topic of every message, or of each. */
+  readonly #topics: string | readonly string[];
   #errors: Array<KafkaError | undefined> | undefined;
+  #failed: Array<Message | undefined> | undefined;
 
-  constructor(length: number) {
+  constructor(length: number, topics: string | readonly string[], positions = true) {
     this.length = length;
-    this.partitions = new Int32Array(length);
-    this.offsets = new Float64Array(length);
+    this.#topics = topics;
+    this.partitions = new Int32Array(positions ? length : 0);
+    this.offsets = new Float64Array(positions ? length : 0);
+  }
+
+  /** The topic of message `i`. */
+  topic(i: number): string {
+    const topics = this.#topics;
+    return typeof topics === "string" ? topics : topics[i];
   }
 
   /** The error message `i` failed with; undefined when it was delivered. */
@@ -109,9 +119,19 @@ export class BatchOutcomes {
     return this.#errors?.[i];
   }
 
+  /**
+   * Failed message `i` as it was sent, to be spooled: produceBatch does not hold a batch's messages once they are
+   * in librdkafka, and takes a failed one back from its delivery report. Undefined for a delivered message, and
+   * for one librdkafka never reported (see {@link KafkaProducer.close}).
+   */
+  message(i: number): Message | undefined {
+    return this.#failed?.[i];
+  }
+
   /** Records the failure of message `i` (the producer fills the outcomes). */
-  fail(i: number, err: KafkaError): void {
+  fail(i: number, err: KafkaError, message: Message | undefined): void {
     (this.#errors ??= new Array(this.length))[i] = err;
+    (this.#failed ??= new Array(this.length))[i] = message;
   }
 }
 
@@ -125,7 +145,8 @@ interface Receiver {
   /** Whether message `id` has no outcome yet. */
   open(id: number): boolean;
   delivered(id: number, partition: number, offset: number): void;
-  failed(id: number, err: KafkaError): void;
+  /** `report`: the delivery report event that failed it, positioned on its message; none when it had none. */
+  failed(id: number, err: KafkaError, report?: RdEvent): void;
 }
 
 /**
@@ -201,11 +222,23 @@ class Settles implements DeliveryListener {
 /**
  * One produceBatch() call: its messages have the ids firstId, firstId + 1, ..., so one object serves them all (no
  * closure or promise per message); its promise resolves once every outcome is known.
+ *
+ * It lets go of the messages once none of them waits for room (librdkafka has copied them): held until their
+ * reports, the messages and the request bodies their values are views of outlived the young generation, and the
+ * garbage they left in the old one was most of a batch load's memory. A message that fails is taken back from
+ * its delivery report (librdkafka's copy); one with headers or a timestamp, which the report does not give back as
+ * it was sent, is kept.
  */
 class Batch implements Receiver {
   readonly promise: Promise<BatchOutcomes>;
   readonly #resolve: (outcomes: BatchOutcomes) => void;
-  readonly messages: readonly Message[];
+  /** The messages, until none waits for room; then undefined. */
+  #messages: readonly Message[] | undefined;
+  /** After that, the messages still open that a report cannot give back, by index. */
+  #kept: Map<number, Message> | undefined;
+  /** The partition each message asked for, PARTITION_UA for none; undefined when none asked for one. */
+  #partitions: Int32Array | undefined;
+  readonly length: number;
   /** The id of messages[0]. */
   readonly firstId: number;
   readonly #outcomes: BatchOutcomes;
@@ -216,17 +249,29 @@ class Batch implements Receiver {
   #waiting = 0;
   #sealed = false;
   #handedOver: (() => void) | undefined;
-  readonly #refused: ((index: number, err: KafkaError) => void) | undefined;
+  /** Called only until the seal, then let go (it may see the messages). */
+  #refused: ((index: number, err: KafkaError) => void) | undefined;
 
   constructor(messages: readonly Message[], firstId: number, opts?: ProduceBatchOptions) {
     const { promise, resolve } = Promise.withResolvers<BatchOutcomes>();
     this.promise = promise;
     this.#resolve = resolve;
-    this.messages = messages;
+    this.#messages = messages;
+    const n = messages.length;
+    this.length = n;
+    // Most batches are of one topic and let librdkafka choose partitions: then nothing per message is kept.
+    let topics: string | string[] = messages[0]?.topic ?? "";
+    for (let i = 0; i < n; i++) {
+      const m = messages[i];
+      if (typeof topics === "string" && m.topic !== topics) topics = messages.map((m) => m.topic);
+      if (m.partition !== undefined) {
+        (this.#partitions ??= new Int32Array(n).fill(PARTITION_UA))[i] = m.partition;
+      }
+    }
     this.firstId = firstId;
-    this.#outcomes = new BatchOutcomes(messages.length);
-    this.#open = new Uint8Array(messages.length).fill(1);
-    this.#left = messages.length;
+    this.#outcomes = new BatchOutcomes(n, topics, opts?.positions ?? true);
+    this.#open = new Uint8Array(n).fill(1);
+    this.#left = n;
     this.#handedOver = opts?.handedOver;
     this.#refused = opts?.refused;
   }
@@ -245,11 +290,20 @@ class Batch implements Receiver {
   /** Every message of the batch has been handed over or queued to wait. */
   seal(): void {
     this.#sealed = true;
+    this.#refused = undefined;
     this.#checkHandedOver();
   }
 
+  /** The messages, while some wait for room (the producer hands them over from here). */
+  get messages(): readonly Message[] {
+    if (this.#messages === undefined) throw new Error("kafka producer: a batch's messages were let go");
+    return this.#messages;
+  }
+
   #checkHandedOver(): void {
-    if (!this.#sealed || this.#waiting > 0 || this.#handedOver === undefined) return;
+    if (!this.#sealed || this.#waiting > 0) return;
+    if (this.#messages !== undefined) this.#letGo(this.#messages);
+    if (this.#handedOver === undefined) return;
     const call = this.#handedOver;
     this.#handedOver = undefined;
     call();
@@ -259,8 +313,18 @@ class Batch implements Receiver {
     return this.#left === 0;
   }
 
+  #letGo(messages: readonly Message[]): void {
+    this.#messages = undefined;
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i];
+      if (this.#open[i] === 1 && (m.headers?.length || m.timestamp !== undefined)) {
+        (this.#kept ??= new Map()).set(i, m);
+      }
+    }
+  }
+
   topicOf(id: number): string {
-    return this.messages[id - this.firstId].topic;
+    return this.#outcomes.topic(id - this.firstId);
   }
 
   open(id: number): boolean {
@@ -269,21 +333,35 @@ class Batch implements Receiver {
 
   delivered(id: number, partition: number, offset: number): void {
     const i = id - this.firstId;
-    this.#outcomes.partitions[i] = partition;
-    this.#outcomes.offsets[i] = offset;
+    if (this.#outcomes.partitions.length > 0) {
+      this.#outcomes.partitions[i] = partition;
+      this.#outcomes.offsets[i] = offset;
+    }
     this.#settle(i);
   }
 
-  failed(id: number, err: KafkaError): void {
+  failed(id: number, err: KafkaError, report?: RdEvent): void {
     const i = id - this.firstId;
-    this.#outcomes.fail(i, err);
+    this.#outcomes.fail(i, err, this.#messages?.[i] ?? this.#kept?.get(i) ?? this.#fromReport(i, report));
     // Before the seal, a failure is librdkafka refusing the message as produceBatch hands it over.
     if (!this.#sealed) this.#refused?.(i, err);
     this.#settle(i);
   }
 
+  /** Message `i` as librdkafka's report of it gives it back. */
+  #fromReport(i: number, report: RdEvent | undefined): Message | undefined {
+    if (report === undefined) return undefined;
+    const { value, key } = report.payload();
+    const message: Message = { topic: this.#outcomes.topic(i), value };
+    if (key !== null) message.key = key;
+    const partition = this.#partitions?.[i] ?? PARTITION_UA;
+    if (partition !== PARTITION_UA) message.partition = partition;
+    return message;
+  }
+
   #settle(i: number): void {
     this.#open[i] = 0;
+    this.#kept?.delete(i);
     if (--this.#left === 0) this.#resolve(this.#outcomes);
   }
 }
@@ -320,6 +398,12 @@ export interface ProduceBatchOptions extends ProduceOptions {
    * error), so that a caller that answers before the reports can still answer with it.
    */
   refused?: (index: number, err: KafkaError) => void;
+  /**
+   * Whether the outcomes give where each delivered message was stored (`partitions`, `offsets`); a caller that
+   * does not answer with them saves two arrays per batch held until the reports.
+   * @default true
+   */
+  positions?: boolean;
 }
 
 /** One librdkafka producer with a promise per message. */
@@ -465,7 +549,7 @@ export class KafkaProducer {
    */
   produceBatch(messages: readonly Message[], opts?: ProduceBatchOptions): Promise<BatchOutcomes> {
     const n = messages.length;
-    if (n === 0) return Promise.resolve(new BatchOutcomes(0));
+    if (n === 0) return Promise.resolve(new BatchOutcomes(0, ""));
     if (n > SLOT_SPAN) throw new RangeError(`produceBatch: ${n} messages, at most ${SLOT_SPAN} per call`);
     if (this.#closing !== null) {
       const batch = new Batch(messages, 0, opts);
@@ -684,9 +768,9 @@ export class KafkaProducer {
   }
 
   /** Fails a message that librdkafka refused with `code`; returns the error it failed with. */
-  #reject(to: Receiver, id: number, code: number, topic: string): KafkaError {
+  #reject(to: Receiver, id: number, code: number, topic: string, report?: RdEvent): KafkaError {
     const err = this.#fail(this.#error(code, topic), topic);
-    to.failed(id, err);
+    to.failed(id, err, report);
     if (to.done) this.#release(to);
     return err;
   }
@@ -756,7 +840,7 @@ export class KafkaProducer {
           to.delivered(id, report.partition, report.offset);
           if (to.done) this.#release(to);
         } else {
-          this.#reject(to, id, report.err, topic);
+          this.#reject(to, id, report.err, topic, ev);
         }
       }
       if (++n % CLOCK_EVERY === 0 && performance.now() >= sliceEnd) {
@@ -893,7 +977,7 @@ export class KafkaProducer {
     // Those waiting for room were failed before: every message still open is in librdkafka.
     for (const to of this.#receivers) {
       if (to === undefined) continue;
-      const end = to.firstId + (to instanceof Batch ? to.messages.length : 1);
+      const end = to.firstId + (to instanceof Batch ? to.length : 1);
       for (let id = to.firstId; id < end; id++) {
         if (to.open(id)) this.#reject(to, id, ERR.PURGE_QUEUE, to.topicOf(id));
       }

@@ -211,7 +211,7 @@ export class Facade implements ProducerFacade {
       // Key order: message by message (each one's decision depends on the reports of the ones before it).
       return await Promise.all(messages.map((m) => this.produce(m, ack).catch(refusalOrThrow)));
     }
-    const plan = new BatchPlan(messages, ack);
+    const plan = new BatchPlan(messages.length, ack);
     const { out } = plan;
     // The records of a batch usually share a topic: its counter is looked up once per run of it.
     let countedTopic: string | undefined;
@@ -239,11 +239,11 @@ export class Facade implements ProducerFacade {
       }
       const walAllowed = this.#walAllowed(topic);
       if (walAllowed && (this.#walMode === "always" || this.#alwaysTopics.has(topic))) {
-        this.#stage(plan, i, true);
+        this.#stage(plan, messages, i, true);
         continue;
       }
       // The staged `always` records ask the breaker when appended: before this message, as produce would.
-      if (plan.runAlways) this.#appendRun(plan);
+      if (plan.runAlways) this.#appendRun(plan, messages);
       if (!this.#breaker.allow()) {
         if (!walAllowed) {
           out[i] = new ProduceError(
@@ -251,11 +251,11 @@ export class Facade implements ProducerFacade {
             "kafka unavailable (circuit breaker open) and WAL disabled",
             5,
           );
-        } else this.#stage(plan, i, false);
+        } else this.#stage(plan, messages, i, false);
         continue;
       }
       // The room check must see the WAL as the records staged before this message leave it.
-      this.#appendRun(plan);
+      this.#appendRun(plan, messages);
       if (walAllowed) {
         const reserved = walLineEstimate(message);
         if (!this.#walHasRoom(reserved)) {
@@ -269,8 +269,9 @@ export class Facade implements ProducerFacade {
       out[i] = QUEUED;
       plan.send(i, walAllowed ? SEND_SPOOLABLE : SEND_DROPPABLE);
     }
-    this.#appendRun(plan);
-    const { reported, handedOver } = this.#handOverBatch(plan);
+    this.#appendRun(plan, messages);
+    // From here on the plan does not hold the messages (see produceBatch): a failed one comes back in its outcome.
+    const { reported, handedOver } = this.#handOverBatch(plan, messages);
     // ack=none: the reply waits until no record waits for room in librdkafka's queue any more (at most
     // producer.full_queue_wait), so that clients faster than Kafka are held back instead of filling the WAL.
     await (ack === "none" ? handedOver : reported);
@@ -288,8 +289,8 @@ export class Facade implements ProducerFacade {
   }
 
   /** Stages message `i` for the WAL; records of one kind are appended together (see #appendRun). */
-  #stage(plan: BatchPlan, i: number, always: boolean): void {
-    if (plan.run.length > 0 && plan.runAlways !== always) this.#appendRun(plan);
+  #stage(plan: BatchPlan, messages: readonly Message[], i: number, always: boolean): void {
+    if (plan.run.length > 0 && plan.runAlways !== always) this.#appendRun(plan, messages);
     plan.run.push(i);
     plan.runAlways = always;
   }
@@ -299,7 +300,7 @@ export class Facade implements ProducerFacade {
    * `always` record asks the breaker only once appended: asking first and giving the probe back on a refusal, as
    * produce does, leaves the breaker as it was. So records are appended checked out and released when not sent.
    */
-  #appendRun(plan: BatchPlan): void {
+  #appendRun(plan: BatchPlan, messages: readonly Message[]): void {
     const { run, out } = plan;
     if (run.length === 0) return;
     const always = plan.runAlways;
@@ -309,7 +310,7 @@ export class Facade implements ProducerFacade {
     let appended: AppendedMany;
     try {
       if (!wal.writable) throw new ProduceError("unavailable", "wal: unavailable", 5);
-      appended = wal.appendMany(run.map((i) => plan.messages[i]), {
+      appended = wal.appendMany(run.map((i) => messages[i]), {
         checkedOut: always,
         reservedBytes: this.#reservedWalBytes,
       });
@@ -341,7 +342,10 @@ export class Facade implements ProducerFacade {
    * that waits (or not) for queue room alike. `reported` resolves once their reports are acted on, `handedOver`
    * once none of those that may be spooled waits for queue room any more.
    */
-  #handOverBatch(plan: BatchPlan): { reported: Promise<unknown>; handedOver: Promise<unknown> } {
+  #handOverBatch(
+    plan: BatchPlan,
+    messages: readonly Message[],
+  ): { reported: Promise<unknown>; handedOver: Promise<unknown> } {
     const { sends, how } = plan;
     const reported: Promise<void>[] = [];
     const handedOver: Promise<void>[] = [];
@@ -351,11 +355,12 @@ export class Facade implements ProducerFacade {
       let end = start + 1;
       while (end < sends.length && (how[sends[end]] === SEND_SPOOLABLE) === spoolable) end++;
       const indices = sends.slice(start, end);
+      const batch = new Array<Message>(indices.length);
+      for (let k = 0; k < indices.length; k++) batch[k] = messages[indices[k]];
+      // No closure made here may see the messages: the one on `delivery` would keep them until the reports.
       const options: ProduceBatchOptions = {
-        refused: (k, err) => {
-          const refusal = refusedAtOnce(err, plan.messages[indices[k]]);
-          if (refusal !== undefined) plan.out[indices[k]] = refusal;
-        },
+        refused: refusalsInto(plan.out, batch, indices),
+        positions: plan.ack !== "none",
       };
       if (spoolable) {
         const handed = Promise.withResolvers<void>();
@@ -363,7 +368,7 @@ export class Facade implements ProducerFacade {
         options.fullQueueWaitMs = this.#fullQueueWaitMs;
         options.handedOver = handed.resolve;
       }
-      const delivery = this.#producer.produceBatch(indices.map((i) => plan.messages[i]), options);
+      const delivery = this.#producer.produceBatch(batch, options);
       reported.push(
         delivery.then((outcomes) => this.#reported(plan, indices, outcomes)).catch((err) => {
           log("error", "produce batch: handling delivery reports failed", { error: err });
@@ -376,9 +381,10 @@ export class Facade implements ProducerFacade {
 
   /** Acts on the reports of messages `indices`, as the per-message handlers of produce would. */
   async #reported(plan: BatchPlan, indices: number[], outcomes: BatchOutcomes): Promise<void> {
-    const { messages, out, how } = plan;
+    const { out, how } = plan;
     const wal = this.#wal;
     const failed: number[] = [];
+    const spooled: Message[] = [];
     // The breaker hears a run of deliveries at once: one clock read for the run, not one per message.
     let successes = 0;
     for (let k = 0; k < indices.length; k++) {
@@ -398,30 +404,40 @@ export class Facade implements ProducerFacade {
         this.#breaker.success(successes);
         successes = 0;
       }
-      const retryable = this.#recordFailure(messages[i].topic, error);
+      const topic = outcomes.topic(k);
+      const message = outcomes.message(k);
+      const retryable = this.#recordFailure(topic, error);
       if (kind === SEND_DIRECT) {
         if (retryable) wal!.release(plan.ids[i]);
         else wal!.ack(plan.ids[i]);
       } else if (kind === SEND_KAFKA_ONLY || !retryable) {
         // ack=kafka, or a message Kafka will never take: dropped and counted; a waiting client hears so.
-        if (plan.ack !== "none") out[i] = deliveryRefusal(error, messages[i]);
+        if (plan.ack !== "none") out[i] = deliveryRefusal(error, message ?? { topic });
       } else if (kind === SEND_DROPPABLE) {
-        countDropped(messages[i].topic, errorLabel(error), NO_WAL);
+        countDropped(topic, errorLabel(error), NO_WAL);
         if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(error)}`, 5);
-      } else failed.push(i);
+      } else if (message === undefined) {
+        // librdkafka never reported it, even after a purge (KafkaProducer.close): nothing is left to spool.
+        this.#lost(plan, i, topic, errorLabel(error), "message lost: librdkafka did not report it", error);
+      } else {
+        failed.push(i);
+        spooled.push(message);
+      }
     }
     if (successes > 0) this.#breaker.success(successes);
-    if (failed.length > 0) await this.#spoolFailedMany(plan, failed);
+    if (failed.length > 0) await this.#spoolFailedMany(plan, failed, spooled);
   }
 
-  /** #spoolFailed for the failed deliveries of a batch: one WAL group, their room having been reserved. */
-  async #spoolFailedMany(plan: BatchPlan, failed: number[]): Promise<void> {
-    const { messages } = plan;
+  /**
+   * #spoolFailed for the failed deliveries of a batch, `messages` being those of `failed`: one WAL group, their
+   * room having been reserved.
+   */
+  async #spoolFailedMany(plan: BatchPlan, failed: number[], messages: Message[]): Promise<void> {
     let appended: AppendedMany;
     try {
-      appended = this.#wal!.appendMany(failed.map((i) => messages[i]));
+      appended = this.#wal!.appendMany(messages);
     } catch (err) {
-      for (const i of failed) this.#spoolRefused(plan, i, err);
+      for (let k = 0; k < failed.length; k++) this.#spoolRefused(plan, failed[k], messages[k].topic, err);
       return;
     }
     const waits: number[] = [];
@@ -429,7 +445,7 @@ export class Facade implements ProducerFacade {
       const i = failed[k];
       const id = appended.ids[k];
       if (typeof id !== "number") {
-        this.#spoolRefused(plan, i, id);
+        this.#spoolRefused(plan, i, messages[k].topic, id);
         continue;
       }
       plan.ids[i] = id;
@@ -440,22 +456,25 @@ export class Facade implements ProducerFacade {
     if (waits.length > 0) await this.#awaitDurables(plan, waits);
   }
 
-  #spoolRefused(plan: BatchPlan, i: number, err: unknown): void {
-    const message = plan.messages[i];
+  #spoolRefused(plan: BatchPlan, i: number, topic: string, err: unknown): void {
     const full = err instanceof WalFullError;
-    metrics.dropped.inc({ topic: metrics.topicLabel(message.topic), error: full ? "wal_full" : "wal_error" });
-    logRepeated(
+    this.#lost(
+      plan,
+      i,
+      topic,
+      full ? "wal_full" : "wal_error",
       "message lost: delivery failed and the WAL refused it",
-      "error",
-      "message lost: delivery failed and the WAL refused it",
-      { topic: message.topic, error: err },
+      err,
     );
+  }
+
+  /** Message `i` of a batch failed and cannot be spooled: counted, logged, and a waiting client hears 503. */
+  #lost(plan: BatchPlan, i: number, topic: string, label: string, what: string, err: unknown): void {
+    metrics.dropped.inc({ topic: metrics.topicLabel(topic), error: label });
+    logRepeated(what, "error", what, { topic, error: err });
     if (plan.ack !== "none") {
-      plan.out[i] = new ProduceError(
-        "unavailable",
-        `kafka delivery failed and ${full ? "wal: full" : "wal: unavailable"}`,
-        5,
-      );
+      const why = label === "wal_full" ? "wal: full" : "wal: unavailable";
+      plan.out[i] = new ProduceError("unavailable", `kafka delivery failed and ${why}`, 5);
     }
   }
 
@@ -896,7 +915,6 @@ const SEND_DIRECT = 4;
 
 /** One produceMany call: the outcomes and what the decisions left to do, indexed by position in the batch. */
 class BatchPlan {
-  readonly messages: readonly Message[];
   readonly ack: AckLevel;
   readonly out: Array<ProduceResult | ProduceError>;
   /** Messages for Kafka, in the order produce would have handed them over. */
@@ -905,10 +923,9 @@ class BatchPlan {
   readonly how: Uint8Array;
   /** WAL bytes reserved per message (#produceToKafka). */
   readonly reserved: Float64Array;
-  /** WAL id per message appended. */
-  readonly ids: Float64Array;
-  /** Per message appended: the promise of its write. */
-  readonly durables: Array<Promise<void> | undefined>;
+  readonly #length: number;
+  #ids: Float64Array | undefined;
+  #durables: Array<Promise<void> | undefined> | undefined;
   /** Messages whose outcome waits for their WAL write. */
   readonly durableWaits: number[] = [];
   /** Messages staged for the WAL, not yet appended, all of one kind. */
@@ -916,15 +933,22 @@ class BatchPlan {
   /** The staged messages are for `always` mode (else: spooled because the breaker refused them). */
   runAlways = false;
 
-  constructor(messages: readonly Message[], ack: AckLevel) {
-    const n = messages.length;
-    this.messages = messages;
+  constructor(n: number, ack: AckLevel) {
     this.ack = ack;
     this.out = new Array(n);
     this.how = new Uint8Array(n);
     this.reserved = new Float64Array(n);
-    this.ids = new Float64Array(n);
-    this.durables = new Array(n);
+    this.#length = n;
+  }
+
+  /** WAL id per message appended (made when the first is: most batches have none). */
+  get ids(): Float64Array {
+    return this.#ids ??= new Float64Array(this.#length);
+  }
+
+  /** Per message appended: the promise of its write. */
+  get durables(): Array<Promise<void> | undefined> {
+    return this.#durables ??= new Array(this.#length);
   }
 
   send(i: number, how: number): void {
@@ -964,7 +988,7 @@ function countDropped(topic: string, error: string, why: string): void {
  * What a client waiting for a failed delivery hears: 400 for a partition the topic does not have (the request's
  * mistake), else 502 with librdkafka's reason.
  */
-function deliveryRefusal(err: unknown, message: Message): ProduceError {
+function deliveryRefusal(err: unknown, message: Pick<Message, "topic" | "partition">): ProduceError {
   if (isUnknownPartition(err)) {
     return new ProduceError(
       "invalid",
@@ -981,6 +1005,18 @@ function deliveryRefusal(err: unknown, message: Message): ProduceError {
  */
 function refusedAtOnce(err: KafkaError | undefined, message: Message): ProduceError | undefined {
   return isUnknownPartition(err) ? deliveryRefusal(err, message) : undefined;
+}
+
+/** The `refused` callback of a produceBatch call for `batch`, messages `indices` of a plan whose outcomes are `out`. */
+function refusalsInto(
+  out: Array<ProduceResult | ProduceError>,
+  batch: readonly Message[],
+  indices: readonly number[],
+): (k: number, err: KafkaError) => void {
+  return (k, err) => {
+    const refusal = refusedAtOnce(err, batch[k]);
+    if (refusal !== undefined) out[indices[k]] = refusal;
+  };
 }
 
 /** A KafkaError's message already reads `kafka: topic "t": <librdkafka's text> (<name>)`. */
