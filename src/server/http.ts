@@ -39,8 +39,6 @@ const encoder = new TextEncoder();
 const INLINE_BODY_BYTES = 16 * 1024;
 /** The least room a streamed body read is given (see readBody). */
 const MIN_READ_BYTES = 4 * 1024;
-/** Up to this much of a declared Content-Length is allocated before the body arrives (see readBody). */
-const PREALLOCATE_BYTES = 256 * 1024;
 
 /** Options of startHttpServer. */
 export interface HttpServerOptions extends ListenerOptions {
@@ -458,10 +456,8 @@ const TIMED_OUT = Symbol("timed out");
 type BodyFailure = typeof TOO_LARGE | typeof TIMED_OUT;
 
 /**
- * Reads a streamed body into one buffer that grows as bytes arrive: never past `max` bytes whatever the headers
- * say, and only until the body deadline. A declared length is allocated up front up to PREALLOCATE_BYTES (the
- * caller already holds it in the in-flight budget): growing a 100 KB batch from 16 KiB allocated twice its size,
- * all of it garbage the collector frees late. A larger declared length is not trusted before its bytes come.
+ * Reads a streamed body into one buffer that grows as bytes arrive: never by the declared length up front,
+ * never past `max` bytes whatever the headers say, and only until the body deadline.
  *
  * A default reader on Deno.serve's body allocates a 64 KiB buffer per read and hands out a view on it, so
  * keeping the chunks of a body sent a byte per chunk kept 64 KiB per byte. A BYOB reader reads straight into
@@ -480,9 +476,7 @@ async function readBody(
   const limit = declared >= 0 ? Math.min(declared, max) : max + 1;
   const reader = byobReader(body) ?? body.getReader();
   const read = deadlines.watch(reader);
-  let buf: Uint8Array = new Uint8Array(
-    declared >= 0 ? Math.min(limit, PREALLOCATE_BYTES) + MIN_READ_BYTES : INLINE_BODY_BYTES,
-  );
+  let buf: Uint8Array = new Uint8Array(INLINE_BODY_BYTES);
   let size = 0;
   try {
     for (;;) {
