@@ -7,6 +7,7 @@ import { ProduceError } from "../src/producer/types.ts";
 import { STATUS_BY_KIND } from "../src/server/refusal.ts";
 import type { Wal } from "../src/wal/wal.ts";
 import { type FacadeRig, facadeRig, refusal } from "./support/facade_rig.ts";
+import { DEAD_KAFKA, sent, variedMessages } from "./support/varied_messages.ts";
 import { waitFor } from "./support/wait.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
@@ -382,3 +383,17 @@ Deno.test("facade: ListTopics errors do not carry librdkafka's text; with the br
     r.facade.swapProducer(previous);
   }
 });
+
+for (const ack of ["none", "wal"] as const) {
+  Deno.test(`facade ack=${ack}: failed single messages reach the WAL byte for byte, rebuilt from librdkafka's reports`, async () => {
+    await using r = await facadeRig({ kafka: DEAD_KAFKA });
+    const messages = variedMessages(25);
+    const results = await Promise.all(messages.map((m) => r.facade.produce(m, ack)));
+    assert.deepEqual(results.map((o) => o.where), Array(25).fill(ack === "none" ? "queued" : "wal"));
+    await waitFor("every failed delivery spooled", () => r.wal.stats().records === 25, 10_000);
+    const byValue = (x: { value: number[] }, y: { value: number[] }) =>
+      String(x.value) < String(y.value) ? -1 : 1;
+    const spooled = (await r.wal.checkout(100)).map(sent).sort(byValue);
+    assert.deepEqual(spooled, messages.map(sent).sort(byValue));
+  });
+}

@@ -10,6 +10,8 @@ import {
 } from "../src/kafka/producer.ts";
 import { acks, errors, inTransit } from "../src/metrics.ts";
 import type { Counter } from "prom-client";
+import type { Message } from "../src/message.ts";
+import { DEAD_KAFKA, sent, variedMessages } from "./support/varied_messages.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
 const enc = new TextEncoder();
@@ -439,4 +441,36 @@ Deno.test("configuration: checked, read back, defaults, refused at open with the
   assert.throws(() => open({ ...MOCK, "batch.num.messages": "many" }), /kafka\.batch\.num\.messages: /);
   assert.match(librdkafkaVersion(), /^\d+\.\d+\.\d+/);
   assert.throws(() => librdkafkaVersion("/nonexistent/librdkafka.so"), /LIBRDKAFKA_PATH/);
+});
+
+Deno.test("send: a failed message reaches its listener as it was sent, rebuilt from librdkafka's report", async () => {
+  // Twenty messages fit librdkafka's queue; the others wait for room until their 50 ms are over.
+  const p = open({ ...DEAD_KAFKA, "queue.buffering.max.messages": "20" });
+  const failures: Array<{ err: KafkaError; message: Message | undefined }> = [];
+  try {
+    const messages = variedMessages(30);
+    for (const m of messages) {
+      p.send(m, {
+        delivered: () => assert.fail("delivered to a dead address"),
+        failed: (err, message) => failures.push({ err, message }),
+      }, { fullQueueWaitMs: 50 });
+    }
+    await waitFor("every message failed", () => failures.length === messages.length, 10_000);
+    const names = new Set(failures.map((f) => f.err.errName));
+    assert.deepEqual([...names].sort(), ["_MSG_TIMED_OUT", "_QUEUE_FULL"]);
+    for (const { err, message } of failures) {
+      assert.ok(message !== undefined, `${err.errName}: the message came back`);
+      const original = messages.find((m) => m === message) ??
+        messages.find((m) => JSON.stringify(sent(m)) === JSON.stringify(sent(message)));
+      assert.ok(original !== undefined, `${err.errName}: an unknown message came back`);
+      // A message librdkafka had comes back rebuilt (none is held), unless it has headers or a timestamp; one
+      // that never left the wait for room comes back as it is.
+      const kept = err.errName === "_QUEUE_FULL" || original.headers !== undefined ||
+        original.timestamp !== undefined;
+      assert.equal(message === original, kept, `${err.errName}: kept ${kept}`);
+    }
+    assert.equal(new Set(failures.map((f) => f.message)).size, messages.length, "each message once");
+  } finally {
+    await p.close(1000);
+  }
 });

@@ -8,6 +8,7 @@ import type { Message } from "../src/message.ts";
 import type { AckLevel } from "../src/message.ts";
 import { ProduceError, type ProduceResult } from "../src/producer/types.ts";
 import { type FacadeRig, facadeRig, MOCK_KAFKA } from "./support/facade_rig.ts";
+import { DEAD_KAFKA, sent, variedMessages } from "./support/varied_messages.ts";
 import { delay, waitFor, within } from "./support/wait.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
@@ -170,45 +171,8 @@ Deno.test("produceBatch: per-message errors (too large, unknown partition) fail 
   }
 });
 
-/** Unreachable brokers: every delivery fails once message.timeout.ms is over. */
-const DEAD = {
-  "test.mock.num.brokers": "0",
-  "bootstrap.servers": "127.0.0.1:1",
-  "reconnect.backoff.max.ms": "500",
-  "message.timeout.ms": "300",
-};
-
-/** Messages of two topics, with and without keys, partitions, headers, a timestamp; values of several sizes. */
-function variedMessages(n: number): Message[] {
-  const [a, b] = [topicName(), topicName()];
-  return Array.from({ length: n }, (_, i) => {
-    const m: Message = {
-      topic: i % 5 === 4 ? b : a,
-      value: crypto.getRandomValues(new Uint8Array(i * 37 % 300)),
-    };
-    if (i % 3 === 1) m.key = text(`k${i}`);
-    if (i % 11 === 5) m.key = new Uint8Array(0);
-    if (i % 4 === 2) m.partition = i % 3;
-    if (i % 13 === 7) m.headers = [["h", text(`${i}`)]];
-    if (i === 9) m.timestamp = 1_700_000_000_000;
-    return m;
-  });
-}
-
-/** The fields of a message a client sent, comparable with deepEqual (no key and a null key alike). */
-function sent(m: Message) {
-  return {
-    topic: m.topic,
-    value: Array.from(m.value),
-    key: m.key ? Array.from(m.key) : null,
-    partition: m.partition,
-    headers: m.headers?.map(([name, value]) => [name, Array.from(value)]),
-    timestamp: m.timestamp,
-  };
-}
-
 Deno.test("produceBatch: a message whose delivery fails comes back as it was sent, from librdkafka's report", async () => {
-  const p = KafkaProducer.open({ id: "batch-failed", config: DEAD });
+  const p = KafkaProducer.open({ id: "batch-failed", config: DEAD_KAFKA });
   try {
     const messages = variedMessages(60);
     const outcomes = await p.produceBatch(messages);
@@ -229,7 +193,7 @@ Deno.test("produceBatch: a message whose delivery fails comes back as it was sen
 
 for (const ack of ["none", "wal"] as const) {
   Deno.test(`produceMany ack=${ack}: failed deliveries reach the WAL byte for byte, though the batch let go of them`, async () => {
-    await using r = await facadeRig({ kafka: DEAD });
+    await using r = await facadeRig({ kafka: DEAD_KAFKA });
     const messages = variedMessages(40);
     const out = await r.facade.produceMany(messages, ack);
     assert.deepEqual(out.map(shape), Array(40).fill(ack === "none" ? "queued" : "wal"));

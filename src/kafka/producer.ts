@@ -25,7 +25,7 @@ import {
   PARTITION_UA,
   type RdConfig,
   type RdError,
-  type RdEvent,
+  RdEvent,
   RdLibrary,
   type RdLog,
   type RdProducer,
@@ -145,8 +145,11 @@ interface Receiver {
   /** Whether message `id` has no outcome yet. */
   open(id: number): boolean;
   delivered(id: number, partition: number, offset: number): void;
-  /** `report`: the delivery report event that failed it, positioned on its message; none when it had none. */
-  failed(id: number, err: KafkaError, report?: RdEvent): void;
+  /**
+   * `from`: the delivery report event that failed it, positioned on its message, or the message itself when it
+   * failed before librdkafka had it (refused, or its wait for room over); none when neither is at hand.
+   */
+  failed(id: number, err: KafkaError, from?: RdEvent | Message): void;
 }
 
 /**
@@ -156,18 +159,31 @@ interface Receiver {
  */
 export interface DeliveryListener {
   delivered(partition: number, offset: number): void;
-  failed(err: KafkaError): void;
+  /**
+   * `message`: the failed message as it was sent, to be spooled. The producer does not hold a message once
+   * librdkafka has copied it, and rebuilds a failed one from librdkafka's report (see {@link rebuilt}); undefined
+   * only for one librdkafka never reported (see {@link KafkaProducer.close}).
+   */
+  failed(err: KafkaError, message?: Message): void;
 }
 
-/** One message of a send() or produce() call. */
+/** One message of a send() or produce() call; it keeps only what a report of the message does not give back. */
 class Single implements Receiver {
   done = false;
+  readonly topic: string;
+  readonly #partition: number;
+  /** The message, when it has headers or a timestamp (see Batch). */
+  readonly #kept: Message | undefined;
 
   constructor(
     readonly firstId: number,
     readonly listener: DeliveryListener,
-    readonly topic: string,
-  ) {}
+    msg: Message,
+  ) {
+    this.topic = msg.topic;
+    this.#partition = msg.partition ?? PARTITION_UA;
+    if (msg.headers?.length || msg.timestamp !== undefined) this.#kept = msg;
+  }
 
   topicOf(): string {
     return this.topic;
@@ -186,10 +202,13 @@ class Single implements Receiver {
     }
   }
 
-  failed(_id: number, err: KafkaError): void {
+  failed(_id: number, err: KafkaError, from?: RdEvent | Message): void {
     this.done = true;
+    const message = from instanceof RdEvent
+      ? this.#kept ?? rebuilt(from, this.topic, this.#partition)
+      : from ?? this.#kept;
     try {
-      this.listener.failed(err);
+      this.listener.failed(err, message);
     } catch (thrown) {
       listenerFailed(this.topic, thrown);
     }
@@ -340,23 +359,16 @@ class Batch implements Receiver {
     this.#settle(i);
   }
 
-  failed(id: number, err: KafkaError, report?: RdEvent): void {
+  failed(id: number, err: KafkaError, from?: RdEvent | Message): void {
     const i = id - this.firstId;
-    this.#outcomes.fail(i, err, this.#messages?.[i] ?? this.#kept?.get(i) ?? this.#fromReport(i, report));
+    const message = this.#messages?.[i] ?? this.#kept?.get(i) ??
+      (from instanceof RdEvent
+        ? rebuilt(from, this.#outcomes.topic(i), this.#partitions?.[i] ?? PARTITION_UA)
+        : from);
+    this.#outcomes.fail(i, err, message);
     // Before the seal, a failure is librdkafka refusing the message as produceBatch hands it over.
     if (!this.#sealed) this.#refused?.(i, err);
     this.#settle(i);
-  }
-
-  /** Message `i` as librdkafka's report of it gives it back. */
-  #fromReport(i: number, report: RdEvent | undefined): Message | undefined {
-    if (report === undefined) return undefined;
-    const { value, key } = report.payload();
-    const message: Message = { topic: this.#outcomes.topic(i), value };
-    if (key !== null) message.key = key;
-    const partition = this.#partitions?.[i] ?? PARTITION_UA;
-    if (partition !== PARTITION_UA) message.partition = partition;
-    return message;
   }
 
   #settle(i: number): void {
@@ -364,6 +376,18 @@ class Batch implements Receiver {
     this.#kept?.delete(i);
     if (--this.#left === 0) this.#resolve(this.#outcomes);
   }
+}
+
+/**
+ * A failed message as librdkafka's report of it gives it back: its value and key (librdkafka's copies, copied
+ * out), with the topic and the partition it asked for (PARTITION_UA for none), which its sender kept.
+ */
+function rebuilt(report: RdEvent, topic: string, partition: number): Message {
+  const { value, key } = report.payload();
+  const message: Message = { topic, value };
+  if (key !== null) message.key = key;
+  if (partition !== PARTITION_UA) message.partition = partition;
+  return message;
 }
 
 /** A message refused with a full queue, waiting for room; it keeps the id it was given. */
@@ -520,14 +544,14 @@ export class KafkaProducer {
   send(msg: Message, listener: DeliveryListener, opts?: ProduceOptions): KafkaError | undefined {
     if (this.#closing === null) return this.#send(msg, listener, opts);
     const err = this.#fail(this.#closedError(), msg.topic);
-    listener.failed(err);
+    listener.failed(err, msg);
     return err;
   }
 
   #send(msg: Message, listener: DeliveryListener, opts?: ProduceOptions): KafkaError | undefined {
     const waitMs = opts?.fullQueueWaitMs ?? Infinity;
     const id = this.#takeSlot();
-    const to = new Single(id, listener, msg.topic);
+    const to = new Single(id, listener, msg);
     this.#receivers[id / SLOT_SPAN] = to;
     if (waitMs > 0 && this.#waitingHead < this.#waiting.length) {
       this.#wait(msg, id, to, performance.now() + waitMs); // behind those already waiting, to keep their order
@@ -535,7 +559,7 @@ export class KafkaProducer {
     }
     const code = this.#handOver(msg, id);
     if (code === ERR.QUEUE_FULL && waitMs > 0) this.#wait(msg, id, to, performance.now() + waitMs);
-    else if (code !== 0) return this.#reject(to, id, code, msg.topic);
+    else if (code !== 0) return this.#reject(to, id, code, msg.topic, msg);
     return undefined;
   }
 
@@ -768,9 +792,9 @@ export class KafkaProducer {
   }
 
   /** Fails a message that librdkafka refused with `code`; returns the error it failed with. */
-  #reject(to: Receiver, id: number, code: number, topic: string, report?: RdEvent): KafkaError {
+  #reject(to: Receiver, id: number, code: number, topic: string, from?: RdEvent | Message): KafkaError {
     const err = this.#fail(this.#error(code, topic), topic);
-    to.failed(id, err, report);
+    to.failed(id, err, from);
     if (to.done) this.#release(to);
     return err;
   }
@@ -906,7 +930,7 @@ export class KafkaProducer {
   #handOverOne(w: Waiting): boolean {
     const code = this.#handOver(w.msg, w.id);
     if (code === ERR.QUEUE_FULL) return false;
-    if (code !== 0) this.#reject(w.to, w.id, code, w.msg.topic);
+    if (code !== 0) this.#reject(w.to, w.id, code, w.msg.topic, w.msg);
     return true;
   }
 
@@ -934,7 +958,7 @@ export class KafkaProducer {
   /** Queues `msg` to wait for room until `deadline` (performance.now() time; Infinity: no bound). */
   #wait(msg: Message, id: number, to: Receiver, deadline: number): void {
     if (deadline !== Infinity && this.#waiting.length - this.#waitingHead >= MAX_WAITING) {
-      this.#reject(to, id, ERR.QUEUE_FULL, msg.topic);
+      this.#reject(to, id, ERR.QUEUE_FULL, msg.topic, msg);
       return;
     }
     if (deadline < this.#nextExpiry) this.#nextExpiry = deadline;
@@ -949,7 +973,7 @@ export class KafkaProducer {
     for (let i = this.#waitingHead; i < this.#waiting.length; i++) {
       const w = this.#waiting[i];
       if (w.deadline <= now) {
-        this.#reject(w.to, w.id, ERR.QUEUE_FULL, w.msg.topic);
+        this.#reject(w.to, w.id, ERR.QUEUE_FULL, w.msg.topic, w.msg);
         if (w.to instanceof Batch) w.to.stopsWaiting(1);
       } else {
         kept.push(w);
@@ -964,7 +988,7 @@ export class KafkaProducer {
   #rejectWaiting(): void {
     for (let i = this.#waitingHead; i < this.#waiting.length; i++) {
       const w = this.#waiting[i];
-      this.#reject(w.to, w.id, ERR.PURGE_QUEUE, w.msg.topic);
+      this.#reject(w.to, w.id, ERR.PURGE_QUEUE, w.msg.topic, w.msg);
       if (w.to instanceof Batch) w.to.stopsWaiting(1);
     }
     this.#waiting = [];

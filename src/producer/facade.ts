@@ -96,15 +96,22 @@ export class Facade implements ProducerFacade {
       if (send.ticket !== undefined) this.#order!.delivered(send.ticket);
       send.settled?.resolve({ where: "kafka", partition, offset: String(offset) });
     },
-    failed: (send: KafkaSend, err: unknown): void => {
+    failed: (send: KafkaSend, err: unknown, message: Message | undefined): void => {
       this.#reservedWalBytes -= send.reserved;
-      const { message, ticket, settled } = send;
-      const retryable = this.#recordFailure(message.topic, err);
+      const { topic, ticket, settled } = send;
+      const retryable = this.#recordFailure(topic, err);
       if (!retryable || !send.walAllowed) {
         if (ticket !== undefined) this.#order!.failed(ticket);
         // Kafka will never take it (unknown topic, too large): dropped and counted; an ack=wal client hears so.
-        if (!retryable) return settled?.reject(deliveryRefusal(err, message));
-        countDropped(message.topic, errorLabel(err), NO_WAL);
+        if (!retryable) return settled?.reject(deliveryRefusal(err, message ?? { topic }));
+        countDropped(topic, errorLabel(err), NO_WAL);
+        return settled?.reject(new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5));
+      }
+      if (message === undefined) {
+        // librdkafka never reported it, even after a purge (KafkaProducer.close): nothing is left to spool.
+        if (ticket !== undefined) this.#order!.failed(ticket);
+        metrics.dropped.inc({ topic: metrics.topicLabel(topic), error: errorLabel(err) });
+        logRepeated(LOST_UNREPORTED, "error", LOST_UNREPORTED, { topic, error: err });
         return settled?.reject(new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5));
       }
       const ack = settled === undefined ? "none" : "wal";
@@ -418,7 +425,7 @@ export class Facade implements ProducerFacade {
         if (plan.ack !== "none") out[i] = new ProduceError("unavailable", `kafka: ${errorName(error)}`, 5);
       } else if (message === undefined) {
         // librdkafka never reported it, even after a purge (KafkaProducer.close): nothing is left to spool.
-        this.#lost(plan, i, topic, errorLabel(error), "message lost: librdkafka did not report it", error);
+        this.#lost(plan, i, topic, errorLabel(error), LOST_UNREPORTED, error);
       } else {
         failed.push(i);
         spooled.push(message);
@@ -686,13 +693,13 @@ export class Facade implements ProducerFacade {
    */
   #send(
     message: Message,
-    listener: DeliveryListener & { failed(err: unknown): void },
+    listener: DeliveryListener & { failed(err: unknown, message?: Message): void },
     opts?: ProduceOptions,
   ): KafkaError | undefined {
     try {
       return this.#producer.send(message, listener, opts);
     } catch (err) {
-      listener.failed(err);
+      listener.failed(err, message);
       return undefined;
     }
   }
@@ -728,7 +735,7 @@ export class Facade implements ProducerFacade {
     // A listener object per record rather than a promise and its reactions: it lives until the delivery report.
     // ack=none: librdkafka holds the message, or (queue full, or a later failure) the WAL will: its room is reserved.
     const settled = ack === "none" ? undefined : Promise.withResolvers<ProduceResult>();
-    const send = new KafkaSend(this.#kafkaSent, message, reserved, walAllowed, ticket, settled);
+    const send = new KafkaSend(this.#kafkaSent, message.topic, reserved, walAllowed, ticket, settled);
     const refused = refusedAtOnce(
       this.#send(message, send, walAllowed ? this.#spoolableSend : undefined),
       message,
@@ -886,9 +893,9 @@ class KafkaSend implements DeliveryListener {
   constructor(
     readonly sent: {
       delivered(send: KafkaSend, partition: number, offset: number): void;
-      failed(send: KafkaSend, err: unknown): void;
+      failed(send: KafkaSend, err: unknown, message: Message | undefined): void;
     },
-    readonly message: Message,
+    readonly topic: string,
     readonly reserved: number,
     readonly walAllowed: boolean,
     readonly ticket?: Ticket,
@@ -899,10 +906,13 @@ class KafkaSend implements DeliveryListener {
     this.sent.delivered(this, partition, offset);
   }
 
-  failed(err: unknown): void {
-    this.sent.failed(this, err);
+  failed(err: unknown, message?: Message): void {
+    this.sent.failed(this, err, message);
   }
 }
+
+/** Why a failed message was not spooled when librdkafka never reported it (KafkaProducer.close's guard). */
+const LOST_UNREPORTED = "message lost: librdkafka did not report it";
 
 /** How a message of a batch goes to Kafka. */
 const SEND_KAFKA_ONLY = 1;
