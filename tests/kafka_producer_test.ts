@@ -474,3 +474,26 @@ Deno.test("send: a failed message reaches its listener as it was sent, rebuilt f
     await p.close(1000);
   }
 });
+
+Deno.test("send: no more bytes wait for room in the service than librdkafka's queue holds; the rest fail at once", async () => {
+  // librdkafka takes 16 messages of 4 KiB (64 KiB); 16 more may wait for room; the 8 after them are refused.
+  const p = open({ ...DEAD, "message.timeout.ms": "60000", "queue.buffering.max.kbytes": "64" });
+  const failures: Array<{ err: KafkaError; message: Message | undefined }> = [];
+  try {
+    const messages = Array.from({ length: 40 }, () => ({ topic: "t", value: new Uint8Array(4096) }));
+    for (const m of messages) {
+      p.send(m, {
+        delivered: () => assert.fail("delivered to a dead address"),
+        failed: (err, message) => failures.push({ err, message }),
+      }, { fullQueueWaitMs: 60_000 });
+    }
+    assert.ok(failures.length >= 8, `${failures.length} refused at once, expected at least 8`);
+    assert.ok(failures.length < 40, "some wait or are in librdkafka's queue");
+    for (const [k, { err, message }] of failures.entries()) {
+      assert.equal(err.errName, "_QUEUE_FULL");
+      assert.equal(message, messages[40 - failures.length + k], "the last ones, each with its message");
+    }
+  } finally {
+    await p.close(1000);
+  }
+});

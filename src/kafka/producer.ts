@@ -66,8 +66,11 @@ const CLOCK_EVERY = 64;
 /** setTimeout's largest delay; longer ones would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /**
- * Messages with a bounded wait are refused at once (as if their wait were over) while this many wait already: a
- * queue that stays full must not pile up accepted messages in memory faster than Kafka takes them.
+ * Messages with a bounded wait are refused at once (as if their wait were over) while this many wait already, or
+ * while the bytes of those waiting would pass what librdkafka's own queue holds (queue.buffering.max.kbytes): a
+ * queue that stays full must not pile up accepted messages in memory faster than Kafka takes them. At ack=none a
+ * message sent alone is answered before it leaves the wait, so without the byte bound clients sending 16 KB
+ * messages faster than the broker took them grew the service by hundreds of MB within seconds.
  */
 const MAX_WAITING = 100_000;
 /**
@@ -393,6 +396,8 @@ function rebuilt(report: RdEvent, topic: string, partition: number): Message {
 /** A message refused with a full queue, waiting for room; it keeps the id it was given. */
 interface Waiting {
   msg: Message;
+  /** Its value and key bytes, counted against the bound of the waiting queue. */
+  bytes: number;
   id: number;
   to: Receiver;
   /** performance.now() after which it fails with _QUEUE_FULL instead of waiting on; Infinity: never. */
@@ -435,6 +440,8 @@ export class KafkaProducer {
   readonly id: string;
   /** How many messages librdkafka's queue holds at most (queue.buffering.max.messages). */
   readonly queueCapacity: number;
+  /** How many value and key bytes may wait for room in the service (queue.buffering.max.kbytes). */
+  readonly #maxWaitingBytes: number;
   readonly #lib: RdLibrary;
   readonly #rk: RdProducer;
   readonly #onError?: (err: KafkaError, fatal: boolean) => void;
@@ -449,6 +456,8 @@ export class KafkaProducer {
   /** Refused with a full queue, in arrival order; [#waitingHead, length) are live. */
   #waiting: Waiting[] = [];
   #waitingHead = 0;
+  /** The bytes of the live waiting messages. */
+  #waitingBytes = 0;
   /** The earliest finite deadline among the waiting, Infinity when none. */
   #nextExpiry = Infinity;
   /** performance.now() before which no expiry scan runs. */
@@ -472,10 +481,11 @@ export class KafkaProducer {
     opts: KafkaProducerOptions,
     lib: RdLibrary,
     rk: RdProducer,
-    capacity: number,
+    capacity: { messages: number; bytes: number },
   ) {
     this.id = id;
-    this.queueCapacity = capacity;
+    this.queueCapacity = capacity.messages;
+    this.#maxWaitingBytes = capacity.bytes;
     this.#lib = lib;
     this.#rk = rk;
     this.#onError = opts.onError;
@@ -498,10 +508,13 @@ export class KafkaProducer {
     const lib = RdLibrary.open(opts.libraryPath);
     const conf = buildConfig(lib, opts.config);
     let rk: RdProducer;
-    let capacity: number;
+    let capacity: { messages: number; bytes: number };
     try {
-      // librdkafka's own default stands in should the property ever not read back.
-      capacity = Number(conf.get("queue.buffering.max.messages")) || 100_000;
+      // librdkafka's own defaults stand in should the properties ever not read back.
+      capacity = {
+        messages: Number(conf.get("queue.buffering.max.messages")) || 100_000,
+        bytes: (Number(conf.get("queue.buffering.max.kbytes")) || 1_048_576) * 1024,
+      };
       rk = lib.newProducer(conf, EVENT_DR | EVENT_ERROR | EVENT_STATS | EVENT_LOG);
     } finally {
       conf.destroy();
@@ -894,6 +907,7 @@ export class KafkaProducer {
         const end = this.#waitingRunEnd(batch, start);
         const full = this.#handOverRun(batch.messages, start, end, batch.firstId, batch, true);
         const handed = (full >= 0 ? full : end) - start;
+        for (let k = 0; k < handed; k++) this.#waitingBytes -= waiting[this.#waitingHead + k].bytes;
         this.#waitingHead += handed;
         n += handed;
         if (handed > 0) batch.stopsWaiting(handed);
@@ -906,6 +920,7 @@ export class KafkaProducer {
           this.#expireIfDue();
           break;
         }
+        this.#waitingBytes -= w.bytes;
         this.#waitingHead++;
         n++;
         if (w.to instanceof Batch) w.to.stopsWaiting(1);
@@ -918,6 +933,7 @@ export class KafkaProducer {
     if (this.#waitingHead === this.#waiting.length) {
       this.#waiting = [];
       this.#waitingHead = 0;
+      this.#waitingBytes = 0;
       this.#nextExpiry = Infinity;
     } else if (this.#waitingHead > 1024 && this.#waitingHead * 2 > this.#waiting.length) {
       this.#waiting = this.#waiting.slice(this.#waitingHead);
@@ -957,12 +973,18 @@ export class KafkaProducer {
 
   /** Queues `msg` to wait for room until `deadline` (performance.now() time; Infinity: no bound). */
   #wait(msg: Message, id: number, to: Receiver, deadline: number): void {
-    if (deadline !== Infinity && this.#waiting.length - this.#waitingHead >= MAX_WAITING) {
+    const bytes = msg.value.byteLength + (msg.key?.byteLength ?? 0);
+    if (
+      deadline !== Infinity &&
+      (this.#waiting.length - this.#waitingHead >= MAX_WAITING ||
+        this.#waitingBytes + bytes > this.#maxWaitingBytes)
+    ) {
       this.#reject(to, id, ERR.QUEUE_FULL, msg.topic, msg);
       return;
     }
     if (deadline < this.#nextExpiry) this.#nextExpiry = deadline;
-    this.#waiting.push({ msg, id, to, deadline });
+    this.#waiting.push({ msg, bytes, id, to, deadline });
+    this.#waitingBytes += bytes;
     if (to instanceof Batch) to.waits();
   }
 
@@ -970,6 +992,7 @@ export class KafkaProducer {
   #expireWaiting(now: number): void {
     const kept: Waiting[] = [];
     let next = Infinity;
+    let bytes = 0;
     for (let i = this.#waitingHead; i < this.#waiting.length; i++) {
       const w = this.#waiting[i];
       if (w.deadline <= now) {
@@ -977,10 +1000,12 @@ export class KafkaProducer {
         if (w.to instanceof Batch) w.to.stopsWaiting(1);
       } else {
         kept.push(w);
+        bytes += w.bytes;
         if (w.deadline < next) next = w.deadline;
       }
     }
     this.#waiting = kept;
+    this.#waitingBytes = bytes;
     this.#waitingHead = 0;
     this.#nextExpiry = next;
   }
@@ -993,6 +1018,7 @@ export class KafkaProducer {
     }
     this.#waiting = [];
     this.#waitingHead = 0;
+    this.#waitingBytes = 0;
     this.#nextExpiry = Infinity;
   }
 
