@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compiles the service into one executable with `deno compile` (default output: dist/kafka-ambassador), with
-# the Deno flags of deploy/deno-flags.txt (permissions, V8 settings). The proto file is imported as text, so it is inside the binary.
+# the Deno flags of deploy/deno-flags.txt (permissions, V8 settings). The proto file is imported as text, so it
+# is inside the binary.
 # `deno compile` downloads its runtime (denort) from Deno's download server on first use; where that server
 # cannot be reached this says so in one line and exits 1 (a local denort can be given with DENORT_BIN).
 # Usage: bash scripts/compile.sh [OUTPUT]

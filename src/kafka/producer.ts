@@ -185,7 +185,7 @@ class Single implements Receiver {
   ) {
     this.topic = msg.topic;
     this.#partition = msg.partition ?? PARTITION_UA;
-    if (msg.headers?.length || msg.timestamp !== undefined) this.#kept = msg;
+    if (!isPlain(msg)) this.#kept = msg;
   }
 
   topicOf(): string {
@@ -339,7 +339,7 @@ class Batch implements Receiver {
     this.#messages = undefined;
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i];
-      if (this.#open[i] === 1 && (m.headers?.length || m.timestamp !== undefined)) {
+      if (this.#open[i] === 1 && !isPlain(m)) {
         (this.#kept ??= new Map()).set(i, m);
       }
     }
@@ -379,6 +379,14 @@ class Batch implements Receiver {
     this.#kept?.delete(i);
     if (--this.#left === 0) this.#resolve(this.#outcomes);
   }
+}
+
+/**
+ * A message without headers or a timestamp: rd_kafka_produce and rd_kafka_produce_batch take it (the others go
+ * through rd_kafka_produceva), and the report of its failure gives it back whole (see {@link rebuilt}).
+ */
+function isPlain(m: Message): boolean {
+  return !m.headers?.length && m.timestamp === undefined;
 }
 
 /**
@@ -604,7 +612,7 @@ export class KafkaProducer {
     const queueBehind = waits && this.#waitingHead < this.#waiting.length;
     while (!queueBehind && i < n) {
       const m = messages[i];
-      if (m.headers?.length || m.timestamp !== undefined) {
+      if (!isPlain(m)) {
         const code = this.#handOver(m, firstId + i);
         if (code === ERR.QUEUE_FULL && waits) break;
         if (code !== 0) this.#reject(batch, firstId + i, code, m.topic);
@@ -730,9 +738,9 @@ export class KafkaProducer {
   }
 
   #handOver(msg: Message, id: number): number {
-    const code = msg.headers?.length || msg.timestamp !== undefined
-      ? this.#rk.produceva(msg, id)
-      : this.#rk.produce(msg.topic, msg.partition ?? PARTITION_UA, msg.value, msg.key ?? null, id);
+    const code = isPlain(msg)
+      ? this.#rk.produce(msg.topic, msg.partition ?? PARTITION_UA, msg.value, msg.key ?? null, id)
+      : this.#rk.produceva(msg, id);
     if (code === 0) this.#inFlight++;
     return code;
   }
@@ -762,7 +770,7 @@ export class KafkaProducer {
     for (; end < messages.length; end++) {
       const m = messages[end];
       if (m.topic !== topic || (m.partition ?? PARTITION_UA) !== partition) break;
-      if (m.headers?.length || m.timestamp !== undefined) break;
+      if (!isPlain(m)) break;
     }
     return end;
   }
@@ -901,7 +909,7 @@ export class KafkaProducer {
     const waiting = this.#waiting;
     while (this.#waitingHead < waiting.length) {
       const w = waiting[this.#waitingHead];
-      if (w.to instanceof Batch && !(w.msg.headers?.length || w.msg.timestamp !== undefined)) {
+      if (w.to instanceof Batch && isPlain(w.msg)) {
         const batch = w.to;
         const start = w.id - batch.firstId;
         const end = this.#waitingRunEnd(batch, start);

@@ -110,8 +110,7 @@ export class Facade implements ProducerFacade {
       if (message === undefined) {
         // librdkafka never reported it, even after a purge (KafkaProducer.close): nothing is left to spool.
         if (ticket !== undefined) this.#order!.failed(ticket);
-        metrics.dropped.inc({ topic: metrics.topicLabel(topic), error: errorLabel(err) });
-        logRepeated(LOST_UNREPORTED, "error", LOST_UNREPORTED, { topic, error: err });
+        countLost(topic, errorLabel(err), LOST_UNREPORTED, err);
         return settled?.reject(new ProduceError("unavailable", `kafka: ${errorName(err)}`, 5));
       }
       const ack = settled === undefined ? "none" : "wal";
@@ -477,8 +476,7 @@ export class Facade implements ProducerFacade {
 
   /** Message `i` of a batch failed and cannot be spooled: counted, logged, and a waiting client hears 503. */
   #lost(plan: BatchPlan, i: number, topic: string, label: string, what: string, err: unknown): void {
-    metrics.dropped.inc({ topic: metrics.topicLabel(topic), error: label });
-    logRepeated(what, "error", what, { topic, error: err });
+    countLost(topic, label, what, err);
     if (plan.ack !== "none") {
       const why = label === "wal_full" ? "wal: full" : "wal: unavailable";
       plan.out[i] = new ProduceError("unavailable", `kafka delivery failed and ${why}`, 5);
@@ -914,6 +912,12 @@ class KafkaSend implements DeliveryListener {
 /** Why a failed message was not spooled when librdkafka never reported it (KafkaProducer.close's guard). */
 const LOST_UNREPORTED = "message lost: librdkafka did not report it";
 
+/** A failed message that cannot be spooled: counted under `label` and logged as `what`. */
+function countLost(topic: string, label: string, what: string, err: unknown): void {
+  metrics.dropped.inc({ topic: metrics.topicLabel(topic), error: label });
+  logRepeated(what, "error", what, { topic, error: err });
+}
+
 /** How a message of a batch goes to Kafka. */
 const SEND_KAFKA_ONLY = 1;
 /** fallback mode, topic may use the WAL: a failed delivery is spooled (its room is reserved). */
@@ -933,7 +937,6 @@ class BatchPlan {
   readonly how: Uint8Array;
   /** WAL bytes reserved per message (#produceToKafka). */
   readonly reserved: Float64Array;
-  readonly #length: number;
   #ids: Float64Array | undefined;
   #durables: Array<Promise<void> | undefined> | undefined;
   /** Messages whose outcome waits for their WAL write. */
@@ -948,17 +951,16 @@ class BatchPlan {
     this.out = new Array(n);
     this.how = new Uint8Array(n);
     this.reserved = new Float64Array(n);
-    this.#length = n;
   }
 
   /** WAL id per message appended (made when the first is: most batches have none). */
   get ids(): Float64Array {
-    return this.#ids ??= new Float64Array(this.#length);
+    return this.#ids ??= new Float64Array(this.how.length);
   }
 
   /** Per message appended: the promise of its write. */
   get durables(): Array<Promise<void> | undefined> {
-    return this.#durables ??= new Array(this.#length);
+    return this.#durables ??= new Array(this.how.length);
   }
 
   send(i: number, how: number): void {
