@@ -132,8 +132,11 @@ class HttpHandler {
     this.#deadlines.stop();
   }
 
-  /** `certName`: the client certificate's subject CN, on an mTLS listener. */
-  async handle(req: Request, certName?: string): Promise<Response> {
+  /**
+   * `certName`: the client certificate's subject CN, on an mTLS listener. Not an async function, nor is the
+   * synchronous part of a produce request: an async frame is garbage at every request, and holds every local.
+   */
+  handle(req: Request, certName?: string): Response | Promise<Response> {
     const started = performance.now();
     // Slicing the URL string is much cheaper than `new URL()`, and these routes need no more.
     const url = req.url;
@@ -141,31 +144,36 @@ class HttpHandler {
     const queryStart = url.indexOf("?", pathStart);
     const path = queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
     let route = ROUTE_NONE;
-    let res: Response;
-    if (path.length >= PREFIX.length + SUFFIX.length && path.startsWith(PREFIX) && path.endsWith(SUFFIX)) {
-      const topic = path.slice(PREFIX.length, path.length - SUFFIX.length);
-      if (topic.includes("/")) {
-        res = notFound(url, path, queryStart);
+    let res: Response | Promise<Response>;
+    // A throw here is a bug; as a rejection it reaches the listener's error handler like one from a promise.
+    try {
+      if (path.length >= PREFIX.length + SUFFIX.length && path.startsWith(PREFIX) && path.endsWith(SUFFIX)) {
+        const topic = path.slice(PREFIX.length, path.length - SUFFIX.length);
+        if (topic.includes("/")) {
+          res = notFound(url, path, queryStart);
+        } else {
+          route = ROUTE_MESSAGES;
+          res = req.method === "POST"
+            ? this.#produce(req, topic, queryStart < 0 ? "" : url.slice(queryStart + 1), certName)
+            : notAllowed("POST");
+        }
+      } else if (path === ROUTE_TOPICS) {
+        route = ROUTE_TOPICS;
+        res = req.method === "GET" ? this.#listTopics(req, certName) : notAllowed("GET");
+      } else if (path === OPENAPI_ROUTE) {
+        route = OPENAPI_ROUTE;
+        res = req.method === "GET" ? openapiReply() : notAllowed("GET");
       } else {
-        route = ROUTE_MESSAGES;
-        res = req.method === "POST"
-          ? await this.#produce(req, topic, queryStart < 0 ? "" : url.slice(queryStart + 1), certName)
-          : notAllowed("POST");
+        res = notFound(url, path, queryStart);
       }
-    } else if (path === ROUTE_TOPICS) {
-      route = ROUTE_TOPICS;
-      res = req.method === "GET" ? await this.#listTopics(req, certName) : notAllowed("GET");
-    } else if (path === OPENAPI_ROUTE) {
-      route = OPENAPI_ROUTE;
-      res = req.method === "GET" ? openapiReply() : notAllowed("GET");
-    } else {
-      res = notFound(url, path, queryStart);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    this.#count(route, res.status, (performance.now() - started) / 1000);
-    return res;
+    if (!(res instanceof Promise)) return this.#count(route, started, res);
+    return res.then((answered) => this.#count(route, started, answered));
   }
 
-  async #produce(req: Request, rawTopic: string, query: string, certName?: string): Promise<Response> {
+  #produce(req: Request, rawTopic: string, query: string, certName?: string): Response | Promise<Response> {
     if (this.draining) return plain(503, "shutting down", 1);
     const gate = this.#gate;
     let principal: Principal | undefined;
@@ -186,7 +194,7 @@ class HttpHandler {
     const contentType = header(req, "content-type");
     if (contentType !== null && !acceptedType(contentType)) {
       const type = mediaType(contentType);
-      if (BATCH_TYPES.has(type.toLowerCase())) return await this.#produceBatch(req, topic, query);
+      if (BATCH_TYPES.has(type.toLowerCase())) return this.#produceBatch(req, topic, query);
       return plain(415, `unsupported content type: ${type}`);
     }
     // An empty body is a valid, empty Kafka value (not a tombstone: that would need a null value).
@@ -209,6 +217,18 @@ class HttpHandler {
     // A body without Content-Length counts as the largest it may be until it is read.
     const held = this.#inflight.hold(declared >= 0 ? declared : max + 1);
     if (held === undefined) return this.#overloaded();
+    return this.#produceRead(req, message, ack, declared, held);
+  }
+
+  /** The rest of #produce, once its bytes are held: reads the body and hands the message to the facade. */
+  async #produceRead(
+    req: Request,
+    message: Message,
+    ack: AckLevel,
+    declared: number,
+    held: Held,
+  ): Promise<Response> {
+    const max = this.#facade.maxMessageBytes;
     try {
       let value: Uint8Array | BodyFailure;
       try {
@@ -216,7 +236,7 @@ class HttpHandler {
           ? await this.#deadlines.readSmall(req)
           : await readBody(req.body, declared, max, this.#deadlines);
       } catch (err) {
-        return bodyReadFailed(err, topic);
+        return bodyReadFailed(err, message.topic);
       }
       if (value === TOO_LARGE) return tooLarge(max, `more than ${max} bytes`);
       if (value === TIMED_OUT) return this.#timedOut();
@@ -362,7 +382,10 @@ class HttpHandler {
     }
   }
 
-  #count(route: string, status: number, seconds: number): void {
+  /** Counts `res` under its route and status, with the time since `started`; returns it. */
+  #count(route: string, started: number, res: Response): Response {
+    const seconds = (performance.now() - started) / 1000;
+    const status = res.status;
     const key = `${route} ${status}`;
     let child = this.#counted.get(key);
     if (child === undefined) {
@@ -376,6 +399,7 @@ class HttpHandler {
       this.#timed.set(route, timer);
     }
     timer.observe(seconds);
+    return res;
   }
 }
 
