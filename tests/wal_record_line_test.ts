@@ -68,6 +68,52 @@ Deno.test("record line: lines encoded one after another keep their bytes, across
   });
 });
 
+/** The line as the format's header defines it, built as text: the oracle for the encoder's byte-level writing. */
+function expectedLine(id: number, writtenAt: number, m: Message): Uint8Array {
+  let s = `{"id":${id},"writtenAt":${writtenAt},"topic":${JSON.stringify(m.topic)}`;
+  if (m.key !== undefined) s += m.key === null ? `,"key":null` : `,"key":${JSON.stringify(m.key.toBase64())}`;
+  s += `,"value":${JSON.stringify(m.value.toBase64())}`;
+  if (m.headers !== undefined) {
+    s += `,"headers":${JSON.stringify(m.headers.map(([name, value]) => [name, value.toBase64()]))}`;
+  }
+  if (m.partition !== undefined) s += `,"partition":${JSON.stringify(m.partition)}`;
+  if (m.timestamp !== undefined) s += `,"timestamp":${JSON.stringify(m.timestamp)}`;
+  const crc = crc32c(enc.encode(s)).toString(16).padStart(8, "0");
+  return enc.encode(`${s},"crc":"${crc}"}\n`);
+}
+
+Deno.test("record line: every byte is the format's, for random records of every shape and length", () => {
+  const bytes = (n: number) => new Uint8Array(n).map(() => Math.floor(Math.random() * 256));
+  const pick = <T>(...options: T[]) => options[Math.floor(Math.random() * options.length)];
+  for (let i = 0; i < 3000; i++) {
+    const m: Message = {
+      topic: pick("t", "orders.v1", `topic-${i}`, 'q"uote\\', "tøpic", "\u0001"),
+      // 0 to 5 bytes give every base64 padding; the long ones pass a shared buffer's size.
+      value: bytes(pick(0, 1, 2, 3, 4, 5, 100, 8190, 9000, 70_000)),
+    };
+    const key = pick<Uint8Array | null | undefined>(undefined, null, bytes(0), bytes(1), bytes(2), bytes(33));
+    if (key !== undefined) m.key = key;
+    const headers = pick<Array<[string, Uint8Array]> | undefined>(
+      undefined,
+      [],
+      [["h", bytes(2)]],
+      [["a", bytes(0)], ["ünï", bytes(4)], ['x"y', bytes(1)]],
+    );
+    if (headers !== undefined) m.headers = headers;
+    const partition = pick(undefined, 0, 7, -1);
+    if (partition !== undefined) m.partition = partition;
+    const timestamp = pick(undefined, 0, 1_700_000_000_123, 1.5);
+    if (timestamp !== undefined) m.timestamp = timestamp;
+    const id = pick(0, i, 9_007_199_254_740_991);
+    const line = encodeRecordLine(id, 1_700_000_000_000 + i, m);
+    assert.deepEqual(
+      line,
+      expectedLine(id, 1_700_000_000_000 + i, m),
+      `record ${i}: ${JSON.stringify(m.topic)}`,
+    );
+  }
+});
+
 Deno.test("record line: absent fields stay absent, a null key stays null, empty values survive", () => {
   const bare = decode(encodeRecordLine(1, 5, { topic: "t", value: new Uint8Array(0) }));
   assert.deepEqual(bare, { id: 1, writtenAt: 5, topic: "t", value: new Uint8Array(0) });

@@ -32,11 +32,76 @@ const MAX_SHARED_LINE = CHUNK_BYTES / 8;
 let chunk = new Uint8Array(CHUNK_BYTES);
 let chunkUsed = 0;
 
+const BASE64 = encoder.encode("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+const LINE_END = `,"crc":"00000000"}\n`;
+
 /**
  * Encodes a record as one line, newline included. The result may be a view into a buffer shared with other lines.
  * @example encodeRecordLine(1, Date.now(), { topic: "t", value: new Uint8Array([1]) })
  */
 export function encodeRecordLine(id: number, writtenAt: number, msg: Message): Uint8Array {
+  const line = asciiLine(id, writtenAt, msg) ?? encoder.encode(lineText(id, writtenAt, msg));
+  let crc = crc32c(line, 0, line.length - CRC_TAIL - 1);
+  for (let i = line.length - 4; i >= line.length - 11; i--, crc >>>= 4) line[i] = HEX[crc & 0xf];
+  return line;
+}
+
+/**
+ * The line (crc digits still 0) written byte by byte, base64 included: building it as a string and encoding that
+ * allocates the string, its base64 parts and their flattening, twice the line's size, for every record. Undefined
+ * when the topic or a header name is not ASCII (its bytes are then more than its characters); see lineText.
+ */
+function asciiLine(id: number, writtenAt: number, msg: Message): Uint8Array | undefined {
+  const head = `{"id":${id},"writtenAt":${writtenAt},"topic":${JSON.stringify(msg.topic)}`;
+  const { key, value, headers } = msg;
+  let tail = "";
+  if (msg.partition !== undefined) tail += `,"partition":${finite(msg.partition, "partition")}`;
+  if (msg.timestamp !== undefined) tail += `,"timestamp":${finite(msg.timestamp, "timestamp")}`;
+  tail += LINE_END;
+  let length = head.length + 10 + base64Length(value) + 1 + tail.length; // `,"value":"` and `"`
+  if (key !== undefined) length += key === null ? 11 : 9 + base64Length(key); // `,"key":null`, `,"key":"` `"`
+  let names: string[] | undefined;
+  if (headers !== undefined) {
+    names = headers.map(([name]) => JSON.stringify(name));
+    length += 13; // `,"headers":[` and `]`
+    for (let i = 0; i < headers.length; i++) {
+      length += (i === 0 ? 0 : 1) + names[i].length + 5 + base64Length(headers[i][1]);
+    }
+  }
+  let out = chunk;
+  let start = chunkUsed;
+  if (length > MAX_SHARED_LINE) {
+    out = new Uint8Array(length);
+    start = 0;
+  } else if (CHUNK_BYTES - chunkUsed < length) {
+    chunk = out = new Uint8Array(CHUNK_BYTES);
+    chunkUsed = start = 0;
+  }
+  // Written over by the next line when a name turns out not to be ASCII.
+  let at = putAscii(out, start, head);
+  if (at < 0) return undefined;
+  if (key !== undefined) {
+    at = putAscii(out, at, key === null ? `,"key":null` : `,"key":"`);
+    if (key !== null) at = putQuote(out, putBase64(out, at, key));
+  }
+  at = putQuote(out, putBase64(out, putAscii(out, at, `,"value":"`), value));
+  if (headers !== undefined) {
+    at = putAscii(out, at, `,"headers":[`);
+    for (let i = 0; i < headers.length; i++) {
+      at = putAscii(out, at, i === 0 ? "[" : ",[");
+      at = putAscii(out, at, names![i]);
+      if (at < 0) return undefined;
+      at = putAscii(out, putQuote(out, putBase64(out, putAscii(out, at, `,"`), headers[i][1])), "]");
+    }
+    at = putAscii(out, at, "]");
+  }
+  at = putAscii(out, at, tail);
+  if (out === chunk) chunkUsed = at;
+  return out.subarray(start, at);
+}
+
+/** The line as text: for a line asciiLine cannot write. */
+function lineText(id: number, writtenAt: number, msg: Message): string {
   let s = `{"id":${id},"writtenAt":${writtenAt},"topic":${JSON.stringify(msg.topic)}`;
   if (msg.key !== undefined) s += msg.key === null ? `,"key":null` : `,"key":"${msg.key.toBase64()}"`;
   s += `,"value":"${msg.value.toBase64()}"`;
@@ -50,25 +115,48 @@ export function encodeRecordLine(id: number, writtenAt: number, msg: Message): U
   }
   if (msg.partition !== undefined) s += `,"partition":${finite(msg.partition, "partition")}`;
   if (msg.timestamp !== undefined) s += `,"timestamp":${finite(msg.timestamp, "timestamp")}`;
-  const line = utf8(`${s},"crc":"00000000"}\n`);
-  let crc = crc32c(line, 0, line.length - CRC_TAIL - 1);
-  for (let i = line.length - 4; i >= line.length - 11; i--, crc >>>= 4) line[i] = HEX[crc & 0xf];
-  return line;
+  return s + LINE_END;
 }
 
-/** The UTF-8 bytes of `text`; a line is ASCII (one byte per character) unless a topic or header name is not. */
-function utf8(text: string): Uint8Array {
-  const n = text.length;
-  if (n > MAX_SHARED_LINE) return encoder.encode(text);
-  if (CHUNK_BYTES - chunkUsed < n) {
-    chunk = new Uint8Array(CHUNK_BYTES);
-    chunkUsed = 0;
+function base64Length(bytes: Uint8Array): number {
+  return Math.ceil(bytes.byteLength / 3) * 4;
+}
+
+/** Writes `text` at `at`; the index after it, or -1 when a character is not ASCII. */
+function putAscii(out: Uint8Array, at: number, text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c > 0x7f) return -1;
+    out[at++] = c;
   }
-  const line = chunk.subarray(chunkUsed, chunkUsed + n);
-  // Not ASCII: the bytes are more than the characters. What encodeInto wrote is overwritten by the next line.
-  if (encoder.encodeInto(text, line).read !== n) return encoder.encode(text);
-  chunkUsed += n;
-  return line;
+  return at;
+}
+
+function putQuote(out: Uint8Array, at: number): number {
+  out[at] = 0x22;
+  return at + 1;
+}
+
+/** Writes `bytes` as base64 (standard alphabet, padded) at `at`; the index after it. */
+function putBase64(out: Uint8Array, at: number, bytes: Uint8Array): number {
+  const n = bytes.byteLength;
+  let i = 0;
+  for (; i + 3 <= n; i += 3, at += 4) {
+    const v = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out[at] = BASE64[v >>> 18];
+    out[at + 1] = BASE64[(v >>> 12) & 63];
+    out[at + 2] = BASE64[(v >>> 6) & 63];
+    out[at + 3] = BASE64[v & 63];
+  }
+  if (i < n) {
+    const v = (bytes[i] << 16) | (i + 1 < n ? bytes[i + 1] << 8 : 0);
+    out[at] = BASE64[v >>> 18];
+    out[at + 1] = BASE64[(v >>> 12) & 63];
+    out[at + 2] = i + 1 < n ? BASE64[(v >>> 6) & 63] : 0x3d;
+    out[at + 3] = 0x3d;
+    at += 4;
+  }
+  return at;
 }
 
 function finite(n: number, field: string): number {
