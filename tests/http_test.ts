@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { httpRequests } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
-import { bodyArrived, bodyReadFailed, cleanPath, header, startHttpServer } from "../src/server/http.ts";
+import {
+  arrivedBody,
+  bodyArrived,
+  bodyReadFailed,
+  cleanPath,
+  header,
+  startHttpServer,
+} from "../src/server/http.ts";
 import { formatHostPort } from "../src/listen_address.ts";
 import type { Listener } from "../src/server/listener.ts";
 import { parseContentLength } from "../src/server/params.ts";
@@ -581,10 +588,14 @@ Deno.test("a body the runtime lost is answered 503 with Retry-After; any other b
 Deno.test("a body that came with its head is seen as arrived (read without a deadline); one still coming is not", async () => {
   const arrived: boolean[] = [];
   const headers: Array<Array<string | null>> = [];
+  /** What arrivedBody took, and what a second call took (nothing: the body is used). */
+  const taken: Array<[string | undefined, Uint8Array | undefined, boolean]> = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     arrived.push(bodyArrived(req));
     headers.push([header(req, "content-type"), header(req, "content-length"), header(req, "x-none")]);
-    await req.bytes();
+    const body = arrivedBody(req);
+    taken.push([body && new TextDecoder().decode(body), arrivedBody(req), req.bodyUsed]);
+    if (body === undefined) await req.bytes();
     return new Response(null);
   });
   const head =
@@ -602,6 +613,7 @@ Deno.test("a body that came with its head is seen as arrived (read without a dea
     await server.shutdown();
   }
   assert.deepEqual(arrived, [true, false]);
+  assert.deepEqual(taken, [["0123456789", undefined, true], [undefined, undefined, false]]);
   assert.deepEqual(headers, [["Text/Plain", "10", null], ["Text/Plain", "10", null]]);
   // Requests not from Deno's server: a stream is never whole in advance; headers come from the Headers object.
   const made = new Request("http://x/", {

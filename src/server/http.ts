@@ -217,10 +217,13 @@ class HttpHandler {
     // A body without Content-Length counts as the largest it may be until it is read.
     const held = this.#inflight.hold(declared >= 0 ? declared : max + 1);
     if (held === undefined) return this.#overloaded();
+    // The usual small POST came whole with its head: no read to wait for.
+    const arrived = declared >= 0 && declared <= INLINE_BODY_BYTES ? arrivedBody(req) : undefined;
+    if (arrived !== undefined) return this.#produceValue(message, arrived, ack, held);
     return this.#produceRead(req, message, ack, declared, held);
   }
 
-  /** The rest of #produce, once its bytes are held: reads the body and hands the message to the facade. */
+  /** The rest of #produce for a body still to read: reads it, then as #produceValue. */
   async #produceRead(
     req: Request,
     message: Message,
@@ -229,31 +232,41 @@ class HttpHandler {
     held: Held,
   ): Promise<Response> {
     const max = this.#facade.maxMessageBytes;
+    let value: Uint8Array | BodyFailure;
     try {
-      let value: Uint8Array | BodyFailure;
-      try {
-        value = declared >= 0 && declared <= INLINE_BODY_BYTES
-          ? await this.#deadlines.readSmall(req)
-          : await readBody(req.body, declared, max, this.#deadlines);
-      } catch (err) {
-        return bodyReadFailed(err, message.topic);
-      }
-      if (value === TOO_LARGE) return tooLarge(max, `more than ${max} bytes`);
-      if (value === TIMED_OUT) return this.#timedOut();
-      held.shrinkTo(value.byteLength);
-      message.value = value;
-
-      try {
-        const result = await this.#facade.produce(message, ack);
-        if (ack !== "kafka") return new Response(null);
-        const body = JSON.stringify({ partition: result.partition ?? -1, offset: result.offset ?? "-1" });
-        return new Response(body, { headers: { "content-type": JSON_TYPE } });
-      } catch (err) {
-        return refused(refusalOf(err, "http", message.topic));
-      }
-    } finally {
+      value = declared >= 0 && declared <= INLINE_BODY_BYTES
+        ? await this.#deadlines.readSmall(req)
+        : await readBody(req.body, declared, max, this.#deadlines);
+    } catch (err) {
       held.release();
+      return bodyReadFailed(err, message.topic);
     }
+    if (value === TOO_LARGE || value === TIMED_OUT) {
+      held.release();
+      return value === TOO_LARGE ? tooLarge(max, `more than ${max} bytes`) : this.#timedOut();
+    }
+    return await this.#produceValue(message, value, ack, held);
+  }
+
+  /** Hands the message with its value to the facade; the reply once it is accepted (or refused). */
+  #produceValue(message: Message, value: Uint8Array, ack: AckLevel, held: Held): Promise<Response> {
+    held.shrinkTo(value.byteLength);
+    message.value = value;
+    let accepted: Promise<ProduceResult>;
+    try {
+      accepted = this.#facade.produce(message, ack);
+    } catch (err) {
+      accepted = Promise.reject(err); // a bug: answered as any refusal, and what is held is given back
+    }
+    return accepted.then((result) => {
+      held.release();
+      if (ack !== "kafka") return new Response(null);
+      const body = JSON.stringify({ partition: result.partition ?? -1, offset: result.offset ?? "-1" });
+      return new Response(body, { headers: { "content-type": JSON_TYPE } });
+    }, (err) => {
+      held.release();
+      return refused(refusalOf(err, "http", message.topic));
+    });
   }
 
   /**
@@ -679,6 +692,19 @@ export function header(req: Request, name: string): string | null {
     }
   }
   return value;
+}
+
+/**
+ * The body of `req` when it came whole with the head, taken as Deno's own read takes it (the request's body is
+ * used after); undefined when it did not, or when the request is not one of Deno's HTTP server.
+ */
+export function arrivedBody(req: Request): Uint8Array | undefined {
+  const body = stateOf(req)?.body?.streamOrStatic;
+  if (typeof body !== "object" || body === null || body instanceof ReadableStream) return undefined;
+  const whole = body as { body?: unknown; consumed?: unknown };
+  if (!(whole.body instanceof Uint8Array) || whole.consumed !== false) return undefined;
+  whole.consumed = true;
+  return whole.body;
 }
 
 /** Whether the body of `req` is already in memory, so reading it cannot stall. */
