@@ -444,9 +444,11 @@ let nextSweep = performance.now() + SWEEP_EVERY_MS;
  * @example acks.inc({ topic: topicLabel(message.topic) })
  */
 export function topicLabel(topic: string): string {
-  const label = topicSeries.label(topic);
-  if (performance.now() >= nextSweep) {
-    nextSweep = performance.now() + SWEEP_EVERY_MS;
+  // One clock read per call: this runs for every message.
+  const now = performance.now();
+  const label = topicSeries.label(topic, now);
+  if (now >= nextSweep) {
+    nextSweep = now + SWEEP_EVERY_MS;
     removeIdleTopics().catch(() => {});
   }
   return label;

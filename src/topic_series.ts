@@ -48,9 +48,11 @@ export class TopicSeries {
     this.#clock = opts.clock ?? realClock;
   }
 
-  /** The label value to count `topic` under: the topic itself while there is room, else OTHER_TOPICS. */
-  label(topic: string): string {
-    const now = this.#clock.now();
+  /**
+   * The label value to count `topic` under: the topic itself while there is room, else OTHER_TOPICS. `now`: the
+   * clock's time, when the caller has just read it.
+   */
+  label(topic: string, now: number = this.#clock.now()): string {
     if (this.#lastUsed.has(topic) || this.#lastUsed.size < this.max) {
       this.#lastUsed.set(topic, now);
       return topic;

@@ -108,10 +108,14 @@ class HttpHandler {
   readonly #inflight: InFlightBytes;
   readonly #batch: BatchLimits;
   readonly #gate: Gate | undefined;
-  /** Counter children per "route code", so a request does not rebuild its label set. */
-  readonly #counted = new Map<string, { inc(): void }>();
-  /** Histogram children per route, likewise. */
-  readonly #timed = new Map<string, { observe(seconds: number): void }>();
+  /**
+   * Per route (a constant string), its duration histogram child and its counter children by status code: a
+   * request looks them up without building a label set or a key string.
+   */
+  readonly #routes = new Map<
+    string,
+    { timer: { observe(seconds: number): void }; codes: Map<number, { inc(): void }> }
+  >();
 
   constructor(
     facade: ProducerFacade,
@@ -399,19 +403,18 @@ class HttpHandler {
   #count(route: string, started: number, res: Response): Response {
     const seconds = (performance.now() - started) / 1000;
     const status = res.status;
-    const key = `${route} ${status}`;
-    let child = this.#counted.get(key);
-    if (child === undefined) {
-      child = httpRequests.hot(route, String(status));
-      this.#counted.set(key, child);
+    let counted = this.#routes.get(route);
+    if (counted === undefined) {
+      counted = { timer: httpDuration.child(route), codes: new Map() };
+      this.#routes.set(route, counted);
     }
-    child.inc();
-    let timer = this.#timed.get(route);
-    if (timer === undefined) {
-      timer = httpDuration.child(route);
-      this.#timed.set(route, timer);
+    let code = counted.codes.get(status);
+    if (code === undefined) {
+      code = httpRequests.hot(route, String(status));
+      counted.codes.set(status, code);
     }
-    timer.observe(seconds);
+    code.inc();
+    counted.timer.observe(seconds);
     return res;
   }
 }
