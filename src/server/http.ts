@@ -238,9 +238,7 @@ class HttpHandler {
     const max = this.#facade.maxMessageBytes;
     let value: Uint8Array | BodyFailure;
     try {
-      value = declared >= 0 && declared <= INLINE_BODY_BYTES
-        ? await this.#deadlines.readSmall(req)
-        : await readBody(req.body, declared, max, this.#deadlines);
+      value = await this.#readBody(req, declared, max);
     } catch (err) {
       held.release();
       return bodyReadFailed(err, message.topic);
@@ -316,9 +314,7 @@ class HttpHandler {
     const { maxBytes, maxRecords } = this.#batch;
     let body: Uint8Array | BodyFailure;
     try {
-      body = declared >= 0 && declared <= INLINE_BODY_BYTES
-        ? await this.#deadlines.readSmall(req)
-        : await readBody(req.body, declared, maxBytes, this.#deadlines);
+      body = await this.#readBody(req, declared, maxBytes);
     } catch (err) {
       return bodyReadFailed(err, topic);
     }
@@ -397,6 +393,13 @@ class HttpHandler {
       logRepeated("http: list topics failed", "error", "http: list topics failed", { error: err });
       return plain(500, "internal error");
     }
+  }
+
+  /** A body of `declared` bytes (-1: chunked), at most `max`: in one call when it is small, else streamed. */
+  #readBody(req: Request, declared: number, max: number): Promise<Uint8Array | BodyFailure> {
+    return declared >= 0 && declared <= INLINE_BODY_BYTES
+      ? this.#deadlines.readSmall(req)
+      : readBody(req.body, declared, max, this.#deadlines);
   }
 
   /** Counts `res` under its route and status, with the time since `started`; returns it. */
