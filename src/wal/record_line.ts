@@ -40,7 +40,13 @@ const LINE_END = `,"crc":"00000000"}\n`;
  * @example encodeRecordLine(1, Date.now(), { topic: "t", value: new Uint8Array([1]) })
  */
 export function encodeRecordLine(id: number, writtenAt: number, msg: Message): Uint8Array {
-  const line = asciiLine(id, writtenAt, msg) ?? encoder.encode(lineText(id, writtenAt, msg));
+  // The fields before the key and after the headers, the same text for either way of writing the line.
+  const head = `{"id":${id},"writtenAt":${writtenAt},"topic":${JSON.stringify(msg.topic)}`;
+  let tail = "";
+  if (msg.partition !== undefined) tail += `,"partition":${finite(msg.partition, "partition")}`;
+  if (msg.timestamp !== undefined) tail += `,"timestamp":${finite(msg.timestamp, "timestamp")}`;
+  tail += LINE_END;
+  const line = asciiLine(head, tail, msg) ?? encoder.encode(lineText(head, tail, msg));
   let crc = crc32c(line, 0, line.length - CRC_TAIL - 1);
   for (let i = line.length - 4; i >= line.length - 11; i--, crc >>>= 4) line[i] = HEX[crc & 0xf];
   return line;
@@ -51,13 +57,8 @@ export function encodeRecordLine(id: number, writtenAt: number, msg: Message): U
  * allocates the string, its base64 parts and their flattening, twice the line's size, for every record. Undefined
  * when the topic or a header name is not ASCII (its bytes are then more than its characters); see lineText.
  */
-function asciiLine(id: number, writtenAt: number, msg: Message): Uint8Array | undefined {
-  const head = `{"id":${id},"writtenAt":${writtenAt},"topic":${JSON.stringify(msg.topic)}`;
+function asciiLine(head: string, tail: string, msg: Message): Uint8Array | undefined {
   const { key, value, headers } = msg;
-  let tail = "";
-  if (msg.partition !== undefined) tail += `,"partition":${finite(msg.partition, "partition")}`;
-  if (msg.timestamp !== undefined) tail += `,"timestamp":${finite(msg.timestamp, "timestamp")}`;
-  tail += LINE_END;
   let length = head.length + 10 + base64Length(value) + 1 + tail.length; // `,"value":"` and `"`
   if (key !== undefined) length += key === null ? 11 : 9 + base64Length(key); // `,"key":null`, `,"key":"` `"`
   let names: string[] | undefined;
@@ -101,8 +102,8 @@ function asciiLine(id: number, writtenAt: number, msg: Message): Uint8Array | un
 }
 
 /** The line as text: for a line asciiLine cannot write. */
-function lineText(id: number, writtenAt: number, msg: Message): string {
-  let s = `{"id":${id},"writtenAt":${writtenAt},"topic":${JSON.stringify(msg.topic)}`;
+function lineText(head: string, tail: string, msg: Message): string {
+  let s = head;
   if (msg.key !== undefined) s += msg.key === null ? `,"key":null` : `,"key":"${msg.key.toBase64()}"`;
   s += `,"value":"${msg.value.toBase64()}"`;
   if (msg.headers !== undefined) {
@@ -113,9 +114,7 @@ function lineText(id: number, writtenAt: number, msg: Message): string {
     }
     s += "]";
   }
-  if (msg.partition !== undefined) s += `,"partition":${finite(msg.partition, "partition")}`;
-  if (msg.timestamp !== undefined) s += `,"timestamp":${finite(msg.timestamp, "timestamp")}`;
-  return s + LINE_END;
+  return s + tail;
 }
 
 function base64Length(bytes: Uint8Array): number {
