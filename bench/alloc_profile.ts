@@ -6,7 +6,11 @@
  * Bytes per message are a steadier figure than CPU on a shared machine: what a request allocates the young
  * generation's collections must scan, and V8's workers share that work.
  *
- * Run: deno run -A bench/alloc_profile.ts [--mode fallback|always] [--seconds 5] [--top 20]
+ * `--promoted` counts only what outlived the young generation's collections: what the old generation (and
+ * the external memory of a promoted ArrayBuffer) holds until the next full collection.
+ * `--load batch` posts NDJSON batches of 1,000 such records instead (bench/batch.lua); bytes are then per record.
+ *
+ * Run: deno run -A bench/alloc_profile.ts [--mode fallback|always] [--load single|batch] [--promoted] [--seconds 5] [--top 20]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
@@ -20,6 +24,9 @@ function flag(name: string, fallback: string): string {
   return i < 0 ? fallback : Deno.args[i + 1];
 }
 const MODE = flag("mode", "fallback");
+const LOAD = flag("load", "single");
+const PROMOTED = Deno.args.includes("--promoted");
+if (LOAD !== "single" && LOAD !== "batch") throw new Error(`--load: single or batch, not ${LOAD}`);
 const SECONDS = Number(flag("seconds", "5"));
 const TOP = Number(flag("top", "20"));
 /** One sample per this many bytes allocated, on average. */
@@ -146,7 +153,14 @@ await using svc = await startService({
 {
   const url = `${svc.http}/topics/bench/messages`;
   const wrk = (seconds: number) =>
-    runCommand("wrk", ["-t1", "-c64", `-d${seconds}s`, "-s", `${ROOT}bench/post.lua`, url], {
+    runCommand("wrk", [
+      "-t1",
+      "-c64",
+      `-d${seconds}s`,
+      "-s",
+      `${ROOT}bench/${LOAD === "batch" ? "batch" : "post"}.lua`,
+      url,
+    ], {
       timeoutMs: seconds * 1000 + 30_000,
     });
   await wrk(2); // warm-up: the hot functions optimized before sampling starts
@@ -155,12 +169,13 @@ await using svc = await startService({
   const before = await svc.metric("kafka_client_requests_cnt");
   await session.send("HeapProfiler.startSampling", {
     samplingInterval: SAMPLING_BYTES,
-    includeObjectsCollectedByMinorGC: true,
+    includeObjectsCollectedByMinorGC: !PROMOTED,
     includeObjectsCollectedByMajorGC: true,
   });
   await wrk(SECONDS);
   const { profile } = await session.send("HeapProfiler.stopSampling") as { profile: HeapProfile };
   const messages = await svc.metric("kafka_client_requests_cnt") - before;
-  console.log(`mode ${MODE}, ${SECONDS} s of wrk -t1 -c64 with 100-byte messages`);
+  const shape = LOAD === "batch" ? "NDJSON batches of 1,000 100-byte records" : "100-byte messages";
+  console.log(`mode ${MODE}, ${SECONDS} s of wrk -t1 -c64 with ${shape}${PROMOTED ? "; promoted only" : ""}`);
   summarize(profile, messages);
 }

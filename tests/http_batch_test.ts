@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import type { AckLevel, Message } from "../src/message.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import { type BatchLimits, startHttpServer } from "../src/server/http.ts";
+import { ReadSlots } from "../src/server/read_slots.ts";
 import { readReply } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
 import { delay } from "./support/wait.ts";
@@ -408,6 +409,45 @@ Deno.test("batch: while the facade has no room, a batch waits unread and holds n
     assert.equal(facade.producedMany.length, 1);
   } finally {
     room.resolve(); // a failed check must not leave the batch waiting through shutdown
+    await server.shutdown();
+  }
+});
+
+Deno.test("batch: bodies are read a slot at a time; a body slow to arrive gives its slot up after the lease", async () => {
+  const facade = new FakeFacade({ maxMessageBytes: 100 });
+  const server = await startHttpServer({
+    listen: "127.0.0.1:0",
+    facade,
+    batch: LIMITS,
+    batchReads: new ReadSlots({ slots: 1, leaseMs: 1_000 }),
+  });
+  const base = `http://127.0.0.1:${server.port}`;
+  const slowBody = bytes(ndjson({ value: "slow" }, { value: "late" }));
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  try {
+    // The slow batch takes the one slot and sends half its body.
+    await conn.write(encoder.encode(
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n" +
+        `Content-Length: ${slowBody.byteLength}\r\n\r\n`,
+    ));
+    await conn.write(slowBody.subarray(0, 10));
+    await delay(50);
+    const quick = post(base, "/topics/alpha/messages", ndjson({ value: "quick" }));
+    await delay(200);
+    assert.equal(facade.producedMany.length, 0, "the whole batch behind it waits for the slot, unread");
+    // Its lease over, the slow one reads on without the slot and the quick one goes ahead of it.
+    assert.deepEqual(json(await quick, 200), { count: 1, errors: [] });
+    assert.deepEqual(facade.produced.map((p) => new TextDecoder().decode(p.message.value)), ["quick"]);
+    await conn.write(slowBody.subarray(10));
+    const reply = await readReply(conn);
+    assert.equal(reply?.status, 200, reply?.body ?? "no reply");
+    assert.deepEqual(facade.produced.map((p) => new TextDecoder().decode(p.message.value)), [
+      "quick",
+      "slow",
+      "late",
+    ]);
+  } finally {
+    conn.close();
     await server.shutdown();
   }
 });

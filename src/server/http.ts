@@ -13,6 +13,7 @@ import { ackProblem, parseAck, parseContentLength, parsePartition, partitionProb
 import { type Refusal, refusalOf, STATUS_BY_KIND } from "./refusal.ts";
 import { notAllowed, plain, serveHttp, TEXT_PLAIN } from "./reply.ts";
 import { type Held, InFlightBytes } from "./limits.ts";
+import { type ReadSlot, ReadSlots } from "./read_slots.ts";
 import { topicProblem } from "./topic.ts";
 
 const ROUTE_MESSAGES = "/topics/{topic}/messages";
@@ -59,6 +60,8 @@ export interface HttpServerOptions extends ListenerOptions {
   maxInflightBytes?: number;
   /** Bounds of a batch request; the defaults are those of `server.http.batch.*`. */
   batch?: BatchLimits;
+  /** How many batch bodies are read at once (read_slots.ts). */
+  batchReads?: ReadSlots;
 }
 
 /** Bounds of one batch request (`server.http.batch.*`); past either, the whole batch gets 413. */
@@ -85,6 +88,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<Listener
     new BodyDeadlines(opts.bodyTimeoutMs ?? SCHEMA.server.http.bodyTimeoutMs.defaultValue),
     new InFlightBytes(opts.maxInflightBytes ?? SCHEMA.server.http.maxInflightBytes.defaultValue),
     opts.batch ?? DEFAULT_BATCH_LIMITS,
+    opts.batchReads ?? new ReadSlots(),
     opts.gate,
   );
   const server = await serveHttp("http", opts, (req, certName) => handler.handle(req, certName));
@@ -107,6 +111,7 @@ class HttpHandler {
   readonly #deadlines: BodyDeadlines;
   readonly #inflight: InFlightBytes;
   readonly #batch: BatchLimits;
+  readonly #batchReads: ReadSlots;
   readonly #gate: Gate | undefined;
   /**
    * Per route (a constant string), its duration histogram child and its counter children by status code: a
@@ -122,12 +127,14 @@ class HttpHandler {
     deadlines: BodyDeadlines,
     inflight: InFlightBytes,
     batch: BatchLimits,
+    batchReads: ReadSlots,
     gate: Gate | undefined,
   ) {
     this.#facade = facade;
     this.#deadlines = deadlines;
     this.#inflight = inflight;
     this.#batch = batch;
+    this.#batchReads = batchReads;
     this.#gate = gate;
   }
 
@@ -291,15 +298,21 @@ class HttpHandler {
       if (declared < 0) return plain(400, `invalid Content-Length: ${JSON.stringify(length)}`);
       if (declared > maxBytes) return batchTooLarge(`${declared} bytes`, `${maxBytes} bytes`, "max_bytes");
     }
-    // Before its bytes are held: a batch waiting for Kafka's queue to drain must not crowd others out.
-    const room = this.#facade.roomForBatch();
-    if (room !== undefined) await room;
-    const held = this.#inflight.hold(declared >= 0 ? declared : maxBytes + 1);
-    if (held === undefined) return this.#overloaded();
+    // A few batches at a time, each read and handed over at once, while the others wait unread.
+    const slot = await this.#batchReads.enter();
     try {
-      return await this.#produceRecords(req, topic, ack, declared, held);
+      // Before its bytes are held: a batch waiting for Kafka's queue to drain must not crowd others out.
+      const room = this.#facade.roomForBatch();
+      if (room !== undefined) await room;
+      const held = this.#inflight.hold(declared >= 0 ? declared : maxBytes + 1);
+      if (held === undefined) return this.#overloaded();
+      try {
+        return await this.#produceRecords(req, topic, ack, declared, held, slot);
+      } finally {
+        held.release();
+      }
     } finally {
-      held.release();
+      slot.release();
     }
   }
 
@@ -310,9 +323,11 @@ class HttpHandler {
     ack: AckLevel,
     declared: number,
     held: Held,
+    slot: ReadSlot,
   ): Promise<Response> {
     const { maxBytes, maxRecords } = this.#batch;
     let body: Uint8Array | BodyFailure;
+    slot.startLease();
     try {
       body = await this.#readBody(req, declared, maxBytes);
     } catch (err) {
@@ -333,7 +348,10 @@ class HttpHandler {
     let produced: Array<ProduceResult | ProduceError | Refusal> = [];
     if (messages.length > 0) {
       try {
-        produced = await this.#facade.produceMany(messages, ack);
+        const outcomes = this.#facade.produceMany(messages, ack);
+        // Handed over (produceMany's synchronous part): the next batch may be read.
+        slot.release();
+        produced = await outcomes;
       } catch (err) {
         // produceMany does not reject; if it does anyway, each record gets the same refusal (logged once).
         const refusal = refusalOf(err, "http", topic);
