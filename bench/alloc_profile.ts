@@ -110,7 +110,7 @@ function summarize(profile: HeapProfile, messages: number): void {
     const key = path.join(" < ");
     paths.set(key, (paths.get(key) ?? 0) + size);
   }
-  const perMessage = (bytes: number) => (bytes / messages).toFixed(0).padStart(6);
+  const perMessage = (bytes: number) => (bytes / messages).toFixed(1).padStart(8);
   console.log(`${messages} messages; ${perMessage(total)} B allocated per message (sampled)`);
   console.log("by function (self):");
   for (const [name, bytes] of [...self].sort((a, b) => b[1] - a[1]).slice(0, TOP)) {
