@@ -215,14 +215,34 @@ export class Facade implements ProducerFacade {
    * `always` mode) once every message of the batch handed to Kafka together is reported, and the failed ones are
    * spooled together.
    */
-  async produceMany(
+  produceMany(
     messages: readonly Message[],
     ack: AckLevel,
   ): Promise<Array<ProduceResult | ProduceError>> {
     if (this.#order !== null) {
       // Key order: message by message (each one's decision depends on the reports of the ones before it).
-      return await Promise.all(messages.map((m) => this.produce(m, ack).catch(refusalOrThrow)));
+      return Promise.all(messages.map((m) => this.produce(m, ack).catch(refusalOrThrow)));
     }
+    let handed: { plan: BatchPlan; wait: Promise<unknown> };
+    try {
+      handed = this.#handOverMany(messages, ack);
+    } catch (err) {
+      return Promise.reject(err); // a bug: rejected, as from an async function
+    }
+    // Not an async frame around the hand-over: it would keep the messages (and the request body they are views
+    // of) until the reply, while it waits for Kafka or the disk.
+    return this.#outcomesOf(handed.plan, handed.wait);
+  }
+
+  /** The outcomes of a batch handed over, once `wait` settles and its WAL writes are durable. */
+  async #outcomesOf(plan: BatchPlan, wait: Promise<unknown>): Promise<Array<ProduceResult | ProduceError>> {
+    await wait;
+    if (plan.durableWaits.length > 0) await this.#awaitDurables(plan, plan.durableWaits);
+    return plan.out;
+  }
+
+  /** produceMany's decisions and hand-over; what its reply waits for. */
+  #handOverMany(messages: readonly Message[], ack: AckLevel): { plan: BatchPlan; wait: Promise<unknown> } {
     const plan = new BatchPlan(messages.length, ack);
     const { out } = plan;
     // The records of a batch usually share a topic: its counter is looked up once per run of it.
@@ -286,9 +306,7 @@ export class Facade implements ProducerFacade {
     const { reported, handedOver } = this.#handOverBatch(plan, messages);
     // ack=none: the reply waits until no record waits for room in librdkafka's queue any more (at most
     // producer.full_queue_wait), so that clients faster than Kafka are held back instead of filling the WAL.
-    await (ack === "none" ? handedOver : reported);
-    if (plan.durableWaits.length > 0) await this.#awaitDurables(plan, plan.durableWaits);
-    return out;
+    return { plan, wait: ack === "none" ? handedOver : reported };
   }
 
   /** librdkafka would refuse it at once (and an ack=none client would have heard 200 for a message dropped). */

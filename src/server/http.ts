@@ -72,6 +72,16 @@ export interface BatchLimits {
   maxBytes: number;
 }
 
+/** A batch handed to the facade: what its reply is made of once the facade answers. */
+interface HandedBatch {
+  /** Records and lines that are not records (blank lines aside), in request order. */
+  count: number;
+  /** The lines that are not records, by their index among `count`. */
+  problems: Map<number, LineProblem>;
+  /** The facade's outcome for each record that is one, in order. */
+  produced: Promise<Array<ProduceResult | ProduceError | Refusal>>;
+}
+
 const DEFAULT_BATCH_LIMITS: BatchLimits = {
   maxRecords: SCHEMA.server.http.batch.maxRecords.defaultValue,
   maxBytes: SCHEMA.server.http.batch.maxBytes.defaultValue,
@@ -325,48 +335,25 @@ class HttpHandler {
     held: Held,
     slot: ReadSlot,
   ): Promise<Response> {
-    const { maxBytes, maxRecords } = this.#batch;
-    let body: Uint8Array | BodyFailure;
     slot.startLease();
-    try {
-      body = await this.#readBody(req, declared, maxBytes);
-    } catch (err) {
-      return bodyReadFailed(err, topic);
-    }
-    if (body === TOO_LARGE) {
-      return batchTooLarge(`more than ${maxBytes} bytes`, `${maxBytes} bytes`, "max_bytes");
-    }
-    if (body === TIMED_OUT) return this.#timedOut();
-    held.shrinkTo(body.byteLength);
-
-    const records = parseNdjson(body, topic, { maxRecords, maxValueBytes: this.#facade.maxMessageBytes });
-    if (records === TOO_MANY_RECORDS) {
-      return batchTooLarge(`more than ${maxRecords} records`, `${maxRecords} records`, "max_records");
-    }
-    const messages: Message[] = [];
-    for (const record of records) if (!(record instanceof LineProblem)) messages.push(record);
-    let produced: Array<ProduceResult | ProduceError | Refusal> = [];
-    if (messages.length > 0) {
-      try {
-        const outcomes = this.#facade.produceMany(messages, ack);
-        // Handed over (produceMany's synchronous part): the next batch may be read.
-        slot.release();
-        produced = await outcomes;
-      } catch (err) {
-        // produceMany does not reject; if it does anyway, each record gets the same refusal (logged once).
-        const refusal = refusalOf(err, "http", topic);
-        produced = messages.map(() => refusal);
-      }
-    }
-    const outcomes: RecordOutcome[] = new Array(records.length);
+    // The body and its records are never locals here: while the reply waits for Kafka or the disk, they are let go
+    // (kept that long, a batch's records outlived V8's young-generation collections).
+    const handed = await this.#readBody(req, declared, this.#batch.maxBytes).then(
+      (body) => this.#handOverBody(body, topic, ack, held, slot),
+      (err) => bodyReadFailed(err, topic),
+    );
+    if (handed instanceof Response) return handed;
+    const { count, problems } = handed;
+    const produced = await handed.produced;
+    const outcomes: RecordOutcome[] = new Array(count);
     let next = 0;
-    for (let i = 0; i < records.length; i++) {
-      const record = records[i];
-      if (record instanceof LineProblem) {
+    for (let i = 0; i < count; i++) {
+      const problem = problems.get(i);
+      if (problem !== undefined) {
         outcomes[i] = {
-          kind: record.status === 413 ? "too_large" : "invalid",
-          status: record.status,
-          reason: record.reason,
+          kind: problem.status === 413 ? "too_large" : "invalid",
+          status: problem.status,
+          reason: problem.reason,
         };
       } else {
         const outcome = produced[next++];
@@ -374,6 +361,46 @@ class HttpHandler {
       }
     }
     return batchReply(outcomes, ack);
+  }
+
+  /**
+   * Parses a batch's body and hands its records to the facade, then gives up the read slot; the reply, or what
+   * the reply is made of once the facade answers: the records' count, the lines that are not records, and the
+   * facade's outcomes (one per record, in order).
+   */
+  #handOverBody(
+    body: Uint8Array | BodyFailure,
+    topic: string,
+    ack: AckLevel,
+    held: Held,
+    slot: ReadSlot,
+  ): Response | HandedBatch {
+    const { maxBytes, maxRecords } = this.#batch;
+    if (body === TOO_LARGE) {
+      return batchTooLarge(`more than ${maxBytes} bytes`, `${maxBytes} bytes`, "max_bytes");
+    }
+    if (body === TIMED_OUT) return this.#timedOut();
+    held.shrinkTo(body.byteLength);
+    const records = parseNdjson(body, topic, { maxRecords, maxValueBytes: this.#facade.maxMessageBytes });
+    if (records === TOO_MANY_RECORDS) {
+      return batchTooLarge(`more than ${maxRecords} records`, `${maxRecords} records`, "max_records");
+    }
+    const messages: Message[] = [];
+    const problems = new Map<number, LineProblem>();
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i];
+      if (record instanceof LineProblem) problems.set(i, record);
+      else messages.push(record);
+    }
+    const n = messages.length;
+    const produced = n === 0 ? Promise.resolve([]) : this.#facade.produceMany(messages, ack).catch((err) => {
+      // produceMany does not reject; if it does anyway, each record gets the same refusal (logged once).
+      const refusal = refusalOf(err, "http", topic);
+      return new Array<Refusal>(n).fill(refusal);
+    });
+    // Handed over (produceMany's synchronous part): the next batch may be read.
+    slot.release();
+    return { count: records.length, problems, produced };
   }
 
   /** 503: the request bodies read or held now are at server.http.max_inflight_bytes. */
