@@ -2,11 +2,10 @@
  * Batch bodies read a few at a time. When many batches are let in at once (64 clients whose batches waited for
  * room in librdkafka's queue), their bodies are read in turns, chunk by chunk: each body, its growing buffers and
  * then its records live for the tens of milliseconds the others take, outlive V8's young-generation collections and
- * are kept until the next full one; and the records of all of them reach librdkafka's queue together and wait
- * there for room. Read a few at a time, a batch is read, parsed and handed over within a millisecond or two, and
- * the batches after it stay in their sockets, unread, until a slot is free. Measured with 64 clients of
- * 1,000-record batches: peak RSS 213 to 216 MB with 2 or 4 slots against 343 MB without, at the same rate
- * (bench/README.md).
+ * are kept until the next full one. Read a few at a time, a batch is read, parsed and handed over within a
+ * millisecond or two, and the batches after it stay in their sockets, unread, until a slot is free. Measured
+ * with 64 clients of 1,000-record batches: peak RSS 216 to 223 MB with 4 slots against 326 to 351 MB without,
+ * at a higher rate (bench/README.md).
  *
  * A slot is held from entry until the records are handed over. A client whose body is slow to arrive must not
  * keep the others waiting: its slot is given up `leaseMs` after its read began, and it goes on reading without one.
