@@ -1,12 +1,14 @@
 /** HTTP batches (`Content-Type: application/x-ndjson`) against a fake facade: parsing, outcomes, limits. */
 import assert from "node:assert/strict";
+import v8 from "node:v8";
+import vm from "node:vm";
 import type { AckLevel, Message } from "../src/message.ts";
-import { ProduceError } from "../src/producer/types.ts";
+import { ProduceError, type ProduceResult } from "../src/producer/types.ts";
 import { type BatchLimits, startHttpServer } from "../src/server/http.ts";
 import { ReadSlots } from "../src/server/read_slots.ts";
 import { readReply } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
-import { delay } from "./support/wait.ts";
+import { delay, waitFor } from "./support/wait.ts";
 
 const NDJSON = { "content-type": "application/x-ndjson" };
 const encoder = new TextEncoder();
@@ -448,6 +450,45 @@ Deno.test("batch: bodies are read a slot at a time; a body slow to arrive gives 
     ]);
   } finally {
     conn.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("batch: while the reply waits for the facade, the listener keeps none of the batch's records", async () => {
+  v8.setFlagsFromString("--expose-gc");
+  const gc = vm.runInNewContext("gc") as () => void;
+  const facade = new FakeFacade({ maxMessageBytes: 100 });
+  const refs: Array<WeakRef<object>> = [];
+  const answer = Promise.withResolvers<Array<ProduceResult | ProduceError>>();
+  let count = 0;
+  // A facade that has let go of the records and answers later, as one waiting for Kafka's reports.
+  facade.produceMany = (messages) => {
+    for (const m of messages) refs.push(new WeakRef(m), new WeakRef(m.value));
+    count = messages.length;
+    return answer.promise;
+  };
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade, batch: LIMITS });
+  try {
+    const reply = post(
+      `http://127.0.0.1:${server.port}`,
+      "/topics/alpha/messages",
+      ndjson({ value: "a" }, "{", {
+        value: "b",
+      }),
+    );
+    await waitFor("the batch handed over", () => count === 2, 5_000);
+    gc();
+    assert.equal(refs.filter((ref) => ref.deref() !== undefined).length, 0, "records kept while waiting");
+    answer.resolve([{ where: "kafka", partition: 0, offset: "7" }, {
+      where: "kafka",
+      partition: 0,
+      offset: "8",
+    }]);
+    const body = json(await reply, 200);
+    assert.equal(body.count, 3);
+    assert.deepEqual(body.errors.map((e) => e.index), [1], "the line problem keeps its place");
+  } finally {
+    answer.resolve([]);
     await server.shutdown();
   }
 });
