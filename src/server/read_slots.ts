@@ -31,33 +31,35 @@ export interface ReadSlotsOptions {
 
 /** One batch's place among the ones being read; release() is idempotent. */
 export class ReadSlot {
-  #owner: ReadSlots | null;
+  #free: (() => void) | null;
   #timer: number | undefined;
+  readonly #leaseMs: number;
   readonly #clock: Clock;
 
-  constructor(owner: ReadSlots, clock: Clock) {
-    this.#owner = owner;
+  /** `free` passes the slot on; ReadSlots makes slots, callers only enter. */
+  constructor(free: () => void, leaseMs: number, clock: Clock) {
+    this.#free = free;
+    this.#leaseMs = leaseMs;
     this.#clock = clock;
   }
 
   /** The body read begins: the slot is given up `leaseMs` later, if still held then. */
   startLease(): void {
-    const owner = this.#owner;
-    if (owner === null || this.#timer !== undefined) return;
+    if (this.#free === null || this.#timer !== undefined) return;
     this.#timer = this.#clock.setTimeout(() => {
       this.#timer = undefined;
       this.release();
-    }, owner.leaseMs);
+    }, this.#leaseMs);
   }
 
   /** Gives the slot to the next batch waiting, if any. */
   release(): void {
-    const owner = this.#owner;
-    if (owner === null) return;
-    this.#owner = null;
+    const free = this.#free;
+    if (free === null) return;
+    this.#free = null;
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#timer = undefined;
-    owner.free();
+    free();
   }
 }
 
@@ -74,8 +76,8 @@ export class ReadSlot {
  * }
  */
 export class ReadSlots {
-  readonly leaseMs: number;
   readonly #slots: number;
+  readonly #leaseMs: number;
   readonly #clock: Clock;
   #taken = 0;
   readonly #waiting: Array<(slot: ReadSlot) => void> = [];
@@ -88,7 +90,7 @@ export class ReadSlots {
     }
     if (!(leaseMs > 0)) throw new RangeError(`read slots: leaseMs must be positive, got ${leaseMs}`);
     this.#slots = slots;
-    this.leaseMs = leaseMs;
+    this.#leaseMs = leaseMs;
     this.#clock = opts.clock ?? realClock;
   }
 
@@ -106,15 +108,19 @@ export class ReadSlots {
   enter(): ReadSlot | Promise<ReadSlot> {
     if (this.#taken < this.#slots) {
       this.#taken++;
-      return new ReadSlot(this, this.#clock);
+      return this.#slot();
     }
     return new Promise((resolve) => this.#waiting.push(resolve));
   }
 
-  /** A slot was released: it passes to the first waiting batch. For ReadSlot only. */
-  free(): void {
+  #slot(): ReadSlot {
+    return new ReadSlot(this.#pass, this.#leaseMs, this.#clock);
+  }
+
+  /** A slot was released: it passes to the first waiting batch, or is free again. */
+  readonly #pass = (): void => {
     const next = this.#waiting.shift();
     if (next === undefined) this.#taken--;
-    else next(new ReadSlot(this, this.#clock));
-  }
+    else next(this.#slot());
+  };
 }
