@@ -25,9 +25,12 @@
  * `rdk:*`, V8's workers).
  * `--cpu-prof DIR` runs each service under V8's CPU profiler: DIR/<side>-<scenario>-<round>/*.cpuprofile, written
  * when the service exits (bench/cpu_profile.ts summarizes one); the profiler costs some throughput on both sides.
+ * `--broker-dir DIR` keeps the broker's data in DIR (a tmpfs, say) rather than in the temp dir beside the
+ * services' WALs, so that the broker's writes share neither the disk nor the file system's journal with them.
  *
  * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds 2]
  *      [--seconds 8] [--codec none|gzip|lz4] [--kafka K=V] [--env K=V] [--deno PATH] [--threads] [--cpu-prof DIR]
+ *      [--broker-dir DIR]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
@@ -65,10 +68,12 @@ const THREADS = Deno.args.includes("--threads");
 const CPU_PROF = flag("cpu-prof", "");
 /** The Deno that runs the REVISION side. */
 const REVISION_DENO = flag("deno", DENO);
+const BROKER_DIR = flag("broker-dir", "") || undefined;
 if (REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0)) {
   console.error(
     "usage: bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds N] " +
-      "[--seconds N] [--codec C] [--kafka K=V] [--env K=V] [--deno PATH] [--threads] [--cpu-prof DIR]",
+      "[--seconds N] [--codec C] [--kafka K=V] [--env K=V] [--deno PATH] [--threads] [--cpu-prof DIR] " +
+      "[--broker-dir DIR]",
   );
   Deno.exit(2);
 }
@@ -251,7 +256,7 @@ try {
     before,
   ], { timeoutMs: 60_000 });
   if (archive.code !== 0) throw new Error(`git archive ${REVISION}: ${archive.stderr}`);
-  await using broker = await startBroker();
+  await using broker = await startBroker({ parentDir: BROKER_DIR });
   const loadavg = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
   console.log(`codec ${CODEC}, ${SECONDS} s per load, load average before: ${loadavg()}`);
   for (const scenario of SCENARIOS) {

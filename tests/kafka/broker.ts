@@ -22,6 +22,11 @@ export interface BrokerOptions {
   listeners?: Record<string, ListenerSecurity>;
   /** Users that SASL_SSL listeners accept (default: none). */
   users?: SaslUsers;
+  /**
+   * Where the broker's temp dir (config, data, logs) is made (default: the system's temp dir), e.g. a tmpfs, so
+   * that a benchmark of the WAL's fdatasync does not share a file system's journal with the broker's writes.
+   */
+  parentDir?: string;
 }
 
 /** How a client listener speaks: TLS with the broker's own certificate, optionally SASL inside it. */
@@ -282,7 +287,7 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<Broker> {
 /** Tries to start a broker with ports picked anew. */
 async function startBrokerOnce(opts: BrokerOptions): Promise<Broker> {
   const libs = await kafkaLibs();
-  const dir = await Deno.makeTempDir({ prefix: "ka-kafka-" });
+  const dir = await Deno.makeTempDir({ prefix: "ka-kafka-", dir: opts.parentDir });
   try {
     const names = Object.keys(opts.listeners ?? {});
     const [picked, internalPort, controllerPort, ...extraPicked] = freePorts(3 + names.length, opts.port);
