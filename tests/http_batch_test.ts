@@ -1,13 +1,12 @@
 /** HTTP batches (`Content-Type: application/x-ndjson`) against a fake facade: parsing, outcomes, limits. */
 import assert from "node:assert/strict";
-import v8 from "node:v8";
-import vm from "node:vm";
 import type { AckLevel, Message } from "../src/message.ts";
 import { ProduceError, type ProduceResult } from "../src/producer/types.ts";
 import { type BatchLimits, startHttpServer } from "../src/server/http.ts";
 import { ReadSlots } from "../src/server/read_slots.ts";
 import { readReply } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
+import { collectGarbage } from "./support/gc.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
 const NDJSON = { "content-type": "application/x-ndjson" };
@@ -455,8 +454,6 @@ Deno.test("batch: bodies are read a slot at a time; a body slow to arrive gives 
 });
 
 Deno.test("batch: while the reply waits for the facade, the listener keeps none of the batch's records", async () => {
-  v8.setFlagsFromString("--expose-gc");
-  const gc = vm.runInNewContext("gc") as () => void;
   const facade = new FakeFacade({ maxMessageBytes: 100 });
   const refs: Array<WeakRef<object>> = [];
   const answer = Promise.withResolvers<Array<ProduceResult | ProduceError>>();
@@ -477,7 +474,7 @@ Deno.test("batch: while the reply waits for the facade, the listener keeps none 
       }),
     );
     await waitFor("the batch handed over", () => count === 2, 5_000);
-    gc();
+    collectGarbage();
     assert.equal(refs.filter((ref) => ref.deref() !== undefined).length, 0, "records kept while waiting");
     answer.resolve([{ where: "kafka", partition: 0, offset: "7" }, {
       where: "kafka",

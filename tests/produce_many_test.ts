@@ -3,13 +3,12 @@
  * WAL, including a property test that produceMany decides as produce called per message does.
  */
 import assert from "node:assert/strict";
-import v8 from "node:v8";
-import vm from "node:vm";
 import { type BatchOutcomes, type Delivery, KafkaError, KafkaProducer } from "../src/kafka/producer.ts";
 import type { Message } from "../src/message.ts";
 import type { AckLevel } from "../src/message.ts";
 import { ProduceError, type ProduceResult } from "../src/producer/types.ts";
 import { type FacadeRig, facadeRig, MOCK_KAFKA } from "./support/facade_rig.ts";
+import { collectGarbage } from "./support/gc.ts";
 import { DEAD_KAFKA, sent, variedMessages } from "./support/varied_messages.ts";
 import { delay, waitFor, within } from "./support/wait.ts";
 
@@ -485,8 +484,6 @@ Deno.test("produceMany decides as produce per message does, for random batches a
 });
 
 Deno.test("produceMany: while the reply waits for the reports, nothing keeps the records of the batch", async () => {
-  v8.setFlagsFromString("--expose-gc");
-  const gc = vm.runInNewContext("gc") as () => void;
   await using r = await facadeRig({ kafka: { "linger.ms": "500" } });
   const refs: Array<WeakRef<object>> = [];
   // The records are made here, out of the test's own frame, as a request's are out of its listener's.
@@ -501,7 +498,7 @@ Deno.test("produceMany: while the reply waits for the reports, nothing keeps the
   let settled = false;
   reply.then(() => settled = true);
   await delay(50);
-  gc();
+  collectGarbage();
   assert.equal(settled, false, "the reports are still to come (linger.ms 500)");
   assert.deepEqual(refs.filter((ref) => ref.deref() !== undefined).length, 0, "records kept while waiting");
   assert.deepEqual((await reply).map(shape), Array(20).fill("kafka"));
