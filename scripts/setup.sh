@@ -15,8 +15,9 @@ RUNTIME_ONLY=false
 # (over about 450 bytes; denoland/deno#36657), which makes a 1 KB message cost three times the CPU
 # (docs/architecture.md, The runtime).
 DENO_VERSION=2.8.2
-# The broker the tests run against; KA_KAFKA_VERSION picks another from Maven Central (3.9.1 and 4.4.0 pass too).
-KAFKA_VERSION="${KA_KAFKA_VERSION:-4.2.2}"
+# The broker the tests run against; KAFKA_VERSION picks another from Maven Central (3.9.1 and 4.4.0 pass too).
+# Not a KA_* name: the services the tests start read those as config overrides.
+KAFKA_VERSION="${KAFKA_VERSION:-4.2.2}"
 LOG4J_VERSION=2.25.5 # matches the log4j-core that kafka 4.2.2 depends on
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

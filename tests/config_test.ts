@@ -154,6 +154,41 @@ Deno.test("config: env overrides a duration, an int, a kafka key and a list, wit
   );
 });
 
+/**
+ * The KA_* variables the project's scripts, tests and benchmarks read for themselves (`Deno.env.get("KA_...")`,
+ * `$KA_...` in shell), so that one of them set in the environment never reaches a service as an override.
+ */
+async function harnessVariables(): Promise<Set<string>> {
+  const names = new Set<string>();
+  const scan = async (dir: string): Promise<void> => {
+    for await (const entry of Deno.readDir(dir)) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) await scan(path);
+      else if (/\.(ts|sh)$/.test(entry.name) || entry.name === "run") {
+        const text = await Deno.readTextFile(path);
+        for (const m of text.matchAll(/Deno\.env\.get\("(KA_[A-Z0-9_]+)"\)|\$\{?(KA_[A-Z0-9_]+)/g)) {
+          names.add(m[1] ?? m[2]);
+        }
+      }
+    }
+  };
+  for (const dir of ["scripts", "tests", "bench", ".ci"]) await scan(`${REPO}${dir}`);
+  // The service's own short name for global.log.level, which the tests set on purpose.
+  names.delete("KA_LOG_LEVEL");
+  return names;
+}
+
+Deno.test("config: the KA_* variables of the scripts, tests and benchmarks are not taken for overrides", async () => {
+  const names = await harnessVariables();
+  assert.ok(names.has("KA_DENO") && names.has("KA_CACHE_DIR"), `the scan found ${[...names].join(", ")}`);
+  const plain = parse(MINIMAL);
+  for (const name of names) assert.deepEqual(parse(MINIMAL, { [name]: "1" }), plain, name);
+  // What such a name must avoid: one that starts like a key is refused as a misspelt override.
+  assertConfigError(MINIMAL, "config: kafka_version: unknown key (from KA_KAFKA_VERSION)", {
+    KA_KAFKA_VERSION: "3.9.1",
+  });
+});
+
 Deno.test("config: env defaults to the process environment", () => {
   Deno.env.set("KA_PRODUCER.CB.REQUESTS", "4");
   try {
