@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { type Config, ConfigError, defaultConfig, loadConfig, parseConfig } from "../src/config.ts";
 import { formatDuration, parseDuration } from "../src/duration.ts";
 import { listenAddress } from "../src/listen_address.ts";
+import { filesUnder } from "./support/files.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const REPO = new URL("../", import.meta.url).pathname;
@@ -160,19 +161,15 @@ Deno.test("config: env overrides a duration, an int, a kafka key and a list, wit
  */
 async function harnessVariables(): Promise<Set<string>> {
   const names = new Set<string>();
-  const scan = async (dir: string): Promise<void> => {
-    for await (const entry of Deno.readDir(dir)) {
-      const path = `${dir}/${entry.name}`;
-      if (entry.isDirectory) await scan(path);
-      else if (/\.(ts|sh)$/.test(entry.name) || entry.name === "run") {
-        const text = await Deno.readTextFile(path);
-        for (const m of text.matchAll(/Deno\.env\.get\("(KA_[A-Z0-9_]+)"\)|\$\{?(KA_[A-Z0-9_]+)/g)) {
-          names.add(m[1] ?? m[2]);
-        }
+  for (const dir of ["scripts", "tests", "bench", ".ci"]) {
+    for await (const file of filesUnder(`${REPO}${dir}`)) {
+      if (!/(\.ts|\.sh|^run)$/.test(file)) continue;
+      const text = await Deno.readTextFile(`${REPO}${dir}/${file}`);
+      for (const m of text.matchAll(/Deno\.env\.get\("(KA_[A-Z0-9_]+)"\)|\$\{?(KA_[A-Z0-9_]+)/g)) {
+        names.add(m[1] ?? m[2]);
       }
     }
-  };
-  for (const dir of ["scripts", "tests", "bench", ".ci"]) await scan(`${REPO}${dir}`);
+  }
   // The service's own short name for global.log.level, which the tests set on purpose.
   names.delete("KA_LOG_LEVEL");
   return names;

@@ -3,6 +3,7 @@
  * top-level files) run one way, and only src/kafka/librdkafka.ts touches FFI pointers.
  */
 import assert from "node:assert/strict";
+import { filesUnder } from "./support/files.ts";
 
 const SRC = new URL("../src/", import.meta.url).pathname;
 const IMPORT = /^\s*(?:import|export)\s[^;]*?from\s+"(\.{1,2}\/[^"]+)"/gm;
@@ -15,12 +16,8 @@ function partOf(relative: string): string {
   return slash < 0 ? relative : relative.slice(0, slash);
 }
 
-async function* sourceFiles(dir: string, prefix = ""): AsyncGenerator<string> {
-  for await (const entry of Deno.readDir(dir)) {
-    const relative = `${prefix}${entry.name}`;
-    if (entry.isDirectory) yield* sourceFiles(`${dir}/${entry.name}`, `${relative}/`);
-    else if (entry.name.endsWith(".ts")) yield relative;
-  }
+async function* sourceFiles(dir: string): AsyncGenerator<string> {
+  for await (const file of filesUnder(dir)) if (file.endsWith(".ts")) yield file;
 }
 
 /** Edges between parts: part -> parts it imports from, with one file that does it, for the message. */
