@@ -1,8 +1,8 @@
 /**
  * The whole service of a git revision against this worktree's, in one run against one real broker, alternating
- * so that both see the same machine: what a change costs or saves with Kafka in the path. Per round and side, a
- * fresh service gets one load for SECONDS into a new topic of 3 partitions, and the figures are taken once the
- * records it acknowledged to Kafka stop moving:
+ * (the first side swapped every round) so that both see the same machine: what a change costs or saves with
+ * Kafka in the path. Per round and side, a fresh service gets one load for SECONDS into a new topic of 3
+ * partitions, and the figures are taken once the records it acknowledged to Kafka stop moving:
  * - msg/s: records Kafka acknowledged (`kafka_client_ack_cnt`) over the load's seconds;
  * - CPU µs/msg: utime + stime of the service (all threads) over the load and the settling, per acknowledged record;
  * - peak RSS (VmHWM), and RSS sampled every second of the load (at a tenth, half and the end of it).
@@ -263,7 +263,9 @@ try {
     const sides = REVISION === "none" ? [["worktree", ROOT]] : [[REVISION, before], ["worktree", ROOT]];
     const all: Record<string, Figures[]> = Object.fromEntries(sides.map(([name]) => [name, []]));
     for (let i = 0; i < ROUNDS; i++) {
-      for (const [name, root] of sides) {
+      // The side that goes first swaps every round, so that neither always runs just after the other (on a broker
+      // and page cache the other has just warmed).
+      for (const [name, root] of i % 2 === 0 ? sides : sides.toReversed()) {
         const topic = `ab-${scenario}-${name.replace(/\W/g, "")}-${i}`;
         if (scenario !== "grpc-echo") await broker.createTopic(topic, 3);
         const profileDir = `${CPU_PROF}/${name.replace(/\W/g, "")}-${scenario}-${i + 1}`;
