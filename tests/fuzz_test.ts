@@ -251,7 +251,9 @@ function httpRequest(r: Rng, last: boolean, allowHead: boolean): HttpRequest {
   }
   if (last) headers.push("Connection: close");
   const head = encoder.encode(`${method} ${path}${query} ${version}\r\n${headers.join("\r\n")}\r\n\r\n`);
-  const known = valid && method === "POST" && route ? { topic: decodeTopic(rawTopic), batch } : undefined;
+  const known = valid && ["POST", "PUT", "PATCH"].includes(method) && route
+    ? { topic: decodeTopic(rawTopic), batch }
+    : undefined;
   const complete = framing < 0.8 || (framing >= 0.85 && framing < 0.95);
   return { bytes: concat([head, payload]), head: method === "HEAD", complete, known };
 }

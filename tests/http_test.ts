@@ -93,6 +93,19 @@ Deno.test("POST /topics/{topic}/messages hands the body to the facade unchanged 
   });
 });
 
+Deno.test("PUT and PATCH produce as POST does, as the Go service took any method", async () => {
+  await withServer(async (base, facade) => {
+    for (const method of ["PUT", "PATCH"]) {
+      const reply = await call(`${base}/topics/beta/messages?key=k`, { method, body: method });
+      assert.deepEqual([reply.status, reply.body], [200, ""]);
+    }
+    assert.deepEqual(
+      facade.produced.map((p) => [p.message.topic, new TextDecoder().decode(p.message.value)]),
+      [["beta", "PUT"], ["beta", "PATCH"]],
+    );
+  });
+});
+
 Deno.test("an empty body is produced as an empty value", async () => {
   await withServer(async (base, facade) => {
     assert.deepEqual((await post(base, "/topics/alpha/messages", "")).status, 200);
@@ -282,9 +295,11 @@ Deno.test("unknown paths get 404, wrong methods 405 with Allow", async () => {
     ) {
       assertPlain(await post(base, path, "v"), 404, "not found");
     }
-    const get = await call(`${base}/topics/alpha/messages`);
-    assertPlain(get, 405, "method not allowed");
-    assert.deepEqual(get.headers.get("allow"), "POST");
+    for (const method of ["GET", "DELETE", "OPTIONS", "FOO"]) {
+      const refused = await call(`${base}/topics/alpha/messages`, { method });
+      assertPlain(refused, 405, "method not allowed");
+      assert.deepEqual(refused.headers.get("allow"), "POST, PUT, PATCH");
+    }
     const postTopics = await post(base, "/topics", "v");
     assertPlain(postTopics, 405, "method not allowed");
     assert.deepEqual(postTopics.headers.get("allow"), "GET");

@@ -23,6 +23,12 @@ const ROUTE_NONE = "none";
 
 const PREFIX = "/topics/";
 const SUFFIX = "/messages";
+/**
+ * The methods that produce. PUT and PATCH as POST: the Go kafka-ambassador took any method on this path, and
+ * clients written against it may send these. GET, HEAD, OPTIONS and DELETE are refused: by convention they carry
+ * no body, and browsers, crawlers and proxies send the first three on their own.
+ */
+const PRODUCE_METHODS = "POST, PUT, PATCH";
 
 const JSON_TYPE = "application/json";
 const ACCEPTED_TYPES = new Set(["text/plain", "application/json", "application/octet-stream"]);
@@ -174,9 +180,10 @@ class HttpHandler {
           res = notFound(url, path, queryStart);
         } else {
           route = ROUTE_MESSAGES;
-          res = req.method === "POST"
+          const method = req.method;
+          res = method === "POST" || method === "PUT" || method === "PATCH"
             ? this.#produce(req, topic, queryStart < 0 ? "" : url.slice(queryStart + 1), certName)
-            : notAllowed("POST");
+            : notAllowed(PRODUCE_METHODS);
         }
       } else if (path === ROUTE_TOPICS) {
         route = ROUTE_TOPICS;
