@@ -423,6 +423,15 @@ export const httpDuration = new HotHistogram(
   r,
 );
 
+export const recordsRefused = new HotCounter({
+  name: "ka_records_refused_total",
+  help: "Records refused one by one, by listener (http: a record of an NDJSON batch; grpc: a ProdRq of a " +
+    "Produce stream) and the status in its error. A single HTTP message's refusal is its request's code in " +
+    "http_requests_total.",
+  labelNames: ["listener", "status"],
+  registers: r,
+});
+
 export const authRequests = new client.Counter({
   name: "ka_auth_requests_total",
   help: "Authentications and topic refusals, by principal (empty when none was found) and result " +

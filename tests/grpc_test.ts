@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { protoPath as healthProtoPath } from "grpc-health-check";
-import { grpcHandled, grpcReceived, grpcSent, grpcStarted } from "../src/metrics.ts";
+import { grpcHandled, grpcReceived, grpcSent, grpcStarted, recordsRefused } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import { decodeProdRs, encodeProdRq, type ProdRq, type ProdRs } from "../src/server/grpc/codec.ts";
 import { frameAll, PREFIX_BYTES } from "../src/server/grpc/framing.ts";
@@ -196,7 +196,17 @@ Deno.test("records of one read with mixed ack levels: one produceMany per ack le
   });
 });
 
+/** ka_records_refused_total of `listener`, by status. */
+async function refusedCounts(listener: string): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  for (const v of (await recordsRefused.get()).values) {
+    if (v.labels.listener === listener) counts[String(v.labels.status)] = v.value;
+  }
+  return counts;
+}
+
 Deno.test("a record refused in the middle of a read keeps its own reply, and the replies stay in request order", async () => {
+  const before = await refusedCounts("grpc");
   await withServer(async (server, facade) => {
     facade.behaviour = (message, ack) => {
       if (new TextDecoder().decode(message.value) === "forbidden") {
@@ -223,6 +233,8 @@ Deno.test("a record refused in the middle of a read keeps its own reply, and the
     ]);
     assert.deepEqual(facade.producedMany, [{ ack: "none", count: 4 }]);
   });
+  const after = await refusedCounts("grpc");
+  for (const status of ["400", "403", "413"]) assert.equal(after[status], (before[status] ?? 0) + 1, status);
 });
 
 Deno.test("a produceMany call that fails as a whole refuses each of its records; the other ack levels and the stream go on", async () => {

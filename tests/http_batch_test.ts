@@ -1,6 +1,7 @@
 /** HTTP batches (`Content-Type: application/x-ndjson`) against a fake facade: parsing, outcomes, limits. */
 import assert from "node:assert/strict";
 import type { AckLevel, Message } from "../src/message.ts";
+import { recordsRefused } from "../src/metrics.ts";
 import { ProduceError, type ProduceResult } from "../src/producer/types.ts";
 import { type BatchLimits, startHttpServer } from "../src/server/http.ts";
 import { ReadSlots } from "../src/server/read_slots.ts";
@@ -186,7 +187,16 @@ Deno.test("batch: ack=kafka answers one result per record in order, null for a r
   });
 });
 
-Deno.test("batch: a partial refusal by the facade is 200 with the refused records listed", async () => {
+/** ka_records_refused_total{listener="http"} for `status`. */
+async function refused(status: number): Promise<number> {
+  const found = (await recordsRefused.get()).values.find((v) =>
+    v.labels.listener === "http" && v.labels.status === String(status)
+  );
+  return found?.value ?? 0;
+}
+
+Deno.test("batch: a partial refusal by the facade is 200 with the refused records listed, and counted", async () => {
+  const before = [await refused(503), await refused(403)];
   await withServer(async ({ base, facade }) => {
     facade.behaviour = (message, ack) => {
       const text = new TextDecoder().decode(message.value);
@@ -205,6 +215,7 @@ Deno.test("batch: a partial refusal by the facade is 200 with the refused record
       ],
     });
   });
+  assert.deepEqual([await refused(503), await refused(403)], [before[0] + 1, before[1] + 1]);
 });
 
 Deno.test("batch: every record refused: the shared status, 503 (with Retry-After) over 4xx when they differ", async () => {

@@ -3,6 +3,7 @@
  * (the contract is in README.md, HTTP).
  */
 import type { AckLevel } from "../message.ts";
+import { recordsRefused } from "../metrics.ts";
 import type { ProduceResult } from "../producer/types.ts";
 import type { Refusal } from "./refusal.ts";
 
@@ -57,6 +58,7 @@ export function batchStatus(outcomes: readonly RecordOutcome[]): BatchStatus {
 /**
  * The JSON reply: `{"count": N, "errors": [{"index", "status", "error"}]}`, and with ack=kafka `"results"`:
  * one entry per record, `{"partition", "offset"}` or null for a refused record, so that `results[i]` is record i.
+ * Each refused record is counted in ka_records_refused_total.
  */
 export function batchReply(outcomes: readonly RecordOutcome[], ack: AckLevel): Response {
   const errors: RecordError[] = [];
@@ -67,6 +69,7 @@ export function batchReply(outcomes: readonly RecordOutcome[], ack: AckLevel): R
     const outcome = outcomes[index];
     if (isRefusal(outcome)) {
       errors.push({ index, status: outcome.status, error: outcome.reason });
+      recordsRefused.hot("http", String(outcome.status)).inc();
       results?.push(null);
     } else {
       results?.push({ partition: outcome.partition ?? -1, offset: outcome.offset ?? "-1" });

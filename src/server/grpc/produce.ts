@@ -4,6 +4,7 @@
  * costs one librdkafka call per partition run and one WAL group per read instead of one of each per record.
  */
 import type { AckLevel, Message } from "../../message.ts";
+import { recordsRefused } from "../../metrics.ts";
 import { ProduceError, type ProduceResult, type ProducerFacade } from "../../producer/types.ts";
 import type { Gate, Principal } from "../auth.ts";
 import { parseAck } from "../params.ts";
@@ -331,8 +332,10 @@ function messageOf(rq: ProdRq): Message {
   return message;
 }
 
+/** Adds the reply to a refused ProdRq, and counts it in ka_records_refused_total. */
 function addRefused(replies: FramedProdRs, streamOffset: bigint, refusal: Refusal): void {
   replies.add(streamOffset, refusal.status, `${refusal.kind}: ${refusal.reason}`);
+  recordsRefused.hot("grpc", String(refusal.status)).inc();
 }
 
 /** The facade's decimal offset as an int64; undefined when it is not one. */
