@@ -444,21 +444,28 @@ export const authRequests = new client.Counter({
 export const topicSeries = new TopicSeries();
 /** Every metric with a `topic` label that is counted per message. */
 const PER_TOPIC = [requests, acks, errors, dropped, walWrites, walReads];
-/** How often, at most, idle topics' series are looked for; the look happens on a use, so no timer is needed. */
+/**
+ * How often, at most, idle topics' series are looked for. The look happens on a use, so no timer is needed; the
+ * clock is read once every SWEEP_CHECK_EVERY uses, not on each (this runs for every message).
+ */
 const SWEEP_EVERY_MS = 60_000;
+const SWEEP_CHECK_EVERY = 1024;
 let nextSweep = performance.now() + SWEEP_EVERY_MS;
+let usesToCheck = SWEEP_CHECK_EVERY;
 
 /**
  * The `topic` label value to count `topic` under: the topic itself, or OTHER_TOPICS past the bound.
  * @example acks.inc({ topic: topicLabel(message.topic) })
  */
 export function topicLabel(topic: string): string {
-  // One clock read per call: this runs for every message.
-  const now = performance.now();
-  const label = topicSeries.label(topic, now);
-  if (now >= nextSweep) {
-    nextSweep = now + SWEEP_EVERY_MS;
-    removeIdleTopics().catch(() => {});
+  const label = topicSeries.label(topic);
+  if (--usesToCheck === 0) {
+    usesToCheck = SWEEP_CHECK_EVERY;
+    const now = performance.now();
+    if (now >= nextSweep) {
+      nextSweep = now + SWEEP_EVERY_MS;
+      removeIdleTopics().catch(() => {});
+    }
   }
   return label;
 }

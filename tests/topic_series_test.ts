@@ -14,18 +14,45 @@ Deno.test("TopicSeries: topics past max share OTHER_TOPICS; known topics keep th
   assert.equal(series.has("c"), false);
 });
 
-Deno.test("TopicSeries: a topic idle for idleMs is swept and its place is free again", () => {
+Deno.test("TopicSeries: a topic idle for idleMs since the sweep that found it used is swept, and its place is free again", () => {
   const clock = new FakeClock();
   const series = new TopicSeries({ max: 2, idleMs: 1000, clock });
   series.label("a");
   clock.advance(600);
   series.label("b");
-  clock.advance(400);
+  // Both used since the last sweep: stamped now (600), whenever they were used.
+  assert.deepEqual(series.sweep(), []);
+  clock.advance(999);
+  series.label("b");
+  series.label("b"); // the topic used last: no lookup, still counted as a use
+  assert.deepEqual(series.sweep(), []);
+  clock.advance(1);
   assert.deepEqual(series.sweep(), ["a"]);
   assert.equal(series.label("c"), "c");
   assert.equal(series.label("d"), OTHER_TOPICS);
-  clock.advance(600);
+  clock.advance(999);
+  // c, used since the last sweep, is stamped by this one.
   assert.deepEqual(series.sweep(), ["b"]);
+  clock.advance(999);
+  assert.deepEqual(series.sweep(), []);
+  clock.advance(1);
+  assert.deepEqual(series.sweep(), ["c"]);
+});
+
+Deno.test("TopicSeries: the topic used last is used again after a sweep", () => {
+  const clock = new FakeClock();
+  const series = new TopicSeries({ max: 1, idleMs: 1000, clock });
+  series.label("a");
+  series.sweep(); // a stamped 0
+  clock.advance(900);
+  series.label("a"); // must count as a use, though it was the last topic before the sweep
+  clock.advance(100);
+  assert.deepEqual(series.sweep(), []);
+  clock.advance(999);
+  assert.deepEqual(series.sweep(), []);
+  clock.advance(1);
+  assert.deepEqual(series.sweep(), ["a"]);
+  assert.equal(series.label("b"), "b");
 });
 
 Deno.test("TopicSeries: bad options are a RangeError", () => {

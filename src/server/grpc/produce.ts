@@ -108,8 +108,6 @@ export class ProduceStream {
   #closed = false;
   /** The turn records are being added to; undefined between turns. */
   #turn: Turn | undefined;
-  /** The last topic that passed topicProblem. */
-  #checkedTopic: string | undefined;
 
   constructor(
     call: GrpcCall,
@@ -270,12 +268,8 @@ export class ProduceStream {
 
   /** Why a ProdRq is invalid (its topic, then its ack level, then its partition), or undefined. */
   #problem(rq: ProdRq): string | undefined {
-    // Records of a stream name the same topic over and over, as one string (see the codec): checked once.
-    if (rq.topic !== this.#checkedTopic) {
-      const bad = topicProblem(rq.topic);
-      if (bad !== undefined) return bad;
-      this.#checkedTopic = rq.topic;
-    }
+    const bad = topicProblem(rq.topic);
+    if (bad !== undefined) return bad;
     if (parseAck(rq.ack) === undefined) {
       return `invalid ack: ${JSON.stringify(rq.ack)}: want none, wal or kafka`;
     }
