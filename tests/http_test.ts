@@ -106,6 +106,21 @@ Deno.test("PUT and PATCH produce as POST does, as the Go service took any method
   });
 });
 
+Deno.test("a Content-Encoding is not decoded: the bytes sent are the value, as with the Go service", async () => {
+  await withServer(async (base, facade) => {
+    const gzipped = new Uint8Array(
+      await new Response(new Blob(["hello"]).stream().pipeThrough(new CompressionStream("gzip")))
+        .arrayBuffer(),
+    );
+    const reply = await post(base, "/topics/alpha/messages", gzipped, {
+      "content-type": "application/octet-stream",
+      "content-encoding": "gzip",
+    });
+    assert.deepEqual(reply.status, 200);
+    assert.deepEqual(facade.produced[0].message.value, gzipped);
+  });
+});
+
 Deno.test("an empty body is produced as an empty value", async () => {
   await withServer(async (base, facade) => {
     assert.deepEqual((await post(base, "/topics/alpha/messages", "")).status, 200);
