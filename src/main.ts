@@ -22,17 +22,25 @@ interface Args {
   checkOnly: boolean;
   healthcheck: boolean;
   version: boolean;
+  help: boolean;
 }
+
+/** A bad command line: printed as plain text with the usage, exit 2. */
+export class UsageError extends Error {}
 
 /** Parses Go-style (`-config x`) and GNU-style (`--config=x`) flags. */
 export function parseArgs(argv: string[]): Args {
-  const args: Args = { checkOnly: false, healthcheck: false, version: false };
+  const args: Args = { checkOnly: false, healthcheck: false, version: false, help: false };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].replace(/^--?/, "").split(/=(.*)/s, 2);
     switch (flag) {
+      case "h":
+      case "help":
+        args.help = true;
+        break;
       case "config":
         args.configPath = inline ?? argv[++i];
-        if (!args.configPath) throw new ConfigError("flag -config needs a path");
+        if (!args.configPath) throw new UsageError("flag -config needs a path");
         break;
       case "check-config":
         args.checkOnly = true;
@@ -44,7 +52,7 @@ export function parseArgs(argv: string[]): Args {
         args.version = true;
         break;
       default:
-        throw new ConfigError(`unknown flag ${argv[i]}\n${USAGE}`);
+        throw new UsageError(`unknown flag ${argv[i]}`);
     }
   }
   return args;
@@ -59,12 +67,25 @@ async function main(): Promise<number> {
   let config: Config;
   try {
     args = parseArgs(Deno.args);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`kafka-ambassador: ${err.message}\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  try {
     const librdkafka = librdkafkaVersion(); // loads the library first: without it nothing else can run
     if (args.version) {
       console.log(`kafka-ambassador ${VERSION} (librdkafka ${librdkafka})`);
       return 0;
     }
-    if (!args.configPath) throw new ConfigError(`no config file given\n${USAGE}`);
+    if (!args.configPath) {
+      console.error(`kafka-ambassador: no config file given (-config PATH)\n${USAGE}`);
+      return 2;
+    }
     config = await loadConfig(args.configPath, Deno.env.toObject());
     setLogLevel(config.global.log.level);
     const kafkaProblem = checkKafkaConfig(config.kafka);

@@ -1,4 +1,7 @@
-/** The command line: --version, --check-config, exit code 2 with one line on bad config, the shipped default config. */
+/**
+ * The command line: --version, --help, --check-config, exit code 2 with one line on bad config or a usage on a bad
+ * command line, the shipped default config.
+ */
 import assert from "node:assert/strict";
 import { freePort, startService } from "./support/service.ts";
 import { parse } from "yaml";
@@ -35,6 +38,32 @@ Deno.test("cli: --version names the product and librdkafka", async () => {
   const r = await run(["--version"]);
   assert.equal(r.code, 0);
   assert.match(r.out, /^kafka-ambassador \S+ \(librdkafka \d+\.\d+\.\d+\)/);
+});
+
+Deno.test("cli: -h and --help print the usage on stdout and exit 0, as Go's flag package does", async () => {
+  for (const flag of ["-h", "--help", "-help"]) {
+    const r = await run([flag]);
+    assert.equal(r.code, 0, `${flag}: ${r.err}`);
+    assert.match(r.out, /^usage: kafka-ambassador -config PATH/, flag);
+    assert.equal(r.err, "", flag);
+  }
+});
+
+Deno.test("cli: a bad command line exits 2 with a plain-text reason and the usage on stderr", async () => {
+  for (
+    const [args, reason] of [
+      [["--bogus"], "unknown flag --bogus"],
+      [["-config"], "flag -config needs a path"],
+      [[], "no config file given (-config PATH)"],
+    ] as const
+  ) {
+    const r = await run([...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.err}`);
+    const lines = r.err.trim().split("\n");
+    assert.equal(lines[0], `kafka-ambassador: ${reason}`);
+    assert.match(lines[1], /^usage: kafka-ambassador -config PATH/);
+    assert.equal(r.out, "");
+  }
 });
 
 Deno.test("cli: --check-config accepts the shipped default config", async () => {
