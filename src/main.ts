@@ -32,6 +32,7 @@ export class UsageError extends Error {}
 export function parseArgs(argv: string[]): Args {
   const args: Args = { checkOnly: false, healthcheck: false, version: false, help: false };
   for (let i = 0; i < argv.length; i++) {
+    if (!argv[i].startsWith("-")) throw new UsageError(`unexpected argument ${JSON.stringify(argv[i])}`);
     const [flag, inline] = argv[i].replace(/^--?/, "").split(/=(.*)/s, 2);
     switch (flag) {
       case "h":

@@ -53,6 +53,7 @@ Deno.test("cli: a bad command line exits 2 with a plain-text reason and the usag
   for (
     const [args, reason] of [
       [["--bogus"], "unknown flag --bogus"],
+      [["serve"], 'unexpected argument "serve"'],
       [["-config"], "flag -config needs a path"],
       [[], "no config file given (-config PATH)"],
     ] as const
