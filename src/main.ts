@@ -56,6 +56,9 @@ export function parseArgs(argv: string[]): Args {
         throw new UsageError(`unknown flag ${argv[i]}`);
     }
   }
+  if (!args.configPath && !args.help && !args.version) {
+    throw new UsageError("no config file given (-config PATH)");
+  }
   return args;
 }
 
@@ -83,11 +86,7 @@ async function main(): Promise<number> {
       console.log(`kafka-ambassador ${VERSION} (librdkafka ${librdkafka})`);
       return 0;
     }
-    if (!args.configPath) {
-      console.error(`kafka-ambassador: no config file given (-config PATH)\n${USAGE}`);
-      return 2;
-    }
-    config = await loadConfig(args.configPath, Deno.env.toObject());
+    config = await loadConfig(args.configPath!, Deno.env.toObject());
     setLogLevel(config.global.log.level);
     const kafkaProblem = checkKafkaConfig(config.kafka);
     if (kafkaProblem) throw new ConfigError(`config: ${kafkaProblem}`);

@@ -55,9 +55,13 @@ export class TopicSeries {
     this.#clock = opts.clock ?? realClock;
   }
 
-  /** The label value to count `topic` under: the topic itself while there is room, else OTHER_TOPICS. */
+  /**
+   * The label value to count `topic` under: the topic itself while there is room, else OTHER_TOPICS. A topic used
+   * again gets the string object of its first use since the sweep, so that maps keyed by labels find it by a
+   * hash already computed.
+   */
   label(topic: string): string {
-    if (topic === this.#last) return topic;
+    if (topic === this.#last) return this.#last;
     const at = this.#lastUsed.get(topic);
     if (at === undefined && this.#lastUsed.size >= this.max) return OTHER_TOPICS;
     if (at !== USED) this.#lastUsed.set(topic, USED);

@@ -75,7 +75,6 @@ export class Facade implements ProducerFacade {
   #draining = false;
   /** kafka_client_requests_cnt children per topic: the hot path skips prom-client's label hashing. */
   readonly #requested = new Map<string, metrics.HotCount>();
-  #lastRequested: { label: string; counter: metrics.HotCount } | undefined;
   readonly #order: KeyOrder | null;
   /** What the delivery report of an `always`-mode record does (see DirectSend), bound once. */
   readonly #directSent = {
@@ -615,15 +614,13 @@ export class Facade implements ProducerFacade {
   }
 
   #requestCounter(topic: string): metrics.HotCount {
-    // Cached by label value, so the cache is bounded as the series are; the last one is at hand without a lookup.
+    // Cached by label value, so the cache is bounded as the series are.
     const label = metrics.topicLabel(topic);
-    if (label === this.#lastRequested?.label) return this.#lastRequested.counter;
     let counter = this.#requested.get(label);
     if (counter === undefined) {
       counter = metrics.requests.hot(label);
       this.#requested.set(label, counter);
     }
-    this.#lastRequested = { label, counter };
     return counter;
   }
 
