@@ -32,6 +32,7 @@ import { stringify } from "yaml";
 import { type Broker, startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
 import { freePort, type Service, startService } from "../tests/support/service.ts";
+import { freePorts, serviceConfig, waitForPort } from "./side_by_side.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Command line
@@ -86,7 +87,6 @@ const KAFKA_SETTINGS: Record<string, number | string> = {
   "batch.num.messages": 10000,
   "statistics.interval.ms": 3_600_000,
 };
-const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 20_000;
 const SETTLE_TIMEOUT_MS = 30_000;
 
@@ -168,22 +168,6 @@ async function pidListeningOn(port: number): Promise<number> {
   const pid = Number(/pid=(\d+)/.exec(new TextDecoder().decode(r.stdout))?.[1] ?? NaN);
   if (Number.isNaN(pid)) throw new Error(`no process listens on port ${port}`);
   return pid;
-}
-
-/** Waits until something accepts TCP connections on the port. */
-async function waitForPort(port: number, exited: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (exited()) throw new Error(`${what} exited during start-up`);
-    try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      conn.close();
-      return;
-    } catch {
-      await sleep(100);
-    }
-  }
-  throw new Error(`${what}: nothing listens on port ${port} after ${START_TIMEOUT_MS / 1000} s`);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -406,21 +390,9 @@ interface Target {
   stop(): Promise<void>;
 }
 
-function serviceYaml(dir: string, bootstrap: string, ports: { http: number; grpc: number; mon: number }) {
-  return {
-    server: {
-      http: { listen: `127.0.0.1:${ports.http}` },
-      grpc: { listen: `127.0.0.1:${ports.grpc}` },
-      monitoring: { listen: `127.0.0.1:${ports.mon}` },
-    },
-    producer: { wal: { mode: "fallback", path: `${dir}/wal` } },
-    kafka: { brokers: [bootstrap], ...KAFKA_SETTINGS },
-  };
-}
-
 async function startOurs(dir: string, bootstrap: string): Promise<Target> {
-  const ports = { http: freePort(), grpc: freePort(), mon: freePort() };
-  const svc: Service = await startService(serviceYaml(dir, bootstrap, ports), {
+  const ports = freePorts();
+  const svc: Service = await startService(serviceConfig(dir, bootstrap, ports, KAFKA_SETTINGS), {
     dir,
     env: { KA_LOG_LEVEL: "warn" },
   });
@@ -456,10 +428,10 @@ async function startOurs(dir: string, bootstrap: string): Promise<Target> {
 }
 
 async function startGo(binary: string, dir: string, bootstrap: string): Promise<Target> {
-  const ports = { http: freePort(), grpc: freePort(), mon: freePort() };
+  const ports = freePorts();
   const configPath = `${dir}/go-config.yaml`;
   await Deno.mkdir(`${dir}/wal`); // the Go service does not create its WAL directory
-  await Deno.writeTextFile(configPath, stringify(serviceYaml(dir, bootstrap, ports)));
+  await Deno.writeTextFile(configPath, stringify(serviceConfig(dir, bootstrap, ports, KAFKA_SETTINGS)));
   const p = spawnTracked(binary, ["-config", configPath], `${dir}/go.log`);
   let exited = false;
   p.child.status.then(() => exited = true);
@@ -469,7 +441,7 @@ async function startGo(binary: string, dir: string, bootstrap: string): Promise<
     return {
       http: `http://127.0.0.1:${ports.http}`,
       grpc: `127.0.0.1:${ports.grpc}`,
-      monitoring: `http://127.0.0.1:${ports.mon}`,
+      monitoring: `http://127.0.0.1:${ports.monitoring}`,
       pid: await pidListeningOn(ports.http),
       stop: p.stop,
     };

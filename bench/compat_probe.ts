@@ -13,7 +13,8 @@
  */
 import { stringify } from "yaml";
 import { startBroker } from "../tests/kafka/broker.ts";
-import { freePort, startService } from "../tests/support/service.ts";
+import { startService } from "../tests/support/service.ts";
+import { freePorts, type Ports, serviceConfig, waitForPort } from "./side_by_side.ts";
 
 const goAt = Deno.args.indexOf("--go-binary");
 const GO_BINARY = goAt >= 0 ? Deno.args[goAt + 1] : undefined;
@@ -24,15 +25,10 @@ if (!GO_BINARY) {
 const ROOT = new URL("..", import.meta.url).pathname;
 const GRPCURL = `${ROOT}.tools/bin/grpcurl`;
 const TOPIC = "existing";
-const START_TIMEOUT_MS = 30_000;
+/** Made by a probe's message; the topic lists are asked for once both services see it. */
+const NEW_TOPIC = "probe.new";
 /** Longer bodies are shown by their length. */
 const SHOWN_CHARS = 100;
-
-interface Ports {
-  http: number;
-  grpc: number;
-  monitoring: number;
-}
 
 interface HttpProbe {
   name: string;
@@ -59,7 +55,7 @@ const HTTP_PROBES: HttpProbe[] = [
   { name: "DELETE", method: "DELETE", path: MESSAGES },
   { name: "OPTIONS", method: "OPTIONS", path: MESSAGES },
   { name: "HEAD", method: "HEAD", path: MESSAGES },
-  { name: "new topic", method: "POST", path: "/topics/probe.new/messages", type: "text/plain", body: "x" },
+  { name: "new topic", method: "POST", path: `/topics/${NEW_TOPIC}/messages`, type: "text/plain", body: "x" },
   { name: "topic with $", method: "POST", path: "/topics/bad$topic/messages", type: "text/plain", body: "x" },
   {
     name: "250-character topic",
@@ -130,34 +126,6 @@ const GRPC_PROBES: Array<{ name: string; args: string[]; input?: string }> = [
   },
 ];
 
-function config(dir: string, bootstrap: string, ports: Ports) {
-  return {
-    server: {
-      http: { listen: `127.0.0.1:${ports.http}` },
-      grpc: { listen: `127.0.0.1:${ports.grpc}` },
-      monitoring: { listen: `127.0.0.1:${ports.monitoring}` },
-    },
-    producer: { wal: { mode: "fallback", path: `${dir}/wal` } },
-    kafka: { brokers: [bootstrap] },
-  };
-}
-
-const newPorts = (): Ports => ({ http: freePort(), grpc: freePort(), monitoring: freePort() });
-
-async function waitForPort(port: number, exited: () => boolean): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (exited()) throw new Error("the Go service exited during start-up");
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  throw new Error(`the Go service: nothing listens on port ${port}`);
-}
-
 /** One line for an answer: status, media type and body (shortened). */
 function shown(status: number | string, type: string | null, body: string): string {
   const text = body.length > SHOWN_CHARS ? `${body.slice(0, SHOWN_CHARS)}... (${body.length} chars)` : body;
@@ -206,6 +174,16 @@ async function grpcAnswer(ports: Ports, probe: { args: string[]; input?: string 
   return shown(`exit ${out.code}`, null, text.trim());
 }
 
+/** Waits (10 s at most) until the service's topic list has `topic`: a new topic takes a moment to be listed. */
+async function waitForTopic(ports: Ports, topic: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const res = await fetch(`http://127.0.0.1:${ports.http}/topics`);
+    if ((await res.text()).split("\n").includes(topic)) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 function metricNames(text: string): Set<string> {
   return new Set(text.split("\n").filter((l) => l.startsWith("# TYPE ")).map((l) => l.split(" ")[2]));
 }
@@ -213,9 +191,9 @@ function metricNames(text: string): Set<string> {
 await using broker = await startBroker();
 await broker.createTopic(TOPIC, 1);
 const dir = await Deno.makeTempDir({ prefix: "ka-compat-" });
-const goPorts = newPorts();
+const goPorts = freePorts();
 await Deno.mkdir(`${dir}/go/wal`, { recursive: true }); // the Go service does not create its WAL directory
-await Deno.writeTextFile(`${dir}/go.yaml`, stringify(config(`${dir}/go`, broker.bootstrap, goPorts)));
+await Deno.writeTextFile(`${dir}/go.yaml`, stringify(serviceConfig(`${dir}/go`, broker.bootstrap, goPorts)));
 const go = new Deno.Command(GO_BINARY, {
   args: ["-config", `${dir}/go.yaml`],
   stdin: "null",
@@ -226,16 +204,19 @@ let goExited = false;
 go.status.then(() => goExited = true);
 try {
   await Deno.mkdir(`${dir}/ours`);
-  const ourPorts = newPorts();
-  await using _ours = await startService(config(`${dir}/ours`, broker.bootstrap, ourPorts), {
+  const ourPorts = freePorts();
+  await using _ours = await startService(serviceConfig(`${dir}/ours`, broker.bootstrap, ourPorts), {
     dir: `${dir}/ours`,
     env: { KA_LOG_LEVEL: "warn" },
   });
-  await waitForPort(goPorts.http, () => goExited);
-  await waitForPort(goPorts.grpc, () => goExited);
+  await waitForPort(goPorts.http, () => goExited, "the Go service");
+  await waitForPort(goPorts.grpc, () => goExited, "the Go service (gRPC)");
 
   const rows: Array<[string, string, string]> = [];
   for (const probe of HTTP_PROBES) {
+    if (probe.path === "/topics" && probe.method === "GET") {
+      for (const ports of [goPorts, ourPorts]) await waitForTopic(ports, NEW_TOPIC);
+    }
     const name = `HTTP ${probe.method} ${probe.name}`;
     rows.push([name, await httpAnswer(goPorts, probe), await httpAnswer(ourPorts, probe)]);
   }
