@@ -362,32 +362,77 @@ function listenOnPickedPort(): Deno.Listener {
 }
 
 /**
- * Ports handed out by this process. A port is released before its user binds it, so a later pick could return
- * it again: `freePort()` for a service's HTTP listener and again for its gRPC one gave both the same port (one
- * pick in 12,000, hundreds of picks per run). So none is handed out twice, until half the range has been.
+ * Ports handed out in this test run. A port is released before its user binds it, so a later pick could return it
+ * again (`freePort()` for a service's HTTP listener and again for its gRPC one gave both the same port: one pick in
+ * 12,000, hundreds of picks per run), and a broker's port is free while an outage test has it stopped. Test files
+ * run in parallel, each with its own copy of this module, so the ports are claimed where all of them see it: a
+ * file per port in a directory of this process (`createNew` is atomic). The directories of ended processes are
+ * removed on the way. Without /proc (not Linux), a set of this module's own.
  */
+const CLAIMS = claimsDir();
 const handedOut = new Set<number>();
+
+/** `<tmp>/kafka-ambassador-test-ports/<pid>-<start time>`, created; undefined without /proc. */
+function claimsDir(): string | undefined {
+  const self = processStart("self");
+  if (self === undefined) return undefined;
+  const base = `${Deno.env.get("TMPDIR") ?? "/tmp"}/kafka-ambassador-test-ports`;
+  const dir = `${base}/${Deno.pid}-${self}`;
+  Deno.mkdirSync(dir, { recursive: true });
+  for (const entry of Deno.readDirSync(base)) {
+    const [pid, start] = entry.name.split("-");
+    if (entry.name === `${Deno.pid}-${self}` || processStart(pid) === start) continue;
+    try {
+      Deno.removeSync(`${base}/${entry.name}`, { recursive: true });
+    } catch { /* another test file removed it first */ }
+  }
+  return dir;
+}
+
+/** The start time of process `pid` (field 22 of /proc/PID/stat), which tells it from a later one with its pid. */
+function processStart(pid: string): string | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Claims `port` for this run: false if it was handed out before, by any test file. */
+function claim(port: number): boolean {
+  if (CLAIMS === undefined) {
+    if (handedOut.has(port)) return false;
+    handedOut.add(port);
+    return true;
+  }
+  try {
+    Deno.writeFileSync(`${CLAIMS}/${port}`, new Uint8Array(), { createNew: true });
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.AlreadyExists) return false;
+    throw err;
+  }
+}
 
 /**
  * `n` different loopback TCP ports that were free a moment ago, none of them `avoid` or handed out before: each
  * is held until all are picked.
  */
 function freePorts(n: number, avoid?: number): number[] {
-  if (handedOut.size > 6_000) handedOut.clear();
   const held: Deno.Listener[] = [];
   try {
-    while (held.length < n) {
+    for (let refused = 0; held.length < n;) {
       const listener = listenOnPickedPort();
       const port = (listener.addr as Deno.NetAddr).port;
-      if (port === avoid || handedOut.has(port)) {
+      if (port === avoid || !claim(port)) {
         listener.close();
+        if (++refused === 10_000) throw new Error("tests: every port of the pick range was handed out");
         continue;
       }
       held.push(listener);
     }
-    const ports = held.map((l) => (l.addr as Deno.NetAddr).port);
-    for (const port of ports) handedOut.add(port);
-    return ports;
+    return held.map((l) => (l.addr as Deno.NetAddr).port);
   } finally {
     for (const l of held) l.close();
   }

@@ -237,3 +237,19 @@ Deno.test("fault proxy: target down, forwarding, blackhole and heal, fixed port 
     await echo.server?.close();
   }
 });
+
+// Test files run in parallel, each with its own copy of broker.ts: a second copy of the module stands for another
+// file. Picked independently, 1,000 ports from each of 12,000 would share about 80.
+Deno.test("freePort never hands out a port twice, across copies of the module (test files run in parallel)", async () => {
+  const other: { freePort(): number } = await import("./broker.ts?another-test-file");
+  const mine = new Set<number>();
+  const theirs = new Set<number>();
+  for (let i = 0; i < 1_000; i++) {
+    mine.add(freePort());
+    theirs.add(other.freePort());
+  }
+  assert.equal(mine.size, 1_000);
+  assert.equal(theirs.size, 1_000);
+  const shared = [...mine].filter((port) => theirs.has(port));
+  assert.deepEqual(shared, []);
+});
