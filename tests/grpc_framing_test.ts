@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { deflateSync, gzipSync } from "node:zlib";
 import { frameAll, type FramingError, MessageReader } from "../src/server/grpc/framing.ts";
 import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "../src/server/grpc/metadata.ts";
 import { Status } from "../src/server/grpc/status.ts";
@@ -51,6 +52,63 @@ Deno.test("the compressed flag without an encoding, or an unknown flag, is INTER
     reader.push(bytes(flag, 0, 0, 0, 1, 9));
     const [err] = drain(reader) as FramingError[];
     assert.equal(err.code, Status.INTERNAL, `flag ${flag}`);
+  }
+});
+
+/** One message on the wire with the compressed flag: prefix, then `body`. */
+function compressedFrame(body: Uint8Array): Uint8Array {
+  const wire = new Uint8Array(5 + body.byteLength);
+  wire[0] = 1;
+  new DataView(wire.buffer).setUint32(1, body.byteLength);
+  wire.set(body, 5);
+  return wire;
+}
+
+Deno.test("gzip and deflate messages are inflated, mixed with uncompressed ones and split across chunks", () => {
+  const messages = [bytes(), bytes(1, 2, 3), new Uint8Array(3000).map((_, i) => i % 251)];
+  for (const [encoding, compress] of [["gzip", gzipSync], ["deflate", deflateSync]] as const) {
+    // Every other message compressed: the flag is per message, the encoding per call.
+    const frames = messages.map((m, i) =>
+      i % 2 === 0 ? frameAll([m], m.byteLength) : compressedFrame(compress(m))
+    );
+    const wire = Buffer.concat(frames);
+    for (let cut = 0; cut <= wire.length; cut += 101) {
+      const reader = new MessageReader(4000, encoding);
+      reader.push(wire.subarray(0, cut));
+      const got = drain(reader);
+      reader.push(wire.subarray(cut));
+      got.push(...drain(reader));
+      assert.deepEqual(
+        got.map((m) => [...(m as Uint8Array)]),
+        messages.map((m) => [...m]),
+        `${encoding} cut ${cut}`,
+      );
+      assert.ok(got.every((m) => Object.getPrototypeOf(m) === Uint8Array.prototype), "plain Uint8Arrays");
+    }
+  }
+});
+
+Deno.test("a compressed message inflating past the limit is RESOURCE_EXHAUSTED; bad compressed data is INTERNAL", () => {
+  const bomb = gzipSync(new Uint8Array(10_000_000)); // about 10 KB on the wire
+  const reader = new MessageReader(1_000_000, "gzip");
+  reader.push(compressedFrame(bomb));
+  const [err] = drain(reader) as FramingError[];
+  assert.equal(err.code, Status.RESOURCE_EXHAUSTED);
+  assert.equal(err.message, "received message after decompression larger than max (1000000)");
+
+  const exact = new MessageReader(1000, "deflate");
+  exact.push(compressedFrame(deflateSync(new Uint8Array(1000))));
+  assert.equal((drain(exact)[0] as Uint8Array).byteLength, 1000, "exactly the limit is accepted");
+  const over = new MessageReader(1000, "deflate");
+  over.push(compressedFrame(deflateSync(new Uint8Array(1001))));
+  assert.equal((drain(over)[0] as FramingError).code, Status.RESOURCE_EXHAUSTED, "one byte over");
+
+  for (const [encoding, body] of [["gzip", deflateSync(bytes(1))], ["deflate", bytes(1, 2, 3)]] as const) {
+    const bad = new MessageReader(1000, encoding);
+    bad.push(compressedFrame(body));
+    const [e] = drain(bad) as FramingError[];
+    assert.equal(e.code, Status.INTERNAL, encoding);
+    assert.match(e.message, new RegExp(`^failed to decompress the received message \\(${encoding}\\): `));
   }
 });
 

@@ -56,6 +56,21 @@ Deno.test("hostile HTTP/2 peers do not end the process, and get the gRPC answers
     await survives("compressed_no_encoding", (r) => {
       assert.deepEqual([r.status, r.grpc_status], [200, 13], JSON.stringify(r));
     });
+    await t.step("compressed_gzip: a gzip message and a plain one in a gzip call are both read", async () => {
+      const before = await svc.metric("grpc_server_msg_received_total", PRODUCE);
+      const r = await runCase("compressed_gzip", port);
+      assert.deepEqual([r.status, r.grpc_status], [200, 0], JSON.stringify(r));
+      assert.ok(r.data_bytes > 0, `replies came: ${JSON.stringify(r)}`);
+      assert.equal(await svc.metric("grpc_server_msg_received_total", PRODUCE), before + 2);
+      await assertServing(svc, "compressed_gzip");
+    });
+    await survives("unknown_encoding", (r) => {
+      assert.deepEqual(
+        [r.status, r.grpc_status, r.grpc_message, r.grpc_accept_encoding],
+        [200, 12, "grpc-encoding snappy is not supported", "identity,gzip,deflate"],
+        JSON.stringify(r),
+      );
+    });
 
     await t.step("truncated_prefix: INTERNAL, and the cut record is not read", async () => {
       const before = await svc.metric("grpc_server_msg_received_total", PRODUCE);

@@ -1,7 +1,7 @@
 /**
  * Python's grpcio (gRPC's C core), a client we did not write, against the gRPC listener: a bidi Produce stream of
- * keyed records with headers and one bad record among them, a message over the size limit, an unknown method,
- * ListTopics without Kafka, and the health service. The client is tests/python_grpc/client.py; stubs are made from
+ * keyed records with headers and one bad record among them, streams in gzip and deflate, a message over the size
+ * limit, an unknown method, ListTopics without Kafka, and the health service. The client is tests/python_grpc/client.py; stubs are made from
  * proto/ at run time. No broker: the WAL takes the records, and its gauge must count every one answered OK.
  */
 import assert from "node:assert/strict";
@@ -12,6 +12,8 @@ import { tempDir } from "./support/temp_dir.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const PYTHON = `${ROOT}.tools/grpcio-venv/bin/python`;
 const RECORDS = 3_000;
+/** Records in each of the client's two compressed streams (gzip, deflate). */
+const COMPRESSED = 200;
 
 Deno.test({
   name:
@@ -46,6 +48,12 @@ Deno.test({
     assert.equal(seen.unknown_method, "UNIMPLEMENTED");
     assert.equal(seen.list_topics, "UNAVAILABLE");
     assert.equal(seen.health, "SERVING");
-    assert.equal(await svc.metric("wal_messages"), RECORDS - 1, "the WAL holds every accepted record");
+    assert.equal(seen.gzip, COMPRESSED, "every record of the gzip stream accepted");
+    assert.equal(seen.deflate, COMPRESSED, "every record of the deflate stream accepted");
+    assert.equal(
+      await svc.metric("wal_messages"),
+      RECORDS - 1 + 2 * COMPRESSED,
+      "the WAL holds every accepted record",
+    );
   },
 });

@@ -3,6 +3,7 @@
 usage: cases.py CASE PORT [SECONDS]
 """
 
+import gzip
 import json
 import sys
 import time
@@ -73,6 +74,25 @@ def compressed_no_encoding(conn):
     return conn.stream_result(1)
 
 
+def compressed_gzip(conn):
+    """A call in grpc-encoding gzip: one record compressed, one not (the flag is per message). Both answered."""
+    body = grpc_message(gzip.compress(prod_rq("h2-gzip", b"zipped", 1)), compressed=True)
+    body += grpc_message(prod_rq("h2-gzip", b"plain", 2))
+    headers = grpc_headers(extra=[("grpc-encoding", "gzip")])
+    conn.send(conn.preface() + conn.headers(1, headers) + conn.data(1, body, end_stream=True))
+    conn.read_frames(3, until=stream_done(1))
+    return conn.stream_result(1)
+
+
+def unknown_encoding(conn):
+    """A call in an encoding the server lacks: UNIMPLEMENTED, with the encodings it accepts."""
+    headers = grpc_headers(extra=[("grpc-encoding", "snappy")])
+    body = grpc_message(prod_rq("h2-snappy", b"x", 1), compressed=True)
+    conn.send(conn.preface() + conn.headers(1, headers) + conn.data(1, body, end_stream=True))
+    conn.read_frames(3, until=stream_done(1))
+    return conn.stream_result(1)
+
+
 def truncated_prefix(conn):
     """One good record, then one whose length prefix says more than the stream holds, then END_STREAM."""
     good = grpc_message(prod_rq("h2-truncated", b"good", 1))
@@ -133,8 +153,8 @@ def produce_ok(conn):
 
 
 CASES = {f.__name__: f for f in [goaway_no_content_type, headers_then_rst, h2spec_5_1_6, h2spec_6_9_2,
-                                  h2spec_6_9_1_3, wrong_content_type, compressed_no_encoding,
-                                  truncated_prefix, produce_ok]}
+                                  h2spec_6_9_1_3, wrong_content_type, compressed_no_encoding, compressed_gzip,
+                                  unknown_encoding, truncated_prefix, produce_ok]}
 
 
 def main():

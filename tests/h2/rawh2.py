@@ -177,6 +177,8 @@ class Conn:
                 if "grpc-status" in h:
                     result["grpc_status"] = int(h["grpc-status"])
                     result["grpc_message"] = h.get("grpc-message")
+                if "grpc-accept-encoding" in h:
+                    result["grpc_accept_encoding"] = h["grpc-accept-encoding"]
                 if "END_STREAM" in f.flags:
                     result["ended"] = True
             elif isinstance(f, DataFrame):

@@ -14,6 +14,8 @@ export interface StreamResult {
   status: number | null;
   grpc_status: number | null;
   grpc_message: string | null;
+  /** Present when the response headers or trailers carried it. */
+  grpc_accept_encoding?: string;
   data_bytes: number;
   rst: number | null;
   ended: boolean;

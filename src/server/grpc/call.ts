@@ -8,7 +8,7 @@ import { log, logRepeated } from "../../log.ts";
 import { ErrorCode, joinBytes } from "../http2/frame.ts";
 import type { HeaderField } from "../http2/hpack.ts";
 import type { Http2Stream } from "../http2/stream.ts";
-import { frameAll, type FramingError, MessageReader } from "./framing.ts";
+import { type Encoding, frameAll, type FramingError, MessageReader } from "./framing.ts";
 import { encodeGrpcMessage } from "./metadata.ts";
 import { Status, type StatusCode } from "./status.ts";
 /** What a method implementation is told about its call. */
@@ -27,6 +27,8 @@ export interface CallOptions {
   maxMessageBytes: number;
   /** Milliseconds from `grpc-timeout`; past them the call ends with DEADLINE_EXCEEDED. */
   timeoutMs?: number;
+  /** The request's `grpc-encoding` unless `identity`: what its compressed messages are in. */
+  encoding?: Encoding;
 }
 
 const RESPONSE_HEADERS: HeaderField[] = [[":status", "200"], ["content-type", "application/grpc"]];
@@ -59,7 +61,7 @@ export class GrpcCall {
   constructor(stream: Http2Stream, path: string, opts: CallOptions) {
     this.#stream = stream;
     this.path = path;
-    this.#reader = new MessageReader(opts.maxMessageBytes);
+    this.#reader = new MessageReader(opts.maxMessageBytes, opts.encoding);
     if (opts.timeoutMs !== undefined) {
       this.#deadlineAt = performance.now() + opts.timeoutMs;
       this.#deadline = setTimeout(() => {

@@ -2,11 +2,32 @@
  * gRPC length-prefixed messages: a 1-byte compressed flag, a 4-byte big-endian length, then the message.
  * The reader parses them incrementally from HTTP/2 DATA chunks, one message at a time, so that a caller that
  * stops taking messages leaves the rest unparsed (and unread, once the HTTP/2 stream is paused).
+ *
+ * A request may compress its messages with `gzip` or `deflate` (its `grpc-encoding`); a message with the
+ * compressed flag is inflated here, at most to the largest message accepted. Replies are never compressed: the
+ * protocol lets a server answer in `identity` whatever the client accepts.
  */
+import { gunzipSync, inflateSync } from "node:zlib";
 import { Status, type StatusCode } from "./status.ts";
 
 /** Bytes before each message. */
 export const PREFIX_BYTES = 5;
+
+/** The decompressors of the request encodings supported, by `grpc-encoding` name. */
+const DECOMPRESSORS = {
+  gzip: gunzipSync,
+  deflate: inflateSync, // zlib's format (RFC 1950), as HTTP's and gRPC's "deflate" is
+} as const;
+
+/** A `grpc-encoding` a request may use besides `identity`. */
+export type Encoding = keyof typeof DECOMPRESSORS;
+
+/** The value of `grpc-accept-encoding`: the encodings a request may use. */
+export const ACCEPT_ENCODING = ["identity", ...Object.keys(DECOMPRESSORS)].join(",");
+
+export function isEncoding(name: string): name is Encoding {
+  return Object.hasOwn(DECOMPRESSORS, name);
+}
 
 /** Why the incoming messages cannot be read any further; the call ends with this status. */
 export interface FramingError {
@@ -27,10 +48,17 @@ export class MessageReader {
   #body: Uint8Array | undefined;
   #bodyLength = 0;
   #bodyExpected = -1;
+  readonly #encoding: Encoding | undefined;
+  /** Whether the message being read has the compressed flag. */
+  #compressed = false;
 
-  /** @param maxMessageBytes largest message accepted; a longer one is RESOURCE_EXHAUSTED. */
-  constructor(maxMessageBytes: number) {
+  /**
+   * @param maxMessageBytes largest message accepted, compressed or not; a longer one is RESOURCE_EXHAUSTED.
+   * @param encoding the request's `grpc-encoding`, unless `identity`: what its compressed messages are in.
+   */
+  constructor(maxMessageBytes: number, encoding?: Encoding) {
     this.#maxMessageBytes = maxMessageBytes;
+    this.#encoding = encoding;
   }
 
   /** Bytes received and not yet returned as part of a message. */
@@ -55,14 +83,14 @@ export class MessageReader {
       const p = this.#prefix;
       const flag = p[0];
       const length = ((p[1] << 24) | (p[2] << 16) | (p[3] << 8) | p[4]) >>> 0;
-      if (flag !== 0) {
-        // No grpc-encoding is supported (calls naming one are refused up front), so a compressed message
-        // cannot be read; a flag other than 0 or 1 is a protocol error.
-        const message = flag === 1
-          ? "compressed message received but no grpc-encoding was negotiated"
-          : `invalid message flag ${flag}`;
-        return { code: Status.INTERNAL, message };
+      if (flag > 1) return { code: Status.INTERNAL, message: `invalid message flag ${flag}` };
+      if (flag === 1 && this.#encoding === undefined) {
+        return {
+          code: Status.INTERNAL,
+          message: "compressed message received but no grpc-encoding was negotiated",
+        };
       }
+      this.#compressed = flag === 1;
       if (length > this.#maxMessageBytes) {
         return {
           code: Status.RESOURCE_EXHAUSTED,
@@ -96,12 +124,38 @@ export class MessageReader {
     return { code: Status.INTERNAL, message: `stream ended inside a message (${got})` };
   }
 
-  #complete(message: Uint8Array): Uint8Array {
+  #complete(message: Uint8Array): Uint8Array | FramingError {
     this.#prefixLength = 0;
     this.#bodyExpected = -1;
     this.#bodyLength = 0;
     this.#body = undefined;
-    return message;
+    return this.#compressed ? this.#decompress(message) : message;
+  }
+
+  /** A compressed message inflated, as a plain Uint8Array; an error past the size limit or on bad data. */
+  #decompress(message: Uint8Array): Uint8Array | FramingError {
+    const encoding = this.#encoding!;
+    const max = this.#maxMessageBytes;
+    let out: Uint8Array | undefined;
+    try {
+      // zlib stops at maxOutputLength (a RangeError) rather than inflating a small message into a huge one.
+      out = DECOMPRESSORS[encoding](message, { maxOutputLength: Math.max(1, max) });
+    } catch (err) {
+      if (!(err instanceof RangeError)) {
+        const reason = err instanceof Error ? err.message : String(err);
+        return {
+          code: Status.INTERNAL,
+          message: `failed to decompress the received message (${encoding}): ${reason}`,
+        };
+      }
+    }
+    if (out === undefined || out.byteLength > max) {
+      return {
+        code: Status.RESOURCE_EXHAUSTED,
+        message: `received message after decompression larger than max (${max})`,
+      };
+    }
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   }
 
   /** The byte at the front of the queue (without a view for it). */

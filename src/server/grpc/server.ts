@@ -18,6 +18,7 @@ import { ErrorCode } from "../http2/frame.ts";
 import { listenHttp2 } from "../http2/listen.ts";
 import type { Http2Stream } from "../http2/stream.ts";
 import { GrpcCall } from "./call.ts";
+import { ACCEPT_ENCODING, isEncoding } from "./framing.ts";
 import { Health } from "./health.ts";
 import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "./metadata.ts";
 import { GRPC_SERVICE, MethodMetrics } from "./metrics.ts";
@@ -134,19 +135,21 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
       return;
     }
     const path = stream.header(":path") ?? "";
-    const encoding = stream.header("grpc-encoding");
+    const named = stream.header("grpc-encoding");
+    const encoding = named !== undefined && isEncoding(named) ? named : undefined;
     const call = new GrpcCall(stream, path, {
       maxMessageBytes: opts.maxRequestSize,
       timeoutMs: parseTimeout(stream.header("grpc-timeout")),
+      encoding,
     });
-    if (encoding !== undefined && encoding !== "identity") {
-      // No compression is supported; the spec asks for UNIMPLEMENTED and the encodings that are.
+    if (named !== undefined && named !== "identity" && encoding === undefined) {
+      // The spec asks for UNIMPLEMENTED and the encodings that are supported.
       stream.respond([
         [":status", "200"],
         ["content-type", "application/grpc"],
-        ["grpc-accept-encoding", "identity"],
+        ["grpc-accept-encoding", ACCEPT_ENCODING],
         ["grpc-status", String(Status.UNIMPLEMENTED)],
-        ["grpc-message", encodeGrpcMessage(`grpc-encoding ${encoding} is not supported`)],
+        ["grpc-message", encodeGrpcMessage(`grpc-encoding ${named} is not supported`)],
       ], true);
       call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
       call.end(Status.UNIMPLEMENTED);
