@@ -53,6 +53,12 @@ export interface StopSummary {
 }
 
 const STATE_GAUGE: Record<BreakerState, number> = { closed: 0, half: 0.5, open: 1 };
+/**
+ * How long a broker has, once librdkafka reports all brokers down, to answer before the breaker opens. A single
+ * broker's connection closed and opened again (an idle close, a reset, a load balancer's cut) is reported so
+ * too, and is no outage: opening on it would send everything to the WAL, and ack=kafka to 503, for cb.timeout.
+ */
+const ALL_DOWN_CONFIRM_MS = 1_000;
 /** At shutdown, how long listeners may take to finish open requests once the producer is closed, at least. */
 const LISTENER_GRACE_MS = 2_000;
 /**
@@ -117,6 +123,26 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   metrics.cbCurrentState.set(0);
   started.push(() => breaker.close());
 
+  /** Whether a report of all brokers down is being checked (see ALL_DOWN_CONFIRM_MS). */
+  let confirmingDown = false;
+  const confirmAllDown = (producer: KafkaProducer): void => {
+    confirmingDown = true;
+    producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).catch(() => false).then((answered) => {
+      if (!answered) {
+        if (breaker.state === "closed") breaker.trip("all brokers down");
+        return;
+      }
+      log(
+        "info",
+        "kafka: all brokers were reported down, but one answered at once; the breaker stays closed",
+        {
+          producer_id: producer.id,
+          within_ms: ALL_DOWN_CONFIRM_MS,
+        },
+      );
+    }).finally(() => confirmingDown = false);
+  };
+
   const newProducer = (): KafkaProducer => {
     // Its producer_id is librdkafka's name for it (`rdkafka#producer-1`, `-2` after a replacement), as with the
     // Go service.
@@ -126,7 +152,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
         // A closed breaker only: a half-open one is left to its probes. While no broker answers, librdkafka
         // (2.10 and later) reports all brokers down again every re-bootstrap round; re-opening on each would keep
         // the breaker open for up to cb.timeout after Kafka is back.
-        if (isAllBrokersDown(err) && breaker.state === "closed") breaker.trip("all brokers down");
+        if (isAllBrokersDown(err) && breaker.state === "closed" && !confirmingDown) confirmAllDown(producer);
         if (fatal) replaceAfterFatal(producer.id, err);
       },
     });

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { faultConfig, readyStatus, waitForBreaker, walDrained } from "./support/fault.ts";
+import { faultConfig, readyStatus, startProxiedBroker, waitForBreaker, walDrained } from "./support/fault.ts";
 import { assertAllDelivered, type LoadResult, postRange, tally } from "./support/load.ts";
 import { freePort, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
@@ -82,5 +82,48 @@ Deno.test({
     );
     assert.deepEqual(await changes(), ["closed->open", "open->half"]);
     assert.equal(await svc.metric("kafka_cb_current_state"), 0.5);
+  },
+});
+
+Deno.test({
+  name:
+    "fault: the one broker's connections cut once (Kafka up): reported all down, the breaker stays closed",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using net = await startProxiedBroker();
+    const { broker, proxy } = net;
+    await broker.createTopic("cut", 3);
+    await using dir = await tempDir("ka-cut-");
+    // A long cb.timeout: had the breaker opened, ack=kafka would get 503 for the rest of the test.
+    await using svc = await startService(
+      faultConfig(broker.bootstrap, `${dir.path}/wal`, { producer: { cb: { timeout: "60s" } } }),
+      { dir: dir.path },
+    );
+    const acked = new Set<number>();
+    const add = (r: LoadResult) => r.acked.forEach((id) => acked.add(id));
+    add(await postRange(svc.http, "cut", "c", 0, 2000, { ack: "kafka" }));
+    const reports = async () => (await svc.logs()).filter((l) => l.error === "_ALL_BROKERS_DOWN").length;
+    proxy.cutAll();
+    await waitFor("librdkafka reports all brokers down", async () => await reports() > 0, 10_000);
+    const after = await postRange(svc.http, "cut", "c", 2000, 4000, { ack: "kafka" });
+    add(after);
+    assert.deepEqual(
+      new Set(after.refused.values()),
+      new Set(),
+      "no ack=kafka request refused after the cut",
+    );
+    await waitFor(
+      "the report checked",
+      async () => (await svc.logs()).some((l) => String(l.msg).includes("one answered at once")),
+      10_000,
+    );
+    const changes = (await svc.logs()).filter((l) => l.msg === "circuit breaker state changed");
+    assert.deepEqual(changes, [], "the breaker never changed state");
+    const found = await consumeAll(broker.bootstrap, "cut", { expected: 4000, timeoutMs: 60_000 });
+    const t = tally("c", 4000, acked, found.map((m) => m.value));
+    assertAllDelivered("cut", t);
+    assert.equal(t.acknowledged, 4000, "every ack=kafka request got a 2xx");
+    assert.equal(await svc.metric("wal_writes"), 0, "nothing went through the WAL");
   },
 });

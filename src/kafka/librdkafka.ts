@@ -792,6 +792,24 @@ export class RdProducer {
     return this.#sym.rd_kafka_purge(this.#ptr(), PURGE_QUEUE_AND_INFLIGHT);
   }
 
+  /**
+   * Asks a broker for metadata (rd_kafka_metadata of the locally known topics, the lightest request) on another
+   * thread, waiting up to `timeoutMs` for a broker to connect and answer; the error code, 0 when one did.
+   */
+  async metadataProbe(timeoutMs: number): Promise<number> {
+    const out = new BigUint64Array(1);
+    const code = await this.#sym.rd_kafka_metadata(
+      this.#ptr(),
+      0,
+      null,
+      new Uint8Array(out.buffer),
+      timeoutMs,
+    );
+    const md = code === 0 ? Deno.UnsafePointer.create(out[0]) : null;
+    if (md !== null) this.#sym.rd_kafka_metadata_destroy(md);
+    return code;
+  }
+
   /** Topic names of the cluster (rd_kafka_metadata, all topics) on another thread; `code` 0 on success. */
   async topicNames(timeoutMs: number): Promise<{ code: number; names: string[] }> {
     const out = new BigUint64Array(1);

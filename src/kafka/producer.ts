@@ -653,6 +653,18 @@ export class KafkaProducer {
     }
   }
 
+  /** Whether a broker answers a metadata request within `timeoutMs`; false too once the producer is closing. */
+  async brokerAnswers(timeoutMs: number): Promise<boolean> {
+    if (this.#closing !== null) return false;
+    const call = this.#rk.metadataProbe(timeoutMs);
+    this.#calls.add(call);
+    try {
+      return await call === 0;
+    } finally {
+      this.#calls.delete(call);
+    }
+  }
+
   /** Waits until every accepted message is reported, or the timeout; true when nothing is left in flight. */
   flush(timeoutMs: number): Promise<boolean> {
     if (this.#idle()) return Promise.resolve(true);
