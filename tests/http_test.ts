@@ -693,3 +693,83 @@ Deno.test("one keep-alive connection carries messages whose body comes after the
     assert.equal(facade.produced.length, 32);
   }, facade);
 });
+
+/** Sends `request` on a new connection and returns the reply read until the server closes (or 2 s pass). */
+async function rawExchange(port: number, request: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => conn.close(), 2000);
+  let text = "";
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+  return text;
+}
+
+Deno.test("a chunked body whose first chunk-size line is malformed is 400, not an empty message", async () => {
+  await withServer(async (base, facade) => {
+    const port = Number(new URL(base).port);
+    const head = "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (
+      const body of ["zz\r\nhello\r\n0\r\n\r\n", "-5\r\nhello\r\n0\r\n\r\n", "5 5\r\nhello\r\n0\r\n\r\n"]
+    ) {
+      const reply = await rawExchange(port, head + body);
+      assert.match(reply, /^HTTP\/1\.1 400 /, JSON.stringify(body));
+      assert.match(reply, /malformed chunked body/, JSON.stringify(body));
+    }
+    assert.equal(facade.produced.length, 0);
+    // A valid empty chunked body, sent with its head, is an empty message.
+    const empty = await rawExchange(
+      port,
+      head.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n") + "0\r\n\r\n",
+    );
+    assert.match(empty, /^HTTP\/1\.1 200 /);
+    assert.deepEqual(facade.produced.map((p) => p.message.value.byteLength), [0]);
+  });
+});
+
+Deno.test("HTTP/2 without TLS (h2c): a body cut by RST_STREAM is not produced; a streamed body needs Content-Length", async () => {
+  const { connect, constants } = await import("node:http2");
+  await withServer(async (base, facade) => {
+    const client = connect(base);
+    try {
+      /** Sends the head and `first`, then either resets the stream or ends it; the status, if any came. */
+      const send = (
+        headers: Record<string, string>,
+        first: string,
+        reset: boolean,
+      ): Promise<number | undefined> =>
+        new Promise((resolve) => {
+          const req = client.request({ ":method": "POST", ":path": "/topics/alpha/messages", ...headers });
+          let status: number | undefined;
+          req.on("response", (h) => status = Number(h[":status"]));
+          req.on("error", () => {});
+          req.on("close", () => resolve(status));
+          req.on("data", () => {});
+          req.write(first, () => {
+            if (reset) setTimeout(() => req.close(constants.NGHTTP2_CANCEL), 100);
+            else setTimeout(() => req.end(), 100);
+          });
+        });
+      // Content-Length 100, 7 bytes, then a reset: Deno's server ends the body there, without an error.
+      assert.equal(await send({ "content-length": "100" }, "trunc01", true), undefined);
+      // No Content-Length and the body still coming: 411 before a byte of it is taken.
+      assert.equal(await send({}, "nolength", false), 411);
+      assert.equal(await send({ "content-length": "5" }, "whole", false), 200);
+      await delay(200);
+      assert.deepEqual(facade.produced.map((p) => new TextDecoder().decode(p.message.value)), ["whole"]);
+    } finally {
+      client.close();
+    }
+  });
+});

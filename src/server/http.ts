@@ -247,7 +247,11 @@ class HttpHandler {
     if (held === undefined) return this.#overloaded();
     // The usual small POST came whole with its head: no read to wait for.
     const arrived = declared >= 0 && declared <= INLINE_BODY_BYTES ? arrivedBody(req) : undefined;
-    if (arrived !== undefined) return this.#produceValue(message, arrived, ack, held);
+    if (arrived !== undefined) {
+      if (arrived.byteLength === declared) return this.#produceValue(message, arrived, ack, held);
+      held.release();
+      return plain(400, cutShort(arrived.byteLength, declared));
+    }
     return this.#produceRead(req, message, ack, declared, held);
   }
 
@@ -447,11 +451,20 @@ class HttpHandler {
     }
   }
 
-  /** A body of `declared` bytes (-1: chunked), at most `max`: in one call when it is small, else streamed. */
+  /**
+   * A body of `declared` bytes (-1: none declared), at most `max`: in one call when it is small, else streamed.
+   * Rejects with a BodyRefused when the body cannot be known to be whole.
+   */
   #readBody(req: Request, declared: number, max: number): Promise<Uint8Array | BodyFailure> {
-    return declared >= 0 && declared <= INLINE_BODY_BYTES
+    // Deno's own server (not node:https, whose parser reports every cut body) and a body still on its way.
+    const suspect = stateOf(req) !== undefined && !bodyArrived(req);
+    if (suspect && declared < 0 && header(req, "transfer-encoding") === null) {
+      return Promise.reject(new BodyRefused(411, LENGTH_REQUIRED));
+    }
+    const read = declared >= 0 && declared <= INLINE_BODY_BYTES
       ? this.#deadlines.readSmall(req)
       : readBody(req.body, declared, max, this.#deadlines);
+    return read.then((body) => typeof body === "symbol" ? body : wholeBody(body, declared, suspect));
   }
 
   /** Counts `res` under its route and status, with the time since `started`; returns it. */
@@ -535,6 +548,10 @@ function readBatchQuery(query: string): { ack: AckLevel } | string {
  * request was bad. Anything else (a malformed chunked body, a client gone mid-body) is 400.
  */
 export function bodyReadFailed(err: unknown, topic: string): Response {
+  if (err instanceof BodyRefused) {
+    log("debug", "http: request body refused", { topic, status: err.status, reason: err.message });
+    return plain(err.status, err.message);
+  }
   if (err instanceof Deno.errors.BadResource) {
     logRepeated("http: request body lost by the runtime", "warn", "http: request body lost; answered 503", {
       error: err,
@@ -543,6 +560,41 @@ export function bodyReadFailed(err: unknown, topic: string): Response {
   }
   log("debug", "http: could not read request body", { topic, error: err });
   return plain(400, "could not read request body");
+}
+
+/**
+ * A body that cannot be told whole, refused rather than produced cut short. Deno's server (2.8) ends a body
+ * without an error in two cases: an HTTP/2 stream the client reset mid-body (h2c, served on the plain-text
+ * port) reads as the bytes that came before the reset, and an HTTP/1.1 chunked body whose first chunk-size line
+ * is malformed reads as empty. So a body must have as many bytes as its Content-Length says; an HTTP/2 body
+ * still on its way needs a Content-Length (411: without one, a reset is not seen); and an empty chunked body
+ * that did not come with the head is refused (a valid one comes whole with it, as clients send it).
+ */
+class BodyRefused extends Error {
+  constructor(readonly status: 400 | 411, message: string) {
+    super(message);
+  }
+}
+
+const LENGTH_REQUIRED =
+  "Content-Length required: an HTTP/2 body without it cannot be told from a cancelled one";
+
+function cutShort(got: number, declared: number): string {
+  return `request body ended after ${got} of ${declared} bytes (Content-Length)`;
+}
+
+/** `body` if it is whole for its Content-Length (`declared`, -1 when none), else throws a BodyRefused. */
+function wholeBody(body: Uint8Array, declared: number, streamed: boolean): Uint8Array {
+  if (declared >= 0 && body.byteLength !== declared) {
+    throw new BodyRefused(400, cutShort(body.byteLength, declared));
+  }
+  if (declared < 0 && streamed && body.byteLength === 0) {
+    throw new BodyRefused(
+      400,
+      "malformed chunked body: no chunk read (an empty message needs Content-Length: 0)",
+    );
+  }
+  return body;
 }
 
 const TOO_LARGE = Symbol("too large");
