@@ -66,6 +66,9 @@ Deno.test({
       where.partition,
       where.offset,
     ]]);
+    // With the shipped permissions (no --allow-all), /proc/self cannot be read: the resident size still is.
+    const rss = await svc.metric("process_resident_memory_bytes");
+    assert.ok(rss > 20e6 && rss < 2e9, `process_resident_memory_bytes ${rss}`);
     assert.equal(await svc.stop(), 0);
   },
 });
