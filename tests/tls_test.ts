@@ -131,6 +131,15 @@ Deno.test("http over TLS: curl trusting the CA is served; a wrong CA and plain t
     });
     assert.deepEqual(facade.produced.slice(2).map((p) => p.message.value.byteLength), [200_000, 200_000]);
     assert.equal(facade.produced.length, 4);
+    // The absolute form of a target is served by its path (RFC 9112 3.2.2); `*` is refused with 400, not 500.
+    const absolute = ["--request-target", "https://elsewhere.example/topics/absolute/messages"];
+    assert.deepEqual(await curl([...POST, ...absolute, "--cacert", pki.ca.cert, url]), {
+      exit: 0,
+      status: "200",
+    });
+    assert.equal(facade.produced[4].message.topic, "absolute");
+    const star = ["-X", "OPTIONS", "--request-target", "*", "--cacert", pki.ca.cert, url];
+    assert.deepEqual(await curl(star), { exit: 0, status: "400" });
   } finally {
     await server.shutdown();
   }

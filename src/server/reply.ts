@@ -224,9 +224,12 @@ async function serveHttps(
     conn?.requestStarted();
     res.once("close", () => conn?.requestEnded());
     const certName = mtls ? certNameOf(socket) : undefined;
+    const target = originForm(req.url ?? "/");
     let response: Response;
     try {
-      response = await handler(toRequest(req, origin), certName);
+      response = target === undefined
+        ? plain(400, "invalid request target")
+        : await handler(toRequest(req, origin + target), certName);
     } catch (err) {
       log("error", `${name}: request failed`, { error: err });
       response = plain(500, "internal error");
@@ -271,7 +274,23 @@ async function serveHttps(
   };
 }
 
-function toRequest(req: IncomingMessage, origin: string): Request {
+/**
+ * The request target as a path and query: the origin form as it is, the absolute form (`http://host/path`,
+ * which RFC 9112 has servers accept) reduced to its path and query; undefined for the others (`*`, an authority).
+ */
+function originForm(target: string): string | undefined {
+  if (target.startsWith("/")) return target;
+  if (!/^https?:\/\//i.test(target)) return undefined;
+  try {
+    const url = new URL(target);
+    return url.pathname + url.search;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A web Request for `req`; `url` is absolute. */
+function toRequest(req: IncomingMessage, url: string): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
@@ -279,7 +298,7 @@ function toRequest(req: IncomingMessage, origin: string): Request {
   const body = method === "GET" || method === "HEAD"
     ? null
     : Readable.toWeb(req) as ReadableStream<Uint8Array>;
-  return new Request(`${origin}${req.url ?? "/"}`, { method, headers, body });
+  return new Request(url, { method, headers, body });
 }
 
 async function writeResponse(res: ServerResponse, response: Response): Promise<void> {
