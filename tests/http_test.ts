@@ -212,6 +212,26 @@ Deno.test("a bad ack, partition or query encoding gets 400", async () => {
       400,
       "invalid query parameter key: bad percent-encoding",
     );
+    for (
+      const [query, name] of [["ack=kafka&ack=none", "ack"], ["key=a&key=b", "key"], [
+        "partition=1&partition=1",
+        "partition",
+      ]]
+    ) {
+      assertPlain(
+        await post(base, `/topics/alpha/messages?${query}`, "v"),
+        400,
+        `query parameter ${name} given more than once`,
+      );
+    }
+    // And for a batch, whose only parameter is ack.
+    assertPlain(
+      await post(base, "/topics/alpha/messages?ack=wal&foo=1&ack=kafka", '{"value":"v"}\n', {
+        "content-type": "application/x-ndjson",
+      }),
+      400,
+      "query parameter ack given more than once",
+    );
     assert.deepEqual(facade.produced.length, 0);
   });
 });

@@ -495,10 +495,14 @@ const EMPTY = new Uint8Array(0);
  */
 function readQuery(query: string, message: Message): { ack: AckLevel } | string {
   let ack: AckLevel = "none";
+  let seen = "";
   for (const pair of query.split("&")) {
     const eq = pair.indexOf("=");
     const name = eq < 0 ? pair : pair.slice(0, eq);
     if (name !== "ack" && name !== "key" && name !== "partition") continue;
+    // Given twice, the value that wins would be a guess (`ack=kafka&ack=none` must not quietly drop to none).
+    if (seen.includes(name[0])) return repeated(name);
+    seen += name[0];
     const raw = eq < 0 ? "" : pair.slice(eq + 1);
     const text = raw.includes("%") || raw.includes("+") ? decode(raw.replaceAll("+", " ")) : raw;
     if (text === undefined) return `invalid query parameter ${name}: bad percent-encoding`;
@@ -524,6 +528,7 @@ function readQuery(query: string, message: Message): { ack: AckLevel } | string 
  */
 function readBatchQuery(query: string): { ack: AckLevel } | string {
   let ack: AckLevel = "none";
+  let seen = false;
   for (const pair of query.split("&")) {
     const eq = pair.indexOf("=");
     const name = eq < 0 ? pair : pair.slice(0, eq);
@@ -531,6 +536,8 @@ function readBatchQuery(query: string): { ack: AckLevel } | string {
       return `query parameter ${name} does not apply to a batch: set "${name}" on each record`;
     }
     if (name !== "ack") continue;
+    if (seen) return repeated(name);
+    seen = true;
     const raw = eq < 0 ? "" : pair.slice(eq + 1);
     const text = raw.includes("%") || raw.includes("+") ? decode(raw.replaceAll("+", " ")) : raw;
     if (text === undefined) return `invalid query parameter ${name}: bad percent-encoding`;
@@ -539,6 +546,10 @@ function readBatchQuery(query: string): { ack: AckLevel } | string {
     ack = level;
   }
   return { ack };
+}
+
+function repeated(name: string): string {
+  return `query parameter ${name} given more than once`;
 }
 
 /**
