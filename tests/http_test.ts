@@ -793,3 +793,19 @@ Deno.test("HTTP/2 without TLS (h2c): a body cut by RST_STREAM is not produced; a
     }
   });
 });
+
+Deno.test("Content-Length with Transfer-Encoding is 400 and closes the connection: nothing after it is served", async () => {
+  await withServer(async (base, facade) => {
+    const port = Number(new URL(base).port);
+    const reply = await rawExchange(
+      port,
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
+        "5\r\nhello\r\n0\r\n\r\n" +
+        "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz",
+    );
+    assert.match(reply, /^HTTP\/1\.1 400 /);
+    assert.match(reply, /both Content-Length and Transfer-Encoding given/);
+    assert.equal(reply.match(/HTTP\/1\.1 /g)?.length, 1, reply);
+    assert.equal(facade.produced.length, 0);
+  });
+});

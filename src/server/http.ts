@@ -217,6 +217,8 @@ class HttpHandler {
     if (principal !== undefined && !gate!.mayWrite(principal, topic)) {
       return forbidden(gate!, principal, topic);
     }
+    const length = header(req, "content-length");
+    if (length !== null && header(req, "transfer-encoding") !== null) return framedTwice();
     // The one content-type check: batches branch off where other types are refused, so a single message pays
     // nothing for them.
     const contentType = header(req, "content-type");
@@ -235,7 +237,6 @@ class HttpHandler {
     }
 
     const max = this.#facade.maxMessageBytes;
-    const length = header(req, "content-length");
     let declared = -1;
     if (length !== null) {
       declared = parseContentLength(length);
@@ -878,6 +879,17 @@ export function cleanPath(path: string): string {
   }
   const clean = `/${segments.join("/")}`;
   return path.endsWith("/") && clean !== "/" ? `${clean}/` : clean;
+}
+
+/**
+ * 400 for a request with both Content-Length and Transfer-Encoding, and the connection closed after it (RFC 9112
+ * 6.1): Deno's server reads such a body as chunked and keeps the connection, so a proxy before it that went by
+ * the Content-Length would see the rest of the body as another request.
+ */
+function framedTwice(): Response {
+  const res = plain(400, "both Content-Length and Transfer-Encoding given");
+  res.headers.set("connection", "close");
+  return res;
 }
 
 function tooLarge(max: number, size: string): Response {
