@@ -54,9 +54,10 @@ export interface StopSummary {
 
 const STATE_GAUGE: Record<BreakerState, number> = { closed: 0, half: 0.5, open: 1 };
 /**
- * How long a broker has, once librdkafka reports all brokers down, to answer before the breaker opens. A single
+ * How long a broker has to answer once librdkafka reported all brokers down and the breaker opened. A single
  * broker's connection closed and opened again (an idle close, a reset, a load balancer's cut) is reported so
- * too, and is no outage: opening on it would send everything to the WAL, and ack=kafka to 503, for cb.timeout.
+ * too, and is no outage: if a broker answers within this time, the breaker closes again at once rather than
+ * sending everything to the WAL, and ack=kafka to 503, for cb.timeout.
  */
 const ALL_DOWN_CONFIRM_MS = 1_000;
 /** At shutdown, how long listeners may take to finish open requests once the producer is closed, at least. */
@@ -128,18 +129,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   const confirmAllDown = (producer: KafkaProducer): void => {
     confirmingDown = true;
     producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).catch(() => false).then((answered) => {
-      if (!answered) {
-        if (breaker.state === "closed") breaker.trip("all brokers down");
-        return;
-      }
-      log(
-        "info",
-        "kafka: all brokers were reported down, but one answered at once; the breaker stays closed",
-        {
-          producer_id: producer.id,
-          within_ms: ALL_DOWN_CONFIRM_MS,
-        },
-      );
+      if (answered) breaker.retract("a broker answered after all were reported down");
     }).finally(() => confirmingDown = false);
   };
 
@@ -152,7 +142,10 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
         // A closed breaker only: a half-open one is left to its probes. While no broker answers, librdkafka
         // (2.10 and later) reports all brokers down again every re-bootstrap round; re-opening on each would keep
         // the breaker open for up to cb.timeout after Kafka is back.
-        if (isAllBrokersDown(err) && breaker.state === "closed" && !confirmingDown) confirmAllDown(producer);
+        if (isAllBrokersDown(err) && breaker.state === "closed") {
+          breaker.trip("all brokers down");
+          if (!confirmingDown) confirmAllDown(producer);
+        }
         if (fatal) replaceAfterFatal(producer.id, err);
       },
     });

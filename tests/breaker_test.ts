@@ -218,6 +218,44 @@ Deno.test("breaker: trip opens at once from closed and from half; no-op while op
   breaker.close();
 });
 
+Deno.test("breaker: retract closes a breaker trip opened, and only while trip's is the last change", () => {
+  const { breaker, clock, changes } = setup();
+  breaker.trip("all brokers down");
+  breaker.retract("a broker answered");
+  assert.equal(breaker.state, "closed");
+  assert.equal(breaker.allow(), true);
+  clock.advance(30_000);
+  assert.equal(breaker.state, "closed", "the open timer was stopped");
+  // Opened by failures: not trip's to undo.
+  failTimes(breaker, 5);
+  breaker.retract("a broker answered");
+  assert.equal(breaker.state, "open");
+  // Tripped from half-open, then retracted: closed.
+  clock.advance(20_000);
+  breaker.trip("down in half");
+  breaker.retract("a broker answered");
+  assert.equal(breaker.state, "closed");
+  // A change after the trip (the timer, then a failed probe) makes a late retract a no-op.
+  breaker.trip("all brokers down");
+  clock.advance(20_000);
+  breaker.allow();
+  breaker.failure("Local: Message timed out");
+  breaker.retract("a late answer");
+  assert.equal(breaker.state, "open");
+  assert.deepEqual(changes.map(([from, to]) => `${from}->${to}`), [
+    "closed->open",
+    "open->closed",
+    "closed->open",
+    "open->half",
+    "half->open",
+    "open->closed",
+    "closed->open",
+    "open->half",
+    "half->open",
+  ]);
+  breaker.close();
+});
+
 Deno.test("breaker: regression, released probes never leave half-open stuck", () => {
   // The Go service counted a non-retryable error (unknown topic) neither way, used up the half-open
   // budget with it and then refused every request forever.

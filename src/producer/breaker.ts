@@ -38,6 +38,8 @@ export class Breaker {
   #failures = 0;
   #successes = 0;
   #probes = 0;
+  /** Whether the last change was trip()'s, which retract() may undo. */
+  #tripped = false;
   #intervalEnd = 0;
   #timer: number | undefined;
   #closed = false;
@@ -111,7 +113,18 @@ export class Breaker {
 
   /** Opens at once, e.g. when librdkafka reports all brokers down; no-op while already open. */
   trip(reason: string): void {
-    if (this.#state !== "open") this.#change("open", reason);
+    if (this.#state === "open") return;
+    this.#change("open", reason);
+    this.#tripped = true;
+  }
+
+  /**
+   * Closes the breaker again if the last change was {@link trip}'s: its cause proved false (a broker answered
+   * after all were reported down). No-op otherwise: a breaker opened by failures, or changed since, waits for its
+   * timer and probes.
+   */
+  retract(reason: string): void {
+    if (this.#tripped && this.#state === "open") this.#change("closed", reason);
   }
 
   /** Stops the open -> half timer; the breaker keeps its state but schedules nothing any more. */
@@ -135,6 +148,7 @@ export class Breaker {
   #change(to: BreakerState, reason: string): void {
     const from = this.#state;
     this.#state = to;
+    this.#tripped = false;
     this.#failures = 0;
     this.#successes = 0;
     this.#probes = 0;
