@@ -295,7 +295,10 @@ Deno.test("refused records get error and code, and the stream goes on", async ()
     facade.behaviour = (message, ack) => {
       const reason = new TextDecoder().decode(message.value);
       if (reason === "unavailable") throw new ProduceError("unavailable", "queue full", 5);
-      if (reason === "kafka") throw new ProduceError("kafka", "Broker: Unknown topic or partition");
+      // As the facade words a failed delivery: librdkafka's error, prefixed "kafka: ".
+      if (reason === "kafka") {
+        throw new ProduceError("kafka", 'kafka: topic "alpha": Broker: Unknown topic or partition');
+      }
       if (reason === "forbidden") throw new ProduceError("forbidden", "topic not allowed");
       if (reason === "surprise") throw new Error("internal detail");
       return facade.accept(message, ack);
@@ -321,7 +324,7 @@ Deno.test("refused records get error and code, and the stream goes on", async ()
       "3": [400, 'invalid: invalid ack: "all": want none, wal or kafka'],
       "4": [400, "invalid: invalid partition: -2: want -1 (any) or a partition >= 0"],
       "5": [503, "unavailable: queue full"],
-      "6": [502, "kafka: Broker: Unknown topic or partition"],
+      "6": [502, 'kafka: topic "alpha": Broker: Unknown topic or partition'],
       "7": [403, "forbidden: topic not allowed"],
       "8": [500, "internal: internal error"],
       "9": [0, ""],

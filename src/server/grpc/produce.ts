@@ -326,9 +326,13 @@ function messageOf(rq: ProdRq): Message {
   return message;
 }
 
-/** Adds the reply to a refused ProdRq, and counts it in ka_records_refused_total. */
+/**
+ * Adds the reply to a refused ProdRq, its error `<kind>: <reason>` (a reason that starts with its kind, as
+ * librdkafka's do with `kafka: `, is not prefixed twice), and counts it in ka_records_refused_total.
+ */
 function addRefused(replies: FramedProdRs, streamOffset: bigint, refusal: Refusal): void {
-  replies.add(streamOffset, refusal.status, `${refusal.kind}: ${refusal.reason}`);
+  const { kind, reason } = refusal;
+  replies.add(streamOffset, refusal.status, reason.startsWith(`${kind}: `) ? reason : `${kind}: ${reason}`);
   recordsRefused.hot("grpc", String(refusal.status)).inc();
 }
 
