@@ -46,8 +46,11 @@ export interface Service extends AsyncDisposable {
 
 /** How a stop ended. */
 export interface StopSummary {
-  /** Every message handed to Kafka was acknowledged before the producer closed. */
-  allDelivered: boolean;
+  /**
+   * Every message handed to Kafka was reported before the producer closed: delivered, or failed and spooled (a
+   * message still in flight was purged to the WAL instead).
+   */
+  allReported: boolean;
   /** Records left in the WAL for the next start. */
   walRecords: number;
 }
@@ -322,7 +325,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     // Replay starts nothing new; what it has in flight is delivered by the flush or purged by the close below.
     const replayStopped = replayer?.stop();
     // With the breaker open nothing would be delivered: spool at once instead of waiting out the deadline.
-    const allDelivered = await facade.producer.flush(
+    const allReported = await facade.producer.flush(
       breaker.state === "open" ? Math.min(remaining(), 1000) : remaining(),
     );
     await facade.producer.close(0);
@@ -340,8 +343,8 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     walLock?.release();
     breaker.close();
     await bounded(monitoringServer?.shutdown(), LISTENER_GRACE_MS, "monitoring still had requests open");
-    log("info", "stopped", { all_delivered: allDelivered, wal_records: walRecords });
-    return { allDelivered, walRecords };
+    log("info", "stopped", { all_reported: allReported, wal_records: walRecords });
+    return { allReported, walRecords };
   };
 
   const stop = (reason = "stop") => stopping ??= shutdown(reason);
@@ -398,11 +401,12 @@ async function bounded(work: Promise<unknown> | undefined, ms: number, what: str
 
 /** Lets a replaced producer deliver what it holds, then closes it; what it could not deliver is spooled. */
 async function drainProducer(old: KafkaProducer, timeoutMs: number): Promise<void> {
-  const delivered = await old.flush(timeoutMs);
+  // Reported, not delivered: a message that failed (an outage) is reported too, and was spooled.
+  const allReported = await old.flush(timeoutMs);
   await old.close(0);
   metrics.activeProducer.remove({ producer_id: old.id });
   metrics.inTransit.remove({ producer_id: old.id });
-  log("info", "old kafka producer closed", { producer_id: old.id, all_delivered: delivered });
+  log("info", "old kafka producer closed", { producer_id: old.id, all_reported: allReported });
 }
 
 /**
