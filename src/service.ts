@@ -127,15 +127,6 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   metrics.cbCurrentState.set(0);
   started.push(() => breaker.close());
 
-  /** Whether a report of all brokers down is being checked (see ALL_DOWN_CONFIRM_MS). */
-  let confirmingDown = false;
-  const confirmAllDown = (producer: KafkaProducer): void => {
-    confirmingDown = true;
-    producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).catch(() => false).then((answered) => {
-      if (answered) breaker.retract("a broker answered after all were reported down");
-    }).finally(() => confirmingDown = false);
-  };
-
   const newProducer = (): KafkaProducer => {
     // Its producer_id is librdkafka's name for it (`rdkafka#producer-1`, `-2` after a replacement), as with the
     // Go service.
@@ -147,7 +138,10 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
         // the breaker open for up to cb.timeout after Kafka is back.
         if (isAllBrokersDown(err) && breaker.state === "closed") {
           breaker.trip("all brokers down");
-          if (!confirmingDown) confirmAllDown(producer);
+          // Closed again if a broker answers soon: a connection cut and made again (see ALL_DOWN_CONFIRM_MS).
+          producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).then((answered) => {
+            if (answered) breaker.retract("a broker answered after all were reported down");
+          }, () => {});
         }
         if (fatal) replaceAfterFatal(producer.id, err);
       },

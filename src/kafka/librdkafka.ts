@@ -607,6 +607,19 @@ class MessageArray {
  */
 const MAX_TOPIC_HANDLES = 1024;
 
+/** The topic names of an rd_kafka_metadata_t. */
+function readTopicNames(md: Deno.PointerObject): string[] {
+  const view = new Deno.UnsafePointerView(md);
+  const count = view.getInt32(META_TOPIC_CNT);
+  const topics = view.getPointer(META_TOPICS);
+  const names: string[] = [];
+  if (topics !== null) {
+    const tv = new Deno.UnsafePointerView(topics);
+    for (let i = 0; i < count; i++) names.push(readCString(tv.getPointer(i * META_TOPIC_SIZE)));
+  }
+  return names;
+}
+
 /** A librdkafka producer handle (rd_kafka_t) with its main event queue and a topic handle cache. */
 export class RdProducer {
   readonly #sym: Symbols;
@@ -793,41 +806,32 @@ export class RdProducer {
   }
 
   /**
-   * Asks a broker for metadata (rd_kafka_metadata of the locally known topics, the lightest request) on another
-   * thread, waiting up to `timeoutMs` for a broker to connect and answer; the error code, 0 when one did.
+   * Asks a broker for metadata (of the locally known topics only, the lightest request) on another thread,
+   * waiting up to `timeoutMs` for a broker to connect and answer; the error code, 0 when one did.
    */
   async metadataProbe(timeoutMs: number): Promise<number> {
-    const out = new BigUint64Array(1);
-    const code = await this.#sym.rd_kafka_metadata(
-      this.#ptr(),
-      0,
-      null,
-      new Uint8Array(out.buffer),
-      timeoutMs,
-    );
-    const md = code === 0 ? Deno.UnsafePointer.create(out[0]) : null;
-    if (md !== null) this.#sym.rd_kafka_metadata_destroy(md);
-    return code;
+    return (await this.#metadata(false, timeoutMs, () => undefined)).code;
   }
 
   /** Topic names of the cluster (rd_kafka_metadata, all topics) on another thread; `code` 0 on success. */
   async topicNames(timeoutMs: number): Promise<{ code: number; names: string[] }> {
+    const { code, value } = await this.#metadata(true, timeoutMs, readTopicNames);
+    return { code, names: value ?? [] };
+  }
+
+  /** rd_kafka_metadata on another thread; `read` sees the result before it is freed (no value on an error). */
+  async #metadata<T>(
+    allTopics: boolean,
+    timeoutMs: number,
+    read: (md: Deno.PointerObject) => T,
+  ): Promise<{ code: number; value?: T }> {
     const out = new BigUint64Array(1);
     const outBytes = new Uint8Array(out.buffer);
-    const code = await this.#sym.rd_kafka_metadata(this.#ptr(), 1, null, outBytes, timeoutMs);
-    if (code !== 0) return { code, names: [] };
-    const md = Deno.UnsafePointer.create(out[0]);
-    if (md === null) return { code: 0, names: [] };
+    const code = await this.#sym.rd_kafka_metadata(this.#ptr(), allTopics ? 1 : 0, null, outBytes, timeoutMs);
+    const md = code === 0 ? Deno.UnsafePointer.create(out[0]) : null;
+    if (md === null) return { code };
     try {
-      const view = new Deno.UnsafePointerView(md);
-      const count = view.getInt32(META_TOPIC_CNT);
-      const topics = view.getPointer(META_TOPICS);
-      const names: string[] = [];
-      if (topics !== null) {
-        const tv = new Deno.UnsafePointerView(topics);
-        for (let i = 0; i < count; i++) names.push(readCString(tv.getPointer(i * META_TOPIC_SIZE)));
-      }
-      return { code: 0, names };
+      return { code, value: read(md) };
     } finally {
       this.#sym.rd_kafka_metadata_destroy(md);
     }
