@@ -714,28 +714,6 @@ Deno.test("one keep-alive connection carries messages whose body comes after the
   }, facade);
 });
 
-/** Sends `request` on a new connection and returns the reply read until the server closes (or 2 s pass). */
-async function rawExchange(port: number, request: string): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const timer = setTimeout(() => conn.close(), 2000);
-  let text = "";
-  try {
-    await conn.write(new TextEncoder().encode(request));
-    const buf = new Uint8Array(4096);
-    for (;;) {
-      const n = await conn.read(buf).catch(() => null);
-      if (n === null) break;
-      text += new TextDecoder().decode(buf.subarray(0, n));
-    }
-  } finally {
-    clearTimeout(timer);
-    try {
-      conn.close();
-    } catch { /* closed by the timer */ }
-  }
-  return text;
-}
-
 Deno.test("a chunked body whose first chunk-size line is malformed is 400, not an empty message", async () => {
   await withServer(async (base, facade) => {
     const port = Number(new URL(base).port);
@@ -743,17 +721,19 @@ Deno.test("a chunked body whose first chunk-size line is malformed is 400, not a
     for (
       const body of ["zz\r\nhello\r\n0\r\n\r\n", "-5\r\nhello\r\n0\r\n\r\n", "5 5\r\nhello\r\n0\r\n\r\n"]
     ) {
-      const reply = await rawExchange(port, head + body);
-      assert.match(reply, /^HTTP\/1\.1 400 /, JSON.stringify(body));
-      assert.match(reply, /malformed chunked body/, JSON.stringify(body));
+      assertPlain(
+        await rawRequest(port, head + body),
+        400,
+        "malformed chunked body: no chunk read (an empty message needs Content-Length: 0)",
+      );
     }
     assert.equal(facade.produced.length, 0);
     // A valid empty chunked body, sent with its head, is an empty message.
-    const empty = await rawExchange(
+    const empty = await rawRequest(
       port,
       head.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n") + "0\r\n\r\n",
     );
-    assert.match(empty, /^HTTP\/1\.1 200 /);
+    assert.equal(empty.status, 200);
     assert.deepEqual(facade.produced.map((p) => p.message.value.byteLength), [0]);
   });
 });
@@ -796,16 +776,14 @@ Deno.test("HTTP/2 without TLS (h2c): a body cut by RST_STREAM is not produced; a
 
 Deno.test("Content-Length with Transfer-Encoding is 400 and closes the connection: nothing after it is served", async () => {
   await withServer(async (base, facade) => {
-    const port = Number(new URL(base).port);
-    const reply = await rawExchange(
-      port,
+    // Read until the server closes: a reply to the second request would follow the first one's body.
+    const reply = await rawRequest(
+      Number(new URL(base).port),
       "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
         "5\r\nhello\r\n0\r\n\r\n" +
         "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz",
     );
-    assert.match(reply, /^HTTP\/1\.1 400 /);
-    assert.match(reply, /both Content-Length and Transfer-Encoding given/);
-    assert.equal(reply.match(/HTTP\/1\.1 /g)?.length, 1, reply);
+    assertPlain(reply, 400, "both Content-Length and Transfer-Encoding given");
     assert.equal(facade.produced.length, 0);
   });
 });

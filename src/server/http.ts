@@ -224,7 +224,7 @@ class HttpHandler {
     const contentType = header(req, "content-type");
     if (contentType !== null && !acceptedType(contentType)) {
       const type = mediaType(contentType);
-      if (BATCH_TYPES.has(type.toLowerCase())) return this.#produceBatch(req, topic, query);
+      if (BATCH_TYPES.has(type.toLowerCase())) return this.#produceBatch(req, topic, query, length);
       return plain(415, `unsupported content type: ${type}`);
     }
     // An empty body is a valid, empty Kafka value (not a tombstone: that would need a null value).
@@ -305,7 +305,8 @@ class HttpHandler {
    * the reply lists what became of each (batch_reply.ts). Refusals of the whole batch (query, size, body) are
    * plain text, as for one message.
    */
-  async #produceBatch(req: Request, topic: string, query: string): Promise<Response> {
+  /** `length`: the request's Content-Length header, as read by #produce. */
+  async #produceBatch(req: Request, topic: string, query: string, length: string | null): Promise<Response> {
     let ack: AckLevel = "none";
     if (query.length > 0) {
       const parsed = readBatchQuery(query);
@@ -313,7 +314,6 @@ class HttpHandler {
       ack = parsed.ack;
     }
     const { maxBytes } = this.#batch;
-    const length = header(req, "content-length");
     let declared = -1;
     if (length !== null) {
       declared = parseContentLength(length);
@@ -595,12 +595,15 @@ function cutShort(got: number, declared: number): string {
   return `request body ended after ${got} of ${declared} bytes (Content-Length)`;
 }
 
-/** `body` if it is whole for its Content-Length (`declared`, -1 when none), else throws a BodyRefused. */
-function wholeBody(body: Uint8Array, declared: number, streamed: boolean): Uint8Array {
+/**
+ * `body` if it is whole for its Content-Length (`declared`, -1 when none), else throws a BodyRefused. `suspect`:
+ * read from Deno's server after its head, where an empty chunked body may be a malformed one.
+ */
+function wholeBody(body: Uint8Array, declared: number, suspect: boolean): Uint8Array {
   if (declared >= 0 && body.byteLength !== declared) {
     throw new BodyRefused(400, cutShort(body.byteLength, declared));
   }
-  if (declared < 0 && streamed && body.byteLength === 0) {
+  if (declared < 0 && suspect && body.byteLength === 0) {
     throw new BodyRefused(
       400,
       "malformed chunked body: no chunk read (an empty message needs Content-Length: 0)",
