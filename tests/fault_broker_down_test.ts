@@ -5,7 +5,14 @@
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { faultConfig, readyStatus, startProxiedBroker, waitForBreaker, walDrained } from "./support/fault.ts";
+import {
+  breakerChanges,
+  faultConfig,
+  readyStatus,
+  startProxiedBroker,
+  waitForBreaker,
+  walDrained,
+} from "./support/fault.ts";
 import { assertAllDelivered, type LoadResult, postRange, tally } from "./support/load.ts";
 import { freePort, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
@@ -66,10 +73,7 @@ Deno.test({
       faultConfig(`127.0.0.1:${freePort()}`, `${dir.path}/wal`, { producer: { cb: { timeout: "1s" } } }),
       { dir: dir.path },
     );
-    const changes = async () =>
-      (await svc.logs()).filter((l) => l.msg === "circuit breaker state changed").map((l) =>
-        `${l.from}->${l.to}`
-      );
+    const changes = async () => (await breakerChanges(svc)).map((c) => c.change);
     const reportsSinceHalf = async () => {
       const logs = await svc.logs();
       const half = logs.findIndex((l) => l.msg === "circuit breaker state changed" && l.to === "half");
@@ -102,10 +106,7 @@ Deno.test({
     const acked = new Set<number>();
     const add = (r: LoadResult) => r.acked.forEach((id) => acked.add(id));
     add(await postRange(svc.http, "cut", "c", 0, 2000, { ack: "kafka" }));
-    const changes = async () =>
-      (await svc.logs()).filter((l) => l.msg === "circuit breaker state changed").map((l) =>
-        `${l.from}->${l.to}: ${l.reason}`
-      );
+    const changes = async () => (await breakerChanges(svc)).map((c) => `${c.change}: ${c.reason}`);
     proxy.cutAll();
     // librdkafka reports all brokers down (the one broker's connections were cut), it reconnects, and the broker
     // answers a metadata request: the breaker closes again, long before cb.timeout.

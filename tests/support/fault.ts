@@ -59,6 +59,14 @@ export async function walDrained(svc: Service, timeoutMs = 120_000): Promise<voi
 }
 
 /** Waits until `kafka_cb_current_state` shows the breaker `open` (1) or `closed` (0). */
+/** The breaker's changes so far, from the service's log: `from->to`, and why. */
+export async function breakerChanges(svc: Service): Promise<Array<{ change: string; reason: string }>> {
+  return (await svc.logs()).filter((l) => l.msg === "circuit breaker state changed").map((l) => ({
+    change: `${l.from}->${l.to}`,
+    reason: String(l.reason),
+  }));
+}
+
 export async function waitForBreaker(
   svc: Service,
   state: "open" | "closed",
