@@ -738,6 +738,32 @@ Deno.test("a chunked body whose first chunk-size line is malformed is 400, not a
   });
 });
 
+Deno.test("a produce request with neither Content-Length nor Transfer-Encoding is 411, not an empty message", async () => {
+  await withServer(async (base, facade) => {
+    const port = Number(new URL(base).port);
+    for (const method of ["POST", "PUT"]) {
+      for (const type of ["", "Content-Type: text/plain\r\n", "Content-Type: application/x-ndjson\r\n"]) {
+        assertPlain(
+          await rawRequest(
+            port,
+            `${method} /topics/alpha/messages HTTP/1.1\r\nHost: x\r\n${type}Connection: close\r\n\r\n`,
+          ),
+          411,
+          "Content-Length required (Content-Length: 0 for an empty message), or a chunked body",
+        );
+      }
+    }
+    assert.equal(facade.produced.length, 0);
+    // Content-Length: 0 is how an empty message is sent.
+    const empty = await rawRequest(
+      port,
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert.equal(empty.status, 200);
+    assert.deepEqual(facade.produced.map((p) => p.message.value.byteLength), [0]);
+  });
+});
+
 Deno.test("HTTP/2 without TLS (h2c): a body cut by RST_STREAM is not produced; a streamed body needs Content-Length", async () => {
   const { connect, constants } = await import("node:http2");
   await withServer(async (base, facade) => {

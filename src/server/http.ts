@@ -218,7 +218,11 @@ class HttpHandler {
       return forbidden(gate!, principal, topic);
     }
     const length = header(req, "content-length");
-    if (length !== null && header(req, "transfer-encoding") !== null) return framedTwice();
+    const encoding = header(req, "transfer-encoding");
+    if (length !== null && encoding !== null) return framedTwice();
+    // Neither: HTTP/1.1 reads that as an empty body, which is more likely a client's mistake than an empty message
+    // (the Go service refused it too); and HTTP/2 cannot tell a cancelled upload from a whole one without a length.
+    if (length === null && encoding === null) return plain(411, LENGTH_REQUIRED);
     // The one content-type check: batches branch off where other types are refused, so a single message pays
     // nothing for them.
     const contentType = header(req, "content-type");
@@ -459,9 +463,6 @@ class HttpHandler {
   #readBody(req: Request, declared: number, max: number): Promise<Uint8Array | BodyFailure> {
     // Deno's own server (not node:https, whose parser reports every cut body) and a body still on its way.
     const suspect = stateOf(req) !== undefined && !bodyArrived(req);
-    if (suspect && declared < 0 && header(req, "transfer-encoding") === null) {
-      return Promise.reject(new BodyRefused(411, LENGTH_REQUIRED));
-    }
     const read = declared >= 0 && declared <= INLINE_BODY_BYTES
       ? this.#deadlines.readSmall(req)
       : readBody(req.body, declared, max, this.#deadlines);
@@ -578,18 +579,17 @@ export function bodyReadFailed(err: unknown, topic: string): Response {
  * A body that cannot be told whole, refused rather than produced cut short. Deno's server (2.8) ends a body
  * without an error in two cases: an HTTP/2 stream the client reset mid-body (h2c, served on the plain-text
  * port) reads as the bytes that came before the reset, and an HTTP/1.1 chunked body whose first chunk-size line
- * is malformed reads as empty. So a body must have as many bytes as its Content-Length says; an HTTP/2 body
- * still on its way needs a Content-Length (411: without one, a reset is not seen); and an empty chunked body
- * that did not come with the head is refused (a valid one comes whole with it, as clients send it).
+ * is malformed reads as empty. So a body must have as many bytes as its Content-Length says (an HTTP/2 body
+ * without one gets 411 in #produce: there a reset is not seen), and an empty chunked body that did not come with
+ * the head is refused (a valid one comes whole with it, as clients send it).
  */
 class BodyRefused extends Error {
-  constructor(readonly status: 400 | 411, message: string) {
+  constructor(readonly status: 400, message: string) {
     super(message);
   }
 }
 
-const LENGTH_REQUIRED =
-  "Content-Length required: an HTTP/2 body without it cannot be told from a cancelled one";
+const LENGTH_REQUIRED = "Content-Length required (Content-Length: 0 for an empty message), or a chunked body";
 
 function cutShort(got: number, declared: number): string {
   return `request body ended after ${got} of ${declared} bytes (Content-Length)`;
