@@ -2,7 +2,14 @@
  * The service configuration: YAML (keys nested, flat with dots, or mixed) plus `KA_*` environment overrides,
  * turned into a typed, validated Config. Every key is one entry of the table in config_keys.ts.
  */
-import { parse } from "yaml";
+import {
+  type Document,
+  type DocumentOptions,
+  parseAllDocuments,
+  type ParseOptions,
+  type ScalarTag,
+  type SchemaOptions,
+} from "yaml";
 import {
   BROKERS,
   GO_KEYS_WITHOUT_EFFECT,
@@ -70,6 +77,16 @@ export function parseConfig(yamlText: string, env?: Record<string, string>): Con
   const config = build(entries);
   validate(config);
   requireIdempotenceForOrder(config);
+  const wal = config.producer.wal;
+  if (!entries.has(SCHEMA.producer.wal.path.name) && wal.mode !== "disable" && !wal.inMemory) {
+    log(
+      "warn",
+      `config: producer.wal.path not set: the WAL is in ${wal.path}, which may not survive a reboot`,
+      {
+        key: SCHEMA.producer.wal.path.name,
+      },
+    );
+  }
   for (const name of withoutEffect) {
     log("warn", `config: ${name} has no effect here: ${GO_KEYS_WITHOUT_EFFECT.get(name)}`, { key: name });
   }
@@ -86,15 +103,68 @@ function isKey(key: string): boolean {
   return KEYS.has(key);
 }
 
+/**
+ * Booleans as YAML 1.1 spells them, which the Go service's parser (yaml.v2) reads: `in_memory: yes` and
+ * `socket.keepalive.enable: on` are true there, so they are here.
+ */
+const YAML11_BOOL: ScalarTag = {
+  tag: "tag:yaml.org,2002:bool",
+  default: true,
+  identify: (value) => typeof value === "boolean",
+  test: /^(?:[YyNn]|[Yy]es|YES|[Nn]o|NO|[Tt]rue|TRUE|[Ff]alse|FALSE|[Oo]n|ON|[Oo]ff|OFF)$/,
+  resolve: (text) => /^(?:[Yy]|[Yy]es|YES|[Tt]rue|TRUE|[Oo]n|ON)$/.test(text),
+};
+
+/** A plain number with `_` between its digits (`rate_limit: 10_000`), as YAML 1.1 writes them: the digits. */
+const YAML11_DIGITS: ScalarTag = {
+  tag: "tag:yaml.org,2002:int",
+  default: true,
+  identify: () => false,
+  test: /^[-+]?[0-9]+(?:_[0-9]+)+$/,
+  resolve: (text) => text.replaceAll("_", ""),
+};
+
+/**
+ * The file's YAML as the Go service's parser reads it: YAML 1.1 booleans, digits with `_`, merge keys (`<<`), and
+ * only the first document (a trailing `---` is common in templated files); a later one with content is refused
+ * rather than ignored.
+ */
 function parseYaml(text: string): unknown {
+  // Scalars stay strings (only null and booleans are typed), so `0.10` reaches librdkafka as written and every
+  // key's text is read the same way whether it came from the file or from the environment.
+  const options: ParseOptions & DocumentOptions & SchemaOptions = {
+    schema: "failsafe",
+    customTags: ["null", YAML11_BOOL, YAML11_DIGITS],
+    merge: true,
+  };
+  let docs: Document.Parsed[];
   try {
-    // Scalars stay strings (only null and booleans are typed), so `0.10` reaches librdkafka as written and
-    // every key's text is read the same way whether it came from the file or from the environment.
-    return parse(text, { schema: "failsafe", customTags: ["null", "bool"] });
+    const parsed = parseAllDocuments(text, options);
+    docs = Array.isArray(parsed) ? parsed : [];
   } catch (err) {
-    const firstLine = errorText(err).split("\n")[0].replace(/:$/, "");
-    throw new ConfigError(`config: invalid YAML: ${firstLine}`);
+    throw invalidYaml(err);
   }
+  for (const doc of docs) {
+    if (doc.errors.length > 0) throw invalidYaml(doc.errors[0]);
+  }
+  let values: unknown[];
+  try {
+    values = docs.map((doc) => doc.toJS());
+  } catch (err) {
+    throw invalidYaml(err);
+  }
+  const extra = values.findIndex((value, i) => i > 0 && value !== null);
+  if (extra > 0) {
+    throw new ConfigError(
+      `config: invalid YAML: document ${extra + 1} has content; a config is one document`,
+    );
+  }
+  return values.length === 0 ? null : values[0];
+}
+
+function invalidYaml(err: unknown): ConfigError {
+  const firstLine = errorText(err).split("\n")[0].replace(/:$/, "");
+  return new ConfigError(`config: invalid YAML: ${firstLine}`);
 }
 
 function isMap(value: unknown): value is Record<string, unknown> {
@@ -120,10 +190,14 @@ function flattenInto(
   }
   for (const [rawKey, child] of Object.entries(value)) {
     const key = prefix === "" ? rawKey.toLowerCase() : `${prefix}.${rawKey.toLowerCase()}`;
-    if (child === null) continue;
     const goKey = goKeyWithoutEffect(key);
     if (goKey !== undefined) {
       withoutEffect.add(goKey);
+      continue;
+    }
+    if (child === null) {
+      // An empty value leaves a key at its default, but a misspelt key is refused all the same.
+      if (!isKey(key) && !key.startsWith("kafka.") && !isPrefixOfKey(key)) throw unknownKey(key);
       continue;
     }
     if (isMap(child) && !isKey(key)) {
@@ -143,6 +217,10 @@ function isPrefixOfKey(key: string): boolean {
   return key === "kafka" || [...KEYS.keys()].some((known) => known.startsWith(`${key}.`));
 }
 
+/** The endings of the variables Kubernetes sets for each Service (its "service links"), lower case. */
+const SERVICE_LINK =
+  /_(service_host|service_port(_[a-z0-9_]+)?|port(_\d+_(tcp|udp|sctp)(_(addr|port|proto))?)?)$/;
+
 /** Applies `KA_*` overrides; they win over the file. */
 function applyEnv(
   entries: Map<string, Entry>,
@@ -161,8 +239,10 @@ function applyEnv(
       continue;
     }
     if (!isKey(key) && !key.startsWith("kafka.")) {
-      // A name with a key path in it is meant as an override: a typo must not pass unnoticed. Names without one
-      // (KA_SERVICE_HOST, as Kubernetes sets for a Service named "ka") are not ours.
+      // A name with a key path in it is meant as an override: a typo must not pass unnoticed. Names without one,
+      // and those Kubernetes sets for a Service (KA_SERVICE_HOST for one named "ka", KA_SERVER_PORT_80_TCP for
+      // "ka-server"), are not ours.
+      if (SERVICE_LINK.test(key)) continue;
       if (key.includes(".") || /^(global|server|producer|kafka)_/.test(key)) throw unknownKey(key, name);
       continue;
     }
@@ -257,7 +337,7 @@ function validate(config: Config): void {
   const wal = config.producer.wal;
   if (wal.path === "" && wal.mode !== "disable" && !wal.inMemory) {
     throw new ConfigError(
-      `config: producer.wal.path: required when producer.wal.mode is ${wal.mode} (or set in_memory: true)`,
+      `config: producer.wal.path: empty, but producer.wal.mode is ${wal.mode} (or set in_memory: true)`,
     );
   }
   const both = wal.alwaysTopics.find((topic) => wal.disableTopics.includes(topic));

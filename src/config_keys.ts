@@ -6,6 +6,7 @@
  */
 import {
   bool,
+  countFromOne,
   duration,
   int,
   list,
@@ -32,6 +33,9 @@ export class Key<T> {
     readonly example?: string,
   ) {}
 }
+
+/** `producer.wal.path` when the file does not say: the Go service's default. */
+export const DEFAULT_WAL_PATH = "/tmp/wal";
 
 /** The WAL modes, as `producer.wal.mode` names them. */
 export const WAL_MODES = ["fallback", "always", "disable"] as const;
@@ -229,15 +233,15 @@ export const SCHEMA = {
       timeoutMs: new Key("producer.cb.timeout", duration, 20_000, "time in Open before trying Half-Open"),
       fails: new Key(
         "producer.cb.fails",
-        int(1),
+        countFromOne,
         5,
-        "consecutive failed deliveries that open the breaker (at least 1)",
+        "consecutive failed deliveries that open the breaker (0 is taken as 1)",
       ),
       requests: new Key(
         "producer.cb.requests",
-        int(1),
+        countFromOne,
         3,
-        "Half-Open probe budget, and consecutive successes that close it (at least 1)",
+        "Half-Open probe budget, and consecutive successes that close it (0 is taken as 1)",
       ),
     },
     resend: {
@@ -265,13 +269,13 @@ export const SCHEMA = {
         "producer.wal.in_memory",
         bool,
         false,
-        "keep the WAL in memory (lost on crash); then path is not needed",
+        "keep the WAL in memory (lost on crash); then path is not used",
       ),
       path: new Key(
         "producer.wal.path",
         text,
-        "",
-        "WAL directory; required unless mode is disable or in_memory is true",
+        DEFAULT_WAL_PATH,
+        "WAL directory, created if missing; the default (the Go service's) may not survive a reboot",
         "./data/wal",
       ),
       alwaysTopics: new Key("producer.wal.always_topics", list, [], "topics that always go through the WAL"),

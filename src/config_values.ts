@@ -119,6 +119,15 @@ export function int(min: number): ValueKind<number> {
   };
 }
 
+/**
+ * A count of at least 1 where 0 is taken as 1, as the Go service's breaker (gobreaker) took a zero: its configs
+ * may say 0.
+ */
+export const countFromOne: ValueKind<number> = {
+  read: (value) => Math.max(1, int(0).read(value)),
+  show: String,
+};
+
 /** A positive rate in records per second; 0 is refused with a pointer to `hint`. */
 export function rate(hint: string): ValueKind<number> {
   return {
