@@ -176,7 +176,7 @@ export const SCHEMA = {
       ...connectionKeys("grpc", { maxConnections: 10_000, idleTimeoutMs: 300_000 }, "its first stream"),
       maxConcurrentStreams: new Key(
         "server.grpc.max_concurrent_streams",
-        int(1),
+        int(1, 2 ** 32 - 1), // a 32-bit HTTP/2 setting
         128,
         "streams open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); more are refused",
       ),

@@ -103,8 +103,8 @@ export const logLevel: ValueKind<Level> = {
   show: (value) => value,
 };
 
-/** An integer of at least `min`. */
-export function int(min: number): ValueKind<number> {
+/** An integer from `min` to `max`. */
+export function int(min: number, max = Number.MAX_SAFE_INTEGER): ValueKind<number> {
   return {
     read(value) {
       const digits = scalar(value, "an integer").trim();
@@ -113,6 +113,7 @@ export function int(min: number): ValueKind<number> {
         throw new Error(`expected an integer, got ${describe(value)}`);
       }
       if (n < min) throw new Error(`must be at least ${min}, got ${n}`);
+      if (n > max) throw new Error(`must be at most ${max}, got ${n}`);
       return n;
     },
     show: String,

@@ -441,6 +441,10 @@ Deno.test("config: bad values are rejected with the reason", () => {
     'config: producer.wal.mode: expected one of fallback, always, disable, got "sometimes"',
   );
   assertConfigError(
+    `${MINIMAL}server.grpc.max_concurrent_streams: 4294967296\n`,
+    "config: server.grpc.max_concurrent_streams: must be at most 4294967295, got 4294967296",
+  );
+  assertConfigError(
     `${MINIMAL}producer.cb.requests: -2\n`,
     "config: producer.cb.requests: must be at least 0, got -2",
   );
