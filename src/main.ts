@@ -111,14 +111,25 @@ async function main(): Promise<number> {
     return 0;
   }
   if (args.healthcheck) return await healthcheck(config);
-  let service: Service;
+  // SIGHUP's default action ends the process, and starting (recovering a large WAL) may take a while: a reload
+  // sent then is done once the service runs.
+  let service: Service | undefined;
+  let reloadWhenStarted = false;
+  Deno.addSignalListener("SIGHUP", () => {
+    if (service !== undefined) {
+      service.reload();
+    } else if (!reloadWhenStarted) {
+      log("info", "SIGHUP while starting: the producer is replaced once started");
+      reloadWhenStarted = true;
+    }
+  });
   try {
     service = await startService(config);
   } catch (err) {
     log("error", "kafka-ambassador cannot run", { error: (err as Error).message });
     return 1;
   }
-  Deno.addSignalListener("SIGHUP", () => service.reload());
+  if (reloadWhenStarted) service.reload();
   const { promise: signalled, resolve } = Promise.withResolvers<Deno.Signal>();
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(signal, () => resolve(signal));

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { freePort, startService } from "./support/service.ts";
 import { parse } from "yaml";
 import { tempDir } from "./support/temp_dir.ts";
-import { waitFor } from "./support/wait.ts";
+import { delay, waitFor } from "./support/wait.ts";
+import { openWal } from "../src/wal/wal.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const DEFAULT_CONFIG = new URL("../config/default.yaml", import.meta.url).pathname;
@@ -211,3 +212,76 @@ Deno.test("cli: a listener that cannot bind ends the process with exit 1 and one
     taken.close();
   }
 });
+
+Deno.test("cli: a SIGHUP while the service starts does not end it; the producer is replaced once it runs", async () => {
+  await using dir = await tempDir("ka-hup-start-");
+  // A WAL of 200,000 records: recovering it keeps the service starting for a while.
+  const walPath = `${dir.path}/wal`;
+  const wal = await openWal({ path: walPath, inMemory: false, maxBytes: 1 << 30 });
+  const value = new Uint8Array(100);
+  let durable: Promise<void> = Promise.resolve();
+  for (let i = 0; i < 200_000; i++) durable = wal.append({ topic: "hup", value }).durable;
+  await durable;
+  await wal.close();
+  const monitoring = `127.0.0.1:${freePort()}`;
+  const config = `${dir.path}/config.yaml`;
+  await Deno.writeTextFile(
+    config,
+    `server: { http: { listen: "127.0.0.1:${freePort()}" }, monitoring: { listen: "${monitoring}" } }\n` +
+      `producer.wal.path: ${walPath}\nkafka.brokers: ["127.0.0.1:${freePort()}"]\n`,
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", MAIN, "-config", config],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const lines: string[] = [];
+  const logged = (msg: string) => lines.some((l) => l.includes(`"msg":"${msg}"`));
+  const reading = (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+      lines.push(...chunk.split("\n"));
+    }
+  })();
+  try {
+    // From the moment the service holds the WAL's lock (it is recovering) until it listens, a SIGHUP every few ms.
+    await waitFor("the WAL to be locked", () => holds(child.pid, `${walPath}/LOCK`), 30_000, 1);
+    let hups = 0;
+    while (!logged("monitoring listening")) {
+      child.kill("SIGHUP");
+      hups++;
+      const ended = await Promise.race([child.status.then(() => true), delay(3).then(() => false)]);
+      assert.ok(!ended, `the service ended after ${hups} SIGHUPs:\n${lines.join("\n")}`);
+    }
+    assert.ok(hups > 0);
+    assert.ok(logged("SIGHUP while starting: the producer is replaced once started"), lines.join("\n"));
+    await waitFor(
+      "the producer to be replaced",
+      () => logged("kafka producer replaced; the old one drains"),
+      20_000,
+    );
+    const health = await fetch(`http://${monitoring}/healthz`);
+    await health.body?.cancel();
+    assert.equal(health.status, 200);
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* ended */ }
+    await child.status;
+    await reading;
+  }
+});
+
+/** Whether process `pid` has `path` open. */
+function holds(pid: number, path: string): boolean {
+  try {
+    for (const fd of Deno.readDirSync(`/proc/${pid}/fd`)) {
+      try {
+        if (Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`) === path) return true;
+      } catch { /* closed meanwhile */ }
+    }
+  } catch { /* ended */ }
+  return false;
+}
