@@ -300,6 +300,38 @@ Deno.test("wal tool: replay with Kafka down keeps every record and exits 5", asy
   assert.equal(stats.records, 66);
 });
 
+Deno.test("wal tool: replay stopped by SIGINT or SIGTERM keeps what is left, says so and exits 5", async () => {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    await using dir = await tempDir("ka-waltool-");
+    const walDir = `${dir.path}/wal`;
+    await writeBacklog(walDir);
+    // A "broker" that takes connections and never answers: the run waits, up to its 60 s timeout.
+    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const held: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const conn of silent) held.push(conn);
+    })();
+    const config = await writeConfig(dir.path, walDir, `127.0.0.1:${silent.addr.port}`);
+    const child = new Deno.Command(DENO, {
+      args: ["run", "--allow-all", MAIN, "wal", "replay", "-config", config, "--timeout", "60s"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    child.kill(signal);
+    const out = await child.output();
+    const err = decoder.decode(out.stderr);
+    assert.equal(out.code, 5, err);
+    assert.match(err, new RegExp(`0 records delivered, 66 remain \\(stopped: interrupted by ${signal}\\)`));
+    silent.close();
+    await accepting;
+    for (const conn of held) conn.close();
+    const stats = JSON.parse((await wal(["stats", "-config", config, "--json"])).out);
+    assert.equal(stats.records, 66);
+  }
+});
+
 Deno.test({
   name:
     "wal tool: refuses a WAL a running service holds (exit 4); so does a second service; none after kill -9",
@@ -339,4 +371,45 @@ Deno.test({
     const restarted = await startService(serviceConfig, { dir: dir.path });
     assert.equal(await restarted.stop(), 0);
   },
+});
+
+Deno.test("wal tool: stats, verify and export create nothing; replay as root refuses another user's WAL", async () => {
+  await using dir = await tempDir("ka-waltool-");
+  const walDir = `${dir.path}/wal`;
+  await writeBacklog(walDir); // through the WAL API: no LOCK file, as in a copy of a WAL
+  const config = await writeConfig(dir.path, walDir);
+  const listing = async () => (await Array.fromAsync(Deno.readDir(walDir))).map((e) => e.name).sort();
+  const before = await listing();
+  for (const command of ["stats", "verify", "export"]) {
+    const r = await wal([command, "-config", config]);
+    assert.equal(r.code, 0, `${command}: ${r.err}`);
+  }
+  assert.deepEqual(await listing(), before);
+
+  await Deno.mkdir(`${dir.path}/other`);
+  const notDir = await writeConfig(`${dir.path}/other`, config);
+  const file = await wal(["stats", "-config", notDir]);
+  assert.equal(file.code, 1);
+  assert.equal(file.err.trim(), `wal: ${config} is not a directory`);
+
+  if (Deno.uid() !== 0) {
+    console.log("skipped the owner check: needs root");
+    return;
+  }
+  // The service's user (the image runs as 65532); root replaying there would leave root's ack files behind.
+  for (const name of ["", ...before]) await Deno.chown(`${walDir}/${name}`, 65532, 65532);
+  const replay = await wal(["replay", "-config", config]);
+  assert.equal(replay.code, 1, replay.out + replay.err);
+  assert.equal(
+    replay.err.trim(),
+    `wal: ${walDir} belongs to uid 65532; run wal replay as that user (e.g. sudo -u '#65532' ...): ` +
+      "files root writes there could not be read by the service",
+  );
+  assert.deepEqual(await listing(), before);
+  // Reading it as root still works, and leaves nothing of root's behind.
+  const stats = JSON.parse((await wal(["stats", "-config", config, "--json"])).out);
+  assert.equal(stats.records, 66);
+  for (const entry of await Array.fromAsync(Deno.readDir(walDir))) {
+    assert.equal((await Deno.stat(`${walDir}/${entry.name}`)).uid, 65532, entry.name);
+  }
 });

@@ -25,21 +25,32 @@ export interface WalLock extends Disposable {
 /**
  * Takes the lock of `dir` without waiting, creating the directory (0700, as the WAL would) when missing.
  * Throws WalInUseError when another process holds it, or an Error naming the directory when it cannot be used.
+ * `readOnly` (for inspecting a WAL) creates nothing: without a LOCK file no process has used the directory as a
+ * WAL, so there is nothing to take (and a read-only copy, or one another user owns, can be read).
  */
-export async function lockWalDirectory(dir: string): Promise<WalLock> {
+export async function lockWalDirectory(dir: string, opts: { readOnly?: boolean } = {}): Promise<WalLock> {
+  const info = await Deno.stat(dir).catch((err) => {
+    if (err instanceof Deno.errors.NotFound && !opts.readOnly) return null;
+    throw new Error(`wal: directory ${dir}: ${(err as Error).message}`);
+  });
+  if (info !== null && !info.isDirectory) throw new Error(`wal: ${dir} is not a directory`);
   let file: Deno.FsFile;
   try {
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    if (info === null) await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     const path = `${dir}/${LOCK_FILE}`;
     // Created if missing, then held open read-only: flock needs no write access, and a file open for writing
     // would keep the file system from being remounted read-only (the WAL handles that, and tests it).
-    file = await Deno.open(path, { read: true }).catch(async (err) => {
+    const opened = await Deno.open(path, { read: true }).catch(async (err) => {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
+      if (opts.readOnly) return null;
       (await Deno.open(path, { write: true, create: true, mode: 0o600 })).close();
       return await Deno.open(path, { read: true });
     });
+    if (opened === null) return { release: () => {}, [Symbol.dispose]: () => {} };
+    file = opened;
   } catch (err) {
-    throw new Error(`wal: directory ${dir}: cannot create ${LOCK_FILE}: ${(err as Error).message}`);
+    const verb = opts.readOnly ? "open" : "create";
+    throw new Error(`wal: directory ${dir}: cannot ${verb} ${LOCK_FILE}: ${(err as Error).message}`);
   }
   let locked: boolean;
   try {

@@ -146,7 +146,9 @@ export async function runWalTool(argv: string[]): Promise<number> {
   try {
     // A directory that is not there is reported, not created.
     await Deno.stat(dir);
-    using _lock = await lockWalDirectory(dir);
+    const replay = args.command === "replay";
+    if (replay) await refuseAnotherUsersWal(dir);
+    using _lock = await lockWalDirectory(dir, { readOnly: !replay });
     switch (args.command) {
       case "stats":
         return await statsCommand(dir, { json: args.json });
@@ -166,4 +168,18 @@ export async function runWalTool(argv: string[]): Promise<number> {
     console.error(message.startsWith("wal") ? message : `wal: ${dir}: ${message}`);
     return EXIT.failed;
   }
+}
+
+/**
+ * replay writes into the WAL (ack files, LOCK): as root in a directory another user owns (the service's), those
+ * files would be root's, and the service, running as that user, could not read them at its next start.
+ */
+async function refuseAnotherUsersWal(dir: string): Promise<void> {
+  if (Deno.uid() !== 0) return;
+  const owner = (await Deno.stat(dir)).uid;
+  if (owner === null || owner === 0) return;
+  throw new Error(
+    `wal: ${dir} belongs to uid ${owner}; run wal replay as that user (e.g. sudo -u '#${owner}' ...): ` +
+      "files root writes there could not be read by the service",
+  );
 }

@@ -46,6 +46,17 @@ export async function replayCommand(config: Config, opts: { idleTimeoutMs: numbe
     void producer.close(0);
   };
 
+  // SIGINT or SIGTERM ends the run as a stop would, so that what Kafka acknowledged is acked and synced; a
+  // second one exits at once.
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  let interruptedBy: Deno.Signal | null = null;
+  const interrupted = signals.map((signal) => () => {
+    if (interruptedBy !== null) Deno.exit(EXIT.remaining);
+    interruptedBy = signal;
+    stop(`interrupted by ${signal}`);
+  });
+  signals.forEach((signal, i) => Deno.addSignalListener(signal, interrupted[i]));
+
   const progress = new Progress(total, Deno.stdout.isTerminal());
   let delivered = 0;
   /** Refused by Kafka for good: left checked out until the end, so that this run does not send them again. */
@@ -88,6 +99,7 @@ export async function replayCommand(config: Config, opts: { idleTimeoutMs: numbe
   const remaining = wal.stats().records;
   // Syncs the acks: delivered records are gone for good, also for the next start of the service.
   await wal.close();
+  signals.forEach((signal, i) => Deno.removeSignalListener(signal, interrupted[i]));
   if (remaining === 0) {
     console.log(`wal replay: ${path}: ${delivered} records delivered; the WAL is empty`);
     return EXIT.ok;
