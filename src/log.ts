@@ -25,7 +25,8 @@ export function setLogLevel(level: Level): void {
  */
 export function log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
   if (ORDER[level] < threshold) return;
-  const line = JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields }, jsonSafe);
+  // `ts` in seconds since the epoch, as the Go service's logger (zap) wrote it: log pipelines parse it so.
+  const line = JSON.stringify({ ts: Date.now() / 1000, level, msg, ...fields }, jsonSafe);
   console.error(line);
 }
 

@@ -1,6 +1,6 @@
 /** logRepeated: the first line of a burst at once, then one line per window with the count held back. */
 import assert from "node:assert/strict";
-import { logRepeated } from "../src/log.ts";
+import { log, logRepeated } from "../src/log.ts";
 import { delay } from "./support/wait.ts";
 
 /** Runs `fn` with console.error captured; returns the JSON lines written. */
@@ -38,4 +38,13 @@ Deno.test("logRepeated: a quiet window ends the burst; the next line is written 
   });
   assert.equal(lines.length, 2);
   assert.ok(lines.every((l) => l.repeated === undefined));
+});
+
+Deno.test("log: one JSON object per line, ts in seconds since the epoch as the Go service's zap wrote it", async () => {
+  const before = Date.now() / 1000;
+  const [line] = await captured(() => Promise.resolve(log("warn", "kafka error", { code: -195 })));
+  assert.deepEqual(Object.keys(line), ["ts", "level", "msg", "code"]);
+  assert.equal(typeof line.ts, "number");
+  assert.ok((line.ts as number) >= before && (line.ts as number) <= Date.now() / 1000, String(line.ts));
+  assert.deepEqual([line.level, line.msg, line.code], ["warn", "kafka error", -195]);
 });
