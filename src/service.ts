@@ -332,8 +332,9 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       Math.max(remaining(), LISTENER_GRACE_MS),
       "listeners still had requests open",
     );
-    const walRecords = wal?.stats().records ?? 0;
     await wal?.close();
+    // After the close: records held in memory that could not be written are not in the WAL.
+    const walRecords = wal?.stats().records ?? 0;
     walLock?.release();
     breaker.close();
     await bounded(monitoringServer?.shutdown(), LISTENER_GRACE_MS, "monitoring still had requests open");

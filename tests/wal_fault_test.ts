@@ -219,6 +219,21 @@ Deno.test("wal fault: close makes a last try to write what is held", async () =>
   });
 });
 
+Deno.test("wal fault: what close cannot write is reported lost and no longer counted in the WAL", async () => {
+  await withDir(async (path) => {
+    const { wal, storage } = await openFaultyWal(path, { retryMinMs: 60_000, retryMaxMs: 60_000 });
+    wal.append(msg(1));
+    await wal.sync();
+    storage.fail();
+    wal.append(msg(2));
+    await wal.sync();
+    assert.equal(wal.stats().records, 2);
+    await wal.close();
+    assert.equal(wal.stats().records, 1);
+    assert.deepEqual((await reopened(path)).records.map(([id]) => id), [1]);
+  });
+});
+
 Deno.test("wal fault: retries back off up to the longest wait", async () => {
   const { wal, storage } = await openFaultyWal(null, { retryMinMs: 20, retryMaxMs: 80 });
   try {

@@ -427,6 +427,8 @@ export class SegmentedWal implements Wal {
           error: this.#writeError,
         },
       );
+      // From here on the WAL counts what the disk has: the held records end with the process.
+      this.#live -= lost;
     }
     this.#finished = true;
     await this.#running;
