@@ -359,7 +359,32 @@ async function step<T>(part: string, start: () => T | Promise<T>): Promise<T> {
 /** One process at a time may use a WAL directory: the lock says "in use by another process" otherwise. */
 async function lockConfiguredWal(config: Config): Promise<WalLock | null> {
   const { mode, inMemory, path } = config.producer.wal;
-  return mode === "disable" || inMemory ? null : await lockWalDirectory(path);
+  if (mode === "disable" || inMemory) {
+    await warnOfStrandedSegments(path, mode === "disable" ? "mode: disable" : "in_memory: true");
+    return null;
+  }
+  return await lockWalDirectory(path);
+}
+
+/**
+ * Without a WAL on disk, records a WAL directory still holds (from before the config changed) are not replayed:
+ * say so, rather than leave them unnoticed.
+ */
+async function warnOfStrandedSegments(path: string, why: string): Promise<void> {
+  let segments = 0;
+  try {
+    for await (const entry of Deno.readDir(path)) if (entry.isFile && entry.name.endsWith(".wal")) segments++;
+  } catch {
+    return; // no directory there (or not readable): nothing to say
+  }
+  if (segments === 0) return;
+  const files = segments === 1 ? "1 segment file" : `${segments} segment files`;
+  log(
+    "warn",
+    `wal: ${path} holds ${files}, not read (${why}): records pending there are not replayed; ` +
+      "`kafka-ambassador wal stats` counts them and `wal replay` drains them (with a config whose WAL is there)",
+    { path, segments },
+  );
 }
 
 async function openConfiguredWal(config: Config): Promise<Wal | null> {

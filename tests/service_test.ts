@@ -57,3 +57,33 @@ Deno.test("service: a listener that cannot bind names itself, and what had start
   await using service = await startService(config(dir.path));
   assert.ok(service.addresses.http);
 });
+
+Deno.test("service: started without a WAL on disk, it says that the WAL directory still holds segments", async () => {
+  await using dir = await tempDir("ka-service-");
+  const first = await startService(config(dir.path));
+  const posted = await fetch(`http://${first.addresses.http}/topics/t/messages`, {
+    method: "POST",
+    body: "kept",
+  });
+  await posted.body?.cancel();
+  assert.equal((await first.stop("test")).walRecords, 1);
+
+  for (const [setting, why] of [["mode: disable", "mode: disable"], ["in_memory: true", "in_memory: true"]]) {
+    const lines: string[] = [];
+    const original = console.error;
+    console.error = (line: string) => lines.push(line);
+    try {
+      const service = await startService(config(dir.path, `producer.wal.${setting}\n`));
+      await service.stop("test");
+    } finally {
+      console.error = original;
+    }
+    const warned = lines.map((l) => JSON.parse(l)).filter((l) => l.msg.includes("not read"));
+    assert.equal(warned.length, 1, lines.join("\n"));
+    assert.equal(
+      warned[0].msg,
+      `wal: ${dir.path}/wal holds 1 segment file, not read (${why}): records pending there are not replayed; ` +
+        "`kafka-ambassador wal stats` counts them and `wal replay` drains them (with a config whose WAL is there)",
+    );
+  }
+});
