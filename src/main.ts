@@ -2,7 +2,7 @@
 import https from "node:https";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { LibraryLoadError } from "./kafka/librdkafka.ts";
-import { checkKafkaConfig, librdkafkaVersion } from "./kafka/producer.ts";
+import { checkKafkaConfig, checkKafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { formatHostPort, listenAddress } from "./listen_address.ts";
 import { log, setLogLevel } from "./log.ts";
 import { loadSecurity } from "./server/security.ts";
@@ -107,6 +107,11 @@ async function main(): Promise<number> {
     return 2;
   }
   if (args.checkOnly) {
+    const problem = await checkKafkaProducer(config.kafka);
+    if (problem !== null) {
+      log("error", `config: kafka: ${problem}`);
+      return 2;
+    }
     console.log(`config ok: ${args.configPath}`);
     return 0;
   }

@@ -80,7 +80,7 @@ const INVALID: Array<[string, string, Record<string, string>, RegExp]> = [
   ["bad duration", NO_WAL + "producer.cb.timeout: soon\n", {}, /producer\.cb\.timeout/],
   ["wrong type", NO_WAL + "producer.cb.fails: many\n", {}, /producer\.cb\.fails/],
   ["rate_limit 0", NO_WAL + "producer.resend.rate_limit: 0\n", {}, /producer\.resend\.rate_limit/],
-  ["missing WAL path", "producer.wal.mode: fallback\n", {}, /producer\.wal\.path/],
+  ["empty WAL path", 'producer.wal.path: ""\n', {}, /producer\.wal\.path: empty/],
   ["unknown librdkafka property", NO_WAL + "kafka.no.such.property: 1\n", {}, /kafka\.no\.such\.property/],
   ["bad librdkafka value", NO_WAL + "kafka:\n  acks: maybe\n", {}, /kafka\.acks/],
   ["bad env override", NO_WAL, { "KA_PRODUCER.CB.FAILS": "x" }, /producer\.cb\.fails/],
@@ -88,6 +88,12 @@ const INVALID: Array<[string, string, Record<string, string>, RegExp]> = [
   ["brokers emptied by env", NO_WAL + "kafka.brokers: [a:1]\n", { KA_KAFKA__BROKERS: "" }, /kafka\.brokers/],
   ["unknown env key path", NO_WAL + "kafka.brokers: [a:1]\n", { KA_FOO__BAR: "1" }, /foo\.bar/],
   ["bad log level", NO_WAL + "kafka.brokers: [a:1]\n", { KA_LOG_LEVEL: "verbose" }, /KA_LOG_LEVEL/],
+  [
+    "a librdkafka file that is not there",
+    NO_WAL + "kafka: { brokers: [a:1], security.protocol: ssl, ssl.ca.location: /nonexistent/ca.pem }\n",
+    {},
+    /^\{.*"msg":"config: kafka: librdkafka: cannot create producer: ssl\.ca\.location failed: .*\}$/,
+  ],
 ];
 
 for (const [name, yaml, env, expected] of INVALID) {

@@ -1236,6 +1236,29 @@ export function checkKafkaConfig(config: Record<string, string>, libraryPath?: s
   }
 }
 
+/**
+ * Whether librdkafka can create a producer from `config`: the files it names (`ssl.*.location`, a keytab) are
+ * read only then, not when the properties are set. null when it can, else librdkafka's reason. The producer is
+ * destroyed at once; it sends nothing.
+ */
+export async function checkKafkaProducer(
+  config: Record<string, string>,
+  libraryPath?: string,
+): Promise<string | null> {
+  const lib = RdLibrary.open(libraryPath);
+  const conf = buildConfig(lib, config);
+  let rk: RdProducer;
+  try {
+    rk = lib.newProducer(conf, EVENT_LOG);
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  } finally {
+    conf.destroy();
+  }
+  await rk.destroy();
+  return null;
+}
+
 /** Reads a property back (rd_kafka_conf_get) after applying the defaults and `config`; null when unknown. */
 export function effectiveKafkaConfig(
   config: Record<string, string>,
