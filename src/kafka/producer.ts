@@ -1239,7 +1239,7 @@ export function checkKafkaConfig(config: Record<string, string>, libraryPath?: s
 /**
  * Whether librdkafka can create a producer from `config`: the files it names (`ssl.*.location`, a keytab) are
  * read only then, not when the properties are set. null when it can, else librdkafka's reason. The producer is
- * destroyed at once; it sends nothing.
+ * destroyed at once; nothing is produced.
  */
 export async function checkKafkaProducer(
   config: Record<string, string>,
