@@ -38,6 +38,13 @@ const NON_RETRYABLE: ReadonlyMap<number, string> = new Map([
   [17, "TOPIC_EXCEPTION"],
   [18, "RECORD_LIST_TOO_LARGE"],
   [29, "TOPIC_AUTHORIZATION_FAILED"],
+  // Outside the time range the topic accepts; it only grows older.
+  [32, "INVALID_TIMESTAMP"],
+  // Headers to a topic in an old message format.
+  [43, "UNSUPPORTED_FOR_MESSAGE_FORMAT"],
+  [44, "POLICY_VIOLATION"],
+  // The broker's check of the record itself, e.g. no key for a compacted topic.
+  [87, "INVALID_RECORD"],
 ]);
 
 /** Whether `err` is librdkafka's local "queue full". */
@@ -96,6 +103,11 @@ export class KafkaError extends Error {
     message: string,
     readonly retryable: boolean,
     readonly errText: string,
+    /**
+     * The message failed before it had a partition: its topic's partitions were never known (a topic that does
+     * not exist, or not yet), which says nothing about the brokers.
+     */
+    readonly unpartitioned = false,
   ) {
     super(message);
     this.name = "KafkaError";

@@ -825,8 +825,15 @@ export class KafkaProducer {
   }
 
   /** Fails a message that librdkafka refused with `code`; returns the error it failed with. */
-  #reject(to: Receiver, id: number, code: number, topic: string, from?: RdEvent | Message): KafkaError {
-    const err = this.#fail(this.#error(code, topic), topic);
+  #reject(
+    to: Receiver,
+    id: number,
+    code: number,
+    topic: string,
+    from?: RdEvent | Message,
+    unpartitioned = false,
+  ): KafkaError {
+    const err = this.#fail(this.#error(code, topic, unpartitioned), topic);
     to.failed(id, err, from);
     if (to.done) this.#release(to);
     return err;
@@ -897,7 +904,8 @@ export class KafkaProducer {
           to.delivered(id, report.partition, report.offset);
           if (to.done) this.#release(to);
         } else {
-          this.#reject(to, id, report.err, topic, ev);
+          // A report without a partition: the message never got one (its topic's partitions were never known).
+          this.#reject(to, id, report.err, topic, ev, report.partition < 0);
         }
       }
       if (++n % CLOCK_EVERY === 0 && performance.now() >= sliceEnd) {
@@ -1140,11 +1148,19 @@ export class KafkaProducer {
     }
   }
 
-  #error(code: number, topic?: string): KafkaError {
+  #error(code: number, topic?: string, unpartitioned = false): KafkaError {
     const name = this.#lib.errName(code);
     const text = this.#lib.errText(code);
     const where = topic === undefined ? "" : ` topic "${topic}":`;
-    return new KafkaError(code, name, `kafka:${where} ${text} (${name})`, isRetryable(code), text);
+    const when = unpartitioned ? ", before the topic's partitions were known" : "";
+    return new KafkaError(
+      code,
+      name,
+      `kafka:${where} ${text} (${name})${when}`,
+      isRetryable(code),
+      text,
+      unpartitioned,
+    );
   }
 
   #closedError(): KafkaError {

@@ -884,6 +884,12 @@ export class Facade implements ProducerFacade {
       countDropped(topic, err.errText, "Kafka will never take it");
       return false;
     }
+    if (err instanceof KafkaError && err.unpartitioned) {
+      // Timed out waiting for its topic (librdkafka waits topic.metadata.propagation.max.ms, 30 s, before it calls
+      // a topic unknown): kept, but one topic that does not exist must not open the breaker for every other.
+      this.#breaker.release();
+      return true;
+    }
     this.#breaker.failure(errorName(err));
     return true;
   }
@@ -1030,7 +1036,8 @@ function countDropped(topic: string, error: string, why: string): void {
  * mistake), else 502 with librdkafka's reason.
  */
 function deliveryRefusal(err: unknown, message: Pick<Message, "topic" | "partition">): ProduceError {
-  if (isUnknownPartition(err)) {
+  // Without a partition asked for, the topic lost its partitions while the message waited (deleted, say).
+  if (isUnknownPartition(err) && message.partition !== undefined) {
     return new ProduceError(
       "invalid",
       `partition ${message.partition} does not exist in topic ${JSON.stringify(message.topic)}`,
@@ -1045,7 +1052,9 @@ function deliveryRefusal(err: unknown, message: Pick<Message, "topic" | "partiti
  * refusal for anything else (an unknown topic, say) is left to the report, as the Go service left it.
  */
 function refusedAtOnce(err: KafkaError | undefined, message: Message): ProduceError | undefined {
-  return isUnknownPartition(err) ? deliveryRefusal(err, message) : undefined;
+  return isUnknownPartition(err) && message.partition !== undefined
+    ? deliveryRefusal(err, message)
+    : undefined;
 }
 
 /** The `refused` callback of a produceBatch call for `batch`, messages `indices` of a plan whose outcomes are `out`. */

@@ -14,6 +14,11 @@ import { Progress } from "./progress.ts";
 
 /** Records checked out and handed to librdkafka at a time. */
 const CHUNK = 2000;
+/**
+ * When the run stops, how long the records in flight get to be acknowledged before they are purged: purged at
+ * once, those Kafka had already written would be sent again by the next run.
+ */
+const STOP_GRACE_MS = 5000;
 
 export async function replayCommand(config: Config, opts: { idleTimeoutMs: number }): Promise<number> {
   const { path, maxBytes } = config.producer.wal;
@@ -39,11 +44,14 @@ export async function replayCommand(config: Config, opts: { idleTimeoutMs: numbe
     console.error(`wal replay: kafka: ${(err as Error).message}`);
     return EXIT.failed;
   }
-  /** Ends the run: in-flight records are purged (their promises reject) and go back to the WAL. */
+  /**
+   * Ends the run: no more records are handed over; those in flight get STOP_GRACE_MS to be acknowledged, the rest
+   * are purged (their promises reject) and go back to the WAL.
+   */
   const stop = (reason: string): void => {
     if (stopReason !== null) return;
     stopReason = reason;
-    void producer.close(0);
+    void producer.close(STOP_GRACE_MS);
   };
 
   // SIGINT or SIGTERM ends the run as a stop would, so that what Kafka acknowledged is acked and synced; a

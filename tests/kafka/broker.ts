@@ -27,6 +27,8 @@ export interface BrokerOptions {
    * that a benchmark of the WAL's fdatasync does not share a file system's journal with the broker's writes.
    */
   parentDir?: string;
+  /** More broker properties, over the defaults (e.g. `{ "auto.create.topics.enable": false }`). */
+  properties?: Record<string, string | number | boolean>;
 }
 
 /** How a client listener speaks: TLS with the broker's own certificate, optionally SASL inside it. */
@@ -187,8 +189,11 @@ export class Broker implements AsyncDisposable {
     this.#exited = null;
   }
 
-  /** Creates a topic (if it does not exist) and waits until every partition has a leader. */
-  async createTopic(name: string, partitions = 1): Promise<void> {
+  /**
+   * Creates a topic (if it does not exist) with topic `configs` (e.g. `{ "cleanup.policy": "compact" }`) and waits
+   * until every partition has a leader.
+   */
+  async createTopic(name: string, partitions = 1, configs: Record<string, string> = {}): Promise<void> {
     const r = await runCommand(javaBinary(), [
       ...TOOL_JAVA_OPTS,
       `-Dlog4j2.configurationFile=${this.dir}/tools-log4j2.properties`,
@@ -205,6 +210,7 @@ export class Broker implements AsyncDisposable {
       String(partitions),
       "--replication-factor",
       "1",
+      ...Object.entries(configs).flatMap(([k, v]) => ["--config", `${k}=${v}`]),
     ], { timeoutMs: TOOL_TIMEOUT_MS });
     if (r.code !== 0) {
       throw new Error(
@@ -312,6 +318,7 @@ async function startBrokerOnce(opts: BrokerOptions): Promise<Broker> {
         controllerPort,
         partitions: opts.partitions ?? 1,
         plainUsers: opts.users?.plain ?? {},
+        properties: opts.properties ?? {},
       }),
     );
     await Deno.writeTextFile(`${dir}/log4j2.properties`, log4jProperties("INFO", "SYSTEM_OUT"));
@@ -458,6 +465,7 @@ interface ServerConfig {
   controllerPort: number;
   partitions: number;
   plainUsers: Record<string, string>;
+  properties: Record<string, string | number | boolean>;
 }
 
 function serverProperties(c: ServerConfig): string {
@@ -507,6 +515,7 @@ function serverProperties(c: ServerConfig): string {
   for (const l of c.clients) {
     if (l.security) Object.assign(props, securityProperties(c.dir, l.name, l.security, c.plainUsers));
   }
+  Object.assign(props, c.properties);
   return Object.entries(props).map(([k, v]) => `${k}=${v}`).join("\n") + "\n";
 }
 

@@ -1,0 +1,95 @@
+/**
+ * Records the broker refuses, or cannot place, must not cost the other topics anything: a record Kafka refuses for
+ * good is dropped and counted, and a topic that does not exist does not open the breaker for every other topic.
+ */
+import assert from "node:assert/strict";
+import { startBroker } from "./kafka/broker.ts";
+import { breakerChanges, faultConfig, withServiceLog } from "./support/fault.ts";
+import { startService } from "./support/service.ts";
+import { tempDir } from "./support/temp_dir.ts";
+import { delay } from "./support/wait.ts";
+
+async function post(
+  base: string,
+  topic: string,
+  query: string,
+  body: string,
+): Promise<{ status: number; text: string }> {
+  const r = await fetch(`${base}/topics/${topic}/messages${query}`, { method: "POST", body });
+  return { status: r.status, text: await r.text() };
+}
+
+/** `n` ack=kafka requests to `topic`, one after another; their statuses. */
+async function statuses(base: string, topic: string, n: number, gapMs = 0): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push((await post(base, topic, "?ack=kafka", `h${i}`)).status);
+    if (gapMs > 0) await delay(gapMs);
+  }
+  return out;
+}
+
+Deno.test({
+  name:
+    "refused: a record the broker refuses for good (no key on a compacted topic) is dropped, the breaker stays closed",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using broker = await startBroker();
+    await broker.createTopic("compacted", 1, { "cleanup.policy": "compact" });
+    await broker.createTopic("healthy", 1);
+    await using dir = await tempDir("ka-refused-");
+    await using svc = await startService(faultConfig(broker.bootstrap, `${dir.path}/wal`), { dir: dir.path });
+    await withServiceLog(svc, async () => {
+      // Twice the breaker's cb.fails, unkeyed: INVALID_RECORD from the broker.
+      for (let i = 0; i < 10; i++) assert.equal((await post(svc.http, "compacted", "", `c${i}`)).status, 200);
+      for (const ack of ["kafka", "wal"]) {
+        const refused = await post(svc.http, "compacted", `?ack=${ack}`, "c");
+        assert.equal(refused.status, 502, refused.text);
+        assert.match(refused.text, /INVALID_RECORD/);
+      }
+      const keyed = await post(svc.http, "compacted", "?ack=kafka&key=k", "c");
+      assert.equal(keyed.status, 200, keyed.text);
+      assert.deepEqual(await statuses(svc.http, "healthy", 50), Array(50).fill(200));
+      await delay(3000); // a replay period and more: nothing was spooled to come back
+      assert.deepEqual(await breakerChanges(svc), []);
+      assert.equal(await svc.metric("wal_messages"), 0);
+      assert.equal(
+        await svc.metric("kafka_client_dropped_cnt", { topic: "compacted" }),
+        12,
+        "each unkeyed record dropped once",
+      );
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "refused: records for a topic that does not exist time out without opening the breaker for the others",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using broker = await startBroker({ properties: { "auto.create.topics.enable": false } });
+    await broker.createTopic("healthy", 1);
+    await using dir = await tempDir("ka-refused-");
+    // message.timeout.ms (4 s) is below librdkafka's wait for a topic to appear (30 s): the records time out first.
+    await using svc = await startService(faultConfig(broker.bootstrap, `${dir.path}/wal`), { dir: dir.path });
+    await withServiceLog(svc, async () => {
+      const typos = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => post(svc.http, "no-such-topic", "", `t${i}`)),
+      );
+      assert.deepEqual(typos.map((r) => r.status), Array(20).fill(200));
+      const waited = post(svc.http, "no-such-topic", "?ack=kafka", "t");
+      // Over the 4 s in which those time out, and after: the other topic is served as before.
+      const healthy = await statuses(svc.http, "healthy", 80, 100);
+      assert.deepEqual(healthy, Array(80).fill(200));
+      const timedOut = await waited;
+      assert.equal(timedOut.status, 502, timedOut.text);
+      assert.match(
+        timedOut.text,
+        /Message timed out \(_MSG_TIMED_OUT\), before the topic's partitions were known/,
+      );
+      assert.deepEqual(await breakerChanges(svc), []);
+    });
+  },
+});
