@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { startBroker } from "./kafka/broker.ts";
-import { breakerChanges, faultConfig, withServiceLog } from "./support/fault.ts";
+import { consumeAll } from "./kafka/consume.ts";
+import { breakerChanges, faultConfig, walDrained, withServiceLog } from "./support/fault.ts";
 import { startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { delay } from "./support/wait.ts";
@@ -89,6 +90,42 @@ Deno.test({
         timedOut.text,
         /Message timed out \(_MSG_TIMED_OUT\), before the topic's partitions were known/,
       );
+      assert.deepEqual(await breakerChanges(svc), []);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "refused: records that each fit a topic's max.message.bytes but not together are sent again alone, none lost",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using broker = await startBroker();
+    // librdkafka builds requests of up to batch.size (1,000,000 bytes); the broker refuses one over the topic's
+    // limit whole, as "message size too large" for every record in it.
+    await broker.createTopic("small", 1, { "max.message.bytes": "1000" });
+    await using dir = await tempDir("ka-refused-");
+    await using svc = await startService(faultConfig(broker.bootstrap, `${dir.path}/wal`), { dir: dir.path });
+    await withServiceLog(svc, async () => {
+      // Random text: compression (gzip by default) must not make a request fit.
+      const noise = (n: number) => btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(n))));
+      const value = (i: number, ack: string) => `${ack}${i}:${noise(375)}`;
+      const replies = await Promise.all(
+        ["none", "wal", "kafka"].flatMap((ack) =>
+          Array.from({ length: 40 }, (_, i) => post(svc.http, "small", `?ack=${ack}`, value(i, ack)))
+        ),
+      );
+      assert.deepEqual(replies.filter((r) => r.status !== 200), []);
+      // One record over the limit on its own is refused for good.
+      const big = await post(svc.http, "small", "?ack=kafka", noise(2250));
+      assert.equal(big.status, 502, big.text);
+      assert.match(big.text, /MSG_SIZE_TOO_LARGE/);
+      await walDrained(svc, 30_000);
+      const got = await consumeAll(broker.bootstrap, "small", { expected: 120, timeoutMs: 30_000 });
+      const values = new Set(got.map((m) => new TextDecoder().decode(m.valueBytes!)));
+      assert.equal(values.size, 120);
+      assert.equal(await svc.metric("kafka_client_dropped_cnt", { topic: "small" }), 1, "the big one only");
       assert.deepEqual(await breakerChanges(svc), []);
     });
   },

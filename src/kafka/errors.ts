@@ -20,6 +20,11 @@ export const ERR = {
   SSL: -181,
   /** Local: the message names a partition its topic does not have (librdkafka knows the topic's partitions). */
   UNKNOWN_PARTITION: -190,
+  /**
+   * Broker: the request for a partition was over the topic's `max.message.bytes`, or (refused by librdkafka as it
+   * is handed over) the message is over `message.max.bytes`.
+   */
+  MSG_SIZE_TOO_LARGE: 10,
 } as const;
 
 /**
@@ -34,7 +39,7 @@ const NON_RETRYABLE: ReadonlyMap<number, string> = new Map([
   [2, "INVALID_MSG"],
   [3, "UNKNOWN_TOPIC_OR_PART"],
   [4, "INVALID_MSG_SIZE"],
-  [10, "MSG_SIZE_TOO_LARGE"],
+  [ERR.MSG_SIZE_TOO_LARGE, "MSG_SIZE_TOO_LARGE"],
   [17, "TOPIC_EXCEPTION"],
   [18, "RECORD_LIST_TOO_LARGE"],
   [29, "TOPIC_AUTHORIZATION_FAILED"],

@@ -153,6 +153,8 @@ interface Receiver {
    * failed before librdkafka had it (refused, or its wait for room over); none when neither is at hand.
    */
   failed(id: number, err: KafkaError, from?: RdEvent | Message): void;
+  /** Message `id` as it was sent, from what is kept or from `report` (its delivery report, positioned on it). */
+  messageOf(id: number, report: RdEvent): Message;
 }
 
 /**
@@ -205,11 +207,13 @@ class Single implements Receiver {
     }
   }
 
-  failed(_id: number, err: KafkaError, from?: RdEvent | Message): void {
+  messageOf(_id: number, report: RdEvent): Message {
+    return this.#kept ?? rebuilt(report, this.topic, this.#partition);
+  }
+
+  failed(id: number, err: KafkaError, from?: RdEvent | Message): void {
     this.done = true;
-    const message = from instanceof RdEvent
-      ? this.#kept ?? rebuilt(from, this.topic, this.#partition)
-      : from ?? this.#kept;
+    const message = from instanceof RdEvent ? this.messageOf(id, from) : from ?? this.#kept;
     try {
       this.listener.failed(err, message);
     } catch (thrown) {
@@ -362,12 +366,17 @@ class Batch implements Receiver {
     this.#settle(i);
   }
 
+  messageOf(id: number, report: RdEvent): Message {
+    const i = id - this.firstId;
+    return this.#messages?.[i] ?? this.#kept?.get(i) ??
+      rebuilt(report, this.#outcomes.topic(i), this.#partitions?.[i] ?? PARTITION_UA);
+  }
+
   failed(id: number, err: KafkaError, from?: RdEvent | Message): void {
     const i = id - this.firstId;
-    const message = this.#messages?.[i] ?? this.#kept?.get(i) ??
-      (from instanceof RdEvent
-        ? rebuilt(from, this.#outcomes.topic(i), this.#partitions?.[i] ?? PARTITION_UA)
-        : from);
+    const message = from instanceof RdEvent
+      ? this.messageOf(id, from)
+      : this.#messages?.[i] ?? this.#kept?.get(i) ?? from;
     this.#outcomes.fail(i, err, message);
     // Before the seal, a failure is librdkafka refusing the message as produceBatch hands it over.
     if (!this.#sealed) this.#refused?.(i, err);
@@ -483,6 +492,14 @@ export class KafkaProducer {
   #destroyed = false;
   #closing: Promise<void> | null = null;
   readonly #loop: Promise<void>;
+  readonly #config: Record<string, string>;
+  /**
+   * A second producer that sends one record per request, for the records of a batch the broker refused as too
+   * large (see #resendAlone); made on first need, with its own event loop. null when it could not be made.
+   */
+  #lone: { rk: RdProducer; loop: Promise<void> } | null | undefined;
+  /** Ids sent again through #lone: refused there too, they are too large for good. */
+  readonly #alone = new Set<number>();
 
   private constructor(
     id: string,
@@ -496,6 +513,7 @@ export class KafkaProducer {
     this.#maxWaitingBytes = capacity.bytes;
     this.#lib = lib;
     this.#rk = rk;
+    this.#config = opts.config;
     this.#onError = opts.onError;
     this.#onStats = opts.onStats;
     // The version as one number, the Go service's value; the label says it in words.
@@ -734,12 +752,14 @@ export class KafkaProducer {
         messages: this.#occupancy(),
       });
       this.#rejectWaiting();
-      await this.#rk.purge();
+      await Promise.all([this.#rk.purge(), this.#lone?.rk.purge()]);
       if (!await this.flush(PURGE_GRACE_MS)) this.#rejectPending();
     }
     this.#running = false;
     this.#rk.wakeUp();
-    await this.#loop;
+    this.#lone?.rk.wakeUp();
+    await Promise.all([this.#loop, this.#lone?.loop]);
+    await this.#lone?.rk.destroy();
     await Promise.allSettled(this.#calls);
     this.#unwatch();
     this.#destroyed = true;
@@ -749,12 +769,73 @@ export class KafkaProducer {
     log("info", "kafka producer closed", { producer_id: this.id });
   }
 
-  #handOver(msg: Message, id: number): number {
+  #handOver(msg: Message, id: number, rk = this.#rk): number {
     const code = isPlain(msg)
-      ? this.#rk.produce(msg.topic, msg.partition ?? PARTITION_UA, msg.value, msg.key ?? null, id)
-      : this.#rk.produceva(msg, id);
+      ? rk.produce(msg.topic, msg.partition ?? PARTITION_UA, msg.value, msg.key ?? null, id)
+      : rk.produceva(msg, id);
     if (code === 0) this.#inFlight++;
     return code;
+  }
+
+  /**
+   * The broker refuses a whole request for a partition when it is over the topic's `max.message.bytes`, and
+   * librdkafka does not split it: records that each fit the topic fail together as too large. Such a record is
+   * sent again alone, through #lone, keeping its id; the broker's answer to it alone is its outcome. True when it
+   * was handed over again (its report will come from #lone).
+   */
+  #resendAlone(to: Receiver, id: number, report: RdEvent): boolean {
+    if (this.#closing !== null) return false;
+    const lone = this.#loneProducer();
+    if (lone === null) return false;
+    const msg = to.messageOf(id, report);
+    if (this.#handOver(msg, id, lone.rk) !== 0) return false;
+    this.#inFlight--; // counted again by #handOver
+    this.#alone.add(id);
+    logRepeated(
+      `kafka resend alone ${this.id} ${msg.topic}`,
+      "warn",
+      "kafka: a request over the topic's max.message.bytes; its records are sent again one by one",
+      {
+        producer_id: this.id,
+        topic: msg.topic,
+        hint: "set kafka.batch.size below the topic's max.message.bytes",
+      },
+    );
+    return true;
+  }
+
+  #loneProducer(): { rk: RdProducer; loop: Promise<void> } | null {
+    if (this.#lone !== undefined) return this.#lone;
+    const conf = buildConfig(this.#lib, { ...this.#config, "batch.num.messages": "1", "linger.ms": "0" });
+    try {
+      const rk = this.#lib.newProducer(conf, EVENT_DR | EVENT_ERROR | EVENT_LOG);
+      this.#lone = { rk, loop: this.#runLone(rk) };
+    } catch (err) {
+      log("error", "kafka: cannot start the producer that sends records one by one", {
+        producer_id: this.id,
+        error: (err as Error).message,
+      });
+      this.#lone = null;
+    } finally {
+      conf.destroy();
+    }
+    return this.#lone;
+  }
+
+  /** The event loop of #lone: its reports go where the main producer's go, by id. */
+  async #runLone(rk: RdProducer): Promise<void> {
+    const report: DeliveryReport = { id: 0, err: 0, partition: 0, offset: 0 };
+    while (this.#running) {
+      const ev = await rk.poll(POLL_TIMEOUT_MS);
+      if (ev === null) continue;
+      try {
+        while (!this.#handle(ev, report, Infinity)) { /* one event, handled whole */ }
+      } catch (e) {
+        log("error", "kafka event loop: event handling failed", { producer_id: this.id, error: e });
+      } finally {
+        ev.destroy();
+      }
+    }
   }
 
   /** A free slot for a new receiver, as the id of its first message. */
@@ -891,7 +972,12 @@ export class KafkaProducer {
     while (ev.nextDelivery(report)) {
       const id = report.id;
       const to = this.#receivers[Math.floor(id / SLOT_SPAN)];
-      if (to !== undefined && to.open(id)) {
+      // Sent again alone already (see #resendAlone): this report is its outcome.
+      const alone = this.#alone.size > 0 && this.#alone.delete(id);
+      if (
+        to !== undefined && to.open(id) &&
+        !(report.err === ERR.MSG_SIZE_TOO_LARGE && !alone && this.#resendAlone(to, id, ev))
+      ) {
         this.#inFlight--;
         const topic = to.topicOf(id);
         if (report.err === 0) {
