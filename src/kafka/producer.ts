@@ -784,7 +784,7 @@ export class KafkaProducer {
    * was handed over again (its report will come from #lone).
    */
   #resendAlone(to: Receiver, id: number, report: RdEvent): boolean {
-    if (this.#closing !== null) return false;
+    if (!this.#running) return false;
     const lone = this.#loneProducer();
     if (lone === null) return false;
     const msg = to.messageOf(id, report);
@@ -829,7 +829,7 @@ export class KafkaProducer {
       const ev = await rk.poll(POLL_TIMEOUT_MS);
       if (ev === null) continue;
       try {
-        while (!this.#handle(ev, report, Infinity)) { /* one event, handled whole */ }
+        this.#handle(ev, report, Infinity); // few reports: the whole event at once
       } catch (e) {
         log("error", "kafka event loop: event handling failed", { producer_id: this.id, error: e });
       } finally {
