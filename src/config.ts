@@ -195,11 +195,12 @@ function flattenInto(
       withoutEffect.add(goKey);
       continue;
     }
-    if (child === null) {
-      // An empty value leaves a key at its default, but a misspelt key is refused all the same.
-      if (!isKey(key) && !key.startsWith("kafka.") && !isPrefixOfKey(key)) throw unknownKey(key);
-      continue;
+    const empty = child === null || (isMap(child) && Object.keys(child).length === 0);
+    if (empty && !isKey(key) && !key.startsWith("kafka.") && !isPrefixOfKey(key)) {
+      // An empty value or section changes nothing, but a misspelt name is refused all the same.
+      throw unknownKey(key);
     }
+    if (child === null) continue;
     if (isMap(child) && !isKey(key)) {
       flattenInto(entries, withoutEffect, child, key);
       continue;

@@ -80,6 +80,18 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  // SIGHUP's default action ends the process, and starting (reading the config, recovering a large WAL) may take
+  // a while: a reload sent then is done once the service runs. (The process exits by Deno.exit in every case.)
+  let service: Service | undefined;
+  let reloadWhenStarted = false;
+  Deno.addSignalListener("SIGHUP", () => {
+    if (service !== undefined) {
+      service.reload();
+    } else if (!reloadWhenStarted) {
+      log("info", "SIGHUP while starting: the producer is replaced once started");
+      reloadWhenStarted = true;
+    }
+  });
   try {
     const librdkafka = librdkafkaVersion(); // loads the library first: without it nothing else can run
     if (args.version) {
@@ -116,18 +128,6 @@ async function main(): Promise<number> {
     return 0;
   }
   if (args.healthcheck) return await healthcheck(config);
-  // SIGHUP's default action ends the process, and starting (recovering a large WAL) may take a while: a reload
-  // sent then is done once the service runs.
-  let service: Service | undefined;
-  let reloadWhenStarted = false;
-  Deno.addSignalListener("SIGHUP", () => {
-    if (service !== undefined) {
-      service.reload();
-    } else if (!reloadWhenStarted) {
-      log("info", "SIGHUP while starting: the producer is replaced once started");
-      reloadWhenStarted = true;
-    }
-  });
   try {
     service = await startService(config);
   } catch (err) {

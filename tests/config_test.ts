@@ -539,9 +539,11 @@ Deno.test("config: a misspelt key is refused even with an empty value", () => {
     `${MINIMAL}server: {htttp: {listen: }}\n`,
     "config: server.htttp.listen: unknown key; did you mean server.http.listen?",
   );
+  assertConfigError(`${MINIMAL}serverz: {}\n`, "config: serverz: unknown key");
+  assertConfigError(`${MINIMAL}server: {htttp: {}}\n`, "config: server.htttp: unknown key");
   // Known keys, sections and kafka.* with empty values stay at their defaults.
   assert.deepEqual(
-    parse(`${MINIMAL}server: {http: {listen: }}\nkafka:\nkafka.linger.ms:\nproducer.cb:\n`),
+    parse(`${MINIMAL}server: {http: {listen: }, grpc: {}}\nkafka:\nkafka.linger.ms:\nproducer.cb:\n`),
     parse(MINIMAL),
   );
 });

@@ -10,7 +10,7 @@ import { exportedRecord } from "../src/wal_tool/export.ts";
 import { openWal } from "../src/wal/wal.ts";
 import { freePort, startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { startService } from "./support/service.ts";
+import { denoFlags, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
@@ -24,9 +24,12 @@ interface Run {
   err: string;
 }
 
+/** The permissions and V8 settings the service ships with (deploy/deno-flags.txt), as the tool runs in production. */
+const SHIPPED = denoFlags(await Deno.readTextFile(new URL("../deploy/deno-flags.txt", import.meta.url)));
+
 async function wal(args: string[]): Promise<Run> {
   const out = await new Deno.Command(DENO, {
-    args: ["run", "--allow-all", MAIN, "wal", ...args],
+    args: ["run", ...SHIPPED, MAIN, "wal", ...args],
     stdin: "null",
   }).output();
   return { code: out.code, out: decoder.decode(out.stdout), err: decoder.decode(out.stderr) };
@@ -313,7 +316,7 @@ Deno.test("wal tool: replay stopped by SIGINT or SIGTERM keeps what is left, say
     })();
     const config = await writeConfig(dir.path, walDir, `127.0.0.1:${silent.addr.port}`);
     const child = new Deno.Command(DENO, {
-      args: ["run", "--allow-all", MAIN, "wal", "replay", "-config", config, "--timeout", "60s"],
+      args: ["run", ...SHIPPED, MAIN, "wal", "replay", "-config", config, "--timeout", "60s"],
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
