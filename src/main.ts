@@ -124,6 +124,12 @@ async function main(): Promise<number> {
       log("error", `config: kafka: ${problem}`);
       return 2;
     }
+    const { mode, inMemory, path } = config.producer.wal;
+    const walPath = mode === "disable" || inMemory ? null : await Deno.stat(path).catch(() => null);
+    if (walPath && !walPath.isDirectory) {
+      log("error", `config: producer.wal.path: ${path} is not a directory`);
+      return 2;
+    }
     console.log(`config ok: ${args.configPath}`);
     return 0;
   }

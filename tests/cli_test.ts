@@ -89,6 +89,12 @@ const INVALID: Array<[string, string, Record<string, string>, RegExp]> = [
   ["unknown env key path", NO_WAL + "kafka.brokers: [a:1]\n", { KA_FOO__BAR: "1" }, /foo\.bar/],
   ["bad log level", NO_WAL + "kafka.brokers: [a:1]\n", { KA_LOG_LEVEL: "verbose" }, /KA_LOG_LEVEL/],
   [
+    "a WAL path that is a file",
+    "producer.wal.path: /etc/hostname\nkafka.brokers: [a:1]\n",
+    {},
+    /config: producer\.wal\.path: \/etc\/hostname is not a directory/,
+  ],
+  [
     "a librdkafka file that is not there",
     NO_WAL + "kafka: { brokers: [a:1], security.protocol: ssl, ssl.ca.location: /nonexistent/ca.pem }\n",
     {},
