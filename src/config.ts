@@ -24,6 +24,15 @@ import { log, redactInLogs } from "./log.ts";
 
 export type { WalMode } from "./config_keys.ts";
 
+/**
+ * Why the config keeps no WAL on disk (`mode: disable` or `in_memory: true`, as the file says it), undefined when it
+ * does: then `producer.wal.path` is used.
+ */
+export function noWalOnDisk(wal: Config["producer"]["wal"]): string | undefined {
+  if (wal.mode === "disable") return "mode: disable";
+  return wal.inMemory ? "in_memory: true" : undefined;
+}
+
 /** The validated configuration: the table's values, plus the librdkafka properties. */
 export type Config = Values<typeof SCHEMA> & {
   /** librdkafka properties, verbatim; kafka.brokers joined into bootstrap.servers unless that is explicit. */
@@ -78,7 +87,7 @@ export function parseConfig(yamlText: string, env?: Record<string, string>): Con
   validate(config);
   requireIdempotenceForOrder(config);
   const wal = config.producer.wal;
-  if (!entries.has(SCHEMA.producer.wal.path.name) && wal.mode !== "disable" && !wal.inMemory) {
+  if (!entries.has(SCHEMA.producer.wal.path.name) && noWalOnDisk(wal) === undefined) {
     log(
       "warn",
       `config: producer.wal.path not set: the WAL is in ${wal.path}, which may not survive a reboot`,
@@ -336,7 +345,7 @@ function toKafkaValue(value: unknown): string {
 
 function validate(config: Config): void {
   const wal = config.producer.wal;
-  if (wal.path === "" && wal.mode !== "disable" && !wal.inMemory) {
+  if (wal.path === "" && noWalOnDisk(wal) === undefined) {
     throw new ConfigError(
       `config: producer.wal.path: empty, but producer.wal.mode is ${wal.mode} (or set in_memory: true)`,
     );

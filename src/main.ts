@@ -1,6 +1,6 @@
 /** kafka-ambassador: the command line, the signals and the exit codes; src/service.ts does the rest. */
 import https from "node:https";
-import { type Config, ConfigError, loadConfig } from "./config.ts";
+import { type Config, ConfigError, loadConfig, noWalOnDisk } from "./config.ts";
 import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, checkKafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { formatHostPort, listenAddress } from "./listen_address.ts";
@@ -124,8 +124,8 @@ async function main(): Promise<number> {
       log("error", `config: kafka: ${problem}`);
       return 2;
     }
-    const { mode, inMemory, path } = config.producer.wal;
-    const walPath = mode === "disable" || inMemory ? null : await Deno.stat(path).catch(() => null);
+    const path = config.producer.wal.path;
+    const walPath = noWalOnDisk(config.producer.wal) ? null : await Deno.stat(path).catch(() => null);
     if (walPath && !walPath.isDirectory) {
       log("error", `config: producer.wal.path: ${path} is not a directory`);
       return 2;

@@ -6,7 +6,7 @@
  * console.log(service.addresses.http); // "127.0.0.1:18080"
  */
 import { X509Certificate } from "node:crypto";
-import type { Config } from "./config.ts";
+import { type Config, noWalOnDisk } from "./config.ts";
 import { isAllBrokersDown } from "./kafka/errors.ts";
 import { type KafkaError, KafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { scramVersionProblem } from "./kafka/scram_version.ts";
@@ -358,9 +358,10 @@ async function step<T>(part: string, start: () => T | Promise<T>): Promise<T> {
 
 /** One process at a time may use a WAL directory: the lock says "in use by another process" otherwise. */
 async function lockConfiguredWal(config: Config): Promise<WalLock | null> {
-  const { mode, inMemory, path } = config.producer.wal;
-  if (mode === "disable" || inMemory) {
-    await warnOfStrandedSegments(path, mode === "disable" ? "mode: disable" : "in_memory: true");
+  const { path } = config.producer.wal;
+  const why = noWalOnDisk(config.producer.wal);
+  if (why !== undefined) {
+    await warnOfStrandedSegments(path, why);
     return null;
   }
   return await lockWalDirectory(path);

@@ -3,7 +3,7 @@
  * directory is the config's `producer.wal.path`; each command holds the directory's lock while it runs, so it
  * refuses a WAL that a running service uses (and a service cannot start on it meanwhile).
  */
-import { type Config, ConfigError, loadConfig } from "../config.ts";
+import { type Config, ConfigError, loadConfig, noWalOnDisk } from "../config.ts";
 import { parseDuration } from "../duration.ts";
 import { checkKafkaConfig } from "../kafka/producer.ts";
 import { isLevel, setLogLevel } from "../log.ts";
@@ -123,12 +123,8 @@ export async function runWalTool(argv: string[]): Promise<number> {
       return EXIT.ok;
     }
     config = await loadConfig(args.configPath, Deno.env.toObject());
-    const { mode, inMemory } = config.producer.wal;
-    if (mode === "disable" || inMemory) {
-      throw new ConfigError(
-        `config: producer.wal: no WAL on disk (${mode === "disable" ? "mode: disable" : "in_memory: true"})`,
-      );
-    }
+    const noWal = noWalOnDisk(config.producer.wal);
+    if (noWal !== undefined) throw new ConfigError(`config: producer.wal: no WAL on disk (${noWal})`);
     if (args.command === "replay") {
       const problem = checkKafkaConfig(config.kafka);
       if (problem) throw new ConfigError(`config: ${problem}`);
@@ -145,9 +141,9 @@ export async function runWalTool(argv: string[]): Promise<number> {
   const dir = config.producer.wal.path;
   try {
     // A directory that is not there is reported, not created.
-    await Deno.stat(dir);
+    const { uid: owner } = await Deno.stat(dir);
     const replay = args.command === "replay";
-    if (replay) await refuseAnotherUsersWal(dir);
+    if (replay) await refuseAnotherUsersWal(dir, owner);
     using _lock = await lockWalDirectory(dir, { readOnly: !replay });
     switch (args.command) {
       case "stats":
@@ -174,13 +170,12 @@ export async function runWalTool(argv: string[]): Promise<number> {
  * replay writes into the WAL (ack files, LOCK): as root in a directory another user owns (the service's), those
  * files would be root's, and the service, running as that user, could not read them at its next start.
  */
-async function refuseAnotherUsersWal(dir: string): Promise<void> {
+async function refuseAnotherUsersWal(dir: string, owner: number | null): Promise<void> {
+  if (owner === null || owner === 0) return;
   // The process's own uid, as the owner of /proc/self: Deno.uid() would need --allow-sys, which the service
   // does not run with (elsewhere than Linux there is no /proc, and no check).
   const self = await Deno.stat("/proc/self").then((info) => info.uid, () => null);
   if (self !== 0) return;
-  const owner = (await Deno.stat(dir)).uid;
-  if (owner === null || owner === 0) return;
   throw new Error(
     `wal: ${dir} belongs to uid ${owner}; run wal replay as that user (e.g. sudo -u '#${owner}' ...): ` +
       "files root writes there could not be read by the service",
