@@ -3,10 +3,10 @@
  * good is dropped and counted, and a topic that does not exist does not open the breaker for every other topic.
  */
 import assert from "node:assert/strict";
-import { startBroker } from "./kafka/broker.ts";
+import { type Broker, startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
 import { breakerChanges, faultConfig, walDrained, withServiceLog } from "./support/fault.ts";
-import { startService } from "./support/service.ts";
+import { type Service, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { delay } from "./support/wait.ts";
 
@@ -18,6 +18,22 @@ async function post(
 ): Promise<{ status: number; text: string }> {
   const r = await fetch(`${base}/topics/${topic}/messages${query}`, { method: "POST", body });
   return { status: r.status, text: await r.text() };
+}
+
+/**
+ * A broker (with more `properties`) holding `topics` (name: topic configs, one partition each) and a service in the
+ * fault tests' config against it; `fn` runs with the service's log printed should it fail.
+ */
+async function withBroker(
+  topics: Record<string, Record<string, string>>,
+  fn: (svc: Service, broker: Broker) => Promise<void>,
+  properties?: Record<string, string | number | boolean>,
+): Promise<void> {
+  await using broker = await startBroker({ properties });
+  for (const [name, configs] of Object.entries(topics)) await broker.createTopic(name, 1, configs);
+  await using dir = await tempDir("ka-refused-");
+  await using svc = await startService(faultConfig(broker.bootstrap, `${dir.path}/wal`), { dir: dir.path });
+  await withServiceLog(svc, () => fn(svc, broker));
 }
 
 /** `n` ack=kafka requests to `topic`, one after another; their statuses. */
@@ -36,12 +52,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    await using broker = await startBroker();
-    await broker.createTopic("compacted", 1, { "cleanup.policy": "compact" });
-    await broker.createTopic("healthy", 1);
-    await using dir = await tempDir("ka-refused-");
-    await using svc = await startService(faultConfig(broker.bootstrap, `${dir.path}/wal`), { dir: dir.path });
-    await withServiceLog(svc, async () => {
+    await withBroker({ compacted: { "cleanup.policy": "compact" }, healthy: {} }, async (svc) => {
       // Twice the breaker's cb.fails, unkeyed: INVALID_RECORD from the broker.
       for (let i = 0; i < 10; i++) assert.equal((await post(svc.http, "compacted", "", `c${i}`)).status, 200);
       for (const ack of ["kafka", "wal"]) {
@@ -70,12 +81,8 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    await using broker = await startBroker({ properties: { "auto.create.topics.enable": false } });
-    await broker.createTopic("healthy", 1);
-    await using dir = await tempDir("ka-refused-");
     // message.timeout.ms (4 s) is below librdkafka's wait for a topic to appear (30 s): the records time out first.
-    await using svc = await startService(faultConfig(broker.bootstrap, `${dir.path}/wal`), { dir: dir.path });
-    await withServiceLog(svc, async () => {
+    await withBroker({ healthy: {} }, async (svc) => {
       const typos = await Promise.all(
         Array.from({ length: 20 }, (_, i) => post(svc.http, "no-such-topic", "", `t${i}`)),
       );
@@ -91,7 +98,7 @@ Deno.test({
         /Message timed out \(_MSG_TIMED_OUT\), before the topic's partitions were known/,
       );
       assert.deepEqual(await breakerChanges(svc), []);
-    });
+    }, { "auto.create.topics.enable": false });
   },
 });
 
@@ -101,13 +108,9 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    await using broker = await startBroker();
     // librdkafka builds requests of up to batch.size (1,000,000 bytes); the broker refuses one over the topic's
     // limit whole, as "message size too large" for every record in it.
-    await broker.createTopic("small", 1, { "max.message.bytes": "1000" });
-    await using dir = await tempDir("ka-refused-");
-    await using svc = await startService(faultConfig(broker.bootstrap, `${dir.path}/wal`), { dir: dir.path });
-    await withServiceLog(svc, async () => {
+    await withBroker({ small: { "max.message.bytes": "1000" } }, async (svc, broker) => {
       // Random text: compression (gzip by default) must not make a request fit.
       const noise = (n: number) => btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(n))));
       const value = (i: number, ack: string) => `${ack}${i}:${noise(375)}`;
