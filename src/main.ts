@@ -137,6 +137,10 @@ async function main(): Promise<number> {
   try {
     service = await startService(config);
   } catch (err) {
+    if (err instanceof ConfigError) {
+      log("error", err.message);
+      return 2;
+    }
     log("error", "kafka-ambassador cannot run", { error: (err as Error).message });
     return 1;
   }

@@ -6,7 +6,7 @@
  * console.log(service.addresses.http); // "127.0.0.1:18080"
  */
 import { X509Certificate } from "node:crypto";
-import { type Config, noWalOnDisk } from "./config.ts";
+import { type Config, ConfigError, noWalOnDisk } from "./config.ts";
 import { isAllBrokersDown } from "./kafka/errors.ts";
 import { type KafkaError, KafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { scramVersionProblem } from "./kafka/scram_version.ts";
@@ -151,11 +151,20 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     return producer;
   };
 
+  const firstProducer = (): KafkaProducer => {
+    try {
+      return newProducer();
+    } catch (err) {
+      // librdkafka refuses a producer for its config (a file it names that cannot be read): exit 2, as
+      // --check-config says, rather than "cannot start".
+      throw new ConfigError(`config: kafka: ${(err as Error).message}`);
+    }
+  };
   const facade = new Facade({
     config,
     wal,
     breaker,
-    producer: await step("kafka producer", newProducer),
+    producer: await step("kafka producer", firstProducer),
     order,
   });
   started.push(() => facade.producer.close(0));
@@ -351,6 +360,7 @@ async function step<T>(part: string, start: () => T | Promise<T>): Promise<T> {
   try {
     return await start();
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const message = err instanceof Error ? err.message : String(err);
     throw new Error(message.startsWith(part) ? message : `${part}: ${message}`);
   }

@@ -20,6 +20,7 @@ async function run(
     args: ["run", "--allow-all", MAIN, ...args],
     env,
     stdin: "null",
+    signal: AbortSignal.timeout(60_000), // a run that should have exited but serves fails instead of hanging
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, out: dec.decode(out.stdout), err: dec.decode(out.stderr) };
@@ -113,6 +114,20 @@ for (const [name, yaml, env, expected] of INVALID) {
     });
   });
 }
+
+Deno.test("cli: a config librdkafka cannot create a producer from exits 2 at start too", async () => {
+  await using dir = await tempDir("ka-badssl-");
+  const yaml = `producer.wal.path: ${dir.path}\n` +
+    "kafka: { brokers: [a:1], security.protocol: ssl, ssl.ca.location: /nonexistent/ca.pem }\n";
+  await withConfig(yaml, async (path) => {
+    const r = await run(["-config", path]);
+    assert.equal(r.code, 2, r.err);
+    assert.match(
+      r.err,
+      /"msg":"config: kafka: librdkafka: cannot create producer: ssl\.ca\.location failed: /,
+    );
+  });
+});
 
 Deno.test("cli: a missing config file exits 2", async () => {
   const r = await run(["-config", "/nonexistent/ka.yaml"]);
