@@ -319,6 +319,27 @@ Deno.test("wal file: an ack list left without its segment is removed at start-up
   });
 });
 
+Deno.test("wal file: names this WAL does not write (padded wider, past 2^53) are left alone with a warning", async () => {
+  await withDir(async (path) => {
+    const wal = await open(path);
+    const { durable } = wal.append(msg(1));
+    await durable;
+    await wal.close();
+    const strangers = ["000000001.wal", "99999999999999999999.wal", "000000001.acks"];
+    for (const name of strangers) await Deno.writeTextFile(`${path}/${name}`, "1\n", { mode: 0o600 });
+    const { result: again, lines } = await captureLog(() => open(path));
+    try {
+      assert.deepEqual((await checkoutAll(again)).map((r) => dec.decode(r.value)), ["m1"]);
+      for (const name of strangers) {
+        assert.ok(lines.some((l) => l.includes(`wal: ${name} is not a segment name this WAL writes`)), name);
+      }
+      for (const name of strangers) assert.ok((await names(path)).includes(name), `${name} left in place`);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
 Deno.test("wal file: a world-writable directory is refused; one open to group or others is used with a warning", async () => {
   await withDir(async (path) => {
     await Deno.mkdir(path);

@@ -17,6 +17,18 @@ const NEWLINE = 0x0a;
 const SEGMENT_FILE = /^(\d{8,})\.(wal|acks|corrupt)$/;
 const NEXT_ID_FILE = /^next-id\.(\d+)$/;
 
+/**
+ * The segment number and kind of a segment's file name; null for any other name, including a number past 2^53 or
+ * one not written as walFiles writes it (`000000042.wal`), which would be read as another segment's.
+ */
+export function segmentFileOf(name: string): { seq: number; kind: "wal" | "acks" | "corrupt" } | null {
+  const m = SEGMENT_FILE.exec(name);
+  if (m === null) return null;
+  const seq = Number(m[1]);
+  if (!Number.isSafeInteger(seq) || segmentName(seq) !== m[1]) return null;
+  return { seq, kind: m[2] as "wal" | "acks" | "corrupt" };
+}
+
 /** File names inside a WAL directory. */
 export const walFiles = {
   segment: (seq: number): string => `${segmentName(seq)}.wal`,
@@ -51,17 +63,23 @@ export async function recoverDirectory(
   for await (const entry of fs.readDir(dir)) {
     if (entry.name === walFiles.legacyNextIdTemp) await fs.remove(`${dir}/${entry.name}`);
     saved = Math.max(saved, nextIdOf(entry.name) ?? 1);
-    const m = SEGMENT_FILE.exec(entry.name);
-    if (!m) continue;
-    const seq = Number(m[1]);
+    const file = segmentFileOf(entry.name);
+    if (file === null) {
+      if (SEGMENT_FILE.test(entry.name)) {
+        log("warn", `wal: ${entry.name} is not a segment name this WAL writes; ignored`, {
+          file: entry.name,
+        });
+      }
+      continue;
+    }
     // A name in use is never given to a new segment, whatever it is.
-    maxSeq = Math.max(maxSeq, seq);
+    maxSeq = Math.max(maxSeq, file.seq);
     if (!entry.isFile) {
       log("warn", `wal: ${entry.name} is not a regular file; ignored`, { file: entry.name });
       continue;
     }
-    if (m[2] === "wal") segmentSeqs.push(seq);
-    if (m[2] === "acks") ackSeqs.add(seq);
+    if (file.kind === "wal") segmentSeqs.push(file.seq);
+    if (file.kind === "acks") ackSeqs.add(file.seq);
   }
   segmentSeqs.sort((a, b) => a - b);
 

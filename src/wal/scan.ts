@@ -4,13 +4,11 @@
  * files as recovery (`walFiles`) and the same line format (record_line.ts).
  */
 import { decodeRecordLine } from "./record_line.ts";
-import { walFiles } from "./recovery.ts";
+import { segmentFileOf, walFiles } from "./recovery.ts";
 import { segmentName } from "./segment_index.ts";
 import type { WalRecord } from "./types.ts";
 
 const NEWLINE = 0x0a;
-const SEGMENT = /^(\d{8,})\.wal$/;
-const SET_ASIDE = /^(\d{8,})\.corrupt$/;
 
 /** The files of a WAL directory that hold records. */
 export interface WalDirectory {
@@ -35,12 +33,11 @@ export async function listWalDirectory(dir: string): Promise<WalDirectory> {
   try {
     for await (const entry of Deno.readDir(dir)) {
       if (!entry.isFile) continue;
-      const m = SEGMENT.exec(entry.name);
-      if (m) {
-        const seq = Number(m[1]);
+      const file = segmentFileOf(entry.name);
+      if (file?.kind === "wal") {
         const bytes = (await Deno.stat(`${dir}/${entry.name}`)).size;
-        segments.push({ seq, name: segmentName(seq), bytes });
-      } else if (SET_ASIDE.test(entry.name)) {
+        segments.push({ seq: file.seq, name: segmentName(file.seq), bytes });
+      } else if (file?.kind === "corrupt") {
         setAside.push(entry.name);
       }
     }
