@@ -65,6 +65,21 @@ Deno.test("delivers with partition and offset, counts acks, keeps in-transit at 
   }
 });
 
+Deno.test("partition -0 is partition 0, alone and in a batch (Deno's FFI refuses -0 as an int32)", async () => {
+  const p = open(MOCK);
+  const topic = topicName();
+  try {
+    const one = await p.produce({ topic, value: enc.encode("one"), partition: -0 });
+    assert.equal(one.partition, 0);
+    const many = await p.produceBatch(
+      [1, 2, 3].map((i) => ({ topic, value: enc.encode(`m${i}`), partition: -0 })),
+    );
+    assert.deepEqual([...many.partitions], [0, 0, 0]);
+  } finally {
+    await p.close(1000);
+  }
+});
+
 Deno.test("key, headers, explicit partition and timestamp reach the broker (read back with kcat)", async () => {
   let bootstrap = "";
   const p = open({ ...MOCK, "statistics.interval.ms": "100" }, {

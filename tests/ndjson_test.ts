@@ -72,6 +72,14 @@ Deno.test("ndjson: headers and partition; null optional fields are absent", () =
   ]);
 });
 
+Deno.test("ndjson: partition -0 is partition 0", () => {
+  const [record] = parse('{"value":"v","partition":-0}') as Message[];
+  assert.ok(
+    Object.is(record.partition, 0),
+    `partition ${Object.is(record.partition, -0) ? "-0" : record.partition}`,
+  );
+});
+
 Deno.test("ndjson: each malformed line is its own problem, with its line number and status", () => {
   const lines: Array<[string, 400 | 413, string]> = [
     ["{not json", 400, "not JSON: "],

@@ -669,7 +669,7 @@ export class RdProducer {
     // A message's bytes are never in a SharedArrayBuffer, which is all that tells them from a BufferSource.
     const res = this.#sym.rd_kafka_produce(
       rkt,
-      partition,
+      partition | 0, // -0 is no i32 to Deno's FFI: it throws
       MSG_F_COPY,
       (value.byteLength === 0 ? EMPTY : value) as BufferSource,
       BigInt(value.byteLength),
@@ -731,7 +731,7 @@ export class RdProducer {
     for (let at = start; at < end;) {
       const count = batch.fill(messages, at, end, firstId + at - start);
       // `batch.entries` is held by this object: alive for the whole synchronous call.
-      const good = this.#sym.rd_kafka_produce_batch(rkt, partition, MSG_F_COPY, batch.entries, count);
+      const good = this.#sym.rd_kafka_produce_batch(rkt, partition | 0, MSG_F_COPY, batch.entries, count);
       const base = at - start;
       if (good === count) codes.fill(0, base, base + count);
       else for (let k = 0; k < count; k++) codes[base + k] = batch.err(k);

@@ -174,7 +174,7 @@ function toMessage(record: Record<string, unknown>, topic: string, maxValueBytes
         `partition: expected an integer from 0 to ${MAX_PARTITION}, got ${JSON.stringify(partition)}`,
       );
     }
-    message.partition = partition;
+    message.partition = partition === 0 ? 0 : partition; // JSON's -0 is partition 0 (and no int32 to FFI)
   }
   return message;
 }
