@@ -200,6 +200,8 @@ function httpsStatus(url: string, tls: TlsMaterial): Promise<number> {
   const { promise, resolve, reject } = Promise.withResolvers<number>();
   const options = {
     rejectUnauthorized: false,
+    // Unused unverified, but without a CA node:tls reads the system's, which needs --allow-sys (not shipped).
+    ca: tls.ca ?? tls.cert,
     timeout: HEALTHCHECK_TIMEOUT_MS,
     cert: tls.cert,
     key: tls.key,

@@ -10,12 +10,15 @@ import { type Config, parseConfig } from "../src/config.ts";
 import { parseDuration } from "../src/duration.ts";
 import { listenAddress } from "../src/listen_address.ts";
 import { runCommand } from "./kafka/command.ts";
+import { serviceFlags } from "./support/bundle.ts";
 import { freePort, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { makeCa, signedPair } from "./support/tls.ts";
 import { listening } from "./support/wait.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
+/** The permissions the service ships with: the probe runs in the same binary, with nothing more. */
+const SHIPPED = await serviceFlags();
 const K8S = `${REPO}deploy/kubernetes/`;
 const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
 /** Past producer.shutdown_timeout, stop() may take up to 5 s + 2 s + 2 s more (docs/architecture.md). */
@@ -227,7 +230,7 @@ Deno.test({
     const probe = () =>
       runCommand(DENO, [
         "run",
-        "--allow-all",
+        ...SHIPPED,
         `${REPO}src/main.ts`,
         "-config",
         svc.configPath,
@@ -249,7 +252,7 @@ Deno.test({
 function healthcheck(configPath: string) {
   return runCommand(DENO, [
     "run",
-    "--allow-all",
+    ...SHIPPED,
     `${REPO}src/main.ts`,
     "-config",
     configPath,
@@ -295,7 +298,7 @@ Deno.test({
         }),
       );
       const child = new Deno.Command(DENO, {
-        args: ["run", "--allow-all", `${REPO}src/main.ts`, "-config", configPath],
+        args: ["run", ...SHIPPED, `${REPO}src/main.ts`, "-config", configPath],
         stdout: "null",
         stderr: "null",
       }).spawn();
