@@ -3,13 +3,14 @@
  * command line, the shipped default config.
  */
 import assert from "node:assert/strict";
-import { freePort, startService } from "./support/service.ts";
+import { freePort, shippedFlags, startService } from "./support/service.ts";
 import { parse } from "yaml";
 import { tempDir } from "./support/temp_dir.ts";
 import { delay, waitFor } from "./support/wait.ts";
 import { openWal } from "../src/wal/wal.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
+const SHIPPED = shippedFlags(new URL("../", import.meta.url).pathname);
 const DEFAULT_CONFIG = new URL("../config/default.yaml", import.meta.url).pathname;
 
 async function run(
@@ -17,7 +18,7 @@ async function run(
   env: Record<string, string> = {},
 ): Promise<{ code: number; out: string; err: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", MAIN, ...args],
+    args: ["run", ...SHIPPED, MAIN, ...args],
     env,
     stdin: "null",
     signal: AbortSignal.timeout(60_000), // a run that should have exited but serves fails instead of hanging
@@ -258,7 +259,7 @@ Deno.test("cli: a SIGHUP while the service starts does not end it; the producer 
       `producer.wal.path: ${walPath}\nkafka.brokers: ["127.0.0.1:${freePort()}"]\n`,
   );
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", MAIN, "-config", config],
+    args: ["run", ...SHIPPED, MAIN, "-config", config],
     stdin: "null",
     stdout: "null",
     stderr: "piped",

@@ -11,11 +11,12 @@ import { startBroker } from "./kafka/broker.ts";
 import { issueCert, makeCa } from "./kafka/certs.ts";
 import { runCommand } from "./kafka/command.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { type Service, startService } from "./support/service.ts";
+import { type Service, shippedFlags, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { waitFor } from "./support/wait.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
+const SHIPPED = shippedFlags(new URL("../", import.meta.url).pathname);
 const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
 
 const SCRAM_PASSWORD = "scram-Pa55-alice-7f3c";
@@ -201,7 +202,7 @@ Deno.test({
           `  no.such.property: ${WRONG_PASSWORD}`,
         ].join("\n"),
       );
-      const r = await runCommand(DENO, ["run", "--allow-all", MAIN, "-config", config, "--check-config"], {
+      const r = await runCommand(DENO, ["run", ...SHIPPED, MAIN, "-config", config, "--check-config"], {
         timeoutMs: 30_000,
       });
       const out = new TextDecoder().decode(r.stdout) + r.stderr;

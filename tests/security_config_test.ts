@@ -1,14 +1,16 @@
 /** Security settings that cannot be used stop the service before it starts: exit 2 with one line naming the key. */
 import assert from "node:assert/strict";
 import { stringify } from "yaml";
+import { shippedFlags } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { makeCa, tokenDigest } from "./support/tls.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
+const SHIPPED = shippedFlags(new URL("../", import.meta.url).pathname);
 
 async function checkConfig(path: string): Promise<{ code: number; out: string; err: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", MAIN, "-config", path, "--check-config"],
+    args: ["run", ...SHIPPED, MAIN, "-config", path, "--check-config"],
     env: {},
     stdin: "null",
   }).output();

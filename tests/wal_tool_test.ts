@@ -358,7 +358,7 @@ Deno.test({
         assert.equal(r.out, "");
       }
       const second = await new Deno.Command(DENO, {
-        args: ["run", "--allow-all", MAIN, "-config", svc.configPath],
+        args: ["run", ...SHIPPED, MAIN, "-config", svc.configPath],
         stdin: "null",
       }).output();
       assert.equal(second.code, 1);

@@ -33,6 +33,19 @@ export function v8Flags(root: string): string[] {
 }
 
 /**
+ * The flags the service of the tree at `root` ships with, permissions and V8 settings (its deploy/deno-flags.txt),
+ * so that tests run it as it runs in production; `--allow-all` and no V8 flags in a tree without the file.
+ */
+export function shippedFlags(root: string): string[] {
+  try {
+    return denoFlags(Deno.readTextFileSync(`${root.replace(/\/?$/, "/")}deploy/deno-flags.txt`));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return ["--allow-all"];
+    throw err;
+  }
+}
+
+/**
  * A running service and the addresses of its listeners. Disposing it sends SIGTERM if it is still running and
  * waits for the exit without judging the code: a test that cares about the code calls `stop()` itself.
  */
@@ -81,7 +94,7 @@ export async function startService(
   const logPath = `${dir}/service-${Date.now()}.log`;
   const stdoutPath = `${logPath}.stdout`;
   const command = opts.command?.(configPath) ??
-    { cmd: DENO, args: ["run", "--allow-all", ...v8Flags(ROOT), MAIN, "-config", configPath] };
+    { cmd: DENO, args: ["run", ...shippedFlags(ROOT), MAIN, "-config", configPath] };
   const child = new Deno.Command(command.cmd, {
     args: command.args,
     cwd: command.cwd,
