@@ -382,6 +382,53 @@ Deno.test("grpc: no or bad token ends the call UNAUTHENTICATED; a forbidden reco
   });
 });
 
+Deno.test("grpc: an open stream is checked again when the tokens change: revoked, its next records get 401 and the call ends UNAUTHENTICATED", async () => {
+  const g = gate();
+  await withGrpc(g, undefined, async (server, facade, clients) => {
+    const client = grpcClient(server.port);
+    clients.push(client);
+    const open = (token: string) => {
+      // The deadline makes a call the server leaves open fail the test rather than hang it.
+      const call = client.Produce(metadata(token), { deadline: Date.now() + 10_000 });
+      const codes: number[] = [];
+      const replies: Array<() => void> = [];
+      call.on("data", (rs: { code: number }) => {
+        codes.push(rs.code);
+        replies.shift()?.();
+      });
+      call.on("error", () => {});
+      const status = new Promise<number>((resolve) =>
+        call.on("status", (st: grpc.StatusObject) => resolve(st.code))
+      );
+      const send = (topic: string) =>
+        new Promise<void>((answered) => {
+          replies.push(answered);
+          call.write({ topic, message: new TextEncoder().encode("x"), streamOffset: String(codes.length) });
+        });
+      return { call, codes, status, send };
+    };
+    const billing = open(BILLING_TOKEN);
+    const ops = open(OPS_TOKEN);
+    await billing.send("billing.a");
+    await ops.send("ops.a");
+    // billing's token is gone; ops may now write to ops.* only.
+    g.replace(parseTokens(`
+- principal: ops
+  sha256: "${await tokenDigest(OPS_TOKEN)}"
+  topics: ["ops.*"]
+`));
+    await billing.send("billing.a");
+    await ops.send("audit");
+    await ops.send("ops.a");
+    assert.equal(await billing.status, grpc.status.UNAUTHENTICATED);
+    assert.deepEqual(billing.codes, [0, 401]);
+    ops.call.end();
+    assert.equal(await ops.status, grpc.status.OK);
+    assert.deepEqual(ops.codes, [0, 403, 0]);
+    assert.deepEqual(facade.produced.map((p) => p.message.topic), ["billing.a", "ops.a", "ops.a"]);
+  });
+});
+
 Deno.test("grpc: the mTLS principal is the certificate's CN; an unknown CN without a token is UNAUTHENTICATED", async () => {
   await withGrpc(gate(true), mtls(), async (server, facade, clients) => {
     const caPem = Buffer.from(Deno.readFileSync(ca.cert));

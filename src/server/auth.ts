@@ -122,6 +122,7 @@ export class Gate {
   readonly certNames: boolean;
   readonly #allow: TopicPatterns | undefined;
   #principals: Principals | undefined;
+  #generation = 0;
   /** Counter children per "principal result", so a request does not rebuild its label set. */
   readonly #counted = new Map<string, { inc(): void }>();
 
@@ -139,6 +140,12 @@ export class Gate {
   /** Takes the principals of a new tokens file. */
   replace(principals: Principals): void {
     this.#principals = principals;
+    this.#generation++;
+  }
+
+  /** How many times the principals were replaced: a caller that authenticated before a change does it again. */
+  get generation(): number {
+    return this.#generation;
   }
 
   /**

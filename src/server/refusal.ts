@@ -4,8 +4,11 @@ import { ProduceError, type ProduceErrorKind } from "../producer/types.ts";
 
 /** A refusal as the listeners send it: a status and a one-line reason. */
 export interface Refusal {
-  /** A ProduceError kind, or "internal" for anything unexpected. */
-  kind: ProduceErrorKind | "internal";
+  /**
+   * A ProduceError kind; "unauthenticated" for a gRPC stream's record sent after its credentials were revoked;
+   * "internal" for anything unexpected.
+   */
+  kind: ProduceErrorKind | "unauthenticated" | "internal";
   /** The HTTP status; gRPC replies carry it in `ProdRs.code`. */
   status: number;
   reason: string;

@@ -6,7 +6,7 @@
 import type { AckLevel, Message } from "../../message.ts";
 import { recordsRefused } from "../../metrics.ts";
 import { ProduceError, type ProduceResult, type ProducerFacade } from "../../producer/types.ts";
-import type { Gate, Principal } from "../auth.ts";
+import { type Gate, type Principal, UNAUTHENTICATED_REASON } from "../auth.ts";
 import { parseAck } from "../params.ts";
 import { type Refusal, refusalOf, STATUS_BY_KIND } from "../refusal.ts";
 import { topicProblem } from "../topic.ts";
@@ -34,6 +34,9 @@ const SHUTTING_DOWN: Refusal = {
   reason: "shutting down",
   retryAfterSeconds: 1,
 };
+
+/** The refusal of records read after the stream's credentials were revoked (a new tokens file, SIGHUP). */
+const REVOKED: Refusal = { kind: "unauthenticated", status: 401, reason: UNAUTHENTICATED_REASON };
 
 /**
  * The records of one ack level in a turn that passed the checks and go to the facade, in request order, as
@@ -87,10 +90,18 @@ class Turn {
   }
 }
 
-/** The caller of a stream and the check of each record's topic; absent when no Gate is configured. */
+/**
+ * The caller of a stream and the check of each record's topic; absent when no Gate is configured. When the Gate's
+ * principals are replaced, the stream's credentials are checked again before its next record.
+ */
 export interface StreamAccess {
   gate: Gate;
-  principal: Principal;
+  /** undefined once the stream's credentials name no principal any more. */
+  principal: Principal | undefined;
+  /** The Gate's generation `principal` was found in. */
+  generation: number;
+  /** Authenticates the stream's credentials (its metadata, its client certificate) again. */
+  authenticate(): Principal | undefined;
 }
 
 /** Drives one Produce call until it ends; `onClose` runs once when it does. */
@@ -104,7 +115,8 @@ export class ProduceStream {
   #inFlight = 0;
   #paused = false;
   #halfClosed = false;
-  #closeWhenIdleRequested = false;
+  /** How the stream ends once every record read is answered, when it must end before the client half-closes. */
+  #endWhenIdle: { code: StatusCode; message: string } | undefined;
   #closed = false;
   /** The turn records are being added to; undefined between turns. */
   #turn: Turn | undefined;
@@ -136,7 +148,7 @@ export class ProduceStream {
 
   /** Ends the stream with UNAVAILABLE once every record read so far has been answered (server shutdown). */
   closeWhenIdle(): void {
-    this.#closeWhenIdleRequested = true;
+    this.#endWhenIdle ??= { code: Status.UNAVAILABLE, message: "shutting down" };
     this.#maybeFinish();
   }
 
@@ -169,11 +181,19 @@ export class ProduceStream {
     }
     const message = messageOf(rq);
     const access = this.#access;
-    if (access !== undefined && !access.gate.mayWrite(access.principal, message.topic)) {
-      access.gate.count(access.principal.name, "forbidden");
-      const reason = access.gate.forbidden(access.principal, message.topic);
-      turn.refuse(index, offset, { kind: "forbidden", status: STATUS_BY_KIND.forbidden, reason });
-      return;
+    if (access !== undefined) {
+      if (access.generation !== access.gate.generation) this.#authenticateAgain(access);
+      const principal = access.principal;
+      if (principal === undefined) {
+        turn.refuse(index, offset, REVOKED);
+        return;
+      }
+      if (!access.gate.mayWrite(principal, message.topic)) {
+        access.gate.count(principal.name, "forbidden");
+        const reason = access.gate.forbidden(principal, message.topic);
+        turn.refuse(index, offset, { kind: "forbidden", status: STATUS_BY_KIND.forbidden, reason });
+        return;
+      }
     }
     if (message.value.byteLength > this.#facade.maxMessageBytes) {
       const reason = `message too large: ${message.value.byteLength} bytes, at most ` +
@@ -279,6 +299,20 @@ export class ProduceStream {
     return undefined;
   }
 
+  /**
+   * The principals changed: the stream's credentials are checked again (a principal's topics may have changed
+   * too). Revoked, the stream reads no more; the records read get 401, and once all are answered the call ends
+   * with UNAUTHENTICATED.
+   */
+  #authenticateAgain(access: StreamAccess): void {
+    access.generation = access.gate.generation;
+    access.principal = access.authenticate();
+    if (access.principal !== undefined) return;
+    this.#endWhenIdle ??= { code: Status.UNAUTHENTICATED, message: UNAUTHENTICATED_REASON };
+    this.#paused = true;
+    this.#call.pauseReading();
+  }
+
   /** Sends replies that are ready together; they go out in this order, in one write with the rest of the turn. */
   #answer(replies: FramedProdRs): void {
     const count = replies.count;
@@ -291,7 +325,7 @@ export class ProduceStream {
   }
 
   #maybeResume(): void {
-    if (!this.#paused || this.#closed) return;
+    if (!this.#paused || this.#closed || this.#endWhenIdle?.code === Status.UNAUTHENTICATED) return;
     // Resuming at half the bounds, not just below them, keeps the stream from flapping on every reply.
     if (this.#inFlight > MAX_IN_FLIGHT / 2) return;
     // The call's onDrain comes back here once the client has taken its replies.
@@ -304,8 +338,8 @@ export class ProduceStream {
     if (this.#closed || this.#inFlight > 0) return;
     if (this.#halfClosed) {
       this.#call.end(Status.OK);
-    } else if (this.#closeWhenIdleRequested) {
-      this.#call.end(Status.UNAVAILABLE, "shutting down");
+    } else if (this.#endWhenIdle !== undefined) {
+      this.#call.end(this.#endWhenIdle.code, this.#endWhenIdle.message);
     }
   }
 

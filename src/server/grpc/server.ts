@@ -112,13 +112,22 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     }, (code) => metrics.handled(code));
   };
 
-  const produce = (call: GrpcCall, principal: Principal | undefined) => {
+  const produce = (
+    call: GrpcCall,
+    principal: Principal | undefined,
+    authenticate: () => Principal | undefined,
+  ) => {
     if (draining) {
       produceMetrics.begin().handled(Status.UNAVAILABLE);
       call.end(Status.UNAVAILABLE, "shutting down");
       return;
     }
-    const access = principal === undefined ? undefined : { gate: gate!, principal };
+    const access = principal === undefined ? undefined : {
+      gate: gate!,
+      principal,
+      generation: gate!.generation,
+      authenticate,
+    };
     streams.add(
       new ProduceStream(call, opts.facade, () => draining, produceMetrics, (s) => streams.delete(s), access),
     );
@@ -163,7 +172,9 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
         call.end(Status.UNAUTHENTICATED, UNAUTHENTICATED_REASON);
         return;
       }
-      return path === PRODUCE_PATH ? produce(call, principal) : listTopics(call, principal);
+      return path === PRODUCE_PATH
+        ? produce(call, principal, () => principalOf(stream, certName))
+        : listTopics(call, principal);
     }
     switch (path) {
       case HEALTH_CHECK_PATH:
