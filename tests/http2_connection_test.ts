@@ -409,6 +409,25 @@ Deno.test("http2: floods of RST_STREAM, PING, SETTINGS, empty DATA, CONTINUATION
   assert.equal(peer.goaway(), ErrorCode.ENHANCE_YOUR_CALM);
 });
 
+Deno.test("http2: a PING after each DATA we send is no flood (grpc-go clients measure bandwidth that way)", async () => {
+  const peer = new Peer({ clock: new FakeClock() });
+  await peer.open();
+  await peer.send(headers(1));
+  const [stream] = peer.streams;
+  stream.respond([[":status", "200"], ["content-type", "application/grpc"]]);
+  for (let i = 0; i < 3000; i++) {
+    stream.write(new Uint8Array(10));
+    await turn();
+    await peer.send(frame(FrameType.PING, 0, 0, new Uint8Array(8)));
+  }
+  const acks = peer.frames().filter((f) => f.type === FrameType.PING && f.flags === Flag.ACK);
+  assert.equal(peer.goaway(), undefined);
+  assert.equal(acks.length, 3000);
+  // PINGs with no DATA between them still count.
+  await peer.send(concat(Array.from({ length: 1100 }, () => frame(FrameType.PING, 0, 0, new Uint8Array(8)))));
+  assert.equal(peer.goaway(), ErrorCode.ENHANCE_YOUR_CALM);
+});
+
 Deno.test("http2: a peer that does not read our output is not read either, until the output drains", async () => {
   const peer = new Peer({ maxSessionMemory: 100_000 });
   await peer.open();

@@ -133,6 +133,11 @@ export class Http2Connection implements StreamOwner {
   readonly #clock: Clock;
   #cheapTokens = CHEAP_FRAME_BURST;
   #cheapAt: number;
+  /**
+   * Whether we sent HEADERS or DATA since the last PING. A PING after them is free, as in grpc-go's server: its
+   * clients measure the bandwidth with a PING after most DATA frames they receive.
+   */
+  #sentSincePing = false;
 
   constructor(transport: Transport, opts: ConnectionOptions) {
     this.#transport = transport;
@@ -599,7 +604,8 @@ export class Http2Connection implements StreamOwner {
     if (streamId !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
     if (payload.byteLength !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING not 8 bytes");
     if ((flags & Flag.ACK) !== 0) return;
-    this.#cheap("PING frames");
+    if (this.#sentSincePing) this.#sentSincePing = false;
+    else this.#cheap("PING frames");
     this.#queue(frame(FrameType.PING, Flag.ACK, 0, payload));
     this.#scheduleFlush();
   }
@@ -787,6 +793,7 @@ export class Http2Connection implements StreamOwner {
       stream.outDataBytes -= chunk.byteLength;
       stream.sendWindow -= chunk.byteLength;
       this.#sendWindow -= chunk.byteLength;
+      this.#sentSincePing = true;
     }
     stream.sent();
     if (stream.pendingTrailers !== undefined && stream.outDataBytes === 0) {
@@ -825,6 +832,7 @@ export class Http2Connection implements StreamOwner {
       this.#queue(frame(type, flags, streamId, part));
       type = FrameType.CONTINUATION;
     } while (at < block.byteLength);
+    this.#sentSincePing = true;
   }
 
   #goaway(code: number): void {

@@ -19,6 +19,7 @@ import type { Connection, Connections } from "../limits.ts";
 import { listenNode } from "../listener.ts";
 import { certNameOf, nodeTlsOptions, type TlsSource } from "../tls.ts";
 import { type ConnectionOptions, Http2Connection, type Transport } from "./connection.ts";
+import { ErrorCode } from "./frame.ts";
 import type { Http2Stream } from "./stream.ts";
 
 /** How an HTTP/2 listener is built. */
@@ -134,11 +135,16 @@ function serveConnection(
       tracked.closed();
       onClose();
     },
+    // A flood is worth an operator's attention (a misbehaving client, or an attack); other errors are the peer's.
     onProtocolError: (what, code) =>
-      logRepeated(`${opts.name}: http2 protocol error`, "debug", `${opts.name}: http2 protocol error`, {
-        reason: what,
-        code,
-      }),
+      code === ErrorCode.ENHANCE_YOUR_CALM
+        ? logRepeated(`${opts.name}: http2 flood`, "warn", `${opts.name}: connection ended for a flood`, {
+          reason: what,
+        })
+        : logRepeated(`${opts.name}: http2 protocol error`, "debug", `${opts.name}: http2 protocol error`, {
+          reason: what,
+          code,
+        }),
   });
   return h2;
 }
