@@ -73,10 +73,23 @@ function produceAll(
  * Writes `requests` to a Produce stream in a single write, so that the server reads them together, then
  * half-closes; returns the replies in the order they came and the grpc-status.
  */
-async function produceInOneWrite(
+function produceInOneWrite(
   port: number,
   requests: ReadonlyArray<Partial<ProdRq> & { streamOffset: bigint }>,
+  after: Uint8Array = new Uint8Array(),
 ): Promise<{ replies: ProdRs[]; status: string }> {
+  const messages = requests.map((rq) =>
+    encodeProdRq({ topic: "alpha", message: text(""), ack: "", headers: [], ...rq })
+  );
+  const framed = frameAll(messages, messages.reduce((n, m) => n + m.byteLength, 0));
+  const body = new Uint8Array(framed.byteLength + after.byteLength);
+  body.set(framed);
+  body.set(after, framed.byteLength);
+  return produceRaw(port, body);
+}
+
+/** Writes `body` (gRPC-framed ProdRq, or not) to a Produce stream in one write and half-closes; as above. */
+async function produceRaw(port: number, body: Uint8Array): Promise<{ replies: ProdRs[]; status: string }> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   session.on("error", () => {}); // the stream's end or error carries the outcome
   try {
@@ -94,16 +107,13 @@ async function produceInOneWrite(
       stream.on("end", resolve);
       stream.on("error", reject);
     });
-    const messages = requests.map((rq) =>
-      encodeProdRq({ topic: "alpha", message: text(""), ack: "", headers: [], ...rq })
-    );
-    stream.end(frameAll(messages, messages.reduce((n, m) => n + m.byteLength, 0)));
+    stream.end(body);
     await ended;
-    const body = Buffer.concat(chunks);
+    const got = Buffer.concat(chunks);
     const replies: ProdRs[] = [];
-    for (let pos = 0; pos < body.byteLength;) {
-      const length = body.readUInt32BE(pos + 1);
-      replies.push(decodeProdRs(body.subarray(pos + PREFIX_BYTES, pos + PREFIX_BYTES + length)));
+    for (let pos = 0; pos < got.byteLength;) {
+      const length = got.readUInt32BE(pos + 1);
+      replies.push(decodeProdRs(got.subarray(pos + PREFIX_BYTES, pos + PREFIX_BYTES + length)));
       pos += PREFIX_BYTES + length;
     }
     return { replies, status };
@@ -607,6 +617,37 @@ Deno.test("a record over the max request size ends the stream with RESOURCE_EXHA
     assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
     assert.equal(facade.produced.length, 0);
   });
+});
+
+Deno.test("records read before a message that ends the call (too large, undecodable, cut short) are all answered first", async () => {
+  const tooLarge = new Uint8Array(PREFIX_BYTES);
+  new DataView(tooLarge.buffer).setUint32(1, 65 * 1024);
+  const undecodable = frameAll([new Uint8Array([0xff, 0xff, 0xff])], 3);
+  const whole = encodeProdRq({ topic: "alpha", message: text("x"), ack: "", headers: [], streamOffset: 6n });
+  const cut = frameAll([whole], whole.byteLength).subarray(0, 8);
+  for (
+    const [what, after, status] of [
+      ["too large", tooLarge, grpc.status.RESOURCE_EXHAUSTED],
+      ["undecodable", undecodable, grpc.status.INTERNAL],
+      ["cut short", cut, grpc.status.INTERNAL],
+    ] as const
+  ) {
+    await withServer(async (server, facade) => {
+      const records = [1n, 2n, 3n, 4n, 5n].map((n) => ({
+        streamOffset: n,
+        message: text(`r${n}`),
+        ack: "kafka",
+      }));
+      const { replies, status: got } = await produceInOneWrite(server.port, records, after);
+      assert.equal(got, String(status), what);
+      assert.deepEqual(
+        replies.map((r) => [r.streamOffset, r.code]),
+        records.map((r) => [r.streamOffset, 0]),
+        what,
+      );
+      assert.equal(facade.produced.length, 5, what);
+    });
+  }
 });
 
 Deno.test("gRPC server metrics count calls and messages with go-grpc-prometheus labels", async () => {

@@ -17,6 +17,12 @@ export interface CallHandlers {
   onMessage(message: Uint8Array): void;
   /** The client has sent its last message. */
   onHalfClose(): void;
+  /**
+   * The request cannot be read on (a message too large, cut short, or not decompressible): nothing more is
+   * delivered, and the handler ends the call with `code` once it has answered what it read. Without it the call
+   * ends at once.
+   */
+  onBadRequest?(code: StatusCode, message: string): void;
   /** The call is over, with this status, whichever side ended it; called once. */
   onEnd(code: StatusCode): void;
 }
@@ -47,6 +53,8 @@ export class GrpcCall {
   #remoteEnded = false;
   #halfCloseReported = false;
   #readingPaused = false;
+  /** A request message could not be read: nothing more is. */
+  #broken = false;
   #delivering = false;
   /** Replies of this turn, already framed. */
   #pending: Uint8Array[] = [];
@@ -90,7 +98,7 @@ export class GrpcCall {
     const stream = this.#stream;
     stream.attach({
       onData: (chunk) => {
-        if (this.#ended) return;
+        if (this.#ended || this.#broken) return;
         this.#reader.push(chunk);
         this.#deliver();
       },
@@ -114,7 +122,7 @@ export class GrpcCall {
 
   /** Delivers what was read while paused, then reads again. */
   resumeReading(): void {
-    if (!this.#readingPaused || this.#ended) return;
+    if (!this.#readingPaused || this.#ended || this.#broken) return;
     this.#readingPaused = false;
     this.#deliver();
     if (!this.#readingPaused && !this.#ended) this.#stream.resume();
@@ -177,7 +185,7 @@ export class GrpcCall {
     if (this.#delivering) return;
     this.#delivering = true;
     try {
-      while (!this.#readingPaused && !this.#ended) {
+      while (!this.#readingPaused && !this.#ended && !this.#broken) {
         const next = this.#reader.next();
         if (next === undefined) break;
         if (next instanceof Uint8Array) {
@@ -187,7 +195,9 @@ export class GrpcCall {
           return;
         }
       }
-      if (this.#remoteEnded && !this.#readingPaused && !this.#ended && !this.#halfCloseReported) {
+      if (
+        this.#remoteEnded && !this.#readingPaused && !this.#ended && !this.#broken && !this.#halfCloseReported
+      ) {
         const cut = this.#reader.finish();
         if (cut !== undefined) {
           this.#protocolError(cut);
@@ -207,7 +217,11 @@ export class GrpcCall {
 
   #protocolError(err: FramingError): void {
     logRepeated("grpc: bad request framing", "debug", "grpc: bad request framing", { reason: err.message });
-    this.end(err.code, err.message);
+    const onBadRequest = this.#handlers?.onBadRequest;
+    if (onBadRequest === undefined) return this.end(err.code, err.message);
+    this.#broken = true;
+    this.pauseReading();
+    onBadRequest(err.code, err.message);
   }
 
   #flush(): void {

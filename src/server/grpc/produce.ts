@@ -115,8 +115,12 @@ export class ProduceStream {
   #inFlight = 0;
   #paused = false;
   #halfClosed = false;
-  /** How the stream ends once every record read is answered, when it must end before the client half-closes. */
-  #endWhenIdle: { code: StatusCode; message: string } | undefined;
+  #closeWhenIdleRequested = false;
+  /**
+   * Why the call fails once every record read is answered (a request it cannot read on, revoked credentials);
+   * nothing more is read.
+   */
+  #failed: { code: StatusCode; message: string } | undefined;
   #closed = false;
   /** The turn records are being added to; undefined between turns. */
   #turn: Turn | undefined;
@@ -138,6 +142,7 @@ export class ProduceStream {
     call.onDrain = () => this.#maybeResume();
     call.start({
       onMessage: (bytes) => this.#onRecord(bytes),
+      onBadRequest: (code, message) => this.#fail(code, message),
       onHalfClose: () => {
         this.#halfClosed = true;
         this.#maybeFinish();
@@ -148,7 +153,7 @@ export class ProduceStream {
 
   /** Ends the stream with UNAVAILABLE once every record read so far has been answered (server shutdown). */
   closeWhenIdle(): void {
-    this.#endWhenIdle ??= { code: Status.UNAVAILABLE, message: "shutting down" };
+    this.#closeWhenIdleRequested = true;
     this.#maybeFinish();
   }
 
@@ -160,7 +165,7 @@ export class ProduceStream {
       rq = decodeProdRq(bytes);
     } catch (err) {
       const reason = err instanceof CodecError ? err.message : String(err);
-      this.#call.end(Status.INTERNAL, `cannot decode ProdRq: ${reason}`);
+      this.#fail(Status.INTERNAL, `cannot decode ProdRq: ${reason}`);
       return;
     }
     // A record counts against the bound from here until its reply is sent, the wait for its turn's dispatch too.
@@ -308,9 +313,19 @@ export class ProduceStream {
     access.generation = access.gate.generation;
     access.principal = access.authenticate();
     if (access.principal !== undefined) return;
-    this.#endWhenIdle ??= { code: Status.UNAUTHENTICATED, message: UNAUTHENTICATED_REASON };
+    this.#fail(Status.UNAUTHENTICATED, UNAUTHENTICATED_REASON);
+  }
+
+  /**
+   * The call fails with `code`: nothing more is read (records already read still get their replies), and it ends
+   * once they are all answered, so that no record the facade took goes unanswered.
+   */
+  #fail(code: StatusCode, message: string): void {
+    this.#failed ??= { code, message };
     this.#paused = true;
     this.#call.pauseReading();
+    // From the call's delivery loop: the turn's records are dispatched in a microtask, after which this finishes.
+    queueMicrotask(() => this.#maybeFinish());
   }
 
   /** Sends replies that are ready together; they go out in this order, in one write with the rest of the turn. */
@@ -325,7 +340,7 @@ export class ProduceStream {
   }
 
   #maybeResume(): void {
-    if (!this.#paused || this.#closed || this.#endWhenIdle?.code === Status.UNAUTHENTICATED) return;
+    if (!this.#paused || this.#closed || this.#failed !== undefined) return;
     // Resuming at half the bounds, not just below them, keeps the stream from flapping on every reply.
     if (this.#inFlight > MAX_IN_FLIGHT / 2) return;
     // The call's onDrain comes back here once the client has taken its replies.
@@ -336,10 +351,12 @@ export class ProduceStream {
 
   #maybeFinish(): void {
     if (this.#closed || this.#inFlight > 0) return;
-    if (this.#halfClosed) {
+    if (this.#failed !== undefined) {
+      this.#call.end(this.#failed.code, this.#failed.message);
+    } else if (this.#halfClosed) {
       this.#call.end(Status.OK);
-    } else if (this.#endWhenIdle !== undefined) {
-      this.#call.end(this.#endWhenIdle.code, this.#endWhenIdle.message);
+    } else if (this.#closeWhenIdleRequested) {
+      this.#call.end(Status.UNAVAILABLE, "shutting down");
     }
   }
 
