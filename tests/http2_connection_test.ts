@@ -428,6 +428,55 @@ Deno.test("http2: a PING after each DATA we send is no flood (grpc-go clients me
   assert.equal(peer.goaway(), ErrorCode.ENHANCE_YOUR_CALM);
 });
 
+Deno.test("http2: header blocks of references to one large table entry are refused, and cost their size: a flood", async () => {
+  const peer = new Peer({ clock: new FakeClock(), maxHeaderListSize: 16 * 1024 });
+  await peer.open();
+  // A 4,000-byte field into the dynamic table (literal with incremental indexing, new name; 4000 = 127 + 3873).
+  const value = new Uint8Array(4000).fill(0x76);
+  const entry = concat([
+    new Uint8Array([0x40, 5]),
+    new TextEncoder().encode("x-big"),
+    new Uint8Array([0x7f, 3873 & 0x7f | 0x80, 3873 >> 7]),
+    value,
+  ]);
+  await peer.send(frame(FrameType.HEADERS, Flag.END_HEADERS, 1, concat([grpcHeaders("/x/Y"), entry])));
+  assert.equal(peer.streams.length, 1);
+  // Then blocks of 30,000 one-byte references to it (index 62, the newest): 120 MB of header list each.
+  const refs = new Uint8Array(30_000).fill(0x80 | 62);
+  const bomb = (id: number) =>
+    concat([
+      frame(FrameType.HEADERS, 0, id, refs.subarray(0, 16384)),
+      frame(FrameType.CONTINUATION, Flag.END_HEADERS, id, refs.subarray(16384)),
+    ]);
+  let refused = 0;
+  for (let id = 3; id < 3 + 2 * 100 && peer.goaway() === undefined; id += 2) {
+    await peer.send(bomb(id));
+    refused++;
+  }
+  assert.equal(peer.streams.length, 1, "no bomb became a stream");
+  assert.ok(refused < 50, `GOAWAY after ${refused} blocks`);
+  assert.equal(peer.conn.streamCount, 0);
+});
+
+Deno.test("http2: SETTINGS with many INITIAL_WINDOW_SIZE entries apply the last one once", async () => {
+  const peer = new Peer();
+  await peer.open();
+  await peer.send(headers(1, Flag.END_STREAM));
+  const [stream] = peer.streams;
+  const entries = Array.from(
+    { length: 2730 },
+    (_, i): [number, number] => [Setting.INITIAL_WINDOW_SIZE, 65535 + i],
+  );
+  await peer.send(settingsFrame(entries));
+  assert.equal(stream.sendWindow, 65535 + 2729);
+  stream.respond([[":status", "200"]]);
+  stream.write(new Uint8Array(70_000));
+  await turn();
+  const data = peer.frames().filter((f) => f.type === FrameType.DATA).map((f) => f.payload.byteLength);
+  assert.equal(data.reduce((a, b) => a + b, 0), 65535, "the connection's own window still bounds it");
+  assert.equal(peer.goaway(), undefined);
+});
+
 Deno.test("http2: a peer that does not read our output is not read either, until the output drains", async () => {
   const peer = new Peer({ maxSessionMemory: 100_000 });
   await peer.open();

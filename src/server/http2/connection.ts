@@ -440,11 +440,14 @@ export class Http2Connection implements StreamOwner {
     const whole = joinBytes(parts, bytes);
     let decoded;
     try {
-      decoded = this.#decoder.decode(whole);
+      decoded = this.#decoder.decode(whole, this.#opts.maxHeaderListSize);
     } catch (err) {
       if (err instanceof HpackError) throw new ConnectionError(ErrorCode.COMPRESSION_ERROR, err.message);
       throw err;
     }
+    const tooLarge = decoded.listSize > this.#opts.maxHeaderListSize;
+    // Refused, yet read to the end: a token per KiB of the block, so that such blocks cannot keep us busy.
+    if (tooLarge) this.#cheap("header lists over the limit", 1 + (bytes >> 10));
     const open = this.#streams.get(streamId);
     if (open !== undefined) {
       // Trailers: they must end the stream and carry no pseudo-header.
@@ -478,9 +481,7 @@ export class Http2Connection implements StreamOwner {
       this.#scheduleFlush();
       return;
     }
-    const malformed = decoded.listSize > this.#opts.maxHeaderListSize
-      ? "header list too large"
-      : checkRequestHeaders(decoded.fields);
+    const malformed = tooLarge ? "header list too large" : checkRequestHeaders(decoded.fields);
     if (malformed !== undefined) {
       this.#opts.onProtocolError?.(`stream ${streamId}: ${malformed}`, ErrorCode.PROTOCOL_ERROR);
       this.#rememberClosed(streamId, true);
@@ -564,6 +565,8 @@ export class Http2Connection implements StreamOwner {
       throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS not a multiple of 6");
     }
     this.#cheap("SETTINGS frames");
+    // Applied once, the last given: a frame of thousands of entries must not walk every stream for each.
+    let initialWindow: number | undefined;
     for (let at = 0; at < payload.byteLength; at += 6) {
       const id = (payload[at] << 8) | payload[at + 1];
       const value =
@@ -576,15 +579,7 @@ export class Http2Connection implements StreamOwner {
           if (value > MAX_WINDOW) {
             throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large");
           }
-          const delta = value - this.#peerInitialWindow;
-          this.#peerInitialWindow = value;
-          for (const stream of this.#streams.values()) {
-            stream.sendWindow += delta;
-            if (stream.sendWindow > MAX_WINDOW) {
-              throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "a stream window over 2^31-1");
-            }
-            if (delta > 0 && stream.outDataBytes > 0) this.#writable.add(stream);
-          }
+          initialWindow = value;
           break;
         }
         case Setting.MAX_FRAME_SIZE:
@@ -594,6 +589,19 @@ export class Http2Connection implements StreamOwner {
           this.#peerMaxFrameSize = value;
           break;
           // HEADER_TABLE_SIZE: our encoder uses no dynamic table. The others limit what we would send anyway.
+      }
+    }
+    if (initialWindow !== undefined) {
+      const delta = initialWindow - this.#peerInitialWindow;
+      this.#peerInitialWindow = initialWindow;
+      if (delta !== 0) {
+        for (const stream of this.#streams.values()) {
+          stream.sendWindow += delta;
+          if (stream.sendWindow > MAX_WINDOW) {
+            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "a stream window over 2^31-1");
+          }
+          if (delta > 0 && stream.outDataBytes > 0) this.#writable.add(stream);
+        }
       }
     }
     this.#queue(frame(FrameType.SETTINGS, Flag.ACK, 0));
@@ -646,14 +654,15 @@ export class Http2Connection implements StreamOwner {
   }
 
   /** A token per cheap frame (nothing for the application, a reply or state for us); a flood ends the connection. */
-  #cheap(what: string): void {
+  #cheap(what: string, cost = 1): void {
     const now = this.#clock.now();
     this.#cheapTokens = Math.min(
       CHEAP_FRAME_BURST,
       this.#cheapTokens + (now - this.#cheapAt) * CHEAP_FRAMES_PER_SECOND / 1000,
     );
     this.#cheapAt = now;
-    if (--this.#cheapTokens < 0) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `flood of ${what}`);
+    this.#cheapTokens -= cost;
+    if (this.#cheapTokens < 0) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `flood of ${what}`);
   }
 
   #remoteEnd(stream: Http2Stream): void {

@@ -123,8 +123,12 @@ export class HpackDecoder {
     return this.#tableBytes;
   }
 
-  /** Decodes one complete header block (HEADERS plus its CONTINUATIONs); throws HpackError. */
-  decode(block: Uint8Array): HeaderBlock {
+  /**
+   * Decodes one complete header block (HEADERS plus its CONTINUATIONs); throws HpackError. Past `maxListSize`
+   * the fields are counted, not kept: the block is still read to the end for the dynamic table, but a block of
+   * references to one large entry cannot make a list of millions of fields.
+   */
+  decode(block: Uint8Array, maxListSize = Infinity): HeaderBlock {
     const fields: HeaderField[] = [];
     let listSize = 0;
     let pos = 0;
@@ -156,8 +160,8 @@ export class HpackDecoder {
       return latin1(decoded);
     };
     const emit = (field: HeaderField) => {
-      fields.push(field);
       listSize += field[0].length + field[1].length + ENTRY_OVERHEAD;
+      if (listSize <= maxListSize) fields.push(field);
     };
     while (pos < block.byteLength) {
       const b = block[pos];
