@@ -258,6 +258,7 @@ Deno.test("malformed input is refused with CodecError, never another exception",
     new Uint8Array([0x08, 0x01]), // topic as a varint
     new Uint8Array([0x1a, 0x00]), // streamOffset as bytes
     new Uint8Array([0x32, 0x02, 0x08, 0x01]), // header key as a varint
+    new Uint8Array([0x32, 0x05, 0x0a, 0x03, 0x6b, 0xff, 0x79]), // header key "k\xffy": not UTF-8
     new Uint8Array([0xa3, 0x01, 0xa4, 0x02]), // group ended by another field's end
     new Uint8Array([0x0c]), // end group at the top level
   ];

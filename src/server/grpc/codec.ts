@@ -45,6 +45,7 @@ const EMPTY = new Uint8Array(0);
 /** The headers of a record without any: shared, so that a record without headers allocates no array. */
 const NO_HEADERS: readonly Header[] = Object.freeze([]);
 const utf8 = new TextDecoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 const utf8Encoder = new TextEncoder();
 
 const VARINT = 0;
@@ -265,7 +266,15 @@ function decodeHeader(c: Cursor): Header {
     const field = tag >>> 3, wt = tag & 7;
     if (field === 1) {
       if (wt !== LENGTH) throw wrongType("Header", field, wt);
-      h.key = readString(c);
+      // A Kafka header key is a string: one that is not UTF-8 would reach Kafka rewritten, so it is refused, as
+      // protobuf refuses a string field that is not (and the Go service's call failed on it).
+      const end = readLength(c);
+      try {
+        h.key = strictUtf8.decode(c.buf.subarray(c.pos, end));
+      } catch {
+        throw new CodecError("Header.key is not valid UTF-8");
+      }
+      c.pos = end;
     } else if (field === 2) {
       if (wt !== LENGTH) throw wrongType("Header", field, wt);
       h.value = readBytes(c);
