@@ -269,7 +269,7 @@ export const SCHEMA = {
         "producer.wal.in_memory",
         bool,
         false,
-        "keep the WAL in memory (lost on crash); then path is not used",
+        "keep the WAL in memory (lost when the process exits); then path is not used",
       ),
       path: new Key(
         "producer.wal.path",

@@ -241,6 +241,15 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     clearTimeout(fatalTimer);
     removeTestHook();
   });
+  if (wal && config.producer.resend.periodMs <= 0) {
+    log(
+      "warn",
+      "producer.resend.period is 0: records the WAL takes stay there until `wal replay` sends them",
+      {
+        wal_records: wal.stats().records,
+      },
+    );
+  }
   if (wal) {
     const running = new Replayer({
       wal,
@@ -347,6 +356,9 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     walLock?.release();
     breaker.close();
     await bounded(monitoringServer?.shutdown(), LISTENER_GRACE_MS, "monitoring still had requests open");
+    if (walRecords > 0 && config.producer.wal.inMemory) {
+      log("error", "stopped with records in the in-memory WAL: they are lost", { records: walRecords });
+    }
     log("info", "stopped", { all_reported: allReported, wal_records: walRecords });
     return { allReported, walRecords };
   };

@@ -87,3 +87,38 @@ Deno.test("service: started without a WAL on disk, it says that the WAL director
     );
   }
 });
+
+/** Runs `fn` with the log lines (console.error) collected, parsed. */
+async function logged(fn: () => Promise<void>): Promise<Array<Record<string, unknown>>> {
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (line: string) => lines.push(line);
+  try {
+    await fn();
+  } finally {
+    console.error = original;
+  }
+  return lines.map((l) => JSON.parse(l));
+}
+
+Deno.test("service: records left in an in-memory WAL at the stop are reported lost; a resend.period of 0 is warned of", async () => {
+  await using dir = await tempDir("ka-service-");
+  const lines = await logged(async () => {
+    const service = await startService(
+      config(dir.path, "producer.wal.in_memory: true\nproducer.resend.period: 0s\n"),
+    );
+    for (const body of ["one", "two"]) {
+      const posted = await fetch(`http://${service.addresses.http}/topics/t/messages?ack=wal`, {
+        method: "POST",
+        body,
+      });
+      assert.equal(posted.status, 200);
+      await posted.body?.cancel();
+    }
+    assert.equal((await service.stop("test")).walRecords, 2);
+  });
+  const at = (msg: string) => lines.filter((l) => String(l.msg).startsWith(msg));
+  assert.equal(at("producer.resend.period is 0").length, 1, JSON.stringify(lines));
+  const lost = at("stopped with records in the in-memory WAL");
+  assert.deepEqual(lost.map((l) => [l.level, l.records]), [["error", 2]]);
+});
