@@ -145,6 +145,53 @@ Deno.test("http over TLS: curl trusting the CA is served; a wrong CA and plain t
   }
 });
 
+/** Writes `request` on a new TLS connection trusting the CA, and reads until the server closes (at most 10 s). */
+async function rawTls(port: number, request: string): Promise<string> {
+  const conn = await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [await Deno.readTextFile(pki.ca.cert)],
+  });
+  const timer = setTimeout(() => conn.close(), 10_000);
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const chunks: Uint8Array[] = [];
+    const buf = new Uint8Array(16 * 1024);
+    for (;;) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      chunks.push(buf.slice(0, n));
+    }
+    return new TextDecoder().decode(Buffer.concat(chunks));
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+}
+
+Deno.test("http over TLS: a request node:http cannot parse gets a one-line 400; one before it is answered first", async () => {
+  const facade = new FakeFacade();
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade, tls: tlsSource(false) });
+  try {
+    const post = "POST /topics/tls/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+    const answered = await rawTls(server.port, `${post}GARBAGE\r\n\r\n`);
+    assert.match(answered, /^HTTP\/1\.1 200 .*\r\n\r\nHTTP\/1\.1 400 Bad Request\r\n/s);
+    assert.match(answered, /connection: close\r\n.*\r\n\r\ninvalid request: .+\n$/s);
+    assert.equal(facade.produced.length, 1);
+    const framedTwice = await rawTls(
+      server.port,
+      "POST /topics/tls/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" +
+        "3\r\nabc\r\n0\r\n\r\n",
+    );
+    assert.match(framedTwice, /^HTTP\/1\.1 400 Bad Request\r\n.*invalid request: .*Content-Length/s);
+    assert.equal(facade.produced.length, 1);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("http over mTLS: a client certificate signed by the client CA is required", async () => {
   const facade = new FakeFacade();
   const server = await startHttpServer({ listen: "127.0.0.1:0", facade, tls: tlsSource(true) });

@@ -429,7 +429,10 @@ class HttpHandler {
   }
 
   #timedOut(): Response {
-    return plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
+    const reply = plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
+    // The rest of the body may still come: the connection cannot be read on.
+    reply.headers.set("connection", "close");
+    return reply;
   }
 
   /** The topics of the cluster; with a Gate, those the caller may write to. */

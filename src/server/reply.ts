@@ -250,6 +250,9 @@ async function serveHttps(
     const conn = tracked.get((socket as TLSSocket & { _parent?: Socket })._parent as Socket);
     if (conn !== undefined) tracked.set(socket, conn);
   });
+  // Idle connections are closed by `conns` at the listener's idle_timeout, not by node's 5 s default.
+  server.keepAliveTimeout = conns.limits.idleTimeoutMs;
+  server.on("clientError", (err: Error & { code?: string }, socket: Socket) => badRequest(name, err, socket));
   tls.subscribe((material) => server.setSecureContext(nodeTlsOptions(material)));
   server.on("tlsClientError", (err: Error) => {
     logRepeated(`${name}: tls handshake failed`, "debug", `${name}: tls handshake failed`, {
@@ -272,6 +275,34 @@ async function serveHttps(
         server.closeIdleConnections();
       }),
   };
+}
+
+/**
+ * A request node:http cannot parse: a one-line 400 (431 for a head too large), as the plain-text listener
+ * answers, then the close. A request before it on the connection still being answered is answered first: its
+ * record may be produced already, and the client must not take the close for its failure.
+ */
+function badRequest(name: string, err: Error & { code?: string }, socket: Socket): void {
+  logRepeated(`${name}: bad request`, "debug", `${name}: bad request`, { error: err.message });
+  const reply = () => {
+    if (!socket.writable) return void socket.destroy();
+    const status = err.code === "HPE_HEADER_OVERFLOW"
+      ? "431 Request Header Fields Too Large"
+      : "400 Bad Request";
+    const body = `invalid request: ${oneLine(err.message.replace(/^Parse Error: /, ""))}\n`;
+    socket.end(
+      `HTTP/1.1 ${status}\r\ncontent-type: ${TEXT_PLAIN}\r\nx-content-type-options: nosniff\r\n` +
+        `connection: close\r\ncontent-length: ${new TextEncoder().encode(body).byteLength}\r\n\r\n${body}`,
+    );
+  };
+  // node:http keeps the response in progress on the socket.
+  const pending = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+  if (pending !== undefined && pending !== null && !pending.writableFinished) {
+    pending.once("finish", reply);
+    pending.once("close", () => pending.writableFinished || socket.destroy()); // cut short: nothing to answer
+  } else {
+    reply();
+  }
 }
 
 /**

@@ -48,6 +48,8 @@ export function portOf(base: string): number {
 /** A reply read off a raw connection: the status and the body (by Content-Length). */
 export interface RawReply {
   status: number;
+  /** The status line and the headers. */
+  head: string;
   body: string;
 }
 
@@ -63,7 +65,11 @@ export async function readReply(conn: Deno.Conn): Promise<RawReply | null> {
     if (head >= 0) {
       const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(text.slice(0, head))?.[1] ?? 0);
       if (text.length >= head + 4 + length) {
-        return { status: Number(text.split(" ", 2)[1]), body: text.slice(head + 4, head + 4 + length) };
+        return {
+          status: Number(text.split(" ", 2)[1]),
+          head: text.slice(0, head),
+          body: text.slice(head + 4, head + 4 + length),
+        };
       }
     }
     let n: number | null;
