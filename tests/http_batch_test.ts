@@ -5,7 +5,7 @@ import { recordsRefused } from "../src/metrics.ts";
 import { ProduceError, type ProduceResult } from "../src/producer/types.ts";
 import { type BatchLimits, startHttpServer } from "../src/server/http.ts";
 import { ReadSlots } from "../src/server/read_slots.ts";
-import { readReply } from "./support/attack.ts";
+import { readReply, statusAndBody } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
 import { collectGarbage } from "./support/gc.ts";
 import { delay, waitFor } from "./support/wait.ts";
@@ -384,7 +384,7 @@ Deno.test("batch: a body over max_bytes is 413 naming the limit, by Content-Leng
         "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n" +
           "Content-Length: 300000000\r\n\r\n",
       ));
-      assert.deepEqual(await readReply(conn), {
+      assert.deepEqual(statusAndBody(await readReply(conn)), {
         status: 413,
         body:
           "batch too large: 300000000 bytes, at most 40000 bytes are accepted (server.http.batch.max_bytes)\n",

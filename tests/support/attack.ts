@@ -53,6 +53,11 @@ export interface RawReply {
   body: string;
 }
 
+/** The status and body of a reply (or null), for comparing it whole. */
+export function statusAndBody(reply: RawReply | null): { status: number; body: string } | null {
+  return reply === null ? null : { status: reply.status, body: reply.body };
+}
+
 /**
  * Reads one reply from `conn`; null when the connection closes or fails before a whole one arrives.
  * Bytes left over past the reply are dropped (one request per connection here).
