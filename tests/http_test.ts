@@ -813,3 +813,22 @@ Deno.test("Content-Length with Transfer-Encoding is 400 and closes the connectio
     assert.equal(facade.produced.length, 0);
   });
 });
+
+Deno.test("a Transfer-Encoding other than chunked alone is 501, as Go's net/http answers it; chunked in any case is read", async () => {
+  await withServer(async (base, facade) => {
+    const port = Number(new URL(base).port);
+    const coded = await rawRequest(
+      port,
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" +
+        "2\r\ngz\r\n0\r\n\r\n",
+    );
+    assertPlain(coded, 501, 'unsupported Transfer-Encoding: "gzip, chunked" (only chunked is)');
+    const upper = await rawRequest(
+      port,
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n" +
+        "2\r\nok\r\n0\r\n\r\n",
+    );
+    assert.equal(upper.status, 200);
+    assert.deepEqual(facade.produced.map((p) => new TextDecoder().decode(p.message.value)), ["ok"]);
+  });
+});

@@ -219,7 +219,11 @@ class HttpHandler {
     }
     const length = header(req, "content-length");
     const encoding = header(req, "transfer-encoding");
-    if (length !== null && encoding !== null) return framedTwice();
+    if (encoding !== null) {
+      if (length !== null) return framedTwice();
+      // Deno's server takes any coding list ending in chunked, and would hand over the body still coded (gzip).
+      if (encoding !== "chunked" && encoding.trim().toLowerCase() !== "chunked") return notChunked(encoding);
+    }
     // Neither: HTTP/1.1 reads that as an empty body, which is more likely a client's mistake than an empty message
     // (the Go service refused it too); and HTTP/2 cannot tell a cancelled upload from a whole one without a length.
     if (length === null && encoding === null) return plain(411, LENGTH_REQUIRED);
@@ -892,6 +896,13 @@ export function cleanPath(path: string): string {
  * 6.1): Deno's server reads such a body as chunked and keeps the connection, so a proxy before it that went by
  * the Content-Length would see the rest of the body as another request.
  */
+/** 501 for a transfer coding other than chunked alone, as Go's net/http answers it; the connection is closed. */
+function notChunked(encoding: string): Response {
+  const res = plain(501, `unsupported Transfer-Encoding: ${JSON.stringify(encoding)} (only chunked is)`);
+  res.headers.set("connection", "close");
+  return res;
+}
+
 function framedTwice(): Response {
   const res = plain(400, "both Content-Length and Transfer-Encoding given");
   res.headers.set("connection", "close");
