@@ -46,7 +46,10 @@ Deno.test("hostile HTTP/2 peers do not end the process, and get the gRPC answers
     await survives("goaway_no_content_type");
     await survives("headers_then_rst");
     await survives("h2spec_5_1_6");
-    await survives("h2spec_6_9_2");
+    await survives("h2spec_6_9_2", (r) => {
+      // RFC 9113 6.9: an increment of 0 on a stream is a stream error, PROTOCOL_ERROR (1).
+      assert.deepEqual([r.rst, r.goaway], [1, []], JSON.stringify(r));
+    });
     await survives("h2spec_6_9_1_3");
     await survives("wrong_content_type", (r) => {
       assert.equal(r.status, 415, JSON.stringify(r));

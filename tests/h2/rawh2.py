@@ -103,7 +103,7 @@ class Conn:
         f.window_increment = increment
         # hyperframe refuses an increment of 0 in serialize(); write it by hand.
         body = struct.pack(">I", increment & 0x7FFFFFFF)
-        return struct.pack(">I", len(body))[1:] + bytes([0x08, 0, 0]) + struct.pack(">I", stream_id) + body
+        return struct.pack(">I", len(body))[1:] + bytes([0x08, 0]) + struct.pack(">I", stream_id) + body
 
     def settings_ack(self):
         f = SettingsFrame(0)
