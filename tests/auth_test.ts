@@ -80,6 +80,8 @@ Deno.test("tokens file: a bad entry is refused naming it, and a digest is never 
     ],
     [`- principal: a\n  token: "${digest}"\n  topics: [x]\n`, /entry 1: unknown field "token"/],
     [`principal: a\n`, /expected a list/],
+    ["", /no entries/],
+    ["# all removed\n[]\n", /no entries/],
   ];
   for (const [text, expected] of bad) {
     assert.throws(() => parseTokens(text), (err: Error) => {

@@ -69,6 +69,8 @@ export function parseTokens(text: string): Principals {
   }
   if (entries === null || entries === undefined) entries = [];
   if (!Array.isArray(entries)) throw new Error("expected a list of entries");
+  // Every caller would be refused; more likely a file caught while being rewritten (write it aside, then rename).
+  if (entries.length === 0) throw new Error("no entries");
   const principals: Principals = { byDigest: new Map(), byCertName: new Map() };
   entries.forEach((entry: unknown, i) => {
     const at = `entry ${i + 1}`;
