@@ -112,6 +112,8 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     : null;
 
   let replayer: Replayer | null = null;
+  /** Set once the facade exists: the breaker cannot open before its producer does. */
+  const onOpen: { purgeQueued?: () => void } = {};
   const breaker = new Breaker({
     fails: config.producer.cb.fails,
     requests: config.producer.cb.requests,
@@ -122,6 +124,9 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       metrics.cbStateChanges.inc({ name: "kafka", state: to });
       metrics.cbCurrentState.set(STATE_GAUGE[to]);
       if (to !== "open") replayer?.kick();
+      // What librdkafka has not sent yet would wait message.timeout.ms for a cluster the breaker gave up on (and
+      // so would the clients of ack=wal and ack=kafka): it fails now, to the WAL, or to its client as 503.
+      else onOpen.purgeQueued?.();
     },
   });
   metrics.cbCurrentState.set(0);
@@ -168,6 +173,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     order,
   });
   started.push(() => facade.producer.close(0));
+  onOpen.purgeQueued = () => facade.producer.purgeQueued();
 
   /** Replaced producers still draining, with the promise of their drain. */
   const drains = new Map<KafkaProducer, Promise<void>>();

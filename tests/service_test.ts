@@ -122,3 +122,42 @@ Deno.test("service: records left in an in-memory WAL at the stop are reported lo
   const lost = at("stopped with records in the in-memory WAL");
   assert.deepEqual(lost.map((l) => [l.level, l.records]), [["error", 2]]);
 });
+
+Deno.test("service: when the breaker opens, records librdkafka has not sent go to the WAL at once, not after message.timeout.ms", async () => {
+  await using dir = await tempDir("ka-service-");
+  // A "broker" that takes connections and never answers: librdkafka gives up on each after socket.timeout.ms,
+  // then reports all brokers down, which opens the breaker.
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of silent) held.push(conn);
+  })();
+  const service = await startService(parseConfig(
+    `server: { http: { listen: "127.0.0.1:0" }, grpc: { listen: "127.0.0.1:0" }, monitoring: { listen: "127.0.0.1:0" } }
+producer: { wal: { path: "${dir.path}/wal" }, shutdown_timeout: 1s }
+kafka: { brokers: ["127.0.0.1:${silent.addr.port}"], "message.timeout.ms": 300000, "socket.timeout.ms": 1500 }
+`,
+    {},
+  ));
+  try {
+    const post = async (ack: string) => {
+      const res = await fetch(`http://${service.addresses.http}/topics/t/messages?ack=${ack}`, {
+        method: "POST",
+        body: ack,
+        // Far below message.timeout.ms: without the purge these replies would wait five minutes.
+        signal: AbortSignal.timeout(60_000),
+      });
+      return { status: res.status, body: await res.text() };
+    };
+    const [wal, kafka] = await Promise.all([post("wal"), post("kafka")]);
+    assert.deepEqual(wal, { status: 200, body: "" });
+    assert.equal(kafka.status, 503, kafka.body);
+    const metrics = await (await fetch(`http://${service.addresses.monitoring}/metrics`)).text();
+    assert.match(metrics, /^wal_messages 1$/m);
+  } finally {
+    await service.stop("test");
+    silent.close();
+    await accepting.catch(() => {});
+    for (const conn of held) conn.close();
+  }
+});

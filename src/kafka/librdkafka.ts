@@ -86,7 +86,8 @@ export const PARTITION_UA = -1;
 const PRODUCER = 0; // RD_KAFKA_PRODUCER
 const CONF_OK = 0; // RD_KAFKA_CONF_OK
 const MSG_F_COPY = 0x2;
-const PURGE_QUEUE_AND_INFLIGHT = 0x1 | 0x2;
+const PURGE_F_QUEUE = 0x1;
+const PURGE_F_INFLIGHT = 0x2;
 const ERRSTR_SIZE = 512;
 
 // rd_kafka_message_t: err i32 @0, rkt @8, partition i32 @16, payload @24, len @32, key @40, key_len @48,
@@ -800,9 +801,12 @@ export class RdProducer {
     return this.#sym.rd_kafka_test_fatal_error(this.#ptr(), code, cString(reason));
   }
 
-  /** Purges queued and in-flight messages (rd_kafka_purge); their reports then arrive as DR events. */
-  purge(): Promise<number> {
-    return this.#sym.rd_kafka_purge(this.#ptr(), PURGE_QUEUE_AND_INFLIGHT);
+  /**
+   * Purges queued messages, and with `inFlight` those sent and not yet answered (rd_kafka_purge); their reports
+   * then arrive as DR events.
+   */
+  purge(inFlight = true): Promise<number> {
+    return this.#sym.rd_kafka_purge(this.#ptr(), inFlight ? PURGE_F_QUEUE | PURGE_F_INFLIGHT : PURGE_F_QUEUE);
   }
 
   /**

@@ -671,6 +671,20 @@ export class KafkaProducer {
     }
   }
 
+  /**
+   * Fails the messages librdkafka has not sent yet with _PURGE_QUEUE, as a close does; those sent and not yet
+   * answered wait for their answer or their timeout. Never sent, none of them can reach Kafka twice.
+   */
+  purgeQueued(): void {
+    if (this.#closing !== null) return;
+    for (const rk of [this.#rk, this.#lone?.rk]) {
+      if (rk === undefined) continue;
+      const call = rk.purge(false);
+      this.#calls.add(call);
+      call.finally(() => this.#calls.delete(call));
+    }
+  }
+
   /** Whether a broker answers a metadata request within `timeoutMs`; false too once the producer is closing. */
   async brokerAnswers(timeoutMs: number): Promise<boolean> {
     if (this.#closing !== null) return false;

@@ -1036,6 +1036,8 @@ function countDropped(topic: string, error: string, why: string): void {
  * mistake), else 502 with librdkafka's reason.
  */
 function deliveryRefusal(err: unknown, message: Pick<Message, "topic" | "partition">): ProduceError {
+  // Purged before it was sent (the breaker opened, the producer closed): Kafka did not refuse it.
+  if (isProducerEnded(err)) return new ProduceError("unavailable", kafkaReason(err), 5);
   // Without a partition asked for, the topic lost its partitions while the message waited (deleted, say).
   if (isUnknownPartition(err) && message.partition !== undefined) {
     return new ProduceError(
