@@ -20,7 +20,7 @@ import {
   type Values,
 } from "./config_keys.ts";
 import { describe } from "./config_values.ts";
-import { log, redactInLogs } from "./log.ts";
+import { log, MIN_REDACTED_LENGTH, redactInLogs } from "./log.ts";
 
 export type { WalMode } from "./config_keys.ts";
 
@@ -304,7 +304,13 @@ function buildKafka(entries: Map<string, Entry>, brokers: string[]): Record<stri
     }
   }
   for (const [property, value] of Object.entries(kafka)) {
-    if (isSecretProperty(property)) redactInLogs(value);
+    if (isSecretProperty(property) && value !== "" && !redactInLogs(value)) {
+      log(
+        "warn",
+        `config: kafka.${property}: shorter than ${MIN_REDACTED_LENGTH} characters, so log lines do not mask it ` +
+          "(masking so common a text would garble them and give it away)",
+      );
+    }
   }
   const joined = brokers.join(",");
   const explicit = kafka["bootstrap.servers"];

@@ -34,12 +34,20 @@ export function log(level: Level, msg: string, fields: Record<string, unknown> =
 let secrets: string[] = [];
 
 /**
+ * The shortest secret that is masked: a shorter one ("kafka") is also a common piece of text, and masking it
+ * everywhere would garble every line and give it away.
+ */
+export const MIN_REDACTED_LENGTH = 8;
+
+/**
  * Makes every later log line show `[redacted]` wherever `secret` would appear, in the message and in any string
  * field, however it got there (an error text, a librdkafka log line). The config registers its secret values.
+ * Returns false, masking nothing, for a secret shorter than MIN_REDACTED_LENGTH.
  */
-export function redactInLogs(secret: string): void {
-  if (secret === "" || secrets.includes(secret)) return;
-  secrets = [...secrets, secret].sort((a, b) => b.length - a.length);
+export function redactInLogs(secret: string): boolean {
+  if (secret.length < MIN_REDACTED_LENGTH) return false;
+  if (!secrets.includes(secret)) secrets = [...secrets, secret].sort((a, b) => b.length - a.length);
+  return true;
 }
 
 function redact(text: string): string {

@@ -112,8 +112,8 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     : null;
 
   let replayer: Replayer | null = null;
-  /** Set once the facade exists: the breaker cannot open before its producer does. */
-  const onOpen: { purgeQueued?: () => void } = {};
+  /** Set once it exists: neither the breaker nor the producer's errors come before the facade does. */
+  const late: { facade?: Facade } = {};
   const breaker = new Breaker({
     fails: config.producer.cb.fails,
     requests: config.producer.cb.requests,
@@ -126,7 +126,8 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       if (to !== "open") replayer?.kick();
       // What librdkafka has not sent yet would wait message.timeout.ms for a cluster the breaker gave up on (and
       // so would the clients of ack=wal and ack=kafka): it fails now, to the WAL, or to its client as 503.
-      else onOpen.purgeQueued?.();
+      else late.facade?.producer.purgeQueued();
+      if (to === "closed" && late.facade) late.facade.clusterDown = false;
     },
   });
   metrics.cbCurrentState.set(0);
@@ -141,11 +142,14 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
         // A closed breaker only: a half-open one is left to its probes. While no broker answers, librdkafka
         // (2.10 and later) reports all brokers down again every re-bootstrap round; re-opening on each would keep
         // the breaker open for up to cb.timeout after Kafka is back.
+        if (isAllBrokersDown(err) && late.facade) late.facade.clusterDown = true;
         if (isAllBrokersDown(err) && breaker.state === "closed") {
           breaker.trip("all brokers down");
           // Closed again if a broker answers soon: a connection cut and made again (see ALL_DOWN_CONFIRM_MS).
           producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).then((answered) => {
-            if (answered) breaker.retract("a broker answered after all were reported down");
+            if (!answered) return;
+            if (late.facade) late.facade.clusterDown = false;
+            breaker.retract("a broker answered after all were reported down");
           }, () => {});
         }
         if (fatal) replaceAfterFatal(producer.id, err);
@@ -173,7 +177,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     order,
   });
   started.push(() => facade.producer.close(0));
-  onOpen.purgeQueued = () => facade.producer.purgeQueued();
+  late.facade = facade;
 
   /** Replaced producers still draining, with the promise of their drain. */
   const drains = new Map<KafkaProducer, Promise<void>>();

@@ -182,6 +182,20 @@ Deno.test("facade: a message Kafka will never take is dropped, counted under lib
   assert.equal(logged[0].error, "Local: Unknown partition");
 });
 
+Deno.test("facade: records timed out before their topic was known open the breaker only while all brokers are down", async () => {
+  for (const clusterDown of [false, true]) {
+    await using r = await facadeRig({ kafka: { ...DEAD_KAFKA, "message.timeout.ms": "300" } });
+    r.facade.clusterDown = clusterDown;
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => r.facade.produce({ topic: "t", value: text(`${i}`) }, "wal")),
+    );
+    assert.deepEqual(results.map((x) => x.where), Array(6).fill("wal"), "kept in the WAL either way");
+    // A topic that does not exist on a cluster that answers must not open the breaker for every other topic; a
+    // cluster that does not answer (a login it refuses, say) must, or half-open probes would wait out each timeout.
+    assert.equal(r.breaker.state, clusterDown ? "open" : "closed", `all brokers down: ${clusterDown}`);
+  }
+});
+
 for (const mode of ["fallback", "always"] as const) {
   Deno.test(`facade (${mode} mode): a partition its topic lacks is refused with 400 at every ack level`, async () => {
     await using r = await facadeRig({ wal: { mode } });

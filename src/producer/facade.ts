@@ -73,6 +73,12 @@ export class Facade implements ProducerFacade {
   /** Spools started by failed deliveries; awaited before the WAL closes. */
   readonly #spools = new Set<Promise<void>>();
   #draining = false;
+  /**
+   * Set while librdkafka reports all brokers down and none has answered since (service.ts): then a record that
+   * timed out before its topic's partitions were known says the cluster is unreachable, not that the topic is
+   * missing, and counts against the breaker.
+   */
+  clusterDown = false;
   /** kafka_client_requests_cnt children per topic: the hot path skips prom-client's label hashing. */
   readonly #requested = new Map<string, metrics.HotCount>();
   readonly #order: KeyOrder | null;
@@ -884,7 +890,7 @@ export class Facade implements ProducerFacade {
       countDropped(topic, err.errText, "Kafka will never take it");
       return false;
     }
-    if (err instanceof KafkaError && err.unpartitioned) {
+    if (err instanceof KafkaError && err.unpartitioned && !this.clusterDown) {
       // Timed out waiting for its topic (librdkafka waits topic.metadata.propagation.max.ms, 30 s, before it calls
       // a topic unknown): kept, but one topic that does not exist must not open the breaker for every other.
       this.#breaker.release();
