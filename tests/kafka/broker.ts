@@ -199,7 +199,7 @@ export class Broker implements AsyncDisposable {
       `-Dlog4j2.configurationFile=${this.dir}/tools-log4j2.properties`,
       "-cp",
       `${this.#libs}/*`,
-      "org.apache.kafka.tools.TopicCommand",
+      topicCommand(this.#libs),
       "--bootstrap-server",
       this.directBootstrap,
       "--create",
@@ -633,4 +633,15 @@ function parseMetadata(stdout: Uint8Array): Metadata | null {
   } catch {
     return null;
   }
+}
+
+/** The topic tool's class: org.apache.kafka.tools.TopicCommand since Kafka 3.7 (its kafka-tools jar), before it in core. */
+function topicCommand(libs: string): string {
+  for (const entry of Deno.readDirSync(libs)) {
+    const version = /^kafka-tools-(\d+)\.(\d+)\./.exec(entry.name);
+    if (version && (Number(version[1]) > 3 || (Number(version[1]) === 3 && Number(version[2]) >= 7))) {
+      return "org.apache.kafka.tools.TopicCommand";
+    }
+  }
+  return "kafka.admin.TopicCommand";
 }
