@@ -484,7 +484,12 @@ function exportCertificateExpiry(kafka: Record<string, string>): void {
     if (!path) continue;
     try {
       const cert = new X509Certificate(Deno.readFileSync(path));
-      gauge.set(Date.parse(cert.validTo) / 1000);
+      const expires = Date.parse(cert.validTo);
+      gauge.set(expires / 1000);
+      // The broker's refusal of an expired certificate reads like any other TLS failure: say it here.
+      if (expires < Date.now()) {
+        log("error", `kafka.${key}: the certificate expired on ${new Date(expires).toISOString()}`, { path });
+      }
     } catch (err) {
       log("warn", "cannot read certificate expiry", { key, path, error: (err as Error).message });
     }

@@ -161,3 +161,22 @@ kafka: { brokers: ["127.0.0.1:${silent.addr.port}"], "message.timeout.ms": 30000
     for (const conn of held) conn.close();
   }
 });
+
+Deno.test("service: a Kafka certificate that has expired is named at start (the broker's refusal would not say so)", async () => {
+  await using dir = await tempDir("ka-service-");
+  // A self-signed CA valid from 2020-01-01 to 2021-01-01 (openssl ca -selfsign -startdate -enddate).
+  const expired = new URL("./fixtures/expired_ca.pem", import.meta.url).pathname;
+  const lines = await logged(async () => {
+    const service = await startService(
+      config(dir.path, `kafka.security.protocol: ssl\nkafka.ssl.ca.location: "${expired}"\n`),
+    );
+    await service.stop("test");
+  });
+  const named = lines.filter((l) =>
+    String(l.msg).startsWith("kafka.ssl.ca.location: the certificate expired")
+  );
+  assert.deepEqual(
+    named.map((l) => [l.level, l.msg, l.path]),
+    [["error", "kafka.ssl.ca.location: the certificate expired on 2021-01-01T00:00:00.000Z", expired]],
+  );
+});
