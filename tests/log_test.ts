@@ -1,20 +1,8 @@
 /** logRepeated: the first line of a burst at once, then one line per window with the count held back. */
 import assert from "node:assert/strict";
 import { log, logRepeated } from "../src/log.ts";
+import { captured } from "./support/log_capture.ts";
 import { delay } from "./support/wait.ts";
-
-/** Runs `fn` with console.error captured; returns the JSON lines written. */
-async function captured(fn: () => Promise<void>): Promise<Array<Record<string, unknown>>> {
-  const lines: string[] = [];
-  const original = console.error;
-  console.error = (line: string) => lines.push(line);
-  try {
-    await fn();
-  } finally {
-    console.error = original;
-  }
-  return lines.map((l) => JSON.parse(l));
-}
 
 Deno.test("logRepeated: 1,000 lines in a burst become the first line and one line with repeated=999", async () => {
   const key = `burst-${crypto.randomUUID()}`;

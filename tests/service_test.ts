@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { parseConfig } from "../src/config.ts";
 import { startService } from "../src/service.ts";
 import { freePort } from "./kafka/broker.ts";
+import { captured } from "./support/log_capture.ts";
 import { tempDir } from "./support/temp_dir.ts";
 
 /** A config with every listener on a free loopback port, the WAL in `dir` and a broker that is not there. */
@@ -69,17 +70,12 @@ Deno.test("service: started without a WAL on disk, it says that the WAL director
   assert.equal((await first.stop("test")).walRecords, 1);
 
   for (const [setting, why] of [["mode: disable", "mode: disable"], ["in_memory: true", "in_memory: true"]]) {
-    const lines: string[] = [];
-    const original = console.error;
-    console.error = (line: string) => lines.push(line);
-    try {
+    const lines = await captured(async () => {
       const service = await startService(config(dir.path, `producer.wal.${setting}\n`));
       await service.stop("test");
-    } finally {
-      console.error = original;
-    }
-    const warned = lines.map((l) => JSON.parse(l)).filter((l) => l.msg.includes("not read"));
-    assert.equal(warned.length, 1, lines.join("\n"));
+    });
+    const warned = lines.filter((l) => String(l.msg).includes("not read"));
+    assert.equal(warned.length, 1, JSON.stringify(lines));
     assert.equal(
       warned[0].msg,
       `wal: ${dir.path}/wal holds 1 segment file, not read (${why}): records pending there are not replayed; ` +
@@ -88,22 +84,9 @@ Deno.test("service: started without a WAL on disk, it says that the WAL director
   }
 });
 
-/** Runs `fn` with the log lines (console.error) collected, parsed. */
-async function logged(fn: () => Promise<void>): Promise<Array<Record<string, unknown>>> {
-  const lines: string[] = [];
-  const original = console.error;
-  console.error = (line: string) => lines.push(line);
-  try {
-    await fn();
-  } finally {
-    console.error = original;
-  }
-  return lines.map((l) => JSON.parse(l));
-}
-
 Deno.test("service: records left in an in-memory WAL at the stop are reported lost; a resend.period of 0 is warned of", async () => {
   await using dir = await tempDir("ka-service-");
-  const lines = await logged(async () => {
+  const lines = await captured(async () => {
     const service = await startService(
       config(dir.path, "producer.wal.in_memory: true\nproducer.resend.period: 0s\n"),
     );
@@ -166,7 +149,7 @@ Deno.test("service: a Kafka certificate that has expired is named at start (the 
   await using dir = await tempDir("ka-service-");
   // A self-signed CA valid from 2020-01-01 to 2021-01-01 (openssl ca -selfsign -startdate -enddate).
   const expired = new URL("./fixtures/expired_ca.pem", import.meta.url).pathname;
-  const lines = await logged(async () => {
+  const lines = await captured(async () => {
     const service = await startService(
       config(dir.path, `kafka.security.protocol: ssl\nkafka.ssl.ca.location: "${expired}"\n`),
     );
