@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { startGrpcServer } from "../src/server/grpc/server.ts";
 import { type HttpServerOptions, startHttpServer } from "../src/server/http.ts";
 import { type ConnectionLimits, Connections } from "../src/server/limits.ts";
+import { startMonitoringServer } from "../src/server/monitoring.ts";
 import { readTls, TlsSource } from "../src/server/tls.ts";
 import { readReply } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
@@ -125,6 +126,41 @@ Deno.test("http: connections past max_connections get 503 and are closed; the ot
     held[0].close();
     held[2].close();
   });
+});
+
+Deno.test("monitoring: at max_connections a new connection takes the place of the oldest idle one", async () => {
+  const server = await startMonitoringServer({
+    listen: "127.0.0.1:0",
+    readiness: () => ({ ready: true, reasons: [] }),
+    limits: { maxConnections: 3, headerTimeoutMs: 30_000, idleTimeoutMs: 30_000 },
+  });
+  const get = (path: string, extra = "") => encoder.encode(`GET ${path} HTTP/1.1\r\nHost: m\r\n${extra}\r\n`);
+  try {
+    // Three idle connections, the oldest first: without a request, they would lock /healthz out until their timeout.
+    const idle = [];
+    for (let i = 0; i < 3; i++) {
+      idle.push(await connect(server.port));
+      await delay(20);
+    }
+    const probes = [];
+    for (let i = 0; i < 2; i++) {
+      const probe = await connect(server.port);
+      await probe.write(get("/healthz"));
+      assert.equal((await readReply(probe))?.status, 200, `probe ${i}`);
+      probes.push(probe); // kept open: each one takes a place
+    }
+    assert.equal(
+      await within("the oldest idle connection to be closed", closedByServer(idle[0]), 5_000),
+      true,
+    );
+    assert.equal(await within("the next one to be closed", closedByServer(idle[1]), 5_000), true);
+    // The newest is still open and served.
+    await idle[2].write(get("/healthz"));
+    assert.equal((await readReply(idle[2]))?.status, 200);
+    for (const conn of [...idle, ...probes]) conn.close();
+  } finally {
+    await server.shutdown();
+  }
 });
 
 Deno.test("http: a small body that stalls gets 408 after the body timeout", async () => {

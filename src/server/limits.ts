@@ -74,6 +74,11 @@ export class Connection {
     throw err;
   };
 
+  /** Whether a request is in flight. */
+  get busy(): boolean {
+    return this.#started !== this.#ended;
+  }
+
   /** The connection closed, for whatever reason. */
   closed(): void {
     this.#owner.forget(this);
@@ -110,9 +115,17 @@ export class Connections {
   readonly #name: string;
   readonly #periodMs: number;
   readonly #open = new Set<Connection>();
+  readonly #closeIdleWhenFull: boolean;
   #timer: ReturnType<typeof setInterval> | undefined;
 
-  constructor(name: string, limits: ConnectionLimits) {
+  /**
+   * `closeIdleWhenFull`: at max_connections a new connection closes the oldest one with no request in flight
+   * (waiting for its first head, or idle) and takes its place; refused only when every one is busy. For a
+   * listener whose requests a client may simply send again (monitoring's GETs): idle connections cannot lock
+   * its health checks out. @default false
+   */
+  constructor(name: string, limits: ConnectionLimits, closeIdleWhenFull = false) {
+    this.#closeIdleWhenFull = closeIdleWhenFull;
     const { maxConnections, headerTimeoutMs, idleTimeoutMs } = limits;
     if (!(maxConnections >= 1) || !(headerTimeoutMs > 0) || !(idleTimeoutMs > 0)) {
       throw new RangeError(
@@ -135,6 +148,7 @@ export class Connections {
    * deadline passes. Undefined when max_connections are open: the caller refuses the connection.
    */
   open(close: () => void): Connection | undefined {
+    if (this.#open.size >= this.limits.maxConnections && this.#closeIdleWhenFull) this.#closeOldestIdle();
     if (this.#open.size >= this.limits.maxConnections) {
       logRepeated(`${this.#name}: connection refused`, "warn", `${this.#name}: connection refused`, {
         reason: "max_connections",
@@ -162,6 +176,20 @@ export class Connections {
   stop(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
+  }
+
+  #closeOldestIdle(): void {
+    // A Set iterates in insertion order: the first idle one is the one open longest.
+    for (const conn of this.#open) {
+      if (conn.busy) continue;
+      this.#open.delete(conn);
+      logRepeated(`${this.#name}: idle connection closed`, "warn", `${this.#name}: idle connection closed`, {
+        reason: "max_connections: a new connection took its place",
+        max: this.limits.maxConnections,
+      });
+      conn.close();
+      return;
+    }
   }
 
   #sweep(): void {

@@ -55,7 +55,8 @@ export function serveHttp(
   opts: ListenerOptions,
   handler: HttpHandler,
 ): Promise<BoundHttp> {
-  const conns = new Connections(name, opts.limits ?? defaultLimits(name));
+  // Monitoring's requests are GETs a client may send again: there, idle connections give way to new ones.
+  const conns = new Connections(name, opts.limits ?? defaultLimits(name), name === "monitoring");
   if (opts.tls !== undefined) return serveHttps(name, opts.listen, opts.tls, conns, handler);
   try {
     return Promise.resolve(serveTcp(name, opts.listen, conns, handler));
