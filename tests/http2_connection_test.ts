@@ -474,6 +474,13 @@ Deno.test("http2: SETTINGS with many INITIAL_WINDOW_SIZE entries apply the last 
   await turn();
   const data = peer.frames().filter((f) => f.type === FrameType.DATA).map((f) => f.payload.byteLength);
   assert.equal(data.reduce((a, b) => a + b, 0), 65535, "the connection's own window still bounds it");
+  await peer.send(frame(FrameType.WINDOW_UPDATE, 0, 0, u32(10_000)));
+  const more = peer.frames().filter((f) => f.type === FrameType.DATA).map((f) => f.payload.byteLength);
+  assert.equal(
+    more.reduce((a, b) => a + b, 0),
+    2729, // the connection's window opened by 10,000; the stream's own has 2,729 left of its 68,264
+    "what the stream's window allows, once the connection's opens",
+  );
   assert.equal(peer.goaway(), undefined);
 });
 

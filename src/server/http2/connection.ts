@@ -629,8 +629,8 @@ export class Http2Connection implements StreamOwner {
       if (this.#sendWindow > MAX_WINDOW) {
         throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window over 2^31-1");
       }
-      for (const stream of this.#streams.values()) if (stream.outDataBytes > 0) this.#writable.add(stream);
-      this.#scheduleFlush();
+      // Streams with data to send are in #writable until it is all out: no walk over every stream per frame.
+      if (this.#writable.size > 0) this.#scheduleFlush();
       return;
     }
     if (streamId > this.#lastStreamId) {
