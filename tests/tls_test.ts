@@ -186,6 +186,20 @@ Deno.test("http over TLS: a request node:http cannot parse gets a one-line 400; 
         "3\r\nabc\r\n0\r\n\r\n",
     );
     assert.match(framedTwice, /^HTTP\/1\.1 400 Bad Request\r\n.*invalid request: .*Content-Length/s);
+    // A bad chunk size in the body being read: that request's reply says so, at once (not after body_timeout).
+    const badChunk = await rawTls(
+      server.port,
+      "POST /topics/tls/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n",
+    );
+    assert.match(badChunk, /^HTTP\/1\.1 400 .*could not read request body\n$/s);
+    // The same in a body no one reads: answered, nothing thrown.
+    const unread = await rawTls(
+      server.port,
+      "GET /topics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n",
+    );
+    assert.match(unread, /^HTTP\/1\.1 \d{3} /);
+    const connect = await rawTls(server.port, "CONNECT x:80 HTTP/1.1\r\nHost: x:80\r\n\r\n");
+    assert.match(connect, /^HTTP\/1\.1 405 /);
     assert.equal(facade.produced.length, 1);
   } finally {
     await server.shutdown();

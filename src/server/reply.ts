@@ -254,6 +254,14 @@ async function serveHttps(
   // Idle connections are closed by `conns` at the listener's idle_timeout, not by node's 5 s default.
   server.keepAliveTimeout = conns.limits.idleTimeoutMs;
   server.on("clientError", (err: Error & { code?: string }, socket: Socket) => badRequest(name, err, socket));
+  // node:http hands CONNECT to this event, and closes the socket when no one listens.
+  server.on("connect", (_req: IncomingMessage, socket: Socket) => {
+    const body = "method not allowed\n";
+    socket.end(
+      `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: ${TEXT_PLAIN}\r\nconnection: close\r\n` +
+        `content-length: ${body.length}\r\n\r\n${body}`,
+    );
+  });
   tls.subscribe((material) => server.setSecureContext(nodeTlsOptions(material)));
   server.on("tlsClientError", (err: Error) => {
     logRepeated(`${name}: tls handshake failed`, "debug", `${name}: tls handshake failed`, {
@@ -298,11 +306,20 @@ function badRequest(name: string, err: Error & { code?: string }, socket: Socket
   };
   // node:http keeps the response in progress on the socket.
   const pending = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
-  if (pending !== undefined && pending !== null && !pending.writableFinished) {
-    pending.once("finish", reply);
-    pending.once("close", () => pending.writableFinished || socket.destroy()); // cut short: nothing to answer
+  if (pending === undefined || pending === null || pending.writableFinished) return reply();
+  pending.once("close", () => pending.writableFinished || socket.destroy()); // cut short: nothing to answer
+  const req = (pending as ServerResponse & { req?: IncomingMessage }).req;
+  if (req !== undefined && !req.complete) {
+    // The error is in that request's own body (a bad chunk size): its read fails, its reply says so, and the
+    // connection ends after it.
+    pending.once("finish", () => socket.end());
+    // Not req.destroy(), which would take the socket down before the reply: the reader sees the error. A
+    // request whose body no one reads (a GET) has no reader to tell, and an error event with no listener throws.
+    if (req.listenerCount("error") > 0) {
+      req.emit("error", new Error(`invalid request body: ${err.message.replace(/^Parse Error: /, "")}`));
+    }
   } else {
-    reply();
+    pending.once("finish", reply);
   }
 }
 
