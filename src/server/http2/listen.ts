@@ -138,7 +138,7 @@ function serveConnection(
     // A flood is worth an operator's attention (a misbehaving client, or an attack); other errors are the peer's.
     onProtocolError: (what, code) =>
       code === ErrorCode.ENHANCE_YOUR_CALM
-        ? logRepeated(`${opts.name}: http2 flood`, "warn", `${opts.name}: connection ended for a flood`, {
+        ? logRepeated(`${opts.name}: http2 ${what}`, "warn", `${opts.name}: connection ended for a flood`, {
           reason: what,
         })
         : logRepeated(`${opts.name}: http2 protocol error`, "debug", `${opts.name}: http2 protocol error`, {
