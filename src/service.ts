@@ -114,6 +114,21 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   let replayer: Replayer | null = null;
   /** Set once it exists: neither the breaker nor the producer's errors come before the facade does. */
   const late: { facade?: Facade } = {};
+  const idempotent = /^(true|t|1)$/i.test(config.kafka["enable.idempotence"]?.trim() ?? "");
+  /**
+   * What librdkafka holds unacknowledged would wait message.timeout.ms for a cluster the breaker gave up on (and
+   * so would the clients of ack=wal and ack=kafka): once no broker answers for ALL_DOWN_CONFIRM_MS, it fails, to
+   * the WAL or to its client as 503. Not on a connection cut and made again (a broker answers): what librdkafka
+   * sent before the cut and queued again may be in Kafka. Never with enable.idempotence (key order turns it on):
+   * a purge would break the sequence that keeps it from duplicating and reordering.
+   */
+  const purgeIfDown = () => {
+    const producer = late.facade?.producer;
+    if (producer === undefined || idempotent) return;
+    producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).then((answered) => {
+      if (!answered && breaker.state === "open") producer.purgeQueued();
+    }, () => {});
+  };
   const breaker = new Breaker({
     fails: config.producer.cb.fails,
     requests: config.producer.cb.requests,
@@ -124,9 +139,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       metrics.cbStateChanges.inc({ name: "kafka", state: to });
       metrics.cbCurrentState.set(STATE_GAUGE[to]);
       if (to !== "open") replayer?.kick();
-      // What librdkafka has not sent yet would wait message.timeout.ms for a cluster the breaker gave up on (and
-      // so would the clients of ack=wal and ack=kafka): it fails now, to the WAL, or to its client as 503.
-      else late.facade?.producer.purgeQueued();
+      else purgeIfDown();
       if (to === "closed" && late.facade) late.facade.clusterDown = false;
     },
   });

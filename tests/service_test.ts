@@ -106,7 +106,7 @@ Deno.test("service: records left in an in-memory WAL at the stop are reported lo
   assert.deepEqual(lost.map((l) => [l.level, l.records]), [["error", 2]]);
 });
 
-Deno.test("service: when the breaker opens, records librdkafka has not sent go to the WAL at once, not after message.timeout.ms", async () => {
+Deno.test("service: when the breaker opens and no broker answers, what librdkafka holds goes to the WAL at once, not after message.timeout.ms", async () => {
   await using dir = await tempDir("ka-service-");
   // A "broker" that takes connections and never answers: librdkafka gives up on each after socket.timeout.ms,
   // then reports all brokers down, which opens the breaker.

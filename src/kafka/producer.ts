@@ -672,8 +672,9 @@ export class KafkaProducer {
   }
 
   /**
-   * Fails the messages librdkafka has not sent yet with _PURGE_QUEUE, as a close does; those sent and not yet
-   * answered wait for their answer or their timeout. Never sent, none of them can reach Kafka twice.
+   * Fails the messages in librdkafka's queues with _PURGE_QUEUE, as a close does; those in flight to a broker
+   * wait for its answer or their timeout. A message sent before a connection dropped and queued again for a retry
+   * is among them, and may be in Kafka already.
    */
   purgeQueued(): void {
     if (this.#closing !== null) return;
