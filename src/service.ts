@@ -152,9 +152,10 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     const producer: KafkaProducer = KafkaProducer.open({
       config: config.kafka,
       onError: (err, fatal) => {
-        // A closed breaker only: a half-open one is left to its probes. While no broker answers, librdkafka
-        // (2.10 and later) reports all brokers down again every re-bootstrap round; re-opening on each would keep
-        // the breaker open for up to cb.timeout after Kafka is back.
+        // All brokers down opens a closed breaker at once (closed again if a broker answers soon), a half-open
+        // one only once a broker fails to answer too: while none answers, librdkafka (2.10 and later) reports it
+        // again every re-bootstrap round, and re-opening on each unconfirmed would keep the breaker open for up to
+        // cb.timeout after Kafka is back.
         if (isAllBrokersDown(err) && late.facade) late.facade.clusterDown = true;
         if (isAllBrokersDown(err) && breaker.state === "closed") {
           breaker.trip("all brokers down");
@@ -163,6 +164,12 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
             if (!answered) return;
             if (late.facade) late.facade.clusterDown = false;
             breaker.retract("a broker answered after all were reported down");
+          }, () => {});
+        }
+        if (isAllBrokersDown(err) && breaker.state === "half") {
+          // So that its probes do not wait message.timeout.ms for a cluster still down.
+          producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).then((answered) => {
+            if (!answered && breaker.state === "half") breaker.trip("all brokers down, and none answered");
           }, () => {});
         }
         if (fatal) replaceAfterFatal(producer.id, err);
