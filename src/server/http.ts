@@ -896,15 +896,15 @@ export function cleanPath(path: string): string {
  * 6.1): Deno's server reads such a body as chunked and keeps the connection, so a proxy before it that went by
  * the Content-Length would see the rest of the body as another request.
  */
-/** 501 for a transfer coding other than chunked alone, as Go's net/http answers it; the connection is closed. */
-function notChunked(encoding: string): Response {
-  const res = plain(501, `unsupported Transfer-Encoding: ${JSON.stringify(encoding)} (only chunked is)`);
+function framedTwice(): Response {
+  const res = plain(400, "both Content-Length and Transfer-Encoding given");
   res.headers.set("connection", "close");
   return res;
 }
 
-function framedTwice(): Response {
-  const res = plain(400, "both Content-Length and Transfer-Encoding given");
+/** 501 for a transfer coding other than chunked alone, as Go's net/http answers it; the connection is closed. */
+function notChunked(encoding: string): Response {
+  const res = plain(501, `unsupported Transfer-Encoding: ${JSON.stringify(encoding)} (only chunked is)`);
   res.headers.set("connection", "close");
   return res;
 }

@@ -173,12 +173,28 @@ function serveTcp(name: string, listen: string, conns: Connections, handler: Htt
 
 /** The reply to a connection past max_connections: a whole HTTP response, written before any request is read. */
 function tooManyConnections(name: string, max: number): Uint8Array {
-  const body = `too many connections: server.${name}.max_connections (${max}) are open\n`;
-  return new TextEncoder().encode(
-    "HTTP/1.1 503 Service Unavailable\r\n" +
-      `content-type: ${TEXT_PLAIN}\r\nretry-after: 1\r\nconnection: close\r\n` +
-      `content-length: ${body.length}\r\n\r\n${body}`,
+  return closingReply(
+    "503 Service Unavailable",
+    `too many connections: server.${name}.max_connections (${max}) are open`,
+    "retry-after: 1\r\n",
   );
+}
+
+/**
+ * A whole HTTP/1.1 response written straight to a socket (no server's response object is there): `reason` as
+ * the one-line plain-text body, and the connection closed after it. `headers`: more header lines, each ending
+ * in CRLF.
+ */
+function closingReply(status: string, reason: string, headers = ""): Uint8Array {
+  const body = new TextEncoder().encode(`${oneLine(reason)}\n`);
+  const head = new TextEncoder().encode(
+    `HTTP/1.1 ${status}\r\ncontent-type: ${TEXT_PLAIN}\r\nx-content-type-options: nosniff\r\n${headers}` +
+      `connection: close\r\ncontent-length: ${body.byteLength}\r\n\r\n`,
+  );
+  const reply = new Uint8Array(head.byteLength + body.byteLength);
+  reply.set(head);
+  reply.set(body, head.byteLength);
+  return reply;
 }
 
 /**
@@ -256,11 +272,7 @@ async function serveHttps(
   server.on("clientError", (err: Error & { code?: string }, socket: Socket) => badRequest(name, err, socket));
   // node:http hands CONNECT to this event, and closes the socket when no one listens.
   server.on("connect", (_req: IncomingMessage, socket: Socket) => {
-    const body = "method not allowed\n";
-    socket.end(
-      `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: ${TEXT_PLAIN}\r\nconnection: close\r\n` +
-        `content-length: ${body.length}\r\n\r\n${body}`,
-    );
+    socket.end(closingReply("405 Method Not Allowed", "method not allowed"));
   });
   tls.subscribe((material) => server.setSecureContext(nodeTlsOptions(material)));
   server.on("tlsClientError", (err: Error) => {
@@ -293,16 +305,13 @@ async function serveHttps(
  */
 function badRequest(name: string, err: Error & { code?: string }, socket: Socket): void {
   logRepeated(`${name}: bad request`, "debug", `${name}: bad request`, { error: err.message });
+  const problem = err.message.replace(/^Parse Error: /, "");
   const reply = () => {
     if (!socket.writable) return void socket.destroy();
     const status = err.code === "HPE_HEADER_OVERFLOW"
       ? "431 Request Header Fields Too Large"
       : "400 Bad Request";
-    const body = `invalid request: ${oneLine(err.message.replace(/^Parse Error: /, ""))}\n`;
-    socket.end(
-      `HTTP/1.1 ${status}\r\ncontent-type: ${TEXT_PLAIN}\r\nx-content-type-options: nosniff\r\n` +
-        `connection: close\r\ncontent-length: ${new TextEncoder().encode(body).byteLength}\r\n\r\n${body}`,
-    );
+    socket.end(closingReply(status, `invalid request: ${problem}`));
   };
   // node:http keeps the response in progress on the socket.
   const pending = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
@@ -316,7 +325,7 @@ function badRequest(name: string, err: Error & { code?: string }, socket: Socket
     // Not req.destroy(), which would take the socket down before the reply: the reader sees the error. A
     // request whose body no one reads (a GET) has no reader to tell, and an error event with no listener throws.
     if (req.listenerCount("error") > 0) {
-      req.emit("error", new Error(`invalid request body: ${err.message.replace(/^Parse Error: /, "")}`));
+      req.emit("error", new Error(`invalid request body: ${problem}`));
     }
   } else {
     pending.once("finish", reply);
