@@ -115,19 +115,33 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   /** Set once it exists: neither the breaker nor the producer's errors come before the facade does. */
   const late: { facade?: Facade } = {};
   const idempotent = /^(true|t|1)$/i.test(config.kafka["enable.idempotence"]?.trim() ?? "");
+  let confirming = false;
   /**
-   * What librdkafka holds unacknowledged would wait message.timeout.ms for a cluster the breaker gave up on (and
-   * so would the clients of ack=wal and ack=kafka): once no broker answers for ALL_DOWN_CONFIRM_MS, it fails, to
-   * the WAL or to its client as 503. Not on a connection cut and made again (a broker answers): what librdkafka
-   * sent before the cut and queued again may be in Kafka. Never with enable.idempotence (key order turns it on):
-   * a purge would break the sequence that keeps it from duplicating and reordering.
+   * Asks whether a broker answers a metadata request within ALL_DOWN_CONFIRM_MS (one question at a time), after
+   * all brokers were reported down or the breaker opened. One answers: a connection cut and made again, not an
+   * outage; a breaker that report opened closes again. None does:
+   * - a half-open breaker opens again, so that its probes do not wait message.timeout.ms for a cluster still down
+   *   (librdkafka 2.10 and later says all brokers down again every re-bootstrap round: acted on unconfirmed, it
+   *   would keep the breaker open for up to cb.timeout after Kafka is back);
+   * - what librdkafka holds unacknowledged fails now, to the WAL or to its client as 503, rather than after
+   *   message.timeout.ms. Not when a broker answers: what librdkafka sent before the cut and queued again may be
+   *   in Kafka. Never with enable.idempotence (key order turns it on): a purge would break the sequence that keeps
+   *   it from duplicating and reordering.
    */
-  const purgeIfDown = () => {
+  const confirmDown = () => {
     const producer = late.facade?.producer;
-    if (producer === undefined || idempotent) return;
+    if (producer === undefined || confirming) return;
+    confirming = true;
     producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).then((answered) => {
-      if (!answered && breaker.state === "open") producer.purgeQueued();
-    }, () => {});
+      if (answered) {
+        late.facade!.clusterDown = false;
+        breaker.retract("a broker answered after all were reported down");
+      } else {
+        // The trip's onChange comes back here while this question is still the one asked: it adds none.
+        if (breaker.state === "half") breaker.trip("all brokers down, and none answered");
+        if (breaker.state === "open" && !idempotent) producer.purgeQueued();
+      }
+    }, () => {}).finally(() => confirming = false);
   };
   const breaker = new Breaker({
     fails: config.producer.cb.fails,
@@ -139,7 +153,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       metrics.cbStateChanges.inc({ name: "kafka", state: to });
       metrics.cbCurrentState.set(STATE_GAUGE[to]);
       if (to !== "open") replayer?.kick();
-      else purgeIfDown();
+      else confirmDown();
       if (to === "closed" && late.facade) late.facade.clusterDown = false;
     },
   });
@@ -152,25 +166,11 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     const producer: KafkaProducer = KafkaProducer.open({
       config: config.kafka,
       onError: (err, fatal) => {
-        // All brokers down opens a closed breaker at once (closed again if a broker answers soon), a half-open
-        // one only once a broker fails to answer too: while none answers, librdkafka (2.10 and later) reports it
-        // again every re-bootstrap round, and re-opening on each unconfirmed would keep the breaker open for up to
-        // cb.timeout after Kafka is back.
-        if (isAllBrokersDown(err) && late.facade) late.facade.clusterDown = true;
-        if (isAllBrokersDown(err) && breaker.state === "closed") {
-          breaker.trip("all brokers down");
-          // Closed again if a broker answers soon: a connection cut and made again (see ALL_DOWN_CONFIRM_MS).
-          producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).then((answered) => {
-            if (!answered) return;
-            if (late.facade) late.facade.clusterDown = false;
-            breaker.retract("a broker answered after all were reported down");
-          }, () => {});
-        }
-        if (isAllBrokersDown(err) && breaker.state === "half") {
-          // So that its probes do not wait message.timeout.ms for a cluster still down.
-          producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).then((answered) => {
-            if (!answered && breaker.state === "half") breaker.trip("all brokers down, and none answered");
-          }, () => {});
+        // All brokers down opens a closed breaker at once; confirmDown closes it again, or acts on the outage.
+        if (isAllBrokersDown(err)) {
+          if (late.facade) late.facade.clusterDown = true;
+          if (breaker.state === "closed") breaker.trip("all brokers down"); // confirms through onChange
+          else if (breaker.state === "half") confirmDown();
         }
         if (fatal) replaceAfterFatal(producer.id, err);
       },
