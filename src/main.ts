@@ -1,11 +1,12 @@
 /** kafka-ambassador: the command line, the signals and the exit codes; src/service.ts does the rest. */
+import http from "node:http";
 import https from "node:https";
 import { type Config, ConfigError, loadConfig, noWalOnDisk } from "./config.ts";
 import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, checkKafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { formatHostPort, listenAddress } from "./listen_address.ts";
 import { log, setLogLevel } from "./log.ts";
-import { loadSecurity } from "./server/security.ts";
+import { listenerTls, loadSecurity } from "./server/security.ts";
 import type { TlsMaterial } from "./server/tls.ts";
 import { type Service, startService } from "./service.ts";
 import { VERSION } from "./version.ts";
@@ -16,6 +17,10 @@ const USAGE = `usage: kafka-ambassador -config PATH [--check-config | --healthch
        kafka-ambassador wal stats|verify|export|replay -config PATH (see: kafka-ambassador wal --help)`;
 /** How long `--healthcheck` waits for /healthz. */
 const HEALTHCHECK_TIMEOUT_MS = 2_000;
+/** A stop signal this soon after the first is the same request, not the second that means "exit now". */
+const REPEATED_SIGNAL_MS = 1_000;
+/** Signals that do nothing, rather than end the process as by default. */
+const IGNORED_SIGNALS: readonly Deno.Signal[] = ["SIGUSR1", "SIGUSR2", "SIGALRM"];
 
 interface Args {
   configPath?: string;
@@ -82,6 +87,11 @@ async function main(): Promise<number> {
   }
   // SIGHUP's default action ends the process, and starting (reading the config, recovering a large WAL) may take
   // a while: a reload sent then is done once the service runs. (The process exits by Deno.exit in every case.)
+  // The Go service ignores these (Go's runtime catches every signal it is not told to act on), and scripts may send
+  // them (log rotation's USR1); Deno's default would end the process and lose what librdkafka holds.
+  for (const ignored of IGNORED_SIGNALS) {
+    Deno.addSignalListener(ignored, () => log("info", "signal ignored", { signal: ignored }));
+  }
   let service: Service | undefined;
   let reloadWhenStarted = false;
   Deno.addSignalListener("SIGHUP", () => {
@@ -100,6 +110,9 @@ async function main(): Promise<number> {
     }
     config = await loadConfig(args.configPath!, Deno.env.toObject());
     setLogLevel(config.global.log.level);
+    // Only the monitoring listener's address and TLS: a health check answers 0 or 1 (Docker reserves 2), and the
+    // tokens file or a librdkafka key are none of its business.
+    if (args.healthcheck) return await healthcheck(config);
     const kafkaProblem = checkKafkaConfig(config.kafka);
     if (kafkaProblem) throw new ConfigError(`config: ${kafkaProblem}`);
     if (!config.kafka["bootstrap.servers"]?.trim()) {
@@ -115,8 +128,8 @@ async function main(): Promise<number> {
       return 1;
     }
     if (!(err instanceof ConfigError)) throw err;
-    log("error", err.message);
-    return 2;
+    log("error", args.healthcheck ? `healthcheck: ${err.message}` : err.message);
+    return args.healthcheck ? 1 : 2;
   }
   if (args.checkOnly) {
     const problem = await checkKafkaProducer(config.kafka);
@@ -133,7 +146,6 @@ async function main(): Promise<number> {
     console.log(`config ok: ${args.configPath}`);
     return 0;
   }
-  if (args.healthcheck) return await healthcheck(config);
   try {
     service = await startService(config);
   } catch (err) {
@@ -150,9 +162,16 @@ async function main(): Promise<number> {
     Deno.addSignalListener(signal, () => resolve(signal));
   }
   const signal = await signalled;
-  // From here on a second signal means "now": the WAL keeps what it has synced.
+  const stopping = performance.now();
+  // From here on a second signal means "now": the WAL keeps what it has synced. One that follows the first within
+  // a second is the same request sent twice: a terminal's Ctrl-C reaches both `deno task` (which passes it on) and
+  // the service, and `timeout` signals the process and its group.
   for (const again of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(again, () => {
+      if (performance.now() - stopping < REPEATED_SIGNAL_MS) {
+        log("info", "signal repeated: already stopping", { signal: again });
+        return;
+      }
       log("warn", "second signal: exiting at once", { signal: again });
       Deno.exit(1);
     });
@@ -178,10 +197,10 @@ async function healthcheck(config: Config): Promise<number> {
   const { hostname, port } = listenAddress(listen);
   const wildcard = hostname === "0.0.0.0" || hostname === "::";
   const hostPort = formatHostPort({ hostname: wildcard ? "127.0.0.1" : hostname, port });
-  const tls = loadSecurity(config).tls.monitoring?.material;
+  const tls = listenerTls(config, "monitoring");
   const url = `${tls ? "https" : "http"}://${hostPort}/healthz`;
   try {
-    const status = tls ? await httpsStatus(url, tls) : await httpStatus(url);
+    const status = await healthzStatus(url, tls);
     if (status === 200) return 0;
     log("error", `healthcheck: ${url} answered ${status}`);
   } catch (err) {
@@ -190,23 +209,21 @@ async function healthcheck(config: Config): Promise<number> {
   return 1;
 }
 
-async function httpStatus(url: string): Promise<number> {
-  const reply = await fetch(url, { signal: AbortSignal.timeout(HEALTHCHECK_TIMEOUT_MS) });
-  await reply.body?.cancel();
-  return reply.status;
-}
-
-function httpsStatus(url: string, tls: TlsMaterial): Promise<number> {
+/**
+ * The status /healthz answers with. node:http and node:https rather than fetch: fetch goes through a proxy named
+ * in HTTP_PROXY, and a container may have one that does not exempt loopback.
+ */
+function healthzStatus(url: string, tls: TlsMaterial | undefined): Promise<number> {
   const { promise, resolve, reject } = Promise.withResolvers<number>();
-  const options = {
+  const options = tls === undefined ? { timeout: HEALTHCHECK_TIMEOUT_MS } : {
+    timeout: HEALTHCHECK_TIMEOUT_MS,
     rejectUnauthorized: false,
     // Unused unverified, but without a CA node:tls reads the system's, which needs --allow-sys (not shipped).
     ca: tls.ca ?? tls.cert,
-    timeout: HEALTHCHECK_TIMEOUT_MS,
     cert: tls.cert,
     key: tls.key,
   };
-  const req = https.get(url, options, (res) => {
+  const req = (tls === undefined ? http : https).get(url, options, (res) => {
     res.resume();
     resolve(res.statusCode ?? 0);
   });

@@ -313,3 +313,43 @@ function holds(pid: number, path: string): boolean {
   } catch { /* ended */ }
   return false;
 }
+
+Deno.test({
+  name:
+    "cli: SIGUSR1, SIGUSR2 and SIGALRM are ignored, as by the Go service; SIGINT sent twice at once is one clean stop",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using dir = await tempDir("ka-signals-");
+    const walPath = `${dir.path}/wal`;
+    await using svc = await startService({
+      kafka: { brokers: [`127.0.0.1:${freePort()}`] }, // nothing listens there
+      producer: { shutdown_timeout: "1s", wal: { path: walPath } },
+    }, { dir: dir.path });
+    for (let i = 0; i < 5; i++) {
+      const r = await fetch(`${svc.http}/topics/signals/messages`, { method: "POST", body: `m${i}` });
+      assert.equal(r.status, 200);
+      await r.body?.cancel();
+    }
+    for (const signal of ["SIGUSR1", "SIGUSR2", "SIGALRM"] as const) svc.signal(signal);
+    await waitFor(
+      "three ignored signals logged",
+      async () => (await svc.logs()).filter((l) => l.msg === "signal ignored").length === 3,
+      10_000,
+      50,
+    );
+    const health = await fetch(`${svc.monitoring}/healthz`);
+    assert.equal(health.status, 200, "the service still runs");
+    await health.body?.cancel();
+    // A terminal's Ctrl-C under `deno task`: the task passes it on, so the service gets it twice.
+    svc.signal("SIGINT");
+    svc.signal("SIGINT");
+    assert.equal(await svc.exited, 0, "one stop, not the second signal's exit at once");
+    const wal = await openWal({ path: walPath, inMemory: false, maxBytes: 1 << 30 });
+    try {
+      assert.equal(wal.pendingCount(), 5, "what librdkafka held is in the WAL");
+    } finally {
+      await wal.close();
+    }
+  },
+});

@@ -219,27 +219,50 @@ Deno.test("Dockerfile: distroless, non-root, exposes the default config's ports"
 });
 
 Deno.test({
-  name: "--healthcheck exits 0 while the service answers /healthz, 1 with one line once it is gone",
+  name: "--healthcheck exits 0 while the service answers /healthz, 1 with one line once it is gone, never 2",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
+    await using dir = await tempDir("ka-healthcheck-");
     await using svc = await startService({
       producer: { wal: { mode: "disable" } },
       kafka: { brokers: ["127.0.0.1:9"] },
-    });
-    const probe = () =>
+    }, { dir: dir.path });
+    const probe = (configPath = svc.configPath, env: Record<string, string> = {}) =>
       runCommand(DENO, [
         "run",
         ...SHIPPED,
         `${REPO}src/main.ts`,
         "-config",
-        svc.configPath,
+        configPath,
         "--healthcheck",
       ], {
         timeoutMs: 30_000,
+        env,
       });
     const up = await probe();
     assert.equal(up.code, 0, up.stderr);
+    // A proxy in the environment is not asked about loopback.
+    const proxied = await probe(svc.configPath, { HTTP_PROXY: `http://127.0.0.1:${freePort()}` });
+    assert.equal(proxied.code, 0, proxied.stderr);
+    // Files the health check does not need are not read: a tokens file caught empty while it is rewritten.
+    const config = parse(await Deno.readTextFile(svc.configPath)) as Record<string, unknown>;
+    await Deno.writeTextFile(`${dir.path}/tokens`, "");
+    const withTokens = `${dir.path}/tokens.yaml`;
+    await Deno.writeTextFile(
+      withTokens,
+      stringify({ ...config, auth: { tokens_file: `${dir.path}/tokens` } }),
+    );
+    const tokens = await probe(withTokens);
+    assert.equal(tokens.code, 0, tokens.stderr);
+    // What it does need, missing: unhealthy (1), not 2, which Docker reserves.
+    const badTls = `${dir.path}/tls.yaml`;
+    const server = config.server as Record<string, Record<string, unknown>>;
+    server.monitoring.tls = { cert_file: `${dir.path}/none.crt`, key_file: `${dir.path}/none.key` };
+    await Deno.writeTextFile(badTls, stringify(config));
+    const tls = await probe(badTls);
+    assert.equal(tls.code, 1, tls.stderr);
+    assert.match(tls.stderr, /healthcheck: config: server\.monitoring\.tls\.cert_file: /);
     assert.equal(await svc.stop(), 0);
     const down = await probe();
     assert.equal(down.code, 1);

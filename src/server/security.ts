@@ -6,7 +6,7 @@
 import { type Config, ConfigError } from "../config.ts";
 import { log } from "../log.ts";
 import { Gate, parseTokens, type Principals } from "./auth.ts";
-import { readTls, type TlsFiles, TlsSource } from "./tls.ts";
+import { readTls, type TlsFiles, type TlsMaterial, TlsSource } from "./tls.ts";
 
 const LISTENERS = ["http", "grpc", "monitoring"] as const;
 type ListenerName = typeof LISTENERS[number];
@@ -68,6 +68,12 @@ export function loadSecurity(config: Config): Security {
     return ok;
   };
   return { tls, gate, reload };
+}
+
+/** One listener's TLS files read, or undefined for plain text (`--healthcheck` needs no more). */
+export function listenerTls(config: Config, name: ListenerName): TlsMaterial | undefined {
+  const files = tlsFiles(config, name);
+  return files === undefined ? undefined : configured(() => readTls(`server.${name}.tls`, files));
 }
 
 function tlsFiles(config: Config, name: ListenerName): TlsFiles | undefined {
