@@ -72,7 +72,7 @@ export async function loadConfig(path: string, env?: Record<string, string>): Pr
  *
  * Environment: `KA_<KEY>` with the key upper-cased and its dots kept (`KA_PRODUCER.RESEND.PERIOD=5s`) or, for
  * shells that refuse dots, written as `__` (`KA_PRODUCER__RESEND__PERIOD=5s`); no key contains `__`, so both
- * spellings are unambiguous. Env wins over the file. Lists are comma-separated. `KA_LOG_LEVEL` is
+ * spellings are unambiguous. Env wins over the file. Lists are comma- or space-separated; an empty value is ignored. `KA_LOG_LEVEL` is
  * `global.log.level`; other `KA_*` names outside the key table are ignored unless they look like a key.
  * Keys of the Go service that have no effect here (GO_KEYS_WITHOUT_EFFECT) are accepted, and logged.
  * `env` defaults to the process environment; pass `{}` to ignore it.
@@ -254,6 +254,11 @@ function applyEnv(
       // "ka-server"), are not ours.
       if (SERVICE_LINK.test(key)) continue;
       if (key.includes(".") || /^(global|server|producer|kafka)_/.test(key)) throw unknownKey(key, name);
+      continue;
+    }
+    if (value === "") {
+      // Set but empty: the Go service (viper) took that as unset, and so do deployments written for it.
+      log("warn", `config: ${name} is empty: ignored`, { key });
       continue;
     }
     const earlier = seen.get(key);

@@ -8,6 +8,7 @@ import {
   bool,
   countFromOne,
   duration,
+  durationZeroMeans,
   int,
   list,
   listen,
@@ -230,7 +231,12 @@ export const SCHEMA = {
         0,
         "reset the breaker's closed-state failure count every interval; 0 = never",
       ),
-      timeoutMs: new Key("producer.cb.timeout", duration, 20_000, "time in Open before trying Half-Open"),
+      timeoutMs: new Key(
+        "producer.cb.timeout",
+        durationZeroMeans(60_000),
+        20_000,
+        "time in Open before trying Half-Open (0 is taken as 60s)",
+      ),
       fails: new Key(
         "producer.cb.fails",
         countFromOne,
@@ -261,7 +267,7 @@ export const SCHEMA = {
     wal: {
       mode: new Key(
         "producer.wal.mode",
-        oneOf(WAL_MODES),
+        oneOf(WAL_MODES, true),
         "fallback",
         "fallback (WAL only for undelivered messages), always (every message), disable (never)",
       ),

@@ -60,10 +60,13 @@ export const bool: ValueKind<boolean> = {
   show: String,
 };
 
-/** A YAML sequence, or comma-separated text (env values, `brokers: a:9092,b:9092`); empty items dropped. */
+/**
+ * A YAML sequence, or text split at commas and white space (env values, `brokers: a:9092,b:9092`; the Go service
+ * split at white space: `KA_PRODUCER.WAL.ALWAYS_TOPICS="t1 t2"`); empty items dropped.
+ */
 export const list: ValueKind<string[]> = {
   read(value) {
-    const items = Array.isArray(value) ? value : scalar(value, "a list").split(",");
+    const items = Array.isArray(value) ? value : scalar(value, "a list").split(/[\s,]+/);
     return items.map((item) => {
       if (typeof item !== "string") {
         throw new Error(`expected a list of strings, got an item ${describe(item)}`);
@@ -74,12 +77,13 @@ export const list: ValueKind<string[]> = {
   show: (value) => `[${value.map((item) => JSON.stringify(item)).join(", ")}]`,
 };
 
-/** One of `choices`, in any case. */
-export function oneOf<T extends string>(choices: readonly T[]): ValueKind<T> {
+/** One of `choices`, in any case unless `exactCase`. */
+export function oneOf<T extends string>(choices: readonly T[], exactCase = false): ValueKind<T> {
   const expected = `one of ${choices.join(", ")}`;
   return {
     read(value) {
-      const word = scalar(value, expected).toLowerCase();
+      const written = scalar(value, expected);
+      const word = exactCase ? written : written.toLowerCase();
       const choice = choices.find((known) => known === word);
       if (choice === undefined) throw new Error(`expected ${expected}, got ${describe(value)}`);
       return choice;
@@ -103,13 +107,13 @@ export const logLevel: ValueKind<Level> = {
   show: (value) => value,
 };
 
-/** An integer from `min` to `max`. */
+/** An integer from `min` to `max`; `5.0` is 5, as the Go service read it. */
 export function int(min: number, max = Number.MAX_SAFE_INTEGER): ValueKind<number> {
   return {
     read(value) {
       const digits = scalar(value, "an integer").trim();
       const n = Number(digits);
-      if (!/^[+-]?\d+$/.test(digits) || !Number.isSafeInteger(n)) {
+      if (!/^[+-]?\d+(\.0*)?$/.test(digits) || !Number.isSafeInteger(n)) {
         throw new Error(`expected an integer, got ${describe(value)}`);
       }
       if (n < min) throw new Error(`must be at least ${min}, got ${n}`);
@@ -128,6 +132,17 @@ export const countFromOne: ValueKind<number> = {
   read: (value) => Math.max(1, int(0).read(value)),
   show: String,
 };
+
+/**
+ * A duration where 0 means `zeroMs`: gobreaker, the Go service's breaker, took a zero `Timeout` as its default,
+ * and its configs may say 0.
+ */
+export function durationZeroMeans(zeroMs: number): ValueKind<number> {
+  return {
+    read: (value) => duration.read(value) || zeroMs,
+    show: formatDuration,
+  };
+}
 
 /** A positive rate in records per second; 0 is refused with a pointer to `hint`. */
 export function rate(hint: string): ValueKind<number> {

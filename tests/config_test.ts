@@ -101,7 +101,7 @@ Deno.test("config: durations in every accepted form", () => {
   ];
   for (const [text, ms] of cases) {
     assert.equal(parseDuration(text), ms, text);
-    assert.equal(parse(`${MINIMAL}producer.cb.timeout: ${text}\n`).producer.cb.timeoutMs, ms, text);
+    assert.equal(parse(`${MINIMAL}producer.resend.period: ${text}\n`).producer.resend.periodMs, ms, text);
   }
   assert.equal(parseDuration(2), 2000);
   for (const ms of [0, 250, 1500, 20_000, 600_000, 5_400_000, 0.3, 90_061_001]) {
@@ -174,6 +174,28 @@ async function harnessVariables(): Promise<Set<string>> {
   names.delete("KA_LOG_LEVEL");
   return names;
 }
+
+Deno.test("config: values as the Go service read them: lists split at white space, cb.timeout 0, empty env, 5.0", () => {
+  const config = parse(`${MINIMAL}producer.wal.disable_topics: "d1 d2"\nproducer.cb.timeout: 0\n`, {
+    "KA_PRODUCER.WAL.ALWAYS_TOPICS": "t1 t2\tt3",
+    "KA_PRODUCER.RESEND.PERIOD": "",
+    "KA_PRODUCER.CB.FAILS": "7.0",
+  });
+  assert.deepEqual(config.producer.wal.alwaysTopics, ["t1", "t2", "t3"]);
+  assert.deepEqual(config.producer.wal.disableTopics, ["d1", "d2"]);
+  assert.equal(config.producer.cb.timeoutMs, 60_000, "gobreaker's default for a zero Timeout");
+  assert.equal(config.producer.resend.periodMs, defaultConfig().producer.resend.periodMs);
+  assert.equal(config.producer.cb.fails, 7);
+  // The Go service matched the word exactly and ran any other as fallback: "Always" was never always mode.
+  assertConfigError(
+    `${MINIMAL}producer.wal.mode: Always\n`,
+    'config: producer.wal.mode: expected one of fallback, always, disable, got "Always"',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.cb.fails: 7.5\n`,
+    'config: producer.cb.fails: expected an integer, got "7.5"',
+  );
+});
 
 Deno.test("config: the KA_* variables of the scripts, tests and benchmarks are not taken for overrides", async () => {
   const names = await harnessVariables();
@@ -248,7 +270,6 @@ Deno.test("config: listen addresses", () => {
 
 Deno.test("config: wal.path may be empty in memory or with mode disable", () => {
   assert.equal(parse("producer.wal.mode: disable\n").producer.wal.mode, "disable");
-  assert.equal(parse("producer.wal.mode: ALWAYS\nproducer.wal.path: /w\n").producer.wal.mode, "always");
 });
 
 Deno.test("config: unknown keys are named, with the closest known key", () => {
