@@ -71,11 +71,11 @@ export function parseArgs(argv: string[]): Args {
  * Exit codes: 0 after a clean stop, 1 when the service cannot start (librdkafka missing included), 2 for a bad
  * command line or config.
  */
-async function main(): Promise<number> {
+async function main(argv: string[]): Promise<number> {
   let args: Args;
   let config: Config;
   try {
-    args = parseArgs(Deno.args);
+    args = parseArgs(argv);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`kafka-ambassador: ${err.message}\n${USAGE}`);
@@ -232,4 +232,15 @@ function healthzStatus(url: string, tls: TlsMaterial | undefined): Promise<numbe
   return promise;
 }
 
-if (import.meta.main) Deno.exit(Deno.args[0] === "wal" ? await runWalTool(Deno.args.slice(1)) : await main());
+/**
+ * The arguments without a first one that names this program: the Go service's image had no entrypoint, so the
+ * manifests written for it pass the binary's path first (`args: [/bin/kafka-ambassador, -config, PATH]`).
+ */
+export function programArgs(argv: readonly string[]): string[] {
+  return argv.length > 0 && /(^|\/)kafka-ambassador$/.test(argv[0]) ? argv.slice(1) : [...argv];
+}
+
+if (import.meta.main) {
+  const argv = programArgs(Deno.args);
+  Deno.exit(argv[0] === "wal" ? await runWalTool(argv.slice(1)) : await main(argv));
+}

@@ -70,6 +70,19 @@ Deno.test("cli: a bad command line exits 2 with a plain-text reason and the usag
   }
 });
 
+Deno.test("cli: a first argument naming the program is skipped, as the Go image's manifests pass it", async () => {
+  // The Go chart: `args: [/bin/kafka-ambassador, -config, /etc/kafka-ambassador/config.yaml]`, after our entrypoint.
+  for (const self of ["/bin/kafka-ambassador", "kafka-ambassador"]) {
+    const check = await run([self, "-config", DEFAULT_CONFIG, "--check-config"]);
+    assert.equal(check.code, 0, `${self}: ${check.err}`);
+    const wal = await run([self, "wal", "--help"]);
+    assert.equal(wal.code, 0, `${self} wal --help: ${wal.err}`);
+  }
+  const other = await run(["/bin/other-program", "-config", DEFAULT_CONFIG]);
+  assert.equal(other.code, 2);
+  assert.match(other.err, /unexpected argument "\/bin\/other-program"/);
+});
+
 Deno.test("cli: --check-config accepts the shipped default config", async () => {
   const r = await run(["-config", DEFAULT_CONFIG, "--check-config"]);
   assert.equal(r.code, 0, r.err);
