@@ -149,27 +149,41 @@ Deno.test("facade: a message is too large as librdkafka counts it: value, key, h
   assert.equal((batchRefusal as ProduceError).kind, "too_large");
 });
 
-Deno.test("facade: a message Kafka will never take is dropped, counted under librdkafka's text and logged", async () => {
+Deno.test("facade: a message Kafka will never take is dropped, counted under librdkafka's text and logged; one its client hears refused is not", async () => {
   await using r = await facadeRig();
   const topic = `dropped-${crypto.randomUUID().slice(0, 8)}`;
+  const known = `refused-${crypto.randomUUID().slice(0, 8)}`;
   const lines: string[] = [];
   const printed = console.error;
   console.error = (line: string) => lines.push(String(line));
+  const dropped = (name: string) =>
+    metrics.dropped.get().then((m) =>
+      m.values.find((v) => v.labels.topic === name && v.labels.error === "Local: Unknown partition")?.value ??
+        0
+    );
   try {
     // The mock cluster's topics have 4 partitions: partition 9 does not exist, which no retry will change. A message
-    // sent before librdkafka knows the topic is answered at once, and dropped on its report; once it knows the
-    // topic, librdkafka refuses such a message at once and the client hears so: both are counted.
+    // sent before librdkafka knows its topic is answered at once (200), and dropped on its report: counted.
+    let accepted = 0;
     for (let i = 0; i < 3; i++) {
-      await r.facade.produce({ topic, value: text(`${i}`), partition: 9 }, "none").catch((err) => {
-        if (!(err instanceof ProduceError && err.kind === "invalid")) throw err;
-      });
-    }
-    const dropped = () =>
-      metrics.dropped.get().then((m) =>
-        m.values.find((v) => v.labels.topic === topic && v.labels.error === "Local: Unknown partition")
-          ?.value ?? 0
+      await r.facade.produce({ topic, value: text(`${i}`), partition: 9 }, "none").then(
+        () => accepted++,
+        (err) => {
+          if (!(err instanceof ProduceError && err.kind === "invalid")) throw err; // the topic's metadata came first
+        },
       );
-    await waitFor("the drops to be counted", async () => (await dropped()) === 3);
+    }
+    assert.ok(accepted > 0);
+    await waitFor("the drops to be counted", async () => (await dropped(topic)) === accepted);
+    // Once librdkafka knows the topic it refuses such a message at once, and the client hears 400: not a drop.
+    await r.facade.produce({ topic: known, value: text("make the topic known"), partition: 0 }, "kafka");
+    for (let i = 0; i < 3; i++) {
+      const refused = await refusal(
+        r.facade.produce({ topic: known, value: text(`${i}`), partition: 9 }, "none"),
+      );
+      assert.equal(refused.kind, "invalid");
+    }
+    assert.equal(await dropped(known), 0);
   } finally {
     console.error = printed;
   }

@@ -113,6 +113,11 @@ export class KafkaError extends Error {
      * not exist, or not yet), which says nothing about the brokers.
      */
     readonly unpartitioned = false,
+    /**
+     * librdkafka refused the message as it was handed over for a partition its topic does not have: the request's
+     * own mistake, which its client hears (400), so not a dropped message.
+     */
+    readonly badPartition = false,
   ) {
     super(message);
     this.name = "KafkaError";

@@ -598,7 +598,7 @@ export class KafkaProducer {
     }
     const code = this.#handOver(msg, id);
     if (code === ERR.QUEUE_FULL && waitMs > 0) this.#wait(msg, id, to, performance.now() + waitMs);
-    else if (code !== 0) return this.#reject(to, id, code, msg.topic, msg);
+    else if (code !== 0) return this.#refuse(to, id, code, msg);
     return undefined;
   }
 
@@ -633,7 +633,7 @@ export class KafkaProducer {
       if (!isPlain(m)) {
         const code = this.#handOver(m, firstId + i);
         if (code === ERR.QUEUE_FULL && waits) break;
-        if (code !== 0) this.#reject(batch, firstId + i, code, m.topic);
+        if (code !== 0) this.#refuse(batch, firstId + i, code, m);
         i++;
         continue;
       }
@@ -915,9 +915,23 @@ export class KafkaProducer {
         // librdkafka failed every later message of the run with it too.
         waitFrom = i;
         break;
-      } else this.#reject(batch, firstId + i, code, topic);
+      } else this.#refuse(batch, firstId + i, code, messages[i]);
     }
     return waitFrom;
+  }
+
+  /** {@link #reject} for a message librdkafka refused as it was handed over (see KafkaError.badPartition). */
+  #refuse(to: Receiver, id: number, code: number, msg: Message): KafkaError {
+    if (code !== ERR.UNKNOWN_PARTITION || msg.partition === undefined) {
+      return this.#reject(to, id, code, msg.topic, msg);
+    }
+    const name = this.#lib.errName(code);
+    const text = this.#lib.errText(code);
+    const message = `kafka: topic "${msg.topic}": ${text} (${name})`;
+    const err = this.#fail(new KafkaError(code, name, message, false, text, false, true), msg.topic);
+    to.failed(id, err, msg);
+    if (to.done) this.#release(to);
+    return err;
   }
 
   /** Fails a message that librdkafka refused with `code`; returns the error it failed with. */
@@ -1075,7 +1089,7 @@ export class KafkaProducer {
   #handOverOne(w: Waiting): boolean {
     const code = this.#handOver(w.msg, w.id);
     if (code === ERR.QUEUE_FULL) return false;
-    if (code !== 0) this.#reject(w.to, w.id, code, w.msg.topic, w.msg);
+    if (code !== 0) this.#refuse(w.to, w.id, code, w.msg);
     return true;
   }
 

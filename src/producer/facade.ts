@@ -607,6 +607,10 @@ export class Facade implements ProducerFacade {
       if (this.#recordFailure(message.topic, err)) {
         wal.release(id);
       } else {
+        // No client hears this one: a partition gone since it was accepted drops it.
+        if (err instanceof KafkaError && err.badPartition) {
+          countDropped(message.topic, err.errText, "Kafka will never take it");
+        }
         wal.ack(id);
         this.#order?.left(orderGroupOf(message));
       }
@@ -883,6 +887,10 @@ export class Facade implements ProducerFacade {
       // anything about the brokers.
       this.#breaker.release();
       return true;
+    }
+    if (err instanceof KafkaError && err.badPartition) {
+      this.#breaker.release(); // the client hears 400 (refusedAtOnce)
+      return false;
     }
     if (err instanceof KafkaError && !err.retryable) {
       // The broker answered: it is healthy, the message is not.
