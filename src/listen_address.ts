@@ -12,7 +12,8 @@ export interface ListenAddress {
 const LISTEN = /^(?:\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|([A-Za-z0-9._-]*)):(\d{1,5})$/;
 
 /**
- * Splits `host:port` (`:18080`, `0.0.0.0:18080`, `[::1]:18080`); an empty host becomes `0.0.0.0`.
+ * Splits `host:port` (`:18080`, `0.0.0.0:18080`, `[::1]:18080`); an empty host becomes `0.0.0.0`, which the
+ * listeners bind as IPv4 and IPv6 (bindHost in server/listener.ts).
  * Throws an Error on a malformed address (the config has already refused those).
  * @example listenAddress(":18080") // { hostname: "0.0.0.0", port: 18080 }
  */

@@ -473,7 +473,7 @@ Deno.test("listen addresses: gRPC's form brackets IPv6 hosts", () => {
 Deno.test("':port' listens on every interface", async () => {
   const server = await startHttpServer({ listen: ":0", facade: new FakeFacade() });
   try {
-    assert.deepEqual(server.address, `0.0.0.0:${server.port}`);
+    assert.deepEqual(server.address, `[::]:${server.port}`);
     const res = await fetch(`http://127.0.0.1:${server.port}/topics`);
     assert.deepEqual([res.status, await res.text()], [200, ""]);
   } finally {

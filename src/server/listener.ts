@@ -2,7 +2,7 @@
  * The shape every listener shares (HTTP, gRPC, monitoring): how it is bound, where it is bound, how it drains and
  * stops, how a failure to bind is reported, and its TLS and access check (docs/security.md).
  */
-import type { Server } from "node:net";
+import type { AddressInfo, Server } from "node:net";
 import { formatHostPort, type ListenAddress } from "../listen_address.ts";
 import { log } from "../log.ts";
 import type { Gate } from "./auth.ts";
@@ -11,7 +11,7 @@ import type { TlsSource } from "./tls.ts";
 
 /** How a listener is bound. */
 export interface ListenerOptions {
-  /** "host:port" or ":port" (all interfaces); port 0 picks a free one. */
+  /** "host:port" or ":port" (all interfaces, IPv4 and IPv6: see bindHost); port 0 picks a free one. */
   listen: string;
   /** TLS (and mTLS when it has a client CA); plain text when absent. */
   tls?: TlsSource;
@@ -23,7 +23,7 @@ export interface ListenerOptions {
 
 /** A running listener. */
 export interface Listener {
-  /** "host:port" as bound: the real port when the config said 0. */
+  /** "host:port" as bound: the real port when the config said 0, `[::]` for `:port` and `0.0.0.0` (bindHost). */
   readonly address: string;
   readonly port: number;
   /** While on, new requests are refused (503, or UNAVAILABLE), and health reports that the service is stopping. */
@@ -56,18 +56,75 @@ function nodeListenError(err: NodeJS.ErrnoException): string {
   return LISTEN_ERRORS[err.code ?? ""] ?? err.message;
 }
 
+/** The IPv4 wildcard, which listenAddress also gives for an empty host. */
+const IPV4_ANY = "0.0.0.0";
+
 /**
- * Binds a node:net or node:tls server (the gRPC and TLS HTTP listeners) and resolves with its port; rejects with
- * listenError when it cannot bind. Later server errors are logged.
+ * Binds with `bind` to `hostname`, the way the Go service's net.Listen does: the IPv4 wildcard (`0.0.0.0`, or
+ * `:port`) binds `::`, which takes IPv4 and IPv6 on one socket as IPV6_V6ONLY is off (the Linux default,
+ * `dualStack`), and binds `0.0.0.0` instead on a host without IPv6 or whose sockets are IPv6-only by default
+ * (neither Deno.listen nor node:net here can turn IPV6_V6ONLY off, as Go does). Any other host, `::` included, is
+ * bound as given. Resolves with what `bind` returned; rejects with its error.
+ * @example const listener = await bindHost("0.0.0.0", (hostname) => Deno.listen({ hostname, port: 18080 }));
  */
-export function listenNode(server: Server, listener: string, addr: ListenAddress): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => reject(listenError(listener, addr, nodeListenError(err)));
-    server.once("error", onError);
-    server.listen({ port: addr.port, host: addr.hostname }, () => {
-      server.off("error", onError);
-      server.on("error", (err) => log("error", `${listener}: listener error`, { error: err }));
-      resolve((server.address() as { port: number }).port);
+export async function bindHost<T>(
+  hostname: string,
+  bind: (hostname: string) => T | Promise<T>,
+  dualStack: boolean = wildcardIsDualStack(),
+): Promise<T> {
+  if (hostname !== IPV4_ANY || !dualStack) return await bind(hostname);
+  try {
+    return await bind("::");
+  } catch (err) {
+    if (!noIpv6(err)) throw err;
+    return await bind(IPV4_ANY);
+  }
+}
+
+/**
+ * Whether a socket bound to `::` also takes IPv4: net.ipv6.bindv6only is 0. Unreadable (no IPv6 in the kernel,
+ * or not Linux): assumed so, and a host without IPv6 fails the bind of `::` instead.
+ */
+function wildcardIsDualStack(): boolean {
+  try {
+    return Deno.readTextFileSync("/proc/sys/net/ipv6/bindv6only").trim() !== "1";
+  } catch {
+    return true;
+  }
+}
+
+/** Whether a bind failed because the host has no IPv6 (EAFNOSUPPORT: the kernel has IPv6 off). */
+function noIpv6(err: unknown): boolean {
+  const { code, message } = err as { code?: unknown; message?: unknown };
+  return code === "EAFNOSUPPORT" || /address family not supported/i.test(String(message));
+}
+
+/**
+ * Binds a node:net or node:tls server (the gRPC and TLS HTTP listeners) as bindHost does and resolves with the
+ * address it is bound to; rejects with listenError when it cannot bind. Later server errors are logged.
+ */
+export async function listenNode(
+  server: Server,
+  listener: string,
+  addr: ListenAddress,
+): Promise<ListenAddress> {
+  try {
+    await bindHost(addr.hostname, (host) => listenOnce(server, host, addr.port));
+  } catch (err) {
+    throw listenError(listener, addr, nodeListenError(err as NodeJS.ErrnoException));
+  }
+  server.on("error", (err) => log("error", `${listener}: listener error`, { error: err }));
+  const bound = server.address() as AddressInfo;
+  return { hostname: bound.address, port: bound.port };
+}
+
+/** One listen() of a node:net server; a server whose listen() failed may listen() again. */
+function listenOnce(server: Server, host: string, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ port, host }, () => {
+      server.off("error", reject);
+      resolve();
     });
   });
 }

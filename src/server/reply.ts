@@ -7,7 +7,7 @@ import type { TLSSocket } from "node:tls";
 import { formatHostPort, listenAddress } from "../listen_address.ts";
 import { log, logRepeated } from "../log.ts";
 import { Connection, Connections, defaultLimits } from "./limits.ts";
-import { type ListenerOptions, listenError, listenNode } from "./listener.ts";
+import { bindHost, type ListenerOptions, listenError, listenNode } from "./listener.ts";
 import { oneLine } from "./refusal.ts";
 import { certNameOf, nodeTlsOptions, type TlsSource } from "./tls.ts";
 
@@ -58,11 +58,7 @@ export function serveHttp(
   // Monitoring's requests are GETs a client may send again: there, idle connections give way to new ones.
   const conns = new Connections(name, opts.limits ?? defaultLimits(name), name === "monitoring");
   if (opts.tls !== undefined) return serveHttps(name, opts.listen, opts.tls, conns, handler);
-  try {
-    return Promise.resolve(serveTcp(name, opts.listen, conns, handler));
-  } catch (err) {
-    return Promise.reject(err);
-  }
+  return serveTcp(name, opts.listen, conns, handler);
 }
 
 /**
@@ -96,12 +92,17 @@ function serveOnConnection(): ServeOnConnection {
  * to close a connection past its deadline (never one with a request in flight: it has none). Shutdown closes
  * each connection once its requests are answered.
  */
-function serveTcp(name: string, listen: string, conns: Connections, handler: HttpHandler): BoundHttp {
+async function serveTcp(
+  name: string,
+  listen: string,
+  conns: Connections,
+  handler: HttpHandler,
+): Promise<BoundHttp> {
   const serve = serveOnConnection();
   const addr = listenAddress(listen);
   let listener: Deno.TcpListener;
   try {
-    listener = Deno.listen({ hostname: addr.hostname, port: addr.port });
+    listener = await bindHost(addr.hostname, (hostname) => Deno.listen({ hostname, port: addr.port }));
   } catch (err) {
     throw listenError(name, addr, err);
   }
@@ -280,13 +281,13 @@ async function serveHttps(
       error: err.message,
     });
   });
-  const port = await listenNode(server, name, addr);
-  const address = formatHostPort({ ...addr, port });
+  const bound = await listenNode(server, name, addr);
+  const address = formatHostPort(bound);
   const origin = `https://${address}`;
   log("info", `${name} listening`, { addr: address, tls: true, mtls });
   return {
     address,
-    port,
+    port: bound.port,
     shutdown: () =>
       new Promise<void>((resolve) => {
         server.close(() => {

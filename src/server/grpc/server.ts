@@ -8,7 +8,7 @@
 import type protobuf from "protobufjs";
 import { log, logRepeated } from "../../log.ts";
 import type { ProducerFacade } from "../../producer/types.ts";
-import { formatHostPort, listenAddress } from "../../listen_address.ts";
+import { listenAddress } from "../../listen_address.ts";
 import { type Principal, UNAUTHENTICATED_REASON } from "../auth.ts";
 import type { Listener, ListenerOptions } from "../listener.ts";
 import { Connections, defaultLimits } from "../limits.ts";
@@ -209,8 +209,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
       }
     },
   });
-  const port = server.port;
-  const address = formatHostPort({ ...listen, port });
+  const { address, port } = server;
 
   const setDraining = (on: boolean) => {
     draining = on;

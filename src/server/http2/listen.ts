@@ -37,6 +37,8 @@ export interface Http2ListenOptions {
 
 /** A bound HTTP/2 listener. */
 export interface Http2Listener {
+  /** "host:port" as bound: the real port when the config said 0, `[::]` for the wildcard (listener.ts). */
+  readonly address: string;
   readonly port: number;
   /**
    * Stops accepting; each connection gets GOAWAY and closes once its streams are over. Resolves when every
@@ -94,12 +96,13 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
     });
     server = secure;
   }
-  const port = await listenNode(server, opts.name, opts.address);
-  const addr = formatHostPort({ ...opts.address, port });
+  const bound = await listenNode(server, opts.name, opts.address);
+  const addr = formatHostPort(bound);
   const mtls = source?.material.ca !== undefined;
   log("info", `${opts.name} listening`, source === undefined ? { addr } : { addr, tls: true, mtls });
   return {
-    port,
+    address: addr,
+    port: bound.port,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       const drained = new Promise<void>((resolve) => idle = resolve);
