@@ -8,14 +8,17 @@
 import { BROKERS, GO_KEYS_WITHOUT_EFFECT, Key, KEYS, SCHEMA } from "./config_keys.ts";
 import { LIBRDKAFKA_DEFAULTS } from "./kafka/defaults.ts";
 
-const HEADER = `# kafka-ambassador configuration: every key with its default.
+const HEADER =
+  `# kafka-ambassador configuration: every key with its default, or an example where the service has none
+# to offer (the listeners, off when unset) or one unfit to copy (the WAL path, its default in the comment).
+# It names no broker: set kafka.brokers before using it.
 # Written from the key table (src/config_keys.ts) by \`deno task config-reference\`; do not edit by hand.
 #
 # Keys may be nested (producer: {cb: {fails: 5}}), flat with dots (producer.cb.fails: 5) or mixed.
 # Durations: Go-style strings (250ms, 20s, 10m, 1h30m, 1.5s, 300us, 0); a bare number means SECONDS (20 = 20s).
 # Sizes: bytes, or a number with a unit: decimal (100k, 2GB) or binary (512MiB, 4Mi).
 # Environment overrides win over this file: KA_<KEY IN UPPER CASE>, dots kept or written as "__"
-# (KA_PRODUCER.RESEND.PERIOD=5s or KA_PRODUCER__RESEND__PERIOD=5s); list values are comma-separated.
+# (KA_PRODUCER.RESEND.PERIOD=5s or KA_PRODUCER__RESEND__PERIOD=5s); list values are separated by commas or white space.
 `;
 
 const KAFKA_FOOTER =

@@ -297,6 +297,13 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   // Each listener's start-up error names it and its address (`http listener 0.0.0.0:18080: address in use`).
   const { http, grpc, monitoring } = config.server;
   const { tls, gate } = security;
+  if (http.listen === undefined && grpc.listen === undefined) {
+    // Allowed (an instance that only replays its WAL), but more likely a config that forgot the ports.
+    log(
+      "warn",
+      "no produce listener: server.http.listen and server.grpc.listen are unset, no message is taken",
+    );
+  }
   const httpServer = http.listen === undefined ? null : await startHttpServer({
     listen: http.listen,
     tls: tls.http,
