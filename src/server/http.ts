@@ -852,9 +852,10 @@ function acceptedType(header: string): boolean {
   return ACCEPTED_TYPES.has(mediaType(header).toLowerCase());
 }
 
+/** The media type without parameters; of a header sent twice (joined with ", "), the first, as Go's Header.Get. */
 function mediaType(header: string): string {
-  const semi = header.indexOf(";");
-  return (semi < 0 ? header : header.slice(0, semi)).trim();
+  const end = header.search(/[;,]/);
+  return (end < 0 ? header : header.slice(0, end)).trim();
 }
 
 function decode(text: string): string | undefined {
