@@ -354,6 +354,33 @@ Deno.test("batch: more than max_records is 413 naming the limit, with Content-Le
   }, { maxRecords: 4, maxBytes: 1024 });
 });
 
+Deno.test("batch: more than 100 lines that are not records refuse the whole batch (400, one line); 100 do not", async () => {
+  await withServer(async ({ base, batches }) => {
+    const bad = (n: number) => `${Array(n).fill("1").join("\n")}\n{"value":"ok"}\n`;
+    const hundred = await post(base, "/topics/alpha/messages", bad(100), NDJSON);
+    assert.equal(hundred.status, 200);
+    assert.equal(JSON.parse(hundred.text).errors.length, 100);
+    assert.equal(batches.length, 1);
+    // A reply of one error per line of 2 bytes would be 50 times the body: garbage is refused whole, taking nothing.
+    const more = await post(base, "/topics/alpha/messages", bad(101), NDJSON);
+    assert.equal(more.status, 400);
+    assert.match(
+      more.text,
+      /^more than 100 lines are not records \(the last: line 101: expected a JSON object, got a number\); none was taken\n$/,
+    );
+    assert.equal(batches.length, 1, "nothing of it reached the facade");
+    // A client's field name is quoted cut short, however long it is.
+    const long = await post(
+      base,
+      "/topics/alpha/messages",
+      `{"value":"v","${"n".repeat(100_000)}":1}\n`,
+      NDJSON,
+    );
+    const { errors } = JSON.parse(long.text);
+    assert.ok(errors[0].error.length < 200, errors[0].error);
+  }, { maxRecords: 1000, maxBytes: 1024 * 1024 });
+});
+
 Deno.test("batch: a body over max_bytes is 413 naming the limit, by Content-Length and while reading a chunked one", async () => {
   // Larger than message.max.bytes (100) and than the inline read (16 KiB): the body is streamed.
   const maxBytes = 40_000;

@@ -15,6 +15,7 @@ const LIMITS: NdjsonLimits = { maxRecords: 100, maxValueBytes: 16 };
 function parse(text: string | Uint8Array, limits = LIMITS): Array<Message | LineProblem> {
   const parsed = parseNdjson(typeof text === "string" ? encoder.encode(text) : text, "t", limits);
   assert.ok(parsed !== TOO_MANY_RECORDS, "within the record limit");
+  assert.ok(!(parsed instanceof LineProblem), "within the limit of lines that are not records");
   return parsed;
 }
 

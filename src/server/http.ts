@@ -7,7 +7,7 @@ import { ProduceError, type ProduceResult, type ProducerFacade } from "../produc
 import { type Gate, type Principal, UNAUTHENTICATED_REASON } from "./auth.ts";
 import { batchReply, type RecordOutcome } from "./batch_reply.ts";
 import type { Listener, ListenerOptions } from "./listener.ts";
-import { LineProblem, parseNdjson, TOO_MANY_RECORDS } from "./ndjson.ts";
+import { LineProblem, MAX_LINE_PROBLEMS, parseNdjson, TOO_MANY_RECORDS } from "./ndjson.ts";
 import { OPENAPI_ROUTE, openapiReply } from "./openapi.ts";
 import { ackProblem, parseAck, parseContentLength, parsePartition, partitionProblem } from "./params.ts";
 import { type Refusal, refusalOf, STATUS_BY_KIND } from "./refusal.ts";
@@ -404,6 +404,12 @@ class HttpHandler {
     const records = parseNdjson(body, topic, { maxRecords, maxValueBytes: this.#facade.maxMessageBytes });
     if (records === TOO_MANY_RECORDS) {
       return batchTooLarge(`more than ${maxRecords} records`, `${maxRecords} records`, "max_records");
+    }
+    if (records instanceof LineProblem) {
+      return plain(
+        400,
+        `more than ${MAX_LINE_PROBLEMS} lines are not records (the last: ${records.reason}); none was taken`,
+      );
     }
     const messages: Message[] = [];
     const problems = new Map<number, LineProblem>();

@@ -21,6 +21,16 @@ export class LineProblem {
 /** What parseNdjson returns when the body holds more records than allowed; nothing past the limit is parsed. */
 export const TOO_MANY_RECORDS = Symbol("too many records");
 
+/**
+ * Most lines of one body that are not records. Past it the body is garbage rather than a batch with a few bad
+ * records, and is refused whole: one error of about 100 bytes per line of 2 would make a reply 50 times the body,
+ * which no bound on request bytes covers.
+ */
+export const MAX_LINE_PROBLEMS = 100;
+
+/** Most characters of a client's text (a field name) quoted in a line's problem. */
+const QUOTED_CHARS = 64;
+
 /** The bounds parseNdjson applies. */
 export interface NdjsonLimits {
   /** Most records (non-blank lines) in one body. */
@@ -41,15 +51,17 @@ const encoder = new TextEncoder();
  * Reads one record per line of `body` for `topic`: a Message, or the line's problem, in body order. Blank lines
  * (nothing but spaces, tabs and a CR) are skipped, so a trailing newline and CRLF line ends are fine. Lines are
  * read one at a time from the bytes, so the body never exists as one string; a plain-text value is a view of the
- * body's bytes (plainValue).
+ * body's bytes (plainValue). Returns TOO_MANY_RECORDS past `limits.maxRecords`, and the problem of the line that
+ * made MAX_LINE_PROBLEMS too many when there are more.
  * @example parseNdjson(encoder.encode('{"value":"a"}\n'), "t", limits) // [{ topic: "t", value: [0x61] }]
  */
 export function parseNdjson(
   body: Uint8Array,
   topic: string,
   limits: NdjsonLimits,
-): Array<Message | LineProblem> | typeof TOO_MANY_RECORDS {
+): Array<Message | LineProblem> | typeof TOO_MANY_RECORDS | LineProblem {
   const records: Array<Message | LineProblem> = [];
+  let problems = 0;
   let line = 0;
   let start = 0;
   while (start < body.byteLength) {
@@ -68,7 +80,9 @@ export function parseNdjson(
     const bytes = body.subarray(lineStart, end);
     if (isBlank(bytes)) continue;
     if (records.length === limits.maxRecords) return TOO_MANY_RECORDS;
-    records.push(parseLine(bytes, line, topic, limits.maxValueBytes));
+    const record = parseLine(bytes, line, topic, limits.maxValueBytes);
+    if (record instanceof LineProblem && ++problems > MAX_LINE_PROBLEMS) return record;
+    records.push(record);
   }
   return records;
 }
@@ -124,7 +138,11 @@ function parseLine(
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    return new LineProblem(line, 400, `line ${line}: not JSON: ${(err as Error).message}`);
+    return new LineProblem(
+      line,
+      400,
+      `line ${line}: not JSON: ${cut((err as Error).message, 2 * QUOTED_CHARS)}`,
+    );
   }
   if (!isObject(parsed)) {
     return new LineProblem(line, 400, `line ${line}: expected a JSON object, got ${kindOf(parsed)}`);
@@ -142,9 +160,7 @@ function toMessage(record: Record<string, unknown>, topic: string, maxValueBytes
   for (const name of Object.keys(record)) {
     if (!FIELDS.has(name)) {
       throw new FieldError(
-        `unknown field ${
-          JSON.stringify(name)
-        }: a record has value or value_b64, key or key_b64, headers, partition`,
+        `unknown field ${quoted(name)}: a record has value or value_b64, key or key_b64, headers, partition`,
       );
     }
   }
@@ -223,7 +239,7 @@ function headersOf(headers: unknown): Array<[string, Uint8Array]> | undefined {
   }
   const out: Array<[string, Uint8Array]> = [];
   for (const [name, value] of Object.entries(headers)) {
-    out.push([name, textBytes(`headers.${name}`, value)]);
+    out.push([name, textBytes(`headers.${cut(name)}`, value)]);
   }
   return out.length === 0 ? undefined : out;
 }
@@ -247,4 +263,16 @@ function isBlank(bytes: Uint8Array): boolean {
     if (c !== 0x20 && c !== 0x09 && c !== 0x0d) return false;
   }
   return true;
+}
+
+/** `text` JSON-quoted, cut to QUOTED_CHARS characters. */
+function quoted(text: string): string {
+  return text.length <= QUOTED_CHARS
+    ? JSON.stringify(text)
+    : `${JSON.stringify(text.slice(0, QUOTED_CHARS))}...`;
+}
+
+/** `text` cut to `max` characters. */
+function cut(text: string, max = QUOTED_CHARS): string {
+  return text.length <= max ? text : `${text.slice(0, max)}...`;
 }
