@@ -337,7 +337,7 @@ Deno.test("wal tool: replay stopped by SIGINT or SIGTERM keeps what is left, say
 
 Deno.test({
   name:
-    "wal tool: refuses a WAL a running service holds (exit 4); so does a second service; none after kill -9",
+    "wal tool: refuses a WAL a running service holds (exit 4), its LOCK file deleted too; so does a second service; none after kill -9",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -363,6 +363,11 @@ Deno.test({
       }).output();
       assert.equal(second.code, 1);
       assert.match(decoder.decode(second.stderr), new RegExp(`wal: ${walDir} is in use by another process`));
+      // LOCK deleted behind the service's back: a new one would be another file, free to lock; the directory is not.
+      await Deno.remove(`${walDir}/LOCK`);
+      const replay = await wal(["replay", "-config", config]);
+      assert.equal(replay.code, 4, `${replay.out}${replay.err}`);
+      assert.equal(replay.err, `wal: ${walDir} is in use by another process\n`);
     } finally {
       svc.signal("SIGKILL");
       await svc.exited;

@@ -1,7 +1,9 @@
 /**
- * The lock of a WAL directory: an exclusive advisory lock (flock) on `<dir>/LOCK`, held by the one process that
- * uses the WAL, the service or the `wal` tool. The kernel drops it when the process exits, however it exits, so a
- * killed process never leaves a stale lock behind; the LOCK file itself stays and means nothing on its own.
+ * The lock of a WAL directory: exclusive advisory locks (flock) on `<dir>/LOCK` and on the directory itself, held
+ * by the one process that uses the WAL, the service or the `wal` tool. The kernel drops them when the process
+ * exits, however it exits, so a killed process never leaves a stale lock behind; the LOCK file itself stays and
+ * means nothing on its own. The directory's lock holds even when LOCK is deleted (a new LOCK would be another
+ * file, free to lock); the file's is kept for versions that locked only it.
  * @example
  * using _lock = await lockWalDirectory("/var/lib/ka/wal");
  */
@@ -63,11 +65,28 @@ export async function lockWalDirectory(dir: string, opts: { readOnly?: boolean }
     file.close();
     throw new WalInUseError(dir);
   }
+  let directory: Deno.FsFile;
+  try {
+    directory = await Deno.open(dir, { read: true });
+    locked = await directory.tryLock(true).catch((err) => {
+      directory.close();
+      throw err;
+    });
+  } catch (err) {
+    file.close();
+    throw new Error(`wal: directory ${dir}: cannot lock it: ${(err as Error).message}`);
+  }
+  if (!locked) {
+    directory.close();
+    file.close();
+    throw new WalInUseError(dir);
+  }
   let held = true;
   const release = () => {
     if (!held) return;
     held = false;
-    // Closing the descriptor drops the flock.
+    // Closing the descriptors drops the flocks.
+    directory.close();
     file.close();
   };
   return { release, [Symbol.dispose]: release };
