@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import type { Message } from "../src/message.ts";
 import { openWal, type Wal, WalFullError, type WalRecord } from "../src/wal/wal.ts";
-import { diskFull, openFaultyWal } from "./support/fault_storage.ts";
+import { diskFull, openFaultyWal, syncFaultFs } from "./support/fault_storage.ts";
+import { captured } from "./support/log_capture.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
@@ -231,6 +232,24 @@ Deno.test("wal fault: what close cannot write is reported lost and no longer cou
     await wal.close();
     assert.equal(wal.stats().records, 1);
     assert.deepEqual((await reopened(path)).records.map(([id]) => id), [1]);
+  });
+});
+
+Deno.test("wal fault: close on a disk whose fdatasync fails resolves, with one error line", async () => {
+  await withDir(async (path) => {
+    const fs = syncFaultFs();
+    const wal = await openWal({ path, inMemory: false, maxBytes: 1 << 24, commitDelayMs: 1, fs });
+    const { id, durable } = wal.append(msg(1));
+    await durable;
+    fs.failing = true;
+    wal.ack(id);
+    // The last commit's sync of the ack lists fails, and so does the one of the storage's close.
+    const lines = await captured(() => wal.close());
+    const errors = lines.filter((l) => l.level === "error");
+    assert.deepEqual(errors.map((l) => l.msg), [
+      "wal: syncing acks failed; they may be replayed after a restart",
+    ]);
+    assert.throws(() => wal.append(msg(2)), /wal: closed/);
   });
 });
 

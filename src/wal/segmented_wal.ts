@@ -434,7 +434,13 @@ export class SegmentedWal implements Wal {
     await this.#running;
     clearInterval(this.#gaugeTimer);
     clearTimeout(this.#retryTimer);
-    await this.#storage.close();
+    try {
+      await this.#storage.close();
+    } catch (err) {
+      // The files are released all the same. The last commit tried this sync too: on a failing disk the same
+      // error comes twice, and is told once.
+      ackSyncFailed(err);
+    }
   }
 
   #locate(id: number): Pick | null {
@@ -548,14 +554,7 @@ export class SegmentedWal implements Wal {
         try {
           await this.#storage.syncAcks();
         } catch (err) {
-          logRepeated(
-            "wal: syncing acks failed",
-            "error",
-            "wal: syncing acks failed; they may be replayed after a restart",
-            {
-              error: err,
-            },
-          );
+          ackSyncFailed(err);
         }
       }
       await this.#sweep();
@@ -822,6 +821,16 @@ export class SegmentedWal implements Wal {
     metrics.walWriteQueue.set(this.#batch.lineCount);
     metrics.walDeleteQueue.set(this.#batch.ackCount);
   }
+}
+
+/** Ack lists not made durable: delivered records may be replayed after a restart, never lost. */
+function ackSyncFailed(err: unknown): void {
+  logRepeated(
+    "wal: syncing acks failed",
+    "error",
+    "wal: syncing acks failed; they may be replayed after a restart",
+    { error: err },
+  );
 }
 
 /** The lines as one buffer: no copy when they follow one another in one buffer (see encodeRecordLine). */

@@ -39,5 +39,9 @@ export interface SegmentStorage {
   quarantine(seq: number): Promise<void>;
   /** Records that ids below `nextId` are used, before segments holding them are deleted. */
   saveNextId(nextId: number): Promise<void>;
+  /**
+   * Makes every ack list durable (as `syncAcks`) and releases the files. They are released even when the sync
+   * fails; its error is thrown then.
+   */
   close(): Promise<void>;
 }

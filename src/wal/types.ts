@@ -124,7 +124,8 @@ export interface Wal {
   sync(): Promise<void>;
   /**
    * sync (with a last try to write records held in memory), then release files. Idempotent. After close, append
-   * throws.
+   * throws. Never rejects: what the disk fails to take is logged (records held in memory are lost, acks not
+   * synced may be replayed after a restart), so that a stop on a failing disk still ends.
    */
   close(): Promise<void>;
 }

@@ -3,6 +3,7 @@ import { SegmentedWal } from "../../src/wal/segmented_wal.ts";
 import { MemoryStorage } from "../../src/wal/memory_storage.ts";
 import { FileStorage } from "../../src/wal/file_storage.ts";
 import type { SegmentStorage } from "../../src/wal/storage.ts";
+import { denoFs, type WalFile, type WalFs } from "../../src/wal/fs.ts";
 
 /** How an append fails: before any byte is written, or after the bytes reached the file (a failed fdatasync). */
 export type AppendFault = { error: Error; after?: boolean } | null;
@@ -111,4 +112,30 @@ export async function openFaultyWal(
     retryMaxMs: opts.retryMaxMs ?? 40,
   });
   return { wal, storage };
+}
+
+/** The real file system, except that every fdatasync of a file fails with EIO while `failing` is set. */
+export interface SyncFaultFs extends WalFs {
+  failing: boolean;
+}
+
+export function syncFaultFs(): SyncFaultFs {
+  const fs: SyncFaultFs = {
+    ...denoFs,
+    failing: false,
+    async open(path, options): Promise<WalFile> {
+      const file = await denoFs.open(path, options);
+      return {
+        read: (p) => file.read(p),
+        writeSync: (p) => file.writeSync(p),
+        seek: (offset, whence) => file.seek(offset, whence),
+        truncate: (len) => file.truncate(len),
+        syncData: () => fs.failing ? Promise.reject(ioError()) : file.syncData(),
+        stat: () => file.stat(),
+        close: () => file.close(),
+        [Symbol.dispose]: () => file[Symbol.dispose](),
+      };
+    },
+  };
+  return fs;
 }
