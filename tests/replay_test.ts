@@ -1,6 +1,8 @@
 /** Replay on a fake clock: oldest first, paced, never while open, probes only in half-open, nothing sent twice. */
 import assert from "node:assert/strict";
 import { openWal } from "../src/wal/wal.ts";
+import { ioError, openFaultyWal } from "./support/fault_storage.ts";
+import { captured } from "./support/log_capture.ts";
 import { replayRig, type ReplayRigOptions } from "./support/replay.ts";
 import { settle } from "./support/wait.ts";
 
@@ -116,4 +118,27 @@ Deno.test("replay: stop() starts nothing new and resolves once the sends in flig
   r.sender.answerAll(false);
   await stopping;
   assert.equal(r.wal.pendingCount(), 3, "every record is still in the WAL");
+});
+
+Deno.test("replay: a WAL read that fails ends the run with an error line; the records stay for the next run", async () => {
+  const { wal, storage } = await openFaultyWal(null);
+  const ids = [0, 1, 2].map((i) => wal.append({ topic: "t", value: new TextEncoder().encode(`r${i}`) }).id);
+  await wal.sync();
+  await using r = replayRig(wal);
+  const read = storage.read;
+  storage.read = () => Promise.reject(ioError());
+  const lines = await captured(async () => {
+    r.replayer.kick();
+    await settle();
+  });
+  assert.deepEqual(lines.map((l) => l.msg), ["wal replay: reading the WAL failed; the run ends"]);
+  assert.deepEqual(r.sender.sent, []);
+  assert.equal(wal.pendingCount(), 3, "released for the next run");
+  storage.read = read;
+  r.replayer.kick();
+  for (let i = 0; i < 3; i++) {
+    r.clock.advance(1);
+    await settle();
+  }
+  assert.deepEqual(r.sender.sent, ids);
 });

@@ -4,7 +4,7 @@
  * record per order group at a time.
  */
 import { type Clock, realClock } from "../clock.ts";
-import { log } from "../log.ts";
+import { log, logRepeated } from "../log.ts";
 import type { Wal, WalRecord } from "../wal/wal.ts";
 import type { RateLimiter } from "./rate_limiter.ts";
 
@@ -144,7 +144,21 @@ export class Replayer {
         continue;
       } else {
         const room = this.#maxInFlight - this.#inFlight.size - waiting;
-        records = await wal.checkout(Math.min(CHECKOUT_CHUNK, room));
+        try {
+          records = await wal.checkout(Math.min(CHECKOUT_CHUNK, room));
+        } catch (err) {
+          // A failing disk: the records stay in the WAL (checkout released them) for the next run. Thrown on, the
+          // error would be an unhandled rejection, which ends the process.
+          logRepeated(
+            "wal replay: reading failed",
+            "error",
+            "wal replay: reading the WAL failed; the run ends",
+            {
+              error: err,
+            },
+          );
+          break;
+        }
         if (records.length === 0) {
           // Key order: records behind a send in flight follow once it is reported.
           if (waiting > 0) {
