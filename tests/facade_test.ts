@@ -360,6 +360,20 @@ Deno.test("facade: WAL failing, kafka down: answered records are kept, refused o
   assert.deepEqual(r.facade.readiness(), { ready: true, reasons: [] });
 });
 
+Deno.test("facade: WAL failing, kafka down, every refused record taken back: not ready until a write works", async () => {
+  await using r = await facadeRig();
+  r.breaker.trip("test");
+  r.storage.fail();
+  const err = await refusal(r.facade.produce({ topic: "t", value: text("a") }, "wal"));
+  assert.deepEqual([err.kind, err.message], ["unavailable", "wal: unavailable"]);
+  assert.equal(r.wal.stats().unwritten, 0, "nothing held");
+  await waitFor("three retries", () => r.storage.probes >= 3 || r.wal.writable, 5000, 5);
+  assert.deepEqual(r.facade.readiness().reasons, ["circuit breaker open", "wal: unavailable"]);
+  r.storage.heal();
+  await waitFor("the WAL to be writable again", () => r.wal.writable, 5000, 10);
+  assert.deepEqual(r.facade.readiness(), { ready: true, reasons: [] });
+});
+
 Deno.test("facade: WAL failing, kafka up: the Kafka path keeps serving", async () => {
   await using r = await facadeRig();
   await breakWal(r);
@@ -375,6 +389,9 @@ Deno.test("facade: always mode with a failing WAL refuses with 'wal: unavailable
   const err = await refusal(r.facade.produce({ topic: "t", value: text("a") }, "none"));
   assert.deepEqual([err.kind, err.message], ["unavailable", "wal: unavailable"]);
   assert.equal(r.wal.stats().records, 0, "retracted");
+  // Nothing is held, so only a probe write can show the disk works again: it still fails.
+  await waitFor("three retries", () => r.storage.probes >= 3 || r.wal.writable, 5000, 5);
+  assert.deepEqual(r.facade.readiness(), { ready: false, reasons: ["wal: unavailable"] });
   assert.ok(await r.producer.flush(5000));
 });
 

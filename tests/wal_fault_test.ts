@@ -127,6 +127,54 @@ Deno.test("wal fault: held records are handed out by checkout; acked, they are n
   }
 });
 
+Deno.test("wal fault: with nothing held, writing resumes only once a probe write works", async () => {
+  const { wal, storage } = await openFaultyWal(null);
+  try {
+    storage.fail();
+    const { id } = wal.append(msg(1));
+    await wal.sync();
+    // Its client heard of the failure and took the record back: nothing is left to write.
+    wal.ack(id);
+    await waitFor("three retries", () => storage.probes >= 3 || wal.writable, 5000, 5);
+    assert.equal(wal.writable, false, "the disk still fails");
+    storage.heal();
+    await waitFor("writing to work again", () => wal.writable, 5000, 5);
+    await wal.append(msg(2)).durable;
+  } finally {
+    await wal.close();
+  }
+});
+
+Deno.test("wal fault: close with nothing held makes no probe write", async () => {
+  const { wal, storage } = await openFaultyWal(null, { retryMinMs: 60_000, retryMaxMs: 60_000 });
+  storage.fail();
+  wal.ack(wal.append(msg(1)).id);
+  await wal.sync();
+  await wal.close();
+  assert.equal(storage.probes, 0);
+});
+
+Deno.test("wal fault: records appended while the probe write is under way are written after it", async () => {
+  await withDir(async (path) => {
+    const { wal, storage } = await openFaultyWal(path);
+    storage.fail();
+    wal.ack(wal.append(msg(1)).id);
+    await wal.sync();
+    const gate = Promise.withResolvers<void>();
+    storage.gate = gate.promise;
+    const probes = storage.probes;
+    storage.heal();
+    await waitFor("a probe to start", () => storage.probes > probes, 5000, 5);
+    const { id } = wal.append(msg(2));
+    storage.gate = null;
+    gate.resolve();
+    await waitFor("writing to work again", () => wal.writable, 5000, 5);
+    assert.equal(wal.stats().unwritten, 0);
+    await wal.close();
+    assert.deepEqual((await reopened(path)).records, [[id, "m2"]]);
+  });
+});
+
 Deno.test("wal fault: a record checked out while held and acked during the rewrite is not replayed", async () => {
   await withDir(async (path) => {
     const { wal, storage } = await openFaultyWal(path);

@@ -3,9 +3,10 @@ import assert from "node:assert/strict";
 import * as metrics from "../src/metrics.ts";
 import type { Message } from "../src/message.ts";
 import { openWal, type Wal, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
+import { openFaultyWal } from "./support/fault_storage.ts";
 import { canMount, fillUp, mountTmpfs } from "./support/tmpfs.ts";
 import { tempDir } from "./support/temp_dir.ts";
-import { settle } from "./support/wait.ts";
+import { settle, waitFor } from "./support/wait.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -414,6 +415,37 @@ Deno.test({
       assert.deepEqual((await checkoutAll(again)).map((r) => r.id), [61]);
       assert.equal(again.append(msg(2)).id, 62);
       await again.close();
+    });
+  },
+});
+
+Deno.test({
+  name: "wal file: on a full disk with nothing held, the WAL stays unwritable until there is room again",
+  ignore: !canMount,
+  async fn() {
+    await withDir(async (_path, tmp) => {
+      await using disk = await mountTmpfs(`${tmp}/disk`, 256 * 1024);
+      const path = `${disk.path}/wal`;
+      // A segment a record: each append needs a new block.
+      const { wal, storage } = await openFaultyWal(path, { segmentBytes: 1 });
+      try {
+        await wal.append(msg(1)).durable;
+        await fillUp(`${disk.path}/filler`, 0).catch((err) => {
+          if (err.code !== "ENOSPC") throw err;
+        });
+        // Refused and taken back by its client: nothing held, only the probe can tell that the disk works.
+        const { id, durable } = wal.append(msg(2));
+        await assert.rejects(durable, /No space left on device/);
+        wal.ack(id);
+        await waitFor("three retries", () => storage.probes >= 3 || wal.writable, 10_000, 5);
+        assert.equal(wal.writable, false, "the disk is still full");
+        await Deno.remove(`${disk.path}/filler`);
+        await waitFor("writing to work again", () => wal.writable, 10_000, 5);
+        await wal.append(msg(3)).durable;
+        assert.ok(!(await names(path)).includes(".write-probe"), "the probe file is removed");
+      } finally {
+        await wal.close();
+      }
     });
   },
 });

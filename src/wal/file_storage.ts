@@ -148,6 +148,10 @@ export class FileStorage implements SegmentStorage {
     if (this.#dirDirty) await this.#syncDir();
   }
 
+  probe(): Promise<void> {
+    return writeProbe(this.#dir, this.#fs);
+  }
+
   async remove(seq: number): Promise<void> {
     this.#closeFiles(seq);
     // The segment goes first, and its unlink is made durable before the ack list's: an ack list left alone is
@@ -258,8 +262,8 @@ function checkMode(dir: string, mode: number | null): void {
   }
 }
 
-/** Creates, writes, fsyncs and removes a probe file, so that a directory the WAL cannot use stops start-up. */
-async function checkWritable(dir: string, fs: WalFs): Promise<void> {
+/** Creates, writes, fdatasyncs and removes the probe file: the directory takes durable writes now. */
+async function writeProbe(dir: string, fs: WalFs): Promise<void> {
   const path = `${dir}/${walFiles.probe}`;
   try {
     await removeIfExists(fs, path);
@@ -270,12 +274,21 @@ async function checkWritable(dir: string, fs: WalFs): Promise<void> {
     }
     await fs.remove(path);
   } catch (err) {
+    await removeIfExists(fs, path).catch(() => {});
+    throw err;
+  }
+}
+
+/** Writes the probe file, so that a directory the WAL cannot use stops start-up. */
+async function checkWritable(dir: string, fs: WalFs): Promise<void> {
+  try {
+    await writeProbe(dir, fs);
+  } catch (err) {
     if (!isOutOfSpace(err)) {
       throw new Error(`wal: directory ${dir} is not writable: ${(err as Error).message}`);
     }
     // A full disk is no reason to stop: the WAL holds new records in memory until there is room, and only a
     // running service can free it (replay delivers records, their segments are deleted).
-    await removeIfExists(fs, path).catch(() => {});
     log("warn", `wal: directory ${dir} is full; starting anyway`, { path: dir });
   }
 }

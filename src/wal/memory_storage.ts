@@ -68,6 +68,10 @@ export class MemoryStorage implements SegmentStorage {
     return Promise.resolve();
   }
 
+  probe(): Promise<void> {
+    return Promise.resolve();
+  }
+
   remove(seq: number): Promise<void> {
     this.#segments.delete(seq);
     return Promise.resolve();

@@ -650,8 +650,14 @@ export class SegmentedWal implements Wal {
     }, delayMs);
   }
 
-  /** Writes every held record into fresh segments; writing resumes once none is left. */
+  /**
+   * Writes every held record into fresh segments; writing resumes once none is left. With nothing held (every held
+   * record acked meanwhile), the storage's probe write stands in for them: only a write that worked resumes
+   * writing, lest the WAL be called writable (and the service ready) on a disk that still fails.
+   */
   async #writeHeld(): Promise<void> {
+    let wrote = false;
+    let probed = false;
     try {
       while (this.#toCut.length > 0) {
         const segment = this.#toCut[0];
@@ -659,15 +665,30 @@ export class SegmentedWal implements Wal {
         if (!segment.removed) await this.#storage.truncate(segment.seq, segment.writtenBytes);
         this.#toCut.shift();
       }
-      while (this.#held !== null && this.#held.live > 0) await this.#writeHeldSegment(this.#held);
+      // Records appended during the probe are held too: they are written after it.
+      while (true) {
+        if (this.#held !== null && this.#held.live > 0) {
+          await this.#writeHeldSegment(this.#held);
+        } else if (wrote) {
+          break;
+        } else if (this.#closed) {
+          // Closing with nothing to write: there is no writing to resume either.
+          return;
+        } else {
+          await this.#storage.probe();
+          probed = true;
+        }
+        wrote = true;
+      }
     } catch (err) {
       this.#retryDelayMs = Math.min(this.#retryDelayMs * 2, this.#retryMaxMs);
+      const records = this.#held?.live ?? 0;
       logRepeated(
         "wal: writing held records failed",
         "error",
-        "wal: writing the records held in memory failed",
+        records > 0 ? "wal: writing the records held in memory failed" : "wal: writing still fails",
         {
-          records: this.#held?.live ?? 0,
+          records,
           error: err,
           retry_ms: this.#retryDelayMs,
         },
@@ -681,7 +702,9 @@ export class SegmentedWal implements Wal {
     this.#writeError = null;
     this.#retryDelayMs = this.#retryMinMs;
     this.#updateGauges();
-    if (reason !== null) log("info", "wal: writing works again; records held in memory are on disk");
+    if (reason !== null) {
+      log("info", `wal: writing works again${probed ? "" : "; records held in memory are on disk"}`);
+    }
   }
 
   /** Writes the oldest held records, up to a segment's size, as a fresh segment. */

@@ -33,6 +33,11 @@ export interface SegmentStorage {
   appendAcks(seq: number, ids: number[]): Promise<void>;
   /** Makes every ack list written so far durable. */
   syncAcks(): Promise<void>;
+  /**
+   * Proves that a durable write works now (on disk: a small file in the directory is created, written,
+   * fdatasynced and removed); throws what the write threw. For when writes failed and nothing is left to write.
+   */
+  probe(): Promise<void>;
   /** Deletes a segment and its ack list. */
   remove(seq: number): Promise<void>;
   /** Keeps a segment with damaged lines for inspection, out of the WAL's way; deletes its ack list. */

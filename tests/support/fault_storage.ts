@@ -17,8 +17,10 @@ export class FaultStorage implements SegmentStorage {
   readonly attempts: Array<{ seq: number; at: number }> = [];
   /** Every cut: segment and size. */
   readonly truncates: Array<{ seq: number; size: number }> = [];
-  /** When set, appends wait for it (after being counted in `attempts`). */
+  /** When set, appends wait for it (after being counted in `attempts`), and probes too. */
   gate: Promise<void> | null = null;
+  /** Probes tried (see SegmentStorage.probe): decided by `appendFault` as an append to segment 0, which no segment is. */
+  probes = 0;
 
   constructor(inner: SegmentStorage) {
     this.inner = inner;
@@ -62,6 +64,13 @@ export class FaultStorage implements SegmentStorage {
   }
   syncAcks(): Promise<void> {
     return this.inner.syncAcks();
+  }
+  async probe(): Promise<void> {
+    this.probes++;
+    await this.gate;
+    const fault = this.appendFault(0);
+    if (fault !== null) throw fault.error;
+    await this.inner.probe();
   }
   remove(seq: number): Promise<void> {
     return this.inner.remove(seq);
