@@ -388,6 +388,12 @@ export const walUnwrittenBytes = new client.Gauge({
   help: "Bytes of the records held in memory since a write failed (counted against producer.wal.max_bytes).",
   registers: r,
 });
+/** "Failing" rather than "writable": a service without a WAL serves this gauge as 0 too, which must read as healthy. */
+export const walWriteFailing = new client.Gauge({
+  name: "wal_write_failing",
+  help: "1 from a failed WAL write until a write works again (records held in memory or not), else 0.",
+  registers: r,
+});
 
 const grpcLabels = ["grpc_type", "grpc_service", "grpc_method"];
 /** Latency buckets of gRPC and HTTP alike, so that their dashboards compare. */

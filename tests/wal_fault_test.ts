@@ -1,6 +1,7 @@
 /** The WAL when writes fail: records already accepted stay in memory until the disk recovers or Kafka takes them. */
 import assert from "node:assert/strict";
 import type { Message } from "../src/message.ts";
+import * as metrics from "../src/metrics.ts";
 import { openWal, type Wal, WalFullError, type WalRecord } from "../src/wal/wal.ts";
 import { diskFull, openFaultyWal, syncFaultFs } from "./support/fault_storage.ts";
 import { captured } from "./support/log_capture.ts";
@@ -18,6 +19,10 @@ async function checkoutAll(wal: Wal): Promise<WalRecord[]> {
   const all: WalRecord[] = [];
   for (let got = await wal.checkout(100); got.length > 0; got = await wal.checkout(100)) all.push(...got);
   return all;
+}
+
+async function gauge(g: { get(): Promise<{ values: Array<{ value: number }> }> }): Promise<number> {
+  return (await g.get()).values.reduce((sum, v) => sum + v.value, 0);
 }
 
 /** Whether each durable resolved (true) or rejected (false). */
@@ -137,8 +142,11 @@ Deno.test("wal fault: with nothing held, writing resumes only once a probe write
     wal.ack(id);
     await waitFor("three retries", () => storage.probes >= 3 || wal.writable, 5000, 5);
     assert.equal(wal.writable, false, "the disk still fails");
+    assert.equal(await gauge(metrics.walWriteFailing), 1, "alerting sees it with no record held");
+    assert.equal(await gauge(metrics.walUnwrittenRecords), 0);
     storage.heal();
     await waitFor("writing to work again", () => wal.writable, 5000, 5);
+    assert.equal(await gauge(metrics.walWriteFailing), 0);
     await wal.append(msg(2)).durable;
   } finally {
     await wal.close();

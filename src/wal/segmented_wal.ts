@@ -693,6 +693,7 @@ export class SegmentedWal implements Wal {
           retry_ms: this.#retryDelayMs,
         },
       );
+      this.#updateGauges();
       this.#scheduleRetry(this.#retryDelayMs);
       return;
     }
@@ -841,6 +842,7 @@ export class SegmentedWal implements Wal {
     metrics.walOldestAge.set(oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
     metrics.walUnwrittenRecords.set(this.#held?.live ?? 0);
     metrics.walUnwrittenBytes.set(this.#heldBytes);
+    metrics.walWriteFailing.set(this.#writeError === null ? 0 : 1);
     metrics.walWriteQueue.set(this.#batch.lineCount);
     metrics.walDeleteQueue.set(this.#batch.ackCount);
   }
