@@ -341,7 +341,7 @@ Deno.test("wal file: names this WAL does not write (padded wider, past 2^53) are
   });
 });
 
-Deno.test("wal file: a world-writable directory is refused; one open to group or others is used with a warning", async () => {
+Deno.test("wal file: a world-writable directory is refused; one open to others is used with a warning, to its group without", async () => {
   await withDir(async (path) => {
     await Deno.mkdir(path);
     await Deno.chmod(path, 0o777);
@@ -349,13 +349,19 @@ Deno.test("wal file: a world-writable directory is refused; one open to group or
     assert.ok(err, "refused");
     assert.equal(err.message, `wal: directory ${path} is writable by every user (mode 0777); make it 0700`);
 
-    await Deno.chmod(path, 0o750);
+    await Deno.chmod(path, 0o755);
     const { result: wal, lines } = await captureLog(() => open(path));
     await wal.close();
     assert.ok(
-      lines.some((l) => l.includes(`wal: directory ${path} is open to other users (mode 0750)`)),
+      lines.some((l) => l.includes(`wal: directory ${path} is open to other users (mode 0755)`)),
       lines.join("\n"),
     );
+
+    // A Kubernetes volume given to the pod's fsGroup.
+    await Deno.chmod(path, 0o2770);
+    const { result: grouped, lines: groupLines } = await captureLog(() => open(path));
+    await grouped.close();
+    assert.ok(!groupLines.some((l) => l.includes("open to other users")), groupLines.join("\n"));
   });
 });
 

@@ -248,14 +248,17 @@ async function removeOwn(fs: WalFs, path: string): Promise<void> {
   if (info.isFile) await removeIfExists(fs, path);
 }
 
-/** Refuses a directory every user may write to; warns when group or others have any access. */
+/**
+ * Refuses a directory every user may write to; warns when others have any access. Not for its group's: Kubernetes
+ * gives a volume to the pod's fsGroup (mode 2770), and a group is granted on purpose.
+ */
 function checkMode(dir: string, mode: number | null): void {
   if (mode === null) return;
-  const octal = (mode & 0o777).toString(8).padStart(4, "0");
+  const octal = (mode & 0o7777).toString(8).padStart(4, "0");
   if (mode & 0o002) {
     throw new Error(`wal: directory ${dir} is writable by every user (mode ${octal}); make it 0700`);
   }
-  if (mode & 0o077) {
+  if (mode & 0o007) {
     log("warn", `wal: directory ${dir} is open to other users (mode ${octal}); 0700 is recommended`, {
       path: dir,
     });
