@@ -88,10 +88,14 @@ export async function* scanWal(dir: string, listing: WalDirectory): AsyncGenerat
   }
 }
 
-/** The ids of an ack list; none when the file is missing. An incomplete last line is not an ack yet. */
+/**
+ * The ids of an ack list; none when the file is missing or is not a regular file (a FIFO would block the read, a
+ * link to a device never end it), as the service ignores it. An incomplete last line is not an ack yet.
+ */
 async function readAcks(path: string): Promise<Set<number>> {
   let text: string;
   try {
+    if (!(await Deno.lstat(path)).isFile) return new Set();
     text = await Deno.readTextFile(path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return new Set();
