@@ -8,6 +8,8 @@ import {
   plainValue,
   TOO_MANY_RECORDS,
 } from "../src/server/ndjson.ts";
+import type { WalRecord } from "../src/wal/types.ts";
+import { exportedRecord } from "../src/wal_tool/export.ts";
 
 const encoder = new TextEncoder();
 const LIMITS: NdjsonLimits = { maxRecords: 100, maxValueBytes: 16 };
@@ -213,4 +215,44 @@ Deno.test("ndjson: the plain-value fast path reads a line exactly as JSON.parse 
   assert.equal(whole('{"value":"é"}'), undefined, "non-ASCII goes the general way");
   assert.equal(whole('{"value":"a\tb"}'), undefined, "a control byte goes the general way");
   assert.deepEqual(whole('{"value":"a b~"}'), encoder.encode("a b~"));
+});
+
+Deno.test("ndjson: what wal export writes (less its topic) is read back as the same record: headers_b64, timestamp", () => {
+  const records: WalRecord[] = [
+    { id: 1, writtenAt: 0, topic: "t", value: bytes("v"), headers: [["h", new Uint8Array([0xff, 0x00])]] },
+    {
+      id: 2,
+      writtenAt: 0,
+      topic: "t",
+      value: bytes("w"),
+      key: bytes("k"),
+      headers: [["h", bytes("1")], ["h", bytes("2")], ["7", bytes("x")]],
+      partition: 3,
+      timestamp: 1_700_000_000_123,
+    },
+  ];
+  for (const record of records) {
+    const { topic: _, ...line } = exportedRecord(record);
+    const [message] = parse(JSON.stringify(line), { maxRecords: 10, maxValueBytes: 1024 });
+    const { id: _id, writtenAt: _at, ...expected } = record;
+    assert.deepEqual(message, expected);
+  }
+  const problems = parse(
+    [
+      '{"value":"a","headers":{"h":"v"},"headers_b64":[["h","dg=="]]}',
+      '{"value":"a","headers_b64":[["h"]]}',
+      '{"value":"a","headers_b64":[["h","not base64!"]]}',
+      '{"value":"a","headers_b64":{"h":"dg=="}}',
+      '{"value":"a","timestamp":-1}',
+      '{"value":"a","timestamp":1.5}',
+    ].join("\n"),
+  ) as LineProblem[];
+  assert.deepEqual(problems.map((p) => p.reason), [
+    "line 1: both headers and headers_b64: give one of them",
+    "line 2: headers_b64: expected a list of [name, base64 value] pairs",
+    'line 3: headers_b64[0]: not valid base64 (standard alphabet, padded with "=")',
+    "line 4: headers_b64: expected a list of [name, base64 value] pairs, got an object",
+    "line 5: timestamp: expected milliseconds since the epoch, got -1",
+    "line 6: timestamp: expected milliseconds since the epoch, got 1.5",
+  ]);
 });

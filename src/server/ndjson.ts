@@ -1,7 +1,8 @@
 /**
  * The body of an HTTP batch (`Content-Type: application/x-ndjson`): one record per line, each a JSON object
- * with `value` or `value_b64`, and optionally `key` or `key_b64`, `headers` and `partition`. A line that is not
- * a valid record is that record's problem, not the batch's: the other records still go to Kafka.
+ * with `value` or `value_b64`, and optionally `key` or `key_b64`, `headers` or `headers_b64`, `partition` and
+ * `timestamp` (the shape `wal export` writes, less its `topic`). A line that is not a valid record is that
+ * record's problem, not the batch's: the other records still go to Kafka.
  */
 import type { Message } from "../message.ts";
 import { MAX_PARTITION } from "./params.ts";
@@ -40,7 +41,16 @@ export interface NdjsonLimits {
 }
 
 /** The fields a record may have; any other is refused, so that a misspelt `partiton` is not silently ignored. */
-const FIELDS = new Set(["value", "value_b64", "key", "key_b64", "headers", "partition"]);
+const FIELDS = new Set([
+  "value",
+  "value_b64",
+  "key",
+  "key_b64",
+  "headers",
+  "headers_b64",
+  "partition",
+  "timestamp",
+]);
 const NEWLINE = 0x0a;
 const EMPTY = new Uint8Array(0);
 /** Fatal: a value that is not UTF-8 is refused rather than altered; binary values go as value_b64. */
@@ -160,7 +170,8 @@ function toMessage(record: Record<string, unknown>, topic: string, maxValueBytes
   for (const name of Object.keys(record)) {
     if (!FIELDS.has(name)) {
       throw new FieldError(
-        `unknown field ${quoted(name)}: a record has value or value_b64, key or key_b64, headers, partition`,
+        `unknown field ${quoted(name)}: a record has value or value_b64, key or key_b64, headers or ` +
+          "headers_b64, partition, timestamp",
       );
     }
   }
@@ -178,8 +189,17 @@ function toMessage(record: Record<string, unknown>, topic: string, maxValueBytes
   const message: Message = { topic, value };
   const key = bytesOf(record, "key", "key_b64");
   if (key !== undefined) message.key = key;
-  const headers = headersOf(record.headers);
+  const headers = headersOf(record.headers, record.headers_b64);
   if (headers !== undefined) message.headers = headers;
+  const timestamp = record.timestamp;
+  if (timestamp !== undefined && timestamp !== null) {
+    if (typeof timestamp !== "number" || !Number.isSafeInteger(timestamp) || timestamp < 0) {
+      throw new FieldError(
+        `timestamp: expected milliseconds since the epoch, got ${JSON.stringify(timestamp)}`,
+      );
+    }
+    message.timestamp = timestamp;
+  }
   const partition = record.partition;
   if (partition !== undefined && partition !== null) {
     if (
@@ -229,10 +249,27 @@ function base64Bytes(name: string, b64: unknown): Uint8Array {
 }
 
 /**
- * `{"name": "value", ...}` as Kafka headers, values as UTF-8; undefined when absent or empty. They keep the
- * object's order, except that JSON.parse puts integer-like names ("1", "2") first.
+ * `headers` (`{"name": "value", ...}`, values as UTF-8) or `headers_b64` (`[["name", "<base64>"], ...]`, for
+ * values that are not text and names that repeat) as Kafka headers; undefined when absent or empty. An object
+ * keeps its order, except that JSON.parse puts integer-like names ("1", "2") first; a list keeps it exactly.
  */
-function headersOf(headers: unknown): Array<[string, Uint8Array]> | undefined {
+function headersOf(headers: unknown, b64: unknown): Array<[string, Uint8Array]> | undefined {
+  if (b64 !== undefined && b64 !== null) {
+    if (headers !== undefined && headers !== null) {
+      throw new FieldError("both headers and headers_b64: give one of them");
+    }
+    if (!Array.isArray(b64)) {
+      throw new FieldError(`headers_b64: expected a list of [name, base64 value] pairs, got ${kindOf(b64)}`);
+    }
+    const out: Array<[string, Uint8Array]> = [];
+    for (const pair of b64) {
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string") {
+        throw new FieldError("headers_b64: expected a list of [name, base64 value] pairs");
+      }
+      out.push([pair[0], base64Bytes(`headers_b64[${out.length}]`, pair[1])]);
+    }
+    return out.length === 0 ? undefined : out;
+  }
   if (headers === undefined || headers === null) return undefined;
   if (!isObject(headers)) {
     throw new FieldError(`headers: expected an object of names to strings, got ${kindOf(headers)}`);
