@@ -100,7 +100,7 @@ const INVALID: Array<[string, string, Record<string, string>, RegExp]> = [
   ["bad librdkafka value", NO_WAL + "kafka:\n  acks: maybe\n", {}, /kafka\.acks/],
   ["bad env override", NO_WAL, { "KA_PRODUCER.CB.FAILS": "x" }, /producer\.cb\.fails/],
   ["no broker", NO_WAL, {}, /kafka\.brokers: no broker/],
-  ["brokers emptied by env", NO_WAL + "kafka.brokers: [a:1]\n", { KA_KAFKA__BROKERS: "" }, /kafka\.brokers/],
+  ["brokers blanked by env", NO_WAL + "kafka.brokers: [a:1]\n", { KA_KAFKA__BROKERS: " " }, /kafka\.brokers/],
   ["unknown env key path", NO_WAL + "kafka.brokers: [a:1]\n", { KA_FOO__BAR: "1" }, /foo\.bar/],
   ["bad log level", NO_WAL + "kafka.brokers: [a:1]\n", { KA_LOG_LEVEL: "verbose" }, /KA_LOG_LEVEL/],
   [
