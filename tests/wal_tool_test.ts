@@ -160,7 +160,7 @@ Deno.test("wal tool: an ack list that is not a regular file is read as none, as 
   }
 });
 
-Deno.test("wal tool: verify is 0 on a healthy WAL, 3 on a flipped byte and names segment and line", async () => {
+Deno.test("wal tool: verify is 0 on a healthy WAL, 3 on a flipped byte and names segment and line; export names the count", async () => {
   await using dir = await tempDir("ka-waltool-");
   const walDir = `${dir.path}/wal`;
   await writeBacklog(walDir);
@@ -186,6 +186,11 @@ Deno.test("wal tool: verify is 0 on a healthy WAL, 3 on a flipped byte and names
   const stats = JSON.parse((await wal(["stats", "-config", config, "--json"])).out);
   assert.equal(stats.corrupt, 1);
   assert.equal(stats.records, 65);
+  // export leaves the damaged line out, and says so on stderr.
+  const exported = await wal(["export", "-config", config]);
+  assert.equal(exported.code, 0, exported.err);
+  assert.equal(exported.out.trimEnd().split("\n").length, 65);
+  assert.equal(exported.err, `wal export: ${walDir}: 1 damaged lines left out (wal verify names them)\n`);
 });
 
 Deno.test("wal tool: verify names an incomplete last line (a crash mid-write) but calls the WAL healthy", async () => {
