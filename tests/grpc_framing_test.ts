@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { deflateSync, gzipSync } from "node:zlib";
 import { frameAll, type FramingError, MessageReader } from "../src/server/grpc/framing.ts";
-import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "../src/server/grpc/metadata.ts";
+import {
+  encodeGrpcMessage,
+  isGrpcContentType,
+  parseTimeout,
+  shownHeader,
+} from "../src/server/grpc/metadata.ts";
 import { Status } from "../src/server/grpc/status.ts";
 
 /** Every message `reader` yields until it needs more bytes or fails. */
@@ -143,6 +148,9 @@ Deno.test("gRPC content types, timeouts and status messages", () => {
   );
   assert.equal(encodeGrpcMessage("plain text"), "plain text");
   assert.equal(encodeGrpcMessage("100% sure\nnext: é"), "100%25 sure%0Anext: %C3%A9");
+  // A header value's octets (UTF-8 "é" arrives as two characters), not re-encoded as if they were text; cut short.
+  assert.equal(shownHeader("/a\u00c3\u00a9\\b"), "/a\\xC3\\xA9\\x5Cb");
+  assert.equal(shownHeader("/".repeat(6000)), `${"/".repeat(128)}...`);
 });
 
 Deno.test("a message whole in a Buffer chunk comes out as a plain Uint8Array view of it, not a copy", () => {

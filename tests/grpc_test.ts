@@ -720,6 +720,7 @@ Deno.test("an unknown method is UNIMPLEMENTED, and the connection serves the nex
       );
     });
     assert.equal(err.code, grpc.status.UNIMPLEMENTED);
+    assert.equal(err.details, "unknown method /KafkaAmbassador/NoSuchMethod");
     assert.deepEqual(await unary(client, "ListTopics", {}), { topics: ["alpha", "beta"] });
   });
 });

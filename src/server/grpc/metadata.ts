@@ -30,6 +30,23 @@ export function parseTimeout(value: string | undefined): number | undefined {
 
 const encoder = new TextEncoder();
 const HEX = "0123456789ABCDEF";
+/** Most characters of a client's header value quoted back in a status message. */
+const SHOWN_CHARS = 128;
+
+/**
+ * A header value a client sent, as a status message may quote it: its octets (one character each, as HTTP/2
+ * gives them) outside printable ASCII as `\xNN`, cut to SHOWN_CHARS characters.
+ * @example shownHeader("/x\u00c3\u00a9") // "/x\\xC3\\xA9"
+ */
+export function shownHeader(value: string): string {
+  const cut = value.length > SHOWN_CHARS ? value.slice(0, SHOWN_CHARS) : value;
+  let out = "";
+  for (let i = 0; i < cut.length; i++) {
+    const c = cut.charCodeAt(i);
+    out += c >= 0x20 && c <= 0x7e && c !== 0x5c ? cut[i] : `\\x${HEX[(c >> 4) & 15]}${HEX[c & 15]}`;
+  }
+  return cut === value ? out : `${out}...`;
+}
 
 /**
  * Percent-encodes a status message for `grpc-message`: UTF-8 bytes outside printable ASCII, and `%`, become

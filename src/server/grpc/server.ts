@@ -20,7 +20,7 @@ import type { Http2Stream } from "../http2/stream.ts";
 import { GrpcCall } from "./call.ts";
 import { ACCEPT_ENCODING, isEncoding } from "./framing.ts";
 import { Health } from "./health.ts";
-import { encodeGrpcMessage, isGrpcContentType, parseTimeout } from "./metadata.ts";
+import { encodeGrpcMessage, isGrpcContentType, parseTimeout, shownHeader } from "./metadata.ts";
 import { GRPC_SERVICE, MethodMetrics } from "./metrics.ts";
 import { ProduceStream } from "./produce.ts";
 import { Reflection, REFLECTION_PATHS } from "./reflection.ts";
@@ -184,7 +184,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     }
     if (REFLECTION_PATHS.includes(path)) return reflection.serve(path, call);
     call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
-    call.end(Status.UNIMPLEMENTED, `unknown method ${path}`);
+    call.end(Status.UNIMPLEMENTED, `unknown method ${shownHeader(path)}`);
   };
 
   const grpcKeys = SCHEMA.server.grpc;
