@@ -216,7 +216,7 @@ Deno.test("a bad ack, partition or query encoding gets 400", async () => {
       const [query, name] of [["ack=kafka&ack=none", "ack"], ["key=a&key=b", "key"], [
         "partition=1&partition=1",
         "partition",
-      ]]
+      ], ["ack=kafka&%61ck=none", "ack"]]
     ) {
       assertPlain(
         await post(base, `/topics/alpha/messages?${query}`, "v"),

@@ -513,7 +513,7 @@ function readQuery(query: string, message: Message): { ack: AckLevel } | string 
   let seen = "";
   for (const pair of query.split("&")) {
     const eq = pair.indexOf("=");
-    const name = eq < 0 ? pair : pair.slice(0, eq);
+    const name = paramName(eq < 0 ? pair : pair.slice(0, eq));
     if (name !== "ack" && name !== "key" && name !== "partition") continue;
     // Given twice, the value that wins would be a guess (`ack=kafka&ack=none` must not quietly drop to none).
     if (seen.includes(name[0])) return repeated(name);
@@ -546,7 +546,7 @@ function readBatchQuery(query: string): { ack: AckLevel } | string {
   let seen = false;
   for (const pair of query.split("&")) {
     const eq = pair.indexOf("=");
-    const name = eq < 0 ? pair : pair.slice(0, eq);
+    const name = paramName(eq < 0 ? pair : pair.slice(0, eq));
     if (name === "key" || name === "partition") {
       return `query parameter ${name} does not apply to a batch: set "${name}" on each record`;
     }
@@ -561,6 +561,11 @@ function readBatchQuery(query: string): { ack: AckLevel } | string {
     ack = level;
   }
   return { ack };
+}
+
+/** A query parameter's name, percent-decoded as Go's URL.Query() decodes it (`%61ck` is `ack`). */
+function paramName(raw: string): string {
+  return raw.includes("%") || raw.includes("+") ? decode(raw.replaceAll("+", " ")) ?? raw : raw;
 }
 
 function repeated(name: string): string {
