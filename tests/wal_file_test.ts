@@ -455,3 +455,44 @@ Deno.test({
     });
   },
 });
+
+Deno.test("wal file: an ack list that is not a regular file is moved aside before acks are written, not opened", async () => {
+  for (const kind of ["fifo", "symlink"] as const) {
+    await withDir(async (path, tmp) => {
+      const first = await open(path);
+      for (let i = 0; i < 4; i++) await first.append(msg(i)).durable;
+      await first.close();
+      const canary = `${tmp}/canary`;
+      await Deno.writeTextFile(canary, "do not touch\n");
+      const acks = `${path}/00000001.acks`;
+      await Deno.remove(acks).catch(() => {});
+      // A FIFO: opening it to append would wait for a reader for ever (and a stop with it). A link: followed.
+      if (kind === "fifo") {
+        assert.equal((await new Deno.Command("mkfifo", { args: [acks] }).output()).code, 0);
+      } else await Deno.symlink(canary, acks);
+      const { result: wal, lines } = await captureLog(async () => {
+        const wal = await open(path);
+        const records = await checkoutAll(wal);
+        assert.equal(records.length, 4, `${kind}: read as no acks`);
+        for (const r of records) wal.ack(r.id);
+        await wal.sync();
+        return wal;
+      });
+      await wal.close();
+      assert.ok(
+        lines.some((l) => l.includes("00000001.acks is not a regular file; moved aside")),
+        lines.join("\n"),
+      );
+      const aside = await Deno.lstat(`${path}/00000001.acks.not-a-file`);
+      assert.ok(kind === "fifo" ? aside.isFifo : aside.isSymlink, kind);
+      assert.equal(
+        await Deno.readTextFile(canary),
+        "do not touch\n",
+        `${kind}: the link's target is untouched`,
+      );
+      const again = await open(path);
+      assert.equal((await checkoutAll(again)).length, 0, `${kind}: the acks reached a regular file`);
+      await again.close();
+    });
+  }
+});

@@ -75,7 +75,15 @@ export async function recoverDirectory(
     // A name in use is never given to a new segment, whatever it is.
     maxSeq = Math.max(maxSeq, file.seq);
     if (!entry.isFile) {
-      log("warn", `wal: ${entry.name} is not a regular file; ignored`, { file: entry.name });
+      if (file.kind !== "acks") {
+        log("warn", `wal: ${entry.name} is not a regular file; ignored`, { file: entry.name });
+        continue;
+      }
+      // Read as no acks; out of the way before an ack is appended, which would follow a link, or wait for ever on
+      // a FIFO for a reader.
+      const aside = `${entry.name}.not-a-file`;
+      await fs.rename(`${dir}/${entry.name}`, `${dir}/${aside}`);
+      log("warn", `wal: ${entry.name} is not a regular file; moved aside as ${aside}`, { file: entry.name });
       continue;
     }
     if (file.kind === "wal") segmentSeqs.push(file.seq);
