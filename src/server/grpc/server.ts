@@ -139,7 +139,9 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     if (method !== "POST" || !isGrpcContentType(contentType)) {
       notGrpc(
         stream,
-        `invalid gRPC request: ${method} with content-type ${JSON.stringify(contentType ?? "")}`,
+        `invalid gRPC request: ${shownHeader(method ?? "")} with content-type "${
+          shownHeader(contentType ?? "")
+        }"`,
       );
       return;
     }
@@ -158,7 +160,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
         ["content-type", "application/grpc"],
         ["grpc-accept-encoding", ACCEPT_ENCODING],
         ["grpc-status", String(Status.UNIMPLEMENTED)],
-        ["grpc-message", encodeGrpcMessage(`grpc-encoding ${named} is not supported`)],
+        ["grpc-message", encodeGrpcMessage(`grpc-encoding ${shownHeader(named)} is not supported`)],
       ], true);
       call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
       call.end(Status.UNIMPLEMENTED);
