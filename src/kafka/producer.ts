@@ -922,16 +922,8 @@ export class KafkaProducer {
 
   /** {@link #reject} for a message librdkafka refused as it was handed over (see KafkaError.badPartition). */
   #refuse(to: Receiver, id: number, code: number, msg: Message): KafkaError {
-    if (code !== ERR.UNKNOWN_PARTITION || msg.partition === undefined) {
-      return this.#reject(to, id, code, msg.topic, msg);
-    }
-    const name = this.#lib.errName(code);
-    const text = this.#lib.errText(code);
-    const message = `kafka: topic "${msg.topic}": ${text} (${name})`;
-    const err = this.#fail(new KafkaError(code, name, message, false, text, false, true), msg.topic);
-    to.failed(id, err, msg);
-    if (to.done) this.#release(to);
-    return err;
+    const badPartition = code === ERR.UNKNOWN_PARTITION && msg.partition !== undefined;
+    return this.#reject(to, id, code, msg.topic, msg, false, badPartition);
   }
 
   /** Fails a message that librdkafka refused with `code`; returns the error it failed with. */
@@ -942,8 +934,9 @@ export class KafkaProducer {
     topic: string,
     from?: RdEvent | Message,
     unpartitioned = false,
+    badPartition = false,
   ): KafkaError {
-    const err = this.#fail(this.#error(code, topic, unpartitioned), topic);
+    const err = this.#fail(this.#error(code, topic, unpartitioned, badPartition), topic);
     to.failed(id, err, from);
     if (to.done) this.#release(to);
     return err;
@@ -1263,7 +1256,7 @@ export class KafkaProducer {
     }
   }
 
-  #error(code: number, topic?: string, unpartitioned = false): KafkaError {
+  #error(code: number, topic?: string, unpartitioned = false, badPartition = false): KafkaError {
     const name = this.#lib.errName(code);
     const text = this.#lib.errText(code);
     const where = topic === undefined ? "" : ` topic "${topic}":`;
@@ -1275,6 +1268,7 @@ export class KafkaProducer {
       isRetryable(code),
       text,
       unpartitioned,
+      badPartition,
     );
   }
 

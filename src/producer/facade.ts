@@ -604,13 +604,9 @@ export class Facade implements ProducerFacade {
       metrics.walReplayed.inc();
       return true;
     } catch (err) {
-      if (this.#recordFailure(message.topic, err)) {
+      if (this.#recordFailure(message.topic, err, false)) {
         wal.release(id);
       } else {
-        // No client hears this one: a partition gone since it was accepted drops it.
-        if (err instanceof KafkaError && err.badPartition) {
-          countDropped(message.topic, err.errText, "Kafka will never take it");
-        }
         wal.ack(id);
         this.#order?.left(orderGroupOf(message));
       }
@@ -880,15 +876,18 @@ export class Facade implements ProducerFacade {
     return this.#wal!.stats().bytes + this.#reservedWalBytes + bytes <= this.#walMaxBytes;
   }
 
-  /** Feeds the breaker and the error metrics; returns whether the failure is worth a retry. */
-  #recordFailure(topic: string, err: unknown): boolean {
+  /**
+   * Feeds the breaker and the error metrics; returns whether the failure is worth a retry. `heard`: the record's
+   * client is told of a refusal at hand-over (not so for a replayed one), which is then no drop.
+   */
+  #recordFailure(topic: string, err: unknown, heard = true): boolean {
     if (isQueueFull(err) || isProducerEnded(err)) {
       // Local back-pressure, or a producer closed or dead of a fatal error (service.ts replaces it): neither says
       // anything about the brokers.
       this.#breaker.release();
       return true;
     }
-    if (err instanceof KafkaError && err.badPartition) {
+    if (err instanceof KafkaError && err.badPartition && heard) {
       this.#breaker.release(); // the client hears 400 (refusedAtOnce)
       return false;
     }
