@@ -54,32 +54,16 @@ export async function lockWalDirectory(dir: string, opts: { readOnly?: boolean }
     const verb = opts.readOnly ? "open" : "create";
     throw new Error(`wal: directory ${dir}: cannot ${verb} ${LOCK_FILE}: ${(err as Error).message}`);
   }
-  let locked: boolean;
-  try {
-    locked = await file.tryLock(true);
-  } catch (err) {
-    file.close();
-    throw new Error(`wal: directory ${dir}: cannot lock ${LOCK_FILE}: ${(err as Error).message}`);
-  }
-  if (!locked) {
-    file.close();
-    throw new WalInUseError(dir);
-  }
+  await holdExclusive(file, dir, LOCK_FILE);
   let directory: Deno.FsFile;
   try {
-    directory = await Deno.open(dir, { read: true });
-    locked = await directory.tryLock(true).catch((err) => {
-      directory.close();
-      throw err;
+    directory = await Deno.open(dir, { read: true }).catch((err) => {
+      throw new Error(`wal: directory ${dir}: cannot lock it: ${(err as Error).message}`);
     });
+    await holdExclusive(directory, dir, "it");
   } catch (err) {
     file.close();
-    throw new Error(`wal: directory ${dir}: cannot lock it: ${(err as Error).message}`);
-  }
-  if (!locked) {
-    directory.close();
-    file.close();
-    throw new WalInUseError(dir);
+    throw err;
   }
   let held = true;
   const release = () => {
@@ -90,4 +74,19 @@ export async function lockWalDirectory(dir: string, opts: { readOnly?: boolean }
     file.close();
   };
   return { release, [Symbol.dispose]: release };
+}
+
+/** Takes the exclusive flock of `file`, or closes it and throws: WalInUseError when another process holds it. */
+async function holdExclusive(file: Deno.FsFile, dir: string, what: string): Promise<void> {
+  let locked: boolean;
+  try {
+    locked = await file.tryLock(true);
+  } catch (err) {
+    file.close();
+    throw new Error(`wal: directory ${dir}: cannot lock ${what}: ${(err as Error).message}`);
+  }
+  if (!locked) {
+    file.close();
+    throw new WalInUseError(dir);
+  }
 }
