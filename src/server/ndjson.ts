@@ -254,29 +254,30 @@ function base64Bytes(name: string, b64: unknown): Uint8Array {
  * keeps its order, except that JSON.parse puts integer-like names ("1", "2") first; a list keeps it exactly.
  */
 function headersOf(headers: unknown, b64: unknown): Array<[string, Uint8Array]> | undefined {
-  if (b64 !== undefined && b64 !== null) {
-    if (headers !== undefined && headers !== null) {
-      throw new FieldError("both headers and headers_b64: give one of them");
-    }
-    if (!Array.isArray(b64)) {
-      throw new FieldError(`headers_b64: expected a list of [name, base64 value] pairs, got ${kindOf(b64)}`);
-    }
-    const out: Array<[string, Uint8Array]> = [];
-    for (const pair of b64) {
-      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string") {
-        throw new FieldError("headers_b64: expected a list of [name, base64 value] pairs");
-      }
-      out.push([pair[0], base64Bytes(`headers_b64[${out.length}]`, pair[1])]);
-    }
-    return out.length === 0 ? undefined : out;
-  }
-  if (headers === undefined || headers === null) return undefined;
+  const hasB64 = b64 !== undefined && b64 !== null;
+  if (headers === undefined || headers === null) return hasB64 ? headerPairs(b64) : undefined;
+  if (hasB64) throw new FieldError("both headers and headers_b64: give one of them");
   if (!isObject(headers)) {
     throw new FieldError(`headers: expected an object of names to strings, got ${kindOf(headers)}`);
   }
   const out: Array<[string, Uint8Array]> = [];
   for (const [name, value] of Object.entries(headers)) {
     out.push([name, textBytes(`headers.${cut(name)}`, value)]);
+  }
+  return out.length === 0 ? undefined : out;
+}
+
+/** `headers_b64`: `[["name", "<base64>"], ...]`, in order; undefined when empty. */
+function headerPairs(b64: unknown): Array<[string, Uint8Array]> | undefined {
+  if (!Array.isArray(b64)) {
+    throw new FieldError(`headers_b64: expected a list of [name, base64 value] pairs, got ${kindOf(b64)}`);
+  }
+  const out: Array<[string, Uint8Array]> = [];
+  for (const pair of b64) {
+    if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string") {
+      throw new FieldError("headers_b64: expected a list of [name, base64 value] pairs");
+    }
+    out.push([pair[0], base64Bytes(`headers_b64[${out.length}]`, pair[1])]);
   }
   return out.length === 0 ? undefined : out;
 }
