@@ -85,13 +85,13 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  // SIGHUP's default action ends the process, and starting (reading the config, recovering a large WAL) may take
-  // a while: a reload sent then is done once the service runs. (The process exits by Deno.exit in every case.)
   // The Go service ignores these (Go's runtime catches every signal it is not told to act on), and scripts may send
   // them (log rotation's USR1); Deno's default would end the process and lose what librdkafka holds.
   for (const ignored of IGNORED_SIGNALS) {
     Deno.addSignalListener(ignored, () => log("info", "signal ignored", { signal: ignored }));
   }
+  // SIGHUP's default action ends the process, and starting (reading the config, recovering a large WAL) may take
+  // a while: a reload sent then is done once the service runs. (The process exits by Deno.exit in every case.)
   let service: Service | undefined;
   let reloadWhenStarted = false;
   Deno.addSignalListener("SIGHUP", () => {
@@ -215,13 +215,15 @@ async function healthcheck(config: Config): Promise<number> {
  */
 function healthzStatus(url: string, tls: TlsMaterial | undefined): Promise<number> {
   const { promise, resolve, reject } = Promise.withResolvers<number>();
-  const options = tls === undefined ? { timeout: HEALTHCHECK_TIMEOUT_MS } : {
+  const options = {
     timeout: HEALTHCHECK_TIMEOUT_MS,
-    rejectUnauthorized: false,
-    // Unused unverified, but without a CA node:tls reads the system's, which needs --allow-sys (not shipped).
-    ca: tls.ca ?? tls.cert,
-    cert: tls.cert,
-    key: tls.key,
+    ...(tls && {
+      rejectUnauthorized: false,
+      // Unused unverified, but without a CA node:tls reads the system's, which needs --allow-sys (not shipped).
+      ca: tls.ca ?? tls.cert,
+      cert: tls.cert,
+      key: tls.key,
+    }),
   };
   const req = (tls === undefined ? http : https).get(url, options, (res) => {
     res.resume();
