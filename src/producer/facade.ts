@@ -22,7 +22,14 @@ import { WalFullError } from "../wal/wal.ts";
 import type { Breaker } from "./breaker.ts";
 import { type KeyOrder, orderGroupOf, type Ticket } from "./key_order.ts";
 import type { AckLevel, Message } from "../message.ts";
-import { ProduceError, type ProduceResult, type ProducerFacade, type Readiness } from "./types.ts";
+import {
+  ProduceError,
+  type ProduceResult,
+  type ProducerFacade,
+  QUEUED,
+  QUEUED_NOW,
+  type Readiness,
+} from "./types.ts";
 
 /** librdkafka's default `message.max.bytes`. */
 const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000;
@@ -1015,9 +1022,6 @@ class BatchPlan {
   }
 }
 
-const QUEUED: ProduceResult = { where: "queued" };
-/** QUEUED as a settled promise, shared by every message that needs no more (see produce). */
-const QUEUED_NOW: Promise<ProduceResult> = Promise.resolve(QUEUED);
 const IN_WAL: ProduceResult = { where: "wal" };
 
 /** A produce refusal as a batch outcome; anything else is a bug and rejects. */

@@ -37,6 +37,14 @@ export interface Readiness {
 }
 
 /** The producer facade as the servers use it. */
+/** A message in librdkafka's queue, with nothing more to wait for (ack=none). */
+export const QUEUED: ProduceResult = { where: "queued" };
+/**
+ * QUEUED as one settled promise, which `ProducerFacade.produce` returns for every message it handed to librdkafka
+ * and need not wait for: a caller that sees it may answer at once, without a reaction per message.
+ */
+export const QUEUED_NOW: Promise<ProduceResult> = Promise.resolve(QUEUED);
+
 export interface ProducerFacade {
   /** Accepts one message; resolves when `ack` is satisfied, rejects with ProduceError. */
   produce(message: Message, ack: AckLevel): Promise<ProduceResult>;

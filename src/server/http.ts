@@ -3,7 +3,7 @@ import { SCHEMA } from "../config_keys.ts";
 import { log, logRepeated } from "../log.ts";
 import { httpDuration, httpRequests } from "../metrics.ts";
 import type { AckLevel, Message } from "../message.ts";
-import { ProduceError, type ProduceResult, type ProducerFacade } from "../producer/types.ts";
+import { ProduceError, type ProduceResult, type ProducerFacade, QUEUED_NOW } from "../producer/types.ts";
 import { type Gate, type Principal, UNAUTHENTICATED_REASON } from "./auth.ts";
 import { batchReply, type RecordOutcome } from "./batch_reply.ts";
 import type { Listener, ListenerOptions } from "./listener.ts";
@@ -287,8 +287,16 @@ class HttpHandler {
     return await this.#produceValue(message, value, ack, held);
   }
 
-  /** Hands the message with its value to the facade; the reply once it is accepted (or refused). */
-  #produceValue(message: Message, value: Uint8Array, ack: AckLevel, held: Held): Promise<Response> {
+  /**
+   * Hands the message with its value to the facade; the reply once it is accepted (or refused), at once when
+   * librdkafka took it and there is nothing to wait for (the usual ack=none message: no promise per request).
+   */
+  #produceValue(
+    message: Message,
+    value: Uint8Array,
+    ack: AckLevel,
+    held: Held,
+  ): Response | Promise<Response> {
     held.shrinkTo(value.byteLength);
     message.value = value;
     let accepted: Promise<ProduceResult>;
@@ -296,6 +304,10 @@ class HttpHandler {
       accepted = this.#facade.produce(message, ack);
     } catch (err) {
       accepted = Promise.reject(err); // a bug: answered as any refusal, and what is held is given back
+    }
+    if (accepted === QUEUED_NOW) {
+      held.release();
+      return new Response(null);
     }
     return accepted.then((result) => {
       held.release();
