@@ -7,6 +7,7 @@ import { ProduceError } from "../src/producer/types.ts";
 import { STATUS_BY_KIND } from "../src/server/refusal.ts";
 import type { Wal } from "../src/wal/wal.ts";
 import { type FacadeRig, facadeRig, refusal } from "./support/facade_rig.ts";
+import { captured } from "./support/log_capture.ts";
 import { DEAD_KAFKA, sent, variedMessages } from "./support/varied_messages.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -194,6 +195,36 @@ Deno.test("facade: a message Kafka will never take is dropped, counted under lib
   assert.equal(logged.length, 1, lines.join("\n"));
   assert.equal(logged[0].topic, topic);
   assert.equal(logged[0].error, "Local: Unknown partition");
+});
+
+Deno.test("facade: drops of many topics for one reason are logged once a window, not once a topic", async () => {
+  await using r = await facadeRig();
+  const prefix = `scattered-${crypto.randomUUID().slice(0, 8)}`;
+  const topics = Array.from({ length: 20 }, (_, i) => `${prefix}-${i}`);
+  const dropped = () =>
+    metrics.dropped.get().then((m) =>
+      m.values.filter((v) => v.labels.error === "Local: Unknown partition").reduce((n, v) => n + v.value, 0)
+    );
+  const before = await dropped();
+  const lines = await captured(async () => {
+    // Partition 9 of topics the mock cluster makes with 4: each message is dropped on its report.
+    let accepted = 0;
+    for (const topic of topics) {
+      await r.facade.produce({ topic, value: text(topic), partition: 9 }, "none").then(
+        () => accepted++,
+        (err) => {
+          if (!(err instanceof ProduceError && err.kind === "invalid")) throw err;
+        },
+      );
+    }
+    assert.ok(accepted > 1);
+    await waitFor("the drops to be counted", async () => (await dropped()) - before === accepted);
+  });
+  const logged = lines.filter((l) => l.msg === "message dropped: Kafka will never take it");
+  // The first drop of the window names its topic (an earlier test's drop for the same reason may have opened the
+  // window); the others are counted in the line that ends it.
+  assert.ok(logged.length <= 1, JSON.stringify(logged));
+  for (const line of logged) assert.ok(topics.includes(String(line.topic)));
 });
 
 Deno.test("facade: records timed out before their topic was known open the breaker only while all brokers are down", async () => {

@@ -1040,12 +1040,13 @@ function appendRefusal(err: unknown): string {
 const NO_WAL = "its delivery failed and its topic does not use the WAL";
 
 /**
- * Counts a message given up on in kafka_client_dropped_cnt, and logs it: once per topic and error, then the count
- * of repeats every 10 s.
+ * Counts a message given up on in kafka_client_dropped_cnt, and logs it: once per error, naming its topic, then
+ * every 10 s the count of repeats with the last one's topic. Not once per topic: a client naming a new topic that
+ * does not exist in every request would write a line per request.
  */
 function countDropped(topic: string, error: string, why: string): void {
   metrics.dropped.inc({ topic: metrics.topicLabel(topic), error });
-  logRepeated(`message dropped ${topic} ${error}`, "warn", `message dropped: ${why}`, { topic, error });
+  logRepeated(`message dropped ${error} ${why}`, "warn", `message dropped: ${why}`, { topic, error });
 }
 
 /**
