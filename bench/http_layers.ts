@@ -1,0 +1,96 @@
+/**
+ * Where the CPU of one HTTP message goes, layer by layer, without Kafka: a bare `Deno.serve` that reads the body
+ * and answers 200 (bench/baseline_server.ts), against this tree's HTTP listener (src/server/http.ts, as the
+ * service binds it) with a facade that takes every message at once, as librdkafka takes an ack=none message.
+ * Each in its own process with the V8 flags of deploy/deno-flags.txt, under wrk -t1 -c64 -d10s with 100-byte
+ * POSTs (bench/post.lua), alternating (the first side swapped every round) so that both see the same machine.
+ * Prints requests/s and CPU µs per request (utime + stime from /proc) per round, the medians, and the
+ * listener's cost beyond `Deno.serve`. What the whole service adds beyond that (the facade, librdkafka and its
+ * reports) is compare.ts's HTTP row, or bench/service_ab.ts.
+ *
+ * Run: deno run -A bench/http_layers.ts [rounds, default 3]
+ */
+import { freePort, v8Flags } from "../tests/support/service.ts";
+import { listening } from "../tests/support/wait.ts";
+import type { ProducerFacade } from "../src/producer/types.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/** Child mode: `--serve PORT` serves this tree's HTTP listener with a facade that takes every message at once. */
+async function serve(port: string): Promise<void> {
+  const { startHttpServer } = await import("../src/server/http.ts");
+  const { QUEUED_NOW } = await import("../src/producer/types.ts");
+  const { instantFacade } = await import("./instant_facade.ts");
+  // QUEUED_NOW, as the facade answers a message librdkafka took: the listener's path for the usual message.
+  const facade: ProducerFacade = { ...instantFacade, produce: () => QUEUED_NOW };
+  await startHttpServer({ listen: `127.0.0.1:${port}`, facade });
+}
+
+/** CPU time of a process so far, in µs (clock ticks of 10 ms: getconf CLK_TCK is 100 here). */
+function cpuMicros(pid: number): number {
+  const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+type Side = "Deno.serve" | "listener";
+
+async function round(side: Side): Promise<{ rps: number; cpuUs: number }> {
+  const port = freePort();
+  const script = side === "listener"
+    ? [import.meta.filename!, "--serve", String(port)]
+    : [`${ROOT}bench/baseline_server.ts`, String(port)];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--quiet", ...v8Flags(ROOT), `--config=${ROOT}deno.json`, ...script],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await listening(port, 10_000);
+    const cpuBefore = cpuMicros(child.pid);
+    const out = await new Deno.Command("wrk", {
+      args: [
+        "-t1",
+        "-c64",
+        "-d10s",
+        "-s",
+        `${ROOT}bench/post.lua`,
+        `http://127.0.0.1:${port}/topics/bench/messages`,
+      ],
+      stdout: "piped",
+    }).output();
+    const cpu = cpuMicros(child.pid) - cpuBefore;
+    const text = new TextDecoder().decode(out.stdout);
+    const requests = Number(/(\d+) requests in/.exec(text)?.[1] ?? NaN);
+    if (!(requests > 0)) throw new Error(`wrk against ${side}: ${text}`);
+    return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN), cpuUs: cpu / requests };
+  } finally {
+    child.kill();
+    await child.status;
+  }
+}
+
+async function main(rounds: number): Promise<void> {
+  const cpu: Record<Side, number[]> = { "Deno.serve": [], listener: [] };
+  for (let i = 0; i < rounds; i++) {
+    const order: Side[] = i % 2 === 0 ? ["Deno.serve", "listener"] : ["listener", "Deno.serve"];
+    for (const side of order) {
+      const { rps, cpuUs } = await round(side);
+      cpu[side].push(cpuUs);
+      console.log(`round ${i + 1} ${side}: ${rps.toFixed(0)} req/s, ${cpuUs.toFixed(2)} µs CPU/request`);
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const bare = median(cpu["Deno.serve"]), ours = median(cpu.listener);
+  console.log(
+    `median CPU/request: Deno.serve ${bare.toFixed(2)} µs, listener ${ours.toFixed(2)} µs ` +
+      `(+${(ours - bare).toFixed(2)} µs, ${(ours / bare).toFixed(2)}x)`,
+  );
+}
+
+if (Deno.args[0] === "--serve") {
+  await serve(Deno.args[1]);
+} else {
+  const rounds = Number(Deno.args[0] ?? 3);
+  if (!(rounds >= 1)) throw new Error("usage: bench/http_layers.ts [rounds]");
+  await main(rounds);
+}
