@@ -285,7 +285,7 @@ function valuesOf<S extends object>(schema: S, entries: Map<string, Entry>): Val
 }
 
 function read<T>(key: Key<T>, entries: Map<string, Entry>): T {
-  const entry = entries.get(key.name);
+  const entry = entries.get(key.name.toLowerCase());
   if (entry === undefined) return structuredClone(key.defaultValue);
   try {
     return key.kind.read(entry.value);
@@ -417,7 +417,7 @@ function closestKey(key: string): string | undefined {
       bestDistance = distance;
     }
   }
-  return best;
+  return best === undefined ? undefined : KEYS.get(best)!.name;
 }
 
 function editDistance(a: string, b: string): number {

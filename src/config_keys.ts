@@ -120,6 +120,12 @@ export const SCHEMA = {
         "info",
         "lowest level logged: debug, info, warn, error (zap's dpanic, panic, fatal: error); KA_LOG_LEVEL too",
       ),
+      outputPaths: new Key(
+        "global.log.outputPaths",
+        list,
+        ["stdout"],
+        "where log lines go: stdout, stderr or files (appended to), each line to all",
+      ),
     },
   },
   server: {
@@ -344,9 +350,8 @@ export const BROKERS = new Key(
  * starts this one unchanged, and the start logs each of these it finds. A name also covers every key under it.
  */
 export const GO_KEYS_WITHOUT_EFFECT: ReadonlyMap<string, string> = new Map([
-  ...under("global.log", "logs are JSON lines on stderr (ts, level, msg and fields)", [
+  ...under("global.log", "logs are JSON lines (ts, level, msg and fields)", [
     "encoding",
-    "outputpaths",
     "erroroutputpaths",
     "encoderconfig",
     "development",
@@ -388,9 +393,9 @@ export function goKeyWithoutEffect(key: string): string | undefined {
 /** A schema subtree as the values it describes. */
 export type Values<S> = { [K in keyof S]: S[K] extends Key<infer T> ? T : Values<S[K]> };
 
-/** Every key by name, `kafka.brokers` included. */
+/** Every key, `kafka.brokers` included, by its name in lower case: names in a file or the environment match so. */
 export const KEYS: ReadonlyMap<string, Key<unknown>> = new Map(
-  [...keysOf(SCHEMA), BROKERS].map((key) => [key.name, key]),
+  [...keysOf(SCHEMA), BROKERS].map((key) => [key.name.toLowerCase(), key]),
 );
 
 /** The keys of a schema subtree, in table order. */

@@ -1,4 +1,7 @@
-/** Structured logging: one JSON object per line on stderr. Never log message payloads or secrets. */
+/**
+ * Structured logging: one JSON object per line, on standard output unless `global.log.outputPaths` says otherwise
+ * (as the Go service's logger, zap). Never log message payloads or secrets.
+ */
 
 export type Level = "debug" | "info" | "warn" | "error";
 
@@ -27,7 +30,45 @@ export function log(level: Level, msg: string, fields: Record<string, unknown> =
   if (ORDER[level] < threshold) return;
   // `ts` in seconds since the epoch, as the Go service's logger (zap) wrote it: log pipelines parse it so.
   const line = JSON.stringify({ ts: Date.now() / 1000, level, msg, ...fields }, jsonSafe);
-  console.error(line);
+  const bytes = encoder.encode(`${line}\n`);
+  for (const output of outputs) {
+    try {
+      for (let done = 0; done < bytes.byteLength;) done += output.writeSync(bytes.subarray(done));
+    } catch {
+      // A log that cannot be written (a full disk, a closed pipe) must not stop the service; the line is lost.
+    }
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** Where lines are written; zap's default, standard output, until setLogOutputs. */
+let outputs: ReadonlyArray<{ writeSync(bytes: Uint8Array): number }> = [Deno.stdout];
+
+/**
+ * Sends every later line to each of `paths`, as zap's outputPaths: `stdout`, `stderr`, or a file (a path, or a
+ * `file://` URL), opened for appending and created if missing. Throws, naming the path, when a file cannot be
+ * opened; the outputs are then unchanged.
+ * @example setLogOutputs(["stdout", "/var/log/kafka-ambassador.log"])
+ */
+export function setLogOutputs(paths: readonly string[]): void {
+  const opened: Array<{ writeSync(bytes: Uint8Array): number }> = [];
+  for (const path of paths) {
+    if (path === "stdout") opened.push(Deno.stdout);
+    else if (path === "stderr") opened.push(Deno.stderr);
+    else {
+      const file = path.startsWith("file://") ? decodeURIComponent(new URL(path).pathname) : path;
+      try {
+        opened.push(Deno.openSync(file, { append: true, create: true }));
+      } catch (err) {
+        for (const done of opened) if (done instanceof Deno.FsFile) done.close();
+        throw new Error(`cannot open ${file}: ${(err as Error).message}`);
+      }
+    }
+  }
+  if (opened.length === 0) throw new Error("no output given");
+  for (const old of outputs) if (old instanceof Deno.FsFile && !opened.includes(old)) old.close();
+  outputs = opened;
 }
 
 /** Values that no log line may show (passwords, private keys), longest first so that none is left in part. */

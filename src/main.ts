@@ -5,7 +5,7 @@ import { type Config, ConfigError, loadConfig, noWalOnDisk } from "./config.ts";
 import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, checkKafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { formatHostPort, listenAddress } from "./listen_address.ts";
-import { log, setLogLevel } from "./log.ts";
+import { log, setLogLevel, setLogOutputs } from "./log.ts";
 import { listenerTls, loadSecurity } from "./server/security.ts";
 import type { TlsMaterial } from "./server/tls.ts";
 import { type Service, startService } from "./service.ts";
@@ -85,6 +85,10 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  // The commands that answer and exit tell whoever ran them what went wrong on stderr, wherever the config sends
+  // the service's log.
+  const answersAndExits = args.version || args.checkOnly || args.healthcheck;
+  if (answersAndExits) setLogOutputs(["stderr"]);
   // The Go service ignores these (Go's runtime catches every signal it is not told to act on), and scripts may send
   // them (log rotation's USR1); Deno's default would end the process and lose what librdkafka holds.
   for (const ignored of IGNORED_SIGNALS) {
@@ -110,6 +114,13 @@ async function main(argv: string[]): Promise<number> {
     }
     config = await loadConfig(args.configPath!, Deno.env.toObject());
     setLogLevel(config.global.log.level);
+    try {
+      // --check-config opens them too, to check them, and lets them go.
+      if (!args.healthcheck) setLogOutputs(config.global.log.outputPaths);
+      if (answersAndExits) setLogOutputs(["stderr"]);
+    } catch (err) {
+      throw new ConfigError(`config: global.log.outputPaths: ${(err as Error).message}`);
+    }
     // Only the monitoring listener's address and TLS: a health check answers 0 or 1 (Docker reserves 2), and the
     // tokens file or a librdkafka key are none of its business.
     if (args.healthcheck) return await healthcheck(config);

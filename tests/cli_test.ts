@@ -104,6 +104,12 @@ const INVALID: Array<[string, string, Record<string, string>, RegExp]> = [
   ["unknown env key path", NO_WAL + "kafka.brokers: [a:1]\n", { KA_FOO__BAR: "1" }, /foo\.bar/],
   ["bad log level", NO_WAL + "kafka.brokers: [a:1]\n", { KA_LOG_LEVEL: "verbose" }, /KA_LOG_LEVEL/],
   [
+    "a log file that cannot be opened",
+    NO_WAL + "kafka.brokers: [a:1]\nglobal.log.outputPaths: [stdout, /nonexistent/ka.log]\n",
+    {},
+    /"msg":"config: global\.log\.outputPaths: cannot open \/nonexistent\/ka\.log: /,
+  ],
+  [
     "a WAL path that is a file",
     "producer.wal.path: /etc/hostname\nkafka.brokers: [a:1]\n",
     {},
@@ -122,7 +128,7 @@ for (const [name, yaml, env, expected] of INVALID) {
     await withConfig(yaml, async (path) => {
       const r = await run(["-config", path, "--check-config"], env);
       assert.equal(r.code, 2, `${r.out}${r.err}`);
-      const lines = r.err.trim().split("\n");
+      const lines = r.err.trim().split("\n"); // --check-config's own output, whatever the config's log
       assert.equal(lines.length, 1, r.err);
       assert.match(lines[0], expected);
     });
@@ -135,9 +141,9 @@ Deno.test("cli: a config librdkafka cannot create a producer from exits 2 at sta
     "kafka: { brokers: [a:1], security.protocol: ssl, ssl.ca.location: /nonexistent/ca.pem }\n";
   await withConfig(yaml, async (path) => {
     const r = await run(["-config", path]);
-    assert.equal(r.code, 2, r.err);
+    assert.equal(r.code, 2, r.out);
     assert.match(
-      r.err,
+      r.out,
       /"msg":"config: kafka: librdkafka: cannot create producer: ssl\.ca\.location failed: /,
     );
   });
@@ -146,7 +152,7 @@ Deno.test("cli: a config librdkafka cannot create a producer from exits 2 at sta
 Deno.test("cli: a missing config file exits 2", async () => {
   const r = await run(["-config", "/nonexistent/ka.yaml"]);
   assert.equal(r.code, 2);
-  assert.match(r.err, /nonexistent/);
+  assert.match(r.out, /nonexistent/);
 });
 
 Deno.test({
@@ -244,9 +250,9 @@ Deno.test("cli: a listener that cannot bind ends the process with exit 1 and one
       `producer.wal.mode: disable\nserver.http.listen: "127.0.0.1:${port}"\nkafka.brokers: [127.0.0.1:1]\n`;
     await withConfig(yaml, async (path) => {
       const r = await run(["-config", path]);
-      assert.equal(r.code, 1, r.err);
-      const line = r.err.split("\n").find((l) => l.includes("cannot run"));
-      assert.ok(line, r.err);
+      assert.equal(r.code, 1, r.out);
+      const line = r.out.split("\n").find((l) => l.includes("cannot run"));
+      assert.ok(line, r.out);
       assert.equal(JSON.parse(line).error, `http listener 127.0.0.1:${port}: address already in use`);
     });
   } finally {
@@ -274,13 +280,13 @@ Deno.test("cli: a SIGHUP while the service starts does not end it; the producer 
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...SHIPPED, MAIN, "-config", config],
     stdin: "null",
-    stdout: "null",
-    stderr: "piped",
+    stdout: "piped",
+    stderr: "null",
   }).spawn();
   const lines: string[] = [];
   const logged = (msg: string) => lines.some((l) => l.includes(`"msg":"${msg}"`));
   const reading = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
       lines.push(...chunk.split("\n"));
     }
   })();
@@ -364,5 +370,27 @@ Deno.test({
     } finally {
       await wal.close();
     }
+  },
+});
+
+Deno.test({
+  name:
+    "cli: global.log.outputPaths sends the log to a file and stderr rather than stdout, as the Go service's zap",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using dir = await tempDir("ka-log-paths-");
+    const file = `${dir.path}/ka.log`;
+    await using svc = await startService({
+      global: { log: { outputPaths: [file, "stderr"] } },
+      producer: { wal: { mode: "fallback", in_memory: true } },
+      kafka: { brokers: [`127.0.0.1:${freePort()}`] },
+    }, { dir: dir.path });
+    assert.equal(await svc.stop(), 0);
+    const lines = (path: string) =>
+      Deno.readTextFileSync(path).split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l).msg);
+    assert.ok(lines(file).includes("http listening"), JSON.stringify(lines(file)));
+    assert.deepEqual(lines(svc.stderrPath), lines(file));
+    assert.deepEqual(lines(svc.logPath), []); // stdout
   },
 });

@@ -33,7 +33,7 @@ Deno.test("config/example.yaml is the reference written from the key table (deno
 
 Deno.test("the reference lists every key of the table, and only those", async () => {
   const file = flatten(parse(await Deno.readTextFile(EXAMPLE)));
-  assert.deepEqual([...file.keys()].sort(), [...KEYS.keys()].sort());
+  assert.deepEqual([...file.keys()].sort(), [...KEYS.values()].map((key) => key.name).sort());
 });
 
 Deno.test("every key's default, as the reference writes it, reads back as the default", () => {
@@ -66,7 +66,7 @@ Deno.test("the README table has one row per key, in table order, with the key's 
   const rows = readmeTable().split("\n").slice(2).map((row) =>
     row.slice(1, -1).split(" | ").map((cell) => cell.trim())
   );
-  assert.deepEqual(rows.map(([name]) => name), [...KEYS.keys()].map((name) => `\`${name}\``));
+  assert.deepEqual(rows.map(([name]) => name), [...KEYS.values()].map((key) => `\`${key.name}\``));
   for (const key of KEYS.values()) {
     const unset = key.defaultValue === undefined || key.defaultValue === "";
     const row = rows.find(([name]) => name === `\`${key.name}\``)!;

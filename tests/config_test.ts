@@ -390,6 +390,8 @@ kafka:
     "KA_SERVER.GRPC.MONITORING.ENABLE": "false",
   });
   assert.equal(config.global.log.level, "warn");
+  assert.deepEqual(config.global.log.outputPaths, ["stdout", "/var/log/ka.log"]);
+  assert.deepEqual(defaultConfig().global.log.outputPaths, ["stdout"]);
   assert.equal(config.producer.getMetadataTimeoutMs, 2_000);
   assert.equal(config.producer.wal.path, "/data/wal");
   assert.equal(config.server.grpc.listen, "0.0.0.0:19094");

@@ -154,15 +154,12 @@ Deno.test("facade: a message Kafka will never take is dropped, counted under lib
   await using r = await facadeRig();
   const topic = `dropped-${crypto.randomUUID().slice(0, 8)}`;
   const known = `refused-${crypto.randomUUID().slice(0, 8)}`;
-  const lines: string[] = [];
-  const printed = console.error;
-  console.error = (line: string) => lines.push(String(line));
   const dropped = (name: string) =>
     metrics.dropped.get().then((m) =>
       m.values.find((v) => v.labels.topic === name && v.labels.error === "Local: Unknown partition")?.value ??
         0
     );
-  try {
+  const lines = await captured(async () => {
     // The mock cluster's topics have 4 partitions: partition 9 does not exist, which no retry will change. A message
     // sent before librdkafka knows its topic is answered at once (200), and dropped on its report: counted.
     let accepted = 0;
@@ -185,14 +182,10 @@ Deno.test("facade: a message Kafka will never take is dropped, counted under lib
       assert.equal(refused.kind, "invalid");
     }
     assert.equal(await dropped(known), 0);
-  } finally {
-    console.error = printed;
-  }
-  const logged = lines.map((l) => JSON.parse(l)).filter((l) =>
-    l.msg === "message dropped: Kafka will never take it"
-  );
-  // Once per topic and error within the window; the repeats are counted when it ends.
-  assert.equal(logged.length, 1, lines.join("\n"));
+  });
+  const logged = lines.filter((l) => l.msg === "message dropped: Kafka will never take it");
+  // Once per error within the window; the repeats are counted when it ends.
+  assert.equal(logged.length, 1, JSON.stringify(lines));
   assert.equal(logged[0].topic, topic);
   assert.equal(logged[0].error, "Local: Unknown partition");
 });

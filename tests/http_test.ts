@@ -15,6 +15,7 @@ import { parseContentLength } from "../src/server/params.ts";
 import { readReply, statusAndBody } from "./support/attack.ts";
 import { delay } from "./support/wait.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
+import { captured } from "./support/log_capture.ts";
 
 interface Reply {
   status: number;
@@ -412,14 +413,14 @@ Deno.test("GET /topics lists names one per line; a ProduceError's reason when it
 });
 
 Deno.test("GET /topics failures are logged once per window, not once per call", async () => {
-  const lines = await captureStderr(async () => {
+  const lines = await captured(async () => {
     await withServer(async (base, facade) => {
       facade.listError = new ProduceError("unavailable", "kafka: cannot list topics", 5);
       for (let i = 0; i < 20; i++) assert.deepEqual((await call(`${base}/topics`)).status, 503);
     });
   });
   // One line at most: the window may have opened in an earlier test.
-  assert.ok(lines.filter((l) => l.includes("http: cannot list topics")).length <= 1, lines.join("\n"));
+  assert.ok(lines.filter((l) => l.msg === "http: cannot list topics").length <= 1, JSON.stringify(lines));
 });
 
 Deno.test("shutdown waits for requests in flight", async () => {
@@ -487,19 +488,6 @@ Deno.test("':port' listens on every interface", async () => {
     await server.shutdown();
   }
 });
-
-/** Runs `fn` with console.error captured (the log writes there); returns the lines written. */
-async function captureStderr(fn: () => Promise<void>): Promise<string[]> {
-  const lines: string[] = [];
-  const original = console.error;
-  console.error = (...args: unknown[]) => lines.push(args.map(String).join(" "));
-  try {
-    await fn();
-  } finally {
-    console.error = original;
-  }
-  return lines;
-}
 
 /** A listener with a 1 MB message limit, for bodies that take the streamed path (over 16 KiB, or chunked). */
 async function withStreamingServer(

@@ -26,7 +26,7 @@ const WRONG_PASSWORD = "wrong-Pa55-bob-c0de";
 const KEY_PASSPHRASE = "key-Pa55-client-5e8a";
 const SECRETS = [SCRAM_PASSWORD, PLAIN_PASSWORD, WRONG_PASSWORD, KEY_PASSPHRASE];
 
-Deno.test("secrets: librdkafka's secret properties are recognised, and a registered secret is redacted", () => {
+Deno.test("secrets: librdkafka's secret properties are recognised, and a registered secret is redacted", async () => {
   for (const p of ["sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem"]) {
     assert.ok(isSecretProperty(p), p);
   }
@@ -38,16 +38,11 @@ Deno.test("secrets: librdkafka's secret properties are recognised, and a registe
   }
   const secret = "unit-secret-4242";
   parseConfig(`producer: {wal: {in_memory: true}}\nkafka: {brokers: [k:9092], sasl.password: ${secret}}`, {});
-  const lines: string[] = [];
-  const original = console.error;
-  console.error = (line: string) => lines.push(line);
-  try {
-    log("error", `msg ${secret}`, { reason: `x${secret}y`, error: new Error(`e ${secret}`) });
-  } finally {
-    console.error = original;
-  }
+  const lines = await captured(() =>
+    log("error", `msg ${secret}`, { reason: `x${secret}y`, error: new Error(`e ${secret}`) })
+  );
   assert.equal(lines.length, 1);
-  const line = JSON.parse(lines[0]);
+  const line = lines[0];
   assert.deepEqual([line.msg, line.reason, line.error], ["msg [redacted]", "x[redacted]y", "e [redacted]"]);
 });
 
@@ -98,7 +93,7 @@ Deno.test({
         producer: { wal: { mode: "fallback", path: walPath }, cb: { timeout: "60s" } },
         kafka: { "message.timeout.ms": "5000", "statistics.interval.ms": "1000", ...kafka },
       }, { dir: dir.path });
-      outputs.push(svc.logPath, svc.stdoutPath);
+      outputs.push(svc.logPath, svc.stderrPath);
       return svc;
     };
     const tls = { "security.protocol": "SSL", "ssl.ca.location": ca.certPath };

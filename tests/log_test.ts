@@ -1,6 +1,6 @@
 /** logRepeated: the first line of a burst at once, then one line per window with the count held back. */
 import assert from "node:assert/strict";
-import { log, logRepeated } from "../src/log.ts";
+import { log, logRepeated, setLogOutputs } from "../src/log.ts";
 import { captured } from "./support/log_capture.ts";
 import { delay } from "./support/wait.ts";
 
@@ -35,4 +35,37 @@ Deno.test("log: one JSON object per line, ts in seconds since the epoch as the G
   assert.equal(typeof line.ts, "number");
   assert.ok((line.ts as number) >= before && (line.ts as number) <= Date.now() / 1000, String(line.ts));
   assert.deepEqual([line.level, line.msg, line.code], ["warn", "kafka error", -195]);
+});
+
+Deno.test("setLogOutputs: each line goes to every output, files appended to; a file that cannot be opened is named", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ka-log-" });
+  try {
+    const first = `${dir}/first.log`;
+    await Deno.writeTextFile(first, "kept\n");
+    const second = `${dir}/second log.log`;
+    const lines = await captured(() => {
+      setLogOutputs([first, `file://${encodeURI(second)}`, "stdout"]);
+      try {
+        log("warn", "to all three", { n: 1 });
+        // Neither opened: the outputs stay as they were.
+        assert.throws(
+          () => setLogOutputs(["stdout", `${dir}/missing/x.log`]),
+          (err: Error) => err.message.startsWith(`cannot open ${dir}/missing/x.log: `),
+        );
+        log("warn", "still to all three", { n: 2 });
+      } finally {
+        setLogOutputs(["stdout"]);
+      }
+      log("warn", "to stdout only", { n: 3 });
+    });
+    assert.deepEqual(lines.map((l) => l.n), [1, 2, 3]);
+    const inFile = (path: string) =>
+      Deno.readTextFileSync(path).split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l).n);
+    assert.ok(Deno.readTextFileSync(first).startsWith("kept\n"));
+    assert.deepEqual(inFile(first), [1, 2]);
+    assert.deepEqual(inFile(second), [1, 2]);
+    assert.throws(() => setLogOutputs([]), /no output given/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -4,7 +4,7 @@ import type { Message } from "../src/message.ts";
 import * as metrics from "../src/metrics.ts";
 import { openWal, type Wal, WalFullError, type WalRecord } from "../src/wal/wal.ts";
 import { diskFull, openFaultyWal, syncFaultFs } from "./support/fault_storage.ts";
-import { captured } from "./support/log_capture.ts";
+import { captured, capturing } from "./support/log_capture.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { delay, waitFor } from "./support/wait.ts";
 
@@ -334,14 +334,14 @@ Deno.test("wal fault: a segment deleted behind the WAL's back: its records are r
       segmentBytes: 200,
       commitDelayMs: 1,
     });
-    const lines: string[] = [];
-    const printed = console.error;
+    let capture: ReturnType<typeof capturing> | undefined;
     try {
       // Segments of 200 bytes: two records each.
       for (let i = 1; i <= 6; i++) await wal.append(msg(i)).durable;
       assert.deepEqual(await segments(path), ["00000001.wal", "00000002.wal", "00000003.wal"]);
       await Deno.remove(`${path}/00000002.wal`);
-      console.error = (line: string) => lines.push(String(line));
+      capture = capturing();
+      const lines = capture.lines;
       const values = (await checkoutAll(wal)).map((r) => dec.decode(r.value));
       assert.deepEqual(values, ["m1", "m2", "m5", "m6"]);
       assert.equal(await checkoutAll(wal).then((r) => r.length), 0, "nothing left to retry");
@@ -354,7 +354,7 @@ Deno.test("wal fault: a segment deleted behind the WAL's back: its records are r
       await wal.append(msg(7)).durable;
       assert.ok(!(await Array.fromAsync(Deno.readDir(path))).some((e) => e.name.startsWith("00000002.")));
     } finally {
-      console.error = printed;
+      capture?.stop();
       await wal.close();
     }
     assert.deepEqual((await reopened(path)).records.map(([, v]) => v), ["m1", "m2", "m5", "m6", "m7"]);

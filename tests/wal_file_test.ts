@@ -5,6 +5,7 @@ import type { Message } from "../src/message.ts";
 import { openWal, type Wal, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
 import { openFaultyWal } from "./support/fault_storage.ts";
 import { canMount, fillUp, mountTmpfs } from "./support/tmpfs.ts";
+import { capturing } from "./support/log_capture.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { settle, waitFor } from "./support/wait.ts";
 
@@ -47,15 +48,13 @@ async function snapshot(path: string, to: string): Promise<void> {
   for (const name of await names(path)) await Deno.copyFile(`${path}/${name}`, `${to}/${name}`);
 }
 
-/** Captures log lines (they go to stderr through console.error) while `fn` runs. */
+/** Captures log lines while `fn` runs. */
 async function captureLog<T>(fn: () => Promise<T>): Promise<{ result: T; lines: string[] }> {
-  const lines: string[] = [];
-  const original = console.error;
-  console.error = (line: string) => lines.push(String(line));
+  const capture = capturing();
   try {
-    return { result: await fn(), lines };
+    return { result: await fn(), lines: capture.lines };
   } finally {
-    console.error = original;
+    capture.stop();
   }
 }
 
@@ -400,9 +399,8 @@ Deno.test({
       assert.ok(segments.length >= 3, `${segments}`);
       await fillUp(`${disk.path}/filler`, 0);
 
-      const lines: string[] = [];
-      const printed = console.error;
-      console.error = (line: string) => lines.push(String(line));
+      const capture = capturing();
+      const lines = capture.lines;
       try {
         const wal = await open(path, { segmentBytes: 16 * 1024 });
         assert.ok(lines.some((l) => l.includes("is full; starting anyway")), lines.join("\n"));
@@ -415,7 +413,7 @@ Deno.test({
         await durable;
         await wal.close();
       } finally {
-        console.error = printed;
+        capture.stop();
       }
       const again = await open(path);
       assert.deepEqual((await checkoutAll(again)).map((r) => r.id), [61]);

@@ -385,7 +385,7 @@ Deno.test({
         stdin: "null",
       }).output();
       assert.equal(second.code, 1);
-      assert.match(decoder.decode(second.stderr), new RegExp(`wal: ${walDir} is in use by another process`));
+      assert.match(decoder.decode(second.stdout), new RegExp(`wal: ${walDir} is in use by another process`));
       // LOCK deleted behind the service's back: a new one would be another file, free to lock; the directory is not.
       await Deno.remove(`${walDir}/LOCK`);
       const replay = await wal(["replay", "-config", config]);

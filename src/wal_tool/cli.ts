@@ -6,7 +6,7 @@
 import { type Config, ConfigError, loadConfig, noWalOnDisk } from "../config.ts";
 import { parseDuration } from "../duration.ts";
 import { checkKafkaConfig } from "../kafka/producer.ts";
-import { isLevel, setLogLevel } from "../log.ts";
+import { isLevel, setLogLevel, setLogOutputs } from "../log.ts";
 import { lockWalDirectory, WalInUseError } from "../wal/lock.ts";
 import { EXIT } from "./exit.ts";
 import { exportCommand } from "./export.ts";
@@ -111,9 +111,11 @@ export function parseWalArgs(argv: string[]): WalArgs | null {
 
 /** Runs `wal ...` with the arguments after `wal`; returns the exit code. */
 export async function runWalTool(argv: string[]): Promise<number> {
-  // Only problems are logged: the command's own output is its answer.
+  // Only problems are logged, on stderr whatever the config says of the service's log: the command's own output
+  // (export's records, say) is its answer, on stdout.
   const level = Deno.env.get("KA_LOG_LEVEL")?.toLowerCase();
   setLogLevel(level !== undefined && isLevel(level) ? level : "warn");
+  setLogOutputs(["stderr"]);
   let args: WalArgs | null;
   let config: Config;
   try {

@@ -54,8 +54,8 @@ export interface Service extends AsyncDisposable {
   readonly grpc: string;
   readonly monitoring: string;
   readonly logPath: string;
-  /** Where the service's stdout goes (it writes nothing there while it serves). */
-  readonly stdoutPath: string;
+  /** Where the service's stderr goes (it writes nothing there while it serves). */
+  readonly stderrPath: string;
   readonly configPath: string;
   /** Sends a signal; resolves when the process has exited, with its exit code. */
   stop(signal?: Deno.Signal): Promise<number>;
@@ -92,7 +92,7 @@ export async function startService(
   const configPath = `${dir}/config.yaml`;
   await Deno.writeTextFile(configPath, stringify(full));
   const logPath = `${dir}/service-${Date.now()}.log`;
-  const stdoutPath = `${logPath}.stdout`;
+  const stderrPath = `${logPath}.stderr`;
   const command = opts.command?.(configPath) ??
     { cmd: DENO, args: ["run", ...shippedFlags(ROOT), MAIN, "-config", configPath] };
   const child = new Deno.Command(command.cmd, {
@@ -103,8 +103,9 @@ export async function startService(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  // The service logs on stderr only. Written chunk by chunk so that tests can read the log while it runs.
-  const pumps = [pump(child.stderr, logPath), pump(child.stdout, stdoutPath)];
+  // The service logs on stdout only (global.log.outputPaths' default). Written chunk by chunk so that tests can read
+  // the log while it runs.
+  const pumps = [pump(child.stdout, logPath), pump(child.stderr, stderrPath)];
   const exited = child.status.then(async (s) => {
     await Promise.allSettled(pumps);
     return s.code;
@@ -121,7 +122,7 @@ export async function startService(
     grpc: String(server.grpc.listen),
     monitoring,
     logPath,
-    stdoutPath,
+    stderrPath,
     configPath,
     exited,
     signal: (sig) => child.kill(sig),
