@@ -6,6 +6,7 @@
  */
 import {
   bool,
+  commaList,
   countFromOne,
   duration,
   durationZeroMeans,
@@ -122,7 +123,7 @@ export const SCHEMA = {
       ),
       outputPaths: new Key(
         "global.log.outputPaths",
-        list,
+        commaList,
         ["stdout"],
         "where log lines go: stdout, stderr or files (appended to), each line to all",
       ),

@@ -77,6 +77,17 @@ export const list: ValueKind<string[]> = {
   show: (value) => `[${value.map((item) => JSON.stringify(item)).join(", ")}]`,
 };
 
+/**
+ * A YAML sequence, or text split at commas only (as zap split its outputPaths): for items that may hold white
+ * space, such as file paths. Empty items dropped.
+ */
+export const commaList: ValueKind<string[]> = {
+  read(value) {
+    return list.read(Array.isArray(value) ? value : scalar(value, "a list").split(","));
+  },
+  show: list.show,
+};
+
 /** One of `choices`, in any case unless `exactCase`. */
 export function oneOf<T extends string>(choices: readonly T[], exactCase = false): ValueKind<T> {
   const expected = `one of ${choices.join(", ")}`;

@@ -31,6 +31,14 @@ export function log(level: Level, msg: string, fields: Record<string, unknown> =
   // `ts` in seconds since the epoch, as the Go service's logger (zap) wrote it: log pipelines parse it so.
   const line = JSON.stringify({ ts: Date.now() / 1000, level, msg, ...fields }, jsonSafe);
   const bytes = encoder.encode(`${line}\n`);
+  if (held !== undefined) {
+    if (held.length < MAX_HELD_LINES) held.push(bytes);
+    return;
+  }
+  write(bytes);
+}
+
+function write(bytes: Uint8Array): void {
   for (const output of outputs) {
     try {
       for (let done = 0; done < bytes.byteLength;) done += output.writeSync(bytes.subarray(done));
@@ -42,22 +50,37 @@ export function log(level: Level, msg: string, fields: Record<string, unknown> =
 
 const encoder = new TextEncoder();
 
+type Output = { writeSync(bytes: Uint8Array): number };
+
 /** Where lines are written; zap's default, standard output, until setLogOutputs. */
-let outputs: ReadonlyArray<{ writeSync(bytes: Uint8Array): number }> = [Deno.stdout];
+let outputs: readonly Output[] = [Deno.stdout];
+
+/** Lines logged since holdLogLines, for the outputs the next setLogOutputs sets. */
+let held: Uint8Array[] | undefined;
+/** Reading a config logs a few lines; a bound all the same, as the lines wait in memory. */
+const MAX_HELD_LINES = 1000;
 
 /**
- * Sends every later line to each of `paths`, as zap's outputPaths: `stdout`, `stderr`, or a file (a path, or a
- * `file://` URL), opened for appending and created if missing. Throws, naming the path, when a file cannot be
- * opened; the outputs are then unchanged.
+ * Keeps every later line (up to 1,000) until the next setLogOutputs, which writes them to the outputs it sets: what
+ * is logged while the config is read goes where the config says lines go.
+ */
+export function holdLogLines(): void {
+  held ??= [];
+}
+
+/**
+ * Sends every later line, and those held, to each of `paths`, as zap's outputPaths: `stdout`, `stderr`, or a file
+ * (a path, or a `file://` URL), opened for appending and created if missing. Throws, naming the path, when a file
+ * cannot be opened; the outputs, and the lines held, are then unchanged.
  * @example setLogOutputs(["stdout", "/var/log/kafka-ambassador.log"])
  */
 export function setLogOutputs(paths: readonly string[]): void {
-  const opened: Array<{ writeSync(bytes: Uint8Array): number }> = [];
+  const opened: Output[] = [];
   for (const path of paths) {
     if (path === "stdout") opened.push(Deno.stdout);
     else if (path === "stderr") opened.push(Deno.stderr);
     else {
-      const file = path.startsWith("file://") ? decodeURIComponent(new URL(path).pathname) : path;
+      const file = filePath(path);
       try {
         opened.push(Deno.openSync(file, { append: true, create: true }));
       } catch (err) {
@@ -69,6 +92,47 @@ export function setLogOutputs(paths: readonly string[]): void {
   if (opened.length === 0) throw new Error("no output given");
   for (const old of outputs) if (old instanceof Deno.FsFile && !opened.includes(old)) old.close();
   outputs = opened;
+  releaseLogLines();
+}
+
+/** Writes the lines held since holdLogLines to the outputs as they are, and stops holding lines. */
+export function releaseLogLines(): void {
+  const lines = held ?? [];
+  held = undefined;
+  for (const bytes of lines) write(bytes);
+}
+
+/**
+ * Throws as setLogOutputs would for `paths`, without creating a file: an existing one is opened for appending and
+ * closed, a missing one needs its directory (whether that lets the service create the file is not known here).
+ */
+export function checkLogOutputs(paths: readonly string[]): void {
+  if (paths.length === 0) throw new Error("no output given");
+  for (const path of paths) {
+    if (path === "stdout" || path === "stderr") continue;
+    const file = filePath(path);
+    try {
+      Deno.openSync(file, { append: true }).close();
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) {
+        throw new Error(`cannot open ${file}: ${(err as Error).message}`);
+      }
+      const dir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) || "/" : ".";
+      const isDir = (() => {
+        try {
+          return Deno.statSync(dir).isDirectory;
+        } catch {
+          return false;
+        }
+      })();
+      if (!isDir) throw new Error(`cannot open ${file}: ${dir} is not a directory`);
+    }
+  }
+}
+
+/** The file a `file://` URL names, or the path as given. */
+function filePath(path: string): string {
+  return path.startsWith("file://") ? decodeURIComponent(new URL(path).pathname) : path;
 }
 
 /** Values that no log line may show (passwords, private keys), longest first so that none is left in part. */

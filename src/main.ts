@@ -5,7 +5,7 @@ import { type Config, ConfigError, loadConfig, noWalOnDisk } from "./config.ts";
 import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, checkKafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { formatHostPort, listenAddress } from "./listen_address.ts";
-import { log, setLogLevel, setLogOutputs } from "./log.ts";
+import { checkLogOutputs, holdLogLines, log, releaseLogLines, setLogLevel, setLogOutputs } from "./log.ts";
 import { listenerTls, loadSecurity } from "./server/security.ts";
 import type { TlsMaterial } from "./server/tls.ts";
 import { type Service, startService } from "./service.ts";
@@ -89,6 +89,7 @@ async function main(argv: string[]): Promise<number> {
   // the service's log.
   const answersAndExits = args.version || args.checkOnly || args.healthcheck;
   if (answersAndExits) setLogOutputs(["stderr"]);
+  else holdLogLines(); // what reading the config logs goes where the config sends the log
   // The Go service ignores these (Go's runtime catches every signal it is not told to act on), and scripts may send
   // them (log rotation's USR1); Deno's default would end the process and lose what librdkafka holds.
   for (const ignored of IGNORED_SIGNALS) {
@@ -115,9 +116,8 @@ async function main(argv: string[]): Promise<number> {
     config = await loadConfig(args.configPath!, Deno.env.toObject());
     setLogLevel(config.global.log.level);
     try {
-      // --check-config opens them too, to check them, and lets them go.
-      if (!args.healthcheck) setLogOutputs(config.global.log.outputPaths);
-      if (answersAndExits) setLogOutputs(["stderr"]);
+      if (args.checkOnly) checkLogOutputs(config.global.log.outputPaths);
+      else if (!answersAndExits) setLogOutputs(config.global.log.outputPaths);
     } catch (err) {
       throw new ConfigError(`config: global.log.outputPaths: ${(err as Error).message}`);
     }
@@ -141,6 +141,8 @@ async function main(argv: string[]): Promise<number> {
     if (!(err instanceof ConfigError)) throw err;
     log("error", args.healthcheck ? `healthcheck: ${err.message}` : err.message);
     return args.healthcheck ? 1 : 2;
+  } finally {
+    releaseLogLines(); // to standard output when the config named no outputs
   }
   if (args.checkOnly) {
     const problem = await checkKafkaProducer(config.kafka);

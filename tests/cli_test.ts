@@ -3,6 +3,7 @@
  * command line, the shipped default config.
  */
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { freePort, shippedFlags, startService } from "./support/service.ts";
 import { parse } from "yaml";
 import { tempDir } from "./support/temp_dir.ts";
@@ -382,7 +383,8 @@ Deno.test({
     await using dir = await tempDir("ka-log-paths-");
     const file = `${dir.path}/ka.log`;
     await using svc = await startService({
-      global: { log: { outputPaths: [file, "stderr"] } },
+      // encoding: a key without effect here, warned of while the config is read, before the outputs are known.
+      global: { log: { outputPaths: [file, "stderr"], encoding: "console" } },
       producer: { wal: { mode: "fallback", in_memory: true } },
       kafka: { brokers: [`127.0.0.1:${freePort()}`] },
     }, { dir: dir.path });
@@ -390,7 +392,19 @@ Deno.test({
     const lines = (path: string) =>
       Deno.readTextFileSync(path).split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l).msg);
     assert.ok(lines(file).includes("http listening"), JSON.stringify(lines(file)));
+    assert.ok(lines(file).some((msg) => msg.startsWith("config: global.log.encoding has no effect here")));
     assert.deepEqual(lines(svc.stderrPath), lines(file));
     assert.deepEqual(lines(svc.logPath), []); // stdout
   },
+});
+
+Deno.test("cli: --check-config checks a log file it would create without creating it", async () => {
+  await using dir = await tempDir("ka-log-check-");
+  const file = `${dir.path}/not-yet.log`;
+  await withConfig(`${NO_WAL}kafka.brokers: [a:1]\nglobal.log.outputPaths: "${file}"\n`, async (path) => {
+    const r = await run(["-config", path, "--check-config"]);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.out, `config ok: ${path}\n`);
+    assert.ok(!existsSync(file), `${file} was created`);
+  });
 });

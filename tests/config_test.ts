@@ -392,6 +392,11 @@ kafka:
   assert.equal(config.global.log.level, "warn");
   assert.deepEqual(config.global.log.outputPaths, ["stdout", "/var/log/ka.log"]);
   assert.deepEqual(defaultConfig().global.log.outputPaths, ["stdout"]);
+  // One string is split at commas only, as zap split it: a path may hold spaces.
+  const paths = (text: string) =>
+    parse(`${MINIMAL}global.log.outputPaths: "${text}"\n`, {}).global.log.outputPaths;
+  assert.deepEqual(paths("/var/log/k a.log"), ["/var/log/k a.log"]);
+  assert.deepEqual(paths("stdout, /x.log"), ["stdout", "/x.log"]);
   assert.equal(config.producer.getMetadataTimeoutMs, 2_000);
   assert.equal(config.producer.wal.path, "/data/wal");
   assert.equal(config.server.grpc.listen, "0.0.0.0:19094");

@@ -1,6 +1,13 @@
 /** logRepeated: the first line of a burst at once, then one line per window with the count held back. */
 import assert from "node:assert/strict";
-import { log, logRepeated, setLogOutputs } from "../src/log.ts";
+import {
+  checkLogOutputs,
+  holdLogLines,
+  log,
+  logRepeated,
+  releaseLogLines,
+  setLogOutputs,
+} from "../src/log.ts";
 import { captured } from "./support/log_capture.ts";
 import { delay } from "./support/wait.ts";
 
@@ -65,6 +72,49 @@ Deno.test("setLogOutputs: each line goes to every output, files appended to; a f
     assert.deepEqual(inFile(first), [1, 2]);
     assert.deepEqual(inFile(second), [1, 2]);
     assert.throws(() => setLogOutputs([]), /no output given/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("holdLogLines: what is logged before the outputs are set goes to them once set, or where lines went", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ka-log-held-" });
+  try {
+    const file = `${dir}/held.log`;
+    const printed = await captured(() => {
+      holdLogLines();
+      log("warn", "held", { n: 1 });
+      assert.throws(() => setLogOutputs([`${dir}/missing/x.log`]));
+      log("warn", "held too", { n: 2 });
+      setLogOutputs([file]);
+      log("warn", "after", { n: 3 });
+      setLogOutputs(["stdout"]);
+      holdLogLines();
+      log("warn", "released", { n: 4 });
+      releaseLogLines();
+      log("warn", "as usual", { n: 5 });
+    });
+    const inFile = Deno.readTextFileSync(file).trim().split("\n").map((l) => JSON.parse(l).n);
+    assert.deepEqual(inFile, [1, 2, 3]);
+    assert.deepEqual(printed.map((l) => l.n), [4, 5]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("checkLogOutputs: refuses what setLogOutputs would, and creates nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ka-log-check-" });
+  try {
+    checkLogOutputs(["stdout", "stderr", `${dir}/new.log`, `file://${dir}/also new.log`]);
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+    assert.throws(() => checkLogOutputs([`${dir}/missing/x.log`]), {
+      message: `cannot open ${dir}/missing/x.log: ${dir}/missing is not a directory`,
+    });
+    assert.throws(
+      () => checkLogOutputs([dir]),
+      (err: Error) => err.message.startsWith(`cannot open ${dir}: `),
+    );
+    assert.throws(() => checkLogOutputs([]), /no output given/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
