@@ -18,7 +18,8 @@ const HEADER =
 # Durations: Go-style strings (250ms, 20s, 10m, 1h30m, 1.5s, 300us, 0); a bare number means SECONDS (20 = 20s).
 # Sizes: bytes, or a number with a unit: decimal (100k, 2GB) or binary (512MiB, 4Mi).
 # Environment overrides win over this file: KA_<KEY IN UPPER CASE>, dots kept or written as "__"
-# (KA_PRODUCER.RESEND.PERIOD=5s or KA_PRODUCER__RESEND__PERIOD=5s); list values are separated by commas or white space.
+# (KA_PRODUCER.RESEND.PERIOD=5s or KA_PRODUCER__RESEND__PERIOD=5s); list values are separated by commas or white space
+# (global.log.outputPaths: by commas only).
 `;
 
 const KAFKA_FOOTER =

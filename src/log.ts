@@ -27,12 +27,12 @@ export function setLogLevel(level: Level): void {
  * @example log("info", "http listening", { addr: "0.0.0.0:18080" })
  */
 export function log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
-  if (ORDER[level] < threshold) return;
+  if (ORDER[level] < threshold && held === undefined) return;
   // `ts` in seconds since the epoch, as the Go service's logger (zap) wrote it: log pipelines parse it so.
   const line = JSON.stringify({ ts: Date.now() / 1000, level, msg, ...fields }, jsonSafe);
   const bytes = encoder.encode(`${line}\n`);
   if (held !== undefined) {
-    if (held.length < MAX_HELD_LINES) held.push(bytes);
+    if (held.length < MAX_HELD_LINES) held.push({ level, bytes });
     return;
   }
   write(bytes);
@@ -55,14 +55,14 @@ type Output = { writeSync(bytes: Uint8Array): number };
 /** Where lines are written; zap's default, standard output, until setLogOutputs. */
 let outputs: readonly Output[] = [Deno.stdout];
 
-/** Lines logged since holdLogLines, for the outputs the next setLogOutputs sets. */
-let held: Uint8Array[] | undefined;
+/** Lines logged since holdLogLines, each with its level, for the outputs and the level set by then. */
+let held: Array<{ level: Level; bytes: Uint8Array }> | undefined;
 /** Reading a config logs a few lines; a bound all the same, as the lines wait in memory. */
 const MAX_HELD_LINES = 1000;
 
 /**
- * Keeps every later line (up to 1,000) until the next setLogOutputs, which writes them to the outputs it sets: what
- * is logged while the config is read goes where the config says lines go.
+ * Keeps every later line (up to 1,000), of any level, until the next setLogOutputs writes those of the level then
+ * set or above to the outputs it sets: what is logged while the config is read goes where, and as, the config says.
  */
 export function holdLogLines(): void {
   held ??= [];
@@ -95,11 +95,11 @@ export function setLogOutputs(paths: readonly string[]): void {
   releaseLogLines();
 }
 
-/** Writes the lines held since holdLogLines to the outputs as they are, and stops holding lines. */
+/** Writes the lines held since holdLogLines (of the level set or above) to the outputs as they are; holds no more. */
 export function releaseLogLines(): void {
   const lines = held ?? [];
   held = undefined;
-  for (const bytes of lines) write(bytes);
+  for (const { level, bytes } of lines) if (ORDER[level] >= threshold) write(bytes);
 }
 
 /**

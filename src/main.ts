@@ -108,9 +108,8 @@ async function main(argv: string[]): Promise<number> {
     }
   });
   try {
-    const librdkafka = librdkafkaVersion(); // loads the library first: without it nothing else can run
     if (args.version) {
-      console.log(`kafka-ambassador ${VERSION} (librdkafka ${librdkafka})`);
+      console.log(`kafka-ambassador ${VERSION} (librdkafka ${librdkafkaVersion()})`);
       return 0;
     }
     config = await loadConfig(args.configPath!, Deno.env.toObject());
@@ -121,6 +120,8 @@ async function main(argv: string[]): Promise<number> {
     } catch (err) {
       throw new ConfigError(`config: global.log.outputPaths: ${(err as Error).message}`);
     }
+    // Nothing runs without librdkafka; loaded once its failure can be logged where the config says.
+    librdkafkaVersion();
     // Only the monitoring listener's address and TLS: a health check answers 0 or 1 (Docker reserves 2), and the
     // tokens file or a librdkafka key are none of its business.
     if (args.healthcheck) return await healthcheck(config);

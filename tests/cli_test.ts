@@ -408,3 +408,18 @@ Deno.test("cli: --check-config checks a log file it would create without creatin
     assert.ok(!existsSync(file), `${file} was created`);
   });
 });
+
+Deno.test("cli: librdkafka that cannot be loaded is logged where the config sends the log", async () => {
+  await using dir = await tempDir("ka-log-nolib-");
+  const file = `${dir.path}/ka.log`;
+  await withConfig(`${NO_WAL}kafka.brokers: [a:1]\nglobal.log.outputPaths: [${file}]\n`, async (path) => {
+    const r = await run(["-config", path], { LIBRDKAFKA_PATH: `${dir.path}/no-such-librdkafka.so` });
+    assert.equal(r.code, 1, `${r.out}${r.err}`);
+    assert.equal(r.out, "");
+    const lines = Deno.readTextFileSync(file).trim().split("\n").map((l) => JSON.parse(l));
+    assert.ok(
+      lines.some((l) => l.level === "error" && String(l.msg).includes("librdkafka")),
+      JSON.stringify(lines),
+    );
+  });
+});

@@ -6,6 +6,7 @@ import {
   log,
   logRepeated,
   releaseLogLines,
+  setLogLevel,
   setLogOutputs,
 } from "../src/log.ts";
 import { captured } from "./support/log_capture.ts";
@@ -118,4 +119,25 @@ Deno.test("checkLogOutputs: refuses what setLogOutputs would, and creates nothin
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("holdLogLines: held lines are written at the level set by the time they are released", async () => {
+  const printed = await captured(() => {
+    setLogLevel("info");
+    holdLogLines();
+    log("debug", "held debug", { n: 1 });
+    log("warn", "held warn", { n: 2 });
+    setLogLevel("error");
+    releaseLogLines();
+    setLogLevel("info");
+  });
+  assert.deepEqual(printed.map((l) => l.n), []);
+  const again = await captured(() => {
+    holdLogLines();
+    log("debug", "held debug", { n: 3 });
+    setLogLevel("debug");
+    releaseLogLines();
+    setLogLevel("info");
+  });
+  assert.deepEqual(again.map((l) => l.n), [3]);
 });
