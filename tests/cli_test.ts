@@ -295,7 +295,10 @@ Deno.test("cli: a SIGHUP while the service starts does not end it; the producer 
     // From the moment the service holds the WAL's lock (it is recovering) until it listens, a SIGHUP every few ms.
     await waitFor("the WAL to be locked", () => holds(child.pid, `${walPath}/LOCK`), 30_000, 1);
     let hups = 0;
+    // A bound, so that a service that never logs it fails the test rather than taking SIGHUPs for good.
+    const deadline = performance.now() + 60_000;
     while (!logged("monitoring listening")) {
+      assert.ok(performance.now() < deadline, `not listening after ${hups} SIGHUPs:\n${lines.join("\n")}`);
       child.kill("SIGHUP");
       hups++;
       const ended = await Promise.race([child.status.then(() => true), delay(3).then(() => false)]);
