@@ -72,9 +72,9 @@ export async function loadConfig(path: string, env?: Record<string, string>): Pr
  *
  * Environment: `KA_<KEY>` with the key upper-cased and its dots kept (`KA_PRODUCER.RESEND.PERIOD=5s`) or, for
  * shells that refuse dots, written as `__` (`KA_PRODUCER__RESEND__PERIOD=5s`); no key contains `__`, so both
- * spellings are unambiguous. Env wins over the file. Lists are comma- or space-separated (file paths: comma only); an empty value is
- * ignored. `KA_LOG_LEVEL` is `global.log.level`; other `KA_*` names outside the key table are ignored unless they
- * look like a key.
+ * spellings are unambiguous. Env wins over the file. Lists are comma- or space-separated (file paths: comma only);
+ * an empty value is ignored. `KA_LOG_LEVEL` is `global.log.level`; other `KA_*` names outside the key table are
+ * ignored unless they look like a key.
  * Keys of the Go service that have no effect here (GO_KEYS_WITHOUT_EFFECT) are accepted, and logged.
  * `env` defaults to the process environment; pass `{}` to ignore it.
  * @example parseConfig("producer.wal.in_memory: true\nkafka: { brokers: [k1:9092] }", {})

@@ -118,15 +118,16 @@ export function checkLogOutputs(paths: readonly string[]): void {
         throw new Error(`cannot open ${file}: ${(err as Error).message}`);
       }
       const dir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) || "/" : ".";
-      const isDir = (() => {
-        try {
-          return Deno.statSync(dir).isDirectory;
-        } catch {
-          return false;
-        }
-      })();
-      if (!isDir) throw new Error(`cannot open ${file}: ${dir} is not a directory`);
+      if (!isDirectory(dir)) throw new Error(`cannot open ${file}: ${dir} is not a directory`);
     }
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
   }
 }
 

@@ -36,7 +36,6 @@ export interface Readiness {
   reasons: string[];
 }
 
-/** The producer facade as the servers use it. */
 /** A message in librdkafka's queue, with nothing more to wait for (ack=none). */
 export const QUEUED: ProduceResult = { where: "queued" };
 /**
@@ -45,6 +44,7 @@ export const QUEUED: ProduceResult = { where: "queued" };
  */
 export const QUEUED_NOW: Promise<ProduceResult> = Promise.resolve(QUEUED);
 
+/** The producer facade as the servers use it. */
 export interface ProducerFacade {
   /** Accepts one message; resolves when `ack` is satisfied, rejects with ProduceError. */
   produce(message: Message, ack: AckLevel): Promise<ProduceResult>;
