@@ -12,6 +12,7 @@
  */
 import { freePort, v8Flags } from "../tests/support/service.ts";
 import { listening } from "../tests/support/wait.ts";
+import { postLoad } from "./wrk_post.ts";
 import type { ProducerFacade } from "../src/producer/types.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -24,12 +25,6 @@ async function serve(port: string): Promise<void> {
   // QUEUED_NOW, as the facade answers a message librdkafka took: the listener's path for the usual message.
   const facade: ProducerFacade = { ...instantFacade, produce: () => QUEUED_NOW };
   await startHttpServer({ listen: `127.0.0.1:${port}`, facade });
-}
-
-/** CPU time of a process so far, in µs (clock ticks of 10 ms: getconf CLK_TCK is 100 here). */
-function cpuMicros(pid: number): number {
-  const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
 
 type Side = "Deno.serve" | "listener";
@@ -46,23 +41,7 @@ async function round(side: Side): Promise<{ rps: number; cpuUs: number }> {
   }).spawn();
   try {
     await listening(port, 10_000);
-    const cpuBefore = cpuMicros(child.pid);
-    const out = await new Deno.Command("wrk", {
-      args: [
-        "-t1",
-        "-c64",
-        "-d10s",
-        "-s",
-        `${ROOT}bench/post.lua`,
-        `http://127.0.0.1:${port}/topics/bench/messages`,
-      ],
-      stdout: "piped",
-    }).output();
-    const cpu = cpuMicros(child.pid) - cpuBefore;
-    const text = new TextDecoder().decode(out.stdout);
-    const requests = Number(/(\d+) requests in/.exec(text)?.[1] ?? NaN);
-    if (!(requests > 0)) throw new Error(`wrk against ${side}: ${text}`);
-    return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN), cpuUs: cpu / requests };
+    return await postLoad(child.pid, port);
   } finally {
     child.kill();
     await child.status;

@@ -10,21 +10,15 @@
  */
 import { freePort } from "../tests/support/service.ts";
 import { listening } from "../tests/support/wait.ts";
+import { postLoad } from "./wrk_post.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const LUA = `${ROOT}bench/post.lua`;
 
 /** Child mode: `--serve ROOT PORT` serves the HTTP listener of the tree at ROOT until killed. */
 async function serve(root: string, port: string): Promise<void> {
   const { startHttpServer } = await import(`${root}/src/server/http.ts`);
   const { instantFacade } = await import(`${root}/bench/instant_facade.ts`);
   await startHttpServer({ listen: `127.0.0.1:${port}`, facade: instantFacade });
-}
-
-/** CPU time of a process so far, in µs (utime + stime; clock ticks of 10 ms, as getconf CLK_TCK says 100). */
-function cpuMicros(pid: number): number {
-  const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
 
 async function round(root: string): Promise<{ rps: number; p99: string; cpuUs: number }> {
@@ -45,27 +39,7 @@ async function round(root: string): Promise<{ rps: number; p99: string; cpuUs: n
   }).spawn();
   try {
     await listening(port, 10_000);
-    const cpuBefore = cpuMicros(child.pid);
-    const out = await new Deno.Command("wrk", {
-      args: [
-        "-t1",
-        "-c64",
-        "-d10s",
-        "--latency",
-        "-s",
-        LUA,
-        `http://127.0.0.1:${port}/topics/bench/messages`,
-      ],
-      stdout: "piped",
-    }).output();
-    const cpu = cpuMicros(child.pid) - cpuBefore;
-    const text = new TextDecoder().decode(out.stdout);
-    const requests = Number(/(\d+) requests in/.exec(text)?.[1] ?? NaN);
-    return {
-      rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN),
-      p99: /\s99%\s+(\S+)/.exec(text)?.[1] ?? "?",
-      cpuUs: cpu / requests,
-    };
+    return await postLoad(child.pid, port);
   } finally {
     child.kill();
     await child.status;
