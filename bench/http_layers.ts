@@ -10,9 +10,8 @@
  *
  * Run: deno run -A bench/http_layers.ts [rounds, default 3]
  */
-import { freePort, v8Flags } from "../tests/support/service.ts";
-import { listening } from "../tests/support/wait.ts";
-import { postLoad } from "./wrk_post.ts";
+import { v8Flags } from "../tests/support/service.ts";
+import { postLoadOnChild } from "./wrk_post.ts";
 import type { ProducerFacade } from "../src/producer/types.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -29,23 +28,11 @@ async function serve(port: string): Promise<void> {
 
 type Side = "Deno.serve" | "listener";
 
-async function round(side: Side): Promise<{ rps: number; cpuUs: number }> {
-  const port = freePort();
+function round(side: Side): Promise<{ rps: number; cpuUs: number }> {
   const script = side === "listener"
-    ? [import.meta.filename!, "--serve", String(port)]
-    : [`${ROOT}bench/baseline_server.ts`, String(port)];
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", ...v8Flags(ROOT), `--config=${ROOT}deno.json`, ...script],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  try {
-    await listening(port, 10_000);
-    return await postLoad(child.pid, port);
-  } finally {
-    child.kill();
-    await child.status;
-  }
+    ? [import.meta.filename!, "--serve"]
+    : [`${ROOT}bench/baseline_server.ts`];
+  return postLoadOnChild([...v8Flags(ROOT), `--config=${ROOT}deno.json`, ...script]);
 }
 
 async function main(rounds: number): Promise<void> {

@@ -8,9 +8,7 @@
  * Run: deno run --allow-all bench/limits_cost.ts REVISION [rounds, default 3]
  * e.g. deno run -A bench/limits_cost.ts 026a4ff (the listener before connection limits)
  */
-import { freePort } from "../tests/support/service.ts";
-import { listening } from "../tests/support/wait.ts";
-import { postLoad } from "./wrk_post.ts";
+import { postLoadOnChild } from "./wrk_post.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -21,29 +19,8 @@ async function serve(root: string, port: string): Promise<void> {
   await startHttpServer({ listen: `127.0.0.1:${port}`, facade: instantFacade });
 }
 
-async function round(root: string): Promise<{ rps: number; p99: string; cpuUs: number }> {
-  const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      "--quiet",
-      `--config=${ROOT}deno.json`,
-      import.meta.filename!,
-      "--serve",
-      root,
-      String(port),
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  try {
-    await listening(port, 10_000);
-    return await postLoad(child.pid, port);
-  } finally {
-    child.kill();
-    await child.status;
-  }
+function round(root: string): Promise<{ rps: number; p99: string; cpuUs: number }> {
+  return postLoadOnChild([`--config=${ROOT}deno.json`, import.meta.filename!, "--serve", root]);
 }
 
 async function main(revision: string, rounds: number): Promise<void> {
