@@ -6,8 +6,10 @@ import assert from "node:assert/strict";
 import { stringify } from "yaml";
 import type { Message } from "../src/message.ts";
 import { encodeRecordLine } from "../src/wal/record_line.ts";
+import { parseConfig } from "../src/config.ts";
 import { exportedRecord } from "../src/wal_tool/export.ts";
-import { openWal } from "../src/wal/wal.ts";
+import { replayCommand } from "../src/wal_tool/replay.ts";
+import { openWal, type WalOptions } from "../src/wal/wal.ts";
 import { freePort, startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
 import { denoFlags, startService } from "./support/service.ts";
@@ -310,6 +312,66 @@ Deno.test({
     const again = await wal(["replay", "-config", config]);
     assert.equal(again.code, 0, again.err);
     assert.match(again.out, /nothing to replay/);
+  },
+});
+
+Deno.test({
+  name:
+    "wal tool: replay whose WAL read fails mid-run keeps the acks of what it delivered, says why and exits 5",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir("ka-waltool-");
+    const walDir = `${dir.path}/wal`;
+    // More records than one checkout takes (2,000), so that the run delivers some before its second read.
+    const total = 2500;
+    const w = await openWal({ path: walDir, inMemory: false, maxBytes: 64 << 20 });
+    const durables = [];
+    for (let i = 0; i < total; i++) {
+      durables.push(w.append({ topic: "disk", value: encoder.encode(`r-${i}`) }).durable);
+    }
+    await Promise.all(durables);
+    await w.close();
+    await broker.createTopic("disk", 1);
+    const config = parseConfig(
+      stringify({ kafka: { brokers: [broker.bootstrap] }, producer: { wal: { path: walDir } } }),
+    );
+
+    let checkouts = 0;
+    const failingSecondRead = async (opts: WalOptions) => {
+      const wal = await openWal(opts);
+      const checkout = wal.checkout.bind(wal);
+      wal.checkout = (max) => {
+        if (++checkouts === 2) {
+          return Promise.reject(new Error("segment 00000001: Input/output error (os error 5)"));
+        }
+        return checkout(max);
+      };
+      return wal;
+    };
+    const errors: string[] = [];
+    const consoleError = console.error;
+    console.error = (...args: unknown[]) => errors.push(args.join(" "));
+    let code: number;
+    try {
+      code = await replayCommand(config, { idleTimeoutMs: 30_000, open: failingSecondRead });
+    } finally {
+      console.error = consoleError;
+    }
+    assert.equal(checkouts, 2);
+    assert.equal(code, 5, errors.join("\n"));
+    assert.match(
+      errors.join("\n"),
+      /2000 records delivered, 500 remain \(stopped: reading the WAL failed: segment 00000001: Input\/output error/,
+    );
+    // The acks reached the disk: the next run sends only the 500 left, so Kafka holds every record once.
+    const again = await wal(["replay", "-config", await writeConfig(dir.path, walDir, broker.bootstrap)]);
+    assert.equal(again.code, 0, again.err);
+    assert.match(again.out, /500 records delivered; the WAL is empty/);
+    const got = await consumeAll(broker.bootstrap, "disk", { expected: total, timeoutMs: 30_000 });
+    assert.equal(got.length, total);
+    assert.equal(new Set(got.map((m) => m.value)).size, total);
   },
 });
 

@@ -8,7 +8,7 @@
 import type { Config } from "../config.ts";
 import { isAllBrokersDown, type KafkaError } from "../kafka/errors.ts";
 import { KafkaProducer } from "../kafka/producer.ts";
-import { openWal } from "../wal/wal.ts";
+import { openWal, type Wal, type WalOptions } from "../wal/wal.ts";
 import { EXIT } from "./exit.ts";
 import { Progress } from "./progress.ts";
 
@@ -20,9 +20,20 @@ const CHUNK = 2000;
  */
 const STOP_GRACE_MS = 5000;
 
-export async function replayCommand(config: Config, opts: { idleTimeoutMs: number }): Promise<number> {
+/** What a replay run is given besides the config. */
+export interface ReplayCommandOptions {
+  /** The run stops when Kafka acknowledged nothing for this long. */
+  idleTimeoutMs: number;
+  /**
+   * Opens the WAL; tests wrap it to fail a read.
+   * @default {openWal}
+   */
+  open?: (opts: WalOptions) => Promise<Wal>;
+}
+
+export async function replayCommand(config: Config, opts: ReplayCommandOptions): Promise<number> {
   const { path, maxBytes } = config.producer.wal;
-  const wal = await openWal({ path, inMemory: false, maxBytes });
+  const wal = await (opts.open ?? openWal)({ path, inMemory: false, maxBytes });
   const total = wal.pendingCount();
   if (total === 0) {
     await wal.close();
@@ -77,7 +88,15 @@ export async function replayCommand(config: Config, opts: { idleTimeoutMs: numbe
   }, Math.min(1000, opts.idleTimeoutMs));
   try {
     while (stopReason === null) {
-      const records = await wal.checkout(CHUNK);
+      let records;
+      try {
+        records = await wal.checkout(CHUNK);
+      } catch (err) {
+        // A failing disk: the run ends as any stop does, so that the acks of what was delivered are still synced
+        // (thrown on, they would be lost, and those records sent again by the next run).
+        stop(`reading the WAL failed: ${(err as Error).message}`);
+        break;
+      }
       if (records.length === 0) break;
       await Promise.all(records.map(async (record) => {
         try {
