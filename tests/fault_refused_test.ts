@@ -1,11 +1,18 @@
 /**
  * Records the broker refuses, or cannot place, must not cost the other topics anything: a record Kafka refuses for
- * good is dropped and counted, and a topic that does not exist does not open the breaker for every other topic.
+ * good is dropped and counted, and a topic that does not exist does not open the breaker for every other topic. A
+ * record that lost its partition with its topic is not refused: it is sent again.
  */
 import assert from "node:assert/strict";
 import { type Broker, startBroker } from "./kafka/broker.ts";
 import { consumeAll } from "./kafka/consume.ts";
-import { breakerChanges, faultConfig, walDrained, withServiceLog } from "./support/fault.ts";
+import {
+  breakerChanges,
+  faultConfig,
+  startProxiedBroker,
+  walDrained,
+  withServiceLog,
+} from "./support/fault.ts";
 import { type Service, startService } from "./support/service.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { delay } from "./support/wait.ts";
@@ -130,6 +137,50 @@ Deno.test({
       assert.equal(values.size, 120);
       assert.equal(await svc.metric("kafka_client_dropped_cnt", { topic: "small" }), 1, "the big one only");
       assert.deepEqual(await breakerChanges(svc), []);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "refused: records whose partition went with their topic (made again with fewer) are sent again, none lost",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using net = await startProxiedBroker();
+    const { broker, proxy } = net;
+    await broker.createTopic("remade", 3);
+    await using dir = await tempDir("ka-refused-");
+    // A message timeout longer than the topic takes to be made again: the records wait in their partitions.
+    const config = faultConfig(broker.bootstrap, `${dir.path}/wal`, {
+      kafka: { "message.timeout.ms": 60_000 },
+    });
+    await using svc = await startService(config, { dir: dir.path });
+    await withServiceLog(svc, async () => {
+      assert.equal((await post(svc.http, "remade", "?ack=kafka", "known")).status, 200, "partitions known");
+      proxy.blackhole(true);
+      // librdkafka's partitioner keeps a partition for 10 ms of unkeyed records: spread over a second, they go to
+      // all three.
+      const sent: string[] = [];
+      for (let i = 0; i < 50; i++) {
+        const value = `r${i}`;
+        assert.equal((await post(svc.http, "remade", "", value)).status, 200);
+        sent.push(value);
+        await delay(20);
+      }
+      await broker.deleteTopic("remade");
+      await broker.createTopic("remade", 1);
+      proxy.blackhole(false);
+      // Those of partitions 1 and 2 fail with _UNKNOWN_PARTITION, go to the WAL and are replayed into partition 0.
+      await walDrained(svc, 60_000);
+      const got = await consumeAll(broker.bootstrap, "remade", { expected: sent.length, timeoutMs: 60_000 });
+      assert.deepEqual(got.map((m) => m.value).sort(), sent.sort());
+      assert.equal(await svc.metric("kafka_client_dropped_cnt", { topic: "remade" }), 0);
+      assert.ok((await svc.metric("wal_replayed")) > 0, "some records had lost their partition");
+      // The proxy's end of the blackhole drops the connection ("all brokers down"); the lost partitions count for
+      // nothing.
+      const changes = await breakerChanges(svc);
+      assert.deepEqual(changes.filter((c) => /PARTITION/.test(c.reason)), [], JSON.stringify(changes));
     });
   },
 });

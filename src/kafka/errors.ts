@@ -109,8 +109,10 @@ export class KafkaError extends Error {
     readonly retryable: boolean,
     readonly errText: string,
     /**
-     * The message failed before it had a partition: its topic's partitions were never known (a topic that does
-     * not exist, or not yet), which says nothing about the brokers.
+     * The message failed without a partition of its own: its topic's partitions were never known (a topic that
+     * does not exist, or not yet), or the one librdkafka chose for it is gone (_UNKNOWN_PARTITION: its topic was
+     * deleted, or made again with fewer). Neither says anything about the brokers, and in the second case the
+     * message is retryable: sent again, it gets a partition the topic has now.
      */
     readonly unpartitioned = false,
     /**

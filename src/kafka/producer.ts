@@ -155,6 +155,8 @@ interface Receiver {
   failed(id: number, err: KafkaError, from?: RdEvent | Message): void;
   /** Message `id` as it was sent, from what is kept or from `report` (its delivery report, positioned on it). */
   messageOf(id: number, report: RdEvent): Message;
+  /** Whether message `id` asked for a partition (else librdkafka's partitioner chose one). */
+  askedPartition(id: number): boolean;
 }
 
 /**
@@ -209,6 +211,10 @@ class Single implements Receiver {
 
   messageOf(_id: number, report: RdEvent): Message {
     return this.#kept ?? rebuilt(report, this.topic, this.#partition);
+  }
+
+  askedPartition(): boolean {
+    return this.#partition !== PARTITION_UA;
   }
 
   failed(id: number, err: KafkaError, from?: RdEvent | Message): void {
@@ -370,6 +376,10 @@ class Batch implements Receiver {
     const i = id - this.firstId;
     return this.#messages?.[i] ?? this.#kept?.get(i) ??
       rebuilt(report, this.#outcomes.topic(i), this.#partitions?.[i] ?? PARTITION_UA);
+  }
+
+  askedPartition(id: number): boolean {
+    return (this.#partitions?.[id - this.firstId] ?? PARTITION_UA) !== PARTITION_UA;
   }
 
   failed(id: number, err: KafkaError, from?: RdEvent | Message): void {
@@ -1013,7 +1023,10 @@ export class KafkaProducer {
           if (to.done) this.#release(to);
         } else {
           // A report without a partition: the message never got one (its topic's partitions were never known).
-          this.#reject(to, id, report.err, topic, ev, report.partition < 0);
+          // Or the partition librdkafka chose for it is gone (its topic deleted, or made again with fewer): sent
+          // again, it gets one of the topic as it is now, so it counts as never partitioned.
+          const gone = report.err === ERR.UNKNOWN_PARTITION && !to.askedPartition(id);
+          this.#reject(to, id, report.err, topic, ev, report.partition < 0 || gone);
         }
       }
       if (++n % CLOCK_EVERY === 0 && performance.now() >= sliceEnd) {
@@ -1260,12 +1273,18 @@ export class KafkaProducer {
     const name = this.#lib.errName(code);
     const text = this.#lib.errText(code);
     const where = topic === undefined ? "" : ` topic "${topic}":`;
-    const when = unpartitioned ? ", before the topic's partitions were known" : "";
+    // A partition gone from under a message that did not ask for it: the message itself is fine.
+    const partitionGone = unpartitioned && code === ERR.UNKNOWN_PARTITION;
+    const when = !unpartitioned
+      ? ""
+      : partitionGone
+      ? ", the partition chosen for it gone"
+      : ", before the topic's partitions were known";
     return new KafkaError(
       code,
       name,
       `kafka:${where} ${text} (${name})${when}`,
-      isRetryable(code),
+      isRetryable(code) || partitionGone,
       text,
       unpartitioned,
       badPartition,

@@ -906,7 +906,8 @@ export class Facade implements ProducerFacade {
     }
     if (err instanceof KafkaError && err.unpartitioned && !this.clusterDown) {
       // Timed out waiting for its topic (librdkafka waits topic.metadata.propagation.max.ms, 30 s, before it calls
-      // a topic unknown): kept, but one topic that does not exist must not open the breaker for every other.
+      // a topic unknown), or its partition gone with its topic: kept, but one topic that does not exist (or no
+      // longer) must not open the breaker for every other.
       this.#breaker.release();
       return true;
     }

@@ -194,14 +194,7 @@ export class Broker implements AsyncDisposable {
    * until every partition has a leader.
    */
   async createTopic(name: string, partitions = 1, configs: Record<string, string> = {}): Promise<void> {
-    const r = await runCommand(javaBinary(), [
-      ...TOOL_JAVA_OPTS,
-      `-Dlog4j2.configurationFile=${this.dir}/tools-log4j2.properties`,
-      "-cp",
-      `${this.#libs}/*`,
-      topicCommand(this.#libs),
-      "--bootstrap-server",
-      this.directBootstrap,
+    await this.#topicTool(`creating topic ${name}`, [
       "--create",
       "--if-not-exists",
       "--topic",
@@ -211,17 +204,39 @@ export class Broker implements AsyncDisposable {
       "--replication-factor",
       "1",
       ...Object.entries(configs).flatMap(([k, v]) => ["--config", `${k}=${v}`]),
-    ], { timeoutMs: TOOL_TIMEOUT_MS });
-    if (r.code !== 0) {
-      throw new Error(
-        `kafka broker ${this.bootstrap}: creating topic ${name} failed (exit ${r.code}): ${r.stderr}`,
-      );
-    }
+    ]);
     await waitFor(
       `kafka broker ${this.bootstrap}: a leader for every partition of topic ${name}`,
       () => this.#topicReady(name, partitions),
       TOOL_TIMEOUT_MS,
     );
+  }
+
+  /** Deletes a topic and waits until the broker's metadata no longer lists it (so that it may be made again). */
+  async deleteTopic(name: string): Promise<void> {
+    await this.#topicTool(`deleting topic ${name}`, ["--delete", "--topic", name]);
+    await waitFor(
+      `kafka broker ${this.bootstrap}: topic ${name} gone`,
+      () => this.#topicGone(name),
+      TOOL_TIMEOUT_MS,
+    );
+  }
+
+  /** Runs Kafka's topic tool against this broker directly; `what` names the task in its error. */
+  async #topicTool(what: string, args: string[]): Promise<void> {
+    const r = await runCommand(javaBinary(), [
+      ...TOOL_JAVA_OPTS,
+      `-Dlog4j2.configurationFile=${this.dir}/tools-log4j2.properties`,
+      "-cp",
+      `${this.#libs}/*`,
+      topicCommand(this.#libs),
+      "--bootstrap-server",
+      this.directBootstrap,
+      ...args,
+    ], { timeoutMs: TOOL_TIMEOUT_MS });
+    if (r.code !== 0) {
+      throw new Error(`kafka broker ${this.bootstrap}: ${what} failed (exit ${r.code}): ${r.stderr}`);
+    }
   }
 
   /** Stops the broker and removes its temp dir. */
@@ -251,6 +266,16 @@ export class Broker implements AsyncDisposable {
     if (r.code !== 0) return false;
     const meta = parseMetadata(r.stdout);
     return meta !== null && meta.brokers.length > 0;
+  }
+
+  /** Whether the broker's metadata of all topics (asking for one by name may create it) leaves `name` out. */
+  async #topicGone(name: string): Promise<boolean> {
+    const r = await runCommand("kcat", ["-L", "-J", "-b", this.directBootstrap, "-m", "2"], {
+      timeoutMs: 5_000,
+    });
+    if (r.code !== 0) return false;
+    const meta = parseMetadata(r.stdout);
+    return meta !== null && !meta.topics.some((t) => t.topic === name);
   }
 
   async #topicReady(name: string, partitions: number): Promise<boolean> {
