@@ -744,7 +744,7 @@ Deno.test("a produce request with neither Content-Length nor Transfer-Encoding i
             `${method} /topics/alpha/messages HTTP/1.1\r\nHost: x\r\n${type}Connection: close\r\n\r\n`,
           ),
           411,
-          "Content-Length required (Content-Length: 0 for an empty message), or a chunked body",
+          "Content-Length required (Content-Length: 0 for an empty message; over HTTP/1.1 a chunked body will do)",
         );
       }
     }

@@ -619,7 +619,8 @@ class BodyRefused extends Error {
   }
 }
 
-const LENGTH_REQUIRED = "Content-Length required (Content-Length: 0 for an empty message), or a chunked body";
+const LENGTH_REQUIRED =
+  "Content-Length required (Content-Length: 0 for an empty message; over HTTP/1.1 a chunked body will do)";
 
 function cutShort(got: number, declared: number): string {
   return `request body ended after ${got} of ${declared} bytes (Content-Length)`;
