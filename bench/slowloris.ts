@@ -9,7 +9,7 @@
  * It raises its open-file limit (ulimit -n) by running itself again under bash.
  */
 import { memoryOf, readReply, servicePid } from "../tests/support/attack.ts";
-import { startService } from "../tests/support/service.ts";
+import { freePort, startService } from "../tests/support/service.ts";
 import { delay } from "../tests/support/wait.ts";
 
 const SLOW = 500;
@@ -23,6 +23,8 @@ const encoder = new TextEncoder();
 async function main(seconds: number): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "ka-slowloris-" });
   await using svc = await startService({
+    // 60 s rather than the default 30 minutes: the idle connections are to be closed within the run.
+    server: { http: { listen: `127.0.0.1:${freePort()}`, idle_timeout: "60s" } },
     kafka: { brokers: ["127.0.0.1:1"] },
     producer: { wal: { mode: "fallback", path: `${dir}/wal` } },
   }, { dir });

@@ -152,7 +152,11 @@ export const SCHEMA = {
           "largest HTTP batch body (message.max.bytes still bounds each record's value); more get 413",
         ),
       },
-      ...connectionKeys("http", { maxConnections: 10_000, idleTimeoutMs: 60_000 }, "a whole request head"),
+      // Idle connections are kept longer than the clients and load balancers before them keep theirs (Go's
+      // net/http 90 s, AWS's ALB 60 s, Google's 600 s, Java's HttpClient 20 min), as the Go service kept them for
+      // good: the side that closes first must be theirs, or a POST sent as the close crosses it fails (a reset,
+      // a 502 from the balancer).
+      ...connectionKeys("http", { maxConnections: 10_000, idleTimeoutMs: 1_800_000 }, "a whole request head"),
       bodyTimeoutMs: new Key(
         "server.http.body_timeout",
         positiveDuration,
