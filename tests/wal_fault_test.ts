@@ -3,6 +3,9 @@ import assert from "node:assert/strict";
 import type { Message } from "../src/message.ts";
 import * as metrics from "../src/metrics.ts";
 import { openWal, type Wal, WalFullError, type WalRecord } from "../src/wal/wal.ts";
+import { denoFs } from "../src/wal/fs.ts";
+import { encodeRecordLine } from "../src/wal/record_line.ts";
+import { recoverDirectory } from "../src/wal/recovery.ts";
 import { diskFull, openFaultyWal, syncFaultFs } from "./support/fault_storage.ts";
 import { captured, capturing } from "./support/log_capture.ts";
 import { tempDir } from "./support/temp_dir.ts";
@@ -381,5 +384,65 @@ Deno.test("wal fault: on a full disk (next-id cannot be written), acked segments
     } finally {
       await again.close();
     }
+  });
+});
+
+for (const unreadable of ["00000001.wal", "00000001.acks"]) {
+  Deno.test(`wal fault: with ${unreadable} unreadable at a start, new ids pass its; readable again, nothing is lost`, async () => {
+    await withDir(async (path) => {
+      const first = await openWal({ path, inMemory: false, maxBytes: 1 << 24, commitDelayMs: 1 });
+      const ids: number[] = [];
+      for (let i = 0; i < 30; i++) {
+        const { id, durable } = first.append(msg(i));
+        await durable;
+        ids.push(id);
+      }
+      for (const id of ids.slice(0, 3)) first.ack(id);
+      await first.close();
+
+      // As when the files were copied in as another user, or the disk answers EIO for a while.
+      const denied = { ...denoFs };
+      denied.open = (file, options) =>
+        file.endsWith(`/${unreadable}`)
+          ? Promise.reject(new Deno.errors.PermissionDenied(file))
+          : denoFs.open(file, options);
+      denied.readFile = (file) =>
+        file.endsWith(`/${unreadable}`)
+          ? Promise.reject(new Deno.errors.PermissionDenied(file))
+          : denoFs.readFile(file);
+      const second = await openWal({
+        path,
+        inMemory: false,
+        maxBytes: 1 << 24,
+        commitDelayMs: 1,
+        fs: denied,
+      });
+      for (let i = 30; i < 35; i++) {
+        const { id, durable } = second.append(msg(i));
+        await durable;
+        assert.ok(id > ids[ids.length - 1], `id ${id} given again`);
+      }
+      await second.close();
+
+      const { records, corrupt } = await reopened(path);
+      assert.equal(corrupt, 0);
+      assert.deepEqual(records.map(([, v]) => v), Array.from({ length: 32 }, (_, i) => `m${i + 3}`));
+    });
+  });
+}
+
+Deno.test("wal fault: a whole line out of order at a segment's tail is kept and counted, not cut as a torn write", async () => {
+  await withDir(async (path) => {
+    await Deno.mkdir(path, { mode: 0o700 });
+    const now = Date.now();
+    const line = (id: number) => encodeRecordLine(id, now, msg(id));
+    await Deno.writeFile(`${path}/00000001.wal`, new Uint8Array([...line(1), ...line(2), ...line(3)]));
+    // Ids 2 and 3 again: as a WAL that gave ids twice would have written them.
+    const second = new Uint8Array([...line(4), ...line(2), ...line(3)]);
+    await Deno.writeFile(`${path}/00000002.wal`, second);
+    const recovered = await recoverDirectory(path);
+    assert.equal(recovered.corrupt, 2);
+    assert.equal((await Deno.stat(`${path}/00000002.wal`)).size, second.byteLength, "nothing cut");
+    assert.equal(recovered.nextId, 5);
   });
 });

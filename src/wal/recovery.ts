@@ -16,6 +16,12 @@ const LOGGED_LINES = 20;
 const NEWLINE = 0x0a;
 const SEGMENT_FILE = /^(\d{8,})\.(wal|acks|corrupt)$/;
 const NEXT_ID_FILE = /^next-id\.(\d+)$/;
+/**
+ * How far past the ids known before it a segment that cannot be read may reach: one segment spans at most 2^32
+ * ids (scanSegment), and ids taken since next-id was last saved but never written (records lost at a stop
+ * while the disk failed) come before it. 2^53 leaves room for a million such starts.
+ */
+const UNREAD_ID_SPAN = 2 ** 33;
 
 /**
  * The segment number and kind of a segment's file name; null for any other name, including a number past 2^53 or
@@ -90,9 +96,12 @@ export async function recoverDirectory(
     if (file.kind === "acks") ackSeqs.add(file.seq);
   }
   segmentSeqs.sort((a, b) => a - b);
+  saved = Math.max(saved, await readLegacyNextId(fs, dir));
 
   const segments: SegmentIndex[] = [];
   let lastId = 0;
+  /** Past every id a segment that could not be read may hold; new ids start above it. */
+  let unreadFloor = 0;
   let corrupt = 0;
   const tags = tagOf && new Map<string, number>();
   for (const seq of segmentSeqs) {
@@ -120,15 +129,27 @@ export async function recoverDirectory(
       if (index.count > 0) lastId = index.lastId();
       segments.push(index);
     } catch (err) {
-      log("error", `wal: segment ${segmentName(seq)}: cannot be read, left in place`, { error: err });
+      // Its ids are unknown: they follow those before it, which next-id (saved at every deletion) and the
+      // segments read so far bound. New ids start far past them, so that none is given again and the segment,
+      // once readable, still fits before the later ones.
+      unreadFloor = Math.max(unreadFloor, saved, lastId) + UNREAD_ID_SPAN;
+      log("error", `wal: segment ${segmentName(seq)}: cannot be read, left in place`, {
+        error: err,
+        next_id_from: unreadFloor + 1,
+      });
     }
   }
   for (const seq of ackSeqs) {
     // An ack list whose segment is gone: the segment was deleted and the process stopped before its acks were.
     if (!segmentSeqs.includes(seq)) await fs.remove(`${dir}/${walFiles.acks(seq)}`);
   }
-  saved = Math.max(saved, await readLegacyNextId(fs, dir));
-  return { segments, nextSeq: maxSeq + 1, nextId: Math.max(saved, lastId + 1), corrupt, tags };
+  return {
+    segments,
+    nextSeq: maxSeq + 1,
+    nextId: Math.max(saved, lastId + 1, unreadFloor + 1),
+    corrupt,
+    tags,
+  };
 }
 
 /** A damaged line seen while scanning, not yet known to be in the middle or at the tail. */
@@ -136,6 +157,8 @@ interface Damage {
   offset: number;
   line: number;
   reason: string;
+  /** Whether the line itself is broken (a torn write, at the tail), rather than a whole line out of place. */
+  torn: boolean;
 }
 
 /**
@@ -202,9 +225,9 @@ export async function scanSegment(
       damage = null;
       const head = readLineHead(buf, pos, nl);
       if ("error" in head) {
-        damage = { offset: bufStart + pos, line, reason: head.error };
+        damage = { offset: bufStart + pos, line, reason: head.error, torn: true };
       } else if (head.id <= lastId || (index !== null && head.id - index.baseId > 0xffffffff)) {
-        damage = { offset: bufStart + pos, line, reason: `id ${head.id} out of order` };
+        damage = { offset: bufStart + pos, line, reason: `id ${head.id} out of order`, torn: false };
       } else {
         index ??= new SegmentIndex(seq, head.id);
         index.push(head.id, head.writtenAt, bufStart + pos, nl + 1 - pos, PENDING);
@@ -216,7 +239,10 @@ export async function scanSegment(
     if (logged > LOGGED_LINES) {
       log("warn", `wal: segment ${name}: ${logged - LOGGED_LINES} more damaged lines`, { segment: name });
     }
-    if (damage) cutAt = damage.offset;
+    // A whole line out of order at the tail is kept, counted like one in the middle: its checksum holds, so it
+    // is no torn write, and cutting it could destroy a record that was acknowledged.
+    if (damage?.torn) cutAt = damage.offset;
+    else if (damage) countDamage(damage);
     if (cutAt >= 0) {
       await file.truncate(cutAt);
       log("warn", `wal: segment ${name}: torn last line cut off at byte ${cutAt}`, {

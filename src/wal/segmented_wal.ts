@@ -787,23 +787,25 @@ export class SegmentedWal implements Wal {
   async #sweep(): Promise<void> {
     let done = this.#segments.filter((s) => s !== this.#active && s.live === 0 && s.settled === s.count);
     if (done.length === 0) return;
-    if (!this.#idsWitnessed(done)) {
-      try {
-        await this.#storage.saveNextId(this.#nextId);
-      } catch (err) {
-        // The newest of them stays, to tell recovery which ids were used; the others go, which frees room on a
-        // full disk (where next-id cannot be written).
+    // Saved even when a later segment holds higher ids: that segment may be unreadable at the next start, and
+    // then only next-id says where the ids of the deleted ones, and so its own, begin (recovery.ts).
+    try {
+      await this.#storage.saveNextId(this.#nextId);
+    } catch (err) {
+      // A full disk (where next-id cannot be written): a later segment's ids still tell recovery which were used,
+      // so these go, freeing room; without one, the newest of them stays to tell it, and the others go.
+      if (!this.#idsWitnessed(done)) {
         const keep = done.findLast((s) => s.count > 0);
         done = done.filter((s) => s !== keep);
-        logRepeated(
-          "wal: saving the next id failed",
-          "error",
-          "wal: saving the next id failed; the newest fully acked segment is kept for now",
-          {
-            error: err,
-          },
-        );
       }
+      logRepeated(
+        "wal: saving the next id failed",
+        "error",
+        "wal: saving the next id failed; the newest fully acked segment is kept for now unless a later one holds higher ids",
+        {
+          error: err,
+        },
+      );
     }
     for (const segment of done) {
       segment.removed = true;
@@ -827,8 +829,8 @@ export class SegmentedWal implements Wal {
 
   /**
    * Whether a segment that stays holds a written line with an id above every id of `done`: recovery then finds
-   * ids beyond them without `next-id`. Saving it is then not needed, which matters on a full disk, where the
-   * file cannot be written and segments could never be deleted to free room.
+   * ids beyond them without `next-id`, so they may go when it cannot be saved (a full disk), where segments
+   * could otherwise never be deleted to free room.
    */
   #idsWitnessed(done: SegmentIndex[]): boolean {
     const highest = Math.max(...done.map((s) => s.lastId()));
