@@ -356,7 +356,9 @@ Deno.test({
     // Before, start-up refused a full directory: a crash loop, since only a running service can free it.
     await using svc = await startService(config, { dir: dir.path });
     await withServiceLog(svc, async () => {
-      assert.ok((await svc.logs()).some((l) => String(l.msg).includes("is full; starting anyway")));
+      assert.ok(
+        (await svc.logs()).some((l) => String(l.msg).includes("is full; starting with writing stopped")),
+      );
       await broker.start();
       await walDrained(svc);
       const after = await fetch(`${svc.http}/topics/self-full/messages?ack=wal`, {

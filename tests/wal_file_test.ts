@@ -403,11 +403,14 @@ Deno.test({
       const lines = capture.lines;
       try {
         const wal = await open(path, { segmentBytes: 16 * 1024 });
-        assert.ok(lines.some((l) => l.includes("is full; starting anyway")), lines.join("\n"));
+        assert.ok(lines.some((l) => l.includes("is full; starting with writing stopped")), lines.join("\n"));
+        assert.equal(wal.writable, false, "it takes nothing it cannot keep");
         for (const r of await checkoutAll(wal)) wal.ack(r.id);
         await wal.sync();
         // next-id needs no data block: saved on the full disk, then every segment goes.
         assert.deepEqual((await names(path)).filter((n) => !n.endsWith(".acks")), ["next-id.61"]);
+        // Room again: the next probe write works, and writing resumes.
+        await waitFor("writing to resume", () => wal.writable, 10_000);
         const { id, durable } = wal.append(msg(1));
         assert.equal(id, 61);
         await durable;

@@ -55,8 +55,9 @@ export class FileStorage implements SegmentStorage {
       if (!info.isDirectory) throw new Error(`wal: ${dir} is not a directory`);
       checkMode(dir, info.mode);
     }
-    await checkWritable(dir, fs);
-    return { storage: new FileStorage(dir, fs), recovered: await recoverDirectory(dir, fs, tagOf) };
+    const unwritable = await checkWritable(dir, fs);
+    const recovered = await recoverDirectory(dir, fs, tagOf);
+    return { storage: new FileStorage(dir, fs), recovered: { ...recovered, unwritable } };
   }
 
   #path(name: string): string {
@@ -282,17 +283,24 @@ async function writeProbe(dir: string, fs: WalFs): Promise<void> {
   }
 }
 
-/** Writes the probe file, so that a directory the WAL cannot use stops start-up. */
-async function checkWritable(dir: string, fs: WalFs): Promise<void> {
+/**
+ * Writes the probe file, so that a directory the WAL cannot use stops start-up. Returns why writing cannot start
+ * when the disk is full, else undefined.
+ */
+async function checkWritable(dir: string, fs: WalFs): Promise<string | undefined> {
   try {
     await writeProbe(dir, fs);
+    return undefined;
   } catch (err) {
     if (!isOutOfSpace(err)) {
       throw new Error(`wal: directory ${dir} is not writable: ${(err as Error).message}`);
     }
-    // A full disk is no reason to stop: the WAL holds new records in memory until there is room, and only a
-    // running service can free it (replay delivers records, their segments are deleted).
-    log("warn", `wal: directory ${dir} is full; starting anyway`, { path: dir });
+    // A full disk is no reason to stop: only a running service can free room (replay delivers records, their
+    // segments are deleted). The WAL starts with writing stopped, so that it takes nothing it cannot keep.
+    log("warn", `wal: directory ${dir} is full; starting with writing stopped until there is room`, {
+      path: dir,
+    });
+    return `wal: directory ${dir} is full: ${(err as Error).message}`;
   }
 }
 

@@ -125,6 +125,11 @@ export class SegmentedWal implements Wal {
     opts: SegmentedWalOptions,
   ): Promise<SegmentedWal> {
     const wal = new SegmentedWal(storage, recovered, opts);
+    if (recovered.unwritable !== undefined) {
+      // As after a failed write with nothing held: a probe write that works resumes writing.
+      wal.#writeError = recovered.unwritable;
+      wal.#scheduleRetry(wal.#retryDelayMs);
+    }
     await wal.#sweep();
     metrics.walMaxBytes.set(opts.maxBytes);
     wal.#updateGauges();

@@ -13,6 +13,11 @@ export interface Recovered {
   corrupt: number;
   /** When recovery was given a tag function: the records not acknowledged, counted per tag. */
   tags?: Map<string, number>;
+  /**
+   * Why writing cannot start (the disk was full at the probe write): the WAL then opens with writing stopped, as
+   * after a failed write, and resumes once a probe write works.
+   */
+  unwritable?: string;
 }
 
 /** Segment bytes and ack lists, addressed by segment sequence number. */
