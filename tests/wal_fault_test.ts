@@ -446,3 +446,26 @@ Deno.test("wal fault: a whole line out of order at a segment's tail is kept and 
     assert.equal(recovered.nextId, 5);
   });
 });
+
+Deno.test("wal fault: lines of an ack list that are not ids are ignored with a warning; its ids still ack", async () => {
+  await withDir(async (path) => {
+    await Deno.mkdir(path, { mode: 0o700 });
+    const now = Date.now();
+    const line = (id: number) => encodeRecordLine(id, now, msg(id));
+    await Deno.writeFile(`${path}/00000001.wal`, new Uint8Array([...line(1), ...line(2), ...line(3)]));
+    await Deno.writeTextFile(`${path}/00000001.acks`, "zz\n2\n\n1x\n");
+    const capture = capturing();
+    let recovered;
+    try {
+      recovered = await recoverDirectory(path);
+    } finally {
+      capture.stop();
+    }
+    const segment = recovered.segments[0];
+    assert.deepEqual([segment.count, segment.live], [3, 2]);
+    assert.ok(
+      capture.lines.some((l) => l.includes("3 lines that are not ids ignored")),
+      capture.lines.join("\n"),
+    );
+  });
+});

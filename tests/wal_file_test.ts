@@ -5,6 +5,7 @@ import type { Message } from "../src/message.ts";
 import { openWal, type Wal, type WalOptions, type WalRecord } from "../src/wal/wal.ts";
 import { openFaultyWal } from "./support/fault_storage.ts";
 import { canMount, fillUp, mountTmpfs } from "./support/tmpfs.ts";
+import { lockWalDirectory } from "../src/wal/lock.ts";
 import { capturing } from "./support/log_capture.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { settle, waitFor } from "./support/wait.ts";
@@ -382,6 +383,24 @@ Deno.test("wal file: a directory that cannot be written stops start-up with one 
     assert.ok(err.message.startsWith(`wal: directory ${path} is not writable: `), err.message);
     assert.ok(!err.message.includes("\n"));
   });
+});
+
+Deno.test({
+  name: "wal lock: a missing directory that cannot be created is named as such, not as its LOCK file",
+  ignore: !canMount,
+  async fn() {
+    await withDir(async (_path, tmp) => {
+      await using disk = await mountTmpfs(`${tmp}/disk`, 1 << 20);
+      await disk.remount("ro");
+      const dir = `${disk.path}/wal`;
+      const err = await lockWalDirectory(dir).then(() => null, (e: Error) => e);
+      assert.ok(err, "refused");
+      assert.match(
+        err.message,
+        new RegExp(`^wal: directory ${dir}: cannot create it: Read-only file system`),
+      );
+    });
+  },
 });
 
 Deno.test({

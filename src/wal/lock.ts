@@ -36,9 +36,13 @@ export async function lockWalDirectory(dir: string, opts: { readOnly?: boolean }
     throw new Error(`wal: directory ${dir}: ${(err as Error).message}`);
   });
   if (info !== null && !info.isDirectory) throw new Error(`wal: ${dir} is not a directory`);
+  if (info === null) {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 }).catch((err) => {
+      throw new Error(`wal: directory ${dir}: cannot create it: ${(err as Error).message}`);
+    });
+  }
   let file: Deno.FsFile;
   try {
-    if (info === null) await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     const path = `${dir}/${LOCK_FILE}`;
     // Created if missing, then held open read-only: flock needs no write access, and a file open for writing
     // would keep the file system from being remounted read-only (the WAL handles that, and tests it).

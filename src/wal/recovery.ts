@@ -271,11 +271,13 @@ export async function applyAcks(fs: WalFs, path: string, index: SegmentIndex): P
   let id = 0;
   let digits = 0;
   let junk = false;
+  let junkLines = 0;
   for (let i = 0; i < end; i++) {
     const c = bytes[i];
     if (c === NEWLINE) {
       const at = digits > 0 && !junk ? index.find(id) : -1;
       if (at >= 0) index.setState(at, ACKED);
+      if (junk || digits === 0) junkLines++;
       id = digits = 0;
       junk = false;
     } else if (c >= 0x30 && c <= 0x39) {
@@ -284,6 +286,13 @@ export async function applyAcks(fs: WalFs, path: string, index: SegmentIndex): P
     } else {
       junk = true;
     }
+  }
+  if (junkLines > 0) {
+    // Not written by this WAL: its records stay pending (replayed, at worst a duplicate), never acked by guess.
+    log("warn", `wal: ${path}: ${junkLines} lines that are not ids ignored`, {
+      file: path,
+      lines: junkLines,
+    });
   }
 }
 
