@@ -339,8 +339,23 @@ export const walBytes = new client.Gauge({
 export const walMaxBytes = new client.Gauge({
   name: "wal_max_bytes",
   help:
-    "producer.wal.max_bytes: past it (wal_bytes + wal_unwritten_bytes), requests that need the WAL get 503.",
+    "producer.wal.max_bytes: past it (wal_bytes + wal_unwritten_bytes + wal_reserved_bytes), requests that need the WAL get 503.",
   registers: r,
+});
+
+let reservedWalBytes: () => number = () => 0;
+/** Where wal_reserved_bytes is read from at each scrape: the facade that holds the reservations. */
+export function watchWalReservations(read: () => number): void {
+  reservedWalBytes = read;
+}
+export const walReservedBytes = new client.Gauge({
+  name: "wal_reserved_bytes",
+  help:
+    "WAL room held for records in librdkafka or waiting for it, in case their delivery fails (counted against producer.wal.max_bytes).",
+  registers: r,
+  collect() {
+    this.set(reservedWalBytes());
+  },
 });
 export const walOldestAge = new client.Gauge({
   name: "wal_oldest_record_age_seconds",

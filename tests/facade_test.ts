@@ -466,3 +466,18 @@ for (const ack of ["none", "wal"] as const) {
     assert.deepEqual(spooled, messages.map(sent).sort(byValue));
   });
 }
+
+Deno.test("facade: wal_reserved_bytes shows the WAL room held for records in librdkafka, and frees it on delivery", async () => {
+  await using r = await facadeRig({ kafka: { "linger.ms": "1000" } });
+  const reserved = async () => (await metrics.walReservedBytes.get()).values[0]?.value ?? 0;
+  const accepted = Array.from(
+    { length: 10 },
+    (_, i) => r.facade.produce({ topic: "t", value: text(`r${i}`) }, "none"),
+  );
+  await Promise.all(accepted);
+  const held = await reserved();
+  assert.ok(held >= 10 * "r0".length, `${held} bytes reserved for 10 records in librdkafka`);
+  assert.equal(r.wal.stats().bytes, 0, "none of it in the WAL's own bytes");
+  assert.ok(await r.producer.flush(5000));
+  await waitFor("the reservations to be freed", async () => (await reserved()) === 0, 5000);
+});

@@ -146,6 +146,8 @@ export class Facade implements ProducerFacade {
     const { config } = opts;
     this.#producer = opts.producer;
     this.#wal = opts.wal;
+    // Read at each scrape: kept off the hot path, where the reservations change per message.
+    metrics.watchWalReservations(() => this.#reservedWalBytes);
     this.#breaker = opts.breaker;
     this.#walMode = config.producer.wal.mode;
     this.#alwaysTopics = new Set(config.producer.wal.alwaysTopics);
