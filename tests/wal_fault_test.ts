@@ -431,15 +431,20 @@ for (const unreadable of ["00000001.wal", "00000001.acks"]) {
   });
 }
 
+/** Writes segment file `name` of record lines with `ids` (values `m<id>`), in that order; returns its bytes. */
+async function writeSegment(path: string, name: string, ids: number[]): Promise<Uint8Array> {
+  const now = Date.now();
+  const bytes = new Uint8Array(ids.flatMap((id) => [...encodeRecordLine(id, now, msg(id))]));
+  await Deno.writeFile(`${path}/${name}`, bytes);
+  return bytes;
+}
+
 Deno.test("wal fault: a whole line out of order at a segment's tail is kept and counted, not cut as a torn write", async () => {
   await withDir(async (path) => {
     await Deno.mkdir(path, { mode: 0o700 });
-    const now = Date.now();
-    const line = (id: number) => encodeRecordLine(id, now, msg(id));
-    await Deno.writeFile(`${path}/00000001.wal`, new Uint8Array([...line(1), ...line(2), ...line(3)]));
+    await writeSegment(path, "00000001.wal", [1, 2, 3]);
     // Ids 2 and 3 again: as a WAL that gave ids twice would have written them.
-    const second = new Uint8Array([...line(4), ...line(2), ...line(3)]);
-    await Deno.writeFile(`${path}/00000002.wal`, second);
+    const second = await writeSegment(path, "00000002.wal", [4, 2, 3]);
     const recovered = await recoverDirectory(path);
     assert.equal(recovered.corrupt, 2);
     assert.equal((await Deno.stat(`${path}/00000002.wal`)).size, second.byteLength, "nothing cut");
@@ -450,9 +455,7 @@ Deno.test("wal fault: a whole line out of order at a segment's tail is kept and 
 Deno.test("wal fault: lines of an ack list that are not ids are ignored with a warning; its ids still ack", async () => {
   await withDir(async (path) => {
     await Deno.mkdir(path, { mode: 0o700 });
-    const now = Date.now();
-    const line = (id: number) => encodeRecordLine(id, now, msg(id));
-    await Deno.writeFile(`${path}/00000001.wal`, new Uint8Array([...line(1), ...line(2), ...line(3)]));
+    await writeSegment(path, "00000001.wal", [1, 2, 3]);
     await Deno.writeTextFile(`${path}/00000001.acks`, "zz\n2\n\n1x\n");
     const capture = capturing();
     let recovered;

@@ -1275,11 +1275,9 @@ export class KafkaProducer {
     const where = topic === undefined ? "" : ` topic "${topic}":`;
     // A partition gone from under a message that did not ask for it: the message itself is fine.
     const partitionGone = unpartitioned && code === ERR.UNKNOWN_PARTITION;
-    const when = !unpartitioned
-      ? ""
-      : partitionGone
-      ? ", the partition chosen for it gone"
-      : ", before the topic's partitions were known";
+    let when = "";
+    if (partitionGone) when = ", the partition chosen for it gone";
+    else if (unpartitioned) when = ", before the topic's partitions were known";
     return new KafkaError(
       code,
       name,

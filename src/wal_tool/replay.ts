@@ -8,7 +8,7 @@
 import type { Config } from "../config.ts";
 import { isAllBrokersDown, type KafkaError } from "../kafka/errors.ts";
 import { KafkaProducer } from "../kafka/producer.ts";
-import { openWal, type Wal, type WalOptions } from "../wal/wal.ts";
+import { openWal, type Wal, type WalOptions, type WalRecord } from "../wal/wal.ts";
 import { EXIT } from "./exit.ts";
 import { Progress } from "./progress.ts";
 
@@ -88,7 +88,7 @@ export async function replayCommand(config: Config, opts: ReplayCommandOptions):
   }, Math.min(1000, opts.idleTimeoutMs));
   try {
     while (stopReason === null) {
-      let records;
+      let records: WalRecord[];
       try {
         records = await wal.checkout(CHUNK);
       } catch (err) {
