@@ -3,6 +3,7 @@ import { httpRequests } from "../src/metrics.ts";
 import { ProduceError } from "../src/producer/types.ts";
 import {
   arrivedBody,
+  type BatchLimits,
   bodyArrived,
   bodyReadFailed,
   cleanPath,
@@ -12,7 +13,7 @@ import {
 import { formatHostPort } from "../src/listen_address.ts";
 import type { Listener } from "../src/server/listener.ts";
 import { parseContentLength } from "../src/server/params.ts";
-import { readReply, statusAndBody } from "./support/attack.ts";
+import { readReply, statusAndBody, writeAll } from "./support/attack.ts";
 import { delay } from "./support/wait.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
 import { captured } from "./support/log_capture.ts";
@@ -27,8 +28,9 @@ interface Reply {
 async function withServer(
   fn: (base: string, facade: FakeFacade, server: Listener) => Promise<void>,
   facade = new FakeFacade({ maxMessageBytes: 1000, topics: ["alpha", "beta"] }),
+  batch?: BatchLimits,
 ): Promise<void> {
-  const server = await startHttpServer({ listen: "127.0.0.1:0", facade });
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade, batch });
   try {
     await fn(`http://127.0.0.1:${server.port}`, facade, server);
   } finally {
@@ -257,6 +259,84 @@ Deno.test("a body over maxMessageBytes gets 413, by Content-Length and while rea
       "message too large: more than 1000 bytes, at most 1000 bytes are accepted",
     );
     assert.deepEqual(facade.produced.length, 1);
+  });
+});
+
+Deno.test("a refused body (too large, of a type not taken) is read to its end first: a client still sending it reads the refusal", async () => {
+  const big = 4 * 1024 * 1024;
+  const small = "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok";
+  const cases: Array<[string, Uint8Array, string]> = [
+    [
+      "Content-Length",
+      new TextEncoder().encode(
+        `POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Length: ${big}\r\n\r\n`,
+      ),
+      `message too large: ${big} bytes, at most 1000 bytes are accepted\n`,
+    ],
+    [
+      "chunked",
+      new TextEncoder().encode(
+        "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+          `${big.toString(16)}\r\n`,
+      ),
+      "message too large: more than 1000 bytes, at most 1000 bytes are accepted\n",
+    ],
+    [
+      "batch",
+      new TextEncoder().encode(
+        "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n" +
+          `Content-Length: ${big}\r\n\r\n`,
+      ),
+      `batch too large: ${big} bytes, at most 1048576 bytes are accepted (server.http.batch.max_bytes)\n`,
+    ],
+    [
+      "refused by its type",
+      new TextEncoder().encode(
+        "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n" +
+          `Content-Length: ${big}\r\n\r\n`,
+      ),
+      "unsupported content type: application/xml\n",
+    ],
+  ];
+  await withServer(
+    async (_base, facade, server) => {
+      for (const [shape, head, refusal] of cases) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+        try {
+          const body = new Uint8Array(big).fill(120);
+          const tail = new TextEncoder().encode(shape === "chunked" ? "\r\n0\r\n\r\n" : "");
+          const sent = writeAll(conn, new Uint8Array([...head, ...body, ...tail]));
+          const status = shape === "refused by its type" ? 415 : 413;
+          assert.deepEqual(statusAndBody(await readReply(conn)), { status, body: refusal }, shape);
+          assert.ok(await sent, `${shape}: the body could not be sent whole`);
+          // The connection goes on.
+          assert.ok(await writeAll(conn, new TextEncoder().encode(small)), shape);
+          assert.deepEqual((await readReply(conn))?.status, 200, shape);
+        } finally {
+          conn.close();
+        }
+      }
+      assert.deepEqual(facade.produced.length, cases.length);
+    },
+    undefined,
+    { maxBytes: 1024 * 1024, maxRecords: 100 },
+  );
+});
+
+Deno.test("a client that waits for 100 Continue gets the 413 at once, and sends no body", async () => {
+  await withServer(async (_base, _facade, server) => {
+    const conn = await sendPartial(
+      server.port,
+      "POST /topics/alpha/messages HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n",
+    );
+    try {
+      assert.deepEqual(statusAndBody(await readReply(conn)), {
+        status: 413,
+        body: "message too large: 2000000 bytes, at most 1000 bytes are accepted\n",
+      });
+    } finally {
+      conn.close();
+    }
   });
 });
 

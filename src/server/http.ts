@@ -197,8 +197,15 @@ class HttpHandler {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (!(res instanceof Promise)) return this.#count(route, started, res);
-    return res.then((answered) => this.#count(route, started, answered));
+    if (!(res instanceof Promise)) return this.#answer(req, route, started, res);
+    return res.then((answered) => this.#answer(req, route, started, answered));
+  }
+
+  /** `res`, counted; a refusal (4xx) of a request whose body is still unread, once that body is dropped. */
+  #answer(req: Request, route: string, started: number, res: Response): Response | Promise<Response> {
+    this.#count(route, started, res);
+    const status = res.status;
+    return status >= 400 && status < 500 && req.body !== null ? this.#refuseUnread(req, res) : res;
   }
 
   #produce(req: Request, rawTopic: string, query: string, certName?: string): Response | Promise<Response> {
@@ -439,6 +446,40 @@ class HttpHandler {
     // Handed over (produceMany's synchronous part): the next batch may be read.
     slot.release();
     return { count: records.length, problems, produced };
+  }
+
+  /**
+   * `reply`, a refusal, once the request's body (not read: refused by its head, or before it was read) is read to
+   * its end and dropped. A client still sending when the connection closes gets a reset instead of the reply
+   * (Deno's server closes a connection whose request body is left unread), which it may retry as a network
+   * error: a body over message.max.bytes is the usual case. At once when the body is over DISCARD_BYTES, when the
+   * client waits for `100 Continue` (it then sends no body), or when the read's buffer does not fit under
+   * max_inflight_bytes; the body deadline bounds the read.
+   */
+  #refuseUnread(req: Request, reply: Response): Response | Promise<Response> {
+    const body = req.body;
+    if (body === null || body.locked || req.bodyUsed || bodyArrived(req)) return reply;
+    // A reply that closes its connection anyway (a request framed twice) needs none of this.
+    if (reply.headers.get("connection") === "close") return reply;
+    const length = header(req, "content-length");
+    const declared = length === null ? 0 : parseContentLength(length);
+    if (declared < 0 || declared > DISCARD_BYTES) return reply;
+    if (header(req, "expect")?.toLowerCase() === "100-continue") return reply;
+    const held = this.#inflight.hold(DISCARD_CHUNK_BYTES);
+    if (held === undefined) return reply;
+    const reader = byobReader(body) ?? body.getReader();
+    const read = this.#deadlines.watch(reader);
+    return discardRest(reader, DISCARD_BYTES, new Uint8Array(DISCARD_CHUNK_BYTES)).catch(() => false).then(
+      (ended) => {
+        this.#deadlines.done(read);
+        held.release();
+        if (!ended) {
+          reader.cancel().catch(() => {});
+          reply.headers.set("connection", "close");
+        }
+        return reply;
+      },
+    );
   }
 
   /** 503: the request bodies read or held now are at server.http.max_inflight_bytes. */
@@ -692,7 +733,12 @@ async function readBody(
         size += take;
       }
       if (size > max) {
-        await reader.cancel().catch(() => {});
+        // (Only a chunked body gets here.) Read to its end unless it goes on past DISCARD_BYTES: see
+        // HttpHandler.#refuseUnread. What was read is let go first.
+        buf = EMPTY;
+        const ended = await discardRest(reader, DISCARD_BYTES - size, new Uint8Array(DISCARD_CHUNK_BYTES))
+          .catch(() => false);
+        if (!ended) await reader.cancel().catch(() => {});
         return TOO_LARGE;
       }
       // A Content-Length body ends at its length; no need to wait for the end of the stream.
@@ -704,6 +750,38 @@ async function readBody(
   if (read.timedOut) return TIMED_OUT;
   // A view keeps the whole buffer alive: worth a copy only when much of it is unused.
   return buf.byteLength - size > size / 4 ? buf.slice(0, size) : buf.subarray(0, size);
+}
+
+/**
+ * Most bytes of a body refused for its size that are read and dropped before the refusal goes out (see
+ * HttpHandler.#refuseUnread); a larger one is refused at once, and its connection closed.
+ */
+const DISCARD_BYTES = 64 * 1024 * 1024;
+/** The buffer of one such read, held from server.http.max_inflight_bytes while it lasts. */
+const DISCARD_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * Reads and drops the rest of a body, into `buf` when the reader is a BYOB one; true when it ended within `most`
+ * bytes (a Content-Length body: at its length), false when it went past them or the read was cancelled.
+ */
+async function discardRest(
+  reader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array>,
+  most: number,
+  buf: Uint8Array,
+): Promise<boolean> {
+  let left = most;
+  for (;;) {
+    let result: ReadableStreamReadResult<Uint8Array>;
+    if (reader instanceof ReadableStreamBYOBReader) {
+      result = await reader.read(buf);
+      if (result.value !== undefined) buf = new Uint8Array(result.value.buffer);
+    } else {
+      result = await reader.read();
+    }
+    if (result.done) return left >= 0;
+    left -= result.value.byteLength;
+    if (left < 0) return false;
+  }
 }
 
 /** A BYOB reader on `body`, or undefined when it is not a byte stream. */

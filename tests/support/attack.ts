@@ -89,7 +89,7 @@ export async function readReply(conn: Deno.Conn): Promise<RawReply | null> {
 }
 
 /** Writes all of `bytes`; false when the peer closed or reset the connection. */
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<boolean> {
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<boolean> {
   try {
     for (let at = 0; at < bytes.byteLength;) at += await conn.write(bytes.subarray(at));
     return true;
