@@ -92,7 +92,19 @@ export function setLogOutputs(paths: readonly string[]): void {
   if (opened.length === 0) throw new Error("no output given");
   for (const old of outputs) if (old instanceof Deno.FsFile && !opened.includes(old)) old.close();
   outputs = opened;
+  outputPaths = [...paths];
   releaseLogLines();
+}
+
+/** The paths of the outputs setLogOutputs set, for reopenLogOutputs. */
+let outputPaths: readonly string[] = ["stdout"];
+
+/**
+ * Opens the log files again at their paths (SIGHUP): after a rotation renamed one, lines go to a new file there,
+ * not on into the renamed one. Throws as setLogOutputs would; the outputs are then unchanged.
+ */
+export function reopenLogOutputs(): void {
+  setLogOutputs(outputPaths);
 }
 
 /** Writes the lines held since holdLogLines (of the level set or above) to the outputs as they are; holds no more. */

@@ -5,7 +5,15 @@ import { type Config, ConfigError, loadConfig, noWalOnDisk } from "./config.ts";
 import { LibraryLoadError } from "./kafka/librdkafka.ts";
 import { checkKafkaConfig, checkKafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { formatHostPort, listenAddress } from "./listen_address.ts";
-import { checkLogOutputs, holdLogLines, log, releaseLogLines, setLogLevel, setLogOutputs } from "./log.ts";
+import {
+  checkLogOutputs,
+  holdLogLines,
+  log,
+  releaseLogLines,
+  reopenLogOutputs,
+  setLogLevel,
+  setLogOutputs,
+} from "./log.ts";
 import { listenerTls, loadSecurity } from "./server/security.ts";
 import type { TlsMaterial } from "./server/tls.ts";
 import { type Service, startService } from "./service.ts";
@@ -101,6 +109,7 @@ async function main(argv: string[]): Promise<number> {
   let reloadWhenStarted = false;
   Deno.addSignalListener("SIGHUP", () => {
     if (service !== undefined) {
+      reopenLogFiles();
       service.reload();
     } else if (!reloadWhenStarted) {
       log("info", "SIGHUP while starting: the producer is replaced once started");
@@ -170,7 +179,10 @@ async function main(argv: string[]): Promise<number> {
     log("error", "kafka-ambassador cannot run", { error: (err as Error).message });
     return 1;
   }
-  if (reloadWhenStarted) service.reload();
+  if (reloadWhenStarted) {
+    reopenLogFiles();
+    service.reload();
+  }
   const { promise: signalled, resolve } = Promise.withResolvers<Deno.Signal>();
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(signal, () => resolve(signal));
@@ -192,6 +204,18 @@ async function main(argv: string[]): Promise<number> {
   }
   await service.stop(signal);
   return 0;
+}
+
+/** SIGHUP: log files opened again (a rotation renamed them); on failure the lines go where they went. */
+function reopenLogFiles(): void {
+  try {
+    reopenLogOutputs();
+  } catch (err) {
+    log(
+      "error",
+      `SIGHUP: log files not opened again, lines go on where they went: ${(err as Error).message}`,
+    );
+  }
 }
 
 /**

@@ -401,6 +401,38 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cli: SIGHUP opens the log files again: after a rotation renamed one, lines go to a new file at its path",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using dir = await tempDir("ka-log-reopen-");
+    const file = `${dir.path}/ka.log`;
+    await using svc = await startService({
+      global: { log: { outputPaths: [file] } },
+      producer: { wal: { mode: "fallback", in_memory: true } },
+      kafka: { brokers: [`127.0.0.1:${freePort()}`] },
+    }, { dir: dir.path });
+    const messages = (path: string): string[] =>
+      existsSync(path)
+        ? Deno.readTextFileSync(path).split("\n").filter((l) => l.startsWith("{")).map((l) =>
+          JSON.parse(l).msg
+        )
+        : [];
+    await Deno.rename(file, `${file}.1`);
+    svc.signal("SIGHUP");
+    await waitFor(
+      "the swap to be logged in a new file",
+      () => messages(file).some((msg) => msg.startsWith("kafka producer replaced")),
+      10_000,
+    );
+    assert.equal(await svc.stop(), 0);
+    assert.ok(messages(`${file}.1`).includes("http listening"), JSON.stringify(messages(`${file}.1`)));
+    assert.ok(!messages(`${file}.1`).some((msg) => msg.startsWith("kafka producer replaced")));
+  },
+});
+
 Deno.test("cli: --check-config checks a log file it would create without creating it", async () => {
   await using dir = await tempDir("ka-log-check-");
   const file = `${dir.path}/not-yet.log`;
