@@ -109,8 +109,10 @@ Deno.test("kubernetes: the StatefulSet, Services, PDB and ServiceMonitor agree w
     assert.equal(probePort(probe), ports.monitoring);
   }
 
+  const preStopS = c.lifecycle.preStop.sleep.seconds;
+  assert.ok(preStopS > 0 && preStopS <= 10, `preStop sleep ${preStopS} s`);
   assert.ok(
-    pod.terminationGracePeriodSeconds > config.producer.shutdownTimeoutMs / 1000 + STOP_OVERRUN_S,
+    pod.terminationGracePeriodSeconds > preStopS + config.producer.shutdownTimeoutMs / 1000 + STOP_OVERRUN_S,
     `terminationGracePeriodSeconds ${pod.terminationGracePeriodSeconds} vs shutdown_timeout ` +
       `${config.producer.shutdownTimeoutMs} ms`,
   );
