@@ -203,8 +203,8 @@ class HttpHandler {
 
   /** `res`, counted; a refusal (4xx) of a request whose body is still unread, once that body is dropped. */
   #answer(req: Request, route: string, started: number, res: Response): Response | Promise<Response> {
-    this.#count(route, started, res);
     const status = res.status;
+    this.#count(route, started, status);
     return status >= 400 && status < 500 && req.body !== null ? this.#refuseUnread(req, res) : res;
   }
 
@@ -535,10 +535,9 @@ class HttpHandler {
     return read.then((body) => typeof body === "symbol" ? body : wholeBody(body, declared, suspect));
   }
 
-  /** Counts `res` under its route and status, with the time since `started`; returns it. */
-  #count(route: string, started: number, res: Response): Response {
+  /** Counts a reply under its route and status, with the time since `started`. */
+  #count(route: string, started: number, status: number): void {
     const seconds = (performance.now() - started) / 1000;
-    const status = res.status;
     let counted = this.#routes.get(route);
     if (counted === undefined) {
       counted = { timer: httpDuration.child(route), codes: new Map() };
@@ -551,7 +550,6 @@ class HttpHandler {
     }
     code.inc();
     counted.timer.observe(seconds);
-    return res;
   }
 }
 
