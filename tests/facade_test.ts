@@ -264,6 +264,30 @@ Deno.test("facade: draining and oversized messages are refused with their kind",
   assert.deepEqual(r.facade.readiness().reasons, ["shutting down"]);
 });
 
+Deno.test("facade: with kafka acks 0 (no broker confirms a write), ack=wal and ack=kafka are refused, ack=none taken", async () => {
+  for (const key of ["acks", "request.required.acks"]) {
+    await using r = await facadeRig({ kafka: { [key]: "0" } });
+    for (const ack of ["wal", "kafka"] as const) {
+      const refused = await refusal(r.facade.produce({ topic: "t", value: text("a") }, ack));
+      assert.equal(refused.kind, "invalid", key);
+      assert.match(refused.message, new RegExp(`^ack=${ack} is not available: kafka acks is 0`));
+      const batch = await r.facade.produceMany([{ topic: "t", value: text("b") }, {
+        topic: "t",
+        value: text("c"),
+      }], ack);
+      assert.deepEqual(batch.map((o) => o instanceof ProduceError ? o.kind : o.where), [
+        "invalid",
+        "invalid",
+      ]);
+    }
+    assert.deepEqual(await r.facade.produce({ topic: "t", value: text("d") }, "none"), { where: "queued" });
+    assert.ok(await r.producer.flush(5000));
+  }
+  // acks 1: as usual.
+  await using r = await facadeRig({ kafka: { acks: "1" } });
+  assert.equal((await r.facade.produce({ topic: "t", value: text("e") }, "kafka")).where, "kafka");
+});
+
 Deno.test("facade: replay acks a delivered record, which leaves the WAL", async () => {
   await using r = await facadeRig();
   r.breaker.trip("test");

@@ -73,6 +73,9 @@ export class Facade implements ProducerFacade {
   readonly #fullQueueWaitMs: number;
   /** `producer.get_metadata_timeout`. */
   readonly #listTopicsTimeoutMs: number;
+  /** `kafka.acks` (or `request.required.acks`) is 0: brokers confirm no write, and librdkafka reports a record
+   * delivered once it is sent. */
+  readonly #acksZero: boolean;
   /** The send options of a message that may be spooled, made once: the single-message path is hot. */
   readonly #spoolableSend: ProduceOptions;
   /** WAL bytes promised to messages in librdkafka that would be spooled if their delivery failed. */
@@ -159,6 +162,14 @@ export class Facade implements ProducerFacade {
     this.#fullQueueWaitMs = this.#order === null ? config.producer.fullQueueWaitMs : 0;
     this.#listTopicsTimeoutMs = config.producer.getMetadataTimeoutMs;
     this.#spoolableSend = { fullQueueWaitMs: this.#fullQueueWaitMs };
+    this.#acksZero = (config.kafka["acks"] ?? config.kafka["request.required.acks"])?.trim() === "0";
+    if (this.#acksZero) {
+      log(
+        "warn",
+        "kafka: acks is 0, so brokers confirm no write: a record is taken as delivered once sent, and one lost " +
+          "after that is lost without an error; ack=wal and ack=kafka requests are refused (400)",
+      );
+    }
     const max = Number(config.kafka["message.max.bytes"] ?? DEFAULT_MAX_MESSAGE_BYTES);
     this.#maxRecordBytes = Number.isFinite(max) && max > 0 ? max : DEFAULT_MAX_MESSAGE_BYTES;
     this.maxMessageBytes = this.#maxRecordBytes - RECORD_OVERHEAD;
@@ -188,6 +199,7 @@ export class Facade implements ProducerFacade {
    */
   produce(message: Message, ack: AckLevel): Promise<ProduceResult> {
     if (this.#draining) return Promise.reject(new ProduceError("unavailable", "shutting down", 1));
+    if (ack !== "none" && this.#acksZero) return Promise.reject(acksZeroRefusal(ack));
     if (recordWireSize(message) > this.#maxRecordBytes) return Promise.reject(this.#tooLarge(message));
     const topic = message.topic;
     this.#requestCounter(topic).inc();
@@ -234,6 +246,7 @@ export class Facade implements ProducerFacade {
     messages: readonly Message[],
     ack: AckLevel,
   ): Promise<Array<ProduceResult | ProduceError>> {
+    if (ack !== "none" && this.#acksZero) return Promise.resolve(messages.map(() => acksZeroRefusal(ack)));
     if (this.#order !== null) {
       // Key order: message by message (each one's decision depends on the reports of the ones before it).
       return Promise.all(messages.map((m) => this.produce(m, ack).catch(refusalOrThrow)));
@@ -1026,6 +1039,14 @@ class BatchPlan {
 }
 
 const IN_WAL: ProduceResult = { where: "wal" };
+
+/** The refusal of an `ack` that waits for Kafka's word (wal, kafka) while `acks` is 0: Kafka gives none. */
+function acksZeroRefusal(ack: AckLevel): ProduceError {
+  return new ProduceError(
+    "invalid",
+    `ack=${ack} is not available: kafka acks is 0 here, so Kafka confirms no write (ack=none is)`,
+  );
+}
 
 /** A produce refusal as a batch outcome; anything else is a bug and rejects. */
 function refusalOrThrow(err: unknown): ProduceError {
