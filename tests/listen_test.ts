@@ -10,7 +10,9 @@ import { bindHost, type Listener } from "../src/server/listener.ts";
 import { startMonitoringServer } from "../src/server/monitoring.ts";
 import { readTls, TlsSource } from "../src/server/tls.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
+import { freePort, shippedFlags, startService } from "./support/service.ts";
 import { makeCa } from "./support/tls.ts";
+import { delay } from "./support/wait.ts";
 
 /**
  * Whether a wildcard listener here takes IPv6 beside IPv4: an IPv6 loopback to connect from, and sockets not
@@ -171,3 +173,74 @@ Deno.test("bindHost: other errors, and other hosts, are not tried again", async 
   }
   assert.deepEqual(tried, ["::", "::", "127.0.0.1"]);
 });
+
+Deno.test({
+  name:
+    "listen: out of file descriptors for a while, the gRPC listener (node:net) accepts again once they are back",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const root = new URL("../", import.meta.url).pathname;
+    const deno = Deno.env.get("KA_DENO") ?? Deno.execPath();
+    await using svc = await startService({
+      producer: { wal: { mode: "fallback", in_memory: true } },
+      kafka: { brokers: [`127.0.0.1:${freePort()}`] },
+    }, {
+      command: (config) => ({
+        cmd: "bash",
+        // A limit the connections below go past (the soft and hard limit both: Deno raises the soft one).
+        args: [
+          "-c",
+          'ulimit -n 200 && exec "$@"',
+          "-",
+          deno,
+          "run",
+          ...shippedFlags(root),
+          `${root}src/main.ts`,
+          "-config",
+          config,
+        ],
+      }),
+    });
+    const port = Number(svc.grpc.slice(svc.grpc.lastIndexOf(":") + 1));
+    const held: Deno.Conn[] = [];
+    for (let i = 0; i < 260; i++) held.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    // The service took what it could, and then ran out of descriptors.
+    await delay(1000);
+    for (const conn of held) conn.close();
+    await delay(2500);
+    assert.ok(
+      await answersSettings(port),
+      "no SETTINGS from the gRPC listener after the descriptors came back",
+    );
+    assert.equal(await svc.stop(), 0);
+  },
+});
+
+/** Whether an HTTP/2 server on `port` answers a client preface with its SETTINGS within 3 s. */
+async function answersSettings(port: number): Promise<boolean> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const preface = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    await conn.write(new Uint8Array([...preface, 0, 0, 0, 4, 0, 0, 0, 0, 0]));
+    const head = new Uint8Array(9);
+    const timer = setTimeout(() => conn.close(), 3000);
+    try {
+      let got = 0;
+      while (got < 9) {
+        const n = await conn.read(head.subarray(got));
+        if (n === null) return false;
+        got += n;
+      }
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+    return head[3] === 4; // SETTINGS
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed on time-out */ }
+  }
+}

@@ -114,9 +114,31 @@ export async function listenNode(
     throw listenError(listener, addr, nodeListenError(err as NodeJS.ErrnoException));
   }
   server.on("error", (err) => log("error", `${listener}: listener error`, { error: err }));
+  rearmAccepts(server);
   const bound = server.address() as AddressInfo;
   return { hostname: bound.address, port: bound.port };
 }
+
+/** How often a node:net listener's accepting is started again (see rearmAccepts). */
+const REARM_MS = 1000;
+
+/**
+ * Deno 2.8's node:net stops accepting after an accept that failed (EMFILE: the process is out of file
+ * descriptors) and says nothing: its listening handle is not polled again, and new connections wait in the
+ * kernel's queue for good, long after descriptors are free. listen() on a handle that listens already polls it,
+ * which accepts what waits: done once a second, so a listener accepts again within a second of descriptors
+ * coming back. Elsewhere it costs one poll that finds nothing.
+ */
+function rearmAccepts(server: Server): void {
+  const handle = () =>
+    (server as unknown as { _handle?: { listen?(backlog: number): unknown } | null })._handle;
+  const timer = setInterval(() => handle()?.listen?.(NODE_BACKLOG), REARM_MS);
+  Deno.unrefTimer(timer);
+  server.once("close", () => clearInterval(timer));
+}
+
+/** node:net's default backlog; ignored by a handle that listens already. */
+const NODE_BACKLOG = 511;
 
 /** One listen() of a node:net server; a server whose listen() failed may listen() again. */
 function listenOnce(server: Server, host: string, port: number): Promise<void> {
