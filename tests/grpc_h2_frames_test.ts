@@ -17,6 +17,10 @@ import {
 import type { Service } from "./support/service.ts";
 
 const PRODUCE = { grpc_type: "bidi_stream", grpc_service: "KafkaAmbassador", grpc_method: "Produce" };
+const REFLECTION = {
+  grpc_service: "grpc.reflection.v1.ServerReflection",
+  grpc_method: "ServerReflectionInfo",
+};
 
 /** The service survived, and a normal Produce call gets its reply and grpc-status 0. */
 async function assertServing(svc: Service, after: string): Promise<void> {
@@ -110,6 +114,32 @@ Deno.test("hostile HTTP/2 peers do not end the process, and get the gRPC answers
         assert.ok(read < 20_000, `the server read ${read} records from a client that takes no replies`);
         assert.ok(rssAfter - rssBefore < 50e6, `RSS grew by ${mb(rssAfter - rssBefore)} MB`);
         await assertServing(svc, "window_zero");
+      },
+    );
+
+    await t.step(
+      "window_zero on reflection: a client that takes no answers cannot make the server read on",
+      async () => {
+        const pid = await servicePid(svc);
+        const rssBefore = await rssBytes(pid);
+        const peer = await runHeldCase("window_zero", port, ["3", "reflection"]);
+        let rssAfter: number;
+        try {
+          rssAfter = await rssBytes(pid);
+        } finally {
+          await peer.release();
+        }
+        const mb = (n: number) => Math.round(n / 1e5) / 10;
+        const sent = Number(peer.report.bytes_sent);
+        console.log(
+          `reflection, window 0: client sent ${sent} bytes of requests; RSS ${mb(rssBefore)} MB -> ${
+            mb(rssAfter)
+          } MB`,
+        );
+        // Answers of a few hundred bytes each: 256 KiB of them, then what the windows let the client send.
+        assert.ok(sent <= 1.5 * 2 ** 20, `the server took ${sent} bytes from a client that takes no answers`);
+        assert.ok(rssAfter - rssBefore < 50e6, `RSS grew by ${mb(rssAfter - rssBefore)} MB`);
+        await assertServing(svc, "window_zero on reflection");
       },
     );
   } finally {

@@ -1,6 +1,6 @@
 """Hostile HTTP/2 sequences against the gRPC port, one per case; each prints one JSON line with what came back.
 
-usage: cases.py CASE PORT [SECONDS]
+usage: cases.py CASE PORT [SECONDS [METHOD]]
 """
 
 import gzip
@@ -102,16 +102,26 @@ def truncated_prefix(conn):
     return conn.stream_result(1)
 
 
-def window_zero(conn, seconds):
+# A ServerReflectionRequest asking for the list of services (field 7, list_services).
+LIST_SERVICES = b"\x3a\x01*"
+REFLECTION_PATH = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+
+
+def window_zero(conn, seconds, method="produce"):
     """
-    A client whose receive window is 0 (it never takes a reply) sends records as fast as the server's flow
-    control lets it, for `seconds`. Prints the result, then holds the connection open until stdin closes, so
-    that the caller can measure the server while the attack is on.
+    A client whose receive window is 0 (it never takes a reply) sends requests as fast as the server's flow
+    control lets it, for `seconds`: Produce records, or reflection's list_services (whose answer is much larger
+    than the request). Prints the result, then holds the connection open until stdin closes, so that the caller
+    can measure the server while the attack is on.
     """
-    conn.send(conn.preface({SETTINGS_INITIAL_WINDOW_SIZE: 0}) + conn.headers(1, grpc_headers()))
+    path = REFLECTION_PATH if method == "reflection" else "/KafkaAmbassador/Produce"
+    conn.send(conn.preface({SETTINGS_INITIAL_WINDOW_SIZE: 0}) + conn.headers(1, grpc_headers(path)))
     conn_window, stream_window, initial = 65535, 65535, 65535
     sent_records = sent_bytes = 0
-    batch = b"".join(grpc_message(prod_rq("h2-window-zero", b"", i)) for i in range(1, 1001))
+    if method == "reflection":
+        batch = grpc_message(LIST_SERVICES) * 1000
+    else:
+        batch = b"".join(grpc_message(prod_rq("h2-window-zero", b"", i)) for i in range(1, 1001))
     pos = 0
     deadline = time.time() + seconds
     while time.time() < deadline and not conn.closed:
@@ -137,7 +147,7 @@ def window_zero(conn, seconds):
             conn_window -= n
             stream_window -= n
             sent_bytes += n
-    sent_records = sent_bytes // len(grpc_message(prod_rq("h2-window-zero", b"", 500)))
+    sent_records = sent_bytes // (len(batch) // 1000)
     print(json.dumps({"bytes_sent": sent_bytes, "records_sent_approx": sent_records,
                       "connection_closed": conn.closed}), flush=True)
     sys.stdin.read()
@@ -162,7 +172,7 @@ def main():
     conn = Conn(port)
     try:
         if name == "window_zero":
-            window_zero(conn, float(sys.argv[3]) if len(sys.argv) > 3 else 3.0)
+            window_zero(conn, float(sys.argv[3]) if len(sys.argv) > 3 else 3.0, *sys.argv[4:5])
             return
         result = CASES[name](conn)
         result["case"] = name

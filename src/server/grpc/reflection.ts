@@ -14,6 +14,9 @@ export const REFLECTION_PATHS = [
   "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
+/** Response bytes a reflection stream's client may leave untaken before its requests wait. */
+const MAX_UNSENT_BYTES = 256 * 1024;
+
 /** Answers reflection requests from an index of the files served. */
 export class Reflection {
   readonly #files: DescribedFile[];
@@ -38,9 +41,16 @@ export class Reflection {
     );
   }
 
-  /** Serves one ServerReflectionInfo stream: one response per request, until the client half-closes. */
+  /**
+   * Serves one ServerReflectionInfo stream: one response per request, until the client half-closes. While the
+   * client has not taken MAX_UNSENT_BYTES of them, its requests are not read (HTTP/2 flow control then holds it
+   * back): a response may be a hundred times its request.
+   */
   serve(path: string, call: GrpcCall): void {
     const types = this.#types.get(path)!;
+    call.onDrain = () => {
+      if (call.bufferedBytes <= MAX_UNSENT_BYTES / 2) call.resumeReading();
+    };
     call.start({
       onMessage: (bytes) => {
         let request: Record<string, unknown>;
@@ -56,6 +66,7 @@ export class Reflection {
           ...this.#answer(request),
         };
         call.send(types.response.encode(types.response.fromObject(response)).finish());
+        if (call.bufferedBytes > MAX_UNSENT_BYTES) call.pauseReading();
       },
       onHalfClose: () => call.end(Status.OK),
       onEnd: () => {},
