@@ -393,3 +393,58 @@ Deno.test("a connection waits from its open for a head, and is idle from the swe
     late.closed();
   }
 });
+
+Deno.test("grpc over TLS: connections without a handshake count, and are closed after the header timeout", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ka-limits-" });
+  try {
+    const ca = await makeCa(dir, "ca");
+    const pair = await ca.server();
+    const tls = new TlsSource(readTls("test", { certFile: pair.cert, keyFile: pair.key, clientCaFile: "" }));
+    const server = await startGrpcServer({
+      listen: "127.0.0.1:0",
+      facade: new FakeFacade(),
+      maxRequestSize: 1 << 20,
+      limits: { ...SHORT, maxConnections: 2 },
+      tls,
+    });
+    const opened: Deno.Conn[] = [];
+    const open = async () => {
+      const conn = await connect(server.port);
+      opened.push(conn);
+      return conn;
+    };
+    try {
+      const silent = [await open(), await open()];
+      // Past max_connections: closed at once, although the other two have not even begun a handshake.
+      const third = await open();
+      assert.equal(await within("the third connection to be closed", closedByServer(third), 2_000), true);
+      for (const conn of silent) {
+        assert.equal(
+          await within("a connection without a handshake to be closed", closedByServer(conn), 10_000),
+          true,
+        );
+      }
+      // And the listener serves a client that does its handshake.
+      const caCerts = [await Deno.readTextFile(ca.cert)];
+      const conn = await Deno.connectTls({
+        hostname: "localhost",
+        port: server.port,
+        caCerts,
+        alpnProtocols: ["h2"],
+      });
+      await conn.write(PREFACE);
+      await conn.write(frame(FRAME.SETTINGS, 0, 0, new Uint8Array(0)));
+      assert.equal(await healthCheck(conn), true);
+      conn.close();
+    } finally {
+      for (const conn of opened) {
+        try {
+          conn.close();
+        } catch { /* closed already */ }
+      }
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -57,11 +57,11 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
   const open = new Set<Http2Connection>();
   const sockets = new Set<Socket>();
   let idle: (() => void) | undefined;
-  const onSocket = (socket: Socket, certName: () => string | undefined) => {
+  const onSocket = (socket: Socket, certName: () => string | undefined, counted?: Counted) => {
     const h2 = serveConnection(opts, socketTransport(socket), certName, () => {
       open.delete(h2!);
       if (open.size === 0) idle?.();
-    });
+    }, counted);
     if (h2 === undefined) return void socket.destroy(); // nothing can be said before the client's preface
     open.add(h2);
     sockets.add(socket);
@@ -83,10 +83,23 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
     server = net.createServer({ noDelay: true }, (socket) => onSocket(socket, () => undefined));
   } else {
     const options = () => ({ ...nodeTlsOptions(source.material), ALPNProtocols: ["h2"] });
-    const secure = tls.createServer(
-      options(),
-      (socket: TLSSocket) => onSocket(socket, () => certNameOf(socket)),
-    );
+    // Counted from the TCP connection on, so that the handshake is under max_connections and header_timeout:
+    // a client that never finishes one would otherwise hold its socket for good, uncounted.
+    const handshaking = new WeakMap<Socket, Counted>();
+    const secure = tls.createServer(options(), (socket: TLSSocket) => {
+      // node:tls keeps the TCP socket a TLS socket wraps as `_parent`.
+      const counted = handshaking.get((socket as TLSSocket & { _parent?: Socket })._parent as Socket);
+      if (counted === undefined) return void socket.destroy();
+      onSocket(socket, () => certNameOf(socket), counted);
+    });
+    secure.on("connection", (raw: Socket) => {
+      const counted: Counted = { conn: undefined!, close: () => void raw.destroy() };
+      const conn = opts.conns.open(() => counted.close());
+      if (conn === undefined) return void raw.destroy(); // nothing can be said before the handshake
+      counted.conn = conn;
+      handshaking.set(raw, counted);
+      raw.once("close", () => conn.closed());
+    });
     // A new certificate applies to new connections; the listening socket stays open (tls.ts).
     source.subscribe(() => secure.setSecureContext(options()));
     secure.on("tlsClientError", (err: Error) => {
@@ -117,16 +130,28 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
   };
 }
 
-/** Starts an Http2Connection on a transport, counted by `conns`; undefined when over max_connections. */
+/** A connection counted by `conns` before it could speak HTTP/2 (a TLS handshake), and what its deadline does. */
+interface Counted {
+  conn: Connection;
+  close: () => void;
+}
+
+/**
+ * Starts an Http2Connection on a transport, counted by `conns` (or already, as `counted`); undefined when over
+ * max_connections.
+ */
 function serveConnection(
   opts: Http2ListenOptions,
   transport: Transport,
   certName: () => string | undefined,
   onClose: () => void,
+  counted?: Counted,
 ): Http2Connection | undefined {
   // Past a deadline (limits.ts) the connection ends with GOAWAY; the callback runs only after h2 is set.
-  const tracked: Connection | undefined = opts.conns.open(() => h2.abort());
+  const abort = () => h2.abort();
+  const tracked: Connection | undefined = counted?.conn ?? opts.conns.open(abort);
   if (tracked === undefined) return undefined;
+  if (counted !== undefined) counted.close = abort;
   const h2: Http2Connection = new Http2Connection(transport, {
     ...opts.connection,
     onStream: (stream) => {
