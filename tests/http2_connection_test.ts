@@ -376,16 +376,48 @@ Deno.test("http2: MAX_CONCURRENT_STREAMS: REFUSED_STREAM before the client's ACK
   assert.deepEqual(late.streams.map((s) => s.closed), [true, true], "the open streams are over");
 });
 
-Deno.test("http2: floods of RST_STREAM, PING, SETTINGS, empty DATA, CONTINUATION: ENHANCE_YOUR_CALM", async () => {
+Deno.test("http2: the DATA of many streams refused before the client had our SETTINGS is ignored, not an error", async () => {
+  const peer = new Peer({ maxConcurrentStreams: 128 });
+  // 300 streams' HEADERS, then their DATA, before the client could have seen the limit (as a client that opens
+  // all its calls at once does): 128 taken, 172 refused, and the DATA of the refused ones ignored.
+  const ids = Array.from({ length: 300 }, (_, i) => 2 * i + 1);
+  await peer.send(PREFACE, settingsFrame([]), ...ids.map((id) => headers(id)));
+  await peer.send(...ids.map((id) => frame(FrameType.DATA, Flag.END_STREAM, id, new Uint8Array(5))));
+  const out = peer.frames();
+  assert.equal(out.find((f) => f.type === FrameType.GOAWAY), undefined);
+  assert.equal(peer.streams.length, 128);
+  assert.equal(ids.filter((id) => rstOf(out, id)[0] === ErrorCode.REFUSED_STREAM).length, 172);
+  assert.ok(peer.streams.every((s) => !s.closed), "the streams taken go on");
+});
+
+Deno.test("http2: floods of frames that do nothing, or make us reset streams: ENHANCE_YOUR_CALM", async () => {
   const floods: Array<[string, (i: number) => Uint8Array]> = [
     ["rapid reset", (i) => concat([headers(2 * i + 1), frame(FrameType.RST_STREAM, 0, 2 * i + 1, u32(8))])],
     ["PING", () => frame(FrameType.PING, 0, 0, new Uint8Array(8))],
+    ["PING ACK", () => frame(FrameType.PING, Flag.ACK, 0, new Uint8Array(8))],
     ["SETTINGS", () => settingsFrame([])],
+    ["SETTINGS ACK", () => frame(FrameType.SETTINGS, Flag.ACK, 0, new Uint8Array())],
     ["empty DATA", () => frame(FrameType.DATA, 0, 1, new Uint8Array())],
+    ["unknown frame types", () => frame(0x20, 0, 0, new Uint8Array(8))],
+    ["GOAWAY", () => frame(FrameType.GOAWAY, 0, 0, new Uint8Array(8))],
+    // Stream 1 is open throughout; stream id 1 + 2i + 2 is opened, then made to be reset by us.
+    [
+      "resets we are made to send",
+      (i) => concat([headers(2 * i + 3), frame(FrameType.WINDOW_UPDATE, 0, 2 * i + 3, u32(0))]),
+    ],
+    [
+      "WINDOW_UPDATE on a closed stream",
+      (i) =>
+        concat([
+          ...(i === 1 ? [headers(3), frame(FrameType.RST_STREAM, 0, 3, u32(8))] : []),
+          frame(FrameType.WINDOW_UPDATE, 0, 3, u32(1)),
+        ]),
+    ],
   ];
   for (const [what, make] of floods) {
     const clock = new FakeClock();
-    const peer = new Peer({ clock });
+    // Streams enough for a burst of resets in one read (they are let go as the reset goes out).
+    const peer = new Peer({ clock, maxConcurrentStreams: 100_000 });
     await peer.open();
     await peer.send(headers(1));
     // 900 now, 900 more 5 s later (the bucket refilled at 200 a second): within bounds; 900 more at once: not.

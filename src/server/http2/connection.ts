@@ -318,14 +318,14 @@ export class Http2Connection implements StreamOwner {
         if (streamId !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
         if (payload.byteLength < 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "short GOAWAY");
         // The client opens no more streams; those it has finish as usual.
-        return;
+        return this.#cheap("GOAWAY frames");
       case FrameType.WINDOW_UPDATE:
         return this.#windowUpdate(streamId, payload);
       case FrameType.CONTINUATION:
         return this.#continuation(flags, streamId, payload);
       default:
-        // Unknown frame types are ignored (RFC 9113 4.1).
-        return;
+        // Unknown frame types are ignored (RFC 9113 4.1), as work for nothing.
+        return this.#cheap("frames of unknown types");
     }
   }
 
@@ -352,7 +352,10 @@ export class Http2Connection implements StreamOwner {
     const stream = this.#streams.get(streamId);
     if (stream === undefined || stream.remoteEnded) {
       this.#consumedConnection(payload.byteLength);
-      this.#notOpen(streamId, "DATA");
+      if (stream !== undefined) {
+        throw new ConnectionError(ErrorCode.STREAM_CLOSED, `DATA on half-closed stream ${streamId}`);
+      }
+      this.#notOpen(streamId, "DATA", true);
       return;
     }
     if (payload.byteLength > stream.receiveWindow) {
@@ -384,14 +387,23 @@ export class Http2Connection implements StreamOwner {
     if (endStream) this.#remoteEnd(stream);
   }
 
-  /** A frame on a stream that is not open for it: idle is a protocol error, closed is STREAM_CLOSED. */
-  #notOpen(streamId: number, what: string): void {
+  /**
+   * A frame on a stream that is not open for it: idle is a protocol error, closed is STREAM_CLOSED. `lenient`
+   * (DATA): on a stream closed too long ago to be remembered, ignored.
+   */
+  #notOpen(streamId: number, what: string, lenient = false): void {
     if (streamId > this.#lastStreamId || streamId % 2 === 0) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `${what} on idle stream ${streamId}`);
     }
     // Frames in flight when we reset a stream are expected and ignored (RFC 9113 5.1, closed).
-    if (this.#recentlyClosed.get(streamId) === true) return;
-    throw new ConnectionError(ErrorCode.STREAM_CLOSED, `${what} on closed stream ${streamId}`);
+    const byUs = this.#recentlyClosed.get(streamId);
+    if (byUs === true) return;
+    if (byUs === false || !lenient) {
+      throw new ConnectionError(ErrorCode.STREAM_CLOSED, `${what} on closed stream ${streamId}`);
+    }
+    // Closed too long ago to be remembered: maybe one we reset (the DATA of a burst of streams refused before
+    // the client had our SETTINGS, say), whose frames are to be ignored; ignored, as work for nothing.
+    this.#cheap("DATA frames on closed streams");
   }
 
   #headers(flags: number, streamId: number, payload: Uint8Array): void {
@@ -559,7 +571,7 @@ export class Http2Connection implements StreamOwner {
         throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
       }
       this.#settingsAcked = true;
-      return;
+      return this.#cheap("SETTINGS ACK frames");
     }
     if (payload.byteLength % 6 !== 0) {
       throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS not a multiple of 6");
@@ -611,7 +623,7 @@ export class Http2Connection implements StreamOwner {
   #ping(flags: number, streamId: number, payload: Uint8Array): void {
     if (streamId !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
     if (payload.byteLength !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING not 8 bytes");
-    if ((flags & Flag.ACK) !== 0) return;
+    if ((flags & Flag.ACK) !== 0) return this.#cheap("PING ACK frames");
     if (this.#sentSincePing) this.#sentSincePing = false;
     else this.#cheap("PING frames");
     this.#queue(frame(FrameType.PING, Flag.ACK, 0, payload));
@@ -637,7 +649,7 @@ export class Http2Connection implements StreamOwner {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `WINDOW_UPDATE on idle stream ${streamId}`);
     }
     const stream = this.#streams.get(streamId);
-    if (stream === undefined) return;
+    if (stream === undefined) return this.#cheap("WINDOW_UPDATE frames on closed streams");
     if (increment === 0) {
       this.#resetStream(stream, ErrorCode.PROTOCOL_ERROR);
       return;
@@ -706,7 +718,9 @@ export class Http2Connection implements StreamOwner {
     this.#rememberClosed(stream.id, true);
   }
 
+  /** Resets a stream for the peer's error: counted as a cheap frame, or a peer could have us reset streams freely. */
   #resetStream(stream: Http2Stream, code: number): void {
+    this.#cheap("streams reset for their errors");
     this.#opts.onProtocolError?.(`stream ${stream.id} reset`, code);
     stream.reset(code);
   }
