@@ -316,6 +316,18 @@ Deno.test("http2: malformed requests reset their stream; the connection goes on"
       "close",
     ]]],
     ["pseudo after regular", [[":method", "POST"], [":scheme", "http"], ["a", "b"], [":path", "/a"]]],
+    ...[["x\0y", "1"], ["", "1"], ["x y", "1"], ["x:y", "1"], ["x\u00e9", "1"]].map((
+      field,
+    ): [string, Array<[string, string]>] => [`name ${JSON.stringify(field[0])}`, [
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":path", "/a"],
+      field as [string, string],
+    ]]),
+    ...["a\0b", "a\rb", "a\nb", " a", "a\t"].map((value): [string, Array<[string, string]>] => [
+      `value ${JSON.stringify(value)}`,
+      [[":method", "POST"], [":scheme", "http"], [":path", "/a"], ["x-id", value]],
+    ]),
     ["te: gzip", [[":method", "POST"], [":scheme", "http"], [":path", "/a"], ["te", "gzip"]]],
     ["a header list over 1024 bytes", [
       [":method", "POST"],

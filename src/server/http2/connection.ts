@@ -896,7 +896,10 @@ function checkRequestHeaders(fields: ReadonlyArray<HeaderField>): string | undef
       continue;
     }
     regular = true;
-    if (name !== name.toLowerCase()) return "upper-case header name";
+    if (name === "" || BAD_NAME.test(name)) {
+      return name !== name.toLowerCase() ? "upper-case header name" : "invalid header name";
+    }
+    if (BAD_VALUE.test(value)) return `invalid value of header ${name}`;
     if (CONNECTION_HEADERS.has(name)) return `connection-specific header ${name}`;
     if (name === "te" && value !== "trailers") return "te other than trailers";
     if (name === "content-length" && !/^\d{1,15}$/.test(value)) return "content-length not a number";
@@ -906,6 +909,13 @@ function checkRequestHeaders(fields: ReadonlyArray<HeaderField>): string | undef
   }
   return undefined;
 }
+
+/**
+ * What a field name or value must not hold (RFC 9113 8.2.1): in a name, controls, space, upper case, colon (but
+ * for a pseudo-header's first) and bytes past ASCII; in a value, NUL, CR and LF, and white space at either end.
+ */
+const BAD_NAME = /[\x00-\x20A-Z:\x7f-\uffff]/;
+const BAD_VALUE = /[\0\r\n]|^[ \t]|[ \t]$/;
 
 const CONNECTION_HEADERS = new Set([
   "connection",
