@@ -995,7 +995,8 @@ export function cleanPath(path: string): string {
 /**
  * 400 for a request with both Content-Length and Transfer-Encoding, and the connection closed after it (RFC 9112
  * 6.1): Deno's server reads such a body as chunked and keeps the connection, so a proxy before it that went by
- * the Content-Length would see the rest of the body as another request.
+ * the Content-Length would see the rest of the body as another request. Only seen when Content-Length comes
+ * first: after Transfer-Encoding, Deno's server (hyper) drops it before the handler sees the request.
  */
 function framedTwice(): Response {
   const res = plain(400, "both Content-Length and Transfer-Encoding given");
