@@ -79,6 +79,18 @@ Deno.test("hostile HTTP/2 peers do not end the process, and get the gRPC answers
       );
     });
 
+    await t.step("malformed_timeout: INTERNAL, and the record is not read", async () => {
+      const before = await svc.metric("grpc_server_msg_received_total", PRODUCE);
+      const r = await runCase("malformed_timeout", port);
+      assert.deepEqual(
+        [r.status, r.grpc_status, r.grpc_message],
+        [200, 13, "malformed grpc-timeout: 99999999999H"],
+        JSON.stringify(r),
+      );
+      assert.equal(await svc.metric("grpc_server_msg_received_total", PRODUCE), before);
+      await assertServing(svc, "malformed_timeout");
+    });
+
     await t.step("truncated_prefix: INTERNAL, and the cut record is not read", async () => {
       const before = await svc.metric("grpc_server_msg_received_total", PRODUCE);
       const r = await runCase("truncated_prefix", port);

@@ -93,6 +93,15 @@ def unknown_encoding(conn):
     return conn.stream_result(1)
 
 
+def malformed_timeout(conn):
+    """A call whose grpc-timeout is not 1 to 8 digits and a unit: INTERNAL, as grpc-go answers it."""
+    headers = grpc_headers(extra=[("grpc-timeout", "99999999999H")])
+    body = grpc_message(prod_rq("h2-timeout", b"x", 1))
+    conn.send(conn.preface() + conn.headers(1, headers) + conn.data(1, body, end_stream=True))
+    conn.read_frames(3, until=stream_done(1))
+    return conn.stream_result(1)
+
+
 def truncated_prefix(conn):
     """One good record, then one whose length prefix says more than the stream holds, then END_STREAM."""
     good = grpc_message(prod_rq("h2-truncated", b"good", 1))
@@ -164,7 +173,7 @@ def produce_ok(conn):
 
 CASES = {f.__name__: f for f in [goaway_no_content_type, headers_then_rst, h2spec_5_1_6, h2spec_6_9_2,
                                   h2spec_6_9_1_3, wrong_content_type, compressed_no_encoding, compressed_gzip,
-                                  unknown_encoding, truncated_prefix, produce_ok]}
+                                  unknown_encoding, malformed_timeout, truncated_prefix, produce_ok]}
 
 
 def main():

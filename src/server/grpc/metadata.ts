@@ -16,14 +16,14 @@ const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 10
 const MAX_TIMER_MS = 2_147_483_647;
 
 /**
- * Reads `grpc-timeout` (1 to 8 digits and a unit H, M, S, m, u or n) into milliseconds. Undefined when absent,
- * too long for a timer, or malformed (a malformed value is ignored, as grpc-go does not refuse it either).
+ * Reads `grpc-timeout` (1 to 8 digits and a unit H, M, S, m, u or n) into milliseconds. Undefined when absent or
+ * too long for a timer; "malformed" otherwise (the call is refused with INTERNAL, as grpc-go refuses it).
  * @example parseTimeout("250m") // 250
  */
-export function parseTimeout(value: string | undefined): number | undefined {
+export function parseTimeout(value: string | undefined): number | undefined | "malformed" {
   if (value === undefined) return undefined;
   const m = /^(\d{1,8})([HMSmun])$/.exec(value);
-  if (m === null) return undefined;
+  if (m === null) return "malformed";
   const ms = Number(m[1]) * TIMEOUT_UNIT_MS[m[2]];
   return ms > MAX_TIMER_MS ? undefined : ms;
 }

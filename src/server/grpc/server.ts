@@ -16,6 +16,7 @@ import { SCHEMA } from "../../config_keys.ts";
 import { refusalOf } from "../refusal.ts";
 import { ErrorCode } from "../http2/frame.ts";
 import { listenHttp2 } from "../http2/listen.ts";
+import type { HeaderField } from "../http2/hpack.ts";
 import type { Http2Stream } from "../http2/stream.ts";
 import { GrpcCall } from "./call.ts";
 import { ACCEPT_ENCODING, isEncoding } from "./framing.ts";
@@ -25,7 +26,7 @@ import { GRPC_SERVICE, MethodMetrics } from "./metrics.ts";
 import { ProduceStream } from "./produce.ts";
 import { Reflection, REFLECTION_PATHS } from "./reflection.ts";
 import { describeFile, HEALTH_SERVICE, loadSchemas } from "./schema.ts";
-import { Status } from "./status.ts";
+import { Status, type StatusCode } from "./status.ts";
 import { CallError, serveUnary } from "./unary.ts";
 
 /** How the gRPC listener is built. */
@@ -148,22 +149,22 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
     const path = stream.header(":path") ?? "";
     const named = stream.header("grpc-encoding");
     const encoding = named !== undefined && isEncoding(named) ? named : undefined;
+    const timeout = stream.header("grpc-timeout");
+    const timeoutMs = parseTimeout(timeout);
     const call = new GrpcCall(stream, path, {
       maxMessageBytes: opts.maxRequestSize,
-      timeoutMs: parseTimeout(stream.header("grpc-timeout")),
+      timeoutMs: timeoutMs === "malformed" ? undefined : timeoutMs,
       encoding,
     });
     if (named !== undefined && named !== "identity" && encoding === undefined) {
       // The spec asks for UNIMPLEMENTED and the encodings that are supported.
-      stream.respond([
-        [":status", "200"],
-        ["content-type", "application/grpc"],
+      refuseCall(stream, call, Status.UNIMPLEMENTED, `grpc-encoding ${shownHeader(named)} is not supported`, [
         ["grpc-accept-encoding", ACCEPT_ENCODING],
-        ["grpc-status", String(Status.UNIMPLEMENTED)],
-        ["grpc-message", encodeGrpcMessage(`grpc-encoding ${shownHeader(named)} is not supported`)],
-      ], true);
-      call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
-      call.end(Status.UNIMPLEMENTED);
+      ]);
+      return;
+    }
+    if (timeoutMs === "malformed") {
+      refuseCall(stream, call, Status.INTERNAL, `malformed grpc-timeout: ${shownHeader(timeout!)}`);
       return;
     }
     if (path === PRODUCE_PATH || path === LIST_TOPICS_PATH) {
@@ -260,4 +261,23 @@ function notGrpc(stream: Http2Stream, message: string): void {
   ]);
   stream.write(encoder.encode(`${message}; this port speaks gRPC (POST, content-type application/grpc)\n`));
   stream.end([]);
+}
+
+/** Ends a call before it starts, with `code` and `message` in a trailers-only response. */
+function refuseCall(
+  stream: Http2Stream,
+  call: GrpcCall,
+  code: StatusCode,
+  message: string,
+  extra: HeaderField[] = [],
+): void {
+  stream.respond([
+    [":status", "200"],
+    ["content-type", "application/grpc"],
+    ...extra,
+    ["grpc-status", String(code)],
+    ["grpc-message", encodeGrpcMessage(message)],
+  ], true);
+  call.start({ onMessage: () => {}, onHalfClose: () => {}, onEnd: () => {} });
+  call.end(code);
 }
