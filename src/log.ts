@@ -186,6 +186,8 @@ interface Burst {
   /** Lines held back in the current window. */
   suppressed: number;
   last: { level: Level; msg: string; fields: Record<string, unknown> };
+  /** When the last line held back came (seconds since the epoch, as `ts`). */
+  lastTs: number;
 }
 
 const bursts = new Map<string, Burst>();
@@ -193,7 +195,8 @@ const bursts = new Map<string, Burst>();
 /**
  * Writes a line that may repeat many times a second (a failing disk, a client retrying in a loop): the first of
  * a burst at once, then at most one line per `windowMs` for the same `key`, with the number of lines held back
- * in `repeated`. The key groups the lines; usually it is `msg` itself.
+ * in `repeated`, the fields of the last of them, and when it came (`last_ts`; the line's own `ts` is the end of
+ * the window). The key groups the lines; usually it is `msg` itself.
  * @example logRepeated("wal write failed", "error", "wal write failed", { error: "No space left on device" })
  */
 export function logRepeated(
@@ -207,10 +210,11 @@ export function logRepeated(
   if (burst !== undefined) {
     burst.suppressed++;
     burst.last = { level, msg, fields };
+    burst.lastTs = Date.now() / 1000;
     return;
   }
   log(level, msg, fields);
-  const fresh: Burst = { suppressed: 0, last: { level, msg, fields } };
+  const fresh: Burst = { suppressed: 0, last: { level, msg, fields }, lastTs: 0 };
   bursts.set(key, fresh);
   const endWindow = (): void => {
     if (fresh.suppressed === 0) {
@@ -218,7 +222,12 @@ export function logRepeated(
       return;
     }
     const last = fresh.last;
-    log(last.level, last.msg, { ...last.fields, repeated: fresh.suppressed, window_ms: windowMs });
+    log(last.level, last.msg, {
+      ...last.fields,
+      repeated: fresh.suppressed,
+      window_ms: windowMs,
+      last_ts: fresh.lastTs,
+    });
     fresh.suppressed = 0;
     Deno.unrefTimer(setTimeout(endWindow, windowMs));
   };

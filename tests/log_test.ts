@@ -14,14 +14,20 @@ import { delay } from "./support/wait.ts";
 
 Deno.test("logRepeated: 1,000 lines in a burst become the first line and one line with repeated=999", async () => {
   const key = `burst-${crypto.randomUUID()}`;
+  let lastAt = 0;
   const lines = await captured(async () => {
     for (let i = 0; i < 1000; i++) logRepeated(key, "error", "wal write failed", { attempt: i }, 50);
+    lastAt = Date.now() / 1000;
     await delay(80);
   });
   assert.deepEqual(lines.map((l) => [l.msg, l.attempt, l.repeated]), [
     ["wal write failed", 0, undefined],
     ["wal write failed", 999, 999],
   ]);
+  // The summary says when the last line it stands for came, before its own ts (the end of the window).
+  const summary = lines[1] as { ts: number; last_ts: number };
+  assert.ok(Math.abs(summary.last_ts - lastAt) < 0.01, `${summary.last_ts} vs ${lastAt}`);
+  assert.ok(summary.ts - summary.last_ts >= 0.04, JSON.stringify(summary));
 });
 
 Deno.test("logRepeated: a quiet window ends the burst; the next line is written at once", async () => {
