@@ -17,10 +17,6 @@ import {
 import type { Service } from "./support/service.ts";
 
 const PRODUCE = { grpc_type: "bidi_stream", grpc_service: "KafkaAmbassador", grpc_method: "Produce" };
-const REFLECTION = {
-  grpc_service: "grpc.reflection.v1.ServerReflection",
-  grpc_method: "ServerReflectionInfo",
-};
 
 /** The service survived, and a normal Produce call gets its reply and grpc-status 0. */
 async function assertServing(svc: Service, after: string): Promise<void> {
