@@ -80,6 +80,8 @@ const CHEAP_FRAME_BURST = 1000;
 const CHEAP_FRAMES_PER_SECOND = 200;
 /** Streams we reset whose late frames are ignored rather than taken for errors. */
 const RESET_MEMORY = 128;
+/** Runs of refused streams remembered (see Http2Connection.#refusedRuns). */
+const REFUSED_RUNS = 16;
 
 /** A protocol error: the connection ends with GOAWAY `code`. */
 class ConnectionError extends Error {
@@ -109,6 +111,11 @@ export class Http2Connection implements StreamOwner {
   #headerBlock: { streamId: number; endStream: boolean; parts: Uint8Array[]; bytes: number } | undefined;
   /** Streams the client ended or reset whose frames may still arrive: ids -> true when we reset them. */
   readonly #recentlyClosed = new Map<number, boolean>();
+  /**
+   * Ids of streams refused before the client had our SETTINGS, as runs of consecutive ids (first, last): a
+   * client that opens all its calls at once refuses in bulk, and their late frames are ignored however many.
+   */
+  readonly #refusedRuns: Array<[number, number]> = [];
   // flow control
   #sendWindow = DEFAULT_WINDOW;
   #peerInitialWindow = DEFAULT_WINDOW;
@@ -397,7 +404,7 @@ export class Http2Connection implements StreamOwner {
     }
     // Frames in flight when we reset a stream are expected and ignored (RFC 9113 5.1, closed).
     const byUs = this.#recentlyClosed.get(streamId);
-    if (byUs === true) return;
+    if (byUs === true || (byUs === undefined && this.#refused(streamId))) return;
     if (byUs === false || !lenient) {
       throw new ConnectionError(ErrorCode.STREAM_CLOSED, `${what} on closed stream ${streamId}`);
     }
@@ -509,7 +516,7 @@ export class Http2Connection implements StreamOwner {
           "more streams than SETTINGS_MAX_CONCURRENT_STREAMS",
         );
       }
-      this.#rememberClosed(streamId, true);
+      this.#rememberRefused(streamId);
       this.#queue(uint32Frame(FrameType.RST_STREAM, streamId, ErrorCode.REFUSED_STREAM));
       this.#scheduleFlush();
       return;
@@ -553,8 +560,10 @@ export class Http2Connection implements StreamOwner {
     if (streamId > this.#lastStreamId) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `RST_STREAM on idle stream ${streamId}`);
     }
-    this.#cheap("RST_STREAM frames");
     const stream = this.#streams.get(streamId);
+    // A reset of a stream we have answered is a client done with it (grpc-go cancels a stream once it has what
+    // it wanted), and cost it a round trip; one before our answer (rapid reset) or on a closed stream is cheap.
+    if (stream === undefined || !stream.headersSent) this.#cheap("RST_STREAM frames");
     if (stream === undefined) return;
     this.#streams.delete(streamId);
     this.#unackedStream.delete(streamId);
@@ -723,6 +732,20 @@ export class Http2Connection implements StreamOwner {
     this.#cheap("streams reset for their errors");
     this.#opts.onProtocolError?.(`stream ${stream.id} reset`, code);
     stream.reset(code);
+  }
+
+  #rememberRefused(streamId: number): void {
+    const runs = this.#refusedRuns;
+    const last = runs[runs.length - 1];
+    if (last !== undefined && last[1] === streamId - 2) last[1] = streamId;
+    else {
+      runs.push([streamId, streamId]);
+      if (runs.length > REFUSED_RUNS) runs.shift();
+    }
+  }
+
+  #refused(streamId: number): boolean {
+    return this.#refusedRuns.some(([first, last]) => streamId >= first && streamId <= last);
   }
 
   #rememberClosed(streamId: number, byUs: boolean): void {
@@ -912,11 +935,12 @@ function checkRequestHeaders(fields: ReadonlyArray<HeaderField>): string | undef
 
 /**
  * What a field name or value must not hold (RFC 9113 8.2.1): in a name, controls, space, upper case, colon (but
- * for a pseudo-header's first) and bytes past ASCII; in a value, NUL, CR and LF, and white space at either end.
+ * for a pseudo-header's first) and bytes past ASCII; in a value, NUL, CR and LF. (White space at either end of
+ * a value is malformed too, but grpc-go clients send it and grpc-go servers take it.)
  */
 // deno-lint-ignore no-control-regex -- control characters are what it finds
 const BAD_NAME = /[\x00-\x20A-Z:\x7f-\uffff]/;
-const BAD_VALUE = /[\0\r\n]|^[ \t]|[ \t]$/;
+const BAD_VALUE = /[\0\r\n]/;
 
 const CONNECTION_HEADERS = new Set([
   "connection",
