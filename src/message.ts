@@ -15,5 +15,14 @@ export interface Message {
   timestamp?: number;
 }
 
+/**
+ * Why a message over `message.max.bytes` is refused (413), the same on every path: `size` is what was counted
+ * (a value's bytes, or a whole record's as librdkafka counts it), `max` the most accepted of it.
+ * @example tooLargeReason("1001 bytes", 1000) // "message too large: 1001 bytes, at most 1000 bytes are accepted"
+ */
+export function tooLargeReason(size: string, max: number): string {
+  return `message too large: ${size}, at most ${max} bytes are accepted`;
+}
+
 /** When the reply to a produce request may be sent (see docs/delivery.md, ack levels). */
 export type AckLevel = "none" | "wal" | "kafka";

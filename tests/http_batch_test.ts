@@ -162,7 +162,7 @@ Deno.test("batch: each malformed line is its record's error (400, or 413 over me
     assert.equal(reply.errors[1].error, "line 3: both value and value_b64: give one of them");
     assert.equal(
       reply.errors[5].error,
-      "line 7: value of 101 bytes is over the 100 accepted (message.max.bytes less librdkafka's record overhead)",
+      "line 7: message too large: 101 bytes, at most 100 bytes are accepted",
     );
     assert.deepEqual(batches[0].messages.map((m) => new TextDecoder().decode(m.value)), ["good-0", "good-7"]);
   });

@@ -114,12 +114,12 @@ Deno.test("ndjson: each malformed line is its own problem, with its line number 
     [
       '{"value":"12345678901234567"}',
       413,
-      "value of 17 bytes is over the 16 accepted (message.max.bytes less librdkafka's record overhead)",
+      "message too large: 17 bytes, at most 16 bytes are accepted",
     ],
     [
       '{"value_b64":"AAAAAAAAAAAAAAAAAAAAAAAA"}',
       413,
-      "value of 18 bytes is over the 16 accepted (message.max.bytes less librdkafka's record overhead)",
+      "message too large: 18 bytes, at most 16 bytes are accepted",
     ],
   ];
   // A good record first, and a blank line between each, so that line numbers and record order differ.

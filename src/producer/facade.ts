@@ -21,7 +21,7 @@ import type { AppendedMany, Wal } from "../wal/wal.ts";
 import { WalFullError } from "../wal/wal.ts";
 import type { Breaker } from "./breaker.ts";
 import { type KeyOrder, orderGroupOf, type Ticket } from "./key_order.ts";
-import type { AckLevel, Message } from "../message.ts";
+import { type AckLevel, type Message, tooLargeReason } from "../message.ts";
 import {
   ProduceError,
   type ProduceResult,
@@ -341,8 +341,13 @@ export class Facade implements ProducerFacade {
   #tooLarge(message: Message): ProduceError {
     return new ProduceError(
       "too_large",
-      `message of ${recordWireSize(message)} bytes (value, key, headers and ${RECORD_OVERHEAD} bytes of ` +
-        `librdkafka's record overhead) exceeds message.max.bytes (${this.#maxRecordBytes})`,
+      tooLargeReason(
+        `${
+          recordWireSize(message)
+        } bytes as librdkafka counts it (value, key, headers and ${RECORD_OVERHEAD} ` +
+          "bytes of record overhead)",
+        this.#maxRecordBytes,
+      ),
     );
   }
 

@@ -2,7 +2,7 @@
 import { SCHEMA } from "../config_keys.ts";
 import { log, logRepeated } from "../log.ts";
 import { httpDuration, httpRequests } from "../metrics.ts";
-import type { AckLevel, Message } from "../message.ts";
+import { type AckLevel, type Message, tooLargeReason } from "../message.ts";
 import { ProduceError, type ProduceResult, type ProducerFacade, QUEUED_NOW } from "../producer/types.ts";
 import { type Gate, type Principal, UNAUTHENTICATED_REASON } from "./auth.ts";
 import { batchReply, type RecordOutcome } from "./batch_reply.ts";
@@ -1012,7 +1012,7 @@ function notChunked(encoding: string): Response {
 }
 
 function tooLarge(max: number, size: string): Response {
-  return plain(413, `message too large: ${size}, at most ${max} bytes are accepted`);
+  return plain(413, tooLargeReason(size, max));
 }
 
 /** 413 for a whole batch, naming the config key of the limit it is over. */

@@ -4,7 +4,7 @@
  * `timestamp` (the shape `wal export` writes, less its `topic`). A line that is not a valid record is that
  * record's problem, not the batch's: the other records still go to Kafka.
  */
-import type { Message } from "../message.ts";
+import { type Message, tooLargeReason } from "../message.ts";
 import { MAX_PARTITION } from "./params.ts";
 
 /** Why one line is not a record. */
@@ -181,8 +181,7 @@ function toMessage(record: Record<string, unknown>, topic: string, maxValueBytes
   }
   if (value.byteLength > maxValueBytes) {
     throw new FieldError(
-      `value of ${value.byteLength} bytes is over the ${maxValueBytes} accepted (message.max.bytes less ` +
-        `librdkafka's record overhead)`,
+      tooLargeReason(`${value.byteLength} bytes`, maxValueBytes),
       413,
     );
   }

@@ -3,7 +3,7 @@
  * records of one read go to the facade together, one `produceMany` call per ack level, so that a busy stream
  * costs one librdkafka call per partition run and one WAL group per read instead of one of each per record.
  */
-import type { AckLevel, Message } from "../../message.ts";
+import { type AckLevel, type Message, tooLargeReason } from "../../message.ts";
 import { recordsRefused } from "../../metrics.ts";
 import { ProduceError, type ProduceResult, type ProducerFacade } from "../../producer/types.ts";
 import { type Gate, type Principal, UNAUTHENTICATED_REASON } from "../auth.ts";
@@ -201,8 +201,7 @@ export class ProduceStream {
       }
     }
     if (message.value.byteLength > this.#facade.maxMessageBytes) {
-      const reason = `message too large: ${message.value.byteLength} bytes, at most ` +
-        `${this.#facade.maxMessageBytes} bytes are accepted`;
+      const reason = tooLargeReason(`${message.value.byteLength} bytes`, this.#facade.maxMessageBytes);
       turn.refuse(index, offset, { kind: "too_large", status: 413, reason });
       return;
     }
