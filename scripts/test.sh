@@ -3,6 +3,11 @@
 # and the whole test suite with the pinned Deno. Exits non-zero on the first failure.
 set -euo pipefail
 
+if [ $# -gt 0 ]; then
+  echo "usage: bash scripts/test.sh   (the whole check; to run one test file, see README.md, Run the tests)" >&2
+  exit 2
+fi
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
