@@ -109,8 +109,7 @@ async function main(argv: string[]): Promise<number> {
   let reloadWhenStarted = false;
   Deno.addSignalListener("SIGHUP", () => {
     if (service !== undefined) {
-      reopenLogFiles();
-      service.reload();
+      reload(service);
     } else if (!reloadWhenStarted) {
       log("info", "SIGHUP while starting: the producer is replaced once started");
       reloadWhenStarted = true;
@@ -179,10 +178,7 @@ async function main(argv: string[]): Promise<number> {
     log("error", "kafka-ambassador cannot run", { error: (err as Error).message });
     return 1;
   }
-  if (reloadWhenStarted) {
-    reopenLogFiles();
-    service.reload();
-  }
+  if (reloadWhenStarted) reload(service);
   const { promise: signalled, resolve } = Promise.withResolvers<Deno.Signal>();
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(signal, () => resolve(signal));
@@ -206,8 +202,11 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** SIGHUP: log files opened again (a rotation renamed them); on failure the lines go where they went. */
-function reopenLogFiles(): void {
+/**
+ * SIGHUP: log files opened again (a rotation renamed them; on failure the lines go where they went), then the
+ * service's reload.
+ */
+function reload(service: Service): void {
   try {
     reopenLogOutputs();
   } catch (err) {
@@ -216,6 +215,7 @@ function reopenLogFiles(): void {
       `SIGHUP: log files not opened again, lines go on where they went: ${(err as Error).message}`,
     );
   }
+  service.reload();
 }
 
 /**

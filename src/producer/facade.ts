@@ -73,8 +73,7 @@ export class Facade implements ProducerFacade {
   readonly #fullQueueWaitMs: number;
   /** `producer.get_metadata_timeout`. */
   readonly #listTopicsTimeoutMs: number;
-  /** `kafka.acks` (or `request.required.acks`) is 0: brokers confirm no write, and librdkafka reports a record
-   * delivered once it is sent. */
+  /** `kafka.acks` (or `request.required.acks`) is 0: no broker confirms a write; a record sent counts as delivered. */
   readonly #acksZero: boolean;
   /** The send options of a message that may be spooled, made once: the single-message path is hot. */
   readonly #spoolableSend: ProduceOptions;
@@ -339,16 +338,9 @@ export class Facade implements ProducerFacade {
 
   /** librdkafka would refuse it at once (and an ack=none client would have heard 200 for a message dropped). */
   #tooLarge(message: Message): ProduceError {
-    return new ProduceError(
-      "too_large",
-      tooLargeReason(
-        `${
-          recordWireSize(message)
-        } bytes as librdkafka counts it (value, key, headers and ${RECORD_OVERHEAD} ` +
-          "bytes of record overhead)",
-        this.#maxRecordBytes,
-      ),
-    );
+    const counted = `${recordWireSize(message)} bytes as librdkafka counts it (value, key, headers and ` +
+      `${RECORD_OVERHEAD} bytes of record overhead)`;
+    return new ProduceError("too_large", tooLargeReason(counted, this.#maxRecordBytes));
   }
 
   /** Stages message `i` for the WAL; records of one kind are appended together (see #appendRun). */
