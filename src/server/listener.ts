@@ -2,11 +2,12 @@
  * The shape every listener shares (HTTP, gRPC, monitoring): how it is bound, where it is bound, how it drains and
  * stops, how a failure to bind is reported, and its TLS and access check (docs/security.md).
  */
-import type { AddressInfo, Server } from "node:net";
+import type { AddressInfo, Server, Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { formatHostPort, type ListenAddress } from "../listen_address.ts";
 import { log } from "../log.ts";
 import type { Gate } from "./auth.ts";
-import type { ConnectionLimits } from "./limits.ts";
+import type { Connection, ConnectionLimits, Connections } from "./limits.ts";
 import type { TlsSource } from "./tls.ts";
 
 /** How a listener is bound. */
@@ -117,6 +118,35 @@ export async function listenNode(
   rearmAccepts(server);
   const bound = server.address() as AddressInfo;
   return { hostname: bound.address, port: bound.port };
+}
+
+/** A connection counted from its TCP accept, and what its deadline does (the socket destroyed, until re-pointed). */
+export interface Counted {
+  conn: Connection;
+  close: () => void;
+}
+
+/**
+ * Counts a node:tls server's connections against `conns` from their TCP accept, so that the handshake is under
+ * max_connections and header_timeout: a client that never finishes one would otherwise hold its socket for good,
+ * uncounted. Past max_connections the socket is closed at once (nothing can be said before the handshake).
+ * Returns the count of a TLS socket of the server.
+ */
+export function countFromAccept(
+  server: Server,
+  conns: Connections,
+): (socket: TLSSocket) => Counted | undefined {
+  const counted = new WeakMap<Socket, Counted>();
+  server.on("connection", (raw: Socket) => {
+    const entry: Counted = { conn: undefined!, close: () => void raw.destroy() };
+    const conn = conns.open(() => entry.close());
+    if (conn === undefined) return void raw.destroy();
+    entry.conn = conn;
+    counted.set(raw, entry);
+    raw.once("close", () => conn.closed());
+  });
+  // node:tls keeps the TCP socket a TLS socket wraps as `_parent`.
+  return (socket) => counted.get((socket as TLSSocket & { _parent?: Socket })._parent as Socket);
 }
 
 /** How often a node:net listener's accepting is started again (see rearmAccepts). */

@@ -6,8 +6,8 @@ import { Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { formatHostPort, listenAddress } from "../listen_address.ts";
 import { log, logRepeated } from "../log.ts";
-import { Connection, Connections, defaultLimits } from "./limits.ts";
-import { bindHost, type ListenerOptions, listenError, listenNode } from "./listener.ts";
+import { Connections, defaultLimits } from "./limits.ts";
+import { bindHost, countFromAccept, type ListenerOptions, listenError, listenNode } from "./listener.ts";
 import { oneLine } from "./refusal.ts";
 import { certNameOf, nodeTlsOptions, type TlsSource } from "./tls.ts";
 
@@ -235,10 +235,9 @@ async function serveHttps(
 ): Promise<BoundHttp> {
   const addr = listenAddress(listen);
   const mtls = tls.material.ca !== undefined;
-  const tracked = new WeakMap<Socket, Connection>();
   const server = https.createServer(nodeTlsOptions(tls.material), async (req, res) => {
     const socket = req.socket as TLSSocket;
-    const conn = tracked.get(socket);
+    const conn = countOf(socket)?.conn;
     conn?.requestStarted();
     res.once("close", () => conn?.requestEnded());
     const certName = mtls ? certNameOf(socket) : undefined;
@@ -257,17 +256,7 @@ async function serveHttps(
       res.destroy();
     });
   });
-  server.on("connection", (socket: Socket) => {
-    const conn = conns.open(() => socket.destroy());
-    if (conn === undefined) return void socket.destroy(); // no HTTP can be said before the handshake
-    tracked.set(socket, conn);
-    socket.once("close", () => conn.closed());
-  });
-  server.on("secureConnection", (socket: TLSSocket) => {
-    // node:tls keeps the TCP socket a TLS socket wraps as `_parent`.
-    const conn = tracked.get((socket as TLSSocket & { _parent?: Socket })._parent as Socket);
-    if (conn !== undefined) tracked.set(socket, conn);
-  });
+  const countOf = countFromAccept(server, conns);
   // Idle connections are closed by `conns` at the listener's idle_timeout, not by node's 5 s default.
   server.keepAliveTimeout = conns.limits.idleTimeoutMs;
   server.on("clientError", (err: Error & { code?: string }, socket: Socket) => badRequest(name, err, socket));

@@ -16,7 +16,7 @@ import type { TLSSocket } from "node:tls";
 import { log, logRepeated } from "../../log.ts";
 import { formatHostPort, type ListenAddress } from "../../listen_address.ts";
 import type { Connection, Connections } from "../limits.ts";
-import { listenNode } from "../listener.ts";
+import { type Counted, countFromAccept, listenNode } from "../listener.ts";
 import { certNameOf, nodeTlsOptions, type TlsSource } from "../tls.ts";
 import { type ConnectionOptions, Http2Connection, type Transport } from "./connection.ts";
 import { ErrorCode } from "./frame.ts";
@@ -83,23 +83,12 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
     server = net.createServer({ noDelay: true }, (socket) => onSocket(socket, () => undefined));
   } else {
     const options = () => ({ ...nodeTlsOptions(source.material), ALPNProtocols: ["h2"] });
-    // Counted from the TCP connection on, so that the handshake is under max_connections and header_timeout:
-    // a client that never finishes one would otherwise hold its socket for good, uncounted.
-    const handshaking = new WeakMap<Socket, Counted>();
     const secure = tls.createServer(options(), (socket: TLSSocket) => {
-      // node:tls keeps the TCP socket a TLS socket wraps as `_parent`.
-      const counted = handshaking.get((socket as TLSSocket & { _parent?: Socket })._parent as Socket);
+      const counted = countOf(socket);
       if (counted === undefined) return void socket.destroy();
       onSocket(socket, () => certNameOf(socket), counted);
     });
-    secure.on("connection", (raw: Socket) => {
-      const counted: Counted = { conn: undefined!, close: () => void raw.destroy() };
-      const conn = opts.conns.open(() => counted.close());
-      if (conn === undefined) return void raw.destroy(); // nothing can be said before the handshake
-      counted.conn = conn;
-      handshaking.set(raw, counted);
-      raw.once("close", () => conn.closed());
-    });
+    const countOf = countFromAccept(secure, opts.conns);
     // A new certificate applies to new connections; the listening socket stays open (tls.ts).
     source.subscribe(() => secure.setSecureContext(options()));
     secure.on("tlsClientError", (err: Error) => {
@@ -128,12 +117,6 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
       for (const socket of sockets) socket.destroy();
     },
   };
-}
-
-/** A connection counted by `conns` before it could speak HTTP/2 (a TLS handshake), and what its deadline does. */
-interface Counted {
-  conn: Connection;
-  close: () => void;
 }
 
 /**
