@@ -1,11 +1,12 @@
 /**
  * Where the CPU of one HTTP message goes, layer by layer, without Kafka: a bare `Deno.serve` that reads the body
  * and answers 200 (bench/baseline_server.ts), against this tree's HTTP listener (src/server/http.ts, as the
- * service binds it) with a facade that takes every message at once, as librdkafka takes an ack=none message.
+ * service binds it) with a facade that takes every message at once, as librdkafka takes an ack=none message, and
+ * against the floor of a server of our own on `Deno.listen` (bench/http1_floor_server.ts, no checks at all).
  * Each in its own process with the V8 flags of deploy/deno-flags.txt, under wrk -t1 -c64 -d10s with 100-byte
  * POSTs (bench/post.lua), alternating (the first side swapped every round) so that both see the same machine.
  * Prints requests/s and CPU µs per request (utime + stime from /proc) per round, the medians, and the
- * listener's cost beyond `Deno.serve`. What the whole service adds beyond that (the facade, librdkafka and its
+ * listener's cost beyond `Deno.serve`, and the floor's below it. What the whole service adds beyond that (the facade, librdkafka and its
  * reports) is compare.ts's HTTP row, or bench/service_ab.ts.
  *
  * Run: deno run -A bench/http_layers.ts [rounds, default 3]
@@ -26,19 +27,23 @@ async function serve(port: string): Promise<void> {
   await startHttpServer({ listen: `127.0.0.1:${port}`, facade });
 }
 
-type Side = "Deno.serve" | "listener";
+type Side = "Deno.serve" | "listener" | "floor";
+
+const SCRIPTS: Record<Side, string[]> = {
+  "Deno.serve": [`${ROOT}bench/baseline_server.ts`],
+  listener: [import.meta.filename!, "--serve"],
+  floor: [`${ROOT}bench/http1_floor_server.ts`],
+};
 
 function round(side: Side): Promise<{ rps: number; cpuUs: number }> {
-  const script = side === "listener"
-    ? [import.meta.filename!, "--serve"]
-    : [`${ROOT}bench/baseline_server.ts`];
-  return postLoadOnChild([...v8Flags(ROOT), `--config=${ROOT}deno.json`, ...script]);
+  return postLoadOnChild([...v8Flags(ROOT), `--config=${ROOT}deno.json`, ...SCRIPTS[side]]);
 }
 
 async function main(rounds: number): Promise<void> {
-  const cpu: Record<Side, number[]> = { "Deno.serve": [], listener: [] };
+  const cpu: Record<Side, number[]> = { "Deno.serve": [], listener: [], floor: [] };
   for (let i = 0; i < rounds; i++) {
-    const order: Side[] = i % 2 === 0 ? ["Deno.serve", "listener"] : ["listener", "Deno.serve"];
+    const sides: Side[] = ["Deno.serve", "listener", "floor"];
+    const order = i % 2 === 0 ? sides : sides.reverse();
     for (const side of order) {
       const { rps, cpuUs } = await round(side);
       cpu[side].push(cpuUs);
@@ -46,10 +51,11 @@ async function main(rounds: number): Promise<void> {
     }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const bare = median(cpu["Deno.serve"]), ours = median(cpu.listener);
+  const bare = median(cpu["Deno.serve"]), ours = median(cpu.listener), floor = median(cpu.floor);
   console.log(
     `median CPU/request: Deno.serve ${bare.toFixed(2)} µs, listener ${ours.toFixed(2)} µs ` +
-      `(+${(ours - bare).toFixed(2)} µs, ${(ours / bare).toFixed(2)}x)`,
+      `(+${(ours - bare).toFixed(2)} µs, ${(ours / bare).toFixed(2)}x), floor on Deno.listen ` +
+      `${floor.toFixed(2)} µs (${(floor - bare).toFixed(2)} µs)`,
   );
 }
 
