@@ -260,6 +260,14 @@ export const SCHEMA = {
         3,
         "Half-Open probe budget, and consecutive successes that close it (0 is taken as 1)",
       ),
+      confirmTimeoutMs: new Key(
+        "producer.cb.confirm_timeout",
+        positiveDuration,
+        5_000,
+        "after all brokers were reported down: a broker answering within it makes that a connection cut (the " +
+          "breaker closes again), none an outage (librdkafka's queue goes to the WAL); allow 4 round trips, more " +
+          "with TLS or SASL",
+      ),
     },
     resend: {
       periodMs: new Key(

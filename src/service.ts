@@ -56,13 +56,6 @@ export interface StopSummary {
 }
 
 const STATE_GAUGE: Record<BreakerState, number> = { closed: 0, half: 0.5, open: 1 };
-/**
- * How long a broker has to answer once librdkafka reported all brokers down and the breaker opened. A single
- * broker's connection closed and opened again (an idle close, a reset, a load balancer's cut) is reported so
- * too, and is no outage: if a broker answers within this time, the breaker closes again at once rather than
- * sending everything to the WAL, and ack=kafka to 503, for cb.timeout.
- */
-const ALL_DOWN_CONFIRM_MS = 1_000;
 /** At shutdown, how long listeners may take to finish open requests once the producer is closed, at least. */
 const LISTENER_GRACE_MS = 2_000;
 /**
@@ -117,9 +110,12 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
   const idempotent = /^(true|t|1)$/i.test(config.kafka["enable.idempotence"]?.trim() ?? "");
   let confirming = false;
   /**
-   * Asks whether a broker answers a metadata request within ALL_DOWN_CONFIRM_MS (one question at a time), after
-   * all brokers were reported down or the breaker opened. One answers: a connection cut and made again, not an
-   * outage; a breaker that report opened closes again. None does:
+   * Asks whether a broker answers a metadata request within producer.cb.confirm_timeout (one question at a time),
+   * after all brokers were reported down or the breaker opened. A single broker's connection closed and opened
+   * again (an idle close, a reset, a load balancer's cut) is reported so too, and the new connection's handshakes
+   * take round trips: a slow link's answer comes after seconds. One answers: a connection cut and made again, not
+   * an outage; a breaker that report opened closes again, rather than sending everything to the WAL, and ack=kafka
+   * to 503, for cb.timeout. None does:
    * - a half-open breaker opens again, so that its probes do not wait message.timeout.ms for a cluster still down
    *   (librdkafka 2.10 and later says all brokers down again every re-bootstrap round: acted on unconfirmed, it
    *   would keep the breaker open for up to cb.timeout after Kafka is back);
@@ -132,7 +128,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     const producer = late.facade?.producer;
     if (producer === undefined || confirming) return;
     confirming = true;
-    producer.brokerAnswers(ALL_DOWN_CONFIRM_MS).then((answered) => {
+    producer.brokerAnswers(config.producer.cb.confirmTimeoutMs).then((answered) => {
       if (answered) {
         late.facade!.clusterDown = false;
         breaker.retract("a broker answered after all were reported down");

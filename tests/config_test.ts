@@ -30,7 +30,14 @@ Deno.test("config: defaults are those of the Go service (docs/compatibility.md) 
   assert.equal(config.server.grpc.listen, undefined);
   assert.equal(config.server.monitoring.listen, undefined);
   assert.equal(config.server.grpc.maxRequestSize, 4 * 1024 * 1024);
-  assert.deepEqual(config.producer.cb, { intervalMs: 0, timeoutMs: 20_000, fails: 5, requests: 3 });
+  // confirm_timeout is ours: the Go service has no such wait.
+  assert.deepEqual(config.producer.cb, {
+    intervalMs: 0,
+    timeoutMs: 20_000,
+    fails: 5,
+    requests: 3,
+    confirmTimeoutMs: 5_000,
+  });
   assert.deepEqual(config.producer.resend, { periodMs: 33_000, rateLimit: 10_000 });
   assert.deepEqual(config.producer.wal, {
     mode: "fallback",
@@ -463,6 +470,10 @@ Deno.test("config: bad values are rejected with the reason", () => {
   assertConfigError(
     `${MINIMAL}producer.cb.interval: -1s\n`,
     'config: producer.cb.interval: negative duration "-1s"',
+  );
+  assertConfigError(
+    `${MINIMAL}producer.cb.confirm_timeout: 0s\n`,
+    'config: producer.cb.confirm_timeout: must be more than 0, got "0s"',
   );
   assertConfigError(
     `${MINIMAL}producer.wal.mode: sometimes\n`,

@@ -80,6 +80,11 @@ const MAX_WAITING = 100_000;
 const EXPIRY_SCAN_MS = 50;
 /** How long close waits for the reports of purged messages before failing them itself. */
 const PURGE_GRACE_MS = 5000;
+/**
+ * How long one metadata request of brokerAnswers may wait: as long as a close may be held up by it, and more than
+ * one round trip to a broker.
+ */
+const PROBE_MS = 1000;
 
 /**
  * A message's id, its opaque in librdkafka, names who hears its outcome and its place there:
@@ -696,15 +701,27 @@ export class KafkaProducer {
     }
   }
 
-  /** Whether a broker answers a metadata request within `timeoutMs`; false too once the producer is closing. */
+  /**
+   * Whether a broker answers a metadata request within `timeoutMs`; false too once the producer is closing. Asked
+   * again every PROBE_MS: a close waits for the request in progress (librdkafka's thread holds the producer), and
+   * one request is all a broker whose connection is up needs.
+   */
   async brokerAnswers(timeoutMs: number): Promise<boolean> {
-    if (this.#closing !== null) return false;
-    const call = this.#rk.metadataProbe(timeoutMs);
-    this.#calls.add(call);
-    try {
-      return await call === 0;
-    } finally {
-      this.#calls.delete(call);
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const left = deadline - performance.now();
+      if (this.#closing !== null || left <= 0) return false;
+      const askedAt = performance.now();
+      const call = this.#rk.metadataProbe(Math.ceil(Math.min(left, PROBE_MS)));
+      this.#calls.add(call);
+      try {
+        if (await call === 0) return true;
+      } finally {
+        this.#calls.delete(call);
+      }
+      // Refused before its time (no broker to ask yet): not asked again sooner than PROBE_MS after.
+      const early = askedAt + PROBE_MS - performance.now();
+      if (early > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(early, left)));
     }
   }
 

@@ -71,6 +71,8 @@ export class FaultProxy implements AsyncDisposable {
   readonly #acceptLoop: Promise<void>;
   #blackholed = false;
   #closed = false;
+  /** Milliseconds each chunk waits before it is forwarded, either way (see delay). */
+  #delayMs = 0;
 
   constructor(listener: Deno.TcpListener, target: ProxyTarget) {
     this.#listener = listener;
@@ -94,6 +96,14 @@ export class FaultProxy implements AsyncDisposable {
       if (on) link.frozen = true;
       else if (link.frozen) link.close();
     }
+  }
+
+  /**
+   * A slow link: from now on each chunk read, either way, on every connection waits `ms` before it is written
+   * (one at a time, so a round trip takes twice `ms` and a connection's handshakes a multiple of that). 0 ends it.
+   */
+  delay(ms: number): void {
+    this.#delayMs = ms;
   }
 
   /** Closes every current connection, both sides. */
@@ -164,18 +174,27 @@ export class FaultProxy implements AsyncDisposable {
       return;
     }
     link.upstream = upstream;
-    await Promise.all([pump(link.client, upstream, link), pump(upstream, link.client, link)]);
+    const delayMs = () => this.#delayMs;
+    await Promise.all([
+      pump(link.client, upstream, link, delayMs),
+      pump(upstream, link.client, link, delayMs),
+    ]);
   }
 }
 
-/** Copies src to dst until either side ends; a frozen link holds its bytes until it is closed. */
-async function pump(src: Deno.TcpConn, dst: Deno.TcpConn, link: Link): Promise<void> {
+/**
+ * Copies src to dst until either side ends, each chunk after `delayMs()`; a frozen link holds its bytes until it is
+ * closed.
+ */
+async function pump(src: Deno.TcpConn, dst: Deno.TcpConn, link: Link, delayMs: () => number): Promise<void> {
   const buf = new Uint8Array(CHUNK_BYTES);
   try {
     while (!link.closed) {
       if (link.frozen) return await link.untilClosed();
       const n = await src.read(buf);
       if (n === null) return;
+      const wait = delayMs();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       if (link.frozen) return await link.untilClosed();
       let written = 0;
       while (written < n) written += await dst.write(buf.subarray(written, n));
