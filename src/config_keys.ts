@@ -266,7 +266,7 @@ export const SCHEMA = {
         5_000,
         "after all brokers were reported down: a broker answering within it makes that a connection cut (the " +
           "breaker closes again), none an outage (librdkafka's queue goes to the WAL); allow 4 round trips, more " +
-          "with TLS or SASL",
+          "with TLS or SASL, and each try (a fifth of it, 1s at least) must outlast one",
       ),
     },
     resend: {

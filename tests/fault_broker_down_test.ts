@@ -95,9 +95,12 @@ Deno.test({
     const { broker, proxy } = net;
     await broker.createTopic("cut", 3);
     await using dir = await tempDir("ka-cut-");
-    // A long cb.timeout: had the breaker stayed open, ack=kafka would get 503 for the rest of the test.
+    // A long cb.timeout: had the breaker stayed open, ack=kafka would get 503 for the rest of the test. A
+    // confirm_timeout of 10s asks a broker every 2 s, long enough for a round trip on the slow link below.
     await using svc = await startService(
-      faultConfig(broker.bootstrap, `${dir.path}/wal`, { producer: { cb: { timeout: "60s" } } }),
+      faultConfig(broker.bootstrap, `${dir.path}/wal`, {
+        producer: { cb: { timeout: "60s", confirm_timeout: "10s" } },
+      }),
       { dir: dir.path },
     );
     const acked = new Set<number>();
@@ -119,9 +122,9 @@ Deno.test({
       new Set(),
       "no ack=kafka request refused after the cut",
     );
-    // A slow link (a round trip of 0.8 s through the proxy): the new connection's handshakes and the metadata
+    // A slow link (a round trip of 1.4 s through the proxy): the new connection's handshakes and the metadata
     // request take seconds, and the broker's answer still comes within producer.cb.confirm_timeout.
-    proxy.delay(400);
+    proxy.delay(700);
     proxy.cutAll();
     await waitFor(
       "the breaker opened and closed again on the slow link",

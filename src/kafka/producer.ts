@@ -81,10 +81,10 @@ const EXPIRY_SCAN_MS = 50;
 /** How long close waits for the reports of purged messages before failing them itself. */
 const PURGE_GRACE_MS = 5000;
 /**
- * How long one metadata request of brokerAnswers may wait: as long as a close may be held up by it, and more than
- * one round trip to a broker.
+ * How long one metadata request of brokerAnswers may wait, at least: a fifth of its whole wait when that is longer.
+ * A close waits for the request in progress, and only a request that outlasts a round trip to a broker is answered.
  */
-const PROBE_MS = 1000;
+const MIN_PROBE_MS = 1000;
 
 /**
  * A message's id, its opaque in librdkafka, names who hears its outcome and its place there:
@@ -703,24 +703,25 @@ export class KafkaProducer {
 
   /**
    * Whether a broker answers a metadata request within `timeoutMs`; false too once the producer is closing. Asked
-   * again every PROBE_MS: a close waits for the request in progress (librdkafka's thread holds the producer), and
-   * one request is all a broker whose connection is up needs.
+   * again every MIN_PROBE_MS or a fifth of `timeoutMs`: a close waits for the request in progress (librdkafka's
+   * thread holds the producer), and one request is all a broker whose connection is up needs.
    */
   async brokerAnswers(timeoutMs: number): Promise<boolean> {
     const deadline = performance.now() + timeoutMs;
+    const probeMs = Math.max(MIN_PROBE_MS, timeoutMs / 5);
     for (;;) {
       const left = deadline - performance.now();
       if (this.#closing !== null || left <= 0) return false;
       const askedAt = performance.now();
-      const call = this.#rk.metadataProbe(Math.ceil(Math.min(left, PROBE_MS)));
+      const call = this.#rk.metadataProbe(Math.ceil(Math.min(left, probeMs)));
       this.#calls.add(call);
       try {
         if (await call === 0) return true;
       } finally {
         this.#calls.delete(call);
       }
-      // Refused before its time (no broker to ask yet): not asked again sooner than PROBE_MS after.
-      const early = askedAt + PROBE_MS - performance.now();
+      // Refused before its time (no broker to ask yet): not asked again sooner than probeMs after.
+      const early = askedAt + probeMs - performance.now();
       if (early > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(early, left)));
     }
   }
