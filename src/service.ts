@@ -10,7 +10,7 @@ import { type Config, ConfigError, noWalOnDisk } from "./config.ts";
 import { isAllBrokersDown } from "./kafka/errors.ts";
 import { type KafkaError, KafkaProducer, librdkafkaVersion } from "./kafka/producer.ts";
 import { scramVersionProblem } from "./kafka/scram_version.ts";
-import { log } from "./log.ts";
+import { log, logRepeated } from "./log.ts";
 import * as metrics from "./metrics.ts";
 import { Breaker, type BreakerState } from "./producer/breaker.ts";
 import { Facade } from "./producer/facade.ts";
@@ -136,6 +136,18 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
         // The trip's onChange comes back here while this question is still the one asked: it adds none.
         if (breaker.state === "half") breaker.trip("all brokers down, and none answered");
         if (breaker.state === "open" && !idempotent) producer.purgeQueued();
+        // A closing producer answers no too: that is no news about the brokers.
+        if (breaker.state === "open" && stopping === null && late.facade?.producer === producer) {
+          logRepeated(
+            "no broker answered",
+            "warn",
+            "kafka: no broker answered within producer.cb.confirm_timeout",
+            {
+              confirm_timeout_ms: config.producer.cb.confirmTimeoutMs,
+              queued_messages: idempotent ? "kept (enable.idempotence)" : "purged",
+            },
+          );
+        }
       }
     }, () => {}).finally(() => confirming = false);
   };

@@ -3,8 +3,9 @@ import assert from "node:assert/strict";
 import { parseConfig } from "../src/config.ts";
 import { startService } from "../src/service.ts";
 import { freePort } from "./kafka/broker.ts";
-import { captured } from "./support/log_capture.ts";
+import { captured, capturing } from "./support/log_capture.ts";
 import { tempDir } from "./support/temp_dir.ts";
+import { waitFor } from "./support/wait.ts";
 
 /** A config with every listener on a free loopback port, the WAL in `dir` and a broker that is not there. */
 function config(dir: string, extra = "") {
@@ -132,7 +133,22 @@ kafka: { brokers: ["127.0.0.1:${silent.addr.port}"], "message.timeout.ms": 30000
       });
       return { status: res.status, body: await res.text() };
     };
-    const [wal, kafka] = await Promise.all([post("wal"), post("kafka")]);
+    // The operator is told why the queue went to the WAL: no answer within the confirm wait, not a connection cut.
+    const noAnswer = "kafka: no broker answered within producer.cb.confirm_timeout";
+    const capture = capturing();
+    let wal, kafka;
+    try {
+      [wal, kafka] = await Promise.all([post("wal"), post("kafka")]);
+      await waitFor("the warning", () => capture.lines.some((l) => l.includes(noAnswer)), 15_000);
+    } finally {
+      capture.stop();
+    }
+    const told = capture.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === noAnswer);
+    assert.deepEqual(told.map((l) => [l.level, l.confirm_timeout_ms, l.queued_messages]), [[
+      "warn",
+      5000,
+      "purged",
+    ]]);
     assert.deepEqual(wal, { status: 200, body: "" });
     assert.equal(kafka.status, 503, kafka.body);
     const metrics = await (await fetch(`http://${service.addresses.monitoring}/metrics`)).text();
