@@ -31,6 +31,14 @@ async function withHttp(
   }
 }
 
+/** A server certificate of a new CA in `dir`, as a listener takes it, and the CA as a client trusts it. */
+async function serverTls(dir: string): Promise<{ tls: TlsSource; caCerts: string[] }> {
+  const ca = await makeCa(dir, "ca");
+  const pair = await ca.server();
+  const tls = new TlsSource(readTls("test", { certFile: pair.cert, keyFile: pair.key, clientCaFile: "" }));
+  return { tls, caCerts: [await Deno.readTextFile(ca.cert)] };
+}
+
 function connect(port: number): Promise<Deno.TcpConn> {
   return Deno.connect({ hostname: "127.0.0.1", port });
 }
@@ -329,10 +337,7 @@ Deno.test("grpc: shutdown closes the socket of a peer that reads nothing", async
 Deno.test("https: connections without a handshake, idle ones, and those past max_connections are closed", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ka-limits-" });
   try {
-    const ca = await makeCa(dir, "ca");
-    const pair = await ca.server();
-    const tls = new TlsSource(readTls("test", { certFile: pair.cert, keyFile: pair.key, clientCaFile: "" }));
-    const caCerts = [await Deno.readTextFile(ca.cert)];
+    const { tls, caCerts } = await serverTls(dir);
     await withHttp({ limits: SHORT, tls }, async (port) => {
       const silent = await connect(port);
       assert.equal(
@@ -397,9 +402,7 @@ Deno.test("a connection waits from its open for a head, and is idle from the swe
 Deno.test("grpc over TLS: connections without a handshake count, and are closed after the header timeout", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ka-limits-" });
   try {
-    const ca = await makeCa(dir, "ca");
-    const pair = await ca.server();
-    const tls = new TlsSource(readTls("test", { certFile: pair.cert, keyFile: pair.key, clientCaFile: "" }));
+    const { tls, caCerts } = await serverTls(dir);
     const server = await startGrpcServer({
       listen: "127.0.0.1:0",
       facade: new FakeFacade(),
@@ -425,7 +428,6 @@ Deno.test("grpc over TLS: connections without a handshake count, and are closed 
         );
       }
       // And the listener serves a client that does its handshake.
-      const caCerts = [await Deno.readTextFile(ca.cert)];
       const conn = await Deno.connectTls({
         hostname: "localhost",
         port: server.port,
