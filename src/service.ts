@@ -135,18 +135,20 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
       } else {
         // The trip's onChange comes back here while this question is still the one asked: it adds none.
         if (breaker.state === "half") breaker.trip("all brokers down, and none answered");
-        if (breaker.state === "open" && !idempotent) producer.purgeQueued();
-        // A closing producer answers no too: that is no news about the brokers.
-        if (breaker.state === "open" && stopping === null && late.facade?.producer === producer) {
-          logRepeated(
-            "no broker answered",
-            "warn",
-            "kafka: no broker answered within producer.cb.confirm_timeout",
-            {
-              confirm_timeout_ms: config.producer.cb.confirmTimeoutMs,
-              queued_messages: idempotent ? "kept (enable.idempotence)" : "purged",
-            },
-          );
+        if (breaker.state === "open") {
+          if (!idempotent) producer.purgeQueued();
+          // A closing producer answers no too: that is no news about the brokers.
+          if (stopping === null && late.facade?.producer === producer) {
+            logRepeated(
+              "no broker answered",
+              "warn",
+              "kafka: no broker answered within producer.cb.confirm_timeout",
+              {
+                confirm_timeout_ms: config.producer.cb.confirmTimeoutMs,
+                queued_messages: idempotent ? "kept (enable.idempotence)" : "purged",
+              },
+            );
+          }
         }
       }
     }, () => {}).finally(() => confirming = false);
