@@ -5,10 +5,9 @@
  * each.
  *
  * Plain text is node:net rather than Deno.listen, although reading a Deno.Conn with `conn.read` cost about a
- * third less CPU per record under gRPC load (bench/h2_probe.ts) and Deno 2.8's node:net keeps each closed
- * socket (see forget): in Deno 2.8, closing a Deno.Conn while a write is pending leaves the socket open (the
- * write goes on), so a peer that reads nothing would keep its socket after we close it; node:net's destroy()
- * closes it.
+ * third less CPU per record under gRPC load (bench/h2_probe.ts): in Deno 2.8, closing a Deno.Conn while a write
+ * is pending leaves the socket open (the write goes on), so a peer that reads nothing would keep its socket after
+ * we close it; node:net's destroy() closes it.
  */
 import net from "node:net";
 import tls from "node:tls";
@@ -71,7 +70,6 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
     socket.on("close", () => {
       sockets.delete(socket);
       h2.transportClosed();
-      forget(socket);
     });
     socket.on("error", (err: Error) => {
       logRepeated(`${opts.name}: connection error`, "debug", `${opts.name}: connection error`, {
@@ -82,7 +80,10 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
   const source = opts.tls;
   let server: net.Server;
   if (source === undefined) {
-    server = net.createServer({ noDelay: true }, (socket) => onSocket(socket, () => undefined));
+    server = net.createServer({ noDelay: true }, (socket) => {
+      stopReadingOnClose(socket);
+      onSocket(socket, () => undefined);
+    });
   } else {
     const options = () => ({ ...nodeTlsOptions(source.material), ALPNProtocols: ["h2"] });
     const secure = tls.createServer(options(), (socket: TLSSocket) => {
@@ -181,20 +182,22 @@ function socketTransport(socket: Socket): Transport {
 }
 
 /**
- * Deno 2.8's node:net keeps an accepted socket's handle among V8's global handles once the socket has closed,
- * and with it the socket: whatever the socket still points at would stay too, a connection's worth for every
- * connection ever accepted. So a closed socket lets go of its listeners (closures over the connection) and of
- * the error it ended with (whose stack frames hold the objects that were calling it). What Deno keeps of its own
- * stays (docs/security.md, Limits).
+ * Deno 2.8's node:net leaks every socket closed while it reads (denoland/deno#35876, fixed in Deno 2.9): the read
+ * in progress holds the socket's handle, so the handle, the socket, its native buffers and all that its listeners
+ * reach (the whole Http2Connection) stay for good. Stopping the read just before the handle closes, as Deno's
+ * fix does, lets them go.
  */
-function forget(socket: Socket): void {
-  socket.removeAllListeners();
-  const streams = socket as unknown as { _readableState?: unknown; _writableState?: unknown };
-  for (const state of [streams._readableState, streams._writableState]) {
-    if (typeof state !== "object" || state === null) continue;
-    const errored = Object.getOwnPropertySymbols(state).find((symbol) =>
-      symbol.description === "kErroredValue"
-    );
-    if (errored !== undefined) (state as Record<symbol, unknown>)[errored] = undefined;
-  }
+function stopReadingOnClose(socket: Socket): void {
+  type Handle = { readStop?: () => unknown; close?: (...args: unknown[]) => unknown };
+  const handle = (socket as unknown as { _handle?: Handle })._handle;
+  const close = handle?.close;
+  if (handle === undefined || typeof handle.readStop !== "function" || typeof close !== "function") return;
+  handle.close = (...args: unknown[]) => {
+    try {
+      handle.readStop!();
+    } catch {
+      // The handle is closed next whatever happened here.
+    }
+    return close.apply(handle, args);
+  };
 }
