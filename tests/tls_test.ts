@@ -171,6 +171,48 @@ async function rawTls(port: number, request: string): Promise<string> {
   }
 }
 
+/** The replies in `text` as "status body", interim `100 Continue` skipped; throws where they do not parse. */
+function repliesOf(text: string): string[] {
+  const out: string[] = [];
+  for (let at = 0; at < text.length;) {
+    const headEnd = text.indexOf("\r\n\r\n", at);
+    const head = text.slice(at, headEnd);
+    const status = /^HTTP\/1\.1 (\d{3}) /.exec(head)?.[1];
+    if (headEnd < 0 || status === undefined) {
+      throw new Error(`no reply head at ${at}: ${JSON.stringify(text.slice(at))}`);
+    }
+    at = headEnd + 4;
+    if (status === "100") continue;
+    const length = Number(/^content-length: (\d+)$/im.exec(head)?.[1] ?? 0);
+    out.push(`${status} ${text.slice(at, at + length)}`);
+    at += length;
+  }
+  return out;
+}
+
+Deno.test("http over TLS: a pipelined request that expects 100 Continue gets it before its reply, not inside it", async () => {
+  const server = await startHttpServer({
+    listen: "127.0.0.1:0",
+    facade: new FakeFacade(),
+    tls: tlsSource(false),
+  });
+  try {
+    // The second request's reply waits behind the first's; node:http had put the interim reply in its body.
+    const refused = (topic: string, extra: string) =>
+      `POST /topics/${topic}/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n${extra}\r\nabc`;
+    const text = await rawTls(
+      server.port,
+      refused("a%zz", "") + refused("b%zz", "Expect: 100-continue\r\nConnection: close\r\n"),
+    );
+    assert.deepEqual(repliesOf(text), [
+      '400 invalid topic name: "a%zz"\n',
+      '400 invalid topic name: "b%zz"\n',
+    ]);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("http over TLS: a request node:http cannot parse gets a one-line 400; one before it is answered first", async () => {
   const facade = new FakeFacade();
   const server = await startHttpServer({ listen: "127.0.0.1:0", facade, tls: tlsSource(false) });

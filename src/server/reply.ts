@@ -260,6 +260,18 @@ async function serveHttps(
   // Idle connections are closed by `conns` at the listener's idle_timeout, not by node's 5 s default.
   server.keepAliveTimeout = conns.limits.idleTimeoutMs;
   server.on("clientError", (err: Error & { code?: string }, socket: Socket) => badRequest(name, err, socket));
+  // node:http answers `Expect: 100-continue` as it parses the head. Behind a reply still being written (a
+  // pipelined request) the `100 Continue` waits in the new reply, and node puts that reply's head before it:
+  // the client read a head, then `100 Continue` where the body should be. It is sent once the reply has the
+  // socket, and not once its final status is decided (a refusal needs no body).
+  server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
+    const proceed = () => {
+      if (!res.headersSent && !res.writableEnded) res.writeContinue();
+    };
+    if (res.socket) proceed();
+    else res.once("socket", proceed);
+    server.emit("request", req, res);
+  });
   // node:http hands CONNECT to this event, and closes the socket when no one listens.
   server.on("connect", (_req: IncomingMessage, socket: Socket) => {
     socket.end(closingReply("405 Method Not Allowed", "method not allowed"));
