@@ -11,9 +11,7 @@ import { FRAME, frame, PREFACE } from "./support/h2_raw.ts";
 /** How many objects named `name` a heap snapshot of this process holds (V8 collects garbage before it). */
 async function liveObjects(name: string): Promise<number> {
   const chunks: string[] = [];
-  for await (const chunk of v8.getHeapSnapshot()) {
-    chunks.push(typeof chunk === "string" ? chunk : String(chunk));
-  }
+  for await (const chunk of v8.getHeapSnapshot()) chunks.push(String(chunk));
   const snapshot = JSON.parse(chunks.join(""));
   const fields: string[] = snapshot.snapshot.meta.node_fields;
   const types: string[] = snapshot.snapshot.meta.node_types[0];

@@ -190,11 +190,11 @@ function socketTransport(socket: Socket): Transport {
 function stopReadingOnClose(socket: Socket): void {
   type Handle = { readStop?: () => unknown; close?: (...args: unknown[]) => unknown };
   const handle = (socket as unknown as { _handle?: Handle })._handle;
-  const close = handle?.close;
-  if (handle === undefined || typeof handle.readStop !== "function" || typeof close !== "function") return;
-  handle.close = (...args: unknown[]) => {
+  const { readStop, close } = handle ?? {};
+  if (typeof readStop !== "function" || typeof close !== "function") return;
+  handle!.close = (...args: unknown[]) => {
     try {
-      handle.readStop!();
+      readStop.call(handle);
     } catch {
       // The handle is closed next whatever happened here.
     }
