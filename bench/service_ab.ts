@@ -27,10 +27,12 @@
  * when the service exits (bench/cpu_profile.ts summarizes one); the profiler costs some throughput on both sides.
  * `--broker-dir DIR` keeps the broker's data in DIR (a tmpfs, say) rather than in the temp dir beside the
  * services' WALs, so that the broker's writes share neither the disk nor the file system's journal with them.
+ * `--loads N` gives each start of the service N loads in a row (each into a new topic, each reported): whether
+ * a spread of figures comes with the start (V8's decisions early in a process) or with the machine.
  *
  * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds 2]
  *      [--seconds 8] [--codec none|gzip|lz4] [--kafka K=V] [--env K=V] [--deno PATH] [--threads] [--cpu-prof DIR]
- *      [--broker-dir DIR]
+ *      [--broker-dir DIR] [--loads 1]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
@@ -50,6 +52,7 @@ const SCENARIOS = flag("only", "http,always,batch").split(",");
 const ROUNDS = Number(flag("rounds", "2"));
 const SECONDS = Number(flag("seconds", "8"));
 const CODEC = flag("codec", "none");
+const LOADS = Number(flag("loads", "1"));
 /** Every `--NAME K=V` of the command line, as an object. */
 function pairs(name: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -69,11 +72,14 @@ const CPU_PROF = flag("cpu-prof", "");
 /** The Deno that runs the REVISION side. */
 const REVISION_DENO = flag("deno", DENO);
 const BROKER_DIR = flag("broker-dir", "") || undefined;
-if (REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0)) {
+if (
+  REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0) ||
+  !Number.isInteger(LOADS) || LOADS < 1
+) {
   console.error(
     "usage: bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds N] " +
       "[--seconds N] [--codec C] [--kafka K=V] [--env K=V] [--deno PATH] [--threads] [--cpu-prof DIR] " +
-      "[--broker-dir DIR]",
+      "[--broker-dir DIR] [--loads N]",
   );
   Deno.exit(2);
 }
@@ -174,14 +180,54 @@ async function echoRound(root: string): Promise<Figures> {
   };
 }
 
+/** One load of `scenario` into `topic` on the running service `pid`, once its acknowledgements stop moving. */
+async function measuredLoad(
+  pid: number,
+  scenario: string,
+  svc: { http: string; grpc: string; metric(name: string): Promise<number> },
+  topic: string,
+): Promise<Figures> {
+  const ackedBefore = await svc.metric("kafka_client_ack_cnt");
+  const cpuBefore = cpuSeconds(pid);
+  const threadsBefore = threadTicks(pid);
+  const rss: number[] = [];
+  const sampler = setInterval(() => rss.push(memoryMb(pid, "VmRSS")), 1000);
+  await load(scenario, svc, topic).finally(() => clearInterval(sampler));
+  let total = await svc.metric("kafka_client_ack_cnt");
+  for (let i = 0; i < 30; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await svc.metric("kafka_client_ack_cnt");
+    if (now === total) break;
+    total = now;
+  }
+  const acked = total - ackedBefore;
+  const threads = new Map<string, { userUs: number; sysUs: number }>();
+  for (const [name, [user, sys]] of threadTicks(pid)) {
+    const [user0, sys0] = threadsBefore.get(name) ?? [0, 0];
+    // Threads that ended during the load are missing here: their time only shows in the process total.
+    threads.set(name, {
+      userUs: (user - user0) / 100 * 1e6 / acked,
+      sysUs: (sys - sys0) / 100 * 1e6 / acked,
+    });
+  }
+  return {
+    threads,
+    rate: acked / SECONDS,
+    cpuUs: (cpuSeconds(pid) - cpuBefore) * 1e6 / acked,
+    peakMb: memoryMb(pid, "VmHWM"),
+    rssMb: [rss[Math.floor(rss.length / 10)], rss[Math.floor(rss.length / 2)], rss[rss.length - 1]],
+  };
+}
+
+/** One start of the service: a load into each of `topics` in turn, the figures of each. */
 async function round(
   root: string,
   scenario: string,
   bootstrap: string,
-  topic: string,
+  topics: readonly string[],
   profileDir: string,
-): Promise<Figures> {
-  if (scenario === "grpc-echo") return await echoRound(root);
+): Promise<Figures[]> {
+  if (scenario === "grpc-echo") return [await echoRound(root)];
   const dir = await Deno.makeTempDir({ prefix: "ka-ab-" });
   const svc = await startService({
     producer: { wal: { mode: scenario.startsWith("always") ? "always" : "fallback", path: `${dir}/wal` } },
@@ -212,34 +258,9 @@ async function round(
   });
   try {
     const pid = await pidListeningOn(svc.http);
-    const cpuBefore = cpuSeconds(pid);
-    const threadsBefore = threadTicks(pid);
-    const rss: number[] = [];
-    const sampler = setInterval(() => rss.push(memoryMb(pid, "VmRSS")), 1000);
-    await load(scenario, svc, topic).finally(() => clearInterval(sampler));
-    let acked = await svc.metric("kafka_client_ack_cnt");
-    for (let i = 0; i < 30; i++) {
-      await new Promise((r) => setTimeout(r, 1000));
-      const now = await svc.metric("kafka_client_ack_cnt");
-      if (now === acked) break;
-      acked = now;
-    }
-    const threads = new Map<string, { userUs: number; sysUs: number }>();
-    for (const [name, [user, sys]] of threadTicks(pid)) {
-      const [user0, sys0] = threadsBefore.get(name) ?? [0, 0];
-      // Threads that ended during the load are missing here: their time only shows in the process total.
-      threads.set(name, {
-        userUs: (user - user0) / 100 * 1e6 / acked,
-        sysUs: (sys - sys0) / 100 * 1e6 / acked,
-      });
-    }
-    return {
-      threads,
-      rate: acked / SECONDS,
-      cpuUs: (cpuSeconds(pid) - cpuBefore) * 1e6 / acked,
-      peakMb: memoryMb(pid, "VmHWM"),
-      rssMb: [rss[Math.floor(rss.length / 10)], rss[Math.floor(rss.length / 2)], rss[rss.length - 1]],
-    };
+    const figures: Figures[] = [];
+    for (const topic of topics) figures.push(await measuredLoad(pid, scenario, svc, topic));
+    return figures;
   } finally {
     await svc.stop();
     await Deno.remove(dir, { recursive: true });
@@ -266,23 +287,27 @@ try {
       // The side that goes first swaps every round, so that neither always runs just after the other (on a broker
       // and page cache the other has just warmed).
       for (const [name, root] of i % 2 === 0 ? sides : sides.toReversed()) {
-        const topic = `ab-${scenario}-${name.replace(/\W/g, "")}-${i}`;
-        if (scenario !== "grpc-echo") await broker.createTopic(topic, 3);
-        const profileDir = `${CPU_PROF}/${name.replace(/\W/g, "")}-${scenario}-${i + 1}`;
-        const f = await round(root, scenario, broker.bootstrap, topic, profileDir);
-        all[name].push(f);
-        console.log(
-          `${scenario} round ${i + 1} ${name}: ${f.rate.toFixed(0)} msg/s, ${
-            f.cpuUs.toFixed(2)
-          } µs CPU/msg, ` +
-            `peak RSS ${f.peakMb.toFixed(0)} MB, RSS ${f.rssMb.map((x) => x.toFixed(0)).join(" / ")} MB ` +
-            `at a tenth / half / end of the load (load average ${loadavg()})`,
+        const topics = Array.from(
+          { length: LOADS },
+          (_, l) => `ab-${scenario}-${name.replace(/\W/g, "")}-${i}-${l}`,
         );
-        if (THREADS && f.threads) {
-          const parts = [...f.threads].filter(([, t]) => t.userUs + t.sysUs >= 0.05)
-            .sort(([, a], [, b]) => b.userUs + b.sysUs - a.userUs - a.sysUs)
-            .map(([name, t]) => `${name} ${t.userUs.toFixed(1)} + ${t.sysUs.toFixed(1)}`);
-          console.log(`  µs CPU/msg per thread, user + system: ${parts.join(", ")}`);
+        if (scenario !== "grpc-echo") { for (const topic of topics) await broker.createTopic(topic, 3); }
+        const profileDir = `${CPU_PROF}/${name.replace(/\W/g, "")}-${scenario}-${i + 1}`;
+        const figures = await round(root, scenario, broker.bootstrap, topics, profileDir);
+        all[name].push(...figures);
+        for (const [l, f] of figures.entries()) {
+          const which = figures.length > 1 ? `round ${i + 1} load ${l + 1}` : `round ${i + 1}`;
+          console.log(
+            `${scenario} ${which} ${name}: ${f.rate.toFixed(0)} msg/s, ${f.cpuUs.toFixed(2)} µs CPU/msg, ` +
+              `peak RSS ${f.peakMb.toFixed(0)} MB, RSS ${f.rssMb.map((x) => x.toFixed(0)).join(" / ")} MB ` +
+              `at a tenth / half / end of the load (load average ${loadavg()})`,
+          );
+          if (THREADS && f.threads) {
+            const parts = [...f.threads].filter(([, t]) => t.userUs + t.sysUs >= 0.05)
+              .sort(([, a], [, b]) => b.userUs + b.sysUs - a.userUs - a.sysUs)
+              .map(([name, t]) => `${name} ${t.userUs.toFixed(1)} + ${t.sysUs.toFixed(1)}`);
+            console.log(`  µs CPU/msg per thread, user + system: ${parts.join(", ")}`);
+          }
         }
       }
     }
