@@ -403,6 +403,27 @@ Deno.test("the health service reports SERVING, and NOT_SERVING while draining", 
   });
 });
 
+Deno.test("a health Check that does not decode is INTERNAL, saying why", async () => {
+  await withServer(async (server) => {
+    const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    try {
+      const err = await new Promise<grpc.ServiceError | null>((resolve) => {
+        client.makeUnaryRequest(
+          "/grpc.health.v1.Health/Check",
+          (bytes: Buffer) => bytes,
+          (bytes: Buffer) => bytes,
+          Buffer.from([0x0a, 0xff, 0xff]), // field 1 of a length past the message
+          (e) => resolve(e),
+        );
+      });
+      assert.equal(err?.code, grpc.status.INTERNAL);
+      assert.match(err?.details ?? "", /^cannot decode HealthCheckRequest: /);
+    } finally {
+      client.close();
+    }
+  });
+});
+
 /** The part of grpc.reflection.{v1,v1alpha} that grpcurl uses (same field numbers as the real proto). */
 function reflectionClient(version: "v1" | "v1alpha", port: number): Client {
   const messages = {

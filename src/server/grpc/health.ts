@@ -46,7 +46,12 @@ export class Health {
 
   check(call: GrpcCall): void {
     serveUnary(call, (bytes) => {
-      const service = this.#service(bytes);
+      let service: string;
+      try {
+        service = this.#service(bytes);
+      } catch (err) {
+        return Promise.reject(new CallError(Status.INTERNAL, (err as Error).message));
+      }
       const status = this.status(service);
       if (status === undefined) return Promise.reject(new CallError(Status.NOT_FOUND, "unknown service"));
       return Promise.resolve(this.#encode(status));
@@ -98,9 +103,15 @@ export class Health {
     for (const watch of [...this.#watches]) watch.call.end(Status.UNAVAILABLE, "shutting down");
   }
 
+  /** The service a HealthCheckRequest names; throws, saying so, on one that does not decode. */
   #service(bytes: Uint8Array): string {
     const t = this.#schemas.healthCheckRequest;
-    const request = t.toObject(t.decode(bytes)) as { service?: string };
+    let request: { service?: string };
+    try {
+      request = t.toObject(t.decode(bytes)) as { service?: string };
+    } catch (err) {
+      throw new Error(`cannot decode HealthCheckRequest: ${(err as Error).message}`);
+    }
     return request.service ?? "";
   }
 

@@ -1,5 +1,5 @@
 /** Calls with exactly one request message: the reply comes once the client has half-closed. */
-import { log } from "../../log.ts";
+import { logRepeated } from "../../log.ts";
 import type { GrpcCall } from "./call.ts";
 import { Status, type StatusCode } from "./status.ts";
 
@@ -41,7 +41,8 @@ export function serveUnary(
         (err) => {
           if (err instanceof CallError) call.end(err.code, err.message);
           else {
-            log("error", "grpc: call failed", { path: call.path, error: err });
+            // A bug, or a surprise; a client repeating the call must not write a line each time.
+            logRepeated("grpc: call failed", "error", "grpc: call failed", { path: call.path, error: err });
             call.end(Status.INTERNAL, "internal error");
           }
         },
