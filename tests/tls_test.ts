@@ -213,15 +213,134 @@ Deno.test("http over TLS: a pipelined request that expects 100 Continue gets it 
   }
 });
 
+/** A TLS connection to `port`, written to and read from by turns. */
+async function tlsTalk(port: number) {
+  const conn = await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [await Deno.readTextFile(pki.ca.cert)],
+  });
+  const decoder = new TextDecoder();
+  const buf = new Uint8Array(16 * 1024);
+  let text = "";
+  /** The server closed the connection (not a read given up after 10 s). */
+  let ended = false;
+  let timedOut = false;
+  return {
+    write: (data: string) => conn.write(new TextEncoder().encode(data)),
+    /** What was read once it matches `pattern`, or the server closed the connection, or 10 s passed. */
+    async readUntil(pattern: RegExp): Promise<string> {
+      const timer = setTimeout(() => {
+        timedOut = true;
+        conn.close();
+      }, 10_000);
+      try {
+        while (!pattern.test(text) && !ended && !timedOut) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) ended = !timedOut;
+          else text += decoder.decode(buf.subarray(0, n));
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+      return text;
+    },
+    get ended(): boolean {
+      return ended;
+    },
+    close(): void {
+      try {
+        conn.close();
+      } catch { /* closed already */ }
+    },
+  };
+}
+
+Deno.test("http over TLS: 100 Continue comes when the body is read; a request refused by its head gets none, and its connection closes", async () => {
+  const facade = new FakeFacade();
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade, tls: tlsSource(false) });
+  const head = (topic: string) =>
+    `POST /topics/${topic}/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n`;
+  try {
+    const taken = await tlsTalk(server.port);
+    try {
+      await taken.write(head("tls"));
+      assert.equal(await taken.readUntil(/\r\n\r\n/), "HTTP/1.1 100 Continue\r\n\r\n");
+      await taken.write("abc");
+      assert.deepEqual(repliesOf(await taken.readUntil(/\r\n\r\nHTTP\/1\.1 200 [^]*\r\n\r\n/)), ["200 "]);
+    } finally {
+      taken.close();
+    }
+    // Refused by its head: no 100, so no body; the request after it would be read as that body, so it is not
+    // read at all (its client sees the connection close unanswered, and may send it again).
+    const refused = await tlsTalk(server.port);
+    try {
+      const post = "POST /topics/tls/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+      await refused.write(head("a%zz") + post);
+      const text = await refused.readUntil(/(?!)/);
+      assert.ok(refused.ended);
+      assert.deepEqual(repliesOf(text), ['400 invalid topic name: "a%zz"\n']);
+      assert.doesNotMatch(text, /100 Continue/);
+      assert.match(text, /^connection: close\r$/im);
+    } finally {
+      refused.close();
+    }
+    assert.equal(facade.produced.length, 1);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("http over TLS: a pipelined request waiting for 100 Continue is not timed out behind a slow reply", async () => {
+  const facade = new FakeFacade();
+  const accept = facade.behaviour;
+  facade.behaviour = async (message, ack) => {
+    if (ack === "kafka") await new Promise((resolve) => setTimeout(resolve, 1000));
+    return accept(message, ack);
+  };
+  // The body deadline is shorter than the wait for the reply before it: it must start only once the body is asked for.
+  const server = await startHttpServer({
+    listen: "127.0.0.1:0",
+    facade,
+    tls: tlsSource(false),
+    bodyTimeoutMs: 300,
+  });
+  const talk = await tlsTalk(server.port);
+  try {
+    await talk.write(
+      "POST /topics/tls/messages?ack=kafka HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na" +
+        "POST /topics/tls/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n",
+    );
+    const first = await talk.readUntil(
+      /HTTP\/1\.1 100 Continue\r\n\r\n|HTTP\/1\.1 [2-5]\d\d [^]*HTTP\/1\.1 [2-5]/,
+    );
+    assert.match(
+      first,
+      /^HTTP\/1\.1 200 [^]*\r\n\r\n\{"partition":\d+,"offset":"\d+"\}HTTP\/1\.1 100 Continue\r\n\r\n$/,
+    );
+    await talk.write("b");
+    const text = await talk.readUntil(/100 Continue\r\n\r\nHTTP\/1\.1 \d{3} [^]*\r\n\r\n/);
+    assert.deepEqual(repliesOf(text).map((r) => r.slice(0, 3)), ["200", "200"]);
+    assert.deepEqual(facade.produced.map((p) => new TextDecoder().decode(p.message.value)), ["a", "b"]);
+  } finally {
+    talk.close();
+    await server.shutdown();
+  }
+});
+
 Deno.test("http over TLS: a request node:http cannot parse gets a one-line 400; one before it is answered first", async () => {
   const facade = new FakeFacade();
   const server = await startHttpServer({ listen: "127.0.0.1:0", facade, tls: tlsSource(false) });
   try {
     const post = "POST /topics/tls/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
-    const answered = await rawTls(server.port, `${post}GARBAGE\r\n\r\n`);
-    assert.match(answered, /^HTTP\/1\.1 200 .*\r\n\r\nHTTP\/1\.1 400 Bad Request\r\n/s);
+    // Each request before it gets its own reply first (their records are produced): not only the one being written.
+    const answered = await rawTls(server.port, `${post.repeat(6)}GARBAGE\r\n\r\n`);
+    assert.deepEqual(repliesOf(answered), [
+      ...new Array(6).fill("200 "),
+      "400 invalid request: Invalid method encountered\n",
+    ]);
     assert.match(answered, /connection: close\r\n.*\r\n\r\ninvalid request: .+\n$/s);
-    assert.equal(facade.produced.length, 1);
+    assert.equal(facade.produced.length, 6);
     const framedTwice = await rawTls(
       server.port,
       "POST /topics/tls/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" +
@@ -242,7 +361,7 @@ Deno.test("http over TLS: a request node:http cannot parse gets a one-line 400; 
     assert.match(unread, /^HTTP\/1\.1 \d{3} /);
     const connect = await rawTls(server.port, "CONNECT x:80 HTTP/1.1\r\nHost: x:80\r\n\r\n");
     assert.match(connect, /^HTTP\/1\.1 405 /);
-    assert.equal(facade.produced.length, 1);
+    assert.equal(facade.produced.length, 6);
   } finally {
     await server.shutdown();
   }

@@ -452,19 +452,24 @@ class HttpHandler {
    * `reply`, a refusal, once the request's body (not read: refused by its head, or before it was read) is read to
    * its end and dropped. A client still sending when the connection closes gets a reset instead of the reply
    * (Deno's server closes a connection whose request body is left unread), which it may retry as a network
-   * error: a body over message.max.bytes is the usual case. At once when the body is over DISCARD_BYTES, when the
-   * client waits for `100 Continue` (it then sends no body), or when the read's buffer does not fit under
-   * max_inflight_bytes; the body deadline bounds the read.
+   * error: a body over message.max.bytes is the usual case. At once when the body is over DISCARD_BYTES, or when
+   * the read's buffer does not fit under max_inflight_bytes; the body deadline bounds the read. A client that
+   * waits for `100 Continue` never got it: its reply closes the connection.
    */
   #refuseUnread(req: Request, reply: Response): Response | Promise<Response> {
     const body = req.body;
     if (body === null || body.locked || req.bodyUsed || bodyArrived(req)) return reply;
     // A reply that closes its connection anyway (a request framed twice) needs none of this.
     if (reply.headers.get("connection") === "close") return reply;
+    if (header(req, "expect")?.toLowerCase() === "100-continue") {
+      // Never asked for, the body may come all the same (a client waits for `100 Continue` only so long), where
+      // the next request would be read: the connection ends with this reply, as Go's net/http ends it.
+      reply.headers.set("connection", "close");
+      return reply;
+    }
     const length = header(req, "content-length");
     const declared = length === null ? 0 : parseContentLength(length);
     if (declared < 0 || declared > DISCARD_BYTES) return reply;
-    if (header(req, "expect")?.toLowerCase() === "100-continue") return reply;
     const held = this.#inflight.hold(DISCARD_CHUNK_BYTES);
     if (held === undefined) return reply;
     const reader = byobReader(body) ?? body.getReader();

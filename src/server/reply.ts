@@ -235,18 +235,24 @@ async function serveHttps(
 ): Promise<BoundHttp> {
   const addr = listenAddress(listen);
   const mtls = tls.material.ca !== undefined;
-  const server = https.createServer(nodeTlsOptions(tls.material), async (req, res) => {
+  /** `continued`: the request waits for `100 Continue`, sent when its body is first read. */
+  const serve = async (req: IncomingMessage, res: ServerResponse, continued: boolean) => {
     const socket = req.socket as TLSSocket;
     const conn = countOf(socket)?.conn;
     conn?.requestStarted();
     res.once("close", () => conn?.requestEnded());
     const certName = mtls ? certNameOf(socket) : undefined;
     const target = originForm(req.url ?? "/");
+    const askForBody = continued
+      ? () => {
+        if (!res.headersSent && !res.writableEnded) res.writeContinue();
+      }
+      : undefined;
     let response: Response;
     try {
       response = target === undefined
         ? plain(400, "invalid request target")
-        : await handler(toRequest(req, origin + target), certName);
+        : await handler(toRequest(req, origin + target, askForBody), certName);
     } catch (err) {
       log("error", `${name}: request failed`, { error: err });
       response = plain(500, "internal error");
@@ -255,22 +261,23 @@ async function serveHttps(
       logRepeated(`${name}: reply failed`, "debug", `${name}: reply failed`, { error: err });
       res.destroy();
     });
+  };
+  const server = https.createServer(nodeTlsOptions(tls.material), (req, res) => {
+    lastExchange.set(req.socket, { req, res });
+    serve(req, res, false);
   });
   const countOf = countFromAccept(server, conns);
   // Idle connections are closed by `conns` at the listener's idle_timeout, not by node's 5 s default.
   server.keepAliveTimeout = conns.limits.idleTimeoutMs;
   server.on("clientError", (err: Error & { code?: string }, socket: Socket) => badRequest(name, err, socket));
-  // node:http answers `Expect: 100-continue` as it parses the head. Behind a reply still being written (a
-  // pipelined request) the `100 Continue` waits in the new reply, and node puts that reply's head before it:
-  // the client read a head, then `100 Continue` where the body should be. It is sent once the reply has the
-  // socket, and not once its final status is decided (a refusal needs no body).
+  // node:http would answer `Expect: 100-continue` as it parses the head. Here, as Deno's own server and Go's do,
+  // the `100 Continue` goes out when the body is first read, so a request refused by its head is not sent. A
+  // pipelined one is served once its reply has the socket: neither its `100 Continue` (which node would put
+  // inside the reply before it) nor its body deadline starts behind an earlier request's reply.
   server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
-    const proceed = () => {
-      if (!res.headersSent && !res.writableEnded) res.writeContinue();
-    };
-    if (res.socket) proceed();
-    else res.once("socket", proceed);
-    server.emit("request", req, res);
+    lastExchange.set(req.socket, { req, res });
+    if (res.socket) serve(req, res, true);
+    else res.once("socket", () => serve(req, res, true));
   });
   // node:http hands CONNECT to this event, and closes the socket when no one listens.
   server.on("connect", (_req: IncomingMessage, socket: Socket) => {
@@ -301,9 +308,15 @@ async function serveHttps(
 }
 
 /**
+ * The last request node:http parsed on each HTTPS connection, and its reply. Replies go out in request order, so
+ * once this one is written every reply before it is too.
+ */
+const lastExchange = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
+
+/**
  * A request node:http cannot parse: a one-line 400 (431 for a head too large), as the plain-text listener
- * answers, then the close. A request before it on the connection still being answered is answered first: its
- * record may be produced already, and the client must not take the close for its failure.
+ * answers, then the close. The requests before it on the connection are answered first, each in its turn:
+ * their records may be produced already, and the client must not take the close for their failure.
  */
 function badRequest(name: string, err: Error & { code?: string }, socket: Socket): void {
   logRepeated(`${name}: bad request`, "debug", `${name}: bad request`, { error: err.message });
@@ -315,12 +328,11 @@ function badRequest(name: string, err: Error & { code?: string }, socket: Socket
       : "400 Bad Request";
     socket.end(closingReply(status, `invalid request: ${problem}`));
   };
-  // node:http keeps the response in progress on the socket.
-  const pending = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
-  if (pending === undefined || pending === null || pending.writableFinished) return reply();
+  const last = lastExchange.get(socket);
+  if (last === undefined || last.res.writableFinished) return reply();
+  const { req, res: pending } = last;
   pending.once("close", () => pending.writableFinished || socket.destroy()); // cut short: nothing to answer
-  const req = (pending as ServerResponse & { req?: IncomingMessage }).req;
-  if (req !== undefined && !req.complete) {
+  if (!req.complete) {
     // The error is in that request's own body (a bad chunk size): its read fails, its reply says so, and the
     // connection ends after it.
     pending.once("finish", () => socket.end());
@@ -350,15 +362,36 @@ function originForm(target: string): string | undefined {
 }
 
 /** A web Request for `req`; `url` is absolute. */
-function toRequest(req: IncomingMessage, url: string): Request {
+/** `askForBody`: called once, when the body is first read (to send `100 Continue`). */
+function toRequest(req: IncomingMessage, url: string, askForBody?: () => void): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
   const method = req.method ?? "GET";
-  const body = method === "GET" || method === "HEAD"
-    ? null
-    : Readable.toWeb(req) as ReadableStream<Uint8Array>;
+  let body: ReadableStream<Uint8Array> | null = null;
+  if (method !== "GET" && method !== "HEAD") {
+    const stream = Readable.toWeb(req) as ReadableStream<Uint8Array>;
+    body = askForBody === undefined ? stream : onFirstRead(stream, askForBody);
+  }
   return new Request(url, { method, headers, body });
+}
+
+/** `stream`, calling `first` when a reader first asks it for bytes (not before: it pulls nothing ahead). */
+function onFirstRead(stream: ReadableStream<Uint8Array>, first: () => void): ReadableStream<Uint8Array> {
+  const reader = stream.getReader();
+  let asked = false;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (!asked) {
+        asked = true;
+        first();
+      }
+      const { done, value } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
 }
 
 async function writeResponse(res: ServerResponse, response: Response): Promise<void> {
