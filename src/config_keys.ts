@@ -198,6 +198,12 @@ export const SCHEMA = {
         10 * 1024 * 1024,
         "bytes one HTTP/2 connection may hold: request data not yet read, replies the client has not read",
       ),
+      maxInflightBytes: new Key(
+        "server.grpc.max_inflight_bytes",
+        size(Number.MAX_SAFE_INTEGER),
+        256 * 1024 * 1024,
+        "Produce record bytes read and not yet answered, over all streams; past it, streams stop reading a while",
+      ),
       tls: tlsKeys("grpc"),
     },
     monitoring: {

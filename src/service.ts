@@ -334,6 +334,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     limits: grpc,
     maxConcurrentStreams: grpc.maxConcurrentStreams,
     maxSessionMemory: grpc.maxSessionMemory,
+    maxInflightBytes: grpc.maxInflightBytes,
   });
   if (grpcServer) started.push(() => grpcServer.shutdown());
   const monitoringServer = monitoring.listen === undefined ? null : await startMonitoringServer({

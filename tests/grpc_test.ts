@@ -626,6 +626,49 @@ Deno.test("a stream stops reading past MAX_IN_FLIGHT unanswered records, and res
   });
 });
 
+Deno.test("streams stop reading once the listener's unanswered record bytes pass max_inflight_bytes, and resume", async () => {
+  const facade = new FakeFacade({ maxMessageBytes: 1000, topics: ["alpha"] });
+  let release = () => {};
+  const gate = new Promise<void>((r) => release = r);
+  facade.behaviour = async (m, ack) => {
+    await gate;
+    return facade.accept(m, ack);
+  };
+  const bound = 20_000;
+  const server = await startGrpcServer({
+    listen: "127.0.0.1:0",
+    facade,
+    maxRequestSize: 64 * 1024,
+    maxInflightBytes: bound,
+  });
+  const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);
+  try {
+    // Two streams of 100 records of about 510 bytes each, far below MAX_IN_FLIGHT per stream.
+    const value = text("v".repeat(500));
+    const streams = [1, 2].map(() =>
+      produceAll(
+        client,
+        Array.from({ length: 100 }, (_, i) => ({ topic: "alpha", message: value, streamOffset: `${i}` })),
+      )
+    );
+    await waitFor("records in the facade", () => facade.produced.length >= bound / 510, 10_000, 5);
+    await delay(200);
+    // Each stream reads on until a record of its own passes the bound: one past it each, at most.
+    const taken = facade.produced.length;
+    assert.ok(taken <= Math.ceil(bound / 510) + 2, `${taken} records read`);
+    release();
+    for (const done of streams) {
+      const { replies, status } = await done;
+      assert.equal(status.code, grpc.status.OK);
+      assert.deepEqual(replies.map((r) => r.code), new Array(100).fill(0));
+    }
+    assert.equal(facade.produced.length, 200);
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+});
+
 Deno.test("a record over the max request size ends the stream with RESOURCE_EXHAUSTED", async () => {
   await withServer(async (server, facade, clients) => {
     const client = clientFor(PROTO_PATH, "KafkaAmbassador", server.port);

@@ -13,6 +13,7 @@ import { topicProblem } from "../topic.ts";
 import type { GrpcCall } from "./call.ts";
 import { CodecError, decodeProdRq, FramedProdRs, type ProdRq } from "./codec.ts";
 import type { CallMetrics, MethodMetrics } from "./metrics.ts";
+import type { RecordBudget } from "./record_budget.ts";
 import { Status, type StatusCode } from "./status.ts";
 
 /**
@@ -47,6 +48,8 @@ class Group {
   readonly indices: number[] = [];
   readonly streamOffsets: bigint[] = [];
   readonly messages: Message[] = [];
+  /** The records' bytes as read, counted in the listener's RecordBudget until they are answered. */
+  bytes = 0;
 }
 
 /** A record refused without the facade, with its position in its turn. */
@@ -74,7 +77,7 @@ class Turn {
     this.repliesBacklogged = repliesBacklogged;
   }
 
-  add(ack: AckLevel, index: number, streamOffset: bigint, message: Message): void {
+  add(ack: AckLevel, index: number, streamOffset: bigint, message: Message, bytes: number): void {
     let group = this.byAck.get(ack);
     if (group === undefined) {
       group = new Group();
@@ -83,6 +86,7 @@ class Turn {
     group.indices.push(index);
     group.streamOffsets.push(streamOffset);
     group.messages.push(message);
+    group.bytes += bytes;
   }
 
   refuse(index: number, streamOffset: bigint, refusal: Refusal): void {
@@ -108,12 +112,19 @@ export interface StreamAccess {
 export class ProduceStream {
   readonly #call: GrpcCall;
   readonly #facade: ProducerFacade;
+  readonly #budget: RecordBudget;
   readonly #isDraining: () => boolean;
   readonly #metrics: CallMetrics;
   readonly #onClose: (stream: ProduceStream) => void;
   readonly #access: StreamAccess | undefined;
   #inFlight = 0;
   #paused = false;
+  /** Paused until the listener's RecordBudget is half free. */
+  #waitingForBudget = false;
+  readonly #budgetFree = () => {
+    this.#waitingForBudget = false;
+    this.#maybeResume();
+  };
   #halfClosed = false;
   #closeWhenIdleRequested = false;
   /**
@@ -128,6 +139,7 @@ export class ProduceStream {
   constructor(
     call: GrpcCall,
     facade: ProducerFacade,
+    budget: RecordBudget,
     isDraining: () => boolean,
     methodMetrics: MethodMetrics,
     onClose: (stream: ProduceStream) => void,
@@ -136,6 +148,7 @@ export class ProduceStream {
     this.#call = call;
     this.#access = access;
     this.#facade = facade;
+    this.#budget = budget;
     this.#isDraining = isDraining;
     this.#onClose = onClose;
     this.#metrics = methodMetrics.begin();
@@ -205,7 +218,15 @@ export class ProduceStream {
       turn.refuse(index, offset, { kind: "too_large", status: 413, reason });
       return;
     }
-    turn.add(parseAck(rq.ack)!, index, offset, message);
+    turn.add(parseAck(rq.ack)!, index, offset, message, bytes.byteLength);
+    if (this.#budget.take(bytes.byteLength) && !this.#waitingForBudget) {
+      this.#waitingForBudget = true;
+      if (!this.#paused) {
+        this.#paused = true;
+        this.#call.pauseReading();
+      }
+      this.#budget.whenHalfFree(this.#budgetFree);
+    }
   }
 
   /** The current turn, started with the first record read after the last one was dispatched. */
@@ -269,6 +290,7 @@ export class ProduceStream {
     outcomes: ReadonlyArray<ProduceResult | ProduceError | Refusal>,
   ): void {
     const { indices, streamOffsets, messages } = group;
+    this.#budget.give(group.bytes);
     const refused = turn.refused;
     turn.refused = [];
     const replies = new FramedProdRs(indices.length + refused.length);
@@ -339,7 +361,7 @@ export class ProduceStream {
   }
 
   #maybeResume(): void {
-    if (!this.#paused || this.#closed || this.#failed !== undefined) return;
+    if (!this.#paused || this.#closed || this.#failed !== undefined || this.#waitingForBudget) return;
     // Resuming at half the bounds, not just below them, keeps the stream from flapping on every reply.
     if (this.#inFlight > MAX_IN_FLIGHT / 2) return;
     // The call's onDrain comes back here once the client has taken its replies.
@@ -362,6 +384,8 @@ export class ProduceStream {
   #close(code: StatusCode): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Its records' bytes come back as they are answered, closed or not; its wait for them to free is over.
+    if (this.#waitingForBudget) this.#budget.forget(this.#budgetFree);
     this.#metrics.handled(code);
     this.#onClose(this);
   }

@@ -24,6 +24,7 @@ import { Health } from "./health.ts";
 import { encodeGrpcMessage, isGrpcContentType, parseTimeout, shownHeader } from "./metadata.ts";
 import { GRPC_SERVICE, MethodMetrics } from "./metrics.ts";
 import { ProduceStream } from "./produce.ts";
+import { RecordBudget } from "./record_budget.ts";
 import { Reflection, REFLECTION_PATHS } from "./reflection.ts";
 import { describeFile, HEALTH_SERVICE, loadSchemas } from "./schema.ts";
 import { Status, type StatusCode } from "./status.ts";
@@ -48,6 +49,12 @@ export interface GrpcServerOptions extends ListenerOptions {
    * @default 10_485_760
    */
   maxSessionMemory?: number;
+  /**
+   * Bytes of Produce records read and not yet answered, across the listener (`server.grpc.max_inflight_bytes`):
+   * a stream that reads past it stops reading until half of it is free (record_budget.ts).
+   * @default 268_435_456
+   */
+  maxInflightBytes?: number;
 }
 
 /** Largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets its stream. */
@@ -81,6 +88,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
   const produceMetrics = new MethodMetrics("bidi_stream", "Produce");
   const listMetrics = new MethodMetrics("unary", "ListTopics");
   const streams = new Set<ProduceStream>();
+  const budget = new RecordBudget(opts.maxInflightBytes ?? SCHEMA.server.grpc.maxInflightBytes.defaultValue);
   let draining = false;
   const health = new Health(schemas, opts.facade, () => draining);
 
@@ -130,7 +138,15 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<Listener
       authenticate,
     };
     streams.add(
-      new ProduceStream(call, opts.facade, () => draining, produceMetrics, (s) => streams.delete(s), access),
+      new ProduceStream(
+        call,
+        opts.facade,
+        budget,
+        () => draining,
+        produceMetrics,
+        (s) => streams.delete(s),
+        access,
+      ),
     );
   };
 
