@@ -361,8 +361,10 @@ function originForm(target: string): string | undefined {
   }
 }
 
-/** A web Request for `req`; `url` is absolute. */
-/** `askForBody`: called once, when the body is first read (to send `100 Continue`). */
+/**
+ * A web Request for `req`; `url` is absolute. `askForBody`: called once, when the body is first read (to send
+ * `100 Continue`).
+ */
 function toRequest(req: IncomingMessage, url: string, askForBody?: () => void): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
