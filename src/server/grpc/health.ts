@@ -46,12 +46,7 @@ export class Health {
 
   check(call: GrpcCall): void {
     serveUnary(call, (bytes) => {
-      let service: string;
-      try {
-        service = this.#service(bytes);
-      } catch (err) {
-        return Promise.reject(new CallError(Status.INTERNAL, (err as Error).message));
-      }
+      const service = this.#service(bytes);
       const status = this.status(service);
       if (status === undefined) return Promise.reject(new CallError(Status.NOT_FOUND, "unknown service"));
       return Promise.resolve(this.#encode(status));
@@ -103,14 +98,14 @@ export class Health {
     for (const watch of [...this.#watches]) watch.call.end(Status.UNAVAILABLE, "shutting down");
   }
 
-  /** The service a HealthCheckRequest names; throws, saying so, on one that does not decode. */
+  /** The service a HealthCheckRequest names; throws a CallError (INTERNAL) on one that does not decode. */
   #service(bytes: Uint8Array): string {
     const t = this.#schemas.healthCheckRequest;
     let request: { service?: string };
     try {
       request = t.toObject(t.decode(bytes)) as { service?: string };
     } catch (err) {
-      throw new Error(`cannot decode HealthCheckRequest: ${(err as Error).message}`);
+      throw new CallError(Status.INTERNAL, `cannot decode HealthCheckRequest: ${(err as Error).message}`);
     }
     return request.service ?? "";
   }
