@@ -195,13 +195,17 @@ export const SCHEMA = {
       maxSessionMemory: new Key(
         "server.grpc.max_session_memory",
         size(MAX_INT32),
-        10 * 1024 * 1024,
+        // Not node's 10MiB: a client that sends faster than the service takes records fills each connection's
+        // window, so a flood holds this much per connection (docs/security.md#limits).
+        2 * 1024 * 1024,
         "bytes one HTTP/2 connection may hold: request data not yet read, replies the client has not read",
       ),
+      // Not HTTP's 256MiB: past it gRPC pauses rather than refuses, and under a flood of large records a larger
+      // bound held more memory and read fewer records (docs/security.md#limits).
       maxInflightBytes: new Key(
         "server.grpc.max_inflight_bytes",
         size(Number.MAX_SAFE_INTEGER),
-        256 * 1024 * 1024,
+        32 * 1024 * 1024,
         "Produce record bytes read and not yet answered, over all streams; past it, streams stop reading a while",
       ),
       tls: tlsKeys("grpc"),

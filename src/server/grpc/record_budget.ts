@@ -6,7 +6,7 @@
  * them, would otherwise hold gigabytes at once.
  *
  * @example
- * const budget = new RecordBudget(256 * 1024 * 1024);
+ * const budget = new RecordBudget(32 * 1024 * 1024);
  * if (budget.take(record.byteLength)) {
  *   call.pauseReading();
  *   budget.whenHalfFree(() => call.resumeReading());

@@ -46,13 +46,13 @@ export interface GrpcServerOptions extends ListenerOptions {
    * Bytes one connection may hold (`server.grpc.max_session_memory`): request DATA the calls have not taken
    * (the connection's HTTP/2 receive window), and our output the client has not read before we stop reading
    * from it.
-   * @default 10_485_760
+   * @default 2_097_152
    */
   maxSessionMemory?: number;
   /**
    * Bytes of Produce records read and not yet answered, across the listener (`server.grpc.max_inflight_bytes`):
    * a stream that reads past it stops reading until half of it is free (record_budget.ts).
-   * @default 268_435_456
+   * @default 33_554_432
    */
   maxInflightBytes?: number;
 }
