@@ -346,6 +346,14 @@ Deno.test("http over TLS: a request node:http cannot parse gets a one-line 400; 
     assert.match(unread, /^HTTP\/1\.1 \d{3} /);
     const connect = await rawTls(server.port, "CONNECT x:80 HTTP/1.1\r\nHost: x:80\r\n\r\n");
     assert.match(connect, /^HTTP\/1\.1 405 /);
+    // A HEAD request gets the 400's head and no body, behind a pipelined GET's whole reply.
+    const head = await rawTls(server.port, "HEAD /topics HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
+    assert.match(head, /^HTTP\/1\.1 400 Bad Request\r\n[^]*content-length: [1-9]\d*\r\n\r\n$/);
+    const afterGet = await rawTls(
+      server.port,
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /topics HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    );
+    assert.match(afterGet, /^HTTP\/1\.1 \d{3} [^]*\r\n\r\n[^]*HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\n$/);
     assert.equal(facade.produced.length, 6);
   } finally {
     await server.shutdown();

@@ -186,12 +186,14 @@ function tooManyConnections(name: string, max: number): Uint8Array {
  * the one-line plain-text body, and the connection closed after it. `headers`: more header lines, each ending
  * in CRLF.
  */
-function closingReply(status: string, reason: string, headers = ""): Uint8Array {
+function closingReply(status: string, reason: string, headers = "", toHead = false): Uint8Array {
   const body = new TextEncoder().encode(`${oneLine(reason)}\n`);
   const head = new TextEncoder().encode(
     `HTTP/1.1 ${status}\r\ncontent-type: ${TEXT_PLAIN}\r\nx-content-type-options: nosniff\r\n${headers}` +
       `connection: close\r\ncontent-length: ${body.byteLength}\r\n\r\n`,
   );
+  // A reply to HEAD says how long its body would be, and has none (RFC 9110 9.3.2).
+  if (toHead) return head;
   const reply = new Uint8Array(head.byteLength + body.byteLength);
   reply.set(head);
   reply.set(body, head.byteLength);
@@ -326,7 +328,7 @@ function badRequest(name: string, err: Error & { code?: string }, socket: Socket
     const status = err.code === "HPE_HEADER_OVERFLOW"
       ? "431 Request Header Fields Too Large"
       : "400 Bad Request";
-    socket.end(closingReply(status, `invalid request: ${problem}`));
+    socket.end(closingReply(status, `invalid request: ${problem}`, "", failedMethod(err) === "HEAD"));
   };
   const last = lastExchange.get(socket);
   if (last === undefined || last.res.writableFinished) return reply();
@@ -344,6 +346,17 @@ function badRequest(name: string, err: Error & { code?: string }, socket: Socket
   } else {
     pending.once("finish", reply);
   }
+}
+
+/**
+ * The method of the request node:http could not parse: that of the last request line before the point where
+ * parsing failed, in the bytes of the read that failed (earlier pipelined requests may come first in them).
+ */
+function failedMethod(err: Error & { rawPacket?: Uint8Array; bytesParsed?: number }): string | undefined {
+  const raw = err.rawPacket;
+  if (!(raw instanceof Uint8Array)) return undefined;
+  const parsed = new TextDecoder("latin1").decode(raw.subarray(0, err.bytesParsed ?? raw.byteLength));
+  return [...parsed.matchAll(/(?:^|\n)([A-Z]+) [^ \r\n]+ HTTP\//g)].at(-1)?.[1];
 }
 
 /**
