@@ -184,7 +184,8 @@ function tooManyConnections(name: string, max: number): Uint8Array {
 /**
  * A whole HTTP/1.1 response written straight to a socket (no server's response object is there): `reason` as
  * the one-line plain-text body, and the connection closed after it. `headers`: more header lines, each ending
- * in CRLF.
+ * in CRLF. `toHead`: the reply to a HEAD request, which says how long its body would be and has none (RFC 9110
+ * 9.3.2).
  */
 function closingReply(status: string, reason: string, headers = "", toHead = false): Uint8Array {
   const body = new TextEncoder().encode(`${oneLine(reason)}\n`);
@@ -192,7 +193,6 @@ function closingReply(status: string, reason: string, headers = "", toHead = fal
     `HTTP/1.1 ${status}\r\ncontent-type: ${TEXT_PLAIN}\r\nx-content-type-options: nosniff\r\n${headers}` +
       `connection: close\r\ncontent-length: ${body.byteLength}\r\n\r\n`,
   );
-  // A reply to HEAD says how long its body would be, and has none (RFC 9110 9.3.2).
   if (toHead) return head;
   const reply = new Uint8Array(head.byteLength + body.byteLength);
   reply.set(head);
