@@ -22,6 +22,7 @@ import { startHttpServer } from "./server/http.ts";
 import type { Listener } from "./server/listener.ts";
 import { startMonitoringServer } from "./server/monitoring.ts";
 import { loadSecurity } from "./server/security.ts";
+import { startMallocTrim } from "./malloc_trim.ts";
 import { VERSION } from "./version.ts";
 import { lockWalDirectory, type WalLock } from "./wal/lock.ts";
 import { openWal, type Wal } from "./wal/wal.ts";
@@ -303,6 +304,8 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     running.start();
     started.push(() => running.stop());
   }
+  const trim = startMallocTrim();
+  started.push(() => trim.stop());
 
   // Each listener's start-up error names it and its address (`http listener 0.0.0.0:18080: address in use`).
   const { http, grpc, monitoring } = config.server;
@@ -403,6 +406,7 @@ async function wire(config: Config, started: Array<() => Promise<unknown> | unkn
     const walRecords = wal?.stats().records ?? 0;
     walLock?.release();
     breaker.close();
+    trim.stop();
     await bounded(monitoringServer?.shutdown(), LISTENER_GRACE_MS, "monitoring still had requests open");
     if (walRecords > 0 && config.producer.wal.inMemory) {
       log("error", "stopped with records in the in-memory WAL: they are lost", { records: walRecords });

@@ -856,3 +856,17 @@ export class RdProducer {
     await this.#sym.rd_kafka_destroy(rk);
   }
 }
+
+/**
+ * glibc's `malloc_trim(0)`, which gives freed heap memory back to the operating system (src/malloc_trim.ts says
+ * why); true when some was. Loaded here, with librdkafka, as this file is the one that loads native code. null
+ * on a C library without it (musl).
+ */
+export function libcMallocTrim(): (() => boolean) | null {
+  try {
+    const libc = Deno.dlopen("libc.so.6", { malloc_trim: { parameters: ["usize"], result: "i32" } });
+    return () => libc.symbols.malloc_trim(0n) === 1;
+  } catch {
+    return null;
+  }
+}
