@@ -4,7 +4,8 @@
  * fast as the service's HTTP/2 flow-control windows allow, for SECONDS. The service (this worktree, against one
  * real broker, WAL fallback) runs once per round with its defaults and once with the `--b KEY=VALUE` settings
  * (repeatable, e.g. `--b server.grpc.max_session_memory=10MiB`), alternating; per run: peak RSS (VmHWM), RSS
- * sampled every second, records the clients sent, and connections the service ended (GOAWAY).
+ * sampled every second, RSS 15 s after the flood (what the service keeps once it is over), records the clients
+ * sent, and connections the service ended (GOAWAY).
  *
  * The clients run in a child process (this script with `--client`), so that they do not share the service's
  * event loop; on 2 cores they share its CPU, as any local attacker would.
@@ -238,10 +239,11 @@ async function floodRun(dir: string, extra: Record<string, unknown>): Promise<st
   const rss: number[] = [];
   const sampler = setInterval(() => rss.push(memoryMb(pid, "VmRSS")), 1000);
   const result = JSON.parse(new TextDecoder().decode((await client.output()).stdout));
-  await new Promise((r) => setTimeout(r, 2000));
+  await new Promise((r) => setTimeout(r, 15_000));
   clearInterval(sampler);
-  return `peak RSS ${memoryMb(pid, "VmHWM")} MB, records sent ${result.records}, ` +
-    `connections ended by the service ${result.goaways}; RSS each second: ${rss.join(" ")}`;
+  return `peak RSS ${memoryMb(pid, "VmHWM")} MB, RSS 15 s after ${memoryMb(pid, "VmRSS")} MB, ` +
+    `records sent ${result.records}, connections ended by the service ${result.goaways}; ` +
+    `RSS each second: ${rss.join(" ")}`;
 }
 
 await using broker = await startBroker();
