@@ -2,10 +2,10 @@
  * Gives the memory the process has freed back to the operating system, now and then. glibc's malloc keeps what
  * is freed for its next allocations, and V8's buffers (socket reads, request bodies) come from it: after a burst
  * the process's RSS stays near its peak although V8 and librdkafka hold a fraction of it, which a container's
- * memory accounting and an operator's dashboard take for use. Measured after a gRPC flood that peaked at 0.7 GB
- * (bench/grpc_flood.ts, 32 connections): 567 to 584 MB of RSS 15 s later with 16 MB in V8's heap, 139 MB once
- * `malloc_trim(0)` ran. A call takes 0.1 ms on an idle process, 1 to 2 ms under the usual gRPC load, 25 ms when
- * it gives back hundreds of MB; it does not lower a peak, only what stays after it.
+ * memory accounting and an operator's dashboard take for use. Measured 15 s after a gRPC flood that peaked at
+ * 0.7 GB (bench/grpc_flood.ts, 32 connections), with 16 MB left in V8's heap: 489 and 653 MB of RSS without
+ * this, 133 and 137 MB with it. A call takes 0.1 ms on an idle process, 1 to 2 ms under the usual gRPC load,
+ * 25 ms when it gives back hundreds of MB; it does not lower a peak, only what stays after it.
  *
  * `malloc_trim` is glibc's: on a libc without it (musl) nothing is done.
  *
