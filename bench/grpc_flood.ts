@@ -77,6 +77,8 @@ async function floodConnection(port: number, topic: string, until: number): Prom
   const data = records(topic, SIZE, perFrame);
   const streams = new Map<number, number>(); // id -> send window
   let connWindow = 65_535, initial = 65_535, goaway = false, closed = false;
+  /** SETTINGS acknowledgements owed, sent with the next write (one writer, so that frames never interleave). */
+  let acks = 0;
   let wake: (() => void) | undefined;
   const block = encodeHeaders([
     [":method", "POST"],
@@ -120,7 +122,7 @@ async function floodConnection(port: number, topic: string, until: number): Prom
             for (const [sid, w] of streams) streams.set(sid, w + value - initial);
             initial = value;
           }
-          conn.write(frame(FrameType.SETTINGS, Flag.ACK, 0)).catch(() => {});
+          acks++;
         } else if (type === FrameType.GOAWAY) goaway = true;
         else if (type === FrameType.RST_STREAM) streams.delete(id);
         buf = buf.subarray(FRAME_HEADER_BYTES + length);
@@ -133,13 +135,16 @@ async function floodConnection(port: number, topic: string, until: number): Prom
   let sent = 0;
   while (Date.now() < until && !goaway && !closed) {
     const out: Uint8Array[] = [];
+    for (; acks > 0; acks--) out.push(frame(FrameType.SETTINGS, Flag.ACK, 0));
+    let frames = 0;
     for (const [id, w] of streams) {
       if (w < data.length || connWindow < data.length) continue;
       streams.set(id, w - data.length);
       connWindow -= data.length;
       out.push(frame(FrameType.DATA, 0, id, data));
+      frames++;
     }
-    if (out.length === 0) {
+    if (frames === 0 && out.length === 0) {
       await new Promise<void>((r) => {
         wake = r;
         setTimeout(r, 200);
@@ -148,13 +153,16 @@ async function floodConnection(port: number, topic: string, until: number): Prom
     }
     const all = new Uint8Array(out.reduce((n, f) => n + f.length, 0));
     let at = 0;
-    for (const f of out) all.set(f, (at += f.length) - f.length);
+    for (const f of out) {
+      all.set(f, at);
+      at += f.length;
+    }
     try {
       for (let w = 0; w < all.length;) w += await conn.write(all.subarray(w));
     } catch {
       break;
     }
-    sent += perFrame * out.length;
+    sent += perFrame * frames;
   }
   try {
     conn.close();
