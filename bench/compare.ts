@@ -32,6 +32,7 @@ import { stringify } from "yaml";
 import { type Broker, startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
 import { freePort, type Service, startService } from "../tests/support/service.ts";
+import { memoryMb, pidListeningOn } from "./process.ts";
 import { freePorts, serviceConfig, waitForPort } from "./side_by_side.ts";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -154,20 +155,6 @@ async function cpuSecondsOf(pid: number): Promise<number> {
   const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
-/** Peak resident set size (VmHWM) in MB. */
-async function peakRssMb(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
-}
-
-/** The pid of the process listening on a loopback TCP port. */
-async function pidListeningOn(port: number): Promise<number> {
-  const r = await runCommand("ss", ["-Hltnp", `sport = :${port}`], { timeoutMs: 5_000 });
-  const pid = Number(/pid=(\d+)/.exec(new TextDecoder().decode(r.stdout))?.[1] ?? NaN);
-  if (Number.isNaN(pid)) throw new Error(`no process listens on port ${port}`);
-  return pid;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -614,7 +601,7 @@ async function measure(
     const brokerCpu = (await cpuSecondsOf(brokerPid).catch(() => NaN)) - brokerCpu0;
     const delivered = opts.kafka ? await settledOffsets(broker, topic, PARTITIONS) : null;
     const cpu = (await cpuSecondsOf(target.pid)) - cpu0;
-    row.rssMb = await peakRssMb(target.pid);
+    row.rssMb = memoryMb(target.pid, "VmHWM");
     const notes = [load.note].filter(Boolean);
     if (delivered !== null) {
       row.rate = delivered / SECONDS;

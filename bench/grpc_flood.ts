@@ -26,6 +26,7 @@ import {
   settingsFrame,
 } from "../src/server/http2/frame.ts";
 import { encodeHeaders } from "../src/server/http2/hpack.ts";
+import { memoryMb, pidListeningOn } from "./process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const STREAMS = 128;
@@ -209,18 +210,6 @@ function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<s
   return out;
 }
 
-const memoryMb = (pid: number, field: "VmHWM" | "VmRSS") =>
-  Math.round(
-    Number(new RegExp(`${field}:\\s+(\\d+)`).exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1]) / 1024,
-  );
-
-async function pidListeningOn(port: string): Promise<number> {
-  const out = await new Deno.Command("ss", { args: ["-Hltnp", `sport = :${port}`] }).output();
-  const pid = Number(/pid=(\d+)/.exec(new TextDecoder().decode(out.stdout))?.[1] ?? NaN);
-  if (Number.isNaN(pid)) throw new Error(`no process listens on port ${port}`);
-  return pid;
-}
-
 /** One run: a fresh service with `extra` over the base config, flooded; its figures as a line. */
 async function floodRun(dir: string, extra: Record<string, unknown>): Promise<string> {
   const base = {
@@ -230,7 +219,7 @@ async function floodRun(dir: string, extra: Record<string, unknown>): Promise<st
   };
   await using svc = await startService(merge(base, extra), { dir, env: { KA_LOG_LEVEL: "warn" } });
   const port = svc.grpc.split(":").at(-1)!;
-  const pid = await pidListeningOn(new URL(svc.http).port);
+  const pid = await pidListeningOn(svc.http);
   const client = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -245,11 +234,13 @@ async function floodRun(dir: string, extra: Record<string, unknown>): Promise<st
     stdout: "piped",
   }).spawn();
   const rss: number[] = [];
-  const sampler = setInterval(() => rss.push(memoryMb(pid, "VmRSS")), 1000);
+  const sampler = setInterval(() => rss.push(Math.round(memoryMb(pid, "VmRSS"))), 1000);
   const result = JSON.parse(new TextDecoder().decode((await client.output()).stdout));
   await new Promise((r) => setTimeout(r, 15_000));
   clearInterval(sampler);
-  return `peak RSS ${memoryMb(pid, "VmHWM")} MB, RSS 15 s after ${memoryMb(pid, "VmRSS")} MB, ` +
+  return `peak RSS ${Math.round(memoryMb(pid, "VmHWM"))} MB, RSS 15 s after ${
+    Math.round(memoryMb(pid, "VmRSS"))
+  } MB, ` +
     `records sent ${result.records}, connections ended by the service ${result.goaways}; ` +
     `RSS each second: ${rss.join(" ")}`;
 }

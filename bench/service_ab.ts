@@ -38,6 +38,7 @@ import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
 import { startService, v8Flags } from "../tests/support/service.ts";
 import { startChildServer } from "./child_server.ts";
+import { memoryMb, pidListeningOn } from "./process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.env.get("KA_DENO") ?? Deno.execPath();
@@ -116,19 +117,6 @@ function cpuSeconds(pid: number): number {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100; // CLK_TCK is 100 here
-}
-
-function memoryMb(pid: number, field: "VmHWM" | "VmRSS"): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN) / 1024;
-}
-
-async function pidListeningOn(url: string): Promise<number> {
-  const port = new URL(url).port;
-  const r = await runCommand("ss", ["-Hltnp", `sport = :${port}`], { timeoutMs: 5_000 });
-  const pid = Number(/pid=(\d+)/.exec(new TextDecoder().decode(r.stdout))?.[1] ?? NaN);
-  if (Number.isNaN(pid)) throw new Error(`no process listens on port ${port}`);
-  return pid;
 }
 
 async function loadBinary(): Promise<string> {
