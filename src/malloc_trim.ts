@@ -20,19 +20,15 @@ import { libcMallocTrim } from "./kafka/librdkafka.ts";
 /** How often freed memory is given back. */
 export const TRIM_INTERVAL_MS = 10_000;
 
-/** glibc's malloc_trim(0) once loaded; null when the C library has none. */
-let trimFn: (() => boolean) | null = null;
-let loaded = false;
+/** glibc's malloc_trim(0) once loaded; null when the C library has none; undefined before the first call. */
+let trimFn: (() => boolean) | null | undefined;
 
 /**
  * Gives freed memory back to the operating system once. Returns whether any was given back; null when the C
  * library has no malloc_trim.
  */
 export function trimMalloc(): boolean | null {
-  if (!loaded) {
-    trimFn = libcMallocTrim();
-    loaded = true;
-  }
+  if (trimFn === undefined) trimFn = libcMallocTrim();
   return trimFn === null ? null : trimFn();
 }
 
