@@ -183,6 +183,34 @@ Deno.test("http: a small body that stalls gets 408 after the body timeout", asyn
   });
 });
 
+Deno.test("http: a connection closed by its deadline while the listener shuts down is no crash", async () => {
+  const server = await startHttpServer({
+    listen: "127.0.0.1:0",
+    facade: new FakeFacade(),
+    limits: SHORT,
+    bodyTimeoutMs: 300,
+  });
+  const conn = await connect(server.port);
+  try {
+    // The shutdown's graceful close of this connection waits for its request, and after the 408 for the rest of
+    // the body (Deno's server reads it): the sweep closes the connection meanwhile, while Deno's server is
+    // closing it already.
+    await conn.write(encoder.encode(post("m".repeat(100)).slice(0, -90)));
+    await delay(50);
+    const stopped = server.shutdown();
+    assert.equal((await readReply(conn))?.status, 408);
+    await delay(SHORT.idleTimeoutMs * 2);
+    conn.close();
+    await within("the listener to shut down", stopped, 10_000);
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // closed above
+    }
+  }
+});
+
 Deno.test("http: request bodies past max_inflight_bytes get 503 with Retry-After", async () => {
   await withHttp({ maxInflightBytes: 1000 }, async (port) => {
     // 800 bytes declared, 10 sent: the listener holds 800 of its 1000 while it waits for the rest.

@@ -115,7 +115,7 @@ async function serveTcp(
 
   const accept = (conn: Deno.Conn) => {
     const abort = new AbortController();
-    const tracked = conns.open(() => abort.abort());
+    const tracked = conns.open(() => abortServer(abort));
     if (tracked === undefined) return void refuseConnection(conn, refusal);
     const server = serve(
       conn,
@@ -170,6 +170,25 @@ async function serveTcp(
         conns.stop();
       })(),
   };
+}
+
+/**
+ * Closes one connection's server at once through its abort signal. Deno's server cancels itself from a listener
+ * on that signal, which throws BadResource when the server is already closing (a graceful shutdown under way, or
+ * its client gone and the close not done yet); an error thrown in an event listener is reported as uncaught and
+ * ends the process. That one error is kept from the global handler for the length of the call: the connection is
+ * closing already.
+ */
+function abortServer(abort: AbortController): void {
+  const closing = (event: ErrorEvent) => {
+    if (event.error instanceof Deno.errors.BadResource) event.preventDefault();
+  };
+  globalThis.addEventListener("error", closing);
+  try {
+    abort.abort();
+  } finally {
+    globalThis.removeEventListener("error", closing);
+  }
 }
 
 /** The reply to a connection past max_connections: a whole HTTP response, written before any request is read. */
