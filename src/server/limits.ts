@@ -42,6 +42,8 @@ export class Connection {
   #waitingSince: number;
   /** How long it may wait: the header timeout until a request ended, the idle timeout after. */
   #waitMs: number;
+  /** A reply said `Connection: close`: the sweep closes the connection once its requests have ended. */
+  #closing = false;
   readonly #owner: Connections;
   readonly close: () => void;
 
@@ -74,6 +76,15 @@ export class Connection {
     throw err;
   };
 
+  /**
+   * The reply being sent closes the connection, which the server may not do itself: Deno's server waits for the
+   * rest of a body it was not asked to read (a 408 after a stalled body) before it closes. The sweep after the
+   * one that sees the requests ended closes it instead, so the reply has a sweep period to be written.
+   */
+  closeAfterReply(): void {
+    this.#closing = true;
+  }
+
   /** Whether a request is in flight. */
   get busy(): boolean {
     return this.#started !== this.#ended;
@@ -93,7 +104,7 @@ export class Connection {
     if (this.#ended !== this.#seenEnded) {
       this.#seenEnded = this.#ended;
       this.#waitingSince = now;
-      this.#waitMs = idleTimeoutMs;
+      this.#waitMs = this.#closing ? 0 : idleTimeoutMs;
       return false;
     }
     return now - this.#waitingSince >= this.#waitMs;

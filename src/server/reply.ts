@@ -117,6 +117,11 @@ async function serveTcp(
     const abort = new AbortController();
     const tracked = conns.open(() => abortServer(abort));
     if (tracked === undefined) return void refuseConnection(conn, refusal);
+    const answered = (reply: Response): Response => {
+      // Only refusals close their connection; the status alone keeps the usual reply off the headers.
+      if (reply.status >= 400 && reply.headers.get("connection") === "close") tracked.closeAfterReply();
+      return tracked.answered(reply);
+    };
     const server = serve(
       conn,
       abort.signal,
@@ -124,9 +129,7 @@ async function serveTcp(
         tracked.requestStarted();
         // No async wrapper, try or finally here: this runs for every request.
         const reply = handler(req);
-        return reply instanceof Promise
-          ? reply.then(tracked.answered, tracked.failed)
-          : tracked.answered(reply);
+        return reply instanceof Promise ? reply.then(answered, tracked.failed) : answered(reply);
       },
       onError,
       () => {},
