@@ -190,6 +190,23 @@ Deno.test("http: a small body that stalls gets 408 after the body timeout, and i
   });
 });
 
+Deno.test("http: a refusal whose unread body stalls comes after the body timeout and closes its connection", async () => {
+  const limits = { ...SHORT, idleTimeoutMs: 60_000 };
+  await withHttp({ limits, bodyTimeoutMs: 300 }, async (port) => {
+    const conn = await connect(port);
+    // Refused by its head (415); the service reads the rest of the body to drop it, which never comes.
+    await conn.write(encoder.encode(post("m".repeat(100), "Content-Type: image/png\r\n").slice(0, -90)));
+    const reply = await readReply(conn);
+    assert.equal(reply?.status, 415);
+    assert.match(reply?.head ?? "", /\r\nconnection: close\r\n/i, "the rest of the body may still come");
+    try {
+      assert.equal(await within("the server to close the connection", closedByServer(conn), 5_000), true);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
 Deno.test("http: a connection closed by its deadline while the listener shuts down is no crash", async () => {
   const server = await startHttpServer({
     listen: "127.0.0.1:0",

@@ -478,7 +478,8 @@ class HttpHandler {
       (ended) => {
         this.#deadlines.done(read);
         held.release();
-        if (!ended) {
+        // A read the deadline cancelled ends as if the body had.
+        if (!ended || read.timedOut) {
           reader.cancel().catch(() => {});
           reply.headers.set("connection", "close");
         }
