@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { startGrpcServer } from "../src/server/grpc/server.ts";
 import { type HttpServerOptions, startHttpServer } from "../src/server/http.ts";
+import { abortServer } from "../src/server/reply.ts";
 import { type ConnectionLimits, Connections } from "../src/server/limits.ts";
 import { startMonitoringServer } from "../src/server/monitoring.ts";
 import { readTls, TlsSource } from "../src/server/tls.ts";
@@ -207,32 +208,41 @@ Deno.test("http: a refusal whose unread body stalls comes after the body timeout
   });
 });
 
-Deno.test("http: a connection closed by its deadline while the listener shuts down is no crash", async () => {
+Deno.test("http: shutdown answers a body read under way with 503 and does not wait for its client", async () => {
+  // A body timeout and an idle timeout beyond the test: only the shutdown may end the read and the connections.
   const server = await startHttpServer({
     listen: "127.0.0.1:0",
     facade: new FakeFacade(),
-    limits: SHORT,
-    bodyTimeoutMs: 300,
+    limits: { ...SHORT, idleTimeoutMs: 60_000 },
+    bodyTimeoutMs: 60_000,
   });
   const conn = await connect(server.port);
+  const idle = await connect(server.port);
   try {
-    // The shutdown's graceful close of this connection waits for its request, and after the 408 for the rest of
-    // the body (Deno's server reads it): the sweep closes the connection meanwhile, while Deno's server is
-    // closing it already.
     await conn.write(encoder.encode(post("m".repeat(100)).slice(0, -90)));
-    await delay(50);
+    await delay(100);
     const stopped = server.shutdown();
-    assert.equal((await readReply(conn))?.status, 408);
-    await delay(SHORT.idleTimeoutMs * 2);
-    conn.close();
-    await within("the listener to shut down", stopped, 10_000);
+    const reply = await within("the reply", readReply(conn), 5_000);
+    assert.equal(reply?.status, 503);
+    assert.match(reply?.body ?? "", /^shutting down/);
+    assert.match(reply?.head ?? "", /\r\nconnection: close\r\n/i);
+    await within("the listener to shut down, the client still there", stopped, 5_000);
+    assert.equal(await within("the server to close the connection", closedByServer(conn), 1_000), true);
+    assert.equal(await within("the idle one too", closedByServer(idle), 1_000), true);
   } finally {
-    try {
-      conn.close();
-    } catch {
-      // closed above
-    }
+    conn.close();
+    idle.close();
   }
+});
+
+Deno.test("http: closing a connection whose server is closing already is no uncaught error", () => {
+  // Deno's server cancels itself from a listener on the abort signal, which throws so when it is closing.
+  const abort = new AbortController();
+  abort.signal.addEventListener("abort", () => {
+    throw new Deno.errors.BadResource("Bad resource ID");
+  });
+  abortServer(abort);
+  assert.ok(abort.signal.aborted);
 });
 
 Deno.test("http: request bodies past max_inflight_bytes get 503 with Retry-After", async () => {
@@ -434,7 +444,7 @@ Deno.test("a connection waits from its open for a head, and is idle from the swe
     conn.requestEnded();
     // Busy: no deadline, however long.
     assert.equal(conn.expired(opened + 10_000, 1000), false);
-    conn.answered(undefined);
+    conn.requestEnded();
     // This sweep sees the last request ended: idle from now on, with the idle timeout.
     assert.equal(conn.expired(opened + 20_000, 1000), false);
     assert.equal(conn.expired(opened + 20_999, 1000), false);

@@ -111,9 +111,9 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<Listener
   return {
     address: server.address,
     port: server.port,
-    setDraining: (on) => handler.draining = on,
+    setDraining: (on) => handler.setDraining(on),
     shutdown: async () => {
-      handler.draining = true;
+      handler.setDraining(true);
       await server.shutdown();
       handler.stop();
     },
@@ -152,6 +152,16 @@ class HttpHandler {
     this.#batch = batch;
     this.#batchReads = batchReads;
     this.#gate = gate;
+  }
+
+  /**
+   * While draining, produce requests get 503 "shutting down". Turning it on also ends the body reads under way,
+   * whose records would be refused the same once read: their requests are answered at once, and the service's
+   * shutdown does not wait for a slow client.
+   */
+  setDraining(on: boolean): void {
+    this.draining = on;
+    if (on) this.#deadlines.expireAll();
   }
 
   /** Stops the body deadline timer; for shutdown, once no request is in flight. */
@@ -497,8 +507,11 @@ class HttpHandler {
     );
   }
 
+  /** The reply to a request whose body read the deadline ended, or draining did. */
   #timedOut(): Response {
-    const reply = plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
+    const reply = this.draining
+      ? plain(503, "shutting down", 1)
+      : plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
     // The rest of the body may still come: the connection cannot be read on.
     reply.headers.set("connection", "close");
     return reply;
@@ -868,8 +881,12 @@ class BodyDeadlines {
     this.#timer = undefined;
   }
 
-  #sweep(): void {
-    const now = Date.now();
+  /** Ends every read under way as if its deadline had passed. */
+  expireAll(): void {
+    if (this.#reads.size > 0) this.#sweep(Infinity);
+  }
+
+  #sweep(now = Date.now()): void {
     for (const read of this.#reads) {
       if (read.deadline > now) continue;
       read.timedOut = true;

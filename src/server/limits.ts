@@ -64,18 +64,6 @@ export class Connection {
     this.#ended++;
   }
 
-  /** requestEnded, passing the reply through: `handler(req).then(conn.answered, conn.failed)`. */
-  readonly answered = <T>(reply: T): T => {
-    this.#ended++;
-    return reply;
-  };
-
-  /** requestEnded, passing the error on. */
-  readonly failed = (err: unknown): never => {
-    this.#ended++;
-    throw err;
-  };
-
   /**
    * The reply being sent closes the connection, which the server may not do itself: Deno's server waits for the
    * rest of a body it was not asked to read (a 408 after a stalled body) before it closes. The sweep after the
@@ -83,6 +71,11 @@ export class Connection {
    */
   closeAfterReply(): void {
     this.#closing = true;
+  }
+
+  /** Whether a reply said the connection closes (closeAfterReply). */
+  get closing(): boolean {
+    return this.#closing;
   }
 
   /** Whether a request is in flight. */

@@ -6,7 +6,7 @@ import { Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { formatHostPort, listenAddress } from "../listen_address.ts";
 import { log, logRepeated } from "../log.ts";
-import { Connections, defaultLimits } from "./limits.ts";
+import { type Connection, Connections, defaultLimits } from "./limits.ts";
 import { bindHost, countFromAccept, type ListenerOptions, listenError, listenNode } from "./listener.ts";
 import { oneLine } from "./refusal.ts";
 import { certNameOf, nodeTlsOptions, type TlsSource } from "./tls.ts";
@@ -110,17 +110,30 @@ async function serveTcp(
     log("error", `${name}: request failed`, { error: err });
     return plain(500, "internal error");
   };
-  const served = new Set<{ finished: Promise<void>; shutdown(): Promise<void> }>();
+  /** Each connection's server, and the connection as counted. */
+  const served = new Map<Served, Connection>();
   const refusal = tooManyConnections(name, conns.limits.maxConnections);
+  let shuttingDown = false;
 
   const accept = (conn: Deno.Conn) => {
     const abort = new AbortController();
     const tracked = conns.open(() => abortServer(abort));
     if (tracked === undefined) return void refuseConnection(conn, refusal);
+    // Shutting down: a connection closes gracefully once its last request is answered (its reply goes first).
+    const ended = () => {
+      if (!tracked.busy && !tracked.closing) closeGracefully(server);
+    };
     const answered = (reply: Response): Response => {
       // Only refusals close their connection; the status alone keeps the usual reply off the headers.
       if (reply.status >= 400 && reply.headers.get("connection") === "close") tracked.closeAfterReply();
-      return tracked.answered(reply);
+      tracked.requestEnded();
+      if (shuttingDown) ended();
+      return reply;
+    };
+    const failed = (err: unknown): never => {
+      tracked.requestEnded();
+      if (shuttingDown) ended();
+      throw err;
     };
     const server = serve(
       conn,
@@ -129,12 +142,12 @@ async function serveTcp(
         tracked.requestStarted();
         // No async wrapper, try or finally here: this runs for every request.
         const reply = handler(req);
-        return reply instanceof Promise ? reply.then(answered, tracked.failed) : answered(reply);
+        return reply instanceof Promise ? reply.then(answered, failed) : answered(reply);
       },
       onError,
       () => {},
     );
-    served.add(server);
+    served.set(server, tracked);
     server.finished
       .catch(() => {}) // a reset connection ends here; nothing to report
       .finally(() => {
@@ -166,13 +179,27 @@ async function serveTcp(
     port: listener.addr.port,
     shutdown: () =>
       stopping ??= (async () => {
+        shuttingDown = true;
         listener.close();
         await accepting;
-        await Promise.all([...served].map((server) => server.shutdown().catch(() => {})));
-        await Promise.all([...served].map((server) => server.finished.catch(() => {})));
+        // A connection with a request in flight closes once it is answered (above). One whose reply closes it
+        // is left to the sweep: Deno's server may be waiting for the rest of a body there, which its graceful
+        // close would wait for too, and a connection it is closing can no longer be closed at once.
+        for (const [server, tracked] of served) {
+          if (!tracked.busy && !tracked.closing) closeGracefully(server);
+        }
+        await Promise.all([...served.keys()].map((server) => server.finished.catch(() => {})));
         conns.stop();
       })(),
   };
+}
+
+/** One connection's server, as serveHttpOnConnection returns it. */
+type Served = ReturnType<ServeOnConnection>;
+
+/** Closes one connection's server once its requests are answered (HTTP/2: with GOAWAY). */
+function closeGracefully(server: Served): void {
+  server.shutdown().catch(() => {});
 }
 
 /**
@@ -182,7 +209,7 @@ async function serveTcp(
  * ends the process. That one error is kept from the global handler for the length of the call: the connection is
  * closing already.
  */
-function abortServer(abort: AbortController): void {
+export function abortServer(abort: AbortController): void {
   const closing = (event: ErrorEvent) => {
     if (event.error instanceof Deno.errors.BadResource) event.preventDefault();
   };
