@@ -208,30 +208,58 @@ Deno.test("http: a refusal whose unread body stalls comes after the body timeout
   });
 });
 
-Deno.test("http: shutdown answers a body read under way with 503 and does not wait for its client", async () => {
-  // A body timeout and an idle timeout beyond the test: only the shutdown may end the read and the connections.
+/** Timeouts beyond any test: only what the test is about may end a read or a connection. */
+const LONG: ConnectionLimits = { maxConnections: 100, headerTimeoutMs: 60_000, idleTimeoutMs: 60_000 };
+
+Deno.test("http: shutdown answers a body read under way with 503 and waits for no client", async () => {
   const server = await startHttpServer({
     listen: "127.0.0.1:0",
     facade: new FakeFacade(),
-    limits: { ...SHORT, idleTimeoutMs: 60_000 },
+    limits: LONG,
     bodyTimeoutMs: 60_000,
   });
-  const conn = await connect(server.port);
-  const idle = await connect(server.port);
+  const [conn, idle, half] = await Promise.all([
+    connect(server.port),
+    connect(server.port),
+    connect(server.port),
+  ]);
   try {
     await conn.write(encoder.encode(post("m".repeat(100)).slice(0, -90)));
+    // Half a request head: Deno's server waits for the rest, and a graceful close with it.
+    await half.write(encoder.encode(post("m").slice(0, 40)));
     await delay(100);
     const stopped = server.shutdown();
     const reply = await within("the reply", readReply(conn), 5_000);
     assert.equal(reply?.status, 503);
     assert.match(reply?.body ?? "", /^shutting down/);
     assert.match(reply?.head ?? "", /\r\nconnection: close\r\n/i);
-    await within("the listener to shut down, the client still there", stopped, 5_000);
-    assert.equal(await within("the server to close the connection", closedByServer(conn), 1_000), true);
-    assert.equal(await within("the idle one too", closedByServer(idle), 1_000), true);
+    await within("the listener to shut down, the clients still there", stopped, 5_000);
+    for (const [what, c] of [["stalled", conn], ["idle", idle], ["half a head", half]] as const) {
+      assert.equal(await within(`the ${what} connection to be closed`, closedByServer(c), 1_000), true);
+    }
+  } finally {
+    for (const c of [conn, idle, half]) c.close();
+  }
+});
+
+Deno.test("http: while draining, a request whose body has not come gets 503 and loses its connection", async () => {
+  const server = await startHttpServer({
+    listen: "127.0.0.1:0",
+    facade: new FakeFacade(),
+    limits: LONG,
+    bodyTimeoutMs: 60_000,
+  });
+  const conn = await connect(server.port);
+  try {
+    server.setDraining(true);
+    await conn.write(encoder.encode(post("m".repeat(100)).slice(0, -90)));
+    const reply = await within("the reply", readReply(conn), 5_000);
+    assert.equal(reply?.status, 503);
+    assert.match(reply?.head ?? "", /\r\nconnection: close\r\n/i, "the rest of the body may still come");
+    assert.equal(await within("the server to close the connection", closedByServer(conn), 5_000), true);
+    await within("the listener to shut down", server.shutdown(), 5_000);
   } finally {
     conn.close();
-    idle.close();
   }
 });
 

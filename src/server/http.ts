@@ -219,7 +219,7 @@ class HttpHandler {
   }
 
   #produce(req: Request, rawTopic: string, query: string, certName?: string): Response | Promise<Response> {
-    if (this.draining) return plain(503, "shutting down", 1);
+    if (this.draining) return shuttingDown(req.body !== null && !bodyArrived(req));
     const gate = this.#gate;
     let principal: Principal | undefined;
     if (gate !== undefined) {
@@ -509,9 +509,8 @@ class HttpHandler {
 
   /** The reply to a request whose body read the deadline ended, or draining did. */
   #timedOut(): Response {
-    const reply = this.draining
-      ? plain(503, "shutting down", 1)
-      : plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
+    if (this.draining) return shuttingDown(true);
+    const reply = plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
     // The rest of the body may still come: the connection cannot be read on.
     reply.headers.set("connection", "close");
     return reply;
@@ -1013,6 +1012,16 @@ export function cleanPath(path: string): string {
   }
   const clean = `/${segments.join("/")}`;
   return path.endsWith("/") && clean !== "/" ? `${clean}/` : clean;
+}
+
+/**
+ * 503 while the service stops. `bodyLeft`: the request's body has not all come, and will not be read: the reply
+ * closes the connection, which would otherwise wait for it (and hold the stop).
+ */
+function shuttingDown(bodyLeft: boolean): Response {
+  const reply = plain(503, "shutting down", 1);
+  if (bodyLeft) reply.headers.set("connection", "close");
+  return reply;
 }
 
 /**

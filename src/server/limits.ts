@@ -42,7 +42,7 @@ export class Connection {
   #waitingSince: number;
   /** How long it may wait: the header timeout until a request ended, the idle timeout after. */
   #waitMs: number;
-  /** A reply said `Connection: close`: the sweep closes the connection once its requests have ended. */
+  /** To be closed by the sweep once no request is in flight (closeWhenDone). */
   #closing = false;
   readonly #owner: Connections;
   readonly close: () => void;
@@ -65,15 +65,17 @@ export class Connection {
   }
 
   /**
-   * The reply being sent closes the connection, which the server may not do itself: Deno's server waits for the
-   * rest of a body it was not asked to read (a 408 after a stalled body) before it closes. The sweep after the
-   * one that sees the requests ended closes it instead, so the reply has a sweep period to be written.
+   * Has the sweep close the connection once no request is in flight: at its next run when none has ended since
+   * the run before, else at the run after, so that the last reply has a period to be written. For a reply that
+   * closes its connection, which the server may not do itself (Deno's waits for the rest of a body it was not
+   * asked to read, a 408's), and at shutdown for a connection that may be half way through a request head
+   * (which a graceful close would wait for).
    */
-  closeAfterReply(): void {
+  closeWhenDone(): void {
     this.#closing = true;
   }
 
-  /** Whether a reply said the connection closes (closeAfterReply). */
+  /** Whether closeWhenDone was called. */
   get closing(): boolean {
     return this.#closing;
   }
@@ -97,10 +99,10 @@ export class Connection {
     if (this.#ended !== this.#seenEnded) {
       this.#seenEnded = this.#ended;
       this.#waitingSince = now;
-      this.#waitMs = this.#closing ? 0 : idleTimeoutMs;
+      this.#waitMs = idleTimeoutMs;
       return false;
     }
-    return now - this.#waitingSince >= this.#waitMs;
+    return this.#closing || now - this.#waitingSince >= this.#waitMs;
   }
 }
 
@@ -163,7 +165,7 @@ export class Connections {
     const conn = new Connection(this, close, this.limits.headerTimeoutMs);
     this.#open.add(conn);
     if (this.#timer === undefined) {
-      const timer = setInterval(() => this.#sweep(), this.#periodMs);
+      const timer = setInterval(() => this.sweep(), this.#periodMs);
       // Idle clients must not keep a stopping process alive.
       Deno.unrefTimer(Number(timer));
       this.#timer = timer;
@@ -196,7 +198,8 @@ export class Connections {
     }
   }
 
-  #sweep(): void {
+  /** Closes the connections past their deadlines, and those to close once done (the timer runs it each period). */
+  sweep(): void {
     const now = Date.now();
     for (const conn of this.#open) {
       if (!conn.expired(now, this.limits.idleTimeoutMs)) continue;

@@ -125,7 +125,7 @@ async function serveTcp(
     };
     const answered = (reply: Response): Response => {
       // Only refusals close their connection; the status alone keeps the usual reply off the headers.
-      if (reply.status >= 400 && reply.headers.get("connection") === "close") tracked.closeAfterReply();
+      if (reply.status >= 400 && reply.headers.get("connection") === "close") tracked.closeWhenDone();
       tracked.requestEnded();
       if (shuttingDown) ended();
       return reply;
@@ -182,12 +182,14 @@ async function serveTcp(
         shuttingDown = true;
         listener.close();
         await accepting;
-        // A connection with a request in flight closes once it is answered (above). One whose reply closes it
-        // is left to the sweep: Deno's server may be waiting for the rest of a body there, which its graceful
-        // close would wait for too, and a connection it is closing can no longer be closed at once.
-        for (const [server, tracked] of served) {
-          if (!tracked.busy && !tracked.closing) closeGracefully(server);
+        // A connection with a request in flight closes gracefully once it is answered (above), unless its reply
+        // closes it. The others are closed by the sweep, now: Deno's server may be waiting there for the rest of
+        // a body or of a request head, which a graceful close would wait for too, and a connection it is
+        // closing can no longer be closed at once.
+        for (const tracked of served.values()) {
+          if (!tracked.busy) tracked.closeWhenDone();
         }
+        conns.sweep();
         await Promise.all([...served.keys()].map((server) => server.finished.catch(() => {})));
         conns.stop();
       })(),
