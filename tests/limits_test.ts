@@ -242,24 +242,29 @@ Deno.test("http: shutdown answers a body read under way with 503 and waits for n
   }
 });
 
-Deno.test("http: while draining, a request whose body has not come gets 503 and loses its connection", async () => {
+Deno.test("http: while draining, produce requests get 503 and lose their connection, whole or not", async () => {
   const server = await startHttpServer({
     listen: "127.0.0.1:0",
     facade: new FakeFacade(),
     limits: LONG,
     bodyTimeoutMs: 60_000,
   });
-  const conn = await connect(server.port);
+  const [stalled, whole] = await Promise.all([connect(server.port), connect(server.port)]);
   try {
     server.setDraining(true);
-    await conn.write(encoder.encode(post("m".repeat(100)).slice(0, -90)));
-    const reply = await within("the reply", readReply(conn), 5_000);
-    assert.equal(reply?.status, 503);
-    assert.match(reply?.head ?? "", /\r\nconnection: close\r\n/i, "the rest of the body may still come");
-    assert.equal(await within("the server to close the connection", closedByServer(conn), 5_000), true);
+    // The rest of this body may still come; the next request of this one would go into the listener's close.
+    await stalled.write(encoder.encode(post("m".repeat(100)).slice(0, -90)));
+    await whole.write(encoder.encode(post("m".repeat(100))));
+    for (const [what, conn] of [["stalled", stalled], ["whole", whole]] as const) {
+      const reply = await within(`the reply to the ${what} request`, readReply(conn), 5_000);
+      assert.equal(reply?.status, 503, what);
+      assert.match(reply?.head ?? "", /\r\nconnection: close\r\n/i, what);
+      assert.equal(await within(`the ${what} connection to be closed`, closedByServer(conn), 5_000), true);
+    }
     await within("the listener to shut down", server.shutdown(), 5_000);
   } finally {
-    conn.close();
+    stalled.close();
+    whole.close();
   }
 });
 

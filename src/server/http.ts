@@ -219,7 +219,7 @@ class HttpHandler {
   }
 
   #produce(req: Request, rawTopic: string, query: string, certName?: string): Response | Promise<Response> {
-    if (this.draining) return shuttingDown(req.body !== null && !bodyArrived(req));
+    if (this.draining) return shuttingDown();
     const gate = this.#gate;
     let principal: Principal | undefined;
     if (gate !== undefined) {
@@ -509,7 +509,7 @@ class HttpHandler {
 
   /** The reply to a request whose body read the deadline ended, or draining did. */
   #timedOut(): Response {
-    if (this.draining) return shuttingDown(true);
+    if (this.draining) return shuttingDown();
     const reply = plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
     // The rest of the body may still come: the connection cannot be read on.
     reply.headers.set("connection", "close");
@@ -1015,12 +1015,13 @@ export function cleanPath(path: string): string {
 }
 
 /**
- * 503 while the service stops. `bodyLeft`: the request's body has not all come, and will not be read: the reply
- * closes the connection, which would otherwise wait for it (and hold the stop).
+ * 503 while the service stops, closing its connection (as Go's net/http does once shutting down): a client then
+ * sends its next request elsewhere rather than into the listener's close, and a body that has not all come is
+ * not waited for (Deno's server would wait for it, and hold the stop).
  */
-function shuttingDown(bodyLeft: boolean): Response {
+function shuttingDown(): Response {
   const reply = plain(503, "shutting down", 1);
-  if (bodyLeft) reply.headers.set("connection", "close");
+  reply.headers.set("connection", "close");
   return reply;
 }
 
