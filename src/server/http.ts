@@ -215,7 +215,7 @@ class HttpHandler {
   #answer(req: Request, route: string, started: number, res: Response): Response | Promise<Response> {
     const status = res.status;
     this.#count(route, started, status);
-    return status >= 400 && status < 500 && req.body !== null ? this.#refuseUnread(req, res) : res;
+    return status >= 400 && status < 500 ? this.#refuseUnread(req, res) : res;
   }
 
   #produce(req: Request, rawTopic: string, query: string, certName?: string): Response | Promise<Response> {
@@ -467,8 +467,10 @@ class HttpHandler {
    * waits for `100 Continue` never got it: its reply closes the connection.
    */
   #refuseUnread(req: Request, reply: Response): Response | Promise<Response> {
+    // Before `req.body`, which makes a body already in memory a stream.
+    if (bodyArrived(req)) return reply;
     const body = req.body;
-    if (body === null || body.locked || req.bodyUsed || bodyArrived(req)) return reply;
+    if (body === null || body.locked || req.bodyUsed) return reply;
     // A reply that closes its connection anyway (a request framed twice) needs none of this.
     if (reply.headers.get("connection") === "close") return reply;
     if (header(req, "expect")?.toLowerCase() === "100-continue") {
