@@ -168,6 +168,27 @@ async function main(argv: string[]): Promise<number> {
     console.log(`config ok: ${args.configPath}`);
     return 0;
   }
+  // The first SIGTERM or SIGINT stops the service; one asked for while starting (recovering a large WAL may take a
+  // while) once it runs, as the signal's default action would end the process half way through, without a word.
+  // A second signal means "now": the WAL keeps what it has synced. One that follows the first within a second is
+  // the same request sent twice: a terminal's Ctrl-C reaches both `deno task` (which passes it on) and the
+  // service, and `timeout` signals the process and its group.
+  const { promise: signalled, resolve } = Promise.withResolvers<Deno.Signal>();
+  let firstSignalAt: number | undefined;
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    Deno.addSignalListener(signal, () => {
+      if (firstSignalAt === undefined) {
+        firstSignalAt = performance.now();
+        if (service === undefined) log("info", `${signal} while starting: stopping once started`);
+        resolve(signal);
+      } else if (performance.now() - firstSignalAt < REPEATED_SIGNAL_MS) {
+        log("info", "signal repeated: already stopping", { signal });
+      } else {
+        log("warn", "second signal: exiting at once", { signal });
+        Deno.exit(1);
+      }
+    });
+  }
   try {
     service = await startService(config);
   } catch (err) {
@@ -179,25 +200,7 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
   if (reloadWhenStarted) reload(service);
-  const { promise: signalled, resolve } = Promise.withResolvers<Deno.Signal>();
-  for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    Deno.addSignalListener(signal, () => resolve(signal));
-  }
   const signal = await signalled;
-  const stopping = performance.now();
-  // From here on a second signal means "now": the WAL keeps what it has synced. One that follows the first within
-  // a second is the same request sent twice: a terminal's Ctrl-C reaches both `deno task` (which passes it on) and
-  // the service, and `timeout` signals the process and its group.
-  for (const again of ["SIGTERM", "SIGINT"] as const) {
-    Deno.addSignalListener(again, () => {
-      if (performance.now() - stopping < REPEATED_SIGNAL_MS) {
-        log("info", "signal repeated: already stopping", { signal: again });
-        return;
-      }
-      log("warn", "second signal: exiting at once", { signal: again });
-      Deno.exit(1);
-    });
-  }
   await service.stop(signal);
   return 0;
 }

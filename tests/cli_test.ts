@@ -261,18 +261,27 @@ Deno.test("cli: a listener that cannot bind ends the process with exit 1 and one
   }
 });
 
-Deno.test("cli: a SIGHUP while the service starts does not end it; the producer is replaced once it runs", async () => {
-  await using dir = await tempDir("ka-hup-start-");
-  // A WAL of 200,000 records: recovering it keeps the service starting for a while.
-  const walPath = `${dir.path}/wal`;
+/**
+ * A service that takes a while to start, spawned: a WAL of 200,000 records to recover. `logged(msg)` says whether
+ * it logged `msg`; `recovering` resolves once it holds the WAL's lock (it is recovering). Kill it when done.
+ */
+async function slowStart(dir: string): Promise<{
+  child: Deno.ChildProcess;
+  monitoring: string;
+  lines: string[];
+  logged(msg: string): boolean;
+  recovering: Promise<void>;
+  reading: Promise<void>;
+}> {
+  const walPath = `${dir}/wal`;
   const wal = await openWal({ path: walPath, inMemory: false, maxBytes: 1 << 30 });
   const value = new Uint8Array(100);
   let durable: Promise<void> = Promise.resolve();
-  for (let i = 0; i < 200_000; i++) durable = wal.append({ topic: "hup", value }).durable;
+  for (let i = 0; i < 200_000; i++) durable = wal.append({ topic: "slow", value }).durable;
   await durable;
   await wal.close();
   const monitoring = `127.0.0.1:${freePort()}`;
-  const config = `${dir.path}/config.yaml`;
+  const config = `${dir}/config.yaml`;
   await Deno.writeTextFile(
     config,
     `server: { http: { listen: "127.0.0.1:${freePort()}" }, monitoring: { listen: "${monitoring}" } }\n` +
@@ -285,15 +294,27 @@ Deno.test("cli: a SIGHUP while the service starts does not end it; the producer 
     stderr: "null",
   }).spawn();
   const lines: string[] = [];
-  const logged = (msg: string) => lines.some((l) => l.includes(`"msg":"${msg}"`));
   const reading = (async () => {
     for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
       lines.push(...chunk.split("\n"));
     }
   })();
+  return {
+    child,
+    monitoring,
+    lines,
+    logged: (msg: string) => lines.some((l) => l.includes(`"msg":"${msg}"`)),
+    recovering: waitFor("the WAL to be locked", () => holds(child.pid, `${walPath}/LOCK`), 30_000, 1),
+    reading,
+  };
+}
+
+Deno.test("cli: a SIGHUP while the service starts does not end it; the producer is replaced once it runs", async () => {
+  await using dir = await tempDir("ka-hup-start-");
+  const { child, monitoring, lines, logged, recovering, reading } = await slowStart(dir.path);
   try {
     // From the moment the service holds the WAL's lock (it is recovering) until it listens, a SIGHUP every few ms.
-    await waitFor("the WAL to be locked", () => holds(child.pid, `${walPath}/LOCK`), 30_000, 1);
+    await recovering;
     let hups = 0;
     // A bound, so that a service that never logs it fails the test rather than taking SIGHUPs for good.
     const deadline = performance.now() + 60_000;
@@ -316,6 +337,26 @@ Deno.test("cli: a SIGHUP while the service starts does not end it; the producer 
     assert.equal(health.status, 200);
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* ended */ }
+    await child.status;
+    await reading;
+  }
+});
+
+Deno.test("cli: a SIGTERM while the service starts stops it once it runs, with exit 0", async () => {
+  await using dir = await tempDir("ka-term-start-");
+  const { child, lines, logged, recovering, reading } = await slowStart(dir.path);
+  try {
+    await recovering;
+    assert.ok(!logged("monitoring listening"), "started before the signal: the WAL recovered too fast");
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0, lines.join("\n"));
+    await reading;
+    assert.ok(logged("SIGTERM while starting: stopping once started"), lines.join("\n"));
+    assert.ok(logged("stopped"), lines.join("\n"));
   } finally {
     try {
       child.kill("SIGKILL");
