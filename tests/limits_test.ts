@@ -14,6 +14,7 @@ import { readReply } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
 import { makeCa } from "./support/tls.ts";
 import { FLAG, FRAME, frame, grpcHeaders, PREFACE, readFrames } from "./support/h2_raw.ts";
+import { tempDir } from "./support/temp_dir.ts";
 import { delay, waitFor, within } from "./support/wait.ts";
 
 const encoder = new TextEncoder();
@@ -463,6 +464,32 @@ Deno.test("https: connections without a handshake, idle ones, and those past max
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("https: shutdown closes connections in their handshake or half way through a head at once", async () => {
+  await using dir = await tempDir("ka-limits-");
+  const { tls, caCerts } = await serverTls(dir.path);
+  const server = await startHttpServer({
+    listen: "127.0.0.1:0",
+    facade: new FakeFacade(),
+    limits: LONG,
+    tls,
+  });
+  const silent = await connect(server.port);
+  const half = await Deno.connectTls({ hostname: "localhost", port: server.port, caCerts });
+  const done = await Deno.connectTls({ hostname: "localhost", port: server.port, caCerts });
+  try {
+    await half.write(encoder.encode(post("m").slice(0, 40)));
+    await done.write(encoder.encode(post("m")));
+    assert.equal((await readReply(done))?.status, 200);
+    await delay(100);
+    await within("the listener to shut down, the clients still there", server.shutdown(), 5_000);
+    for (const [what, c] of [["silent", silent], ["half a head", half], ["answered", done]] as const) {
+      assert.equal(await within(`the ${what} connection to be closed`, closedByServer(c), 1_000), true);
+    }
+  } finally {
+    for (const c of [silent, half, done]) c.close();
   }
 });
 

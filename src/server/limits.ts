@@ -198,6 +198,19 @@ export class Connections {
     }
   }
 
+  /**
+   * At shutdown: has the sweep close each connection once it has no request in flight (Connection.closeWhenDone),
+   * and sweeps now, so that those without one close at once (a request head or a TLS handshake under way
+   * included, which a server's own close waits for). `busyToo`: false leaves a connection with a request in
+   * flight to its server's own close.
+   */
+  closeWhenDone(busyToo: boolean): void {
+    for (const conn of this.#open) {
+      if (busyToo || !conn.busy) conn.closeWhenDone();
+    }
+    this.sweep();
+  }
+
   /** Closes the connections past their deadlines, and those to close once done (the timer runs it each period). */
   sweep(): void {
     const now = Date.now();

@@ -186,10 +186,7 @@ async function serveTcp(
         // closes it. The others are closed by the sweep, now: Deno's server may be waiting there for the rest of
         // a body or of a request head, which a graceful close would wait for too, and a connection it is
         // closing can no longer be closed at once.
-        for (const tracked of served.values()) {
-          if (!tracked.busy) tracked.closeWhenDone();
-        }
-        conns.sweep();
+        conns.closeWhenDone(false);
         await Promise.all([...served.keys()].map((server) => server.finished.catch(() => {})));
         conns.stop();
       })(),
@@ -356,6 +353,8 @@ async function serveHttps(
           resolve();
         });
         server.closeIdleConnections();
+        // node:http closes neither a connection in its TLS handshake nor one half way through a request head.
+        conns.closeWhenDone(true);
       }),
   };
 }
