@@ -521,6 +521,26 @@ Deno.test("a connection waits from its open for a head, and is idle from the swe
   }
 });
 
+Deno.test("grpc over TLS: shutdown closes a connection in its handshake at once", async () => {
+  await using dir = await tempDir("ka-limits-");
+  const { tls } = await serverTls(dir.path);
+  const server = await startGrpcServer({
+    listen: "127.0.0.1:0",
+    facade: new FakeFacade(),
+    maxRequestSize: 1 << 20,
+    limits: LONG,
+    tls,
+  });
+  const silent = await connect(server.port);
+  try {
+    await delay(100);
+    await within("the listener to shut down, the client still there", server.shutdown(), 5_000);
+    assert.equal(await within("the connection to be closed", closedByServer(silent), 1_000), true);
+  } finally {
+    silent.close();
+  }
+});
+
 Deno.test("grpc over TLS: connections without a handshake count, and are closed after the header timeout", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ka-limits-" });
   try {
