@@ -521,6 +521,30 @@ Deno.test("a connection waits from its open for a head, and is idle from the swe
   }
 });
 
+Deno.test("a connection to close once done: idle, at once; busy, at the sweep after the one that sees it end", () => {
+  const conns = new Connections("test", {
+    maxConnections: 2,
+    headerTimeoutMs: 100_000,
+    idleTimeoutMs: 100_000,
+  });
+  const now = Date.now();
+  const idle = conns.open(() => {})!;
+  const busy = conns.open(() => {})!;
+  try {
+    busy.requestStarted();
+    idle.closeWhenDone();
+    busy.closeWhenDone();
+    assert.equal(idle.expired(now, 100_000), true, "no request in flight, none just ended");
+    assert.equal(busy.expired(now, 100_000), false, "a request in flight");
+    busy.requestEnded();
+    assert.equal(busy.expired(now + 1, 100_000), false, "its reply gets a sweep period to be written");
+    assert.equal(busy.expired(now + 2, 100_000), true);
+  } finally {
+    idle.closed();
+    busy.closed();
+  }
+});
+
 Deno.test("grpc over TLS: shutdown closes a connection in its handshake at once", async () => {
   await using dir = await tempDir("ka-limits-");
   const { tls } = await serverTls(dir.path);

@@ -165,7 +165,7 @@ export class Connections {
     const conn = new Connection(this, close, this.limits.headerTimeoutMs);
     this.#open.add(conn);
     if (this.#timer === undefined) {
-      const timer = setInterval(() => this.sweep(), this.#periodMs);
+      const timer = setInterval(() => this.#sweep(), this.#periodMs);
       // Idle clients must not keep a stopping process alive.
       Deno.unrefTimer(Number(timer));
       this.#timer = timer;
@@ -208,11 +208,11 @@ export class Connections {
     for (const conn of this.#open) {
       if (busyToo || !conn.busy) conn.closeWhenDone();
     }
-    this.sweep();
+    this.#sweep();
   }
 
-  /** Closes the connections past their deadlines, and those to close once done (the timer runs it each period). */
-  sweep(): void {
+  /** Closes the connections past their deadlines, and those to close once done. */
+  #sweep(): void {
     const now = Date.now();
     for (const conn of this.#open) {
       if (!conn.expired(now, this.limits.idleTimeoutMs)) continue;
