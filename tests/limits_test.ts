@@ -10,10 +10,20 @@ import { abortServer } from "../src/server/reply.ts";
 import { type ConnectionLimits, Connections } from "../src/server/limits.ts";
 import { startMonitoringServer } from "../src/server/monitoring.ts";
 import { readTls, TlsSource } from "../src/server/tls.ts";
-import { readReply } from "./support/attack.ts";
+import { readReply, writeAll } from "./support/attack.ts";
 import { FakeFacade } from "./support/fake_facade.ts";
 import { makeCa } from "./support/tls.ts";
-import { FLAG, FRAME, frame, grpcHeaders, PREFACE, readFrames } from "./support/h2_raw.ts";
+import {
+  FLAG,
+  FRAME,
+  frame,
+  grpcHeaders,
+  hpack,
+  PREFACE,
+  readFrames,
+  settingsFrame,
+} from "./support/h2_raw.ts";
+import { HpackDecoder } from "../src/server/http2/hpack.ts";
 import { tempDir } from "./support/temp_dir.ts";
 import { delay, waitFor, within } from "./support/wait.ts";
 
@@ -243,6 +253,30 @@ Deno.test("http: shutdown answers a body read under way with 503 and waits for n
   }
 });
 
+Deno.test("http: shutdown closes a keep-alive connection in constant use, each request answered", async () => {
+  const server = await startHttpServer({ listen: "127.0.0.1:0", facade: new FakeFacade(), limits: LONG });
+  const conn = await connect(server.port);
+  let answered = 0;
+  let stop = false;
+  // Never idle for long: a request as soon as the last is answered, until the server closes.
+  const loop = (async () => {
+    while (!stop && await writeAll(conn, encoder.encode("GET /topics HTTP/1.1\r\nHost: limits\r\n\r\n"))) {
+      const reply = await readReply(conn);
+      if (reply === null) return;
+      assert.equal(reply.status, 200);
+      answered++;
+    }
+  })();
+  try {
+    await waitFor("requests answered", () => answered > 10, 5_000);
+    await within("the listener to shut down, the client still sending", server.shutdown(), 5_000);
+    await within("the client to see its connection closed", loop, 5_000);
+  } finally {
+    stop = true;
+    conn.close();
+  }
+});
+
 Deno.test("http: while draining, produce requests get 503 and lose their connection, whole or not", async () => {
   const server = await startHttpServer({
     listen: "127.0.0.1:0",
@@ -277,6 +311,54 @@ Deno.test("http: closing a connection whose server is closing already is no unca
   });
   abortServer(abort);
   assert.ok(abort.signal.aborted);
+});
+
+Deno.test("http over h2c: a 408 ends its stream only; the connection serves the next one", async () => {
+  await withHttp({ limits: LONG, bodyTimeoutMs: 300 }, async (port) => {
+    const conn = await connect(port);
+    try {
+      const request = (length: number) =>
+        hpack([
+          [":method", "POST"],
+          [":scheme", "http"],
+          [":path", `/topics/${TOPIC}/messages`],
+          [":authority", "limits"],
+          ["content-length", String(length)],
+        ]);
+      await conn.write(PREFACE);
+      await conn.write(settingsFrame([]));
+      // Stream 1: 10 of 100 bytes, then nothing.
+      await conn.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, request(100)));
+      await conn.write(frame(FRAME.DATA, 0, 1, encoder.encode("m".repeat(10))));
+      const decoder = new HpackDecoder();
+      const statuses = new Map<number, string>();
+      const frames = readFrames(conn);
+      // Read by hand: leaving a for-await loop would end the generator.
+      const next = async (stream: number): Promise<string | undefined> => {
+        for (let r = await frames.next(); !r.done; r = await frames.next()) {
+          const f = r.value;
+          if (f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0) {
+            await conn.write(frame(FRAME.SETTINGS, FLAG.ACK, 0, new Uint8Array(0)));
+          }
+          if (f.type !== FRAME.HEADERS) continue;
+          statuses.set(
+            f.streamId,
+            decoder.decode(f.payload).fields.find(([n]) => n === ":status")?.[1] ?? "",
+          );
+          if (statuses.has(stream)) return statuses.get(stream);
+        }
+        return undefined;
+      };
+      assert.equal(await within("the 408", next(1), 5_000), "408");
+      // Beyond two sweep periods (1 s each with these timeouts): a connection marked to close would be gone.
+      await delay(2_500);
+      await conn.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, 3, request(1)));
+      await conn.write(frame(FRAME.DATA, FLAG.END_STREAM, 3, encoder.encode("m")));
+      assert.equal(await within("the next stream's reply", next(3), 5_000), "200");
+    } finally {
+      conn.close();
+    }
+  });
 });
 
 Deno.test("http: request bodies past max_inflight_bytes get 503 with Retry-After", async () => {
@@ -498,47 +580,50 @@ Deno.test("a connection waits from its open for a head, and is idle from the swe
   const opened = Date.now();
   const conn = conns.open(() => {})!;
   try {
-    assert.equal(conn.expired(opened + 50, 1000), false);
+    assert.equal(conn.expired(opened + 50, 1000, 10), false);
     conn.requestStarted();
     conn.requestStarted();
     conn.requestEnded();
     // Busy: no deadline, however long.
-    assert.equal(conn.expired(opened + 10_000, 1000), false);
+    assert.equal(conn.expired(opened + 10_000, 1000, 10), false);
     conn.requestEnded();
     // This sweep sees the last request ended: idle from now on, with the idle timeout.
-    assert.equal(conn.expired(opened + 20_000, 1000), false);
-    assert.equal(conn.expired(opened + 20_999, 1000), false);
-    assert.equal(conn.expired(opened + 21_000, 1000), true);
+    assert.equal(conn.expired(opened + 20_000, 1000, 10), false);
+    assert.equal(conn.expired(opened + 20_999, 1000, 10), false);
+    assert.equal(conn.expired(opened + 21_000, 1000, 10), true);
   } finally {
     conn.closed();
   }
   assert.equal(conns.size, 0);
   const late = conns.open(() => {})!;
   try {
-    assert.equal(late.expired(Date.now() + 100, 1000), true);
+    assert.equal(late.expired(Date.now() + 100, 1000, 10), true);
   } finally {
     late.closed();
   }
 });
 
-Deno.test("a connection to close once done: idle, at once; busy, at the sweep after the one that sees it end", () => {
+Deno.test("a connection to close once done: idle, once it has been for the grace; busy, the grace after it ends", () => {
   const conns = new Connections("test", {
     maxConnections: 2,
     headerTimeoutMs: 100_000,
     idleTimeoutMs: 100_000,
   });
-  const now = Date.now();
   const idle = conns.open(() => {})!;
   const busy = conns.open(() => {})!;
+  const now = Date.now(); // not before either opened
   try {
     busy.requestStarted();
     idle.closeWhenDone();
     busy.closeWhenDone();
-    assert.equal(idle.expired(now, 100_000), true, "no request in flight, none just ended");
-    assert.equal(busy.expired(now, 100_000), false, "a request in flight");
+    // A client that has just connected has the grace to send the request it connected for.
+    assert.equal(idle.expired(now, 100_000, 500), false, "just opened");
+    assert.equal(idle.expired(now + 500, 100_000, 500), true, "no request for the grace");
+    assert.equal(busy.expired(now + 500, 100_000, 500), false, "a request in flight");
     busy.requestEnded();
-    assert.equal(busy.expired(now + 1, 100_000), false, "its reply gets a sweep period to be written");
-    assert.equal(busy.expired(now + 2, 100_000), true);
+    assert.equal(busy.expired(now + 600, 100_000, 500), false, "its reply gets the grace to be written");
+    assert.equal(busy.expired(now + 1_099, 100_000, 500), false);
+    assert.equal(busy.expired(now + 1_100, 100_000, 500), true);
   } finally {
     idle.closed();
     busy.closed();

@@ -155,13 +155,13 @@ class HttpHandler {
   }
 
   /**
-   * While draining, produce requests get 503 "shutting down". Turning it on also ends the body reads under way,
-   * whose records would be refused the same once read: their requests are answered at once, and the service's
-   * shutdown does not wait for a slow client.
+   * While draining, produce requests get 503 "shutting down", and body reads end (those under way at once, a
+   * refusal's read of a body to drop at its deadline's next sweep): their records would be refused the same once
+   * read, and the service's shutdown does not wait for a slow client.
    */
   setDraining(on: boolean): void {
     this.draining = on;
-    if (on) this.#deadlines.expireAll();
+    this.#deadlines.setEnding(on);
   }
 
   /** Stops the body deadline timer; for shutdown, once no request is in flight. */
@@ -219,7 +219,7 @@ class HttpHandler {
   }
 
   #produce(req: Request, rawTopic: string, query: string, certName?: string): Response | Promise<Response> {
-    if (this.draining) return shuttingDown();
+    if (this.draining) return shuttingDown(req, false);
     const gate = this.#gate;
     let principal: Principal | undefined;
     if (gate !== undefined) {
@@ -299,7 +299,7 @@ class HttpHandler {
     }
     if (value === TOO_LARGE || value === TIMED_OUT) {
       held.release();
-      return value === TOO_LARGE ? tooLarge(max, `more than ${max} bytes`) : this.#timedOut();
+      return value === TOO_LARGE ? tooLarge(max, `more than ${max} bytes`) : this.#timedOut(req);
     }
     return await this.#produceValue(message, value, ack, held);
   }
@@ -388,7 +388,7 @@ class HttpHandler {
     // The body and its records are never locals here: while the reply waits for Kafka or the disk, they are let go
     // (kept that long, a batch's records outlived V8's young-generation collections).
     const handed = await this.#readBody(req, declared, this.#batch.maxBytes).then(
-      (body) => this.#handOverBody(body, topic, ack, held, slot),
+      (body) => this.#handOverBody(req, body, topic, ack, held, slot),
       (err) => bodyReadFailed(err, topic),
     );
     if (handed instanceof Response) return handed;
@@ -418,6 +418,7 @@ class HttpHandler {
    * facade's outcomes (one per record, in order).
    */
   #handOverBody(
+    req: Request,
     body: Uint8Array | BodyFailure,
     topic: string,
     ack: AckLevel,
@@ -428,7 +429,7 @@ class HttpHandler {
     if (body === TOO_LARGE) {
       return batchTooLarge(`more than ${maxBytes} bytes`, `${maxBytes} bytes`, "max_bytes");
     }
-    if (body === TIMED_OUT) return this.#timedOut();
+    if (body === TIMED_OUT) return this.#timedOut(req);
     held.shrinkTo(body.byteLength);
     const records = parseNdjson(body, topic, { maxRecords, maxValueBytes: this.#facade.maxMessageBytes });
     if (records === TOO_MANY_RECORDS) {
@@ -476,8 +477,7 @@ class HttpHandler {
     if (header(req, "expect")?.toLowerCase() === "100-continue") {
       // Never asked for, the body may come all the same (a client waits for `100 Continue` only so long), where
       // the next request would be read: the connection ends with this reply, as Go's net/http ends it.
-      reply.headers.set("connection", "close");
-      return reply;
+      return closeConnection(req, reply);
     }
     const length = header(req, "content-length");
     const declared = length === null ? 0 : parseContentLength(length);
@@ -493,7 +493,7 @@ class HttpHandler {
         // A read the deadline cancelled ends as if the body had.
         if (!ended || read.timedOut) {
           reader.cancel().catch(() => {});
-          reply.headers.set("connection", "close");
+          closeConnection(req, reply, this.draining);
         }
         return reply;
       },
@@ -510,12 +510,13 @@ class HttpHandler {
   }
 
   /** The reply to a request whose body read the deadline ended, or draining did. */
-  #timedOut(): Response {
-    if (this.draining) return shuttingDown();
-    const reply = plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`);
+  #timedOut(req: Request): Response {
+    if (this.draining) return shuttingDown(req, true);
     // The rest of the body may still come: the connection cannot be read on.
-    reply.headers.set("connection", "close");
-    return reply;
+    return closeConnection(
+      req,
+      plain(408, `request body not received within ${this.#deadlines.timeoutMs / 1000} s`),
+    );
   }
 
   /** The topics of the cluster; with a Gate, those the caller may write to. */
@@ -839,6 +840,7 @@ class BodyDeadlines {
   readonly #periodMs: number;
   readonly #reads = new Set<PendingRead>();
   #timer: ReturnType<typeof setInterval> | undefined;
+  #ending = false;
 
   constructor(timeoutMs: number) {
     if (!(timeoutMs > 0)) throw new Error(`http: body timeout must be positive, got ${timeoutMs} ms`);
@@ -867,7 +869,8 @@ class BodyDeadlines {
   }
 
   watch(reader: PendingRead["reader"]): PendingRead {
-    const read: PendingRead = { deadline: Date.now() + this.timeoutMs, reader, timedOut: false };
+    const deadline = this.#ending ? 0 : Date.now() + this.timeoutMs;
+    const read: PendingRead = { deadline, reader, timedOut: false };
     this.#reads.add(read);
     this.#timer ??= setInterval(() => this.#sweep(), this.#periodMs);
     return read;
@@ -882,9 +885,13 @@ class BodyDeadlines {
     this.#timer = undefined;
   }
 
-  /** Ends every read under way as if its deadline had passed. */
-  expireAll(): void {
-    if (this.#reads.size > 0) this.#sweep(Infinity);
+  /**
+   * While on, body reads end as if their deadline had passed: those under way now, later ones at the next sweep
+   * (for the service's stop, which would otherwise wait for a slow client).
+   */
+  setEnding(on: boolean): void {
+    this.#ending = on;
+    if (on && this.#reads.size > 0) this.#sweep(Infinity);
   }
 
   #sweep(now = Date.now()): void {
@@ -1017,13 +1024,23 @@ export function cleanPath(path: string): string {
 }
 
 /**
- * 503 while the service stops, closing its connection (as Go's net/http does once shutting down): a client then
- * sends its next request elsewhere rather than into the listener's close, and a body that has not all come is
- * not waited for (Deno's server would wait for it, and hold the stop).
+ * 503 while the service stops. On HTTP/1 it closes its connection (as Go's net/http does once shutting down): a
+ * client then sends its next request elsewhere rather than into the listener's close. On HTTP/2 only when the
+ * stop cut the read of the request's body (`cut`): Deno's server would keep that stream, and with it the
+ * connection, open for the rest of a body that stopped coming; the other connections get GOAWAY.
  */
-function shuttingDown(): Response {
-  const reply = plain(503, "shutting down", 1);
-  reply.headers.set("connection", "close");
+function shuttingDown(req: Request, cut: boolean): Response {
+  return closeConnection(req, plain(503, "shutting down", 1), cut);
+}
+
+/**
+ * `reply`, closing its connection when that is HTTP/1, which is when the request has a Host header (Deno gives an
+ * HTTP/2 request its authority, never a Host header); on HTTP/2 a reply ends its own stream, and the connection
+ * goes on serving the others, unless `evenHttp2`. The listener closes the connection once its requests are done
+ * (reply.ts).
+ */
+function closeConnection(req: Request, reply: Response, evenHttp2 = false): Response {
+  if (evenHttp2 || header(req, "host") !== null) reply.headers.set("connection", "close");
   return reply;
 }
 

@@ -65,8 +65,8 @@ export class Connection {
   }
 
   /**
-   * Has the sweep close the connection once no request is in flight: at its next run when none has ended since
-   * the run before, else at the run after, so that the last reply has a period to be written. For a reply that
+   * Has the sweep close the connection once no request is in flight, about a sweep period after the last one ended
+   * (or after it opened, when it has had none), so that the last reply has that long to be written. For a reply that
    * closes its connection, which the server may not do itself (Deno's waits for the rest of a body it was not
    * asked to read, a 408's), and at shutdown for a connection that may be half way through a request head
    * (which a graceful close would wait for).
@@ -78,6 +78,11 @@ export class Connection {
   /** Whether closeWhenDone was called. */
   get closing(): boolean {
     return this.#closing;
+  }
+
+  /** Whether a request ever started on it. */
+  get used(): boolean {
+    return this.#started > 0;
   }
 
   /** Whether a request is in flight. */
@@ -92,9 +97,11 @@ export class Connection {
 
   /**
    * For the sweep at `now`: whether the connection has waited past its bound. Idle time counts from the sweep
-   * that first sees the connection's requests all ended, which is never before the last one ended.
+   * that first sees the connection's requests all ended, which is never before the last one ended. One to close
+   * once done waits `graceMs` of that too, or from its opening when it has had no request: long enough for its
+   * last reply to be written, or for a client that has just connected to send the request it connected for.
    */
-  expired(now: number, idleTimeoutMs: number): boolean {
+  expired(now: number, idleTimeoutMs: number, graceMs: number): boolean {
     if (this.#started !== this.#ended) return false;
     if (this.#ended !== this.#seenEnded) {
       this.#seenEnded = this.#ended;
@@ -102,7 +109,8 @@ export class Connection {
       this.#waitMs = idleTimeoutMs;
       return false;
     }
-    return this.#closing || now - this.#waitingSince >= this.#waitMs;
+    const waited = now - this.#waitingSince;
+    return waited >= this.#waitMs || (this.#closing && waited >= graceMs);
   }
 }
 
@@ -199,14 +207,13 @@ export class Connections {
   }
 
   /**
-   * At shutdown: has the sweep close each connection once it has no request in flight (Connection.closeWhenDone),
-   * and sweeps now, so that those without one close at once (a request head or a TLS handshake under way
-   * included, which a server's own close waits for). `busyToo`: false leaves a connection with a request in
-   * flight to its server's own close.
+   * At shutdown: has the sweep close each connection `which` picks once it has no request in flight
+   * (Connection.closeWhenDone), and sweeps now, so that those without one for a while close at once (a
+   * request head or a TLS handshake under way included, which a server's own close waits for).
    */
-  closeWhenDone(busyToo: boolean): void {
+  closeWhenDone(which: (conn: Connection) => boolean): void {
     for (const conn of this.#open) {
-      if (busyToo || !conn.busy) conn.closeWhenDone();
+      if (which(conn)) conn.closeWhenDone();
     }
     this.#sweep();
   }
@@ -215,7 +222,8 @@ export class Connections {
   #sweep(): void {
     const now = Date.now();
     for (const conn of this.#open) {
-      if (!conn.expired(now, this.limits.idleTimeoutMs)) continue;
+      // Half a period: the sweeps themselves come a period apart, give or take the timer's slack.
+      if (!conn.expired(now, this.limits.idleTimeoutMs, this.#periodMs / 2)) continue;
       this.#open.delete(conn);
       logRepeated(`${this.#name}: connection timed out`, "debug", `${this.#name}: connection timed out`, {});
       conn.close();

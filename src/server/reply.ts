@@ -113,26 +113,19 @@ async function serveTcp(
   /** Each connection's server, and the connection as counted. */
   const served = new Map<Served, Connection>();
   const refusal = tooManyConnections(name, conns.limits.maxConnections);
-  let shuttingDown = false;
 
   const accept = (conn: Deno.Conn) => {
     const abort = new AbortController();
     const tracked = conns.open(() => abortServer(abort));
     if (tracked === undefined) return void refuseConnection(conn, refusal);
-    // Shutting down: a connection closes gracefully once its last request is answered (its reply goes first).
-    const ended = () => {
-      if (!tracked.busy && !tracked.closing) closeGracefully(server);
-    };
     const answered = (reply: Response): Response => {
       // Only refusals close their connection; the status alone keeps the usual reply off the headers.
       if (reply.status >= 400 && reply.headers.get("connection") === "close") tracked.closeWhenDone();
       tracked.requestEnded();
-      if (shuttingDown) ended();
       return reply;
     };
     const failed = (err: unknown): never => {
       tracked.requestEnded();
-      if (shuttingDown) ended();
       throw err;
     };
     const server = serve(
@@ -179,14 +172,16 @@ async function serveTcp(
     port: listener.addr.port,
     shutdown: () =>
       stopping ??= (async () => {
-        shuttingDown = true;
         listener.close();
         await accepting;
-        // A connection with a request in flight closes gracefully once it is answered (above), unless its reply
-        // closes it. The others are closed by the sweep, now: Deno's server may be waiting there for the rest of
-        // a body or of a request head, which a graceful close would wait for too, and a connection it is
-        // closing can no longer be closed at once.
-        conns.closeWhenDone(false);
+        // Deno's graceful close answers what is in flight first (HTTP/2: with GOAWAY), but waits for the rest of a
+        // body or of a first request head, and a connection it is closing can no longer be closed at once. So a
+        // connection whose reply closes it, and one that never had a request (it may be half way through its
+        // first head), are left to the sweep, which closes them once done; the others close gracefully.
+        conns.closeWhenDone((conn) => !conn.used);
+        for (const [server, tracked] of served) {
+          if (!tracked.closing) closeGracefully(server);
+        }
         await Promise.all([...served.keys()].map((server) => server.finished.catch(() => {})));
         conns.stop();
       })(),
@@ -354,7 +349,7 @@ async function serveHttps(
         });
         server.closeIdleConnections();
         // node:http closes neither a connection in its TLS handshake nor one half way through a request head.
-        conns.closeWhenDone(true);
+        conns.closeWhenDone(() => true);
       }),
   };
 }

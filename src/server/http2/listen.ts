@@ -113,7 +113,7 @@ export async function listenHttp2(opts: Http2ListenOptions): Promise<Http2Listen
       const drained = new Promise<void>((resolve) => idle = resolve);
       for (const conn of open) conn.shutdown();
       // A TLS socket still in its handshake is no Http2Connection yet, and node:tls's close waits for it.
-      opts.conns.closeWhenDone(false);
+      opts.conns.closeWhenDone((conn) => !conn.busy);
       if (open.size === 0) idle!();
       await drained;
       await closed;
