@@ -263,16 +263,19 @@ Deno.test("cli: a listener that cannot bind ends the process with exit 1 and one
 
 /**
  * A service that takes a while to start, spawned: a WAL of 200,000 records to recover. `logged(msg)` says whether
- * it logged `msg`; `recovering` resolves once it holds the WAL's lock (it is recovering). Kill it when done.
+ * it logged `msg`; `recovering` resolves once it holds the WAL's lock (it is recovering); disposing of it kills
+ * the process and waits for it.
  */
-async function slowStart(dir: string): Promise<{
-  child: Deno.ChildProcess;
-  monitoring: string;
-  lines: string[];
-  logged(msg: string): boolean;
-  recovering: Promise<void>;
-  reading: Promise<void>;
-}> {
+async function slowStart(dir: string): Promise<
+  AsyncDisposable & {
+    child: Deno.ChildProcess;
+    monitoring: string;
+    lines: string[];
+    logged(msg: string): boolean;
+    recovering: Promise<void>;
+    reading: Promise<void>;
+  }
+> {
   const walPath = `${dir}/wal`;
   const wal = await openWal({ path: walPath, inMemory: false, maxBytes: 1 << 30 });
   const value = new Uint8Array(100);
@@ -306,64 +309,57 @@ async function slowStart(dir: string): Promise<{
     logged: (msg: string) => lines.some((l) => l.includes(`"msg":"${msg}"`)),
     recovering: waitFor("the WAL to be locked", () => holds(child.pid, `${walPath}/LOCK`), 30_000, 1),
     reading,
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* ended */ }
+      await child.status;
+      await reading;
+    },
   };
 }
 
 Deno.test("cli: a SIGHUP while the service starts does not end it; the producer is replaced once it runs", async () => {
   await using dir = await tempDir("ka-hup-start-");
-  const { child, monitoring, lines, logged, recovering, reading } = await slowStart(dir.path);
-  try {
-    // From the moment the service holds the WAL's lock (it is recovering) until it listens, a SIGHUP every few ms.
-    await recovering;
-    let hups = 0;
-    // A bound, so that a service that never logs it fails the test rather than taking SIGHUPs for good.
-    const deadline = performance.now() + 60_000;
-    while (!logged("monitoring listening")) {
-      assert.ok(performance.now() < deadline, `not listening after ${hups} SIGHUPs:\n${lines.join("\n")}`);
-      child.kill("SIGHUP");
-      hups++;
-      const ended = await Promise.race([child.status.then(() => true), delay(3).then(() => false)]);
-      assert.ok(!ended, `the service ended after ${hups} SIGHUPs:\n${lines.join("\n")}`);
-    }
-    assert.ok(hups > 0);
-    assert.ok(logged("SIGHUP while starting: the producer is replaced once started"), lines.join("\n"));
-    await waitFor(
-      "the producer to be replaced",
-      () => logged("kafka producer replaced; the old one drains"),
-      20_000,
-    );
-    const health = await fetch(`http://${monitoring}/healthz`);
-    await health.body?.cancel();
-    assert.equal(health.status, 200);
-    child.kill("SIGTERM");
-    assert.equal((await child.status).code, 0);
-  } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* ended */ }
-    await child.status;
-    await reading;
+  await using service = await slowStart(dir.path);
+  const { child, monitoring, lines, logged, recovering } = service;
+  // From the moment the service holds the WAL's lock (it is recovering) until it listens, a SIGHUP every few ms.
+  await recovering;
+  let hups = 0;
+  // A bound, so that a service that never logs it fails the test rather than taking SIGHUPs for good.
+  const deadline = performance.now() + 60_000;
+  while (!logged("monitoring listening")) {
+    assert.ok(performance.now() < deadline, `not listening after ${hups} SIGHUPs:\n${lines.join("\n")}`);
+    child.kill("SIGHUP");
+    hups++;
+    const ended = await Promise.race([child.status.then(() => true), delay(3).then(() => false)]);
+    assert.ok(!ended, `the service ended after ${hups} SIGHUPs:\n${lines.join("\n")}`);
   }
+  assert.ok(hups > 0);
+  assert.ok(logged("SIGHUP while starting: the producer is replaced once started"), lines.join("\n"));
+  await waitFor(
+    "the producer to be replaced",
+    () => logged("kafka producer replaced; the old one drains"),
+    20_000,
+  );
+  const health = await fetch(`http://${monitoring}/healthz`);
+  await health.body?.cancel();
+  assert.equal(health.status, 200);
+  child.kill("SIGTERM");
+  assert.equal((await child.status).code, 0);
 });
 
 Deno.test("cli: a SIGTERM while the service starts stops it once it runs, with exit 0", async () => {
   await using dir = await tempDir("ka-term-start-");
-  const { child, lines, logged, recovering, reading } = await slowStart(dir.path);
-  try {
-    await recovering;
-    assert.ok(!logged("monitoring listening"), "started before the signal: the WAL recovered too fast");
-    child.kill("SIGTERM");
-    assert.equal((await child.status).code, 0, lines.join("\n"));
-    await reading;
-    assert.ok(logged("SIGTERM while starting: stopping once started"), lines.join("\n"));
-    assert.ok(logged("stopped"), lines.join("\n"));
-  } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* ended */ }
-    await child.status;
-    await reading;
-  }
+  await using service = await slowStart(dir.path);
+  const { child, lines, logged, recovering, reading } = service;
+  await recovering;
+  assert.ok(!logged("monitoring listening"), "started before the signal: the WAL recovered too fast");
+  child.kill("SIGTERM");
+  assert.equal((await child.status).code, 0, lines.join("\n"));
+  await reading;
+  assert.ok(logged("SIGTERM while starting: stopping once started"), lines.join("\n"));
+  assert.ok(logged("stopped"), lines.join("\n"));
 });
 
 /** Whether process `pid` has `path` open. */
