@@ -222,13 +222,19 @@ Deno.test("http: a refusal whose unread body stalls comes after the body timeout
 /** Timeouts beyond any test: only what the test is about may end a read or a connection. */
 const LONG: ConnectionLimits = { maxConnections: 100, headerTimeoutMs: 60_000, idleTimeoutMs: 60_000 };
 
-Deno.test("http: shutdown answers a body read under way with 503 and waits for no client", async () => {
-  const server = await startHttpServer({
+/** An HTTP listener with LONG limits and body timeout, for a test that shuts it down itself. */
+function startLongHttp(opts: Partial<HttpServerOptions> = {}) {
+  return startHttpServer({
     listen: "127.0.0.1:0",
     facade: new FakeFacade(),
     limits: LONG,
     bodyTimeoutMs: 60_000,
+    ...opts,
   });
+}
+
+Deno.test("http: shutdown answers a body read under way with 503 and waits for no client", async () => {
+  const server = await startLongHttp();
   const [conn, idle, half] = await Promise.all([
     connect(server.port),
     connect(server.port),
@@ -254,7 +260,7 @@ Deno.test("http: shutdown answers a body read under way with 503 and waits for n
 });
 
 Deno.test("http: shutdown closes a keep-alive connection in constant use, each request answered", async () => {
-  const server = await startHttpServer({ listen: "127.0.0.1:0", facade: new FakeFacade(), limits: LONG });
+  const server = await startLongHttp();
   const conn = await connect(server.port);
   let answered = 0;
   let stop = false;
@@ -278,12 +284,7 @@ Deno.test("http: shutdown closes a keep-alive connection in constant use, each r
 });
 
 Deno.test("http: while draining, produce requests get 503 and lose their connection, whole or not", async () => {
-  const server = await startHttpServer({
-    listen: "127.0.0.1:0",
-    facade: new FakeFacade(),
-    limits: LONG,
-    bodyTimeoutMs: 60_000,
-  });
+  const server = await startLongHttp();
   const [stalled, whole] = await Promise.all([connect(server.port), connect(server.port)]);
   try {
     server.setDraining(true);
@@ -552,12 +553,7 @@ Deno.test("https: connections without a handshake, idle ones, and those past max
 Deno.test("https: shutdown closes connections in their handshake or half way through a head at once", async () => {
   await using dir = await tempDir("ka-limits-");
   const { tls, caCerts } = await serverTls(dir.path);
-  const server = await startHttpServer({
-    listen: "127.0.0.1:0",
-    facade: new FakeFacade(),
-    limits: LONG,
-    tls,
-  });
+  const server = await startLongHttp({ tls });
   const silent = await connect(server.port);
   const half = await Deno.connectTls({ hostname: "localhost", port: server.port, caCerts });
   const done = await Deno.connectTls({ hostname: "localhost", port: server.port, caCerts });

@@ -180,7 +180,7 @@ async function serveTcp(
         // first head), are left to the sweep, which closes them once done; the others close gracefully.
         conns.closeWhenDone((conn) => !conn.used);
         for (const [server, tracked] of served) {
-          if (!tracked.closing) closeGracefully(server);
+          if (!tracked.closing) server.shutdown().catch(() => {});
         }
         await Promise.all([...served.keys()].map((server) => server.finished.catch(() => {})));
         conns.stop();
@@ -190,11 +190,6 @@ async function serveTcp(
 
 /** One connection's server, as serveHttpOnConnection returns it. */
 type Served = ReturnType<ServeOnConnection>;
-
-/** Closes one connection's server once its requests are answered (HTTP/2: with GOAWAY). */
-function closeGracefully(server: Served): void {
-  server.shutdown().catch(() => {});
-}
 
 /**
  * Closes one connection's server at once through its abort signal. Deno's server cancels itself from a listener
