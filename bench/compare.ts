@@ -3,7 +3,7 @@
  * single-node broker (tests/kafka/broker.ts), so that the ratios come from the same machine state.
  *
  *   deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat] [--value-bytes N]
- *     [--rounds N]
+ *     [--rounds N] [--connections N]
  *
  * Per scenario: a fresh process (service, Go service or ceiling), a 2 s warm-up, then a fixed load for N seconds
  * (default 15) into a new topic of 3 partitions, then a wait until the topic's end offsets stop moving. Measured:
@@ -14,7 +14,7 @@
  * - latency p50/p99: per request from wrk --latency or bench/load (HTTP; a batch request carries 1,000
  *   records), per record from bench/load (gRPC).
  * Scenarios: HTTP one message per request (wrk -c64, bench/post.lua), HTTP NDJSON batches of 1,000 records
- * (bench/load `http`, 64 keep-alive connections), gRPC Produce streams (bench/load `grpc`: grpc-go, 4 streams x
+ * (bench/load `http`, 64 keep-alive connections; `--connections` sets both 64s), gRPC Produce streams (bench/load `grpc`: grpc-go, 4 streams x
  * 1,000 in flight); values of 100 bytes, or `--value-bytes` for the single messages and gRPC records. The Go
  * load generator is built on first use by bench/load/build.sh. Ceilings: bare Deno.serve
  * (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
@@ -53,13 +53,15 @@ const ONLY = new Set((flag("only") ?? "http,batch,grpc,kcat").split(",").map((x)
 const VALUE_BYTES = Number(flag("value-bytes") ?? 100);
 /** Alternated measurements of ours and Go per scenario; their rows give medians. */
 const ROUNDS = Number(flag("rounds") ?? 1);
+/** Keep-alive connections of the HTTP loads (wrk's, and bench/load's for batches). */
+const CONNECTIONS = Number(flag("connections") ?? 64);
 if (
   !(SECONDS > 0) || !Number.isInteger(VALUE_BYTES) || VALUE_BYTES < 1 || !Number.isInteger(ROUNDS) ||
-  ROUNDS < 1
+  ROUNDS < 1 || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1
 ) {
   console.error(
     "usage: deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat] " +
-      "[--value-bytes N] [--rounds N]",
+      "[--value-bytes N] [--rounds N] [--connections N]",
   );
   Deno.exit(2);
 }
@@ -73,7 +75,6 @@ const GRPC_ECHO = here("./grpc_echo_server.ts");
 
 const PARTITIONS = 3;
 const WARMUP_SECONDS = 2;
-const CONNECTIONS = 64;
 const BATCH_RECORDS = 1000;
 const RECORD_BYTES = 100;
 const GRPC_STREAMS = 4;
