@@ -29,10 +29,11 @@
  * services' WALs, so that the broker's writes share neither the disk nor the file system's journal with them.
  * `--loads N` gives each start of the service N loads in a row (each into a new topic, each reported): whether
  * a spread of figures comes with the start (V8's decisions early in a process) or with the machine.
+ * `--connections N` sets the HTTP loads' keep-alive connections (default 64; wrk's, and bench/load's for batches).
  *
  * Run: deno run -A bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds 2]
  *      [--seconds 8] [--codec none|gzip|lz4] [--kafka K=V] [--env K=V] [--deno PATH] [--threads] [--cpu-prof DIR]
- *      [--broker-dir DIR] [--loads 1]
+ *      [--broker-dir DIR] [--loads 1] [--connections 64]
  */
 import { startBroker } from "../tests/kafka/broker.ts";
 import { runCommand } from "../tests/kafka/command.ts";
@@ -54,6 +55,7 @@ const ROUNDS = Number(flag("rounds", "2"));
 const SECONDS = Number(flag("seconds", "8"));
 const CODEC = flag("codec", "none");
 const LOADS = Number(flag("loads", "1"));
+const CONNECTIONS = flag("connections", "64");
 /** Every `--NAME K=V` of the command line, as an object. */
 function pairs(name: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -75,12 +77,12 @@ const REVISION_DENO = flag("deno", DENO);
 const BROKER_DIR = flag("broker-dir", "") || undefined;
 if (
   REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0) ||
-  !Number.isInteger(LOADS) || LOADS < 1
+  !Number.isInteger(LOADS) || LOADS < 1 || !(Number(CONNECTIONS) >= 1)
 ) {
   console.error(
     "usage: bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds N] " +
       "[--seconds N] [--codec C] [--kafka K=V] [--env K=V] [--deno PATH] [--threads] [--cpu-prof DIR] " +
-      "[--broker-dir DIR] [--loads N]",
+      "[--broker-dir DIR] [--loads N] [--connections N]",
   );
   Deno.exit(2);
 }
@@ -144,11 +146,21 @@ async function load(scenario: string, svc: { http: string; grpc: string }, topic
     await grpcLoad(svc.grpc, topic);
   } else if (scenario.endsWith("batch")) {
     const url = `${svc.http}/topics/${topic}/messages`;
-    const args = ["http", "-seconds", String(SECONDS), "-url", url, "-connections", "64", "-ndjson", "1000"];
+    const args = [
+      "http",
+      "-seconds",
+      String(SECONDS),
+      "-url",
+      url,
+      "-connections",
+      CONNECTIONS,
+      "-ndjson",
+      "1000",
+    ];
     await runCommand(await loadBinary(), [...args, "-size", "100"], { timeoutMs: SECONDS * 1000 + 60_000 });
   } else {
     const url = `${svc.http}/topics/${topic}/messages`;
-    const args = ["-t1", "-c64", `-d${SECONDS}s`, "-s", `${ROOT}bench/post.lua`, url];
+    const args = ["-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "-s", `${ROOT}bench/post.lua`, url];
     await runCommand("wrk", args, { timeoutMs: SECONDS * 1000 + 30_000 });
   }
 }
