@@ -14,12 +14,12 @@
  * - latency p50/p99: per request from wrk --latency or bench/load (HTTP; a batch request carries 1,000
  *   records), per record from bench/load (gRPC).
  * Scenarios: HTTP one message per request (wrk -c64, bench/post.lua), HTTP NDJSON batches of 1,000 records
- * (bench/load `http`, 64 keep-alive connections; `--connections` sets both 64s), gRPC Produce streams (bench/load `grpc`: grpc-go, 4 streams x
- * 1,000 in flight); values of 100 bytes, or `--value-bytes` for the single messages and gRPC records. The Go
- * load generator is built on first use by bench/load/build.sh. Ceilings: bare Deno.serve
- * (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo facade
- * (bench/grpc_echo_server.ts) under the same gRPC load, and `kcat -P` sending the same number of messages; for
- * the batches also bare Deno.serve reading the same bodies, the floor of their CPU and memory.
+ * (bench/load `http`, 64 keep-alive connections; `--connections` sets both 64s), gRPC Produce streams
+ * (bench/load `grpc`: grpc-go, 4 streams x 1,000 in flight); values of 100 bytes, or `--value-bytes` for the
+ * single messages and gRPC records. The Go load generator is built on first use by bench/load/build.sh.
+ * Ceilings: bare Deno.serve (bench/baseline_server.ts) under the same wrk load, our gRPC layer with an echo
+ * facade (bench/grpc_echo_server.ts) under the same gRPC load, and `kcat -P` sending the same number of
+ * messages; for the batches also bare Deno.serve reading the same bodies, the floor of their CPU and memory.
  * `--rounds N` (default 1) measures our service and the Go service N times each for every scenario, alternated
  * (ours first in odd rounds, Go first in even ones, so that drift over the run falls on both), a fresh process
  * each time; their rows give the median of every figure, the figures of each round in the notes, and ours the
