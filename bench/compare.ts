@@ -3,7 +3,7 @@
  * single-node broker (tests/kafka/broker.ts), so that the ratios come from the same machine state.
  *
  *   deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat] [--value-bytes N]
- *     [--rounds N] [--connections N]
+ *     [--rounds N] [--connections N] [--codec none]
  *
  * Per scenario: a fresh process (service, Go service or ceiling), a 2 s warm-up, then a fixed load for N seconds
  * (default 15) into a new topic of 3 partitions, then a wait until the topic's end offsets stop moving. Measured:
@@ -55,13 +55,16 @@ const VALUE_BYTES = Number(flag("value-bytes") ?? 100);
 const ROUNDS = Number(flag("rounds") ?? 1);
 /** Keep-alive connections of the HTTP loads (wrk's, and bench/load's for batches). */
 const CONNECTIONS = Number(flag("connections") ?? 64);
+/** librdkafka's compression.codec for every producer of the run. */
+const CODEC = flag("codec") ?? "none";
 if (
   !(SECONDS > 0) || !Number.isInteger(VALUE_BYTES) || VALUE_BYTES < 1 || !Number.isInteger(ROUNDS) ||
-  ROUNDS < 1 || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1
+  ROUNDS < 1 || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1 ||
+  !["none", "gzip", "snappy", "lz4", "zstd"].includes(CODEC)
 ) {
   console.error(
     "usage: deno run -A bench/compare.ts [--seconds N] [--go-binary PATH] [--only http,batch,grpc,kcat] " +
-      "[--value-bytes N] [--rounds N] [--connections N]",
+      "[--value-bytes N] [--rounds N] [--connections N] [--codec none|gzip|snappy|lz4|zstd]",
   );
   Deno.exit(2);
 }
@@ -80,11 +83,12 @@ const RECORD_BYTES = 100;
 const GRPC_STREAMS = 4;
 const GRPC_WINDOW = 1000;
 /**
- * librdkafka settings shared by our service, the Go service and kcat. Compression is set because the Go
- * service's own default is gzip, librdkafka's (and so ours and kcat's) none.
+ * librdkafka settings shared by our service, the Go service and kcat. Compression is `none` unless `--codec`
+ * says otherwise: both services default to gzip (this one keeps the Go service's default), kcat to none, and
+ * without it the CPU figures are the proxies' own rather than zlib's.
  */
 const KAFKA_SETTINGS: Record<string, number | string> = {
-  "compression.codec": "none",
+  "compression.codec": CODEC,
   "linger.ms": 5,
   "batch.num.messages": 10000,
   "statistics.interval.ms": 3_600_000,
