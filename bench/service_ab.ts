@@ -55,7 +55,7 @@ const ROUNDS = Number(flag("rounds", "2"));
 const SECONDS = Number(flag("seconds", "8"));
 const CODEC = flag("codec", "none");
 const LOADS = Number(flag("loads", "1"));
-const CONNECTIONS = flag("connections", "64");
+const CONNECTIONS = Number(flag("connections", "64"));
 /** Every `--NAME K=V` of the command line, as an object. */
 function pairs(name: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -77,7 +77,7 @@ const REVISION_DENO = flag("deno", DENO);
 const BROKER_DIR = flag("broker-dir", "") || undefined;
 if (
   REVISION === undefined || REVISION.startsWith("--") || !(ROUNDS >= 1) || !(SECONDS > 0) ||
-  !Number.isInteger(LOADS) || LOADS < 1 || !(Number(CONNECTIONS) >= 1)
+  !Number.isInteger(LOADS) || LOADS < 1 || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1
 ) {
   console.error(
     "usage: bench/service_ab.ts REVISION [--only http,always,batch,always-batch,grpc,grpc-echo] [--rounds N] " +
@@ -146,18 +146,10 @@ async function load(scenario: string, svc: { http: string; grpc: string }, topic
     await grpcLoad(svc.grpc, topic);
   } else if (scenario.endsWith("batch")) {
     const url = `${svc.http}/topics/${topic}/messages`;
-    const args = [
-      "http",
-      "-seconds",
-      String(SECONDS),
-      "-url",
-      url,
-      "-connections",
-      CONNECTIONS,
-      "-ndjson",
-      "1000",
-    ];
-    await runCommand(await loadBinary(), [...args, "-size", "100"], { timeoutMs: SECONDS * 1000 + 60_000 });
+    const args = ["http", "-seconds", String(SECONDS), "-url", url, "-ndjson", "1000", "-size", "100"];
+    await runCommand(await loadBinary(), [...args, "-connections", String(CONNECTIONS)], {
+      timeoutMs: SECONDS * 1000 + 60_000,
+    });
   } else {
     const url = `${svc.http}/topics/${topic}/messages`;
     const args = ["-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "-s", `${ROOT}bench/post.lua`, url];
